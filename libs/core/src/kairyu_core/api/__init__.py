@@ -1,0 +1,52 @@
+"""The kaito.sh Workspace API: pydantic models of both served versions and the CRD built from them."""
+
+from kairyu_core.api.conditions import ConditionType, set_condition
+from kairyu_core.api.crd import render_yaml, workspace_crd
+from kairyu_core.api.meta import Condition, ConditionStatus, LabelSelector, ObjectMeta
+from kairyu_core.api.workspace import (
+    GROUP,
+    KIND,
+    PLURAL,
+    AdapterSpec,
+    DataDestination,
+    DataSource,
+    InferenceSpec,
+    Plan,
+    PresetSpec,
+    ResourceSpec,
+    TuningInput,
+    TuningSpec,
+    Workspace,
+    WorkspaceState,
+    WorkspaceStatus,
+    WorkspaceV1Alpha1,
+    WorkspaceV1Beta1,
+)
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "AdapterSpec",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "DataDestination",
+    "DataSource",
+    "InferenceSpec",
+    "LabelSelector",
+    "ObjectMeta",
+    "Plan",
+    "PresetSpec",
+    "ResourceSpec",
+    "TuningInput",
+    "TuningSpec",
+    "Workspace",
+    "WorkspaceState",
+    "WorkspaceStatus",
+    "WorkspaceV1Alpha1",
+    "WorkspaceV1Beta1",
+    "render_yaml",
+    "set_condition",
+    "workspace_crd",
+]

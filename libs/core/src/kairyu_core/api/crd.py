@@ -1,0 +1,158 @@
+"""Generates the Workspace CustomResourceDefinition from the pydantic models.
+
+The models are the single source of truth: their JSON schema is rewritten into the structural
+OpenAPI v3 subset Kubernetes accepts (no $ref, no anyOf-with-null, no titles, no defaults), and the
+CEL rules declared on the models are carried over. `python -m kairyu_core.api` prints the
+YAML; the committed copy is checked against it by a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from kairyu_core.api.workspace import GROUP, KIND, PLURAL, WorkspaceV1Alpha1, WorkspaceV1Beta1, _Workspace
+
+# Keys of JSON schema that have no place (or no meaning) in a Kubernetes structural schema.
+_DROPPED_KEYS = {"title", "default", "$defs", "const"}
+
+
+def _condition_column(name: str, condition: str) -> dict[str, str]:
+    return {
+        "name": name,
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{condition}")].status',
+    }
+
+
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_INSTANCE = {"name": "Instance", "type": "string", "jsonPath": ".resource.instanceType"}
+
+# v1alpha1 shows the seed's columns; v1beta1 shows KAITO's current ones.
+PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
+    "v1alpha1": [
+        _INSTANCE,
+        _condition_column("ResourceReady", "ResourceReady"),
+        _condition_column("InferenceReady", "InferenceReady"),
+        _condition_column("WorkspaceReady", "WorkspaceReady"),
+        _AGE,
+    ],
+    "v1beta1": [
+        _INSTANCE,
+        _condition_column("ResourceReady", "ResourceReady"),
+        _condition_column("InferenceReady", "InferenceReady"),
+        _condition_column("JobStarted", "JobStarted"),
+        _condition_column("WorkspaceSucceeded", "WorkspaceSucceeded"),
+        {"name": "TargetNodeCount", "type": "integer", "jsonPath": ".status.targetNodeCount"},
+        {"name": "State", "type": "string", "jsonPath": ".status.state"},
+        _AGE,
+    ],
+}
+
+
+def structural_schema(model: type[_Workspace]) -> dict[str, Any]:
+    """The OpenAPI v3 schema of a Workspace version, in Kubernetes' structural form."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs: dict[str, Any] = raw.get("$defs", {})
+    schema = _rewrite(raw, defs)
+    # The apiserver owns metadata's schema; a CRD may only say it is an object.
+    schema["properties"]["metadata"] = {"type": "object"}
+    for key in ("apiVersion", "kind"):
+        schema["properties"][key] = {"type": "string"}
+    schema["required"] = sorted(set(schema.get("required", [])) - {"apiVersion", "kind", "metadata"})
+    return schema
+
+
+def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_rewrite(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:  # inline the definition; sibling keys (description, CEL rules) win
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = _merge(target, node)
+    if "anyOf" in node:  # Optional[X] is anyOf [X, null]: absent is how Kubernetes says "null"
+        variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
+        if len(variants) != 1:
+            raise ValueError(f"cannot express a union in a structural schema: {variants}")
+        node = _merge(variants[0], node)
+        if "$ref" in node:
+            return _rewrite(node, defs)
+    if "const" in node:
+        node["enum"] = [node["const"]]
+    if node.get("additionalProperties") is True:  # dict[str, Any]: schemaless
+        del node["additionalProperties"]
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: _rewrite(prop, defs) for name, prop in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = _rewrite(value, defs)
+        elif key == "description":  # attribute docstrings wrap lines; the CRD wants prose
+            out[key] = " ".join(value.split())
+        else:
+            out[key] = value
+    if "properties" in out:
+        out.setdefault("type", "object")
+    return out
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = {**base, **overlay}
+    rules = base.get("x-kubernetes-validations", []) + overlay.get("x-kubernetes-validations", [])
+    if rules:
+        merged["x-kubernetes-validations"] = rules
+    return merged
+
+
+def workspace_crd() -> dict[str, Any]:
+    """The Workspace CustomResourceDefinition serving v1alpha1 and v1beta1 (storage)."""
+    versions = []
+    for model in (WorkspaceV1Alpha1, WorkspaceV1Beta1):
+        versions.append({
+            "name": model.version,
+            "served": True,
+            # KAITO stores v1beta1; both versions share one schema, so no conversion webhook is needed.
+            "storage": model is WorkspaceV1Beta1,
+            "schema": {"openAPIV3Schema": structural_schema(model)},
+            "subresources": {"status": {}},
+            "additionalPrinterColumns": PRINTER_COLUMNS[model.version],
+        })
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": KIND.lower(),
+                "shortNames": ["wk", "wks"],
+                "categories": ["workspace"],
+            },
+            "scope": "Namespaced",
+            "versions": versions,
+        },
+    }
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes repeated values out in full: anchors would make the CRD hard to read and diff."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def render_yaml() -> str:
+    """The CRD as committed under config/crd/."""
+    header = "# Generated by `python -m kairyu_core.api` from kairyu_core.api; do not edit.\n"
+    return header + yaml.dump(workspace_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=120)

@@ -1,0 +1,300 @@
+"""The kaito.sh Workspace, field for field as KAITO defines it, plus kairyu's `status.plan`.
+
+KAITO puts `resource`, `inference` and `tuning` at the top level of the object (there is no
+`spec:`), and so do we, so that a user's KAITO YAML applies unchanged. The structural rules that
+the apiserver can check on its own (types, enums, patterns, "exactly one of") are declared here as
+OpenAPI constraints and CEL rules and end up in the generated CRD; the rules that need other
+objects or the GPU catalog (KAITO's webhook checks) belong to the planner.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
+
+from kairyu_core.api._base import ApiModel
+from kairyu_core.api.meta import (
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    Condition,
+    LabelSelector,
+    ObjectMeta,
+    preserve_unknown,
+)
+
+GROUP = "kaito.sh"
+KIND = "Workspace"
+PLURAL = "workspaces"
+
+# A Kubernetes quantity (e.g. "80Gi"); used only in status, where kairyu writes it.
+_STRENGTH = r"^(1(\.0+)?|0(\.[0-9]+)?|\.[0-9]+)$"
+_HTTP_URL = r"^https?://[^\s]+$"
+_MAX_ADAPTERS = 10  # KAITO's webhook limit
+
+
+def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry: a CEL rule the apiserver evaluates on write."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _exactly_one(*fields: str) -> str:
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields) + " == 1"
+
+
+class PartitionMode(StrEnum):
+    """How a GPU is split between workloads."""
+
+    MIG = "mig"
+    ACCELERATOR = "accelerator"
+
+
+class PartitionSpec(ApiModel):
+    """A GPU partition request (KAITO v0.12; needs BYO nodes)."""
+
+    mode: PartitionMode
+    profile: str | None = None
+    """A MIG profile such as 1g.10gb."""
+    count: Annotated[int | None, Field(ge=1)] = None
+    """Number of partitions, accelerator mode only."""
+
+
+class ResourceSpec(ApiModel):
+    """Which GPU nodes run the Workspace."""
+
+    count: Annotated[int | None, Field(ge=1)] = None
+    """Requested GPU node count (deprecated in v1beta1; the planner computes the node count)."""
+    instance_type: Annotated[str | None, Field(max_length=128)] = None
+    """GPU node SKU, e.g. Standard_NC6s_v3. When absent, kairyu's planner picks the cheapest SKU
+    that fits the model."""
+    label_selector: LabelSelector
+    """Nodes that may run the workload; its matchLabels are copied onto provisioned nodes."""
+    preferred_nodes: list[str] | None = None
+    """Existing nodes to use before provisioning new ones (deprecated in v1beta1)."""
+    partition: PartitionSpec | None = None
+
+
+class AccessMode(StrEnum):
+    """Whether the preset's model image is public or the user supplies it."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class PresetOptions(ApiModel):
+    """Options of a preset model."""
+
+    image: str | None = None
+    """Private model image (deprecated in v1beta1)."""
+    image_pull_secrets: list[str] | None = None
+    model_access_secret: str | None = None
+    """Secret holding HF_TOKEN, for gated models downloaded at run time."""
+
+
+class PresetSpec(ApiModel):
+    """A model from kairyu's preset catalog, or any Hugging Face repo id (org/model)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    access_mode: AccessMode | None = None
+    preset_options: PresetOptions | None = None
+
+
+class DataSource(ApiModel):
+    """Where data comes from: URLs, an image with the data under /data, or a volume."""
+
+    name: Annotated[str | None, Field(max_length=253, pattern=DNS1123_SUBDOMAIN)] = None
+    """Name of the data; also used as the name of the container that fetches it."""
+    urls: list[Annotated[str, Field(pattern=_HTTP_URL)]] | None = None
+    volume_source: Annotated[dict[str, Any] | None, Field(**preserve_unknown("A core/v1 VolumeSource."))] = None
+    image: Annotated[str | None, Field(min_length=1)] = None
+    """An image whose /data directory holds the data."""
+    image_pull_secrets: list[str] | None = None
+
+
+class AdapterSource(DataSource):
+    """Where a LoRA adapter comes from: an image or a volume."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("!has(self.urls)", "adapters come from an image or a volume; urls are not supported",
+                    field_path=".urls"),
+                cel("has(self.image) || has(self.volumeSource)", "an adapter needs an image or a volumeSource"),
+            ]
+        }
+    )
+    name: Annotated[str, Field(max_length=253, pattern=DNS1123_SUBDOMAIN)]  # type: ignore[assignment]
+    """Name of the adapter; unique within the Workspace."""
+
+
+class AdapterSpec(ApiModel):
+    """A LoRA adapter applied on top of the preset model."""
+
+    source: AdapterSource
+    strength: Annotated[str | None, Field(pattern=_STRENGTH)] = None
+    """How strongly the adapter is applied: a number from 0 to 1, as a string (default "1.0")."""
+
+
+class InferenceSpec(ApiModel):
+    """Serve a model."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_exactly_one("preset", "template"), "inference needs exactly one of preset or template"),
+            ]
+        }
+    )
+    preset: PresetSpec | None = None
+    template: Annotated[dict[str, Any] | None, Field(**preserve_unknown("A core/v1 PodTemplateSpec run as is."))] = None
+    config: str | None = None
+    """Name of a ConfigMap in the Workspace's namespace holding inference_config.yaml."""
+    adapters: Annotated[
+        list[AdapterSpec] | None,
+        Field(
+            max_length=_MAX_ADAPTERS,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel("self.all(a, self.filter(b, b.source.name == a.source.name).size() == 1)",
+                        "adapter names must be unique"),
+                ]
+            },
+        ),
+    ] = None
+
+
+class TuningInput(DataSource):
+    """Training data: exactly one of urls, image or volumeSource."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_exactly_one("urls", "image", "volumeSource"),
+                    "tuning input needs exactly one of urls, image or volumeSource"),
+            ]
+        }
+    )
+
+
+class DataDestination(ApiModel):
+    """Where the tuned adapter goes: an image pushed with imagePushSecret, or a volume."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_exactly_one("image", "volumeSource"), "tuning output needs exactly one of image or volumeSource"),
+                cel("!has(self.image) || has(self.imagePushSecret)",
+                    "imagePushSecret is required when output.image is set", field_path=".imagePushSecret"),
+            ]
+        }
+    )
+    volume_source: Annotated[dict[str, Any] | None, Field(**preserve_unknown("A core/v1 VolumeSource."))] = None
+    image: Annotated[str | None, Field(min_length=1)] = None
+    image_push_secret: Annotated[str | None, Field(min_length=1)] = None
+
+
+class TuningSpec(ApiModel):
+    """Tune a preset model with LoRA or QLoRA."""
+
+    preset: PresetSpec
+    method: Annotated[
+        str,
+        Field(json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.lowerAscii() in ['lora', 'qlora']", "tuning method must be lora or qlora")
+            ]
+        }),
+    ]
+    """lora or qlora (case-insensitive)."""
+    config: str | None = None
+    """Name of a ConfigMap holding training_config.yaml; KAITO's defaults are used when absent."""
+    input: TuningInput
+    output: DataDestination
+
+
+class WorkspaceState(StrEnum):
+    """The summary state KAITO reports in status.state."""
+
+    PENDING = "Pending"
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Plan(ApiModel):
+    """kairyu's plan for the Workspace: what will be provisioned and how the runtime is sized."""
+
+    instance_type: str
+    node_count: Annotated[int, Field(ge=1)]
+    gpus_per_node: Annotated[int, Field(ge=1)]
+    tensor_parallel_size: Annotated[int, Field(ge=1)]
+    pipeline_parallel_size: Annotated[int, Field(ge=1)]
+    dtype: str
+    """float16 or bfloat16 (bfloat16 needs compute capability 8.0 or newer)."""
+    runtime: str
+    """vllm, transformers or triton."""
+    max_model_len: Annotated[int | None, Field(ge=1)] = None
+    runtime_args: list[str] | None = None
+    estimated_cost_per_hour: str | None = None
+    """List price of all planned nodes per hour, in USD, as a decimal string."""
+    reason: str | None = None
+    """Why this SKU and size were chosen."""
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+
+
+class WorkspaceStatus(ApiModel):
+    """What the services observed; each service owns its own conditions."""
+
+    conditions: Annotated[
+        list[Condition] | None,
+        Field(json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+    ] = None
+    worker_nodes: list[str] | None = None
+    state: WorkspaceState | None = None
+    target_node_count: Annotated[int | None, Field(ge=0)] = None
+    plan: Plan | None = None
+
+
+_ROOT_RULES = [
+    cel(_exactly_one("inference", "tuning"), "exactly one of inference or tuning must be specified"),
+    cel(f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS1123_LABEL}')",
+        "metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)"),
+]
+
+
+class _Workspace(ApiModel):
+    """A kaito.sh Workspace: a model to serve (inference) or to tune (tuning) on GPU nodes."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _ROOT_RULES})
+    version: ClassVar[str]
+
+    kind: Literal["Workspace"] = "Workspace"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    resource: ResourceSpec
+    inference: InferenceSpec | None = None
+    tuning: TuningSpec | None = None
+    status: WorkspaceStatus | None = None
+
+
+class WorkspaceV1Alpha1(_Workspace):
+    """A kaito.sh/v1alpha1 Workspace (the API version of the seed's manifests)."""
+
+    version: ClassVar[str] = "v1alpha1"
+    api_version: Literal["kaito.sh/v1alpha1"] = "kaito.sh/v1alpha1"
+
+
+class WorkspaceV1Beta1(_Workspace):
+    """A kaito.sh/v1beta1 Workspace (KAITO's storage version)."""
+
+    version: ClassVar[str] = "v1beta1"
+    api_version: Literal["kaito.sh/v1beta1"] = "kaito.sh/v1beta1"
+
+
+Workspace = WorkspaceV1Alpha1 | WorkspaceV1Beta1
+"""Either served version; the two share one schema, so an object reads the same in both."""

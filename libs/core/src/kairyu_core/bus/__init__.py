@@ -1,0 +1,25 @@
+"""kairyu's event bus on NATS JetStream; the only package that imports nats.
+
+Publish events with `Bus.publish`; consume them with a `Consumer`, whose handler signals the end
+of each message by returning or by raising `TemporaryError` / `PermanentError` (see `errors`).
+"""
+
+from kairyu_core.bus._connection import Bus, Published
+from kairyu_core.bus._consuming import Consumer, Delivery, Handler, backoff
+from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
+from kairyu_core.bus.topology import DEFAULT_STREAM, ConsumerSpec, StreamSpec
+
+__all__ = [
+    "DEFAULT_STREAM",
+    "Bus",
+    "BusError",
+    "Consumer",
+    "ConsumerSpec",
+    "Delivery",
+    "Handler",
+    "PermanentError",
+    "Published",
+    "StreamSpec",
+    "TemporaryError",
+    "backoff",
+]

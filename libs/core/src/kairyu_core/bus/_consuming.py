@@ -1,0 +1,243 @@
+"""The pull-consume loop: fetch, decode, run the handler, and end each message by the ack policy.
+
+Messages for one Workspace run one after another in this process (per-key chains of tasks);
+different Workspaces run concurrently. While a message is in flight its ack deadline is extended
+with in-progress acks, so a slow handler is not redelivered to a second replica, while a crashed
+process stops extending it and JetStream hands the message to another replica after ack_wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.msg import Msg
+from opentelemetry import context, trace
+from pydantic import ValidationError
+
+from kairyu_core.bus import _tracing
+from kairyu_core.bus._connection import Bus
+from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
+from kairyu_core.bus.topology import ConsumerSpec
+from kairyu_core.events import Event
+
+log = logging.getLogger(__name__)
+
+_EVENT_TOKEN = 3  # <prefix>.v1.workspace.<event>.<namespace>.<name>
+_MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler learns about the message besides the event."""
+
+    subject: str
+    num_delivered: int
+    stream_sequence: int
+
+
+Handler = Callable[[Event, Delivery], Awaitable[None]]
+
+
+def backoff(num_delivered: int, *, base: float = 1.0) -> float:
+    """Delay before the next try of a message that failed unexpectedly: 1, 2, 4 … 60 seconds."""
+    return float(min(_MAX_BACKOFF_S, base * 2 ** max(0, num_delivered - 1)))
+
+
+class Consumer:
+    """Runs one handler over a durable pull consumer until stopped."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        spec: ConsumerSpec,
+        *,
+        service: str,
+        events: Mapping[str, type[Event]],
+        handler: Handler,
+        max_in_flight: int = 16,
+        fetch_timeout_s: float = 1.0,
+    ) -> None:
+        self._bus = bus
+        self._spec = spec
+        self._service = service
+        self._events = dict(events)
+        self._handler = handler
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._fetch_timeout = fetch_timeout_s
+        self._chains: dict[str, asyncio.Task[None]] = {}
+        self._unsettled: dict[int, Msg] = {}  # by id(): nats Msg objects are not hashable
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Fetch and dispatch until `stop()`; survives NATS outages (the client reconnects)."""
+        await self._bus.ensure_consumer(self._spec)
+        sub = await self._bus.js.pull_subscribe_bind(durable=self._spec.durable, stream=self._bus.stream.name)
+        try:
+            while not self._stopping.is_set():
+                free = await self._wait_for_free_slots()
+                try:
+                    msgs = await sub.fetch(free, timeout=self._fetch_timeout)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
+                    if self._stopping.is_set():
+                        break
+                    raise
+                except nats.errors.Error as exc:
+                    log.warning("fetch from %s failed, retrying: %s", self._spec.durable, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in msgs:
+                    await self._slots.acquire()
+                    self._dispatch(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _wait_for_free_slots(self) -> int:
+        await self._slots.acquire()
+        self._slots.release()
+        return max(1, self._slots._value)  # noqa: SLF001 - asyncio exposes no public count
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop fetching, give in-flight handlers `grace_s` seconds, then release the rest."""
+        self._stopping.set()
+        pending = list(self._chains.values())
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=grace_s)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+        for msg in list(self._unsettled.values()):  # cancelled work: hand it back at once instead of after ack_wait
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self._unsettled.clear()
+
+    # ------------------------------------------------------------------ per message
+    def _dispatch(self, msg: Msg) -> None:
+        key = ".".join(msg.subject.split(".")[_EVENT_TOKEN + 1 :]) or msg.subject
+        previous = self._chains.get(key)
+        self._unsettled[id(msg)] = msg
+        task = asyncio.create_task(self._after(previous, msg))
+        self._chains[key] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            self._slots.release()
+            if self._chains.get(key) is done:
+                del self._chains[key]
+
+        task.add_done_callback(forget)
+
+    async def _after(self, previous: asyncio.Task[None] | None, msg: Msg) -> None:
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(previous)
+        heartbeat = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self._process(msg)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        interval = max(0.5, self._spec.ack_wait_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _process(self, msg: Msg) -> None:
+        meta = msg.metadata
+        delivery = Delivery(subject=msg.subject, num_delivered=meta.num_delivered, stream_sequence=meta.sequence.stream)
+        token = context.attach(_tracing.extract(msg.headers))
+        try:
+            with _tracing.tracer.start_as_current_span(
+                f"{msg.subject} process", kind=trace.SpanKind.CONSUMER, record_exception=False, set_status_on_exception=False
+            ) as span:
+                span.set_attributes({
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": msg.subject,
+                    "messaging.consumer.group.name": self._spec.durable,
+                    "messaging.message.delivery_count": delivery.num_delivered,
+                    "messaging.message.id": (msg.headers or {}).get("Nats-Msg-Id", ""),
+                })
+                await self._run_handler(msg, delivery, span)
+        finally:
+            context.detach(token)
+
+    async def _run_handler(self, msg: Msg, delivery: Delivery, span: trace.Span) -> None:
+        try:
+            event = self._decode(msg)
+            await self._handler(event, delivery)
+        except asyncio.CancelledError:
+            raise  # neither ack nor nak: stop() releases it, or JetStream redelivers after ack_wait
+        except TemporaryError as exc:
+            log.info("retrying %s in %.1fs: %s", msg.subject, exc.delay, exc)
+            await self._settle(msg, "nak", delay=exc.delay)
+        except PermanentError as exc:
+            span.set_status(trace.StatusCode.ERROR, f"{exc.reason}: {exc}")
+            span.record_exception(exc)
+            log.error("giving up on %s (%s): %s", msg.subject, exc.reason, exc)  # noqa: TRY400 - expected, not a bug
+            await self._dead_letter(msg, reason=exc.reason, error=str(exc))
+        except Exception as exc:
+            span.set_status(trace.StatusCode.ERROR, str(exc))
+            span.record_exception(exc)
+            if delivery.num_delivered >= self._spec.max_deliver:
+                log.exception("giving up on %s after %d deliveries", msg.subject, delivery.num_delivered)
+                await self._dead_letter(msg, reason="MaxDeliveriesExceeded", error=repr(exc))
+            else:
+                delay = backoff(delivery.num_delivered)
+                log.exception("handler failed on %s, retrying in %.0fs", msg.subject, delay)
+                await self._settle(msg, "nak", delay=delay)
+        else:
+            await self._settle(msg, "ack")
+
+    def _decode(self, msg: Msg) -> Event:
+        tokens = msg.subject.split(".")
+        name = tokens[_EVENT_TOKEN] if len(tokens) > _EVENT_TOKEN else ""
+        event_type = self._events.get(name)
+        if event_type is None:
+            raise PermanentError(f"no event type {name!r} known to {self._service}", reason="UnknownEvent")
+        try:
+            return event_type.model_validate_json(msg.data)
+        except ValidationError as exc:
+            raise PermanentError(f"malformed {name} event: {exc}", reason="MalformedEvent") from exc
+
+    async def _settle(self, msg: Msg, action: str, *, delay: float | None = None) -> None:
+        try:
+            if action == "ack":
+                await msg.ack()
+            elif action == "nak":
+                await msg.nak(delay=delay)
+            else:
+                await msg.term()
+        except Exception:  # noqa: BLE001 - a lost ack only means a redelivery; the handler is idempotent
+            log.warning("could not %s %s; it will be redelivered", action, msg.subject)
+        finally:
+            self._unsettled.pop(id(msg), None)
+
+    async def _dead_letter(self, msg: Msg, *, reason: str, error: str) -> None:
+        """Copy the message to the dead-letter subject, then term it; if the copy fails, retry later."""
+        subject = self._bus.stream.subjects.dead_letter(self._service, msg.subject)
+        headers = {
+            **{k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"},
+            # One dead letter per original message, even if it is terminated more than once.
+            "Nats-Msg-Id": f"deadletter/{self._service}/{msg.metadata.stream}/{msg.metadata.sequence.stream}",
+            "Kairyu-Original-Subject": msg.subject,
+            "Kairyu-Dead-Letter-Reason": reason,
+            "Kairyu-Dead-Letter-Error": error[:1024],
+            "Kairyu-Service": self._service,
+        }
+        try:
+            await self._bus.publish_raw(subject, msg.data, headers=headers)
+        except BusError:
+            log.exception("could not dead-letter %s; retrying later", msg.subject)
+            await self._settle(msg, "nak", delay=backoff(msg.metadata.num_delivered))
+            return
+        await self._settle(msg, "term")

@@ -1,0 +1,8 @@
+"""kairyu's access to the Kubernetes API; the only package that imports kubernetes_asyncio."""
+
+from kairyu_core.kube import errors, resources
+from kairyu_core.kube.client import JSON, KubeClient
+from kairyu_core.kube.status import apply_condition, apply_conditions
+from kairyu_core.kube.watching import WatchEvent, watch
+
+__all__ = ["JSON", "KubeClient", "WatchEvent", "apply_condition", "apply_conditions", "errors", "resources", "watch"]

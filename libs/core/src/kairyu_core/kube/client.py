@@ -1,0 +1,113 @@
+"""The Kubernetes client: connection set-up and the few generic calls kairyu needs.
+
+Objects travel as plain dicts (kairyu parses them into its pydantic models), so one code path
+serves every resource type, custom ones included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from kairyu_core.kube import errors
+from kairyu_core.kube.resources import Resource
+
+JSON = dict[str, Any]
+_IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+
+
+class KubeClient:
+    """An API client bound to one cluster."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+
+    @classmethod
+    async def connect(cls, kubeconfig: Path | None = None) -> Self:
+        """From `kubeconfig`, else in-cluster (service-account token), else ~/.kube/config."""
+        if kubeconfig is None and os.environ.get(_IN_CLUSTER_ENV):
+            configuration = k8s.Configuration()
+            k8s_config.load_incluster_config(client_configuration=configuration)
+            return cls(k8s.ApiClient(configuration))
+        api = await k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+        return cls(api)
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str | int | bool] | None = None,
+        body: JSON | None = None,
+        content_type: str = "application/json",
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call; errors become kairyu_core.kube.errors types."""
+        try:
+            return await self.api.call_api(
+                path, method,
+                query_params=[(k, str(v).lower() if isinstance(v, bool) else v) for k, v in (query or {}).items()],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                response_types_map={200: "object", 201: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=not stream,
+                _request_timeout=timeout,
+            )
+        except ApiException as exc:
+            raise errors.from_status(exc.status, f"{method} {path}: {exc.status} {_reason(exc)}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise errors.UnavailableError(f"{method} {path}: {exc!r}") from exc
+
+    async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
+        result: JSON = await self.request("GET", resource.path(namespace=namespace, name=name))
+        return result
+
+    async def list(self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None) -> JSON:
+        query: dict[str, str | int | bool] = {"labelSelector": label_selector} if label_selector else {}
+        result: JSON = await self.request("GET", resource.path(namespace=namespace), query=query)
+        return result
+
+    async def apply(
+        self, resource: Resource, body: JSON, *, field_manager: str, subresource: str | None = None, force: bool = True
+    ) -> JSON:
+        """Server-side apply `body` (which names the object) as `field_manager`."""
+        meta = body["metadata"]
+        result: JSON = await self.request(
+            "PATCH",
+            resource.path(namespace=meta.get("namespace"), name=meta["name"], subresource=subresource),
+            query={"fieldManager": field_manager, "force": force},
+            body=body,
+            content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> None:
+        await self.request("DELETE", resource.path(namespace=namespace, name=name))
+
+
+def _reason(exc: ApiException) -> str:
+    # The apiserver's Status message names the field that failed; the HTTP reason does not.
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason)
+    except (TypeError, ValueError):
+        return str(exc.reason)

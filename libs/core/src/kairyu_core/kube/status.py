@@ -1,0 +1,56 @@
+"""Status conditions written by server-side apply, one field manager per service.
+
+`status.conditions` is a list-map keyed by type, so each manager owns only the entries it
+applies: the planner's apply of `Planned` leaves the provisioner's `ResourceReady` alone.
+"""
+
+from __future__ import annotations
+
+from kairyu_core.api import Condition, ConditionStatus, set_condition
+from kairyu_core.kube.client import JSON, KubeClient
+from kairyu_core.kube.resources import WORKSPACES, Resource
+
+
+async def apply_condition(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    field_manager: str,
+    type: str,  # noqa: A002 - metav1.Condition's field name
+    status: ConditionStatus,
+    reason: str,
+    message: str = "",
+    resource: Resource = WORKSPACES,
+) -> JSON:
+    """Apply one condition as `field_manager`, keeping lastTransitionTime when nothing changed.
+
+    The live object is read first, and its generation becomes the condition's observedGeneration.
+    """
+    live = await client.get(resource, name, namespace=namespace)
+    current = [Condition.model_validate(c) for c in (live.get("status") or {}).get("conditions") or []]
+    condition = set_condition(
+        current, type=type, status=status, reason=reason, message=message,
+        observed_generation=live["metadata"].get("generation"),
+    )
+    return await apply_conditions(client, namespace=namespace, name=name, field_manager=field_manager,
+                                  conditions=[condition], resource=resource)
+
+
+async def apply_conditions(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    field_manager: str,
+    conditions: list[Condition],
+    resource: Resource = WORKSPACES,
+) -> JSON:
+    """Apply exactly these conditions as `field_manager` (conditions it applied before and omits now are removed)."""
+    body = {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": {"conditions": [c.to_wire() for c in conditions]},
+    }
+    return await client.apply(resource, body, field_manager=field_manager, subresource="status")

@@ -1,0 +1,138 @@
+"""A watch that does not lose updates: list, watch from the list's resourceVersion, and recover.
+
+- The stream ends (server timeout, apiserver restart, network error): watch again from the last
+  resourceVersion seen, after a backoff while the apiserver is unreachable.
+- 410 Gone (that resourceVersion was compacted away): re-list, and emit what changed since the last
+  known state of each object, including DELETED for objects that disappeared meanwhile. A consumer
+  therefore always ends on the latest state, whatever happened while the watch was broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kairyu_core.kube import errors
+from kairyu_core.kube.client import JSON, KubeClient
+from kairyu_core.kube.resources import Resource
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+_WATCH_TIMEOUT_S = 300  # the server closes each watch after this; we resume from the last version
+_MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change of one object; `object` is its latest state (its last state for DELETED)."""
+
+    type: EventType
+    object: JSON
+
+    @property
+    def key(self) -> str:
+        meta = self.object["metadata"]
+        return f"{meta.get('namespace', '')}/{meta['name']}"
+
+
+async def watch(
+    client: KubeClient,
+    resource: Resource,
+    *,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+    timeout_s: int = _WATCH_TIMEOUT_S,
+) -> AsyncIterator[WatchEvent]:
+    """Yield every change of the selected objects, forever (cancel the consumer to stop)."""
+    known: dict[str, JSON] = {}  # key -> last object yielded
+    resource_version: str | None = None
+    failures = 0
+    while True:
+        try:
+            if resource_version is None:
+                listed = await client.list(resource, namespace=namespace, label_selector=label_selector)
+                resource_version = listed["metadata"]["resourceVersion"]
+                for event in _diff(known, listed.get("items", []), resource):
+                    yield event
+            async for event in _stream(client, resource, namespace, label_selector, resource_version, timeout_s):
+                failures = 0
+                if event.get("type") == "BOOKMARK":
+                    resource_version = event["object"]["metadata"]["resourceVersion"]
+                    continue
+                obj = event["object"]
+                resource_version = obj["metadata"]["resourceVersion"]
+                key = WatchEvent("ADDED", obj).key
+                if event["type"] == "DELETED":
+                    known.pop(key, None)
+                else:
+                    known[key] = obj
+                yield WatchEvent(event["type"], obj)
+        except errors.GoneError:
+            log.info("watch of %s expired (410 Gone); re-listing", resource.plural)
+            resource_version = None
+        except errors.KubeError as exc:
+            failures += 1
+            delay = min(_MAX_BACKOFF_S, 0.5 * 2**failures)
+            log.warning("watch of %s failed (%s); retrying in %.1fs", resource.plural, exc, delay)
+            await asyncio.sleep(delay)
+
+
+def _diff(known: dict[str, JSON], items: list[JSON], resource: Resource) -> list[WatchEvent]:
+    """Events that bring a consumer from `known` to the listed state; updates `known` in place."""
+    events: list[WatchEvent] = []
+    seen: set[str] = set()
+    for item in items:
+        item.setdefault("apiVersion", resource.api_version)
+        item.setdefault("kind", resource.kind)
+        key = WatchEvent("ADDED", item).key
+        seen.add(key)
+        previous = known.get(key)
+        if previous is None:
+            events.append(WatchEvent("ADDED", item))
+        elif previous["metadata"]["resourceVersion"] != item["metadata"]["resourceVersion"]:
+            events.append(WatchEvent("MODIFIED", item))
+        known[key] = item
+    for key in set(known) - seen:
+        events.append(WatchEvent("DELETED", known.pop(key)))
+    return events
+
+
+async def _stream(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str | None,
+    label_selector: str | None,
+    resource_version: str,
+    timeout_s: int,
+) -> AsyncIterator[dict[str, Any]]:
+    query: dict[str, str | int | bool] = {
+        "watch": True,
+        "resourceVersion": resource_version,
+        "allowWatchBookmarks": True,
+        "timeoutSeconds": timeout_s,
+    }
+    if label_selector:
+        query["labelSelector"] = label_selector
+    response = await client.request("GET", resource.path(namespace=namespace), query=query, stream=True)
+    try:
+        while True:
+            try:
+                line = await response.content.readline()
+            except (OSError, asyncio.TimeoutError) as exc:
+                raise errors.UnavailableError(f"watch of {resource.plural} broke: {exc!r}") from exc
+            except Exception as exc:  # aiohttp raises its own ClientPayloadError on a cut stream
+                raise errors.UnavailableError(f"watch of {resource.plural} broke: {exc!r}") from exc
+            if not line:
+                return  # the server ended the watch; the caller resumes from the last version
+            event = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object", {})
+                raise errors.from_status(status.get("code"), f"watch of {resource.plural}: {status.get('message')}")
+            yield event
+    finally:
+        response.release()

@@ -1,0 +1,66 @@
+"""Where the control-plane binaries are: built by tools/cluster/build.sh into a versioned cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BUILD_SCRIPT = Path("tools/cluster/build.sh")
+BIN_DIR_ENV = "KAIRYU_CLUSTER_BIN"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of the pinned control-plane binaries."""
+
+    directory: Path
+
+    def _path(self, name: str) -> Path:
+        path = self.directory / name
+        if not os.access(path, os.X_OK):
+            raise FileNotFoundError(f"{path} is missing; run {BUILD_SCRIPT}")
+        return path
+
+    @property
+    def etcd(self) -> Path:
+        return self._path("etcd")
+
+    @property
+    def kube_apiserver(self) -> Path:
+        return self._path("kube-apiserver")
+
+    @property
+    def kube_controller_manager(self) -> Path:
+        return self._path("kube-controller-manager")
+
+    @property
+    def kube_scheduler(self) -> Path:
+        return self._path("kube-scheduler")
+
+    @property
+    def kubectl(self) -> Path:
+        return self._path("kubectl")
+
+    @property
+    def kwok(self) -> Path:
+        return self._path("kwok")
+
+    @classmethod
+    def locate(cls) -> Binaries:
+        """$KAIRYU_CLUSTER_BIN if set, otherwise whatever build.sh reports (building on a cold cache)."""
+        if env := os.environ.get(BIN_DIR_ENV):
+            return cls(Path(env))
+        script = repo_root() / BUILD_SCRIPT
+        out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
+        return cls(Path(out.stdout.strip().splitlines()[-1]))
+
+
+def repo_root() -> Path:
+    """The checkout this code runs from (found by its build script), from cwd or from this file."""
+    for start in (Path.cwd(), Path(__file__).resolve()):
+        for candidate in (start, *start.parents):
+            if (candidate / BUILD_SCRIPT).is_file():
+                return candidate
+    raise FileNotFoundError(f"cannot find {BUILD_SCRIPT}; run from the kairyu checkout or set {BIN_DIR_ENV}")

