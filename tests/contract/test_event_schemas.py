@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from kairyu_core.events import ALL_EVENTS, Event
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")
@@ -23,9 +22,13 @@ def test_event_schema_matches_snapshot(event_type: type[Event]) -> None:
         SNAPSHOTS.mkdir(exist_ok=True)
         path.write_text(schema)
     assert path.exists(), f"no snapshot for {event_type.__name__}: run `make snapshots`"
-    assert schema == path.read_text(), f"{event_type.__name__}'s schema changed: see this module's docstring"
+    assert schema == path.read_text(), (
+        f"{event_type.__name__}'s schema changed: see this module's docstring"
+    )
 
 
 def test_every_snapshot_has_an_event() -> None:
     names = {t.__name__ for t in ALL_EVENTS}
-    assert {p.stem for p in SNAPSHOTS.glob("*.json")} <= names, "an event was removed: that breaks consumers"
+    assert {p.stem for p in SNAPSHOTS.glob("*.json")} <= names, (
+        "an event was removed: that breaks consumers"
+    )

@@ -7,12 +7,11 @@ import asyncio
 import json
 import sys
 
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from kairyu_core import tracing
 from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Delivery, StreamSpec
 from kairyu_core.events import Event, Subjects, WorkspaceObserved, WorkspaceRef
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def say(**fact: object) -> None:
@@ -26,10 +25,16 @@ async def main(mode: str, url: str, stream: str, prefix: str) -> None:
     spec = StreamSpec(name=stream, subjects=Subjects(prefix=prefix))
     bus = await Bus.connect(url, name=f"peer-{mode}", stream=spec)
     if mode == "publish":
-        ref = WorkspaceRef(namespace="ns", name="ws", uid="uid-peer", generation=1, resource_version="1")
+        ref = WorkspaceRef(
+            namespace="ns", name="ws", uid="uid-peer", generation=1, resource_version="1"
+        )
         await bus.publish(WorkspaceObserved(workspace=ref))
         (span,) = exporter.get_finished_spans()
-        say(trace_id=f"{span.context.trace_id:032x}", span_id=f"{span.context.span_id:016x}", name=span.name)
+        say(
+            trace_id=f"{span.context.trace_id:032x}",
+            span_id=f"{span.context.span_id:016x}",
+            name=span.name,
+        )
         await bus.close()
         return
 
@@ -39,8 +44,11 @@ async def main(mode: str, url: str, stream: str, prefix: str) -> None:
 
     durable = sys.argv[5]
     consumer = Consumer(
-        bus, ConsumerSpec(durable=durable, filter_subjects=(spec.subjects.all_events,), ack_wait_s=2.0),
-        service="peer", events={WorkspaceObserved.event_name: WorkspaceObserved}, handler=hang,
+        bus,
+        ConsumerSpec(durable=durable, filter_subjects=(spec.subjects.all_events,), ack_wait_s=2.0),
+        service="peer",
+        events={WorkspaceObserved.event_name: WorkspaceObserved},
+        handler=hang,
     )
     await consumer.run()
 

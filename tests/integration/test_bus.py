@@ -1,4 +1,4 @@
-"""The bus on a real nats-server: tracing across processes, dedupe, retries, dead letters, crashes."""
+"""The bus on a real nats-server: tracing across processes, dedupe, retries, dead letters, kills."""
 
 import asyncio
 import json
@@ -9,13 +9,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
-
-from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Delivery, PermanentError, StreamSpec, TemporaryError
+from kairyu_core.bus import (
+    Bus,
+    Consumer,
+    ConsumerSpec,
+    Delivery,
+    PermanentError,
+    StreamSpec,
+    TemporaryError,
+)
 from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
 from kairyu_core.localenv import LocalNats
 from kairyu_core.testing.plugin import unique
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 PEER = Path(__file__).with_name("bus_peer.py")
 EVENTS = {WorkspaceObserved.event_name: WorkspaceObserved}
@@ -27,11 +34,15 @@ def ref(uid: str = "uid-1", *, name: str = "ws", rv: str = "1") -> WorkspaceRef:
 
 
 def consumer_spec(bus: Bus, durable: str = "svc", **overrides: float) -> ConsumerSpec:
-    return ConsumerSpec(durable=durable, filter_subjects=(bus.stream.subjects.all_events,), **overrides)  # type: ignore[arg-type]
+    return ConsumerSpec(
+        durable=durable, filter_subjects=(bus.stream.subjects.all_events,), **overrides
+    )  # type: ignore[arg-type]
 
 
 async def running(bus: Bus, handler: Handler, spec: ConsumerSpec | None = None) -> Consumer:
-    consumer = Consumer(bus, spec or consumer_spec(bus), service="svc", events=EVENTS, handler=handler)
+    consumer = Consumer(
+        bus, spec or consumer_spec(bus), service="svc", events=EVENTS, handler=handler
+    )
     task = asyncio.create_task(consumer.run())
     consumer._test_task = task  # type: ignore[attr-defined]
     return consumer
@@ -60,14 +71,18 @@ async def dead_letters(bus: Bus, wait: float = 1.0) -> list[tuple[str, dict[str,
         while True:
             msgs = await sub.fetch(10, timeout=wait)
             got.extend((m.subject, dict(m.headers or {}), m.data) for m in msgs)
-    except Exception:  # nats TimeoutError: nothing more
+    except TimeoutError:  # nats' TimeoutError subclasses it: nothing more to fetch
         pass
     await sub.unsubscribe()
     return got
 
 
 async def test_trace_context_crosses_processes(
-    bus: Bus, stream_spec: StreamSpec, nats_server: LocalNats, spans: InMemorySpanExporter, consumers: list[Consumer]
+    bus: Bus,
+    stream_spec: StreamSpec,
+    nats_server: LocalNats,
+    spans: InMemorySpanExporter,
+    consumers: list[Consumer],
 ) -> None:
     received: list[Event] = []
 
@@ -76,8 +91,18 @@ async def test_trace_context_crosses_processes(
 
     consumers.append(await running(bus, handle))
     out = subprocess.run(
-        [sys.executable, str(PEER), "publish", nats_server.url, stream_spec.name, stream_spec.subjects.prefix],
-        capture_output=True, text=True, check=True, timeout=30,
+        [
+            sys.executable,
+            str(PEER),
+            "publish",
+            nats_server.url,
+            stream_spec.name,
+            stream_spec.subjects.prefix,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     producer = json.loads(out.stdout.splitlines()[-1])
     await until(lambda: len(received) == 1)
@@ -107,7 +132,9 @@ async def test_duplicate_publish_is_dropped(bus: Bus, consumers: list[Consumer])
     assert received == [event.message_id]
 
 
-async def test_nak_redelivers_after_the_requested_delay(bus: Bus, consumers: list[Consumer]) -> None:
+async def test_nak_redelivers_after_the_requested_delay(
+    bus: Bus, consumers: list[Consumer]
+) -> None:
     seen: list[float] = []
 
     async def handle(event: Event, delivery: Delivery) -> None:
@@ -123,7 +150,9 @@ async def test_nak_redelivers_after_the_requested_delay(bus: Bus, consumers: lis
     assert len(seen) == 2, "acked after the retry: no further delivery"
 
 
-async def test_permanent_failure_lands_on_the_dead_letter_subject_once(bus: Bus, consumers: list[Consumer]) -> None:
+async def test_permanent_failure_lands_on_the_dead_letter_subject_once(
+    bus: Bus, consumers: list[Consumer]
+) -> None:
     calls: list[int] = []
 
     async def handle(event: Event, delivery: Delivery) -> None:
@@ -136,7 +165,9 @@ async def test_permanent_failure_lands_on_the_dead_letter_subject_once(bus: Bus,
     letters = await dead_letters(bus)
     assert len(letters) == 1
     subject, headers, data = letters[0]
-    assert subject == bus.stream.subjects.dead_letter("svc", bus.stream.subjects.for_event(WorkspaceObserved(workspace=ref())))
+    assert subject == bus.stream.subjects.dead_letter(
+        "svc", bus.stream.subjects.for_event(WorkspaceObserved(workspace=ref()))
+    )
     assert headers["Kairyu-Dead-Letter-Reason"] == "UnknownPreset"
     assert "preset nope is unknown" in headers["Kairyu-Dead-Letter-Error"]
     assert WorkspaceObserved.model_validate_json(data).workspace == ref()
@@ -162,10 +193,13 @@ async def test_malformed_message_is_dead_lettered_and_the_consumer_keeps_going(
     assert letter[1]["Kairyu-Dead-Letter-Reason"] == "MalformedEvent"
     assert letter[2] == b'{"not": "an event"'
     errors = [s for s in spans.get_finished_spans() if s.status.status_code == StatusCode.ERROR]
-    assert errors and "MalformedEvent" in (errors[0].status.description or "")
+    assert errors
+    assert "MalformedEvent" in (errors[0].status.description or "")
 
 
-async def test_unexpected_errors_retry_with_backoff_then_dead_letter(bus: Bus, consumers: list[Consumer]) -> None:
+async def test_unexpected_errors_retry_with_backoff_then_dead_letter(
+    bus: Bus, consumers: list[Consumer]
+) -> None:
     calls: list[int] = []
 
     async def handle(event: Event, delivery: Delivery) -> None:
@@ -180,7 +214,9 @@ async def test_unexpected_errors_retry_with_backoff_then_dead_letter(bus: Bus, c
     assert calls == [1, 2]
 
 
-async def test_events_of_one_workspace_are_handled_in_order(bus: Bus, consumers: list[Consumer]) -> None:
+async def test_events_of_one_workspace_are_handled_in_order(
+    bus: Bus, consumers: list[Consumer]
+) -> None:
     order: list[str] = []
     active: set[str] = set()
     overlap: list[bool] = []
@@ -208,8 +244,17 @@ async def test_a_consumer_killed_mid_handling_loses_nothing(
 ) -> None:
     durable = unique("shared")
     with subprocess.Popen(
-        [sys.executable, str(PEER), "consume", nats_server.url, stream_spec.name, stream_spec.subjects.prefix, durable],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(PEER),
+            "consume",
+            nats_server.url,
+            stream_spec.name,
+            stream_spec.subjects.prefix,
+            durable,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     ) as peer:
         try:
             await bus.publish(WorkspaceObserved(workspace=ref("uid-crash")))
@@ -222,7 +267,9 @@ async def test_a_consumer_killed_mid_handling_loses_nothing(
     async def handle(event: Event, delivery: Delivery) -> None:
         received.append(delivery)
 
-    consumers.append(await running(bus, handle, consumer_spec(bus, durable=durable, ack_wait_s=2.0)))
+    consumers.append(
+        await running(bus, handle, consumer_spec(bus, durable=durable, ack_wait_s=2.0))
+    )
     await until(lambda: len(received) == 1, timeout=15)
     assert received[0].num_delivered == 2
     await asyncio.sleep(0.5)  # the ack is asynchronous

@@ -1,4 +1,4 @@
-"""The Workspace CRD on a real apiserver: the seed's manifests apply unchanged, bad ones are refused."""
+"""The Workspace CRD on a real apiserver: seed manifests apply unchanged; bad ones are refused."""
 
 import copy
 import json
@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.localenv.cluster import KubectlError
 from kairyu_core.testing.plugin import unique
@@ -27,18 +26,49 @@ def test_seed_manifests_apply_and_read_back_unchanged(cluster: LocalCluster) -> 
         cluster.kubectl("create", "namespace", ns)
         manifest = seed(name)
         cluster.kubectl("apply", "-n", ns, "-f", str(MANIFESTS / f"seed-{name}.yaml"))
-        stored = json.loads(cluster.kubectl(
-            "get", "workspaces.v1alpha1.kaito.sh", manifest["metadata"]["name"], "-n", ns, "-o", "json").stdout)
+        stored = json.loads(
+            cluster.kubectl(
+                "get",
+                "workspaces.v1alpha1.kaito.sh",
+                manifest["metadata"]["name"],
+                "-n",
+                ns,
+                "-o",
+                "json",
+            ).stdout
+        )
         assert stored["apiVersion"] == "kaito.sh/v1alpha1"
         assert {k: stored.get(k) for k in SPEC_FIELDS} == {k: manifest.get(k) for k in SPEC_FIELDS}
 
-        header = cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-n", ns).stdout.splitlines()[0].split()
-        assert header == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
+        header = (
+            cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-n", ns)
+            .stdout.splitlines()[0]
+            .split()
+        )
+        assert header == [
+            "NAME",
+            "INSTANCE",
+            "RESOURCEREADY",
+            "INFERENCEREADY",
+            "WORKSPACEREADY",
+            "AGE",
+        ]
         # Plain `kubectl get workspace` lists the preferred version, v1beta1, with KAITO's columns.
         header = cluster.kubectl("get", "workspace", "-n", ns).stdout.splitlines()[0].split()
-        assert header == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED",
-                          "WORKSPACESUCCEEDED", "TARGETNODECOUNT", "STATE", "AGE"]
-        row = cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-n", ns, "--no-headers").stdout.split()
+        assert header == [
+            "NAME",
+            "INSTANCE",
+            "RESOURCEREADY",
+            "INFERENCEREADY",
+            "JOBSTARTED",
+            "WORKSPACESUCCEEDED",
+            "TARGETNODECOUNT",
+            "STATE",
+            "AGE",
+        ]
+        row = cluster.kubectl(
+            "get", "workspaces.v1alpha1.kaito.sh", "-n", ns, "--no-headers"
+        ).stdout.split()
         assert row[:2] == [manifest["metadata"]["name"], "Standard_NC6s_v3"]
 
 
@@ -74,22 +104,61 @@ _A = {"source": {"name": "a", "image": "example.com/a:1"}}
 INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "count-not-a-number": (variant(_INFERENCE, resource__count="two"), "resource.count"),
     "count-zero": (variant(_INFERENCE, resource__count=0), "resource.count"),
-    "instance-type-not-a-string": (variant(_INFERENCE, resource__instanceType=["a"]), "resource.instanceType"),
-    "no-label-selector": (variant(_INFERENCE, resource__labelSelector=_DELETE), "resource.labelSelector"),
-    "both-inference-and-tuning": (variant(_INFERENCE, tuning=_TUNING["tuning"]), "exactly one of inference or tuning"),
-    "neither-inference-nor-tuning": (variant(_INFERENCE, inference=_DELETE), "exactly one of inference or tuning"),
-    "preset-and-template": (variant(_INFERENCE, inference__template={"spec": {}}), "inference needs exactly one of preset or template"),
+    "instance-type-not-a-string": (
+        variant(_INFERENCE, resource__instanceType=["a"]),
+        "resource.instanceType",
+    ),
+    "no-label-selector": (
+        variant(_INFERENCE, resource__labelSelector=_DELETE),
+        "resource.labelSelector",
+    ),
+    "both-inference-and-tuning": (
+        variant(_INFERENCE, tuning=_TUNING["tuning"]),
+        "exactly one of inference or tuning",
+    ),
+    "neither-inference-nor-tuning": (
+        variant(_INFERENCE, inference=_DELETE),
+        "exactly one of inference or tuning",
+    ),
+    "preset-and-template": (
+        variant(_INFERENCE, inference__template={"spec": {}}),
+        "inference needs exactly one of preset or template",
+    ),
     "unknown-tuning-method": (variant(_TUNING, tuning__method="sft"), "tuning.method"),
     "adapter-strength-2": (adapters({**_A, "strength": "2.0"}), "inference.adapters[0].strength"),
-    "adapter-strength-not-a-number": (adapters({**_A, "strength": "strong"}), "inference.adapters[0].strength"),
-    "adapter-without-name": (adapters({"source": {"image": "example.com/a:1"}}), "inference.adapters[0].source.name"),
-    "adapter-from-urls": (adapters({"source": {"name": "a", "urls": ["https://example.com/a"]}}), "inference.adapters[0].source.urls"),
+    "adapter-strength-not-a-number": (
+        adapters({**_A, "strength": "strong"}),
+        "inference.adapters[0].strength",
+    ),
+    "adapter-without-name": (
+        adapters({"source": {"image": "example.com/a:1"}}),
+        "inference.adapters[0].source.name",
+    ),
+    "adapter-from-urls": (
+        adapters({"source": {"name": "a", "urls": ["https://example.com/a"]}}),
+        "inference.adapters[0].source.urls",
+    ),
     "adapter-names-repeat": (adapters(_A, _A), "adapter names must be unique"),
-    "eleven-adapters": (adapters(*[{"source": {"name": f"a{i}", "image": "x/y:1"}} for i in range(11)]), "inference.adapters"),
-    "input-urls-and-image": (variant(_TUNING, tuning__input__image="example.com/data:1"), "tuning.input"),
-    "input-url-not-http": (variant(_TUNING, tuning__input__urls=["ftp://example.com/d.parquet"]), "tuning.input.urls[0]"),
-    "output-image-without-push-secret": (variant(_TUNING, tuning__output__imagePushSecret=_DELETE), "tuning.output.imagePushSecret"),
-    "output-image-and-volume": (variant(_TUNING, tuning__output__volumeSource={"emptyDir": {}}), "tuning.output"),
+    "eleven-adapters": (
+        adapters(*[{"source": {"name": f"a{i}", "image": "x/y:1"}} for i in range(11)]),
+        "inference.adapters",
+    ),
+    "input-urls-and-image": (
+        variant(_TUNING, tuning__input__image="example.com/data:1"),
+        "tuning.input",
+    ),
+    "input-url-not-http": (
+        variant(_TUNING, tuning__input__urls=["ftp://example.com/d.parquet"]),
+        "tuning.input.urls[0]",
+    ),
+    "output-image-without-push-secret": (
+        variant(_TUNING, tuning__output__imagePushSecret=_DELETE),
+        "tuning.output.imagePushSecret",
+    ),
+    "output-image-and-volume": (
+        variant(_TUNING, tuning__output__volumeSource={"emptyDir": {}}),
+        "tuning.output",
+    ),
     "tuning-without-input": (variant(_TUNING, tuning__input=_DELETE), "tuning.input"),
     "tuning-without-preset": (variant(_TUNING, tuning__preset=_DELETE), "tuning.preset"),
     "unknown-field": (variant(_INFERENCE, resource__instancetype="x"), "resource.instancetype"),
@@ -98,7 +167,9 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
 
 
 @pytest.mark.parametrize("case", INVALID, ids=str)
-def test_structurally_invalid_workspace_is_rejected_naming_the_field(cluster: LocalCluster, namespace: str, case: str) -> None:
+def test_structurally_invalid_workspace_is_rejected_naming_the_field(
+    cluster: LocalCluster, namespace: str, case: str
+) -> None:
     manifest, field = INVALID[case]
     with pytest.raises(KubectlError) as rejected:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))

@@ -5,9 +5,14 @@ from typing import Any
 
 import pytest
 import yaml
+from kairyu_core.api import (
+    ConditionStatus,
+    WorkspaceV1Alpha1,
+    render_yaml,
+    set_condition,
+    workspace_crd,
+)
 from pydantic import ValidationError
-
-from kairyu_core.api import ConditionStatus, WorkspaceV1Alpha1, render_yaml, set_condition, workspace_crd
 
 ROOT = Path(__file__).resolve().parents[3]
 SEEDS = sorted((ROOT / "tests/manifests").glob("seed-*.yaml"))
@@ -15,7 +20,9 @@ SEEDS = sorted((ROOT / "tests/manifests").glob("seed-*.yaml"))
 
 def test_committed_crd_matches_the_models() -> None:
     committed = (ROOT / "config/crd/kaito.sh_workspaces.yaml").read_text()
-    assert committed == render_yaml(), "CRD drifted from kairyu_core.api: run `make crds` and commit the result"
+    assert committed == render_yaml(), (
+        "CRD drifted from kairyu_core.api: run `make crds` and commit the result"
+    )
 
 
 @pytest.mark.parametrize("path", SEEDS, ids=lambda p: p.stem)
@@ -60,7 +67,9 @@ def test_the_models_reject_a_wrong_type_naming_the_field() -> None:
 
 def test_set_condition_keeps_transition_time_until_status_changes() -> None:
     first = set_condition(None, type="Planned", status=ConditionStatus.FALSE, reason="Planning")
-    again = set_condition([first], type="Planned", status=ConditionStatus.FALSE, reason="StillPlanning")
+    again = set_condition(
+        [first], type="Planned", status=ConditionStatus.FALSE, reason="StillPlanning"
+    )
     assert again.last_transition_time == first.last_transition_time
     assert again.reason == "StillPlanning"
     flipped = set_condition([again], type="Planned", status=ConditionStatus.TRUE, reason="Planned")

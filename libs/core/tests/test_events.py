@@ -1,19 +1,24 @@
 """Subjects and the event envelope."""
 
 import pytest
-from pydantic import ValidationError
-
 from kairyu_core.bus import backoff
 from kairyu_core.events import Subjects, WorkspaceDeleted, WorkspaceObserved, WorkspaceRef
+from pydantic import ValidationError
 
 REF = WorkspaceRef(namespace="team-a", name="phi.3", uid="u-1", generation=2, resource_version="77")
 
 
 def test_subjects_name_the_event_and_the_workspace() -> None:
     subjects = Subjects(prefix="kairyu")
-    assert subjects.for_event(WorkspaceObserved(workspace=REF)) == "kairyu.v1.workspace.observed.team-a.phi_3"
+    assert (
+        subjects.for_event(WorkspaceObserved(workspace=REF))
+        == "kairyu.v1.workspace.observed.team-a.phi_3"
+    )
     assert subjects.of_event(WorkspaceDeleted) == "kairyu.v1.workspace.deleted.*.*"
-    assert subjects.dead_letter("planner", "kairyu.v1.workspace.observed.a.b") == "kairyu.v1.deadletter.planner.workspace.observed.a.b"
+    assert (
+        subjects.dead_letter("planner", "kairyu.v1.workspace.observed.a.b")
+        == "kairyu.v1.deadletter.planner.workspace.observed.a.b"
+    )
 
 
 def test_message_id_changes_with_the_object_version_and_the_event() -> None:

@@ -47,7 +47,9 @@ class LogSettings(BaseModel):
 class ServiceSettings(BaseSettings):
     """Settings every service has; services subclass it and add their own group."""
 
-    model_config = SettingsConfigDict(env_prefix="KAIRYU_", env_nested_delimiter="__", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="KAIRYU_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
 
     service_name: str = Field(default="kairyu", min_length=1)
     nats: NatsSettings = NatsSettings()

@@ -1,8 +1,8 @@
-"""OpenTelemetry set-up for a service: a tracer provider named after it, OTLP export when configured.
+"""OpenTelemetry set-up for a service: a tracer provider named after it, OTLP export if configured.
 
-The exporter follows the standard variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
-OTEL_TRACES_SAMPLER, ...); with no endpoint set, spans are made (so ids reach the logs and the
-message headers) but not exported. The global propagator stays the default W3C tracecontext + baggage.
+The exporter follows the standard variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER,
+OTEL_EXPORTER_OTLP_HEADERS, ...); with no endpoint set, spans are made (so ids reach the logs
+and the message headers) but not exported. The global propagator stays W3C tracecontext + baggage.
 """
 
 from __future__ import annotations
@@ -11,16 +11,20 @@ import os
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
 def configure(service: str, *, processors: list[SpanProcessor] | None = None) -> TracerProvider:
     """Install and return the global tracer provider for `service`."""
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service)}))
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service)})
+    )
     for processor in processors or []:
         provider.add_span_processor(processor)
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

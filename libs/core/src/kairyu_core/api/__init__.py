@@ -1,4 +1,7 @@
-"""The kaito.sh Workspace API: pydantic models of both served versions and the CRD built from them."""
+"""The kaito.sh Workspace API: pydantic models of both served versions.
+
+The CRD is generated from these models (`python -m kairyu_core.api`)..
+"""
 
 from kairyu_core.api.conditions import ConditionType, set_condition
 from kairyu_core.api.crd import render_yaml, workspace_crd

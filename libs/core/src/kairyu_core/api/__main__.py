@@ -1,4 +1,4 @@
-"""Prints the generated Workspace CRD: `python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml`."""
+"""Prints the generated Workspace CRD (`make crds` writes it to config/crd/)."""
 
 import sys
 

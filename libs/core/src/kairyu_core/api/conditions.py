@@ -30,7 +30,7 @@ class ConditionType(StrEnum):
 def set_condition(
     conditions: list[Condition] | None,
     *,
-    type: str,  # noqa: A002 - the field is called type in metav1.Condition
+    type: str,
     status: ConditionStatus,
     reason: str,
     message: str = "",
@@ -46,5 +46,7 @@ def set_condition(
         reason=reason,
         message=message,
         observed_generation=observed_generation,
-        last_transition_time=(now or datetime.now(UTC)) if changed or previous is None else previous.last_transition_time,
+        last_transition_time=(now or datetime.now(UTC))
+        if changed or previous is None
+        else previous.last_transition_time,
     )

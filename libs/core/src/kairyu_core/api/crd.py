@@ -12,7 +12,14 @@ from typing import Any
 
 import yaml
 
-from kairyu_core.api.workspace import GROUP, KIND, PLURAL, WorkspaceV1Alpha1, WorkspaceV1Beta1, _Workspace
+from kairyu_core.api.workspace import (
+    GROUP,
+    KIND,
+    PLURAL,
+    WorkspaceV1Alpha1,
+    WorkspaceV1Beta1,
+    _Workspace,
+)
 
 # Keys of JSON schema that have no place (or no meaning) in a Kubernetes structural schema.
 _DROPPED_KEYS = {"title", "default", "$defs", "const"}
@@ -55,12 +62,14 @@ def structural_schema(model: type[_Workspace]) -> dict[str, Any]:
     """The OpenAPI v3 schema of a Workspace version, in Kubernetes' structural form."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs: dict[str, Any] = raw.get("$defs", {})
-    schema = _rewrite(raw, defs)
+    schema: dict[str, Any] = _rewrite(raw, defs)
     # The apiserver owns metadata's schema; a CRD may only say it is an object.
     schema["properties"]["metadata"] = {"type": "object"}
     for key in ("apiVersion", "kind"):
         schema["properties"][key] = {"type": "string"}
-    schema["required"] = sorted(set(schema.get("required", [])) - {"apiVersion", "kind", "metadata"})
+    schema["required"] = sorted(
+        set(schema.get("required", [])) - {"apiVersion", "kind", "metadata"}
+    )
     return schema
 
 
@@ -69,24 +78,7 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
         return [_rewrite(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
-    node = dict(node)
-    if "$ref" in node:  # inline the definition; sibling keys (description, CEL rules) win
-        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
-        node = _merge(target, node)
-    if "anyOf" in node:  # Optional[X] is anyOf [X, null]: absent is how Kubernetes says "null"
-        variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
-        if len(variants) != 1:
-            raise ValueError(f"cannot express a union in a structural schema: {variants}")
-        node = _merge(variants[0], node)
-        if "$ref" in node:
-            return _rewrite(node, defs)
-    if "const" in node:
-        node["enum"] = [node["const"]]
-    if node.get("additionalProperties") is True:  # dict[str, Any]: schemaless
-        del node["additionalProperties"]
-        node["x-kubernetes-preserve-unknown-fields"] = True
-    if node.get("additionalProperties") is False:
-        del node["additionalProperties"]
+    node = _resolve(dict(node), defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROPPED_KEYS:
@@ -104,6 +96,28 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Replace JSON-schema constructs Kubernetes does not accept with their structural form."""
+    if "$ref" in node:  # inline the definition; sibling keys (description, CEL rules) win
+        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
+        node = _merge(target, node)
+    if "anyOf" in node:  # Optional[X] is anyOf [X, null]: absent is how Kubernetes says "null"
+        variants = [v for v in node.pop("anyOf") if v.get("type") != "null"]
+        if len(variants) != 1:
+            raise ValueError(f"cannot express a union in a structural schema: {variants}")
+        node = _merge(variants[0], node)
+        if "$ref" in node:
+            return _resolve(node, defs)
+    if "const" in node:
+        node["enum"] = [node["const"]]
+    if node.get("additionalProperties") is True:  # dict[str, Any]: schemaless
+        del node["additionalProperties"]
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]
+    return node
+
+
 def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     merged = {**base, **overlay}
     rules = base.get("x-kubernetes-validations", []) + overlay.get("x-kubernetes-validations", [])
@@ -116,15 +130,17 @@ def workspace_crd() -> dict[str, Any]:
     """The Workspace CustomResourceDefinition serving v1alpha1 and v1beta1 (storage)."""
     versions = []
     for model in (WorkspaceV1Alpha1, WorkspaceV1Beta1):
-        versions.append({
-            "name": model.version,
-            "served": True,
-            # KAITO stores v1beta1; both versions share one schema, so no conversion webhook is needed.
-            "storage": model is WorkspaceV1Beta1,
-            "schema": {"openAPIV3Schema": structural_schema(model)},
-            "subresources": {"status": {}},
-            "additionalPrinterColumns": PRINTER_COLUMNS[model.version],
-        })
+        versions.append(
+            {
+                "name": model.version,
+                "served": True,
+                # KAITO stores v1beta1; one schema for both versions: no conversion webhook.
+                "storage": model is WorkspaceV1Beta1,
+                "schema": {"openAPIV3Schema": structural_schema(model)},
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS[model.version],
+            }
+        )
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

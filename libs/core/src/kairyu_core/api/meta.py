@@ -37,7 +37,9 @@ class LabelSelectorRequirement(ApiModel):
     """One expression of a label selector."""
 
     key: str
-    operator: Annotated[str, Field(json_schema_extra={"enum": ["In", "NotIn", "Exists", "DoesNotExist"]})]
+    operator: Annotated[
+        str, Field(json_schema_extra={"enum": ["In", "NotIn", "Exists", "DoesNotExist"]})
+    ]
     values: list[str] | None = None
 
 
@@ -66,7 +68,10 @@ class Condition(ApiModel):
     """The metadata.generation the condition was set for."""
     last_transition_time: datetime
     """When status last changed."""
-    reason: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    reason: Annotated[
+        str,
+        Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"),
+    ]
     """A CamelCase word naming why the condition is in this state."""
     message: Annotated[str, Field(max_length=32768)] = ""
     """A human-readable explanation."""
@@ -74,4 +79,7 @@ class Condition(ApiModel):
 
 def preserve_unknown(description: str) -> dict[str, Any]:
     """Field options for a schemaless object (a PodTemplateSpec, a VolumeSource)."""
-    return {"description": description, "json_schema_extra": {"x-kubernetes-preserve-unknown-fields": True}}
+    return {
+        "description": description,
+        "json_schema_extra": {"x-kubernetes-preserve-unknown-fields": True},
+    }

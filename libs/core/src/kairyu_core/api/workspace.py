@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 
 from kairyu_core.api._base import ApiModel
 from kairyu_core.api.meta import (
@@ -34,9 +35,9 @@ _HTTP_URL = r"^https?://[^\s]+$"
 _MAX_ADAPTERS = 10  # KAITO's webhook limit
 
 
-def cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, *, field_path: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry: a CEL rule the apiserver evaluates on write."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -109,7 +110,9 @@ class DataSource(ApiModel):
     name: Annotated[str | None, Field(max_length=253, pattern=DNS1123_SUBDOMAIN)] = None
     """Name of the data; also used as the name of the container that fetches it."""
     urls: list[Annotated[str, Field(pattern=_HTTP_URL)]] | None = None
-    volume_source: Annotated[dict[str, Any] | None, Field(**preserve_unknown("A core/v1 VolumeSource."))] = None
+    volume_source: Annotated[
+        dict[str, Any] | None, Field(**preserve_unknown("A core/v1 VolumeSource."))
+    ] = None
     image: Annotated[str | None, Field(min_length=1)] = None
     """An image whose /data directory holds the data."""
     image_pull_secrets: list[str] | None = None
@@ -121,13 +124,19 @@ class AdapterSource(DataSource):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("!has(self.urls)", "adapters come from an image or a volume; urls are not supported",
-                    field_path=".urls"),
-                cel("has(self.image) || has(self.volumeSource)", "an adapter needs an image or a volumeSource"),
+                cel(
+                    "!has(self.urls)",
+                    "adapters come from an image or a volume; urls are not supported",
+                    field_path=".urls",
+                ),
+                cel(
+                    "has(self.image) || has(self.volumeSource)",
+                    "an adapter needs an image or a volumeSource",
+                ),
             ]
         }
     )
-    name: Annotated[str, Field(max_length=253, pattern=DNS1123_SUBDOMAIN)]  # type: ignore[assignment]
+    name: Annotated[str, Field(max_length=253, pattern=DNS1123_SUBDOMAIN)]
     """Name of the adapter; unique within the Workspace."""
 
 
@@ -145,12 +154,17 @@ class InferenceSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel(_exactly_one("preset", "template"), "inference needs exactly one of preset or template"),
+                cel(
+                    _exactly_one("preset", "template"),
+                    "inference needs exactly one of preset or template",
+                ),
             ]
         }
     )
     preset: PresetSpec | None = None
-    template: Annotated[dict[str, Any] | None, Field(**preserve_unknown("A core/v1 PodTemplateSpec run as is."))] = None
+    template: Annotated[
+        dict[str, Any] | None, Field(**preserve_unknown("A core/v1 PodTemplateSpec run as is."))
+    ] = None
     config: str | None = None
     """Name of a ConfigMap in the Workspace's namespace holding inference_config.yaml."""
     adapters: Annotated[
@@ -159,8 +173,10 @@ class InferenceSpec(ApiModel):
             max_length=_MAX_ADAPTERS,
             json_schema_extra={
                 "x-kubernetes-validations": [
-                    cel("self.all(a, self.filter(b, b.source.name == a.source.name).size() == 1)",
-                        "adapter names must be unique"),
+                    cel(
+                        "self.all(a, self.filter(b, b.source.name == a.source.name).size() == 1)",
+                        "adapter names must be unique",
+                    ),
                 ]
             },
         ),
@@ -173,8 +189,10 @@ class TuningInput(DataSource):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel(_exactly_one("urls", "image", "volumeSource"),
-                    "tuning input needs exactly one of urls, image or volumeSource"),
+                cel(
+                    _exactly_one("urls", "image", "volumeSource"),
+                    "tuning input needs exactly one of urls, image or volumeSource",
+                ),
             ]
         }
     )
@@ -186,13 +204,21 @@ class DataDestination(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel(_exactly_one("image", "volumeSource"), "tuning output needs exactly one of image or volumeSource"),
-                cel("!has(self.image) || has(self.imagePushSecret)",
-                    "imagePushSecret is required when output.image is set", field_path=".imagePushSecret"),
+                cel(
+                    _exactly_one("image", "volumeSource"),
+                    "tuning output needs exactly one of image or volumeSource",
+                ),
+                cel(
+                    "!has(self.image) || has(self.imagePushSecret)",
+                    "imagePushSecret is required when output.image is set",
+                    field_path=".imagePushSecret",
+                ),
             ]
         }
     )
-    volume_source: Annotated[dict[str, Any] | None, Field(**preserve_unknown("A core/v1 VolumeSource."))] = None
+    volume_source: Annotated[
+        dict[str, Any] | None, Field(**preserve_unknown("A core/v1 VolumeSource."))
+    ] = None
     image: Annotated[str | None, Field(min_length=1)] = None
     image_push_secret: Annotated[str | None, Field(min_length=1)] = None
 
@@ -203,11 +229,16 @@ class TuningSpec(ApiModel):
     preset: PresetSpec
     method: Annotated[
         str,
-        Field(json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("self.lowerAscii() in ['lora', 'qlora']", "tuning method must be lora or qlora")
-            ]
-        }),
+        Field(
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    cel(
+                        "self.lowerAscii() in ['lora', 'qlora']",
+                        "tuning method must be lora or qlora",
+                    )
+                ]
+            }
+        ),
     ]
     """lora or qlora (case-insensitive)."""
     config: str | None = None
@@ -253,7 +284,12 @@ class WorkspaceStatus(ApiModel):
 
     conditions: Annotated[
         list[Condition] | None,
-        Field(json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+        Field(
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            }
+        ),
     ] = None
     worker_nodes: list[str] | None = None
     state: WorkspaceState | None = None
@@ -261,10 +297,14 @@ class WorkspaceStatus(ApiModel):
     plan: Plan | None = None
 
 
-_ROOT_RULES = [
-    cel(_exactly_one("inference", "tuning"), "exactly one of inference or tuning must be specified"),
-    cel(f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS1123_LABEL}')",
-        "metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters)"),
+_ROOT_RULES: list[JsonValue] = [
+    cel(
+        _exactly_one("inference", "tuning"), "exactly one of inference or tuning must be specified"
+    ),
+    cel(
+        f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS1123_LABEL}')",
+        "metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', at most 63)",
+    ),
 ]
 
 

@@ -10,7 +10,14 @@ from typing import Self
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry import trace
 
@@ -21,7 +28,9 @@ from kairyu_core.events import Event
 
 log = logging.getLogger(__name__)
 
-_STREAM_NAME_IN_USE = 10058  # JetStream: "stream name already in use with a different configuration"
+_STREAM_NAME_IN_USE = (
+    10058  # JetStream: "stream name already in use with a different configuration"
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,13 @@ class Bus:
 
         try:
             client = await nats.connect(
-                url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
             )
         except Exception as exc:
             raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
@@ -71,7 +85,12 @@ class Bus:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def ensure_stream(self) -> None:
@@ -121,14 +140,18 @@ class Bus:
     async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> Published:
         """Publish an event inside a PRODUCER span, with Nats-Msg-Id and trace context."""
         subject = self.stream.subjects.for_event(event)
-        with _tracing.tracer.start_as_current_span(f"{subject} publish", kind=trace.SpanKind.PRODUCER) as span:
-            span.set_attributes({
-                "messaging.system": "nats",
-                "messaging.operation.type": "publish",
-                "messaging.destination.name": subject,
-                "messaging.message.id": event.message_id,
-                "kairyu.workspace": event.workspace.key,
-            })
+        with _tracing.tracer.start_as_current_span(
+            f"{subject} publish", kind=trace.SpanKind.PRODUCER
+        ) as span:
+            span.set_attributes(
+                {
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "publish",
+                    "messaging.destination.name": subject,
+                    "messaging.message.id": event.message_id,
+                    "kairyu.workspace": event.workspace.key,
+                }
+            )
             all_headers = {
                 "Nats-Msg-Id": event.message_id,
                 "Content-Type": "application/json",
@@ -137,9 +160,13 @@ class Bus:
                 **(headers or {}),
             }
             _tracing.inject(all_headers)
-            return await self.publish_raw(subject, event.model_dump_json().encode(), headers=all_headers)
+            return await self.publish_raw(
+                subject, event.model_dump_json().encode(), headers=all_headers
+            )
 
-    async def publish_raw(self, subject: str, payload: bytes, *, headers: dict[str, str]) -> Published:
+    async def publish_raw(
+        self, subject: str, payload: bytes, *, headers: dict[str, str]
+    ) -> Published:
         """Publish bytes as they are (dead letters, and tests that need malformed messages)."""
         try:
             ack = await self.js.publish(subject, payload, headers=headers, stream=self.stream.name)

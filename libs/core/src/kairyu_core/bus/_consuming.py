@@ -77,7 +77,9 @@ class Consumer:
     async def run(self) -> None:
         """Fetch and dispatch until `stop()`; survives NATS outages (the client reconnects)."""
         await self._bus.ensure_consumer(self._spec)
-        sub = await self._bus.js.pull_subscribe_bind(durable=self._spec.durable, stream=self._bus.stream.name)
+        sub = await self._bus.js.pull_subscribe_bind(
+            durable=self._spec.durable, stream=self._bus.stream.name
+        )
         try:
             while not self._stopping.is_set():
                 free = await self._wait_for_free_slots()
@@ -103,7 +105,7 @@ class Consumer:
     async def _wait_for_free_slots(self) -> int:
         await self._slots.acquire()
         self._slots.release()
-        return max(1, self._slots._value)  # noqa: SLF001 - asyncio exposes no public count
+        return max(1, self._slots._value)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop fetching, give in-flight handlers `grace_s` seconds, then release the rest."""
@@ -114,7 +116,9 @@ class Consumer:
             for task in still_running:
                 task.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
-        for msg in list(self._unsettled.values()):  # cancelled work: hand it back at once instead of after ack_wait
+        for msg in list(
+            self._unsettled.values()
+        ):  # cancelled work: hand it back at once instead of after ack_wait
             with contextlib.suppress(Exception):
                 await msg.nak()
         self._unsettled.clear()
@@ -153,20 +157,29 @@ class Consumer:
 
     async def _process(self, msg: Msg) -> None:
         meta = msg.metadata
-        delivery = Delivery(subject=msg.subject, num_delivered=meta.num_delivered, stream_sequence=meta.sequence.stream)
+        delivery = Delivery(
+            subject=msg.subject,
+            num_delivered=meta.num_delivered,
+            stream_sequence=meta.sequence.stream,
+        )
         token = context.attach(_tracing.extract(msg.headers))
         try:
             with _tracing.tracer.start_as_current_span(
-                f"{msg.subject} process", kind=trace.SpanKind.CONSUMER, record_exception=False, set_status_on_exception=False
+                f"{msg.subject} process",
+                kind=trace.SpanKind.CONSUMER,
+                record_exception=False,
+                set_status_on_exception=False,
             ) as span:
-                span.set_attributes({
-                    "messaging.system": "nats",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": msg.subject,
-                    "messaging.consumer.group.name": self._spec.durable,
-                    "messaging.message.delivery_count": delivery.num_delivered,
-                    "messaging.message.id": (msg.headers or {}).get("Nats-Msg-Id", ""),
-                })
+                span.set_attributes(
+                    {
+                        "messaging.system": "nats",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": msg.subject,
+                        "messaging.consumer.group.name": self._spec.durable,
+                        "messaging.message.delivery_count": delivery.num_delivered,
+                        "messaging.message.id": (msg.headers or {}).get("Nats-Msg-Id", ""),
+                    }
+                )
                 await self._run_handler(msg, delivery, span)
         finally:
             context.detach(token)
@@ -189,7 +202,9 @@ class Consumer:
             span.set_status(trace.StatusCode.ERROR, str(exc))
             span.record_exception(exc)
             if delivery.num_delivered >= self._spec.max_deliver:
-                log.exception("giving up on %s after %d deliveries", msg.subject, delivery.num_delivered)
+                log.exception(
+                    "giving up on %s after %d deliveries", msg.subject, delivery.num_delivered
+                )
                 await self._dead_letter(msg, reason="MaxDeliveriesExceeded", error=repr(exc))
             else:
                 delay = backoff(delivery.num_delivered)
@@ -203,7 +218,9 @@ class Consumer:
         name = tokens[_EVENT_TOKEN] if len(tokens) > _EVENT_TOKEN else ""
         event_type = self._events.get(name)
         if event_type is None:
-            raise PermanentError(f"no event type {name!r} known to {self._service}", reason="UnknownEvent")
+            raise PermanentError(
+                f"no event type {name!r} known to {self._service}", reason="UnknownEvent"
+            )
         try:
             return event_type.model_validate_json(msg.data)
         except ValidationError as exc:
@@ -223,12 +240,13 @@ class Consumer:
             self._unsettled.pop(id(msg), None)
 
     async def _dead_letter(self, msg: Msg, *, reason: str, error: str) -> None:
-        """Copy the message to the dead-letter subject, then term it; if the copy fails, retry later."""
+        """Copy the message to the dead-letter subject, then term it; if the copy fails, nak."""
         subject = self._bus.stream.subjects.dead_letter(self._service, msg.subject)
+        delivery_seq = msg.metadata.sequence.stream
         headers = {
             **{k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"},
             # One dead letter per original message, even if it is terminated more than once.
-            "Nats-Msg-Id": f"deadletter/{self._service}/{msg.metadata.stream}/{msg.metadata.sequence.stream}",
+            "Nats-Msg-Id": f"deadletter/{self._service}/{msg.metadata.stream}/{delivery_seq}",
             "Kairyu-Original-Subject": msg.subject,
             "Kairyu-Dead-Letter-Reason": reason,
             "Kairyu-Dead-Letter-Error": error[:1024],

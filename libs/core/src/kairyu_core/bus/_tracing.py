@@ -18,7 +18,7 @@ def inject(headers: dict[str, str]) -> None:
     """Write the current trace context (traceparent, tracestate, baggage) into `headers`."""
     try:
         propagate.inject(headers)
-    except Exception:  # noqa: BLE001 - a broken propagator must not stop a publish
+    except Exception:
         log.exception("could not inject trace context")
 
 
@@ -26,6 +26,6 @@ def extract(headers: dict[str, str] | None) -> Context:
     """The producer's context from message headers, or the empty context."""
     try:
         return propagate.extract(headers or {})
-    except Exception:  # noqa: BLE001 - nor a delivery
+    except Exception:
         log.exception("could not extract trace context")
         return context.Context()

@@ -25,7 +25,7 @@ class TemporaryError(Exception):
 
 
 class PermanentError(Exception):
-    """A failure retries cannot fix (bad data, unknown preset): the message goes to the dead letters.
+    """A failure retries cannot fix (bad data, unknown preset): the message is dead-lettered.
 
     `reason` is a CamelCase word for machines (it becomes a header and a condition reason).
     """

@@ -4,4 +4,12 @@ from kairyu_core.events.envelope import SCHEMA_VERSION, Event, WorkspaceRef
 from kairyu_core.events.subjects import Subjects
 from kairyu_core.events.workspaces import ALL_EVENTS, WorkspaceDeleted, WorkspaceObserved
 
-__all__ = ["ALL_EVENTS", "SCHEMA_VERSION", "Event", "Subjects", "WorkspaceDeleted", "WorkspaceObserved", "WorkspaceRef"]
+__all__ = [
+    "ALL_EVENTS",
+    "SCHEMA_VERSION",
+    "Event",
+    "Subjects",
+    "WorkspaceDeleted",
+    "WorkspaceObserved",
+    "WorkspaceRef",
+]

@@ -5,4 +5,13 @@ from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.status import apply_condition, apply_conditions
 from kairyu_core.kube.watching import WatchEvent, watch
 
-__all__ = ["JSON", "KubeClient", "WatchEvent", "apply_condition", "apply_conditions", "errors", "resources", "watch"]
+__all__ = [
+    "JSON",
+    "KubeClient",
+    "WatchEvent",
+    "apply_condition",
+    "apply_conditions",
+    "errors",
+    "resources",
+    "watch",
+]

@@ -35,9 +35,11 @@ class KubeClient:
         """From `kubeconfig`, else in-cluster (service-account token), else ~/.kube/config."""
         if kubeconfig is None and os.environ.get(_IN_CLUSTER_ENV):
             configuration = k8s.Configuration()
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return cls(k8s.ApiClient(configuration))
-        api = await k8s_config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+        api = await k8s_config.new_client_from_config(
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
         return cls(api)
 
     async def close(self) -> None:
@@ -46,7 +48,12 @@ class KubeClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def request(
@@ -63,8 +70,12 @@ class KubeClient:
         """One API call; errors become kairyu_core.kube.errors types."""
         try:
             return await self.api.call_api(
-                path, method,
-                query_params=[(k, str(v).lower() if isinstance(v, bool) else v) for k, v in (query or {}).items()],
+                path,
+                method,
+                query_params=[
+                    (k, str(v).lower() if isinstance(v, bool) else v)
+                    for k, v in (query or {}).items()
+                ],
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body,
                 response_types_map={200: "object", 201: "object"},
@@ -74,7 +85,9 @@ class KubeClient:
                 _request_timeout=timeout,
             )
         except ApiException as exc:
-            raise errors.from_status(exc.status, f"{method} {path}: {exc.status} {_reason(exc)}") from exc
+            raise errors.from_status(
+                exc.status, f"{method} {path}: {exc.status} {_reason(exc)}"
+            ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.UnavailableError(f"{method} {path}: {exc!r}") from exc
 
@@ -82,19 +95,31 @@ class KubeClient:
         result: JSON = await self.request("GET", resource.path(namespace=namespace, name=name))
         return result
 
-    async def list(self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None) -> JSON:
-        query: dict[str, str | int | bool] = {"labelSelector": label_selector} if label_selector else {}
+    async def list(
+        self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
+    ) -> JSON:
+        query: dict[str, str | int | bool] = (
+            {"labelSelector": label_selector} if label_selector else {}
+        )
         result: JSON = await self.request("GET", resource.path(namespace=namespace), query=query)
         return result
 
     async def apply(
-        self, resource: Resource, body: JSON, *, field_manager: str, subresource: str | None = None, force: bool = True
+        self,
+        resource: Resource,
+        body: JSON,
+        *,
+        field_manager: str,
+        subresource: str | None = None,
+        force: bool = True,
     ) -> JSON:
         """Server-side apply `body` (which names the object) as `field_manager`."""
         meta = body["metadata"]
         result: JSON = await self.request(
             "PATCH",
-            resource.path(namespace=meta.get("namespace"), name=meta["name"], subresource=subresource),
+            resource.path(
+                namespace=meta.get("namespace"), name=meta["name"], subresource=subresource
+            ),
             query={"fieldManager": field_manager, "force": force},
             body=body,
             content_type="application/apply-patch+yaml",
@@ -108,6 +133,6 @@ class KubeClient:
 def _reason(exc: ApiException) -> str:
     # The apiserver's Status message names the field that failed; the HTTP reason does not.
     try:
-        return str(json.loads(exc.body).get("message") or exc.reason)
+        return str(json.loads(exc.body or b"{}").get("message") or exc.reason)
     except (TypeError, ValueError):
         return str(exc.reason)

@@ -1,4 +1,4 @@
-"""kairyu's own error ladder over the Kubernetes client, so callers branch on types, not on the library.
+"""kairyu's error ladder over the Kubernetes client: callers branch on types, not on the library.
 
 The client library's exception is kept as `__cause__`.
 """

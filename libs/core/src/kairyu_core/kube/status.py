@@ -17,7 +17,7 @@ async def apply_condition(
     namespace: str,
     name: str,
     field_manager: str,
-    type: str,  # noqa: A002 - metav1.Condition's field name
+    type: str,
     status: ConditionStatus,
     reason: str,
     message: str = "",
@@ -28,13 +28,25 @@ async def apply_condition(
     The live object is read first, and its generation becomes the condition's observedGeneration.
     """
     live = await client.get(resource, name, namespace=namespace)
-    current = [Condition.model_validate(c) for c in (live.get("status") or {}).get("conditions") or []]
+    current = [
+        Condition.model_validate(c) for c in (live.get("status") or {}).get("conditions") or []
+    ]
     condition = set_condition(
-        current, type=type, status=status, reason=reason, message=message,
+        current,
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
         observed_generation=live["metadata"].get("generation"),
     )
-    return await apply_conditions(client, namespace=namespace, name=name, field_manager=field_manager,
-                                  conditions=[condition], resource=resource)
+    return await apply_conditions(
+        client,
+        namespace=namespace,
+        name=name,
+        field_manager=field_manager,
+        conditions=[condition],
+        resource=resource,
+    )
 
 
 async def apply_conditions(
@@ -46,7 +58,10 @@ async def apply_conditions(
     conditions: list[Condition],
     resource: Resource = WORKSPACES,
 ) -> JSON:
-    """Apply exactly these conditions as `field_manager` (conditions it applied before and omits now are removed)."""
+    """Apply exactly these conditions as `field_manager`.
+
+    Conditions this manager applied before and omits now are removed; other managers' stay.
+    """
     body = {
         "apiVersion": resource.api_version,
         "kind": resource.kind,

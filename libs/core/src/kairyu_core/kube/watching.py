@@ -46,20 +46,33 @@ async def watch(
     *,
     namespace: str | None = None,
     label_selector: str | None = None,
+    since: str | None = None,
     timeout_s: int = _WATCH_TIMEOUT_S,
 ) -> AsyncIterator[WatchEvent]:
-    """Yield every change of the selected objects, forever (cancel the consumer to stop)."""
+    """Yield every change of the selected objects, forever (cancel the consumer to stop).
+
+    Starts with a list (every object ADDED) unless `since` gives a resourceVersion to resume from.
+    """
     known: dict[str, JSON] = {}  # key -> last object yielded
-    resource_version: str | None = None
+    resource_version: str | None = since
     failures = 0
     while True:
         try:
             if resource_version is None:
-                listed = await client.list(resource, namespace=namespace, label_selector=label_selector)
+                listed = await client.list(
+                    resource, namespace=namespace, label_selector=label_selector
+                )
                 resource_version = listed["metadata"]["resourceVersion"]
-                for event in _diff(known, listed.get("items", []), resource):
-                    yield event
-            async for event in _stream(client, resource, namespace, label_selector, resource_version, timeout_s):
+                for change in _diff(known, listed.get("items", []), resource):
+                    yield change
+            async for event in _stream(
+                client,
+                resource,
+                namespace=namespace,
+                label_selector=label_selector,
+                resource_version=resource_version,
+                timeout_s=timeout_s,
+            ):
                 failures = 0
                 if event.get("type") == "BOOKMARK":
                     resource_version = event["object"]["metadata"]["resourceVersion"]
@@ -105,6 +118,7 @@ def _diff(known: dict[str, JSON], items: list[JSON], resource: Resource) -> list
 async def _stream(
     client: KubeClient,
     resource: Resource,
+    *,
     namespace: str | None,
     label_selector: str | None,
     resource_version: str,
@@ -118,21 +132,26 @@ async def _stream(
     }
     if label_selector:
         query["labelSelector"] = label_selector
-    response = await client.request("GET", resource.path(namespace=namespace), query=query, stream=True)
+    response = await client.request(
+        "GET", resource.path(namespace=namespace), query=query, stream=True
+    )
     try:
         while True:
             try:
                 line = await response.content.readline()
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 raise errors.UnavailableError(f"watch of {resource.plural} broke: {exc!r}") from exc
             except Exception as exc:  # aiohttp raises its own ClientPayloadError on a cut stream
                 raise errors.UnavailableError(f"watch of {resource.plural} broke: {exc!r}") from exc
             if not line:
                 return  # the server ended the watch; the caller resumes from the last version
             event = json.loads(line)
-            if event.get("type") == "ERROR":
-                status = event.get("object", {})
-                raise errors.from_status(status.get("code"), f"watch of {resource.plural}: {status.get('message')}")
+            if event.get("type") == "ERROR" or "object" not in event:
+                # An ERROR event, or a bare Status when the apiserver refuses the watch outright.
+                status = event.get("object", event)
+                raise errors.from_status(
+                    status.get("code"), f"watch of {resource.plural}: {status.get('message')}"
+                )
             yield event
     finally:
         response.release()

@@ -9,4 +9,11 @@ from kairyu_core.localenv.nats import LocalNats
 from kairyu_core.localenv.nodes import GpuNodeSpec, gpu_node_manifest
 from kairyu_core.localenv.processes import StartupError
 
-__all__ = ["Binaries", "GpuNodeSpec", "LocalCluster", "LocalNats", "StartupError", "gpu_node_manifest"]
+__all__ = [
+    "Binaries",
+    "GpuNodeSpec",
+    "LocalCluster",
+    "LocalNats",
+    "StartupError",
+    "gpu_node_manifest",
+]

@@ -49,7 +49,7 @@ class Binaries:
 
     @classmethod
     def locate(cls) -> Binaries:
-        """$KAIRYU_CLUSTER_BIN if set, otherwise whatever build.sh reports (building on a cold cache)."""
+        """$KAIRYU_CLUSTER_BIN if set, else what build.sh reports (it builds on a cold cache)."""
         if env := os.environ.get(BIN_DIR_ENV):
             return cls(Path(env))
         script = repo_root() / BUILD_SCRIPT
@@ -63,4 +63,6 @@ def repo_root() -> Path:
         for candidate in (start, *start.parents):
             if (candidate / BUILD_SCRIPT).is_file():
                 return candidate
-    raise FileNotFoundError(f"cannot find {BUILD_SCRIPT}; run from the kairyu checkout or set {BIN_DIR_ENV}")
+    raise FileNotFoundError(
+        f"cannot find {BUILD_SCRIPT}; run from the kairyu checkout or set {BIN_DIR_ENV}"
+    )

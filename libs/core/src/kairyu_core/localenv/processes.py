@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,7 +46,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class ManagedProcess:
     """One long-running child with its output in a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], *, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_dir / f"{name}.log"
@@ -57,6 +60,12 @@ class ManagedProcess:
         return self._proc.pid if self._proc else None
 
     def start(self) -> None:
+        # PR_SET_PDEATHSIG fires when the creating *thread* exits, so a child started from a worker
+        # thread (asyncio.to_thread, an executor) would be killed when that thread is retired.
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                f"start {self.name} from the main thread: it dies with the thread that starts it"
+            )
         with self.log_path.open("ab") as out:
             self._proc = subprocess.Popen(
                 self.argv,
@@ -108,7 +117,9 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running():
-                raise StartupError(f"{self.name} exited while waiting for {what}:\n{self.log_tail()}")
+                raise StartupError(
+                    f"{self.name} exited while waiting for {what}:\n{self.log_tail()}"
+                )
             with contextlib.suppress(OSError, urllib.error.URLError):
                 if probe():
                     return
@@ -116,7 +127,9 @@ class ManagedProcess:
         raise StartupError(f"{self.name}: {what} not reached in {timeout:.0f}s:\n{self.log_tail()}")
 
 
-def http_ok(url: str, *, context: SSLContext | None = None, expect: bytes | None = None) -> Callable[[], bool]:
+def http_ok(
+    url: str, *, context: SSLContext | None = None, expect: bytes | None = None
+) -> Callable[[], bool]:
     """A probe that is true when `url` answers 200 (and its body contains `expect`)."""
 
     def probe() -> bool:

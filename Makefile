@@ -1,0 +1,57 @@
+# kairyu developer entry points. Two commands matter on a fresh machine:
+#   make dev    bring up the local cluster + NATS (+ services, as they land) and keep them until Ctrl-C
+#   make test   lint, type-check, and run every test against a real apiserver and nats-server
+# Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
+# Go-built control plane (tools/cluster/build.sh, cached by version under ~/.cache/kairyu).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+UV := $(CURDIR)/.tools/bin/uv
+CLUSTER_BIN = $(shell bash tools/cluster/build.sh | tail -n 1)
+
+.PHONY: help sync cluster lint test test-unit dev crds snapshots clean-dev
+
+help:
+	@echo "make dev        local control plane + NATS + example Workspace, until Ctrl-C"
+	@echo "make test       lint + type-check + all tests (unit, contract, integration)"
+	@echo "make test-unit  the fast subset: no cluster, no nats-server"
+	@echo "make lint       ruff, mypy, import-linter"
+	@echo "make crds       regenerate config/crd from kairyu_core.api"
+	@echo "make snapshots  refresh the event schema snapshots (a deliberate contract change)"
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+sync: $(UV)
+	$(UV) sync --frozen --quiet
+
+cluster:
+	@bash tools/cluster/build.sh
+
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+	$(UV) run lint-imports
+
+test: lint cluster
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" $(UV) run pytest
+
+test-unit: sync
+	$(UV) run pytest -m "not integration and not e2e"
+
+dev: sync cluster
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" $(UV) run python -m kairyu_core.localenv
+
+crds: sync
+	$(UV) run python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml
+
+snapshots: sync
+	KAIRYU_UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contract -q
+
+clean-dev:
+	rm -rf dev-cluster

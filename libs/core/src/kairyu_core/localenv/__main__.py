@@ -1,0 +1,108 @@
+"""`make dev`: bring up the local control plane, GPU nodes and NATS, and keep them until Ctrl-C.
+
+The kubeconfig and the NATS URL are written under ./dev-cluster/ (stable paths, so another terminal
+can use them while this runs); everything else lives in a temporary directory removed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats
+from kairyu_core.localenv.binaries import repo_root
+
+log = logging.getLogger("kairyu.dev")
+
+# The seed's example SKU (one V100 16 GB), labelled to match the seed Workspace's labelSelector.
+EXAMPLE_NODES = GpuNodeSpec(
+    instance_type="Standard_NC6s_v3",
+    gpu_product="Tesla-V100-PCIE-16GB",
+    gpu_count=1,
+    gpu_memory_mib=16384,
+    cpu="6",
+    memory="112Gi",
+)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", type=Path, default=Path("dev-cluster"))
+    parser.add_argument("--workspace", type=Path, default=None, help="Workspace manifest to apply")
+    parser.add_argument(
+        "--exit-after-ready", action="store_true", help="stop once everything is up (CI smoke run)"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    root = repo_root()
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    cluster = LocalCluster(Binaries.locate())
+    nats = LocalNats()
+    try:
+        cluster.start()
+        nats.start()
+        cluster.apply(root / "config/crd/kaito.sh_workspaces.yaml")
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh"
+        )
+        nodes = cluster.add_gpu_nodes(
+            EXAMPLE_NODES,
+            count=1,
+            prefix="gpu-v100",
+            labels={"apps": "phi-3"},
+            taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+        )
+        workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
+        cluster.kubectl("apply", "-f", str(workspace))
+
+        kubeconfig = (args.state_dir / "kubeconfig").resolve()
+        kubeconfig.write_text(cluster.kubeconfig.read_text())
+        kubeconfig.chmod(0o600)
+        (args.state_dir / "env").write_text(
+            f"export KUBECONFIG={kubeconfig}\n"
+            f"export KAIRYU_NATS__URL={nats.url}\n"
+            f"export PATH={cluster.binaries.directory}:$PATH\n"
+        )
+        log.info("local cluster ready in %.1fs", time.monotonic() - started)
+        log.info("  apiserver  %s", cluster.server)
+        log.info("  nats       %s", nats.url)
+        log.info("  GPU nodes  %s", ", ".join(nodes))
+        log.info("  logs       %s", cluster.logs)
+        log.info("in another terminal:  source %s/env && kubectl get workspace", args.state_dir)
+        sys.stdout.write(cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-A").stdout)
+        sys.stdout.write(
+            json.dumps(
+                {"apiserver": cluster.server, "nats": nats.url, "kubeconfig": str(kubeconfig)}
+            )
+            + "\n"
+        )
+        sys.stdout.flush()
+        if not args.exit_after_ready:
+            log.info("running until Ctrl-C")
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log.info("stopping")
+        nats.stop()
+        cluster.stop()
+        (args.state_dir / "kubeconfig").unlink(missing_ok=True)
+        (args.state_dir / "env").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

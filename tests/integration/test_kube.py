@@ -1,0 +1,174 @@
+"""kairyu_core.kube on a real apiserver: watches that survive breakage; conditions per manager."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kairyu_core.api import ConditionStatus
+from kairyu_core.kube import KubeClient, WatchEvent, apply_condition, resources, watch
+from kairyu_core.localenv import LocalCluster
+
+SEED = yaml.safe_load(
+    (Path(__file__).resolve().parents[1] / "manifests/seed-inference.yaml").read_text()
+)
+NAME = SEED["metadata"]["name"]
+
+
+class Recorder:
+    """Runs a watch in the background and keeps what it yields."""
+
+    def __init__(self, client: KubeClient, namespace: str, **kwargs: Any) -> None:
+        self.events: list[WatchEvent] = []
+        self._task = asyncio.create_task(self._run(client, namespace, kwargs))
+
+    async def _run(self, client: KubeClient, namespace: str, kwargs: dict[str, Any]) -> None:
+        async for event in watch(client, resources.WORKSPACES, namespace=namespace, **kwargs):
+            self.events.append(event)
+
+    async def until_latest(self, predicate: Any, timeout: float = 45.0) -> WatchEvent:
+        async def wait() -> WatchEvent:
+            while not (self.events and predicate(self.events[-1])):
+                assert not self._task.done(), self._task.exception()
+                await asyncio.sleep(0.1)
+            return self.events[-1]
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@pytest.fixture
+async def recorders() -> AsyncIterator[list[Recorder]]:
+    made: list[Recorder] = []
+    yield made
+    for recorder in made:
+        await recorder.stop()
+
+
+def preset_of(event: WatchEvent) -> str:
+    return str(event.object["inference"]["preset"]["name"])
+
+
+def apply_seed(cluster: LocalCluster, namespace: str, preset: str) -> None:
+    doc = json.loads(json.dumps(SEED))
+    doc["inference"]["preset"]["name"] = preset
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
+
+
+async def test_update_made_while_apiserver_is_down_is_delivered_as_latest_state(
+    cluster: LocalCluster, kube: KubeClient, namespace: str, recorders: list[Recorder]
+) -> None:
+    apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
+    recorder = Recorder(kube, namespace)
+    recorders.append(recorder)
+    await recorder.until_latest(lambda e: e.type == "ADDED")
+
+    cluster.restart_apiserver(
+        down_for=1.0
+    )  # blocks this test's loop: the watch sees it only afterwards
+    apply_seed(cluster, namespace, "phi-3-mini-128k-instruct")  # the watch is still reconnecting
+
+    latest = await recorder.until_latest(lambda e: preset_of(e) == "phi-3-mini-128k-instruct")
+    assert latest.type in ("MODIFIED", "ADDED")
+    live = json.loads(
+        cluster.kubectl("get", "workspace", NAME, "-n", namespace, "-o", "json").stdout
+    )
+    assert latest.object["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]
+
+
+async def test_resource_version_too_old_relists_to_the_latest_state(
+    cluster: LocalCluster, kube: KubeClient, namespace: str, recorders: list[Recorder]
+) -> None:
+    apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
+    apply_seed(cluster, namespace, "phi-4")
+    # Resuming from resourceVersion 1 is far older than the apiserver keeps: it answers 410 Gone.
+    recorder = Recorder(kube, namespace, since="1")
+    recorders.append(recorder)
+    latest = await recorder.until_latest(lambda e: preset_of(e) == "phi-4")
+    assert latest.type == "ADDED"
+    assert [preset_of(e) for e in recorder.events] == ["phi-4"], (
+        "only the latest state, no stale replay"
+    )
+
+
+async def test_deletion_during_a_broken_watch_is_reported(
+    cluster: LocalCluster, kube: KubeClient, namespace: str, recorders: list[Recorder]
+) -> None:
+    apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
+    recorder = Recorder(kube, namespace)
+    recorders.append(recorder)
+    await recorder.until_latest(lambda e: e.type == "ADDED")
+    cluster.restart_apiserver(
+        down_for=1.0
+    )  # blocks this test's loop: the watch sees it only afterwards
+    cluster.kubectl("delete", "workspace", NAME, "-n", namespace)
+    deleted = await recorder.until_latest(lambda e: e.type == "DELETED")
+    assert deleted.object["metadata"]["name"] == NAME
+
+
+async def test_two_field_managers_keep_each_others_conditions(
+    cluster: LocalCluster, kube: KubeClient, namespace: str
+) -> None:
+    apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
+    await apply_condition(
+        kube,
+        namespace=namespace,
+        name=NAME,
+        field_manager="kairyu-planner",
+        type="Planned",
+        status=ConditionStatus.TRUE,
+        reason="Planned",
+        message="1 x Standard_NC6s_v3",
+    )
+    await apply_condition(
+        kube,
+        namespace=namespace,
+        name=NAME,
+        field_manager="kairyu-provisioner",
+        type="ResourceReady",
+        status=ConditionStatus.FALSE,
+        reason="NodesNotReady",
+    )
+    first = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
+    await apply_condition(
+        kube,
+        namespace=namespace,
+        name=NAME,
+        field_manager="kairyu-planner",
+        type="Planned",
+        status=ConditionStatus.TRUE,
+        reason="Planned",
+        message="re-planned",
+    )
+    await apply_condition(
+        kube,
+        namespace=namespace,
+        name=NAME,
+        field_manager="kairyu-provisioner",
+        type="ResourceReady",
+        status=ConditionStatus.TRUE,
+        reason="NodesReady",
+    )
+
+    live = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
+    by_type = {c["type"]: c for c in live["status"]["conditions"]}
+    assert set(by_type) == {"Planned", "ResourceReady"}
+    assert by_type["Planned"]["message"] == "re-planned"
+    assert by_type["ResourceReady"]["status"] == "True"
+    assert by_type["Planned"]["observedGeneration"] == live["metadata"]["generation"]
+    before = {c["type"]: c for c in first["status"]["conditions"]}
+    assert by_type["Planned"]["lastTransitionTime"] == before["Planned"]["lastTransitionTime"]
+    managers = {
+        m["manager"] for m in live["metadata"]["managedFields"] if m.get("subresource") == "status"
+    }
+    assert {"kairyu-planner", "kairyu-provisioner"} <= managers
+    row = cluster.kubectl(
+        "get", "workspaces.v1alpha1.kaito.sh", NAME, "-n", namespace, "--no-headers"
+    ).stdout.split()
+    assert row[2] == "True", "RESOURCEREADY column shows the provisioner's condition"
