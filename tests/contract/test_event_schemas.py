@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from kairyu_core.events import ALL_EVENTS, Event
 
 SNAPSHOTS = Path(__file__).with_name("snapshots")

@@ -7,11 +7,12 @@ import asyncio
 import json
 import sys
 
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from kairyu_core import tracing
 from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Delivery, StreamSpec
 from kairyu_core.events import Event, Subjects, WorkspaceObserved, WorkspaceRef
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def say(**fact: object) -> None:

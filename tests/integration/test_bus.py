@@ -9,6 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
 from kairyu_core.bus import (
     Bus,
     Consumer,
@@ -21,8 +24,6 @@ from kairyu_core.bus import (
 from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
 from kairyu_core.localenv import LocalNats
 from kairyu_core.testing.plugin import unique
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
 
 PEER = Path(__file__).with_name("bus_peer.py")
 EVENTS = {WorkspaceObserved.event_name: WorkspaceObserved}
@@ -39,22 +40,31 @@ def consumer_spec(bus: Bus, durable: str = "svc", **overrides: float) -> Consume
     )  # type: ignore[arg-type]
 
 
-async def running(bus: Bus, handler: Handler, spec: ConsumerSpec | None = None) -> Consumer:
-    consumer = Consumer(
-        bus, spec or consumer_spec(bus), service="svc", events=EVENTS, handler=handler
-    )
-    task = asyncio.create_task(consumer.run())
-    consumer._test_task = task  # type: ignore[attr-defined]
-    return consumer
+class Running:
+    """A consumer running in a task of the test's loop."""
+
+    def __init__(self, bus: Bus, handler: Handler, spec: ConsumerSpec | None) -> None:
+        self.consumer = Consumer(
+            bus, spec or consumer_spec(bus), service="svc", events=EVENTS, handler=handler
+        )
+        self.task = asyncio.create_task(self.consumer.run())
+
+    async def stop(self) -> None:
+        await self.consumer.stop(grace_s=1)
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def running(bus: Bus, handler: Handler, spec: ConsumerSpec | None = None) -> Running:
+    return Running(bus, handler, spec)
 
 
 @pytest.fixture
-async def consumers() -> AsyncIterator[list[Consumer]]:
-    started: list[Consumer] = []
+async def consumers() -> AsyncIterator[list[Running]]:
+    started: list[Running] = []
     yield started
-    for consumer in started:
-        await consumer.stop(grace_s=1)
-        consumer._test_task.cancel()  # type: ignore[attr-defined]
+    for run in started:
+        await run.stop()
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -82,7 +92,7 @@ async def test_trace_context_crosses_processes(
     stream_spec: StreamSpec,
     nats_server: LocalNats,
     spans: InMemorySpanExporter,
-    consumers: list[Consumer],
+    consumers: list[Running],
 ) -> None:
     received: list[Event] = []
 
@@ -115,7 +125,7 @@ async def test_trace_context_crosses_processes(
     assert consumer_span.name.endswith(" process")
 
 
-async def test_duplicate_publish_is_dropped(bus: Bus, consumers: list[Consumer]) -> None:
+async def test_duplicate_publish_is_dropped(bus: Bus, consumers: list[Running]) -> None:
     received: list[str] = []
 
     async def handle(event: Event, delivery: Delivery) -> None:
@@ -132,9 +142,7 @@ async def test_duplicate_publish_is_dropped(bus: Bus, consumers: list[Consumer])
     assert received == [event.message_id]
 
 
-async def test_nak_redelivers_after_the_requested_delay(
-    bus: Bus, consumers: list[Consumer]
-) -> None:
+async def test_nak_redelivers_after_the_requested_delay(bus: Bus, consumers: list[Running]) -> None:
     seen: list[float] = []
 
     async def handle(event: Event, delivery: Delivery) -> None:
@@ -151,7 +159,7 @@ async def test_nak_redelivers_after_the_requested_delay(
 
 
 async def test_permanent_failure_lands_on_the_dead_letter_subject_once(
-    bus: Bus, consumers: list[Consumer]
+    bus: Bus, consumers: list[Running]
 ) -> None:
     calls: list[int] = []
 
@@ -177,7 +185,7 @@ async def test_permanent_failure_lands_on_the_dead_letter_subject_once(
 
 
 async def test_malformed_message_is_dead_lettered_and_the_consumer_keeps_going(
-    bus: Bus, consumers: list[Consumer], spans: InMemorySpanExporter
+    bus: Bus, consumers: list[Running], spans: InMemorySpanExporter
 ) -> None:
     handled: list[str] = []
 
@@ -198,7 +206,7 @@ async def test_malformed_message_is_dead_lettered_and_the_consumer_keeps_going(
 
 
 async def test_unexpected_errors_retry_with_backoff_then_dead_letter(
-    bus: Bus, consumers: list[Consumer]
+    bus: Bus, consumers: list[Running]
 ) -> None:
     calls: list[int] = []
 
@@ -215,7 +223,7 @@ async def test_unexpected_errors_retry_with_backoff_then_dead_letter(
 
 
 async def test_events_of_one_workspace_are_handled_in_order(
-    bus: Bus, consumers: list[Consumer]
+    bus: Bus, consumers: list[Running]
 ) -> None:
     order: list[str] = []
     active: set[str] = set()
@@ -240,7 +248,7 @@ async def test_events_of_one_workspace_are_handled_in_order(
 
 
 async def test_a_consumer_killed_mid_handling_loses_nothing(
-    bus: Bus, stream_spec: StreamSpec, nats_server: LocalNats, consumers: list[Consumer]
+    bus: Bus, stream_spec: StreamSpec, nats_server: LocalNats, consumers: list[Running]
 ) -> None:
     durable = unique("shared")
     with subprocess.Popen(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from kairyu_core.api import ConditionStatus
 from kairyu_core.kube import KubeClient, WatchEvent, apply_condition, resources, watch
 from kairyu_core.localenv import LocalCluster

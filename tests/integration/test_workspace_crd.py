@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.localenv.cluster import KubectlError
 from kairyu_core.testing.plugin import unique

@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from kairyu_core.api import (
     ConditionStatus,
     WorkspaceV1Alpha1,
@@ -12,7 +14,6 @@ from kairyu_core.api import (
     set_condition,
     workspace_crd,
 )
-from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[3]
 SEEDS = sorted((ROOT / "tests/manifests").glob("seed-*.yaml"))

@@ -1,9 +1,10 @@
 """Subjects and the event envelope."""
 
 import pytest
+from pydantic import ValidationError
+
 from kairyu_core.bus import backoff
 from kairyu_core.events import Subjects, WorkspaceDeleted, WorkspaceObserved, WorkspaceRef
-from pydantic import ValidationError
 
 REF = WorkspaceRef(namespace="team-a", name="phi.3", uid="u-1", generation=2, resource_version="77")
 

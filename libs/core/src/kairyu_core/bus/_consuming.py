@@ -69,6 +69,7 @@ class Consumer:
         self._handler = handler
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._fetch_timeout = fetch_timeout_s
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._unsettled: dict[int, Msg] = {}  # by id(): nats Msg objects are not hashable
@@ -105,7 +106,7 @@ class Consumer:
     async def _wait_for_free_slots(self) -> int:
         await self._slots.acquire()
         self._slots.release()
-        return max(1, self._slots._value)
+        return max(1, self._max_in_flight - self._in_flight)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop fetching, give in-flight handlers `grace_s` seconds, then release the rest."""
@@ -128,10 +129,12 @@ class Consumer:
         key = ".".join(msg.subject.split(".")[_EVENT_TOKEN + 1 :]) or msg.subject
         previous = self._chains.get(key)
         self._unsettled[id(msg)] = msg
+        self._in_flight += 1
         task = asyncio.create_task(self._after(previous, msg))
         self._chains[key] = task
 
         def forget(done: asyncio.Task[None]) -> None:
+            self._in_flight -= 1
             self._slots.release()
             if self._chains.get(key) is done:
                 del self._chains[key]
