@@ -282,3 +282,54 @@ async def test_a_consumer_killed_mid_handling_loses_nothing(
     assert received[0].num_delivered == 2
     await asyncio.sleep(0.5)  # the ack is asynchronous
     assert await bus.consumer_pending(durable) == (0, 0)
+
+
+async def test_setup_is_idempotent_and_updates_in_place(bus: Bus) -> None:
+    await bus.ensure_stream()
+    await bus.ensure_consumer(consumer_spec(bus, max_deliver=3))
+    await bus.ensure_consumer(consumer_spec(bus, max_deliver=5))  # a new release changes a setting
+    info = await bus.js.consumer_info(bus.stream.name, "svc")
+    assert info.config.max_deliver == 5
+
+
+async def test_shutdown_hands_unfinished_work_back_at_once(
+    bus: Bus, consumers: list[Running]
+) -> None:
+    started = asyncio.Event()
+
+    async def stuck(event: Event, delivery: Delivery) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    first = await running(bus, stuck)
+    await bus.publish(WorkspaceObserved(workspace=ref()))
+    await asyncio.wait_for(started.wait(), 10)
+    await first.stop()  # grace of 1 s, then cancel and release
+
+    received: list[Delivery] = []
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        received.append(delivery)
+
+    consumers.append(await running(bus, handle))
+    began = time.monotonic()
+    await until(lambda: len(received) == 1)
+    assert time.monotonic() - began < 5, "released, not left to the 30 s ack_wait"
+    assert received[0].num_delivered == 2
+
+
+async def test_consumer_survives_a_nats_restart(
+    bus: Bus, nats_server: LocalNats, consumers: list[Running]
+) -> None:
+    received: list[str] = []
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        received.append(event.workspace.uid)
+
+    consumers.append(await running(bus, handle))
+    await bus.publish(WorkspaceObserved(workspace=ref("before")))
+    await until(lambda: received == ["before"])
+    nats_server.restart()  # same port, same store: the stream and the consumer survive
+    await until(lambda: bus.is_connected, timeout=20)
+    await bus.publish(WorkspaceObserved(workspace=ref("after")))
+    await until(lambda: received == ["before", "after"], timeout=20)

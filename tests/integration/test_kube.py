@@ -117,45 +117,22 @@ async def test_two_field_managers_keep_each_others_conditions(
     cluster: LocalCluster, kube: KubeClient, namespace: str
 ) -> None:
     apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
-    await apply_condition(
-        kube,
-        namespace=namespace,
-        name=NAME,
-        field_manager="kairyu-planner",
-        type="Planned",
-        status=ConditionStatus.TRUE,
-        reason="Planned",
-        message="1 x Standard_NC6s_v3",
+
+    async def report(
+        manager: str, type_: str, status: ConditionStatus, reason: str, message: str = ""
+    ) -> None:
+        await apply_condition(
+            kube, namespace=namespace, name=NAME, field_manager=manager,
+            type=type_, status=status, reason=reason, message=message,
+        )  # fmt: skip
+
+    await report(
+        "kairyu-planner", "Planned", ConditionStatus.TRUE, "Planned", "1 x Standard_NC6s_v3"
     )
-    await apply_condition(
-        kube,
-        namespace=namespace,
-        name=NAME,
-        field_manager="kairyu-provisioner",
-        type="ResourceReady",
-        status=ConditionStatus.FALSE,
-        reason="NodesNotReady",
-    )
+    await report("kairyu-provisioner", "ResourceReady", ConditionStatus.FALSE, "NodesNotReady")
     first = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
-    await apply_condition(
-        kube,
-        namespace=namespace,
-        name=NAME,
-        field_manager="kairyu-planner",
-        type="Planned",
-        status=ConditionStatus.TRUE,
-        reason="Planned",
-        message="re-planned",
-    )
-    await apply_condition(
-        kube,
-        namespace=namespace,
-        name=NAME,
-        field_manager="kairyu-provisioner",
-        type="ResourceReady",
-        status=ConditionStatus.TRUE,
-        reason="NodesReady",
-    )
+    await report("kairyu-planner", "Planned", ConditionStatus.TRUE, "Planned", "re-planned")
+    await report("kairyu-provisioner", "ResourceReady", ConditionStatus.TRUE, "NodesReady")
 
     live = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
     by_type = {c["type"]: c for c in live["status"]["conditions"]}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -18,7 +20,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from opentelemetry import trace
 
 from kairyu_core.bus import _tracing
@@ -28,8 +35,16 @@ from kairyu_core.events import Event
 
 log = logging.getLogger(__name__)
 
-_STREAM_NAME_IN_USE = (
-    10058  # JetStream: "stream name already in use with a different configuration"
+# JetStream: "stream name already in use with a different configuration".
+_STREAM_NAME_IN_USE = 10058
+# Waits between publish attempts while NATS is unavailable: ~15 s in all, longer than a restart.
+_PUBLISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 7.0)
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
 )
 
 
@@ -76,6 +91,11 @@ class Bus:
         except Exception as exc:
             raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
         return cls(client, stream=stream or StreamSpec())
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is up now (it reconnects by itself after an outage)."""
+        return bool(self._nc.is_connected)
 
     async def close(self) -> None:
         """Flush what was published and close."""
@@ -167,9 +187,24 @@ class Bus:
     async def publish_raw(
         self, subject: str, payload: bytes, *, headers: dict[str, str]
     ) -> Published:
-        """Publish bytes as they are (dead letters, and tests that need malformed messages)."""
-        try:
-            ack = await self.js.publish(subject, payload, headers=headers, stream=self.stream.name)
-        except Exception as exc:
-            raise BusError(f"publish to {subject} failed: {exc}") from exc
-        return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
+        """Publish bytes as they are (dead letters, and tests that need malformed messages).
+
+        While NATS restarts (reconnecting, JetStream recovering its streams) the publish is retried
+        for a while; the Nats-Msg-Id makes a retry of a publish that did land a no-op.
+        """
+        for delay in (*_PUBLISH_RETRY_DELAYS_S, None):
+            try:
+                ack = await self.js.publish(
+                    subject, payload, headers=headers, stream=self.stream.name
+                )
+                return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
+            except _TRANSIENT as exc:
+                if delay is None:
+                    raise BusError(
+                        f"publish to {subject} failed, NATS unavailable: {exc!r}"
+                    ) from exc
+                log.info("publish to %s not acknowledged (%r); retry in %.1fs", subject, exc, delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                raise BusError(f"publish to {subject} failed: {exc!r}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
