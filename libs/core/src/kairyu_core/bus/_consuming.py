@@ -74,6 +74,8 @@ class Consumer:
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._unsettled: dict[int, Msg] = {}  # by id(): nats Msg objects are not hashable
         self._stopping = asyncio.Event()
+        self._fetching = False
+        self._fetch_loop_left = asyncio.Event()
 
     async def run(self) -> None:
         """Fetch and dispatch until `stop()`; survives NATS outages (the client reconnects)."""
@@ -81,6 +83,8 @@ class Consumer:
         sub = await self._bus.js.pull_subscribe_bind(
             durable=self._spec.durable, stream=self._bus.stream.name
         )
+        self._fetching = True
+        self._fetch_loop_left.clear()
         try:
             while not self._stopping.is_set():
                 free = await self._wait_for_free_slots()
@@ -97,9 +101,15 @@ class Consumer:
                     await asyncio.sleep(1.0)
                     continue
                 for msg in msgs:
+                    if self._stopping.is_set():  # fetched while stopping: hand it straight back
+                        with contextlib.suppress(Exception):
+                            await msg.nak()
+                        continue
                     await self._slots.acquire()
                     self._dispatch(msg)
         finally:
+            self._fetching = False
+            self._fetch_loop_left.set()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -111,15 +121,18 @@ class Consumer:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop fetching, give in-flight handlers `grace_s` seconds, then release the rest."""
         self._stopping.set()
+        # Let the fetch loop leave first, so that nothing released below is fetched again here.
+        if self._fetching:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fetch_loop_left.wait(), self._fetch_timeout + 2.0)
         pending = list(self._chains.values())
         if pending:
             _, still_running = await asyncio.wait(pending, timeout=grace_s)
             for task in still_running:
                 task.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
-        for msg in list(
-            self._unsettled.values()
-        ):  # cancelled work: hand it back at once instead of after ack_wait
+        # Cancelled work goes back at once, instead of after ack_wait.
+        for msg in list(self._unsettled.values()):
             with contextlib.suppress(Exception):
                 await msg.nak()
         self._unsettled.clear()
