@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,10 +35,10 @@ def ref(uid: str = "uid-1", *, name: str = "ws", rv: str = "1") -> WorkspaceRef:
     return WorkspaceRef(namespace="ns", name=name, uid=uid, generation=1, resource_version=rv)
 
 
-def consumer_spec(bus: Bus, durable: str = "svc", **overrides: float) -> ConsumerSpec:
+def consumer_spec(bus: Bus, durable: str = "svc", **overrides: Any) -> ConsumerSpec:
     return ConsumerSpec(
         durable=durable, filter_subjects=(bus.stream.subjects.all_events,), **overrides
-    )  # type: ignore[arg-type]
+    )
 
 
 class Running:
@@ -76,7 +77,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 async def dead_letters(bus: Bus, wait: float = 1.0) -> list[tuple[str, dict[str, str], bytes]]:
     sub = await bus.js.pull_subscribe(bus.stream.subjects.all_dead_letters, stream=bus.stream.name)
-    got = []
+    got: list[tuple[str, dict[str, str], bytes]] = []
     try:
         while True:
             msgs = await sub.fetch(10, timeout=wait)

@@ -2,6 +2,7 @@
 
 import json
 import time
+from typing import Any
 
 from kairyu_core.localenv import GpuNodeSpec, LocalCluster
 from kairyu_core.testing.plugin import unique
@@ -14,7 +15,7 @@ V100 = GpuNodeSpec(
 )
 
 
-def deployment(name: str, *, gpus: int, selector: dict[str, str]) -> dict:
+def deployment(name: str, *, gpus: int, selector: dict[str, str]) -> dict[str, Any]:
     labels = {"app": name}
     return {
         "apiVersion": "apps/v1",
@@ -43,9 +44,10 @@ def deployment(name: str, *, gpus: int, selector: dict[str, str]) -> dict:
     }
 
 
-def pods(cluster: LocalCluster, namespace: str, app: str) -> list[dict]:
+def pods(cluster: LocalCluster, namespace: str, app: str) -> list[dict[str, Any]]:
     out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"app={app}", "-o", "json").stdout
-    return json.loads(out)["items"]
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
 
 
 def test_gpu_pod_runs_on_a_simulated_gpu_node_and_gpus_are_accounted(

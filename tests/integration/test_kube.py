@@ -62,17 +62,23 @@ def apply_seed(cluster: LocalCluster, namespace: str, preset: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
 
 
-async def test_update_made_while_apiserver_is_down_is_delivered_as_latest_state(
+async def watching_then_restarted(
     cluster: LocalCluster, kube: KubeClient, namespace: str, recorders: list[Recorder]
-) -> None:
+) -> Recorder:
+    """A watch that saw the seed Workspace, then an apiserver restart it has not noticed yet."""
     apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
     recorder = Recorder(kube, namespace)
     recorders.append(recorder)
     await recorder.until_latest(lambda e: e.type == "ADDED")
+    # Blocking call: this test's event loop (and so the watch) sees the outage only afterwards.
+    cluster.restart_apiserver(down_for=1.0)
+    return recorder
 
-    cluster.restart_apiserver(
-        down_for=1.0
-    )  # blocks this test's loop: the watch sees it only afterwards
+
+async def test_update_made_while_apiserver_is_down_is_delivered_as_latest_state(
+    cluster: LocalCluster, kube: KubeClient, namespace: str, recorders: list[Recorder]
+) -> None:
+    recorder = await watching_then_restarted(cluster, kube, namespace, recorders)
     apply_seed(cluster, namespace, "phi-3-mini-128k-instruct")  # the watch is still reconnecting
 
     latest = await recorder.until_latest(lambda e: preset_of(e) == "phi-3-mini-128k-instruct")
@@ -101,13 +107,7 @@ async def test_resource_version_too_old_relists_to_the_latest_state(
 async def test_deletion_during_a_broken_watch_is_reported(
     cluster: LocalCluster, kube: KubeClient, namespace: str, recorders: list[Recorder]
 ) -> None:
-    apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
-    recorder = Recorder(kube, namespace)
-    recorders.append(recorder)
-    await recorder.until_latest(lambda e: e.type == "ADDED")
-    cluster.restart_apiserver(
-        down_for=1.0
-    )  # blocks this test's loop: the watch sees it only afterwards
+    recorder = await watching_then_restarted(cluster, kube, namespace, recorders)
     cluster.kubectl("delete", "workspace", NAME, "-n", namespace)
     deleted = await recorder.until_latest(lambda e: e.type == "DELETED")
     assert deleted.object["metadata"]["name"] == NAME

@@ -17,7 +17,8 @@ SPEC_FIELDS = ("resource", "inference", "tuning")
 
 
 def seed(name: str) -> dict[str, Any]:
-    return yaml.safe_load((MANIFESTS / f"seed-{name}.yaml").read_text())
+    manifest: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{name}.yaml").read_text())
+    return manifest
 
 
 def test_seed_manifests_apply_and_read_back_unchanged(cluster: LocalCluster) -> None:
