@@ -3,12 +3,15 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from kairyu_core.localenv import Binaries, LocalCluster, LocalNats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,18 +43,22 @@ def alive(pids: set[int]) -> set[int]:
 @pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-m", "kairyu_core.localenv", "--state-dir", str(tmp_path)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as launcher:
+    log = tmp_path / "launcher.log"
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "kairyu_core.localenv", "--state-dir", str(tmp_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        ) as launcher,
+    ):
         try:
-            for line in launcher.stdout:  # type: ignore[union-attr]
-                if line.startswith("{"):
-                    ready = json.loads(line)
-                    break
+            assert launcher.stdout is not None
+            lines = (line for line in launcher.stdout if line.startswith("{"))
+            ready = next((json.loads(line) for line in lines), None)
+            assert ready is not None, f"the launcher never became ready:\n{log.read_text()}"
             assert ready["kubeconfig"] == str((tmp_path / "kubeconfig").resolve())
             started = children_of(launcher.pid)
             names = {Path(f"/proc/{p}/exe").resolve().name for p in started}
@@ -71,3 +78,30 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
     while alive(started):
         assert time.monotonic() < deadline, f"left behind: {alive(started)}"
         time.sleep(0.2)
+
+
+def occupy(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.integration
+def test_a_port_taken_after_it_was_picked_is_replaced() -> None:
+    nats = LocalNats()
+    cluster = LocalCluster(Binaries.locate())
+    taken = [occupy(nats.port), occupy(cluster.ports["scheduler"])]
+    try:
+        nats.start()
+        cluster.start()
+        assert nats.port != taken[0].getsockname()[1]
+        assert cluster.ports["scheduler"] != taken[1].getsockname()[1]
+        assert nats.accepts_connections()
+        assert "ok" in cluster.kubectl("get", "--raw", "/readyz").stdout
+    finally:
+        cluster.stop()
+        nats.stop()
+        for sock in taken:
+            sock.close()

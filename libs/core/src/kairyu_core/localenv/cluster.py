@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import shutil
 import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -26,12 +28,21 @@ import yaml
 from kairyu_core.localenv import certs
 from kairyu_core.localenv.binaries import Binaries
 from kairyu_core.localenv.nodes import GpuNodeSpec, gpu_node_manifest
-from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_core.localenv.processes import ManagedProcess, StartupError, free_port, http_ok
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
 _SERVICE_CIDR = "10.96.0.0/16"
 _POD_CIDR = "10.244.0.0/16"  # kwok hands out pod IPs from here
+_PORT_ATTEMPTS = 3
+_PORTS_OF = {
+    "etcd": ("etcd", "etcd-peer"),
+    "kube-apiserver": ("apiserver",),
+    "kube-controller-manager": ("controller-manager",),
+    "kube-scheduler": ("scheduler",),
+    "kwok": ("kwok",),
+}
+log = logging.getLogger(__name__)
 
 
 class KubectlError(RuntimeError):
@@ -74,11 +85,14 @@ class LocalCluster:
         """Start every component in dependency order and wait until each is healthy."""
         try:
             self._make_pki()
-            self._start_etcd(timeout)
-            self._start_apiserver(timeout)
-            self._start_controller_manager(timeout)
-            self._start_scheduler(timeout)
-            self._start_kwok(timeout)
+            for component, start in (
+                ("etcd", self._start_etcd),
+                ("kube-apiserver", self._start_apiserver),
+                ("kube-controller-manager", self._start_controller_manager),
+                ("kube-scheduler", self._start_scheduler),
+                ("kwok", self._start_kwok),
+            ):
+                self._start_retrying_port_clashes(component, start, timeout)
             self._wait_for_default_service_account(timeout)
         except BaseException:
             self.stop()
@@ -167,6 +181,26 @@ class LocalCluster:
         }
         self.kubeconfig.write_text(yaml.safe_dump(config))
         self.kubeconfig.chmod(0o600)
+
+    def _start_retrying_port_clashes(
+        self, component: str, start: Callable[[float], None], timeout: float
+    ) -> None:
+        # Ports are picked free before the components bind them; in between, another process (or
+        # an outgoing connection's ephemeral port) can take one. Then pick again, a few times.
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                start(timeout)
+            except StartupError as exc:
+                if not exc.port_clash or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+            else:
+                return
+            log.warning("%s: port taken, retrying on fresh ports", component)
+            self._processes.pop(component).stop()
+            for port in _PORTS_OF[component]:
+                self.ports[port] = free_port()
+            if component == "kube-apiserver":
+                self._write_kubeconfig()
 
     def _add(self, name: str, argv: list[str]) -> ManagedProcess:
         proc = ManagedProcess(name, argv, log_dir=self.logs)

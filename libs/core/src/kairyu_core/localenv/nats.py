@@ -10,7 +10,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_core.localenv.processes import ManagedProcess, StartupError, free_port, http_ok
+
+_PORT_ATTEMPTS = 3
 
 
 def nats_server_binary() -> Path:
@@ -30,9 +32,13 @@ class LocalNats:
     def __init__(self, *, workdir: Path | None = None, port: int | None = None) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kairyu-nats-"))
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.monitor_port = free_port()
-        self._proc = ManagedProcess(
+        self._proc = self._process()
+
+    def _process(self) -> ManagedProcess:
+        return ManagedProcess(
             "nats-server",
             [
                 str(nats_server_binary()),
@@ -49,13 +55,25 @@ class LocalNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        self._proc.start()
-        self._proc.wait_until(
-            http_ok(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"),
-            timeout=timeout,
-            what="/healthz",
-        )
+    def start(self, timeout: float = 30.0, *, keep_port: bool = False) -> None:
+        """Start and wait for JetStream; on a port clash pick fresh ports (unless kept)."""
+        may_move = not (keep_port or self._fixed_port)
+        for attempt in range(_PORT_ATTEMPTS):
+            self._proc.start()
+            try:
+                self._proc.wait_until(
+                    http_ok(f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"),
+                    timeout=timeout,
+                    what="/healthz",
+                )
+            except StartupError as exc:
+                self._proc.stop()
+                if not (may_move and exc.port_clash) or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+            else:
+                return
+            self.port, self.monitor_port = free_port(), free_port()
+            self._proc = self._process()
 
     def stop(self) -> None:
         self._proc.stop()
@@ -65,7 +83,7 @@ class LocalNats:
     def restart(self) -> None:
         """Stop and start again on the same port with the same store (JetStream state survives)."""
         self._proc.stop()
-        self.start()
+        self.start(keep_port=True)
 
     def accepts_connections(self) -> bool:
         with socket.socket() as sock:

@@ -30,6 +30,11 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 class StartupError(RuntimeError):
     """A component did not become healthy; the message carries the end of its log."""
 
+    @property
+    def port_clash(self) -> bool:
+        """The port picked for it was taken meanwhile (by a bind or an outgoing connection)."""
+        return "address already in use" in str(self)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
