@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from kairyu_core.api import (
     ConditionStatus,
     WorkspaceV1Alpha1,
+    WorkspaceV1Beta1,
+    parse_workspace,
     render_yaml,
     set_condition,
     workspace_crd,
@@ -75,3 +77,13 @@ def test_set_condition_keeps_transition_time_until_status_changes() -> None:
     assert again.reason == "StillPlanning"
     flipped = set_condition([again], type="Planned", status=ConditionStatus.TRUE, reason="Planned")
     assert flipped.last_transition_time > first.last_transition_time
+
+
+def test_parse_workspace_picks_the_version_from_api_version() -> None:
+    doc = yaml.safe_load(SEEDS[0].read_text())
+    assert isinstance(parse_workspace(doc), WorkspaceV1Alpha1)
+    beta = parse_workspace({**doc, "apiVersion": "kaito.sh/v1beta1"})
+    assert isinstance(beta, WorkspaceV1Beta1)
+    assert beta.resource.instance_type == "Standard_NC6s_v3"
+    with pytest.raises(ValidationError, match="v2"):
+        parse_workspace({**doc, "apiVersion": "kaito.sh/v2"})

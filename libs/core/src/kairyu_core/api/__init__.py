@@ -24,6 +24,7 @@ from kairyu_core.api.workspace import (
     WorkspaceStatus,
     WorkspaceV1Alpha1,
     WorkspaceV1Beta1,
+    parse_workspace,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "WorkspaceStatus",
     "WorkspaceV1Alpha1",
     "WorkspaceV1Beta1",
+    "parse_workspace",
     "render_yaml",
     "set_condition",
     "workspace_crd",

@@ -9,10 +9,11 @@ objects or the GPU catalog (KAITO's webhook checks) belong to the planner.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, TypeAdapter
 from pydantic.config import JsonDict, JsonValue
 
 from kairyu_core.api._base import ApiModel
@@ -338,3 +339,12 @@ class WorkspaceV1Beta1(_Workspace):
 
 Workspace = WorkspaceV1Alpha1 | WorkspaceV1Beta1
 """Either served version; the two share one schema, so an object reads the same in both."""
+
+_EITHER_VERSION: TypeAdapter[Workspace] = TypeAdapter(
+    Annotated[WorkspaceV1Alpha1 | WorkspaceV1Beta1, Field(discriminator="api_version")]
+)
+
+
+def parse_workspace(obj: Mapping[str, Any]) -> Workspace:
+    """A Workspace object from the apiserver (either version), validated; raises ValidationError."""
+    return _EITHER_VERSION.validate_python(obj)
