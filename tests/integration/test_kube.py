@@ -122,9 +122,15 @@ async def test_two_field_managers_keep_each_others_conditions(
         manager: str, type_: str, status: ConditionStatus, reason: str, message: str = ""
     ) -> None:
         await apply_condition(
-            kube, namespace=namespace, name=NAME, field_manager=manager,
-            type=type_, status=status, reason=reason, message=message,
-        )  # fmt: skip
+            kube,
+            namespace=namespace,
+            name=NAME,
+            field_manager=manager,
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+        )
 
     await report(
         "kairyu-planner", "Planned", ConditionStatus.TRUE, "Planned", "1 x Standard_NC6s_v3"

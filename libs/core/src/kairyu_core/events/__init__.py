@@ -2,12 +2,18 @@
 
 from kairyu_core.events.envelope import SCHEMA_VERSION, Event, WorkspaceRef
 from kairyu_core.events.subjects import Subjects
-from kairyu_core.events.workspaces import ALL_EVENTS, WorkspaceDeleted, WorkspaceObserved
+from kairyu_core.events.workspaces import (
+    ALL_EVENTS,
+    ObjectChanged,
+    WorkspaceDeleted,
+    WorkspaceObserved,
+)
 
 __all__ = [
     "ALL_EVENTS",
     "SCHEMA_VERSION",
     "Event",
+    "ObjectChanged",
     "Subjects",
     "WorkspaceDeleted",
     "WorkspaceObserved",

@@ -2,7 +2,7 @@
 
 from kairyu_core.kube import errors, resources
 from kairyu_core.kube.client import JSON, KubeClient
-from kairyu_core.kube.status import apply_condition, apply_conditions
+from kairyu_core.kube.status import apply_condition, apply_conditions, apply_status
 from kairyu_core.kube.watching import WatchEvent, watch
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "WatchEvent",
     "apply_condition",
     "apply_conditions",
+    "apply_status",
     "errors",
     "resources",
     "watch",

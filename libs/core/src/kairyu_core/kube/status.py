@@ -62,10 +62,30 @@ async def apply_conditions(
 
     Conditions this manager applied before and omits now are removed; other managers' stay.
     """
+    return await apply_status(
+        client,
+        namespace=namespace,
+        name=name,
+        field_manager=field_manager,
+        status={"conditions": [c.to_wire() for c in conditions]},
+        resource=resource,
+    )
+
+
+async def apply_status(
+    client: KubeClient,
+    *,
+    namespace: str,
+    name: str,
+    field_manager: str,
+    status: JSON,
+    resource: Resource = WORKSPACES,
+) -> JSON:
+    """Apply these status fields as `field_manager` (it owns exactly what it applies)."""
     body = {
         "apiVersion": resource.api_version,
         "kind": resource.kind,
         "metadata": {"name": name, "namespace": namespace},
-        "status": {"conditions": [c.to_wire() for c in conditions]},
+        "status": status,
     }
     return await client.apply(resource, body, field_manager=field_manager, subresource="status")

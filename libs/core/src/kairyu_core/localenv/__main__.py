@@ -7,6 +7,7 @@ can use them while this runs); everything else lives in a temporary directory re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import signal
@@ -17,8 +18,10 @@ from types import FrameType
 
 from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats
 from kairyu_core.localenv.binaries import repo_root
+from kairyu_core.localenv.processes import ManagedProcess
 
 log = logging.getLogger("kairyu.dev")
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
 
 # The seed's example SKU (one V100 16 GB), labelled to match the seed Workspace's labelSelector.
 EXAMPLE_NODES = GpuNodeSpec(
@@ -29,6 +32,39 @@ EXAMPLE_NODES = GpuNodeSpec(
     cpu="6",
     memory="112Gi",
 )
+
+
+def start_services(cluster: LocalCluster, nats: LocalNats) -> list[ManagedProcess]:
+    """Start every kairyu service that has an entry point yet, pointed at this cluster and NATS."""
+    env = {
+        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
+        "KAIRYU_NATS__URL": nats.url,
+        "KAIRYU_LOG__FORMAT": "text",
+    }
+    started = []
+    for service in SERVICES:
+        module = f"kairyu_{service}"
+        if importlib.util.find_spec(f"{module}.__main__") is None:
+            continue  # the service's issue has not landed yet
+        process = ManagedProcess(
+            module, [sys.executable, "-m", module], log_dir=cluster.logs, env=env
+        )
+        process.start()
+        started.append(process)
+    return started
+
+
+def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path:
+    """Write the kubeconfig and a shell env file where another terminal can find them."""
+    kubeconfig = (state_dir / "kubeconfig").resolve()
+    kubeconfig.write_text(cluster.kubeconfig.read_text())
+    kubeconfig.chmod(0o600)
+    (state_dir / "env").write_text(
+        f"export KUBECONFIG={kubeconfig}\n"
+        f"export KAIRYU_NATS__URL={nats.url}\n"
+        f"export PATH={cluster.binaries.directory}:$PATH\n"
+    )
+    return kubeconfig
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -51,6 +87,7 @@ def main() -> int:
     started = time.monotonic()
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
+    services: list[ManagedProcess] = []
     try:
         cluster.start()
         nats.start()
@@ -65,21 +102,21 @@ def main() -> int:
             labels={"apps": "phi-3"},
             taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
         )
+        services.extend(start_services(cluster, nats))
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
         cluster.kubectl("apply", "-f", str(workspace))
+        if services:
+            # The watcher writes status.state: waiting for it shows the services are working.
+            cluster.kubectl(
+                "wait", "--for=jsonpath={.status.state}", "--timeout=60s", "-f", str(workspace)
+            )
 
-        kubeconfig = (args.state_dir / "kubeconfig").resolve()
-        kubeconfig.write_text(cluster.kubeconfig.read_text())
-        kubeconfig.chmod(0o600)
-        (args.state_dir / "env").write_text(
-            f"export KUBECONFIG={kubeconfig}\n"
-            f"export KAIRYU_NATS__URL={nats.url}\n"
-            f"export PATH={cluster.binaries.directory}:$PATH\n"
-        )
+        kubeconfig = write_state(args.state_dir, cluster, nats)
         log.info("local cluster ready in %.1fs", time.monotonic() - started)
         log.info("  apiserver  %s", cluster.server)
         log.info("  nats       %s", nats.url)
         log.info("  GPU nodes  %s", ", ".join(nodes))
+        log.info("  services   %s", ", ".join(p.name for p in services) or "none yet")
         log.info("  logs       %s", cluster.logs)
         log.info("in another terminal:  source %s/env && kubectl get workspace", args.state_dir)
         sys.stdout.write(cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-A").stdout)
@@ -97,6 +134,8 @@ def main() -> int:
         pass
     finally:
         log.info("stopping")
+        for service in reversed(services):
+            service.stop()
         nats.stop()
         cluster.stop()
         (args.state_dir / "kubeconfig").unlink(missing_ok=True)

@@ -1,0 +1,232 @@
+"""The watcher: the only component holding Kubernetes watches.
+
+It turns Workspace changes into WorkspaceObserved / WorkspaceDeleted, changes of objects labelled
+`kaito.sh/workspace` into ObjectChanged, re-publishes every Workspace on a resync interval, starts
+each generation's rollout trace, and writes the summary (`WorkspaceReady`, `status.state`).
+Publishing is idempotent (Nats-Msg-Id), so a restart that re-lists everything is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal, cast
+
+from opentelemetry import context
+from pydantic import ValidationError
+
+from kairyu_core.api import ConditionType, Workspace, parse_workspace, set_condition
+from kairyu_core.bus import Bus, BusError
+from kairyu_core.events import (
+    Event,
+    ObjectChanged,
+    WorkspaceDeleted,
+    WorkspaceObserved,
+    WorkspaceRef,
+)
+from kairyu_core.kube import JSON, KubeClient, WatchEvent, apply_status, errors, resources, watch
+from kairyu_watcher import readiness, rollout_trace
+from kairyu_watcher.settings import WatcherSettings
+
+log = logging.getLogger(__name__)
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+CHILD_RESOURCES = (
+    resources.NODES,
+    resources.NODECLAIMS,
+    resources.DEPLOYMENTS,
+    resources.STATEFULSETS,
+    resources.JOBS,
+    resources.PODS,
+)
+ChildKind = Literal["Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod"]
+
+
+def workspace_ref(workspace: Workspace) -> WorkspaceRef:
+    meta = workspace.metadata
+    return WorkspaceRef(
+        namespace=meta.namespace or "default",
+        name=meta.name or "",
+        uid=meta.uid or "",
+        generation=meta.generation or 0,
+        resource_version=meta.resource_version or "",
+        api_version=workspace.api_version,
+    )
+
+
+class Watcher:
+    """Follows the cluster and publishes what changed."""
+
+    def __init__(self, *, settings: WatcherSettings, bus: Bus, kube: KubeClient) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._kube = kube
+        self._known: dict[str, WorkspaceRef] = {}  # namespace/name -> latest version seen
+
+    async def run(self) -> None:
+        """Watch and resync until cancelled."""
+        await self._bus.ensure_stream()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow_workspaces())
+            for resource in CHILD_RESOURCES:
+                tasks.create_task(self._follow_children(resource))
+            tasks.create_task(self._resync_periodically())
+
+    # ------------------------------------------------------------------ Workspaces
+    async def _follow_workspaces(self) -> None:
+        async for change in watch(
+            self._kube, resources.WORKSPACES, namespace=self._settings.namespace
+        ):
+            await self.on_workspace(change)
+
+    async def on_workspace(self, change: WatchEvent) -> None:
+        """Publish the change, start a new generation's trace, and keep the summary current."""
+        try:
+            workspace = parse_workspace(change.object)
+        except ValidationError:
+            # The CRD admitted it, so only a newer, incompatible CRD gets here: say so, go on.
+            log.exception("cannot read Workspace %s; skipping it", change.key)
+            return
+        ref = workspace_ref(workspace)
+        if change.type == "DELETED":
+            self._known.pop(change.key, None)
+            await self._publish(WorkspaceDeleted(workspace=ref))
+            return
+        self._known[change.key] = ref
+        rollout = await self._rollout_context(workspace)
+        token = context.attach(rollout) if rollout is not None else None
+        try:
+            deleting = workspace.metadata.deletion_timestamp is not None
+            await self._publish(WorkspaceObserved(workspace=ref, deleting=deleting))
+            await self._write_summary(workspace)
+        finally:
+            if token is not None:
+                context.detach(token)
+
+    async def _rollout_context(self, workspace: Workspace) -> context.Context | None:
+        meta = workspace.metadata
+        if rollout_trace.stored_generation(meta.annotations) == meta.generation:
+            return rollout_trace.context_of(meta.annotations)
+        value = rollout_trace.start_rollout(
+            namespace=meta.namespace or "",
+            name=meta.name or "",
+            generation=meta.generation or 0,
+            uid=meta.uid or "",
+        )
+        body: JSON = {
+            "apiVersion": resources.WORKSPACES.api_version,
+            "kind": resources.WORKSPACES.kind,
+            "metadata": {
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "annotations": {rollout_trace.ANNOTATION: value},
+            },
+        }
+        try:
+            await self._kube.apply(
+                resources.WORKSPACES, body, field_manager=self._settings.service_name
+            )
+        except errors.KubeError as exc:
+            log.warning(
+                "could not record the rollout trace of %s/%s: %s", meta.namespace, meta.name, exc
+            )
+        return rollout_trace.context_of({rollout_trace.ANNOTATION: value})
+
+    async def _write_summary(self, workspace: Workspace) -> None:
+        summary = readiness.summarize(workspace)
+        status = workspace.status
+        current = {c.type: c for c in (status.conditions if status else None) or []}
+        ready = current.get(ConditionType.WORKSPACE_READY)
+        unchanged = (
+            ready is not None
+            and (ready.status, ready.reason, ready.message)
+            == (summary.status, summary.reason, summary.message)
+            and ready.observed_generation == workspace.metadata.generation
+            and status is not None
+            and status.state == summary.state
+        )
+        if unchanged:
+            return
+        condition = set_condition(
+            list(current.values()),
+            type=ConditionType.WORKSPACE_READY,
+            status=summary.status,
+            reason=summary.reason,
+            message=summary.message,
+            observed_generation=workspace.metadata.generation,
+        )
+        try:
+            await apply_status(
+                self._kube,
+                namespace=workspace.metadata.namespace or "",
+                name=workspace.metadata.name or "",
+                field_manager=self._settings.service_name,
+                status={"conditions": [condition.to_wire()], "state": summary.state.value},
+            )
+        except errors.KubeError as exc:  # the next change or the resync writes it again
+            log.warning("could not write the summary of %s: %s", workspace.metadata.name, exc)
+
+    # ------------------------------------------------------------------ labelled objects
+    async def _follow_children(self, resource: resources.Resource) -> None:
+        async for change in watch(self._kube, resource, label_selector=WORKSPACE_LABEL):
+            await self.on_child(resource, change)
+
+    async def on_child(self, resource: resources.Resource, change: WatchEvent) -> None:
+        """Publish ObjectChanged for the Workspace named by the object's labels."""
+        meta = change.object["metadata"]
+        labels = meta.get("labels") or {}
+        namespace = labels.get(WORKSPACE_NAMESPACE_LABEL) or meta.get("namespace")
+        ref = self._known.get(f"{namespace}/{labels.get(WORKSPACE_LABEL)}")
+        if ref is None:
+            return  # not (or no longer) a Workspace we watch
+        await self._publish(
+            ObjectChanged(
+                workspace=ref,
+                kind=cast(ChildKind, resource.kind),
+                object_name=meta["name"],
+                object_namespace=meta.get("namespace"),
+                object_uid=meta["uid"],
+                object_resource_version=meta["resourceVersion"],
+                change=change.type,
+            )
+        )
+
+    # ------------------------------------------------------------------ resync
+    async def _resync_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.resync_interval_s)
+            await self.resync()
+
+    async def resync(self) -> None:
+        """Publish every Workspace again (JetStream drops it if the same version was just sent)."""
+        try:
+            listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
+        except errors.KubeError as exc:
+            log.warning("resync skipped: %s", exc)
+            return
+        for item in listed.get("items", []):
+            item.setdefault("apiVersion", resources.WORKSPACES.api_version)
+            item.setdefault("kind", resources.WORKSPACES.kind)
+            try:
+                workspace = parse_workspace(item)
+            except ValidationError:
+                continue
+            ctx = rollout_trace.context_of(workspace.metadata.annotations)
+            token = context.attach(ctx) if ctx is not None else None
+            try:
+                deleting = workspace.metadata.deletion_timestamp is not None
+                await self._publish(
+                    WorkspaceObserved(workspace=workspace_ref(workspace), deleting=deleting)
+                )
+            finally:
+                if token is not None:
+                    context.detach(token)
+
+    async def _publish(self, event: Event) -> None:
+        try:
+            await self._bus.publish(event)
+        except BusError as exc:  # lost for now; the resync publishes the Workspace again
+            log.warning(
+                "could not publish %s for %s: %s", event.event_name, event.workspace.key, exc
+            )

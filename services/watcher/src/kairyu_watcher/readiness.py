@@ -1,0 +1,98 @@
+"""The Workspace's summary: `WorkspaceReady` and `status.state`, derived from the other conditions.
+
+Pure: the watcher calls it on every Workspace it sees and writes the result only when it differs.
+KAITO's state mapping (kaito-facts §1.4) is kept; `WorkspaceReady` (the seed's column) is True when
+every condition the Workspace's kind of work needs is True, and otherwise carries the reason of
+the first one that is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kairyu_core.api import Condition, ConditionStatus, ConditionType, Workspace, WorkspaceState
+
+_INFERENCE_NEEDS = (
+    ConditionType.PLANNED,
+    ConditionType.RESOURCE_READY,
+    ConditionType.INFERENCE_READY,
+)
+_TUNING_NEEDS = (
+    ConditionType.PLANNED,
+    ConditionType.RESOURCE_READY,
+    ConditionType.JOB_STARTED,
+    ConditionType.WORKSPACE_SUCCEEDED,
+)
+_TUNING_FAILED_REASONS = {"WorkspaceTuningJobStatusFailed", "workspaceFailed"}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the watcher writes: the WorkspaceReady condition's content and the state."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+    state: WorkspaceState
+
+
+def summarize(workspace: Workspace) -> Summary:
+    """The summary of `workspace` from its current conditions."""
+    conditions = {
+        c.type: c for c in (workspace.status.conditions if workspace.status else None) or []
+    }
+    tuning = workspace.tuning is not None
+    needs = _TUNING_NEEDS if tuning else _INFERENCE_NEEDS
+    blocking = _first_not_true(conditions, needs)
+    state = _tuning_state(conditions) if tuning else _inference_state(workspace, blocking is None)
+    if blocking is None:
+        done = "succeeded" if tuning else "is ready"
+        return Summary(ConditionStatus.TRUE, "WorkspaceReady", f"Workspace {done}", state)
+    if not blocking.reported:
+        return Summary(ConditionStatus.FALSE, "Pending", f"waiting for {blocking.type}", state)
+    return Summary(
+        ConditionStatus.FALSE, blocking.reason, f"{blocking.type}: {blocking.message}", state
+    )
+
+
+def _first_not_true(
+    conditions: dict[str, Condition], needs: tuple[ConditionType, ...]
+) -> _Blocking | None:
+    for needed in needs:
+        condition = conditions.get(needed)
+        if condition is None:
+            return _Blocking(type=needed.value, reason="", message="", reported=False)
+        if condition.status != ConditionStatus.TRUE:
+            return _Blocking(condition.type, condition.reason, condition.message, reported=True)
+    return None
+
+
+@dataclass(frozen=True)
+class _Blocking:
+    """The first needed condition that is not True (or that no service has reported yet)."""
+
+    type: str
+    reason: str
+    message: str
+    reported: bool
+
+
+def _tuning_state(conditions: dict[str, Condition]) -> WorkspaceState:
+    started = conditions.get(ConditionType.JOB_STARTED)
+    succeeded = conditions.get(ConditionType.WORKSPACE_SUCCEEDED)
+    if any(c is not None and c.reason in _TUNING_FAILED_REASONS for c in (started, succeeded)):
+        return WorkspaceState.FAILED
+    if succeeded is not None and succeeded.status == ConditionStatus.TRUE:
+        return WorkspaceState.SUCCEEDED
+    if started is not None and started.status == ConditionStatus.TRUE:
+        return WorkspaceState.RUNNING
+    return WorkspaceState.PENDING
+
+
+def _inference_state(workspace: Workspace, ready: bool) -> WorkspaceState:
+    if ready:
+        return WorkspaceState.READY
+    previous = workspace.status.state if workspace.status else None
+    if previous in (WorkspaceState.READY, WorkspaceState.NOT_READY):
+        return WorkspaceState.NOT_READY  # it was serving once: say it stopped, not that it is new
+    return WorkspaceState.PENDING

@@ -1,0 +1,47 @@
+"""One trace per Workspace generation, rooted in a span whose context is kept on the Workspace.
+
+The watcher starts the root span when it first sees a generation and writes its W3C context into the
+annotation `kairyu.io/rollout-trace` as `<generation>;<traceparent>`. Every later step of that
+rollout, in any service and after any restart, parents its spans on it, so a node that took twenty
+minutes still lands in the same trace.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+
+ANNOTATION = "kairyu.io/rollout-trace"
+_tracer = trace.get_tracer("kairyu_watcher")
+
+
+def stored_generation(annotations: dict[str, str] | None) -> int | None:
+    """The generation whose trace the annotation holds, or None."""
+    value = (annotations or {}).get(ANNOTATION, "")
+    generation, _, _ = value.partition(";")
+    return int(generation) if generation.isdigit() else None
+
+
+def context_of(annotations: dict[str, str] | None) -> Context | None:
+    """The rollout's trace context from the annotation, or None if there is none."""
+    _, _, traceparent = (annotations or {}).get(ANNOTATION, "").partition(";")
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None
+
+
+def start_rollout(*, namespace: str, name: str, generation: int, uid: str) -> str:
+    """Record the root span of a new generation's rollout; return the annotation value."""
+    span = _tracer.start_span(
+        f"rollout {namespace}/{name}",
+        context=Context(),  # a root: not a child of whatever event led here
+        attributes={
+            "kairyu.workspace.namespace": namespace,
+            "kairyu.workspace.name": name,
+            "kairyu.workspace.uid": uid,
+            "kairyu.workspace.generation": generation,
+        },
+    )
+    # The root marks the start; it ends at once so it is exported even if this process dies.
+    span.end()
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return f"{generation};{carrier['traceparent']}"

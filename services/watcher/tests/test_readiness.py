@@ -1,0 +1,117 @@
+"""WorkspaceReady and status.state from the other services' conditions."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kairyu_core.api import ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
+from kairyu_watcher.readiness import summarize
+
+MANIFESTS = Path(__file__).resolve().parents[3] / "tests/manifests"
+T, F = "True", "False"
+
+
+def workspace(
+    seed: str, conditions: dict[str, tuple[str, str]], state: str | None = None
+) -> WorkspaceV1Alpha1:
+    doc: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{seed}.yaml").read_text())
+    now = datetime.now(UTC).isoformat()
+    doc["status"] = {
+        "conditions": [
+            {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": f"{kind} says so",
+                "lastTransitionTime": now,
+            }
+            for kind, (status, reason) in conditions.items()
+        ],
+        "state": state,
+    }
+    return WorkspaceV1Alpha1.model_validate(doc)
+
+
+ALL_READY = {"Planned": (T, "Planned"), "ResourceReady": (T, "x"), "InferenceReady": (T, "y")}
+
+
+def test_inference_is_ready_when_plan_nodes_and_workload_are() -> None:
+    summary = summarize(workspace("inference", ALL_READY))
+    assert (summary.status, summary.reason, summary.state) == (
+        ConditionStatus.TRUE,
+        "WorkspaceReady",
+        WorkspaceState.READY,
+    )
+
+
+def test_a_new_workspace_waits_for_the_planner() -> None:
+    summary = summarize(workspace("inference", {}))
+    assert (summary.status, summary.reason, summary.state) == (
+        ConditionStatus.FALSE,
+        "Pending",
+        WorkspaceState.PENDING,
+    )
+    assert "Planned" in summary.message
+
+
+def test_the_first_failing_condition_gives_its_reason() -> None:
+    conditions = {
+        "Planned": (T, "Planned"),
+        "ResourceReady": (F, "QuotaExceeded"),
+        "InferenceReady": (F, "Pending"),
+    }
+    summary = summarize(workspace("inference", conditions))
+    assert summary.reason == "QuotaExceeded"
+    assert summary.message == "ResourceReady: ResourceReady says so"
+
+
+def test_a_workspace_that_served_once_is_not_ready_rather_than_pending() -> None:
+    conditions = {**ALL_READY, "InferenceReady": (F, "ContainerCrashLoopBackOff")}
+    assert (
+        summarize(workspace("inference", conditions, state="Ready")).state
+        == WorkspaceState.NOT_READY
+    )
+    assert (
+        summarize(workspace("inference", conditions, state="NotReady")).state
+        == WorkspaceState.NOT_READY
+    )
+    assert (
+        summarize(workspace("inference", conditions, state="Pending")).state
+        == WorkspaceState.PENDING
+    )
+
+
+@pytest.mark.parametrize(
+    ("conditions", "state", "ready"),
+    [
+        ({}, WorkspaceState.PENDING, F),
+        ({"JobStarted": (F, "WorkspaceTuningJobStatusPending")}, WorkspaceState.PENDING, F),
+        ({"JobStarted": (T, "WorkspaceTuningJobStatusStarted")}, WorkspaceState.RUNNING, F),
+        (
+            {
+                "JobStarted": (F, "WorkspaceTuningJobStatusFailed"),
+                "WorkspaceSucceeded": (F, "workspaceFailed"),
+            },
+            WorkspaceState.FAILED,
+            F,
+        ),
+        (
+            {
+                "JobStarted": (T, "WorkspaceTuningJobStatusStarted"),
+                "WorkspaceSucceeded": (T, "workspaceSucceeded"),
+            },
+            WorkspaceState.SUCCEEDED,
+            T,
+        ),
+    ],
+)
+def test_tuning_state_follows_kaitos_mapping(
+    conditions: dict[str, tuple[str, str]], state: WorkspaceState, ready: str
+) -> None:
+    base = {"Planned": (T, "Planned"), "ResourceReady": (T, "x")}
+    summary = summarize(workspace("tuning", {**base, **conditions}))
+    assert summary.state == state
+    assert summary.status == ready

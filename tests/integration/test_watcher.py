@@ -1,0 +1,231 @@
+"""The watcher against the real cluster and nats-server: events, resync, summary, rollout trace."""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from kairyu_core.api import ConditionStatus
+from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Delivery
+from kairyu_core.events import ALL_EVENTS, Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
+from kairyu_core.kube import KubeClient, apply_condition, resources
+from kairyu_core.localenv import LocalCluster
+from kairyu_watcher import rollout_trace
+from kairyu_watcher.app import Watcher
+from kairyu_watcher.settings import WatcherSettings
+
+SEED = Path(__file__).resolve().parents[1] / "manifests/seed-inference.yaml"
+NAME = "workspace-phi-3-mini"
+
+
+class Inbox:
+    """Everything published on the test's stream, as the services would receive it."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.events: list[Event] = []
+        spec = ConsumerSpec(durable="inbox", filter_subjects=(bus.stream.subjects.all_events,))
+        events = {e.event_name: e for e in ALL_EVENTS}
+        self.consumer = Consumer(bus, spec, service="inbox", events=events, handler=self._keep)
+        self.task = asyncio.create_task(self.consumer.run())
+
+    async def _keep(self, event: Event, delivery: Delivery) -> None:
+        self.events.append(event)
+
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 20.0) -> Event:
+        async def first() -> Event:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                await asyncio.sleep(0.1)
+
+        return await asyncio.wait_for(first(), timeout)
+
+
+class Running:
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.task = asyncio.create_task(watcher.run())
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture
+async def inbox(bus: Bus) -> AsyncIterator[Inbox]:
+    box = Inbox(bus)
+    yield box
+    await box.consumer.stop(grace_s=1)
+    box.task.cancel()
+    await asyncio.gather(box.task, return_exceptions=True)
+
+
+@pytest.fixture
+async def start_watcher(
+    bus: Bus, kube: KubeClient, namespace: str
+) -> AsyncIterator[Callable[[], Running]]:
+    started: list[Running] = []
+
+    def start() -> Running:
+        settings = WatcherSettings(namespace=namespace, resync_interval_s=3600)
+        running = Running(Watcher(settings=settings, bus=bus, kube=kube))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await running.stop()
+
+
+def observed(generation: int) -> Callable[[Event], bool]:
+    return lambda e: isinstance(e, WorkspaceObserved) and e.workspace.generation == generation
+
+
+def set_preset(cluster: LocalCluster, namespace: str, preset: str) -> None:
+    patch = json.dumps({"inference": {"preset": {"name": preset}}})
+    cluster.kubectl("patch", "workspace", NAME, "-n", namespace, "--type=merge", "-p", patch)
+
+
+def live(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "workspace", NAME, "-n", namespace, "-o", "json").stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def test_apply_edit_delete_are_published_and_the_summary_is_written(
+    cluster: LocalCluster, namespace: str, inbox: Inbox, start_watcher: Callable[[], Running]
+) -> None:
+    start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    first = await inbox.wait_for(observed(1))
+    assert (first.workspace.namespace, first.workspace.name) == (namespace, NAME)
+
+    async def summary_written() -> dict[str, Any]:
+        while True:
+            ws = live(cluster, namespace)
+            if (ws.get("status") or {}).get("state"):
+                return ws
+            await asyncio.sleep(0.2)
+
+    ws = await asyncio.wait_for(summary_written(), 20)
+    ready = {c["type"]: c for c in ws["status"]["conditions"]}["WorkspaceReady"]
+    assert (ready["status"], ready["reason"], ws["status"]["state"]) == (
+        "False",
+        "Pending",
+        "Pending",
+    )
+    assert rollout_trace.stored_generation(ws["metadata"]["annotations"]) == 1
+
+    set_preset(cluster, namespace, "phi-3-mini-128k-instruct")
+    await inbox.wait_for(observed(2))
+    cluster.kubectl("delete", "workspace", NAME, "-n", namespace)
+    gone = await inbox.wait_for(lambda e: isinstance(e, WorkspaceDeleted))
+    assert gone.workspace.uid == first.workspace.uid
+
+
+async def test_an_edit_made_while_the_watcher_is_down_is_delivered_when_it_returns(
+    cluster: LocalCluster, namespace: str, inbox: Inbox, start_watcher: Callable[[], Running]
+) -> None:
+    watcher = start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    await inbox.wait_for(observed(1))
+    await watcher.stop()
+    set_preset(cluster, namespace, "phi-4")
+    start_watcher()
+    edit = await inbox.wait_for(observed(2))
+    assert edit.workspace.uid == live(cluster, namespace)["metadata"]["uid"]
+
+
+async def test_the_summary_turns_ready_when_every_service_reports_ready(
+    cluster: LocalCluster,
+    kube: KubeClient,
+    namespace: str,
+    inbox: Inbox,
+    start_watcher: Callable[[], Running],
+) -> None:
+    start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    await inbox.wait_for(observed(1))
+    owners = {"Planned": "planner", "ResourceReady": "provisioner", "InferenceReady": "deployer"}
+    for kind, owner in owners.items():
+        await apply_condition(
+            kube,
+            namespace=namespace,
+            name=NAME,
+            field_manager=f"kairyu-{owner}",
+            type=kind,
+            status=ConditionStatus.TRUE,
+            reason=kind,
+        )
+
+    async def ready() -> list[str]:
+        while True:
+            row = cluster.kubectl(
+                "get", "workspaces.v1alpha1.kaito.sh", NAME, "-n", namespace, "--no-headers"
+            ).stdout.split()
+            if row[4] == "True":
+                return row
+            await asyncio.sleep(0.2)
+
+    row = await asyncio.wait_for(ready(), 20)
+    assert row[2:5] == ["True", "True", "True"], "RESOURCEREADY, INFERENCEREADY, WORKSPACEREADY"
+    assert live(cluster, namespace)["status"]["state"] == "Ready"
+
+
+async def test_labelled_objects_are_published_as_object_changed(
+    cluster: LocalCluster, namespace: str, inbox: Inbox, start_watcher: Callable[[], Running]
+) -> None:
+    start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    await inbox.wait_for(observed(1))
+    cluster.kubectl("create", "configmap", "unlabelled", "-n", namespace)
+    labels = {"kaito.sh/workspace": NAME}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "inference-0", "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "model", "image": "example.invalid/model:1"}]},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    change = await inbox.wait_for(lambda e: isinstance(e, ObjectChanged))
+    assert isinstance(change, ObjectChanged)
+    assert (change.kind, change.object_name, change.change) == ("Pod", "inference-0", "ADDED")
+    assert change.workspace.name == NAME
+
+
+async def test_events_of_a_generation_join_its_rollout_trace(
+    cluster: LocalCluster,
+    namespace: str,
+    inbox: Inbox,
+    start_watcher: Callable[[], Running],
+    spans: InMemorySpanExporter,
+) -> None:
+    start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    await inbox.wait_for(observed(1))
+    await asyncio.sleep(0.5)
+    annotation = live(cluster, namespace)["metadata"]["annotations"][rollout_trace.ANNOTATION]
+    trace_id = annotation.split(";")[1].split("-")[1]
+    roots = [s for s in spans.get_finished_spans() if s.name == f"rollout {namespace}/{NAME}"]
+    assert [f"{s.context.trace_id:032x}" for s in roots] == [trace_id]
+    finished = spans.get_finished_spans()
+    consumed = [s for s in finished if s.name.endswith(" process") and ".observed." in s.name]
+    assert consumed
+    assert {f"{s.context.trace_id:032x}" for s in consumed} == {trace_id}
+
+
+async def test_resync_publishes_every_workspace_again(
+    cluster: LocalCluster, kube: KubeClient, bus: Bus, namespace: str, inbox: Inbox
+) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    watcher = Watcher(settings=WatcherSettings(namespace=namespace), bus=bus, kube=kube)
+    await watcher.resync()  # no watch running: only the resync can have published it
+    event = await inbox.wait_for(observed(1))
+    assert event.workspace.name == NAME
+    stored = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
+    assert stored["metadata"]["uid"] == event.workspace.uid
