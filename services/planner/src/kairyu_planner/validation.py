@@ -1,0 +1,177 @@
+"""KAITO's semantic Workspace rules that need no GPU catalog (kaito-facts §1.5).
+
+Pure: the admission webhook and, later, the planner's condition path call the same `validate`.
+Rules the CRD schema already enforces (types, "exactly one of") are not repeated here. The GPU
+checks that need the SKU catalog (instance type known, enough GPU memory, bypassable with
+`kaito.sh/bypass-resource-checks`) come with the catalog.
+
+Messages follow KAITO's where KAITO has one ("field is immutable: inference.preset").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from kairyu_core.api import Workspace
+
+ANNOTATION_VALUES = {
+    "kaito.sh/node-image-family": {"azurelinux", "ubuntu"},
+    "kaito.sh/performance-mode": {"balanced", "interactivity", "throughput"},
+    "kaito.sh/use-local-weights": {"true", "false"},
+    "kaito.sh/runtime": {"vllm", "transformers", "triton"},
+}
+RESERVED_LABELS = {
+    "kaito.sh/workspace",
+    "kaito.sh/ragengine",
+    "kaito.sh/workspacenamespace",
+    "kaito.sh/ragenginenamespace",
+    "karpenter.kaito.sh/workspace-name",
+    "karpenter.kaito.sh/workspace-namespace",
+    "karpenter.kaito.sh/inferenceset",
+    "karpenter.kaito.sh/inferenceset-namespace",
+}
+# Hosts that answer with cloud credentials or that only mean "this machine".
+_FORBIDDEN_HOSTS = {
+    "localhost",
+    "metadata.google.internal",
+    "metadata.google",
+    "instance-data.ec2.internal",
+}
+
+
+@dataclass
+class Verdict:
+    """Errors refuse the Workspace; warnings are shown to the user and let it through."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.errors
+
+
+def validate(new: Workspace, old: Workspace | None = None) -> Verdict:
+    """Check `new` (a CREATE when `old` is None, an UPDATE otherwise)."""
+    verdict = Verdict()
+    _check_annotations(new, verdict)
+    _check_label_selector(new, verdict)
+    _check_adapters(new, verdict)
+    _check_tuning(new, verdict)
+    if old is not None:
+        _check_update(old, new, verdict)
+    return verdict
+
+
+def _check_annotations(ws: Workspace, verdict: Verdict) -> None:
+    for key, allowed in ANNOTATION_VALUES.items():
+        value = (ws.metadata.annotations or {}).get(key)
+        if value is not None and value not in allowed:
+            verdict.errors.append(
+                f"invalid value {value!r} for annotation {key}: must be one of {sorted(allowed)}"
+            )
+
+
+def _check_label_selector(ws: Workspace, verdict: Verdict) -> None:
+    selector = ws.resource.label_selector
+    if any(e.operator != "In" for e in selector.match_expressions or []):
+        verdict.errors.append(
+            "Only allow matchLabels or 'IN' matchExpression: resource.labelSelector"
+        )
+    labels = selector.match_labels or {}
+    reserved = sorted(set(labels) & RESERVED_LABELS)
+    if reserved:
+        verdict.warnings.append(
+            f"reserved label keys {reserved} in resource.labelSelector are ignored"
+        )
+        if len(reserved) == len(labels):
+            verdict.errors.append(
+                "resource.labelSelector.matchLabels needs at least one key that is not reserved"
+            )
+
+
+def _runtime(ws: Workspace) -> str:
+    return (ws.metadata.annotations or {}).get("kaito.sh/runtime", "vllm")
+
+
+def _check_adapters(ws: Workspace, verdict: Verdict) -> None:
+    if ws.inference is None or _runtime(ws) != "vllm":
+        return
+    for adapter in ws.inference.adapters or []:
+        # vLLM applies a LoRA adapter at full strength, so "1.0" is accepted (the seed uses it).
+        if adapter.strength is not None and float(adapter.strength) != 1.0:
+            verdict.errors.append(
+                f"vLLM does not support adapter strength ({adapter.source.name}: "
+                f"{adapter.strength}); use the transformers runtime (kaito.sh/runtime annotation)"
+            )
+
+
+def _check_tuning(ws: Workspace, verdict: Verdict) -> None:
+    if ws.tuning is None:
+        return
+    if (ws.resource.count or 1) > 1:
+        verdict.errors.append(
+            "Tuning does not currently support multinode configurations: resource.count"
+        )
+    if ws.resource.partition is not None:
+        verdict.errors.append("partition is not supported for tuning: resource.partition")
+    for index, url in enumerate(ws.tuning.input.urls or []):
+        problem = unsafe_url_reason(url)
+        if problem:
+            verdict.errors.append(f"tuning.input.urls[{index}]: {problem}")
+
+
+def unsafe_url_reason(url: str) -> str | None:
+    """Why `url` must not be fetched from inside the cluster, or None if it may be."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"only http and https URLs are allowed, not {parts.scheme!r}"
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not host:
+        return "the URL has no host"
+    if host in _FORBIDDEN_HOSTS or host.endswith(".localhost"):
+        return f"host {host} is not allowed (local or cloud metadata address)"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: the downloader checks the addresses it resolves to before connecting
+    flags = (address.is_loopback, address.is_private, address.is_link_local, address.is_unspecified)
+    if any(flags) or address.is_multicast or address.is_reserved:
+        return f"address {address} is not allowed (loopback, private, link-local or metadata)"
+    return None
+
+
+def _check_update(old: Workspace, new: Workspace, verdict: Verdict) -> None:
+    errors = verdict.errors
+    if (old.inference is None) != (new.inference is None) or (old.tuning is None) != (
+        new.tuning is None
+    ):
+        errors.append("inference and tuning cannot be toggled on or off after creation")
+        return
+    before, after = old.resource, new.resource
+    unchanged: list[tuple[str, object, object]] = [
+        ("resource.count", before.count, after.count),
+        ("resource.partition", before.partition, after.partition),
+        (
+            "resource.labelSelector",
+            before.label_selector.match_labels,
+            after.label_selector.match_labels,
+        ),
+    ]
+    if (
+        before.instance_type and after.instance_type
+    ):  # clearing it is allowed (BYO), changing it is not
+        unchanged.append(("resource.instanceType", before.instance_type, after.instance_type))
+    if old.inference is not None and new.inference is not None:
+        unchanged.append(("inference.preset", old.inference.preset, new.inference.preset))
+        if (old.inference.template is None) != (new.inference.template is None):
+            errors.append("field cannot be unset/set if it was set/unset: inference.template")
+    if old.tuning is not None and new.tuning is not None:
+        unchanged += [
+            ("tuning.preset", old.tuning.preset, new.tuning.preset),
+            ("tuning.method", old.tuning.method.lower(), new.tuning.method.lower()),
+            ("tuning.input.name", old.tuning.input.name, new.tuning.input.name),
+        ]
+    errors.extend(f"field is immutable: {name}" for name, was, now in unchanged if was != now)

@@ -1,0 +1,185 @@
+"""KAITO's semantic rules, without a cluster."""
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kairyu_core.api import WorkspaceV1Alpha1
+from kairyu_planner.validation import unsafe_url_reason, validate
+from kairyu_planner.webhook import review
+
+MANIFESTS = Path(__file__).resolve().parents[3] / "tests/manifests"
+
+
+def seed(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{name}.yaml").read_text())
+    return doc
+
+
+def ws(doc: dict[str, Any]) -> WorkspaceV1Alpha1:
+    return WorkspaceV1Alpha1.model_validate(doc)
+
+
+@pytest.mark.parametrize("name", ["inference", "tuning", "adapter"])
+def test_the_seed_manifests_pass(name: str) -> None:
+    verdict = validate(ws(seed(name)))
+    assert verdict.allowed, verdict.errors
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("https://huggingface.co/datasets/x/resolve/main/a.parquet", False),
+        ("http://93.184.216.34/data.jsonl", False),
+        ("http://127.0.0.1/data", True),
+        ("http://localhost:8080/data", True),
+        ("http://10.1.2.3/data", True),
+        ("http://192.168.0.10/data", True),
+        ("http://172.16.5.4/data", True),
+        ("http://169.254.169.254/latest/meta-data", True),
+        ("http://[::1]/data", True),
+        ("http://[fd00::1]/data", True),
+        ("http://metadata.google.internal/computeMetadata", True),
+        ("http://0.0.0.0/data", True),
+    ],
+)
+def test_tuning_input_urls_may_not_reach_local_private_or_metadata_addresses(
+    url: str, refused: bool
+) -> None:
+    assert (unsafe_url_reason(url) is not None) == refused
+    doc = seed("tuning")
+    doc["tuning"]["input"]["urls"] = [url]
+    verdict = validate(ws(doc))
+    assert verdict.allowed is not refused
+    if refused:
+        assert verdict.errors[0].startswith("tuning.input.urls[0]: ")
+
+
+def test_non_http_schemes_are_refused() -> None:
+    assert (
+        unsafe_url_reason("ftp://example.com/data")
+        == "only http and https URLs are allowed, not 'ftp'"
+    )
+    assert unsafe_url_reason("file:///etc/passwd") is not None
+
+
+def changed(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    doc = copy.deepcopy(base)
+    *parents, leaf = path.split(".")
+    node = doc
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "value", "message"),
+    [
+        ("inference", "inference.preset.name", "phi-4", "field is immutable: inference.preset"),
+        (
+            "inference",
+            "resource.labelSelector.matchLabels",
+            {"apps": "other"},
+            "field is immutable: resource.labelSelector",
+        ),
+        (
+            "inference",
+            "resource.instanceType",
+            "Standard_NC24ads_A100_v4",
+            "field is immutable: resource.instanceType",
+        ),
+        ("inference", "resource.count", 2, "field is immutable: resource.count"),
+        (
+            "inference",
+            "inference.template",
+            {"spec": {}},
+            "field cannot be unset/set if it was set/unset: inference.template",
+        ),
+        ("tuning", "tuning.method", "lora", "field is immutable: tuning.method"),
+        ("tuning", "tuning.preset.name", "phi-4", "field is immutable: tuning.preset"),
+        ("tuning", "tuning.input.name", "other-data", "field is immutable: tuning.input.name"),
+    ],
+)
+def test_immutable_fields_cannot_change_on_update(
+    base: str, path: str, value: Any, message: str
+) -> None:
+    old = seed(base)
+    verdict = validate(ws(changed(old, path, value)), ws(old))
+    assert message in verdict.errors
+
+
+def test_allowed_updates_pass() -> None:
+    old = seed("adapter")
+    new = changed(
+        old, "inference.adapters", [{"source": {"name": "other", "image": "example.com/b:1"}}]
+    )
+    assert validate(ws(new), ws(old)).allowed
+    assert validate(ws(changed(old, "resource.instanceType", None)), ws(old)).allowed, (
+        "clearing is BYO"
+    )
+
+
+def test_toggling_inference_to_tuning_is_refused() -> None:
+    old, new = seed("inference"), seed("tuning")
+    assert validate(ws(new), ws(old)).errors == [
+        "inference and tuning cannot be toggled on or off after creation"
+    ]
+
+
+def test_annotations_and_selectors() -> None:
+    doc = seed("inference")
+    doc["metadata"]["annotations"] = {
+        "kaito.sh/runtime": "tensorrt",
+        "kaito.sh/performance-mode": "fast",
+    }
+    errors = validate(ws(doc)).errors
+    assert any("kaito.sh/runtime" in e for e in errors)
+    assert any("kaito.sh/performance-mode" in e for e in errors)
+
+    doc = seed("inference")
+    doc["resource"]["labelSelector"] = {"matchLabels": {"kaito.sh/workspace": "x", "apps": "phi-3"}}
+    verdict = validate(ws(doc))
+    assert verdict.allowed
+    assert "reserved label keys ['kaito.sh/workspace']" in verdict.warnings[0]
+    doc["resource"]["labelSelector"] = {"matchLabels": {"kaito.sh/workspace": "x"}}
+    assert not validate(ws(doc)).allowed
+    doc["resource"]["labelSelector"] = {"matchExpressions": [{"key": "a", "operator": "Exists"}]}
+    assert validate(ws(doc)).errors == [
+        "Only allow matchLabels or 'IN' matchExpression: resource.labelSelector"
+    ]
+
+
+def test_vllm_refuses_partial_adapter_strength_but_transformers_takes_it() -> None:
+    doc = seed("adapter")
+    doc["inference"]["adapters"][0]["strength"] = "0.5"
+    assert "vLLM does not support adapter strength" in validate(ws(doc)).errors[0]
+    doc["metadata"]["annotations"] = {"kaito.sh/runtime": "transformers"}
+    assert validate(ws(doc)).allowed
+
+
+def test_tuning_is_single_node() -> None:
+    doc = changed(seed("tuning"), "resource.count", 2)
+    assert (
+        "Tuning does not currently support multinode configurations: resource.count"
+        in validate(ws(doc)).errors
+    )
+
+
+def test_review_answers_in_admission_review_form() -> None:
+    old = seed("inference")
+    new = changed(old, "inference.preset.name", "phi-4")
+    answer = review(
+        {"request": {"uid": "42", "operation": "UPDATE", "object": new, "oldObject": old}}
+    )
+    assert answer["response"]["uid"] == "42"
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["message"] == "field is immutable: inference.preset"
+    garbage = review(
+        {"request": {"uid": "43", "operation": "CREATE", "object": {"kind": "Workspace"}}}
+    )
+    assert garbage["response"]["allowed"] is False
+    assert "cannot read the Workspace" in garbage["response"]["status"]["message"]
