@@ -8,19 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kairyu_core.localenv import LocalCluster, certs
 from kairyu_core.localenv.cluster import KubectlError
 from kairyu_core.localenv.processes import free_port
+from kairyu_core.testing.manifests import seed
 from kairyu_planner import webhook
-
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
-
-
-def seed(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{name}.yaml").read_text())
-    return doc
 
 
 async def kubectl(cluster: LocalCluster, *args: str, manifest: dict[str, Any] | None = None) -> str:

@@ -3,19 +3,16 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kairyu_core.api import ConditionStatus
 from kairyu_core.kube import KubeClient, WatchEvent, apply_condition, resources, watch
 from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.manifests import seed
 
-SEED = yaml.safe_load(
-    (Path(__file__).resolve().parents[1] / "manifests/seed-inference.yaml").read_text()
-)
+SEED = seed("inference")
 NAME = SEED["metadata"]["name"]
 
 

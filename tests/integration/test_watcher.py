@@ -3,7 +3,6 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +13,12 @@ from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Delivery
 from kairyu_core.events import ALL_EVENTS, Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
 from kairyu_core.kube import KubeClient, apply_condition, resources
 from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.manifests import seed_path
 from kairyu_watcher import rollout_trace
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 
-SEED = Path(__file__).resolve().parents[1] / "manifests/seed-inference.yaml"
+SEED = seed_path("inference")
 NAME = "workspace-phi-3-mini"
 
 

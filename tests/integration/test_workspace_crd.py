@@ -2,32 +2,25 @@
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.localenv.cluster import KubectlError
+from kairyu_core.testing.manifests import seed, seed_path
 from kairyu_core.testing.plugin import unique
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 SPEC_FIELDS = ("resource", "inference", "tuning")
-
-
-def seed(name: str) -> dict[str, Any]:
-    manifest: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{name}.yaml").read_text())
-    return manifest
 
 
 def test_seed_manifests_apply_and_read_back_unchanged(cluster: LocalCluster) -> None:
     # The inference and tuning seeds share a name, as in the seed: one namespace each.
     for name in ("inference", "tuning", "adapter"):
         ns = unique("seed")
-        cluster.kubectl("create", "namespace", ns)
+        cluster.create_namespace(ns)
         manifest = seed(name)
-        cluster.kubectl("apply", "-n", ns, "-f", str(MANIFESTS / f"seed-{name}.yaml"))
+        cluster.kubectl("apply", "-n", ns, "-f", str(seed_path(name)))
         stored = json.loads(
             cluster.kubectl(
                 "get",

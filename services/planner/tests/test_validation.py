@@ -1,22 +1,14 @@
 """KAITO's semantic rules, without a cluster."""
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from kairyu_core.api import WorkspaceV1Alpha1
+from kairyu_core.testing.manifests import seed
 from kairyu_planner.validation import unsafe_url_reason, validate
 from kairyu_planner.webhook import review
-
-MANIFESTS = Path(__file__).resolve().parents[3] / "tests/manifests"
-
-
-def seed(name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{name}.yaml").read_text())
-    return doc
 
 
 def ws(doc: dict[str, Any]) -> WorkspaceV1Alpha1:

@@ -1,23 +1,20 @@
 """WorkspaceReady and status.state from the other services' conditions."""
 
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from kairyu_core.api import ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
+from kairyu_core.testing import manifests
 from kairyu_watcher.readiness import summarize
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "tests/manifests"
 T, F = "True", "False"
 
 
 def workspace(
     seed: str, conditions: dict[str, tuple[str, str]], state: str | None = None
 ) -> WorkspaceV1Alpha1:
-    doc: dict[str, Any] = yaml.safe_load((MANIFESTS / f"seed-{seed}.yaml").read_text())
+    doc = manifests.seed(seed)
     now = datetime.now(UTC).isoformat()
     doc["status"] = {
         "conditions": [

@@ -93,7 +93,7 @@ class LocalCluster:
                 ("kwok", self._start_kwok),
             ):
                 self._start_retrying_port_clashes(component, start, timeout)
-            self._wait_for_default_service_account(timeout)
+            self.wait_for_default_service_account("default", timeout=timeout)
         except BaseException:
             self.stop()
             raise
@@ -332,19 +332,24 @@ class LocalCluster:
             http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=timeout, what="/healthz"
         )
 
-    def _wait_for_default_service_account(self, timeout: float) -> None:
-        # Pods are refused until the controller-manager has created the namespace's service account.
+    def create_namespace(self, name: str, *, timeout: float = 60.0) -> None:
+        """Create a namespace and wait until pods can be created in it.
+
+        Pods are refused until the controller-manager has made the namespace's `default` service
+        account, which takes a moment, longer right after an apiserver restart.
+        """
+        self.kubectl("create", "namespace", name)
+        self.wait_for_default_service_account(name, timeout=timeout)
+
+    def wait_for_default_service_account(self, namespace: str, *, timeout: float = 60.0) -> None:
+        """Wait until `namespace` has its `default` service account."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (
-                self.kubectl(
-                    "get", "serviceaccount", "default", "-n", "default", check=False
-                ).returncode
-                == 0
-            ):
+            found = self.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False)
+            if found.returncode == 0:
                 return
-            time.sleep(0.3)
-        raise TimeoutError("the default service account was not created")
+            time.sleep(0.2)
+        raise TimeoutError(f"no default service account in {namespace} after {timeout:.0f}s")
 
     # ------------------------------------------------------------------ helpers
     def kubectl(

@@ -59,9 +59,9 @@ def nats_server() -> Iterator[LocalNats]:
 
 @pytest.fixture
 def namespace(cluster: LocalCluster) -> Iterator[str]:
-    """A fresh namespace, deleted (without waiting) after the test."""
+    """A fresh namespace where pods can be created, deleted (without waiting) after the test."""
     name = unique("t")
-    cluster.kubectl("create", "namespace", name)
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
