@@ -334,3 +334,21 @@ async def test_consumer_survives_a_nats_restart(
     await until(lambda: bus.is_connected, timeout=20)
     await bus.publish(WorkspaceObserved(workspace=ref("after")))
     await until(lambda: received == ["before", "after"], timeout=20)
+
+
+async def test_a_message_queued_behind_a_slow_one_is_not_handed_out_twice(
+    bus: Bus, consumers: list[Running]
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        seen.append((event.workspace.resource_version, delivery.num_delivered))
+        if event.workspace.resource_version == "1":
+            await asyncio.sleep(5.0)  # well past the 2 s ack_wait; the heartbeat keeps both alive
+
+    consumers.append(await running(bus, handle, consumer_spec(bus, ack_wait_s=2.0)))
+    await bus.publish(WorkspaceObserved(workspace=ref(rv="1")))
+    await bus.publish(WorkspaceObserved(workspace=ref(rv="2")))
+    await until(lambda: len(seen) >= 2, timeout=15)
+    await asyncio.sleep(2.5)
+    assert seen == [("1", 1), ("2", 1)]

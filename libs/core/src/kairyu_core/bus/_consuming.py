@@ -155,11 +155,13 @@ class Consumer:
         task.add_done_callback(forget)
 
     async def _after(self, previous: asyncio.Task[None] | None, msg: Msg) -> None:
-        if previous is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(previous)
+        # The heartbeat starts at once: a message waiting behind a slow one of the same Workspace
+        # must not reach its ack deadline and be handed out a second time.
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
+            if previous is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(previous)
             await self._process(msg)
         finally:
             heartbeat.cancel()
