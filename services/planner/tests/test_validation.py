@@ -175,3 +175,59 @@ def test_review_answers_in_admission_review_form() -> None:
     )
     assert garbage["response"]["allowed"] is False
     assert "cannot read the Workspace" in garbage["response"]["status"]["message"]
+
+
+def test_an_unknown_instance_type_gets_kaitos_message() -> None:
+    doc = seed("inference")
+    doc["resource"]["instanceType"] = "m5.large"
+    verdict = validate(ws(doc))
+    assert verdict.errors[0].startswith("Unsupported instance type m5.large. Supported SKUs:")
+
+
+def test_an_unlisted_azure_gpu_sku_is_admitted_with_a_warning_as_kaito_does() -> None:
+    doc = seed("inference")
+    doc["resource"]["instanceType"] = "Standard_NC8ads_A10_v4"
+    verdict = validate(ws(doc))
+    assert verdict.allowed
+    assert "not in kairyu's GPU SKU catalog" in verdict.warnings[0]
+
+
+def test_an_unknown_preset_is_refused() -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "gpt-7"
+    assert "Unsupported preset name gpt-7" in validate(ws(doc)).errors[0]
+
+
+def test_a_gated_model_needs_an_access_secret() -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "llama-3.1-8b-instruct"
+    assert "modelAccessSecret" in validate(ws(doc)).errors[0]
+    doc["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
+    assert validate(ws(doc)).allowed
+
+
+def test_not_enough_gpu_memory_is_refused_unless_bypassed() -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "phi-4"
+    verdict = validate(ws(doc))
+    assert not verdict.allowed
+    assert "GiB short" in verdict.errors[0]
+    doc["metadata"]["annotations"] = {"kaito.sh/bypass-resource-checks": "True"}
+    verdict = validate(ws(doc))
+    assert verdict.allowed
+    assert "GiB short" in verdict.warnings[0]
+
+
+def test_resource_checks_do_not_block_updates() -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "phi-4"
+    old = copy.deepcopy(doc)
+    doc["metadata"]["labels"] = {"team": "a"}
+    assert validate(ws(doc), ws(old)).allowed
+
+
+def test_lora_adapters_on_a_model_vllm_cannot_adapt_are_refused() -> None:
+    doc = seed("adapter")
+    doc["inference"]["preset"]["name"] = "falcon-7b-instruct"
+    doc["resource"]["instanceType"] = "Standard_NV36ads_A10_v5"
+    assert "vLLM does not support LoRA adapters" in validate(ws(doc)).errors[0]

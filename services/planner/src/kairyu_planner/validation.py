@@ -1,9 +1,11 @@
-"""KAITO's semantic Workspace rules that need no GPU catalog (kaito-facts §1.5).
+"""KAITO's semantic Workspace rules (kaito-facts §1.5), for the webhook and the condition path.
 
-Pure: the admission webhook and, later, the planner's condition path call the same `validate`.
-Rules the CRD schema already enforces (types, "exactly one of") are not repeated here. The GPU
-checks that need the SKU catalog (instance type known, enough GPU memory, bypassable with
-`kaito.sh/bypass-resource-checks`) come with the catalog.
+Pure: the admission webhook and the planner's condition path call the same `validate`. Rules the
+CRD schema already enforces (types, "exactly one of") are not repeated here. The resource checks
+(enough GPU memory on the named instance type) run the planner itself, so the webhook can never
+admit what the planner would refuse for lack of memory; `kaito.sh/bypass-resource-checks: "True"`
+turns them into warnings, as in KAITO. They run on CREATE only: an update cannot change the
+preset or the instance type, and a settings change must not block edits of existing Workspaces.
 
 Messages follow KAITO's where KAITO has one ("field is immutable: inference.preset").
 """
@@ -15,6 +17,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from kairyu_core.api import Workspace
+from kairyu_core.catalog import Catalog, Cloud, load_catalog
+from kairyu_planner.planning import PlanError, PlanReason, plan_workspace
+from kairyu_planner.settings import PlanningSettings
 
 ANNOTATION_VALUES = {
     "kaito.sh/node-image-family": {"azurelinux", "ubuntu"},
@@ -53,16 +58,98 @@ class Verdict:
         return not self.errors
 
 
-def validate(new: Workspace, old: Workspace | None = None) -> Verdict:
+# Plan failures that are about capacity, which the bypass annotation may waive.
+_RESOURCE_REASONS = {
+    PlanReason.INSUFFICIENT_GPU_MEMORY,
+    PlanReason.MULTI_NODE_NOT_SUPPORTED,
+    PlanReason.NO_SUITABLE_SKU,
+}
+# KAITO accepts Azure GPU and general-purpose SKUs it has no table row for.
+_AZURE_LENIENT_PREFIXES = ("standard_n", "standard_d")
+
+
+def validate(
+    new: Workspace,
+    old: Workspace | None = None,
+    *,
+    catalog: Catalog | None = None,
+    planning: PlanningSettings | None = None,
+) -> Verdict:
     """Check `new` (a CREATE when `old` is None, an UPDATE otherwise)."""
+    catalog = catalog or load_catalog()
+    planning = planning or PlanningSettings()
     verdict = Verdict()
     _check_annotations(new, verdict)
     _check_label_selector(new, verdict)
+    _check_instance_type(new, verdict, catalog, planning)
+    _check_presets(new, verdict, catalog)
     _check_adapters(new, verdict)
     _check_tuning(new, verdict)
     if old is not None:
         _check_update(old, new, verdict)
+    elif not verdict.errors:
+        _check_resources(new, verdict, catalog, planning)
     return verdict
+
+
+def _check_instance_type(
+    ws: Workspace, verdict: Verdict, catalog: Catalog, planning: PlanningSettings
+) -> None:
+    name = ws.resource.instance_type
+    if not name:
+        return
+    sku = catalog.sku(name)
+    if sku is not None and sku.cloud == planning.cloud:
+        return
+    if planning.cloud == Cloud.AZURE and name.lower().startswith(_AZURE_LENIENT_PREFIXES):
+        verdict.warnings.append(
+            f"instance type {name} is not in kairyu's GPU SKU catalog: the planner cannot size "
+            f"it and the Workspace will not be planned"
+        )
+        return
+    known = sorted(s.name for s in catalog.skus_of(planning.cloud))
+    verdict.errors.append(f"Unsupported instance type {name}. Supported SKUs: {', '.join(known)}")
+
+
+def _check_presets(ws: Workspace, verdict: Verdict, catalog: Catalog) -> None:
+    if ws.inference is not None and ws.inference.preset is not None:
+        spec = ws.inference.preset
+        preset = catalog.preset(spec.name)
+        if preset is None:
+            verdict.errors.append(_unknown_preset(spec.name, catalog))
+            return
+        secret = spec.preset_options.model_access_secret if spec.preset_options else None
+        if preset.download_auth_required and not secret:
+            verdict.errors.append(
+                f"preset {preset.name} is gated on Hugging Face: set "
+                f"inference.preset.presetOptions.modelAccessSecret to a Secret with HF_TOKEN"
+            )
+        if ws.inference.adapters and not preset.lora and _runtime(ws) == "vllm":
+            verdict.errors.append(f"vLLM does not support LoRA adapters for preset {preset.name}")
+    if ws.tuning is not None:
+        tuned = catalog.preset(ws.tuning.preset.name)
+        if tuned is None:
+            verdict.errors.append(_unknown_preset(ws.tuning.preset.name, catalog))
+        elif not tuned.tuning:
+            verdict.errors.append(f"preset {tuned.name} does not support tuning")
+
+
+def _unknown_preset(name: str, catalog: Catalog) -> str:
+    return (
+        f"Unsupported preset name {name}. Supported presets: {', '.join(sorted(catalog.presets))}"
+    )
+
+
+def _check_resources(
+    ws: Workspace, verdict: Verdict, catalog: Catalog, planning: PlanningSettings
+) -> None:
+    try:
+        result = plan_workspace(ws, catalog, planning)
+    except PlanError as exc:
+        if exc.reason in _RESOURCE_REASONS:
+            verdict.errors.append(exc.message)
+        return
+    verdict.warnings.extend(result.warnings)
 
 
 def _check_annotations(ws: Workspace, verdict: Verdict) -> None:

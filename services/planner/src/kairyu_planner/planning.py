@@ -1,0 +1,458 @@
+"""Turn a Workspace into a plan: which SKU, how many nodes, how the runtime is sized, and why.
+
+Pure: the planner service, the admission webhook's resource checks and `kairyu plan` all call
+`plan_workspace`. A spec that cannot be planned raises `PlanError` with a condition reason and a
+message that names the shortfall; nothing is published downstream for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from kairyu_core.api import Plan, Workspace
+from kairyu_core.catalog import Catalog, GpuSku, Preset, Runtime
+from kairyu_planner import estimator
+from kairyu_planner.estimator import MemoryModel
+from kairyu_planner.settings import PlanningSettings
+
+BYPASS_ANNOTATION = "kaito.sh/bypass-resource-checks"
+RUNTIME_ANNOTATION = "kaito.sh/runtime"
+QLORA_WEIGHT_SHARE = 0.25  # 4-bit weights are a quarter of the 16-bit ones
+
+
+class PlanReason(StrEnum):
+    """Reasons of the Planned condition."""
+
+    PLAN_CREATED = "PlanCreated"
+    UNKNOWN_PRESET = "UnknownPreset"
+    UNSUPPORTED_INSTANCE_TYPE = "UnsupportedInstanceType"
+    INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
+    NO_SUITABLE_SKU = "NoSuitableSKU"
+    TUNING_NOT_SUPPORTED = "TuningNotSupported"
+    MULTI_NODE_NOT_SUPPORTED = "MultiNodeNotSupported"
+    INSTANCE_TYPE_REQUIRED = "InstanceTypeRequired"
+
+
+class PlanError(Exception):
+    """The Workspace cannot be planned; `reason` goes to the Planned condition."""
+
+    def __init__(self, reason: PlanReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How a preset is laid out on one SKU."""
+
+    sku: GpuSku
+    nodes: int
+    tensor_parallel: int
+    max_model_len: int | None
+
+    @property
+    def cost_per_hour(self) -> float | None:
+        return None if self.sku.price is None else self.sku.price.usd_per_hour * self.nodes
+
+
+def memory_model(settings: PlanningSettings) -> MemoryModel:
+    return MemoryModel(
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        overhead_gib=settings.overhead_gib,
+        min_model_len=settings.min_model_len,
+        concurrency=settings.concurrency,
+    )
+
+
+def runtime_of(ws: Workspace) -> str:
+    """The runtime a Workspace asks for; triton serves through vLLM and is sized like it."""
+    return (ws.metadata.annotations or {}).get(RUNTIME_ANNOTATION, "vllm")
+
+
+def bypasses_resource_checks(ws: Workspace) -> bool:
+    return (ws.metadata.annotations or {}).get(BYPASS_ANNOTATION, "").lower() == "true"
+
+
+def dtype_for(sku: GpuSku) -> str:
+    return "bfloat16" if sku.bf16 else "float16"
+
+
+def tensor_parallel_size(preset: Preset, sku: GpuSku) -> int:
+    """All GPUs of the node, halved until it divides the attention heads (vLLM's requirement)."""
+    if not preset.tensor_parallel:
+        return 1
+    size = sku.gpu_count
+    heads = preset.attention_heads
+    while heads is not None and size > 1 and heads % size:
+        size //= 2
+    return size
+
+
+def supported_skus(catalog: Catalog, settings: PlanningSettings) -> list[str]:
+    return sorted(s.name for s in catalog.skus_of(settings.cloud))
+
+
+def resolve_sku(name: str, catalog: Catalog, settings: PlanningSettings) -> GpuSku:
+    sku = catalog.sku(name)
+    if sku is None or sku.cloud != settings.cloud:
+        where = "" if sku is None else f" (a {sku.cloud.value} SKU; this planner plans for "
+        where += "" if sku is None else f"{settings.cloud.value})"
+        raise PlanError(
+            PlanReason.UNSUPPORTED_INSTANCE_TYPE,
+            f"Unsupported instance type {name}{where}. "
+            f"Supported SKUs: {', '.join(supported_skus(catalog, settings))}",
+        )
+    return sku
+
+
+def resolve_preset(name: str, catalog: Catalog) -> Preset:
+    preset = catalog.preset(name)
+    if preset is None:
+        raise PlanError(
+            PlanReason.UNKNOWN_PRESET,
+            f"Unknown preset {name}: kairyu can size only the models in its catalog "
+            f"({', '.join(sorted(catalog.presets))})",
+        )
+    return preset
+
+
+def _describe_node(sku: GpuSku, gpus: int, model: MemoryModel) -> str:
+    return (
+        f"{gpus} x {sku.gpu_memory_gib:g} GiB {sku.gpu_model} at "
+        f"{model.gpu_memory_utilization:.0%} minus {model.overhead_gib:g} GiB runtime overhead"
+    )
+
+
+def shape_for(preset: Preset, sku: GpuSku, runtime: str, settings: PlanningSettings) -> Shape:
+    """The smallest layout of `preset` on `sku`, or PlanError naming the shortfall."""
+    model = memory_model(settings)
+    length = estimator.min_len(preset, model)
+    need = estimator.need_gib(preset, length, model)
+    budget = estimator.budget_per_gpu(sku, model)
+    what = (
+        f"{preset.name} needs {need:.1f} GiB of GPU memory ({preset.weights_gib:g} GiB weights + "
+        f"{estimator.kv_cache_gib(preset, length, model):.1f} GiB KV cache for {length} tokens)"
+    )
+    if budget <= 0:
+        raise PlanError(
+            PlanReason.INSUFFICIENT_GPU_MEMORY,
+            f"{what}; one {sku.gpu_model} of {sku.gpu_memory_gib:g} GiB leaves nothing after the "
+            f"{model.overhead_gib:g} GiB runtime overhead",
+        )
+    if runtime == Runtime.TRANSFORMERS:
+        if estimator.fits(preset, sku, sku.gpu_count, model):
+            return Shape(sku=sku, nodes=1, tensor_parallel=1, max_model_len=None)
+        reason, extra = PlanReason.INSUFFICIENT_GPU_MEMORY, ""
+        if preset.distributed:
+            reason = PlanReason.MULTI_NODE_NOT_SUPPORTED
+            extra = "; Multi-node distributed inference is not supported with Huggingface "
+            extra += "Transformers runtime"
+        node = sku.gpu_count * budget
+        raise PlanError(
+            reason,
+            f"{what}; one {sku.name} node offers {node:.1f} GiB "
+            f"({_describe_node(sku, sku.gpu_count, model)}){extra}",
+        )
+    tp = tensor_parallel_size(preset, sku)
+    node_limit = settings.max_nodes if preset.distributed else 1
+    for nodes in range(1, node_limit + 1):
+        if estimator.fits(preset, sku, tp * nodes, model):
+            return Shape(
+                sku=sku,
+                nodes=nodes,
+                tensor_parallel=tp,
+                max_model_len=estimator.max_model_len(preset, sku, tp * nodes, model),
+            )
+    node = tp * budget
+    offered = f"one {sku.name} node offers {node:.1f} GiB ({_describe_node(sku, tp, model)})"
+    needed_nodes = math.ceil(need / node)
+    if not preset.distributed:
+        raise PlanError(
+            PlanReason.INSUFFICIENT_GPU_MEMORY,
+            f"{what}; {offered}: {need - node:.1f} GiB short, and {preset.name} cannot span "
+            f"several nodes",
+        )
+    raise PlanError(
+        PlanReason.INSUFFICIENT_GPU_MEMORY,
+        f"{what}; {offered}, so it would take {needed_nodes} nodes, more than the limit of "
+        f"{settings.max_nodes} (KAIRYU_PLANNING__MAX_NODES): "
+        f"{need - node_limit * node:.1f} GiB short on {node_limit} nodes",
+    )
+
+
+def _rank(shape: Shape) -> tuple[float, int, float, str]:
+    """Cheapest first; then fewer nodes; then the newer GPU."""
+    cost = shape.cost_per_hour
+    return (
+        math.inf if cost is None else round(cost, 4),
+        shape.nodes,
+        -shape.sku.compute_capability,
+        shape.sku.name,
+    )
+
+
+def candidates(catalog: Catalog, settings: PlanningSettings) -> list[GpuSku]:
+    """SKUs the planner may choose on its own: priced, of the cloud, and allowed."""
+    allowed = {s.lower() for s in settings.allowed_skus} if settings.allowed_skus else None
+    return [
+        s
+        for s in catalog.skus_of(settings.cloud)
+        if s.price is not None and (allowed is None or s.name.lower() in allowed)
+    ]
+
+
+def cheapest_shape(
+    preset: Preset, runtime: str, catalog: Catalog, settings: PlanningSettings
+) -> tuple[Shape, list[Shape]]:
+    """The cheapest layout over the allowed SKUs, and the others that fit (ranked)."""
+    fitting: list[Shape] = []
+    failures: list[PlanError] = []
+    skus = candidates(catalog, settings)
+    for sku in skus:
+        try:
+            fitting.append(shape_for(preset, sku, runtime, settings))
+        except PlanError as exc:
+            failures.append(exc)
+    if not fitting:
+        if not skus:
+            raise PlanError(
+                PlanReason.NO_SUITABLE_SKU,
+                f"no priced {settings.cloud.value} SKU is allowed "
+                f"(KAIRYU_PLANNING__ALLOWED_SKUS); name resource.instanceType instead",
+            )
+        biggest = max(skus, key=lambda s: s.gpu_count * s.gpu_memory_gib)
+        detail = shape_error_message(preset, biggest, runtime, settings)
+        raise PlanError(
+            PlanReason.NO_SUITABLE_SKU,
+            f"none of the {len(skus)} allowed {settings.cloud.value} SKUs fits; the largest, "
+            f"{biggest.name}: {detail}",
+        )
+    fitting.sort(key=_rank)
+    return fitting[0], fitting[1:]
+
+
+def shape_error_message(
+    preset: Preset, sku: GpuSku, runtime: str, settings: PlanningSettings
+) -> str:
+    try:
+        shape_for(preset, sku, runtime, settings)
+    except PlanError as exc:
+        return exc.message
+    return "fits"
+
+
+def _money(value: float | None) -> str:
+    return "no list price" if value is None else f"${value:.2f}/h"
+
+
+def _vllm_args(
+    preset: Preset, shape: Shape, dtype: str, settings: PlanningSettings, lora: bool
+) -> list[str]:
+    args = [
+        f"--model={preset.hf_repo}",
+        f"--served-model-name={preset.name}",
+        f"--dtype={dtype}",
+        f"--gpu-memory-utilization={settings.gpu_memory_utilization:g}",
+        f"--tensor-parallel-size={shape.tensor_parallel}",
+    ]
+    if shape.max_model_len:
+        args.append(f"--max-model-len={shape.max_model_len}")
+    if shape.nodes > 1:
+        args += [f"--pipeline-parallel-size={shape.nodes}", "--distributed-executor-backend=ray"]
+    if lora:
+        args.append("--enable-lora")
+    return args + list(preset.runtime_args.get(Runtime.VLLM, []))
+
+
+def _transformers_args(preset: Preset, dtype: str) -> list[str]:
+    return [
+        f"--pretrained_model_name_or_path={preset.hf_repo}",
+        f"--served_model_name={preset.name}",
+        f"--torch_dtype={dtype}",
+        *preset.runtime_args.get(Runtime.TRANSFORMERS, []),
+    ]
+
+
+def _explain(preset: Preset, shape: Shape, dtype: str, settings: PlanningSettings) -> list[str]:
+    sku = shape.sku
+    parts = [
+        f"{shape.nodes} x {sku.name} ({sku.gpu_count} x {sku.gpu_memory_gib:g} GiB "
+        f"{sku.gpu_model}), TP {shape.tensor_parallel}, PP {shape.nodes}"
+    ]
+    if dtype == "float16":
+        parts.append(
+            f"float16 because {sku.gpu_model} (compute capability {sku.compute_capability:.1f}) "
+            f"has no bfloat16"
+        )
+    if shape.max_model_len is not None and shape.max_model_len < preset.token_limit:
+        parts.append(
+            f"max-model-len clamped to {shape.max_model_len} of the model's "
+            f"{preset.token_limit} tokens so the KV cache for {settings.concurrency} "
+            f"sequence(s) fits"
+        )
+    return parts
+
+
+def plan_workspace(ws: Workspace, catalog: Catalog, settings: PlanningSettings) -> PlanResult:
+    """The plan for `ws`, or PlanError."""
+    if ws.tuning is not None:
+        return _plan_tuning(ws, catalog, settings)
+    if ws.inference is None:  # the CRD requires exactly one of inference or tuning
+        raise PlanError(PlanReason.UNKNOWN_PRESET, "the Workspace has neither inference nor tuning")
+    if ws.inference.preset is None:
+        return _plan_template(ws, catalog, settings)
+    preset = resolve_preset(ws.inference.preset.name, catalog)
+    runtime = runtime_of(ws)
+    warnings: list[str] = []
+    named = ws.resource.instance_type
+    if named:
+        sku = resolve_sku(named, catalog, settings)
+        try:
+            shape = shape_for(preset, sku, runtime, settings)
+        except PlanError as exc:
+            if not bypasses_resource_checks(ws):
+                raise
+            warnings.append(f"{exc.message} (ignored: {BYPASS_ANNOTATION})")
+            shape = Shape(
+                sku=sku, nodes=ws.resource.count or 1, tensor_parallel=1, max_model_len=None
+            )
+        choice = f"{sku.name} as named in resource.instanceType"
+    else:
+        shape, others = cheapest_shape(preset, runtime, catalog, settings)
+        choice = f"cheapest of {len(others) + 1} allowed SKUs that fit: {shape.sku.name} at "
+        choice += _money(shape.cost_per_hour)
+        if others:
+            choice += f" (next: {others[0].nodes} x {others[0].sku.name} at "
+            choice += f"{_money(others[0].cost_per_hour)})"
+    dtype = dtype_for(shape.sku)
+    lora = bool(ws.inference.adapters) and preset.lora
+    if runtime == Runtime.TRANSFORMERS:
+        args = _transformers_args(preset, dtype)
+    else:
+        args = _vllm_args(preset, shape, dtype, settings, lora)
+    reason = "; ".join([choice, *_explain(preset, shape, dtype, settings)])
+    plan = Plan(
+        instance_type=shape.sku.name,
+        node_count=shape.nodes,
+        gpus_per_node=shape.sku.gpu_count,
+        tensor_parallel_size=shape.tensor_parallel,
+        pipeline_parallel_size=shape.nodes if runtime != Runtime.TRANSFORMERS else 1,
+        dtype=dtype,
+        runtime=runtime,
+        max_model_len=shape.max_model_len,
+        runtime_args=args,
+        estimated_cost_per_hour=_cost(shape.cost_per_hour),
+        reason=reason,
+        observed_generation=ws.metadata.generation,
+    )
+    return PlanResult(plan=plan, warnings=warnings)
+
+
+def _cost(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def _tuning_fits(preset: Preset, sku: GpuSku, method: str, model: MemoryModel) -> bool:
+    share = QLORA_WEIGHT_SHARE if method == "qlora" else 1.0
+    per_gpu = preset.weights_gib * share / sku.gpu_count
+    return per_gpu <= estimator.budget_per_gpu(sku, model)
+
+
+def _plan_tuning(ws: Workspace, catalog: Catalog, settings: PlanningSettings) -> PlanResult:
+    tuning = ws.tuning
+    if tuning is None:
+        raise PlanError(PlanReason.TUNING_NOT_SUPPORTED, "the Workspace has no tuning section")
+    preset = resolve_preset(tuning.preset.name, catalog)
+    if not preset.tuning or preset.tuning_gib is None:
+        raise PlanError(
+            PlanReason.TUNING_NOT_SUPPORTED,
+            f"preset {preset.name} does not support tuning; tunable presets: "
+            f"{', '.join(sorted(p.name for p in catalog.presets.values() if p.tuning))}",
+        )
+    method = tuning.method.lower()
+    model = memory_model(settings)
+    warnings: list[str] = []
+    if ws.resource.instance_type:
+        sku = resolve_sku(ws.resource.instance_type, catalog, settings)
+        if not _tuning_fits(preset, sku, method, model):
+            message = (
+                f"{method} tuning of {preset.name} must at least load its weights "
+                f"({preset.weights_gib:g} GiB at 16 bit, a quarter of that for qlora); one "
+                f"{sku.name} node offers "
+                f"{sku.gpu_count * estimator.budget_per_gpu(sku, model):.1f} GiB"
+            )
+            if not bypasses_resource_checks(ws):
+                raise PlanError(PlanReason.INSUFFICIENT_GPU_MEMORY, message)
+            warnings.append(f"{message} (ignored: {BYPASS_ANNOTATION})")
+        total = sku.gpu_count * sku.gpu_memory_gib
+        if total < preset.tuning_gib:
+            warnings.append(
+                f"KAITO recommends {preset.tuning_gib:g} GiB of GPU memory to tune {preset.name}; "
+                f"{sku.name} has {total:g} GiB, so training may run out of memory"
+            )
+        choice = f"{sku.name} as named in resource.instanceType"
+    else:
+        fitting = [
+            s
+            for s in candidates(catalog, settings)
+            if s.gpu_count * s.gpu_memory_gib >= preset.tuning_gib
+        ]
+        if not fitting:
+            raise PlanError(
+                PlanReason.NO_SUITABLE_SKU,
+                f"no allowed SKU has the {preset.tuning_gib:g} GiB of GPU memory KAITO "
+                f"recommends for tuning {preset.name}",
+            )
+        sku = min(fitting, key=lambda s: _rank(Shape(s, 1, 1, None)))
+        choice = (
+            f"cheapest allowed SKU with the {preset.tuning_gib:g} GiB KAITO recommends for "
+            f"tuning: {sku.name} at {_money(sku.price.usd_per_hour if sku.price else None)}"
+        )
+    dtype = dtype_for(sku)
+    plan = Plan(
+        instance_type=sku.name,
+        node_count=1,
+        gpus_per_node=sku.gpu_count,
+        tensor_parallel_size=1,
+        pipeline_parallel_size=1,
+        dtype=dtype,
+        runtime=Runtime.TRANSFORMERS.value,
+        estimated_cost_per_hour=_cost(sku.price.usd_per_hour if sku.price else None),
+        reason=f"{choice}; {method} tuning on one node in {dtype}",
+        observed_generation=ws.metadata.generation,
+    )
+    return PlanResult(plan=plan, warnings=warnings)
+
+
+def _plan_template(ws: Workspace, catalog: Catalog, settings: PlanningSettings) -> PlanResult:
+    if not ws.resource.instance_type:
+        raise PlanError(
+            PlanReason.INSTANCE_TYPE_REQUIRED,
+            "an inference template runs a custom workload kairyu cannot size: name "
+            "resource.instanceType",
+        )
+    sku = resolve_sku(ws.resource.instance_type, catalog, settings)
+    nodes = ws.resource.count or 1
+    cost = None if sku.price is None else sku.price.usd_per_hour * nodes
+    plan = Plan(
+        instance_type=sku.name,
+        node_count=nodes,
+        gpus_per_node=sku.gpu_count,
+        tensor_parallel_size=1,
+        pipeline_parallel_size=1,
+        dtype="auto",
+        runtime="template",
+        estimated_cost_per_hour=_cost(cost),
+        reason=f"{nodes} x {sku.name} as named; the template's own container is run unchanged",
+        observed_generation=ws.metadata.generation,
+    )
+    return PlanResult(plan=plan)
