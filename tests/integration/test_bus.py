@@ -24,6 +24,7 @@ from kairyu_core.bus import (
 )
 from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
 from kairyu_core.localenv import LocalNats
+from kairyu_core.testing.bus import dead_letters
 from kairyu_core.testing.plugin import unique
 
 PEER = Path(__file__).with_name("bus_peer.py")
@@ -73,19 +74,6 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
-
-
-async def dead_letters(bus: Bus, wait: float = 1.0) -> list[tuple[str, dict[str, str], bytes]]:
-    sub = await bus.js.pull_subscribe(bus.stream.subjects.all_dead_letters, stream=bus.stream.name)
-    got: list[tuple[str, dict[str, str], bytes]] = []
-    try:
-        while True:
-            msgs = await sub.fetch(10, timeout=wait)
-            got.extend((m.subject, dict(m.headers or {}), m.data) for m in msgs)
-    except TimeoutError:  # nats' TimeoutError subclasses it: nothing more to fetch
-        pass
-    await sub.unsubscribe()
-    return got
 
 
 async def test_trace_context_crosses_processes(

@@ -9,10 +9,11 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.api import ConditionStatus
-from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Delivery
-from kairyu_core.events import ALL_EVENTS, Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
+from kairyu_core.bus import Bus
+from kairyu_core.events import Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
 from kairyu_core.kube import KubeClient, apply_condition, resources
 from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed_path
 from kairyu_watcher import rollout_trace
 from kairyu_watcher.app import Watcher
@@ -20,30 +21,6 @@ from kairyu_watcher.settings import WatcherSettings
 
 SEED = seed_path("inference")
 NAME = "workspace-phi-3-mini"
-
-
-class Inbox:
-    """Everything published on the test's stream, as the services would receive it."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.events: list[Event] = []
-        spec = ConsumerSpec(durable="inbox", filter_subjects=(bus.stream.subjects.all_events,))
-        events = {e.event_name: e for e in ALL_EVENTS}
-        self.consumer = Consumer(bus, spec, service="inbox", events=events, handler=self._keep)
-        self.task = asyncio.create_task(self.consumer.run())
-
-    async def _keep(self, event: Event, delivery: Delivery) -> None:
-        self.events.append(event)
-
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 20.0) -> Event:
-        async def first() -> Event:
-            while True:
-                for event in self.events:
-                    if predicate(event):
-                        return event
-                await asyncio.sleep(0.1)
-
-        return await asyncio.wait_for(first(), timeout)
 
 
 class Running:
@@ -60,9 +37,7 @@ class Running:
 async def inbox(bus: Bus) -> AsyncIterator[Inbox]:
     box = Inbox(bus)
     yield box
-    await box.consumer.stop(grace_s=1)
-    box.task.cancel()
-    await asyncio.gather(box.task, return_exceptions=True)
+    await box.close()
 
 
 @pytest.fixture

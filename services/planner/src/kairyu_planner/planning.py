@@ -7,6 +7,7 @@ message that names the shortfall; nothing is published downstream for it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -33,6 +34,8 @@ class PlanReason(StrEnum):
     TUNING_NOT_SUPPORTED = "TuningNotSupported"
     MULTI_NODE_NOT_SUPPORTED = "MultiNodeNotSupported"
     INSTANCE_TYPE_REQUIRED = "InstanceTypeRequired"
+    INVALID_SPEC = "InvalidSpec"
+    """KAITO's semantic rules refuse the spec (the webhook would have, had it been installed)."""
 
 
 class PlanError(Exception):
@@ -200,41 +203,49 @@ def _rank(shape: Shape) -> tuple[float, int, float, str]:
     )
 
 
-def candidates(catalog: Catalog, settings: PlanningSettings) -> list[GpuSku]:
-    """SKUs the planner may choose on its own: priced, of the cloud, and allowed."""
+def candidates(
+    catalog: Catalog, settings: PlanningSettings, exclude: frozenset[str] = frozenset()
+) -> list[GpuSku]:
+    """SKUs the planner may choose on its own: priced, of the cloud, allowed, not excluded."""
     allowed = {s.lower() for s in settings.allowed_skus} if settings.allowed_skus else None
+    excluded = {s.lower() for s in exclude}
     return [
         s
         for s in catalog.skus_of(settings.cloud)
-        if s.price is not None and (allowed is None or s.name.lower() in allowed)
+        if s.price is not None
+        and (allowed is None or s.name.lower() in allowed)
+        and s.name.lower() not in excluded
     ]
 
 
 def cheapest_shape(
-    preset: Preset, runtime: str, catalog: Catalog, settings: PlanningSettings
+    preset: Preset,
+    runtime: str,
+    catalog: Catalog,
+    settings: PlanningSettings,
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[Shape, list[Shape]]:
     """The cheapest layout over the allowed SKUs, and the others that fit (ranked)."""
     fitting: list[Shape] = []
-    failures: list[PlanError] = []
-    skus = candidates(catalog, settings)
+    skus = candidates(catalog, settings, exclude)
     for sku in skus:
-        try:
+        with contextlib.suppress(PlanError):
             fitting.append(shape_for(preset, sku, runtime, settings))
-        except PlanError as exc:
-            failures.append(exc)
     if not fitting:
         if not skus:
+            unavailable = f"; unavailable: {', '.join(sorted(exclude))}" if exclude else ""
             raise PlanError(
                 PlanReason.NO_SUITABLE_SKU,
                 f"no priced {settings.cloud.value} SKU is allowed "
-                f"(KAIRYU_PLANNING__ALLOWED_SKUS); name resource.instanceType instead",
+                f"(KAIRYU_PLANNING__ALLOWED_SKUS){unavailable}; name resource.instanceType",
             )
         biggest = max(skus, key=lambda s: s.gpu_count * s.gpu_memory_gib)
         detail = shape_error_message(preset, biggest, runtime, settings)
+        unavailable = f" (unavailable: {', '.join(sorted(exclude))})" if exclude else ""
         raise PlanError(
             PlanReason.NO_SUITABLE_SKU,
-            f"none of the {len(skus)} allowed {settings.cloud.value} SKUs fits; the largest, "
-            f"{biggest.name}: {detail}",
+            f"none of the {len(skus)} allowed {settings.cloud.value} SKUs{unavailable} fits; "
+            f"the largest, {biggest.name}: {detail}",
         )
     fitting.sort(key=_rank)
     return fitting[0], fitting[1:]
@@ -302,10 +313,28 @@ def _explain(preset: Preset, shape: Shape, dtype: str, settings: PlanningSetting
     return parts
 
 
-def plan_workspace(ws: Workspace, catalog: Catalog, settings: PlanningSettings) -> PlanResult:
-    """The plan for `ws`, or PlanError."""
+def plan_workspace(
+    ws: Workspace,
+    catalog: Catalog,
+    settings: PlanningSettings,
+    exclude: frozenset[str] = frozenset(),
+) -> PlanResult:
+    """The plan for `ws`, or PlanError.
+
+    `exclude`: SKUs the cloud refused, never chosen again (a SKU the Workspace names is used
+    regardless: the user asked for it).
+    """
+    result = _plan(ws, catalog, settings, exclude)
+    if exclude:
+        result.plan.excluded_instance_types = sorted(exclude)
+    return result
+
+
+def _plan(
+    ws: Workspace, catalog: Catalog, settings: PlanningSettings, exclude: frozenset[str]
+) -> PlanResult:
     if ws.tuning is not None:
-        return _plan_tuning(ws, catalog, settings)
+        return _plan_tuning(ws, catalog, settings, exclude)
     if ws.inference is None:  # the CRD requires exactly one of inference or tuning
         raise PlanError(PlanReason.UNKNOWN_PRESET, "the Workspace has neither inference nor tuning")
     if ws.inference.preset is None:
@@ -327,12 +356,14 @@ def plan_workspace(ws: Workspace, catalog: Catalog, settings: PlanningSettings) 
             )
         choice = f"{sku.name} as named in resource.instanceType"
     else:
-        shape, others = cheapest_shape(preset, runtime, catalog, settings)
+        shape, others = cheapest_shape(preset, runtime, catalog, settings, exclude)
         choice = f"cheapest of {len(others) + 1} allowed SKUs that fit: {shape.sku.name} at "
         choice += _money(shape.cost_per_hour)
         if others:
             choice += f" (next: {others[0].nodes} x {others[0].sku.name} at "
             choice += f"{_money(others[0].cost_per_hour)})"
+        if exclude:
+            choice += f"; skipped as unavailable: {', '.join(sorted(exclude))}"
     dtype = dtype_for(shape.sku)
     lora = bool(ws.inference.adapters) and preset.lora
     if runtime == Runtime.TRANSFORMERS:
@@ -367,7 +398,9 @@ def _tuning_fits(preset: Preset, sku: GpuSku, method: str, model: MemoryModel) -
     return per_gpu <= estimator.budget_per_gpu(sku, model)
 
 
-def _plan_tuning(ws: Workspace, catalog: Catalog, settings: PlanningSettings) -> PlanResult:
+def _plan_tuning(
+    ws: Workspace, catalog: Catalog, settings: PlanningSettings, exclude: frozenset[str]
+) -> PlanResult:
     tuning = ws.tuning
     if tuning is None:
         raise PlanError(PlanReason.TUNING_NOT_SUPPORTED, "the Workspace has no tuning section")
@@ -403,7 +436,7 @@ def _plan_tuning(ws: Workspace, catalog: Catalog, settings: PlanningSettings) ->
     else:
         fitting = [
             s
-            for s in candidates(catalog, settings)
+            for s in candidates(catalog, settings, exclude)
             if s.gpu_count * s.gpu_memory_gib >= preset.tuning_gib
         ]
         if not fitting:

@@ -74,8 +74,13 @@ def validate(
     *,
     catalog: Catalog | None = None,
     planning: PlanningSettings | None = None,
+    resource_checks: bool = True,
 ) -> Verdict:
-    """Check `new` (a CREATE when `old` is None, an UPDATE otherwise)."""
+    """Check `new` (a CREATE when `old` is None, an UPDATE otherwise).
+
+    `resource_checks=False` skips the GPU memory checks, for callers that plan right after and
+    report the planner's own, more specific reason.
+    """
     catalog = catalog or load_catalog()
     planning = planning or PlanningSettings()
     verdict = Verdict()
@@ -87,7 +92,7 @@ def validate(
     _check_tuning(new, verdict)
     if old is not None:
         _check_update(old, new, verdict)
-    elif not verdict.errors:
+    elif resource_checks and not verdict.errors:
         _check_resources(new, verdict, catalog, planning)
     return verdict
 

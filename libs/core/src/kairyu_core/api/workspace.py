@@ -277,6 +277,10 @@ class Plan(ApiModel):
     """List price of all planned nodes per hour, in USD, as a decimal string."""
     reason: str | None = None
     """Why this SKU and size were chosen."""
+    excluded_instance_types: list[str] | None = None
+    """SKUs the cloud refused for this Workspace (quota, capacity); not chosen again."""
+    replan_reason: str | None = None
+    """The cloud's refusal that made the planner choose again."""
     observed_generation: Annotated[int | None, Field(ge=0)] = None
 
 

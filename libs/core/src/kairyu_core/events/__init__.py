@@ -5,6 +5,8 @@ from kairyu_core.events.subjects import Subjects
 from kairyu_core.events.workspaces import (
     ALL_EVENTS,
     ObjectChanged,
+    PlanCreated,
+    ReplanRequested,
     WorkspaceDeleted,
     WorkspaceObserved,
 )
@@ -14,6 +16,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Event",
     "ObjectChanged",
+    "PlanCreated",
+    "ReplanRequested",
     "Subjects",
     "WorkspaceDeleted",
     "WorkspaceObserved",

@@ -44,5 +44,39 @@ class ObjectChanged(Event):
         return f"{self.object_uid}/{self.object_resource_version}/{self.change}/{self.event_name}"
 
 
-ALL_EVENTS: tuple[type[Event], ...] = (WorkspaceObserved, WorkspaceDeleted, ObjectChanged)
+class PlanCreated(Event):
+    """The planner wrote a plan to `status.plan`; the provisioner makes its nodes exist.
+
+    Carries the shape for logs and traces; consumers read the live `status.plan` before acting.
+    """
+
+    event_name: ClassVar[str] = "plan-created"
+    instance_type: str = Field(min_length=1)
+    node_count: int = Field(ge=1)
+    plan_digest: str = Field(min_length=1)
+    """Hash of the plan: the same plan for the same generation is published once."""
+
+    @property
+    def message_id(self) -> str:
+        ws = self.workspace
+        return f"{ws.uid}/{ws.generation}/{self.plan_digest}/{self.event_name}"
+
+
+class ReplanRequested(Event):
+    """A service asks the planner to plan again without some SKUs (quota, capacity, allocation)."""
+
+    event_name: ClassVar[str] = "replan-requested"
+    excluded_instance_types: list[str] = Field(min_length=1)
+    """SKUs the cloud refused for this Workspace; the planner remembers them in status.plan."""
+    reason: str = Field(min_length=1)
+    """The cloud's message, shown in the Planned condition."""
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    WorkspaceObserved,
+    WorkspaceDeleted,
+    ObjectChanged,
+    PlanCreated,
+    ReplanRequested,
+)
 """Every event type on the wire; the contract test snapshots each one's JSON schema."""

@@ -1,0 +1,27 @@
+"""Validate, then plan: the one path the planner service and `kairyu plan` share.
+
+KAITO's semantic rules run first (without the GPU memory checks, which planning reports with a
+more precise reason); a refusal by either becomes a `PlanError`.
+"""
+
+from __future__ import annotations
+
+from kairyu_core.api import Workspace
+from kairyu_core.catalog import Catalog
+from kairyu_planner.planning import PlanError, PlanReason, PlanResult, plan_workspace
+from kairyu_planner.settings import PlanningSettings
+from kairyu_planner.validation import validate
+
+
+def plan_checked(
+    ws: Workspace,
+    catalog: Catalog,
+    settings: PlanningSettings,
+    exclude: frozenset[str] = frozenset(),
+) -> PlanResult:
+    """The plan for `ws` with every warning, or PlanError (InvalidSpec or a planning reason)."""
+    verdict = validate(ws, catalog=catalog, planning=settings, resource_checks=False)
+    if not verdict.allowed:
+        raise PlanError(PlanReason.INVALID_SPEC, "; ".join(verdict.errors))
+    result = plan_workspace(ws, catalog, settings, exclude)
+    return PlanResult(plan=result.plan, warnings=verdict.warnings + result.warnings)

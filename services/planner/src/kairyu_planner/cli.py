@@ -1,0 +1,126 @@
+"""`kairyu plan -f workspace.yaml [--json]`: preview the plan without a cluster.
+
+Runs the planner's own validation and planning code on the file, so what it prints is what the
+planner would write to `status.plan`. Exit status: 0 planned, 1 refused (the reason is printed),
+2 the file cannot be read as a Workspace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from kairyu_core.api import Plan, Workspace, parse_workspace
+from kairyu_core.catalog import Cloud, load_catalog
+from kairyu_planner.checked import plan_checked
+from kairyu_planner.planning import PlanError
+from kairyu_planner.settings import PlanningSettings
+
+EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kairyu", description="kairyu command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="show the plan for a Workspace without applying it")
+    plan.add_argument("-f", "--filename", required=True, help="Workspace YAML ('-' for stdin)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument("--cloud", choices=[c.value for c in Cloud], help="plan for this cloud")
+    plan.add_argument("--allowed-skus", help="comma-separated SKUs the planner may choose from")
+    return parser
+
+
+def _read(filename: str) -> list[Workspace]:
+    text = sys.stdin.read() if filename == "-" else Path(filename).read_text(encoding="utf-8")
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    return [parse_workspace(d) for d in docs if d.get("kind") == "Workspace"]
+
+
+def _table(ws: Workspace, plan: Plan, warnings: list[str], out: TextIO) -> None:
+    rows = [
+        ("workspace", ws.metadata.name or ""),
+        ("instance type", plan.instance_type),
+        ("nodes", str(plan.node_count)),
+        ("GPUs per node", str(plan.gpus_per_node)),
+        (
+            "tensor / pipeline parallel",
+            f"{plan.tensor_parallel_size} / {plan.pipeline_parallel_size}",
+        ),
+        ("dtype", plan.dtype),
+        ("runtime", plan.runtime),
+        ("max-model-len", str(plan.max_model_len or "-")),
+        (
+            "cost per hour",
+            f"${plan.estimated_cost_per_hour}" if plan.estimated_cost_per_hour else "no list price",
+        ),
+        ("why", plan.reason or ""),
+        ("runtime args", " ".join(plan.runtime_args or [])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        out.write(f"{key:<{width}}  {value}\n")
+    for warning in warnings:
+        out.write(f"warning: {warning}\n")
+
+
+def run(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    args = _parser().parse_args(argv)
+    settings = PlanningSettings()
+    if args.cloud:
+        settings = settings.model_copy(update={"cloud": Cloud(args.cloud)})
+    if args.allowed_skus:
+        allowed = frozenset(s.strip() for s in args.allowed_skus.split(",") if s.strip())
+        settings = settings.model_copy(update={"allowed_skus": allowed})
+    try:
+        workspaces = _read(args.filename)
+    except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
+        err.write(f"kairyu: cannot read {args.filename} as a Workspace: {exc}\n")
+        return EXIT_UNREADABLE
+    if not workspaces:
+        err.write(f"kairyu: no Workspace in {args.filename}\n")
+        return EXIT_UNREADABLE
+    catalog = load_catalog()
+    status = EXIT_PLANNED
+    results: list[dict[str, object]] = []
+    for ws in workspaces:
+        name = ws.metadata.name or ""
+        try:
+            result = plan_checked(ws, catalog, settings)
+        except PlanError as exc:
+            status = EXIT_REFUSED
+            results.append(
+                {
+                    "workspace": name,
+                    "planned": False,
+                    "reason": str(exc.reason),
+                    "message": exc.message,
+                }
+            )
+            if not args.json:
+                err.write(f"{name}: not planned ({exc.reason}): {exc.message}\n")
+            continue
+        warnings = result.warnings
+        results.append(
+            {
+                "workspace": name,
+                "planned": True,
+                "plan": result.plan.to_wire(),
+                "warnings": warnings,
+            }
+        )
+        if not args.json:
+            _table(ws, result.plan, warnings, out)
+    if args.json:
+        out.write(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
+    return status
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
