@@ -1,7 +1,6 @@
 """The planner's admission webhook, registered in the real apiserver, refuses what KAITO does."""
 
 import asyncio
-import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.localenv import LocalCluster, certs
+from kairyu_core.localenv import LocalCluster, admission
 from kairyu_core.localenv.cluster import KubectlError
-from kairyu_core.localenv.processes import free_port
 from kairyu_core.testing.manifests import seed
 from kairyu_planner import webhook
 
@@ -25,46 +23,13 @@ async def kubectl(cluster: LocalCluster, *args: str, manifest: dict[str, Any] | 
 
 @pytest.fixture
 async def registered(cluster: LocalCluster, namespace: str, tmp_path: Path) -> AsyncIterator[str]:
-    ca = certs.make_ca(tmp_path, "webhook-ca")
-    serving = certs.issue(
-        ca,
-        tmp_path,
-        name="webhook",
-        common_name="kairyu-planner",
-        server=True,
-        ip_addresses=("127.0.0.1",),
+    endpoint = admission.prepare(tmp_path)
+    runner = await webhook.serve(
+        host=endpoint.host, port=endpoint.port, cert=endpoint.cert, key=endpoint.key
     )
-    port = free_port()
-    runner = await webhook.serve(host="127.0.0.1", port=port, cert=serving.cert, key=serving.key)
     name = f"kairyu-test-{namespace}"
-    config = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "validation.workspace.kaito.sh",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 5,
-                "clientConfig": {
-                    "url": f"https://127.0.0.1:{port}{webhook.PATH}",
-                    "caBundle": base64.b64encode(ca.cert.read_bytes()).decode(),
-                },
-                # Only this test's namespace: the session's other tests never meet this webhook.
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "rules": [
-                    {
-                        "apiGroups": ["kaito.sh"],
-                        "apiVersions": ["v1alpha1", "v1beta1"],
-                        "resources": ["workspaces"],
-                        "operations": ["CREATE", "UPDATE"],
-                    }
-                ],
-            }
-        ],
-    }
+    # Only this test's namespace: the session's other tests never meet this webhook.
+    config = admission.registration(endpoint, name=name, namespace=namespace)
     await kubectl(cluster, "apply", "-f", "-", manifest=config)
     try:
         await wait_until_active(cluster, namespace)
@@ -134,3 +99,19 @@ async def test_reserved_labels_warn_but_pass(cluster: LocalCluster, registered: 
         cluster.kubectl, "apply", "-n", registered, "-f", "-", input=json.dumps(doc)
     )
     assert "reserved label keys" in result.stderr  # kubectl prints admission warnings on stderr
+
+
+async def test_too_little_gpu_memory_is_refused_unless_the_bypass_annotation_says_so(
+    cluster: LocalCluster, registered: str
+) -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "phi-4"
+    doc["resource"]["instanceType"] = "Standard_NV36ads_A10_v5"
+    with pytest.raises(KubectlError, match=r"phi-4 needs 27\.7 GiB .* 8\.4 GiB short"):
+        await kubectl(cluster, "apply", "-n", registered, "-f", "-", manifest=doc)
+    doc["metadata"]["annotations"] = {"kaito.sh/bypass-resource-checks": "True"}
+    result = await asyncio.to_thread(
+        cluster.kubectl, "apply", "-n", registered, "-f", "-", input=json.dumps(doc)
+    )
+    assert "Warning:" in result.stderr
+    assert "8.4 GiB short" in result.stderr

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats
+from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_core.localenv.binaries import repo_root
-from kairyu_core.localenv.processes import ManagedProcess
+from kairyu_core.localenv.processes import ManagedProcess, http_ok
 
 log = logging.getLogger("kairyu.dev")
 SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
@@ -34,7 +34,9 @@ EXAMPLE_NODES = GpuNodeSpec(
 )
 
 
-def start_services(cluster: LocalCluster, nats: LocalNats) -> list[ManagedProcess]:
+def start_services(
+    cluster: LocalCluster, nats: LocalNats, extra_env: dict[str, dict[str, str]]
+) -> list[ManagedProcess]:
     """Start every kairyu service that has an entry point yet, pointed at this cluster and NATS."""
     env = {
         "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
@@ -47,11 +49,29 @@ def start_services(cluster: LocalCluster, nats: LocalNats) -> list[ManagedProces
         if importlib.util.find_spec(f"{module}.__main__") is None:
             continue  # the service's issue has not landed yet
         process = ManagedProcess(
-            module, [sys.executable, "-m", module], log_dir=cluster.logs, env=env
+            module,
+            [sys.executable, "-m", module],
+            log_dir=cluster.logs,
+            env={**env, **extra_env.get(service, {})},
         )
         process.start()
         started.append(process)
     return started
+
+
+def register_webhook(
+    cluster: LocalCluster, services: list[ManagedProcess], endpoint: admission.WebhookEndpoint
+) -> None:
+    """Once the planner answers on its webhook port, let the apiserver call it."""
+    planner = next((p for p in services if p.name == "kairyu_planner"), None)
+    if planner is None:
+        return
+    planner.wait_until(
+        http_ok(endpoint.health_url, context=endpoint.client_context()),
+        timeout=60,
+        what="the planner's admission webhook",
+    )
+    cluster.apply(admission.registration(endpoint))
 
 
 def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path:
@@ -65,6 +85,37 @@ def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path
         f"export PATH={cluster.binaries.directory}:$PATH\n"
     )
     return kubeconfig
+
+
+def report(
+    cluster: LocalCluster,
+    nats: LocalNats,
+    *,
+    nodes: list[str],
+    services: list[ManagedProcess],
+    state_dir: Path,
+    kubeconfig: Path,
+) -> None:
+    """Tell the user where everything is and show the Workspace."""
+    log.info("  apiserver  %s", cluster.server)
+    log.info("  nats       %s", nats.url)
+    log.info("  GPU nodes  %s", ", ".join(nodes))
+    log.info("  services   %s", ", ".join(p.name for p in services) or "none yet")
+    log.info("  logs       %s", cluster.logs)
+    log.info("in another terminal:  source %s/env && kubectl get workspace", state_dir)
+    sys.stdout.write(cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-A").stdout)
+    plans = cluster.kubectl(
+        "get", "workspaces", "-A", "-o",
+        "custom-columns=NAME:.metadata.name,PLANNED:.status.conditions[?(@.type=='Planned')].status,"
+        "SKU:.status.plan.instanceType,NODES:.status.plan.nodeCount,"
+        "COST/H:.status.plan.estimatedCostPerHour",
+    )  # fmt: skip
+    sys.stdout.write(plans.stdout)
+    sys.stdout.write(
+        json.dumps({"apiserver": cluster.server, "nats": nats.url, "kubeconfig": str(kubeconfig)})
+        + "\n"
+    )
+    sys.stdout.flush()
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -102,9 +153,15 @@ def main() -> int:
             labels={"apps": "phi-3"},
             taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
         )
-        services.extend(start_services(cluster, nats))
+        endpoint = admission.prepare(cluster.workdir / "webhook")
+        services.extend(start_services(cluster, nats, {"planner": endpoint.env()}))
+        register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
         cluster.kubectl("apply", "-f", str(workspace))
+        if any(p.name == "kairyu_planner" for p in services):
+            cluster.kubectl(
+                "wait", "--for=condition=Planned", "--timeout=60s", "-f", str(workspace)
+            )
         if services:
             # The watcher writes status.state: waiting for it shows the services are working.
             cluster.kubectl(
@@ -113,20 +170,14 @@ def main() -> int:
 
         kubeconfig = write_state(args.state_dir, cluster, nats)
         log.info("local cluster ready in %.1fs", time.monotonic() - started)
-        log.info("  apiserver  %s", cluster.server)
-        log.info("  nats       %s", nats.url)
-        log.info("  GPU nodes  %s", ", ".join(nodes))
-        log.info("  services   %s", ", ".join(p.name for p in services) or "none yet")
-        log.info("  logs       %s", cluster.logs)
-        log.info("in another terminal:  source %s/env && kubectl get workspace", args.state_dir)
-        sys.stdout.write(cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-A").stdout)
-        sys.stdout.write(
-            json.dumps(
-                {"apiserver": cluster.server, "nats": nats.url, "kubeconfig": str(kubeconfig)}
-            )
-            + "\n"
+        report(
+            cluster,
+            nats,
+            nodes=nodes,
+            services=services,
+            state_dir=args.state_dir,
+            kubeconfig=kubeconfig,
         )
-        sys.stdout.flush()
         if not args.exit_after_ready:
             log.info("running until Ctrl-C")
             signal.pause()
