@@ -1,0 +1,50 @@
+"""`kairyu plan` previews what the planner would write, without a cluster."""
+
+import io
+import json
+from pathlib import Path
+
+import yaml
+
+from kairyu_core.testing.manifests import seed, seed_path
+from kairyu_planner.cli import EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE, run
+
+
+def test_the_seed_plan_is_printed_as_a_table() -> None:
+    out = io.StringIO()
+    assert run(["plan", "-f", str(seed_path("inference"))], out=out) == EXIT_PLANNED
+    text = out.getvalue()
+    assert "Standard_NC6s_v3" in text
+    assert "$3.06" in text
+    assert "--max-model-len=4096" in text
+
+
+def test_json_output_for_an_automatic_choice(tmp_path: Path) -> None:
+    doc = seed("inference")
+    del doc["resource"]["instanceType"]
+    path = tmp_path / "ws.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    out = io.StringIO()
+    assert run(["plan", "-f", str(path), "--json", "--cloud", "aws"], out=out) == EXIT_PLANNED
+    result = json.loads(out.getvalue())
+    assert result["planned"] is True
+    assert result["plan"]["instanceType"] == "g6.xlarge"
+
+
+def test_a_refusal_exits_1_with_the_reason(tmp_path: Path) -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "phi-4"
+    path = tmp_path / "ws.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    err = io.StringIO()
+    assert run(["plan", "-f", str(path)], out=io.StringIO(), err=err) == EXIT_REFUSED
+    assert "InsufficientGPUMemory" in err.getvalue()
+    assert "phi-4 needs 27.7 GiB" in err.getvalue()
+
+
+def test_a_file_that_is_not_a_workspace_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "ws.yaml"
+    path.write_text("kind: Workspace\nresource: 3\n")
+    err = io.StringIO()
+    assert run(["plan", "-f", str(path)], out=io.StringIO(), err=err) == EXIT_UNREADABLE
+    assert "cannot read" in err.getvalue()
