@@ -23,7 +23,6 @@ from kairyu_core.api import (
     ConditionStatus,
     ConditionType,
     Plan,
-    Workspace,
     parse_workspace,
     set_condition,
 )
@@ -58,18 +57,6 @@ def digest(plan: Plan) -> str:
     """A short, stable hash of the plan's content (not of its explanation text)."""
     body = plan.model_dump(mode="json", exclude={"reason", "observed_generation"})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def ref_of(workspace: Workspace) -> WorkspaceRef:
-    meta = workspace.metadata
-    return WorkspaceRef(
-        namespace=meta.namespace or "default",
-        name=meta.name or "",
-        uid=meta.uid or "",
-        generation=meta.generation or 0,
-        resource_version=meta.resource_version or "",
-        api_version=workspace.api_version,
-    )
 
 
 class Planner:
@@ -146,7 +133,7 @@ class Planner:
             span=span,
         )
         created = PlanCreated(
-            workspace=ref_of(workspace),
+            workspace=WorkspaceRef.of(workspace),
             instance_type=plan.instance_type,
             node_count=plan.node_count,
             plan_digest=digest(plan),

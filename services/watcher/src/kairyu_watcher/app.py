@@ -43,18 +43,6 @@ CHILD_RESOURCES = (
 ChildKind = Literal["Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod"]
 
 
-def workspace_ref(workspace: Workspace) -> WorkspaceRef:
-    meta = workspace.metadata
-    return WorkspaceRef(
-        namespace=meta.namespace or "default",
-        name=meta.name or "",
-        uid=meta.uid or "",
-        generation=meta.generation or 0,
-        resource_version=meta.resource_version or "",
-        api_version=workspace.api_version,
-    )
-
-
 class Watcher:
     """Follows the cluster and publishes what changed."""
 
@@ -88,7 +76,7 @@ class Watcher:
             # The CRD admitted it, so only a newer, incompatible CRD gets here: say so, go on.
             log.exception("cannot read Workspace %s; skipping it", change.key)
             return
-        ref = workspace_ref(workspace)
+        ref = WorkspaceRef.of(workspace)
         if change.type == "DELETED":
             self._known.pop(change.key, None)
             await self._publish(WorkspaceDeleted(workspace=ref))
@@ -217,7 +205,7 @@ class Watcher:
             try:
                 deleting = workspace.metadata.deletion_timestamp is not None
                 await self._publish(
-                    WorkspaceObserved(workspace=workspace_ref(workspace), deleting=deleting)
+                    WorkspaceObserved(workspace=WorkspaceRef.of(workspace), deleting=deleting)
                 )
             finally:
                 if token is not None:

@@ -8,11 +8,33 @@ consumer refuse (dead-letter) an event from a future, incompatible producer inst
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Literal[1] = 1
+
+
+class _Meta(Protocol):
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def uid(self) -> str | None: ...
+    @property
+    def generation(self) -> int | None: ...
+    @property
+    def resource_version(self) -> str | None: ...
+
+
+class _Object(Protocol):
+    """What a Workspace model offers (kept structural: events do not import the API models)."""
+
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def metadata(self) -> _Meta: ...
 
 
 class WorkspaceRef(BaseModel):
@@ -26,6 +48,19 @@ class WorkspaceRef(BaseModel):
     generation: int = Field(ge=0)
     resource_version: str = Field(min_length=1)
     api_version: str = "kaito.sh/v1beta1"
+
+    @classmethod
+    def of(cls, workspace: _Object) -> Self:
+        """The reference to a Workspace as read from the apiserver."""
+        meta = workspace.metadata
+        return cls(
+            namespace=meta.namespace or "default",
+            name=meta.name or "",
+            uid=meta.uid or "",
+            generation=meta.generation or 0,
+            resource_version=meta.resource_version or "",
+            api_version=workspace.api_version,
+        )
 
     @property
     def key(self) -> str:
