@@ -41,7 +41,6 @@ CONSUMED: dict[str, type[Event]] = {
     WorkspaceObserved.event_name: WorkspaceObserved,
     ReplanRequested.event_name: ReplanRequested,
 }
-INVALID_SPEC = PlanReason.INVALID_SPEC
 _MAX_MESSAGE = 2048  # condition messages are shown by kubectl describe; keep them readable
 
 
@@ -93,7 +92,9 @@ class Planner:
             workspace = parse_workspace(raw)
         except ValidationError as exc:
             # Admitted by an older or newer CRD: explain instead of retrying forever.
-            await self._refuse(raw, INVALID_SPEC, f"cannot read the Workspace: {exc}", span)
+            await self._refuse(
+                raw, PlanReason.INVALID_SPEC, f"cannot read the Workspace: {exc}", span
+            )
             return
         status = workspace.status
         stored = status.plan if status else None

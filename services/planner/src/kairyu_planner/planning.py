@@ -7,7 +7,6 @@ message that names the shortfall; nothing is published downstream for it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,7 +14,6 @@ from enum import StrEnum
 from kairyu_core.api import Plan, Workspace
 from kairyu_core.catalog import Catalog, GpuSku, Preset, Runtime
 from kairyu_planner import estimator
-from kairyu_planner.estimator import MemoryModel
 from kairyu_planner.settings import PlanningSettings
 
 BYPASS_ANNOTATION = "kaito.sh/bypass-resource-checks"
@@ -65,15 +63,6 @@ class Shape:
     @property
     def cost_per_hour(self) -> float | None:
         return None if self.sku.price is None else self.sku.price.usd_per_hour * self.nodes
-
-
-def memory_model(settings: PlanningSettings) -> MemoryModel:
-    return MemoryModel(
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        overhead_gib=settings.overhead_gib,
-        min_model_len=settings.min_model_len,
-        concurrency=settings.concurrency,
-    )
 
 
 def runtime_of(ws: Workspace) -> str:
@@ -128,7 +117,7 @@ def resolve_preset(name: str, catalog: Catalog) -> Preset:
     return preset
 
 
-def _describe_node(sku: GpuSku, gpus: int, model: MemoryModel) -> str:
+def _describe_node(sku: GpuSku, gpus: int, model: PlanningSettings) -> str:
     return (
         f"{gpus} x {sku.gpu_memory_gib:g} GiB {sku.gpu_model} at "
         f"{model.gpu_memory_utilization:.0%} minus {model.overhead_gib:g} GiB runtime overhead"
@@ -137,22 +126,21 @@ def _describe_node(sku: GpuSku, gpus: int, model: MemoryModel) -> str:
 
 def shape_for(preset: Preset, sku: GpuSku, runtime: str, settings: PlanningSettings) -> Shape:
     """The smallest layout of `preset` on `sku`, or PlanError naming the shortfall."""
-    model = memory_model(settings)
-    length = estimator.min_len(preset, model)
-    need = estimator.need_gib(preset, length, model)
-    budget = estimator.budget_per_gpu(sku, model)
+    length = estimator.min_len(preset, settings)
+    need = estimator.need_gib(preset, length, settings)
+    budget = estimator.budget_per_gpu(sku, settings)
     what = (
         f"{preset.name} needs {need:.1f} GiB of GPU memory ({preset.weights_gib:g} GiB weights + "
-        f"{estimator.kv_cache_gib(preset, length, model):.1f} GiB KV cache for {length} tokens)"
+        f"{estimator.kv_cache_gib(preset, length, settings):.1f} GiB KV cache for {length} tokens)"
     )
     if budget <= 0:
         raise PlanError(
             PlanReason.INSUFFICIENT_GPU_MEMORY,
             f"{what}; one {sku.gpu_model} of {sku.gpu_memory_gib:g} GiB leaves nothing after the "
-            f"{model.overhead_gib:g} GiB runtime overhead",
+            f"{settings.overhead_gib:g} GiB runtime overhead",
         )
     if runtime == Runtime.TRANSFORMERS:
-        if estimator.fits(preset, sku, sku.gpu_count, model):
+        if estimator.fits(preset, sku, sku.gpu_count, settings):
             return Shape(sku=sku, nodes=1, tensor_parallel=1, max_model_len=None)
         reason, extra = PlanReason.INSUFFICIENT_GPU_MEMORY, ""
         if preset.distributed:
@@ -163,20 +151,20 @@ def shape_for(preset: Preset, sku: GpuSku, runtime: str, settings: PlanningSetti
         raise PlanError(
             reason,
             f"{what}; one {sku.name} node offers {node:.1f} GiB "
-            f"({_describe_node(sku, sku.gpu_count, model)}){extra}",
+            f"({_describe_node(sku, sku.gpu_count, settings)}){extra}",
         )
     tp = tensor_parallel_size(preset, sku)
     node_limit = settings.max_nodes if preset.distributed else 1
     for nodes in range(1, node_limit + 1):
-        if estimator.fits(preset, sku, tp * nodes, model):
+        if estimator.fits(preset, sku, tp * nodes, settings):
             return Shape(
                 sku=sku,
                 nodes=nodes,
                 tensor_parallel=tp,
-                max_model_len=estimator.max_model_len(preset, sku, tp * nodes, model),
+                max_model_len=estimator.max_model_len(preset, sku, tp * nodes, settings),
             )
     node = tp * budget
-    offered = f"one {sku.name} node offers {node:.1f} GiB ({_describe_node(sku, tp, model)})"
+    offered = f"one {sku.name} node offers {node:.1f} GiB ({_describe_node(sku, tp, settings)})"
     needed_nodes = math.ceil(need / node)
     if not preset.distributed:
         raise PlanError(
@@ -227,10 +215,13 @@ def cheapest_shape(
 ) -> tuple[Shape, list[Shape]]:
     """The cheapest layout over the allowed SKUs, and the others that fit (ranked)."""
     fitting: list[Shape] = []
+    refusals: dict[str, str] = {}
     skus = candidates(catalog, settings, exclude)
     for sku in skus:
-        with contextlib.suppress(PlanError):
+        try:
             fitting.append(shape_for(preset, sku, runtime, settings))
+        except PlanError as exc:
+            refusals[sku.name] = exc.message
     if not fitting:
         if not skus:
             unavailable = f"; unavailable: {', '.join(sorted(exclude))}" if exclude else ""
@@ -240,7 +231,7 @@ def cheapest_shape(
                 f"(KAIRYU_PLANNING__ALLOWED_SKUS){unavailable}; name resource.instanceType",
             )
         biggest = max(skus, key=lambda s: s.gpu_count * s.gpu_memory_gib)
-        detail = shape_error_message(preset, biggest, runtime, settings)
+        detail = refusals[biggest.name]
         unavailable = f" (unavailable: {', '.join(sorted(exclude))})" if exclude else ""
         raise PlanError(
             PlanReason.NO_SUITABLE_SKU,
@@ -249,16 +240,6 @@ def cheapest_shape(
         )
     fitting.sort(key=_rank)
     return fitting[0], fitting[1:]
-
-
-def shape_error_message(
-    preset: Preset, sku: GpuSku, runtime: str, settings: PlanningSettings
-) -> str:
-    try:
-        shape_for(preset, sku, runtime, settings)
-    except PlanError as exc:
-        return exc.message
-    return "fits"
 
 
 def _money(value: float | None) -> str:
@@ -392,7 +373,7 @@ def _cost(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def _tuning_fits(preset: Preset, sku: GpuSku, method: str, model: MemoryModel) -> bool:
+def _tuning_fits(preset: Preset, sku: GpuSku, method: str, model: PlanningSettings) -> bool:
     share = QLORA_WEIGHT_SHARE if method == "qlora" else 1.0
     per_gpu = preset.weights_gib * share / sku.gpu_count
     return per_gpu <= estimator.budget_per_gpu(sku, model)
@@ -412,16 +393,15 @@ def _plan_tuning(
             f"{', '.join(sorted(p.name for p in catalog.presets.values() if p.tuning))}",
         )
     method = tuning.method.lower()
-    model = memory_model(settings)
     warnings: list[str] = []
     if ws.resource.instance_type:
         sku = resolve_sku(ws.resource.instance_type, catalog, settings)
-        if not _tuning_fits(preset, sku, method, model):
+        if not _tuning_fits(preset, sku, method, settings):
             message = (
                 f"{method} tuning of {preset.name} must at least load its weights "
                 f"({preset.weights_gib:g} GiB at 16 bit, a quarter of that for qlora); one "
                 f"{sku.name} node offers "
-                f"{sku.gpu_count * estimator.budget_per_gpu(sku, model):.1f} GiB"
+                f"{sku.gpu_count * estimator.budget_per_gpu(sku, settings):.1f} GiB"
             )
             if not bypasses_resource_checks(ws):
                 raise PlanError(PlanReason.INSUFFICIENT_GPU_MEMORY, message)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from kairyu_core.api import Workspace
 from kairyu_core.catalog import Catalog, Cloud, load_catalog
-from kairyu_planner.planning import PlanError, PlanReason, plan_workspace
+from kairyu_planner.planning import PlanError, PlanReason, plan_workspace, supported_skus
 from kairyu_planner.settings import PlanningSettings
 
 ANNOTATION_VALUES = {
@@ -112,8 +112,8 @@ def _check_instance_type(
             f"it and the Workspace will not be planned"
         )
         return
-    known = sorted(s.name for s in catalog.skus_of(planning.cloud))
-    verdict.errors.append(f"Unsupported instance type {name}. Supported SKUs: {', '.join(known)}")
+    known = ", ".join(supported_skus(catalog, planning))
+    verdict.errors.append(f"Unsupported instance type {name}. Supported SKUs: {known}")
 
 
 def _check_presets(ws: Workspace, verdict: Verdict, catalog: Catalog) -> None:
