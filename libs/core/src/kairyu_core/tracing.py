@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -30,3 +31,21 @@ def configure(service: str, *, processors: list[SpanProcessor] | None = None) ->
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+ROLLOUT_ANNOTATION = "kairyu.io/rollout-trace"
+"""On each Workspace: `<generation>;<traceparent>` of its current rollout's root span. The watcher
+writes it; every service parents its spans on it, so one rollout is one trace (design.md)."""
+
+
+def rollout_generation(annotations: dict[str, str] | None) -> int | None:
+    """The generation whose trace the annotation holds, or None."""
+    value = (annotations or {}).get(ROLLOUT_ANNOTATION, "")
+    generation, _, _ = value.partition(";")
+    return int(generation) if generation.isdigit() else None
+
+
+def rollout_context(annotations: dict[str, str] | None) -> Context | None:
+    """The rollout's trace context from the annotation, or None if there is none."""
+    _, _, traceparent = (annotations or {}).get(ROLLOUT_ANNOTATION, "").partition(";")
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None

@@ -11,21 +11,12 @@ from __future__ import annotations
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
-ANNOTATION = "kairyu.io/rollout-trace"
+from kairyu_core.tracing import ROLLOUT_ANNOTATION, rollout_context, rollout_generation
+
+ANNOTATION = ROLLOUT_ANNOTATION
+stored_generation = rollout_generation
+context_of = rollout_context
 _tracer = trace.get_tracer("kairyu_watcher")
-
-
-def stored_generation(annotations: dict[str, str] | None) -> int | None:
-    """The generation whose trace the annotation holds, or None."""
-    value = (annotations or {}).get(ANNOTATION, "")
-    generation, _, _ = value.partition(";")
-    return int(generation) if generation.isdigit() else None
-
-
-def context_of(annotations: dict[str, str] | None) -> Context | None:
-    """The rollout's trace context from the annotation, or None if there is none."""
-    _, _, traceparent = (annotations or {}).get(ANNOTATION, "").partition(";")
-    return propagate.extract({"traceparent": traceparent}) if traceparent else None
 
 
 def start_rollout(*, namespace: str, name: str, generation: int, uid: str) -> str:

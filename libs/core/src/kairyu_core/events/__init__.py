@@ -4,6 +4,7 @@ from kairyu_core.events.envelope import SCHEMA_VERSION, Event, WorkspaceRef
 from kairyu_core.events.subjects import Subjects
 from kairyu_core.events.workspaces import (
     ALL_EVENTS,
+    NodesReady,
     ObjectChanged,
     PlanCreated,
     ReplanRequested,
@@ -15,6 +16,7 @@ __all__ = [
     "ALL_EVENTS",
     "SCHEMA_VERSION",
     "Event",
+    "NodesReady",
     "ObjectChanged",
     "PlanCreated",
     "ReplanRequested",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -72,11 +73,32 @@ class ReplanRequested(Event):
     """The cloud's message, shown in the Planned condition."""
 
 
+class NodesReady(Event):
+    """The provisioner found the plan's nodes Ready with GPUs; the deployer or tuner goes next.
+
+    Published on every check that finds them; the message id (the node set) lets JetStream drop
+    the repeats, so a new event means a new set of nodes.
+    """
+
+    event_name: ClassVar[str] = "nodes-ready"
+    instance_type: str = Field(min_length=1)
+    node_names: list[str] = Field(min_length=1)
+    """status.workerNodes: the nodes the workload must run on."""
+
+    @property
+    def message_id(self) -> str:
+        ws = self.workspace
+        nodes = ",".join(sorted(self.node_names))
+        digest = hashlib.sha256(f"{self.instance_type}/{nodes}".encode()).hexdigest()[:16]
+        return f"{ws.uid}/{ws.generation}/{digest}/{self.event_name}"
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     WorkspaceObserved,
     WorkspaceDeleted,
     ObjectChanged,
     PlanCreated,
     ReplanRequested,
+    NodesReady,
 )
 """Every event type on the wire; the contract test snapshots each one's JSON schema."""

@@ -1,6 +1,6 @@
 """kairyu's access to the Kubernetes API; the only package that imports kubernetes_asyncio."""
 
-from kairyu_core.kube import errors, resources
+from kairyu_core.kube import errors, events, resources
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.status import apply_condition, apply_conditions, apply_status
 from kairyu_core.kube.watching import WatchEvent, watch
@@ -13,6 +13,7 @@ __all__ = [
     "apply_conditions",
     "apply_status",
     "errors",
+    "events",
     "resources",
     "watch",
 ]

@@ -21,6 +21,7 @@ from kairyu_core.kube import errors
 from kairyu_core.kube.resources import Resource
 
 JSON = dict[str, Any]
+JSONPatch = list[JSON]
 _IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 
 
@@ -62,7 +63,7 @@ class KubeClient:
         path: str,
         *,
         query: dict[str, str | int | bool] | None = None,
-        body: JSON | None = None,
+        body: JSON | list[JSON] | None = None,
         content_type: str = "application/json",
         stream: bool = False,
         timeout: float | None = None,
@@ -123,6 +124,18 @@ class KubeClient:
             query={"fieldManager": field_manager, "force": force},
             body=body,
             content_type="application/apply-patch+yaml",
+        )
+        return result
+
+    async def patch(
+        self, resource: Resource, name: str, ops: JSONPatch, *, namespace: str | None = None
+    ) -> JSON:
+        """A JSON patch: precise edits (with `test` guards) where apply would own whole fields."""
+        result: JSON = await self.request(
+            "PATCH",
+            resource.path(namespace=namespace, name=name),
+            body=ops,
+            content_type="application/json-patch+json",
         )
         return result
 

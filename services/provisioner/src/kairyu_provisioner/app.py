@@ -1,0 +1,509 @@
+"""The provisioner service: makes the plan's GPU nodes exist and reports when they are Ready.
+
+Level-triggered. Every trigger (a new plan, a change of the Workspace, a labelled Node or
+NodeClaim changing, the periodic check) re-reads the Workspace and compares the nodes it has with
+the nodes its plan needs; backends create what is missing under deterministic names, so a repeat
+or a restart asks for the same objects again. It owns `ResourceReady`, `NodesReady`,
+`WorkspaceDeleting` and `status.workerNodes`, publishes NodesReady, and, when the cloud refuses a
+SKU for quota or capacity, asks the planner for another (ReplanRequested) up to `max_replans`.
+A finalizer keeps a Workspace until its NodeClaims / agent pools and their nodes are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from kairyu_core.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Workspace,
+    parse_workspace,
+    set_condition,
+)
+from kairyu_core.bus import Bus, BusError, ConsumerSpec, Delivery, TemporaryError
+from kairyu_core.catalog import Catalog
+from kairyu_core.events import (
+    Event,
+    NodesReady,
+    ObjectChanged,
+    PlanCreated,
+    ReplanRequested,
+    WorkspaceDeleted,
+    WorkspaceObserved,
+    WorkspaceRef,
+)
+from kairyu_core.kube import KubeClient, apply_status, errors, events, resources
+from kairyu_core.tracing import rollout_context
+from kairyu_provisioner import naming
+from kairyu_provisioner.backends import Backend, Progress
+from kairyu_provisioner.failures import CloudFailure
+from kairyu_provisioner.readiness import Selection, select
+from kairyu_provisioner.settings import ProvisionerSettings
+from kairyu_provisioner.target import Target, target_of
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("kairyu.provisioner")
+
+CONSUMED: dict[str, type[Event]] = {
+    e.event_name: e for e in (PlanCreated, WorkspaceObserved, ObjectChanged, WorkspaceDeleted)
+}
+_NODE_KINDS = {"Node", "NodeClaim"}
+_MAX_MESSAGE = 2048
+
+
+def consumer_spec(settings: ProvisionerSettings, bus: Bus) -> ConsumerSpec:
+    subjects = bus.stream.subjects
+    return ConsumerSpec(
+        durable=settings.service_name,
+        filter_subjects=tuple(subjects.of_event(e) for e in CONSUMED.values()),
+    )
+
+
+class Provisioner:
+    """Handles the provisioner's events and its periodic check."""
+
+    def __init__(
+        self,
+        *,
+        settings: ProvisionerSettings,
+        bus: Bus,
+        kube: KubeClient,
+        catalog: Catalog,
+        backend: Backend,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._kube = kube
+        self._catalog = catalog
+        self._backend = backend
+        # The consumer runs one Workspace's messages in order; the periodic check must not run
+        # beside them, so both take this lock.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._replanning: dict[str, str] = {}  # uid → SKU refused, while its new plan is awaited
+
+    # ------------------------------------------------------------------ triggers
+    async def handle(self, event: Event, delivery: Delivery) -> None:
+        """The consumer's handler."""
+        ref = event.workspace
+        if isinstance(event, ObjectChanged) and event.kind not in _NODE_KINDS:
+            return  # workloads and pods are the deployer's and tuner's business
+        if isinstance(event, WorkspaceDeleted):
+            await self._collect(ref)
+            return
+        try:
+            await self.check(ref.namespace, ref.name, uid=ref.uid, full=False)
+        except (errors.KubeError, AzureError) as exc:
+            raise TemporaryError(f"cannot provision {ref.key}: {exc}", delay=5.0) from exc
+
+    async def run_periodic(self) -> None:
+        """Collect orphans at start-up, then re-check waiting Workspaces every interval."""
+        while True:
+            try:
+                await self.collect_orphans()
+                await self.check_waiting()
+            except (errors.KubeError, AzureError) as exc:
+                log.warning("periodic check failed, trying again later: %s", exc)
+            await asyncio.sleep(self._settings.provisioning.check_interval_s)
+
+    async def check_waiting(self) -> None:
+        """Check every Workspace whose nodes are not settled (timeouts, BYO nodes, deletions)."""
+        listed = await self._kube.list(resources.WORKSPACES)
+        for item in listed.get("items") or []:
+            meta = item["metadata"]
+            item.setdefault("apiVersion", resources.WORKSPACES.api_version)
+            item.setdefault("kind", resources.WORKSPACES.kind)
+            if _settled(item) and not meta.get("deletionTimestamp"):
+                continue
+            try:
+                await self.check(meta["namespace"], meta["name"], uid=meta.get("uid"), full=True)
+            except (errors.KubeError, AzureError) as exc:
+                log.warning("check of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+
+    # ------------------------------------------------------------------ one Workspace
+    async def check(self, namespace: str, name: str, *, uid: str | None, full: bool) -> None:
+        async with self._locks[f"{namespace}/{name}"]:
+            try:
+                raw = await self._kube.get(resources.WORKSPACES, name, namespace=namespace)
+            except errors.NotFoundError:
+                return
+            if uid is not None and raw["metadata"].get("uid") != uid:
+                return  # a new Workspace of the same name; its own events follow
+            try:
+                workspace = parse_workspace(raw)
+            except ValidationError:
+                return  # the planner explains unreadable Workspaces in Planned
+            meta = workspace.metadata
+            ctx = rollout_context(meta.annotations)
+            with tracer.start_as_current_span(
+                "provision",
+                context=ctx,
+                attributes={
+                    "kairyu.workspace": f"{namespace}/{name}",
+                    "kairyu.generation": meta.generation or 0,
+                    "kairyu.provisioner.backend": self._backend.name,
+                },
+            ) as span:
+                if meta.deletion_timestamp is not None:
+                    await self._release(raw, workspace, span)
+                    return
+                target = target_of(workspace, self._catalog)
+                if target is None:
+                    return  # not planned (yet) for this generation
+                span.set_attributes(
+                    {
+                        "kairyu.plan.instance_type": target.instance_type,
+                        "kairyu.plan.node_count": target.node_count,
+                    }
+                )
+                if not full and _settled(raw):
+                    selection = await self._select(target)
+                    if selection.complete and selection.nodes == list(target.current_nodes):
+                        return  # still as reported: nothing to do, nothing to write
+                await self._provision(raw, workspace, target, span)
+
+    async def _provision(
+        self, raw: dict[str, Any], workspace: Workspace, target: Target, span: trace.Span
+    ) -> None:
+        if self._backend.creates_nodes:
+            await self._add_finalizer(raw)
+        if self._replanning.get(target.uid) == target.instance_type.lower():
+            return  # refused by the cloud; the planner's next plan comes as PlanCreated
+        self._replanning.pop(target.uid, None)
+        progress = await self._backend.ensure(target)
+        if progress.failure is not None:
+            await self._refused(raw, workspace, target, progress.failure, span)
+            return
+        selection = await self._select(target)
+        if selection.complete:
+            await self._ready(raw, workspace, target, selection, span)
+        else:
+            await self._waiting(raw, target, selection, progress, span)
+
+    async def _select(self, target: Target) -> Selection:
+        listed = await self._kube.list(
+            resources.NODES, label_selector=self._backend.node_selector(target)
+        )
+        return select(
+            listed.get("items") or [],
+            count=target.node_count,
+            instance_type=target.instance_type,
+            preferred=target.preferred_nodes,
+            current=target.current_nodes,
+            selector=target.selector if not self._backend.creates_nodes else None,
+        )
+
+    async def _ready(
+        self,
+        raw: dict[str, Any],
+        workspace: Workspace,
+        target: Target,
+        selection: Selection,
+        span: trace.Span,
+    ) -> None:
+        message = f"{len(selection.nodes)} {target.instance_type} node(s) Ready with GPUs"
+        await self._write(
+            raw,
+            span,
+            ready=(ConditionStatus.TRUE, "NodesReady", message),
+            nodes=selection.nodes,
+        )
+        span.set_attribute("kairyu.nodes", selection.nodes)
+        try:
+            await self._bus.publish(
+                NodesReady(
+                    workspace=WorkspaceRef.of(workspace),
+                    instance_type=target.instance_type,
+                    node_names=selection.nodes,
+                )
+            )
+        except BusError as exc:
+            raise TemporaryError(f"cannot announce the nodes of {target.key}: {exc}") from exc
+
+    async def _waiting(
+        self,
+        raw: dict[str, Any],
+        target: Target,
+        selection: Selection,
+        progress: Progress,
+        span: trace.Span,
+    ) -> None:
+        detail = "; ".join([selection.summary(), *progress.waiting])
+        if not self._backend.creates_nodes:
+            selector = self._backend.node_selector(target) or "any labels"
+            message = (
+                f"not enough existing nodes: need {target.node_count} Ready "
+                f"{target.instance_type} node(s) with GPUs matching {selector}; {detail}"
+            )
+            await self._write(raw, span, ready=(ConditionStatus.FALSE, "NotEnoughNodes", message))
+            return
+        current = _condition(raw, ConditionType.RESOURCE_READY)
+        waited = _seconds_since(current) if _is_provisioning(current, raw) else 0.0
+        timeout = self._settings.provisioning.readiness_timeout_s
+        if waited > timeout or (current or {}).get("reason") == "ProvisioningTimeout":
+            message = f"nodes not Ready after {timeout:.0f}s: {detail}"
+            span.set_status(trace.StatusCode.ERROR, f"ProvisioningTimeout: {message}")
+            await self._write(
+                raw, span, ready=(ConditionStatus.FALSE, "ProvisioningTimeout", message)
+            )
+            return
+        await self._write(raw, span, ready=(ConditionStatus.UNKNOWN, "Provisioning", detail))
+
+    async def _refused(
+        self,
+        raw: dict[str, Any],
+        workspace: Workspace,
+        target: Target,
+        failure: CloudFailure,
+        span: trace.Span,
+    ) -> None:
+        plan = workspace.status.plan if workspace.status else None
+        excluded = list(plan.excluded_instance_types or []) if plan else []
+        named = workspace.resource.instance_type is not None
+        limit = self._settings.provisioning.max_replans
+        message = f"{target.instance_type}: {failure.message}"
+        replan = failure.capacity and not named and len(excluded) < limit
+        if replan:
+            message += (
+                f"; asking the planner for another SKU (re-plan {len(excluded) + 1} of {limit})"
+            )
+        elif failure.capacity and not named:
+            message += f"; gave up after {len(excluded)} re-plans (max_replans={limit})"
+        elif failure.capacity:
+            message += "; the Workspace names this instance type, so it is retried, not replaced"
+        span.set_status(trace.StatusCode.ERROR, f"{failure.reason}: {message}"[:_MAX_MESSAGE])
+        await self._backend.discard(target)
+        await self._write(raw, span, ready=(ConditionStatus.FALSE, failure.reason, message))
+        await events.record(
+            self._kube,
+            raw,
+            reason=failure.reason,
+            message=message,
+            component=self._settings.service_name,
+            type="Warning",
+        )
+        if not replan:
+            return
+        self._replanning[target.uid] = target.instance_type.lower()
+        try:
+            await self._bus.publish(
+                ReplanRequested(
+                    workspace=WorkspaceRef.of(workspace),
+                    excluded_instance_types=[target.instance_type],
+                    reason=f"{failure.reason} for {target.instance_type}: {failure.message}",
+                )
+            )
+        except BusError as exc:
+            self._replanning.pop(target.uid, None)
+            raise TemporaryError(f"cannot ask for a re-plan of {target.key}: {exc}") from exc
+
+    # ------------------------------------------------------------------ deletion
+    async def _release(self, raw: dict[str, Any], workspace: Workspace, span: trace.Span) -> None:
+        meta = workspace.metadata
+        if naming.FINALIZER not in (meta.finalizers or []):
+            return
+        namespace, name, uid = meta.namespace or "", meta.name or "", meta.uid or ""
+        left = await self._backend.release(namespace, name, uid)
+        nodes = await self._kube.list(
+            resources.NODES, label_selector=naming.workspace_selector(namespace, name)
+        )
+        left += [f"node {n['metadata']['name']}" for n in nodes.get("items") or []]
+        if left:
+            message = "waiting for " + ", ".join(left) + " to be removed"
+            await self._write(
+                raw, span, deleting=(ConditionStatus.TRUE, "WorkspaceDeleting", message)
+            )
+            return
+        span.add_event("nodes released")
+        await self._remove_finalizer(raw)
+
+    async def _collect(self, ref: WorkspaceRef) -> None:
+        """A Workspace is gone: free anything of it still there (its finalizer was bypassed)."""
+        for owned in await self._backend.owned():
+            if owned.uid == ref.uid:
+                log.info("removing %s %s of deleted Workspace %s", owned.kind, owned.name, ref.key)
+                await self._backend.remove(owned)
+
+    async def collect_orphans(self) -> list[str]:
+        """Remove NodeClaims / agent pools whose Workspace no longer exists; return their names."""
+        removed = []
+        for owned in await self._backend.owned():
+            try:
+                live = await self._kube.get(
+                    resources.WORKSPACES, owned.workspace, namespace=owned.namespace
+                )
+            except errors.NotFoundError:
+                live = None
+            if live is not None and live["metadata"].get("uid") in (owned.uid, None, ""):
+                continue
+            if live is not None and not owned.uid:
+                continue
+            log.info(
+                "removing orphaned %s %s (Workspace %s/%s is gone)",
+                owned.kind,
+                owned.name,
+                owned.namespace,
+                owned.workspace,
+            )
+            await self._backend.remove(owned)
+            removed.append(owned.name)
+        return removed
+
+    # ------------------------------------------------------------------ writes
+    async def _add_finalizer(self, raw: dict[str, Any]) -> None:
+        meta = raw["metadata"]
+        finalizers = meta.get("finalizers") or []
+        if naming.FINALIZER in finalizers:
+            return
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
+        ]
+        if finalizers:
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": naming.FINALIZER})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [naming.FINALIZER]})
+        updated = await self._kube.patch(
+            resources.WORKSPACES, meta["name"], ops, namespace=meta["namespace"]
+        )
+        meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
+        meta["finalizers"] = updated["metadata"].get("finalizers")
+
+    async def _remove_finalizer(self, raw: dict[str, Any]) -> None:
+        meta = raw["metadata"]
+        finalizers = meta.get("finalizers") or []
+        index = finalizers.index(naming.FINALIZER)
+        path = f"/metadata/finalizers/{index}"
+        try:
+            await self._kube.patch(
+                resources.WORKSPACES,
+                meta["name"],
+                [
+                    {"op": "test", "path": path, "value": naming.FINALIZER},
+                    {"op": "remove", "path": path},
+                ],
+                namespace=meta["namespace"],
+            )
+        except errors.NotFoundError:
+            return
+
+    async def _write(
+        self,
+        raw: dict[str, Any],
+        span: trace.Span,
+        *,
+        ready: tuple[ConditionStatus, str, str] | None = None,
+        deleting: tuple[ConditionStatus, str, str] | None = None,
+        nodes: list[str] | None = None,
+    ) -> None:
+        """Apply the provisioner's status fields (all of them: it owns exactly what it applies)."""
+        meta = raw["metadata"]
+        live = raw.get("status") or {}
+        conditions = [Condition.model_validate(c) for c in live.get("conditions") or []]
+        generation = meta.get("generation")
+        wanted: dict[str, tuple[ConditionStatus, str, str]] = {}
+        if ready is not None:
+            status, reason, message = ready
+            nodes_reason = "NodesReady" if status == ConditionStatus.TRUE else "NodeNotReady"
+            wanted[ConditionType.RESOURCE_READY] = (status, reason, message)
+            wanted[ConditionType.NODES_READY] = (
+                ConditionStatus.TRUE if status == ConditionStatus.TRUE else ConditionStatus.FALSE,
+                nodes_reason,
+                message,
+            )
+        else:  # keep what was reported before the deletion started
+            for kind in (ConditionType.RESOURCE_READY, ConditionType.NODES_READY):
+                if (old := _condition(raw, kind)) is not None:
+                    wanted[kind] = (ConditionStatus(old["status"]), old["reason"], old["message"])
+        if deleting is not None:
+            wanted[ConditionType.WORKSPACE_DELETING] = deleting
+        worker_nodes = nodes if nodes is not None else list(live.get("workerNodes") or [])
+        if ready is not None and ready[0] != ConditionStatus.TRUE:
+            worker_nodes = []
+        written = []
+        changed = worker_nodes != list(live.get("workerNodes") or [])
+        for kind_name, (status, reason, full_message) in wanted.items():
+            message = full_message[:_MAX_MESSAGE]
+            old = _condition(raw, kind_name)
+            same = old is not None and (
+                old.get("status"),
+                old.get("reason"),
+                old.get("message"),
+                old.get("observedGeneration"),
+            ) == (status.value, reason, message, generation)
+            changed |= not same
+            if old is None or old.get("status") != status.value or old.get("reason") != reason:
+                span.add_event(
+                    "condition",
+                    {
+                        "type": kind_name,
+                        "status": status.value,
+                        "reason": reason,
+                        "message": message,
+                    },
+                )
+            written.append(
+                set_condition(
+                    conditions,
+                    type=kind_name,
+                    status=status,
+                    reason=reason,
+                    message=message,
+                    observed_generation=generation,
+                )
+            )
+        if not changed:
+            return
+        body: dict[str, Any] = {"conditions": [c.to_wire() for c in written]}
+        if worker_nodes:
+            body["workerNodes"] = worker_nodes
+        try:
+            await apply_status(
+                self._kube,
+                namespace=meta["namespace"],
+                name=meta["name"],
+                field_manager=self._settings.service_name,
+                status=body,
+            )
+        except errors.NotFoundError:
+            return
+
+
+def _condition(raw: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    conditions = (raw.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def _settled(raw: dict[str, Any]) -> bool:
+    """ResourceReady=True for the current generation, with worker nodes recorded."""
+    ready = _condition(raw, ConditionType.RESOURCE_READY)
+    return (
+        ready is not None
+        and ready.get("status") == "True"
+        and ready.get("observedGeneration") == raw["metadata"].get("generation")
+        and bool((raw.get("status") or {}).get("workerNodes"))
+    )
+
+
+def _is_provisioning(condition: dict[str, Any] | None, raw: dict[str, Any]) -> bool:
+    return (
+        condition is not None
+        and condition.get("reason") == "Provisioning"
+        and condition.get("observedGeneration") == raw["metadata"].get("generation")
+    )
+
+
+def _seconds_since(condition: dict[str, Any] | None) -> float:
+    stamp = (condition or {}).get("lastTransitionTime")
+    if not stamp:
+        return 0.0
+    since = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return (datetime.now(UTC) - since).total_seconds()

@@ -1,0 +1,221 @@
+"""Karpenter NodeClaims, one per planned node, as KAITO's gpu-provisioner path creates them.
+
+Why NodeClaims and not a NodePool per Workspace: a NodePool with a fixed node count needs
+Karpenter's alpha StaticCapacity gate, and a pool sized by pending pods would make the node count
+Karpenter's decision rather than the plan's. A NodeClaim is exactly one node of exactly one SKU,
+which is what a plan asks for. Every claim names the shared pool `kaito` (label and requirement),
+whose zero limits keep Karpenter from launching or consolidating anything of its own for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from kairyu_core.kube import JSON, KubeClient, errors, resources
+from kairyu_provisioner import naming
+from kairyu_provisioner.backends.base import Owned, Progress
+from kairyu_provisioner.failures import CloudFailure, classify
+from kairyu_provisioner.settings import KarpenterSettings
+from kairyu_provisioner.target import Target
+
+_LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
+_BENIGN = {"AwaitingReconciliation"}  # Karpenter's "not looked at yet", not a problem
+
+
+def node_claim(target: Target, index: int, settings: KarpenterSettings) -> JSON:
+    """The NodeClaim for node `index` of the target's plan."""
+    name = naming.node_claim_name(target.uid, target.instance_type, index)
+    labels = {
+        **target.match_labels,
+        **naming.workspace_labels(target.namespace, target.name),
+        "karpenter.sh/nodepool": settings.node_pool,
+        "kaito.sh/machine-type": "gpu",
+    }
+    return {
+        "apiVersion": resources.NODECLAIMS.api_version,
+        "kind": resources.NODECLAIMS.kind,
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {
+                naming.UID_KEY: target.uid,
+                "karpenter.sh/do-not-disrupt": "true",
+            },
+        },
+        "spec": {
+            "nodeClassRef": {
+                "group": settings.node_class_group,
+                "kind": settings.node_class_kind,
+                "name": settings.node_class_name,
+            },
+            "taints": [naming.GPU_TAINT],
+            "requirements": [
+                {
+                    "key": "node.kubernetes.io/instance-type",
+                    "operator": "In",
+                    "values": [target.instance_type],
+                },
+                {"key": "karpenter.sh/nodepool", "operator": "In", "values": [settings.node_pool]},
+                {
+                    "key": "karpenter.sh/capacity-type",
+                    "operator": "In",
+                    "values": [settings.capacity_type],
+                },
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+            ],
+            "resources": {"requests": {"storage": f"{target.disk_gib}Gi"}},
+        },
+    }
+
+
+def node_pool(settings: KarpenterSettings) -> JSON:
+    """The pool every claim names.
+
+    Zero limits: Karpenter launches nothing of its own for it. A zero disruption budget and no
+    consolidation: it never takes a GPU node away.
+    """
+    return {
+        "apiVersion": resources.NODEPOOLS.api_version,
+        "kind": resources.NODEPOOLS.kind,
+        "metadata": {"name": settings.node_pool},
+        "spec": {
+            "limits": {"cpu": "0"},
+            "disruption": {"consolidateAfter": "Never", "budgets": [{"nodes": "0"}]},
+            "template": {
+                "spec": {
+                    "nodeClassRef": {
+                        "group": settings.node_class_group,
+                        "kind": settings.node_class_kind,
+                        "name": settings.node_class_name,
+                    },
+                    "requirements": [{"key": naming.WORKSPACE_LABEL, "operator": "Exists"}],
+                }
+            },
+        },
+    }
+
+
+def claim_state(claim: dict[str, Any]) -> tuple[str | None, CloudFailure | None]:
+    """("waiting" line or None when Ready, failure or None) from the claim's lifecycle."""
+    name = claim["metadata"]["name"]
+    conditions = {c.get("type"): c for c in (claim.get("status") or {}).get("conditions") or []}
+    for step in _LIFECYCLE:
+        cond = conditions.get(step)
+        if cond is not None and cond.get("status") == "True":
+            continue
+        if cond is None or cond.get("reason") in _BENIGN:
+            return f"NodeClaim {name}: waiting for {step}", None
+        reason, message = cond.get("reason") or "", cond.get("message") or ""
+        line = f"NodeClaim {name}: {step} {cond.get('status')} {reason}: {message}".rstrip(": ")
+        failed = step == "Launched" and (cond.get("status") == "False" or reason == "LaunchFailed")
+        if failed:
+            instance_type = _instance_type(claim)
+            return line, classify(None, message, instance_type=instance_type, fallback=reason)
+        return line, None
+    return None, None
+
+
+def _instance_type(claim: dict[str, Any]) -> str:
+    for req in (claim.get("spec") or {}).get("requirements") or []:
+        if req.get("key") == "node.kubernetes.io/instance-type" and req.get("values"):
+            return str(req["values"][0])
+    return ""
+
+
+class KarpenterBackend:
+    name = "karpenter"
+    creates_nodes = True
+
+    def __init__(self, kube: KubeClient, settings: KarpenterSettings, *, field_manager: str):
+        self._kube = kube
+        self._settings = settings
+        self._field_manager = field_manager
+
+    async def prepare(self) -> None:
+        await self._kube.apply(
+            resources.NODEPOOLS, node_pool(self._settings), field_manager=self._field_manager
+        )
+
+    def node_selector(self, target: Target) -> str | None:
+        return naming.workspace_selector(target.namespace, target.name)
+
+    async def _claims(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        listed = await self._kube.list(
+            resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, name)
+        )
+        return list(listed.get("items") or [])
+
+    async def _delete(self, name: str) -> None:
+        with contextlib.suppress(errors.NotFoundError):
+            await self._kube.delete(resources.NODECLAIMS, name)
+
+    async def ensure(self, target: Target) -> Progress:
+        wanted = {
+            naming.node_claim_name(target.uid, target.instance_type, i): i
+            for i in range(target.node_count)
+        }
+        existing = {
+            c["metadata"]["name"]: c for c in await self._claims(target.namespace, target.name)
+        }
+        for name, claim in existing.items():
+            owner = (claim["metadata"].get("annotations") or {}).get(naming.UID_KEY)
+            if (name not in wanted or owner != target.uid) and not claim["metadata"].get(
+                "deletionTimestamp"
+            ):
+                await self._delete(name)  # another SKU, a smaller plan, or a predecessor's
+        progress = Progress()
+        for name, index in sorted(wanted.items(), key=lambda item: item[1]):
+            found = existing.get(name)
+            if found is None:
+                await self._kube.apply(
+                    resources.NODECLAIMS,
+                    node_claim(target, index, self._settings),
+                    field_manager=self._field_manager,
+                )
+                progress.waiting.append(f"NodeClaim {name}: created")
+                continue
+            if found["metadata"].get("deletionTimestamp"):
+                progress.waiting.append(f"NodeClaim {name}: being deleted, will be created again")
+                continue
+            line, failure = claim_state(found)
+            if line:
+                progress.waiting.append(line)
+            if failure is not None and progress.failure is None:
+                progress.failure = failure
+        return progress
+
+    async def discard(self, target: Target) -> None:
+        for i in range(target.node_count):
+            await self._delete(naming.node_claim_name(target.uid, target.instance_type, i))
+
+    async def release(self, namespace: str, name: str, uid: str) -> list[str]:
+        left = []
+        for claim in await self._claims(namespace, name):
+            meta = claim["metadata"]
+            if (meta.get("annotations") or {}).get(naming.UID_KEY) not in (uid, None):
+                continue  # a successor Workspace of the same name owns it
+            if not meta.get("deletionTimestamp"):
+                await self._delete(meta["name"])
+            left.append(f"NodeClaim {meta['name']}")
+        return left
+
+    async def owned(self) -> list[Owned]:
+        listed = await self._kube.list(resources.NODECLAIMS, label_selector=naming.WORKSPACE_LABEL)
+        found = []
+        for claim in listed.get("items") or []:
+            meta = claim["metadata"]
+            labels = meta.get("labels") or {}
+            found.append(
+                Owned(
+                    kind="NodeClaim",
+                    name=meta["name"],
+                    namespace=labels.get(naming.WORKSPACE_NAMESPACE_LABEL, ""),
+                    workspace=labels.get(naming.WORKSPACE_LABEL, ""),
+                    uid=(meta.get("annotations") or {}).get(naming.UID_KEY, ""),
+                )
+            )
+        return found
+
+    async def remove(self, owned: Owned) -> None:
+        await self._delete(owned.name)
