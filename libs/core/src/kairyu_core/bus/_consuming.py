@@ -90,7 +90,9 @@ class Consumer:
                 free = await self._wait_for_free_slots()
                 try:
                     msgs = await sub.fetch(free, timeout=self._fetch_timeout)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
+                    # nats.errors.TimeoutError, and also the bare asyncio one nats-py raises when
+                    # the fetch deadline passed before its second pull request (a busy loop).
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
                     if self._stopping.is_set():

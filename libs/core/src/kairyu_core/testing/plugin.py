@@ -20,6 +20,7 @@ from kairyu_core.events import Subjects
 from kairyu_core.kube import KubeClient
 from kairyu_core.localenv import Binaries, LocalCluster, LocalNats
 from kairyu_core.localenv.binaries import repo_root
+from kairyu_core.localenv.karpenter import LocalKarpenter
 
 _INTEGRATION_FIXTURES = {"cluster", "nats_server"}
 _EXPORTER = InMemorySpanExporter()
@@ -49,6 +50,13 @@ def cluster() -> Iterator[LocalCluster]:
             "wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh"
         )
         yield local
+
+
+@pytest.fixture(scope="session")
+def karpenter(cluster: LocalCluster) -> Iterator[LocalKarpenter]:
+    """Real Karpenter (kwok provider) turning NodeClaims into kwok GPU nodes of the cluster."""
+    with LocalKarpenter(cluster) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

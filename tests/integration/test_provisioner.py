@@ -1,0 +1,448 @@
+"""The provisioner against the real cluster, NATS, real Karpenter and the local ARM endpoint.
+
+Each test runs the watcher, planner and provisioner in this process (the kill test runs the
+provisioner as its own process), applies a Workspace, and checks what a user would see: the
+conditions, status.workerNodes, the nodes with their labels and taint, and what is left after
+deletion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.mgmt.containerservice.aio import ContainerServiceClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from kairyu_core.bus import Bus, Consumer, StreamSpec
+from kairyu_core.catalog import load_catalog
+from kairyu_core.events import NodesReady
+from kairyu_core.kube import KubeClient, resources
+from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
+from kairyu_core.localenv.fake_arm import FakeArm
+from kairyu_core.localenv.karpenter import LocalKarpenter
+from kairyu_core.localenv.processes import ManagedProcess
+from kairyu_core.testing.bus import Inbox
+from kairyu_core.testing.manifests import seed
+from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
+from kairyu_planner.app import Planner
+from kairyu_planner.app import consumer_spec as planner_consumer
+from kairyu_planner.settings import PlannerSettings
+from kairyu_provisioner import naming
+from kairyu_provisioner.app import CONSUMED, Provisioner, consumer_spec
+from kairyu_provisioner.backends import Backend
+from kairyu_provisioner.backends.azure import AzureBackend
+from kairyu_provisioner.backends.byo import ByoBackend
+from kairyu_provisioner.backends.karpenter import KarpenterBackend
+from kairyu_provisioner.settings import (
+    AzureSettings,
+    KarpenterSettings,
+    ProvisionerSettings,
+    ProvisioningSettings,
+)
+from kairyu_watcher.app import Watcher
+from kairyu_watcher.settings import WatcherSettings
+
+SUB, RG, AKS = "sub-123", "rg", "aks1"
+FAST = ProvisioningSettings(check_interval_s=1.0, readiness_timeout_s=60.0)
+
+
+class Stack:
+    """Watcher, planner and (optionally) provisioner on the test's stream."""
+
+    def __init__(self, bus: Bus, kube: KubeClient, namespace: str) -> None:
+        self.bus, self.kube = bus, kube
+        planner_settings = PlannerSettings()
+        planner = Planner(settings=planner_settings, bus=bus, kube=kube, catalog=load_catalog())
+        watcher = Watcher(
+            settings=WatcherSettings(namespace=namespace, resync_interval_s=3600),
+            bus=bus,
+            kube=kube,
+        )
+        self.consumers = [
+            Consumer(
+                bus,
+                planner_consumer(planner_settings, bus),
+                service=planner_settings.service_name,
+                events=PLANNER_EVENTS,
+                handler=planner.handle,
+            )
+        ]
+        self.tasks = [
+            asyncio.create_task(watcher.run()),
+            asyncio.create_task(self.consumers[0].run()),
+        ]
+
+    def add_provisioner(self, settings: ProvisionerSettings, backend: Backend) -> Provisioner:
+        provisioner = Provisioner(
+            settings=settings, bus=self.bus, kube=self.kube, catalog=load_catalog(), backend=backend
+        )
+        consumer = Consumer(
+            self.bus,
+            consumer_spec(settings, self.bus),
+            service=settings.service_name,
+            events=CONSUMED,
+            handler=provisioner.handle,
+        )
+        self.consumers.append(consumer)
+        self.tasks += [
+            asyncio.create_task(consumer.run()),
+            asyncio.create_task(provisioner.run_periodic()),
+        ]
+        return provisioner
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop(grace_s=1)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def stack(bus: Bus, kube: KubeClient, namespace: str) -> AsyncIterator[Stack]:
+    running = Stack(bus, kube, namespace)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def fake_arm(kube: KubeClient) -> AsyncIterator[tuple[FakeArm, str]]:
+    arm = FakeArm(kube, operation_delay_s=0.3)
+    url = await arm.start()
+    yield arm, url
+    await arm.stop()
+
+
+@contextlib.asynccontextmanager
+async def azure_backend(url: str, settings: AzureSettings) -> AsyncIterator[AzureBackend]:
+    async with ContainerServiceClient(
+        object(),  # type: ignore[arg-type]  # no token for the local endpoint
+        SUB,
+        base_url=url,
+        authentication_policy=SansIOHTTPPolicy(),
+    ) as client:
+        yield AzureBackend(client, settings)
+
+
+def azure_settings(url: str, **overrides: Any) -> AzureSettings:
+    values: dict[str, Any] = {
+        "subscription_id": SUB,
+        "resource_group": RG,
+        "cluster_name": AKS,
+        "endpoint": url,
+        "credential": "none",
+        "polling_interval_s": 0.1,
+        "operation_wait_s": 5.0,
+    }
+    return AzureSettings(**(values | overrides))
+
+
+def inference(name: str, namespace: str, preset: str, instance_type: str | None) -> dict[str, Any]:
+    doc = seed("inference")
+    doc["metadata"].update(name=name, namespace=namespace)
+    doc["inference"]["preset"]["name"] = preset
+    if preset.startswith("llama"):
+        doc["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
+    if instance_type is None:
+        del doc["resource"]["instanceType"]
+    else:
+        doc["resource"]["instanceType"] = instance_type
+    return doc
+
+
+async def until(
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    accept: Callable[[dict[str, Any]], bool],
+    *,
+    what: str,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+        if accept(obj):
+            return obj
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not reached; status: {obj.get('status')}")
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
+    )
+
+
+def resource_ready(obj: dict[str, Any]) -> bool:
+    return condition(obj, "ResourceReady").get("status") == "True"
+
+
+async def gone(kube: KubeClient, namespace: str, name: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = await kube.list(resources.WORKSPACES, namespace=namespace)
+        if not any(i["metadata"]["name"] == name for i in listed["items"]):
+            return
+        await asyncio.sleep(0.2)
+    obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+    raise AssertionError(f"{name} still there: {obj.get('status')}")
+
+
+async def workspace_nodes(kube: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    listed = await kube.list(
+        resources.NODES, label_selector=naming.workspace_selector(namespace, name)
+    )
+    return list(listed["items"])
+
+
+def assert_kaito_nodes(nodes: list[dict[str, Any]], namespace: str, name: str, sku: str) -> None:
+    for node in nodes:
+        labels = node["metadata"]["labels"]
+        assert labels["kaito.sh/workspace"] == name
+        assert labels["kaito.sh/workspacenamespace"] == namespace
+        assert labels["apps"] == "phi-3"  # the Workspace's matchLabels, for its pods' affinity
+        assert labels["node.kubernetes.io/instance-type"] == sku
+        taints = [(t["key"], t.get("value"), t["effect"]) for t in node["spec"].get("taints") or []]
+        assert ("sku", "gpu", "NoSchedule") in taints
+        assert int(node["status"]["allocatable"]["nvidia.com/gpu"]) >= 1
+
+
+# ---------------------------------------------------------------------- karpenter
+
+
+async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
+    cluster: LocalCluster,
+    karpenter: LocalKarpenter,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    bus: Bus,
+) -> None:
+    backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
+    await backend.prepare()
+    stack.add_provisioner(ProvisionerSettings(backend="karpenter", provisioning=FAST), backend)
+    inbox = Inbox(bus)
+    doc = inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3")
+    cluster.apply(doc)
+    obj = await until(kube, namespace, "phi", resource_ready, what="ResourceReady=True")
+    workers = obj["status"]["workerNodes"]
+    assert len(workers) == 1
+    assert condition(obj, "NodesReady")["status"] == "True"
+    assert naming.FINALIZER in obj["metadata"]["finalizers"]
+    claims = await kube.list(
+        resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, "phi")
+    )
+    assert len(claims["items"]) == 1
+    claim = claims["items"][0]
+    assert claim["status"]["nodeName"] == workers[0]
+    disk = load_catalog().preset("phi-3-mini-4k-instruct").disk_gib  # type: ignore[union-attr]
+    assert claim["spec"]["resources"]["requests"]["storage"] == f"{disk}Gi"
+    nodes = await workspace_nodes(kube, namespace, "phi")
+    assert [n["metadata"]["name"] for n in nodes] == workers
+    assert_kaito_nodes(nodes, namespace, "phi", "Standard_NC6s_v3")
+    event = await inbox.wait_for(lambda e: isinstance(e, NodesReady))
+    assert isinstance(event, NodesReady)
+    assert event.node_names == workers
+    await inbox.close()
+
+    cluster.kubectl("delete", "workspace", "phi", "-n", namespace, "--wait=false")
+    await gone(kube, namespace, "phi")
+    assert await workspace_nodes(kube, namespace, "phi") == []
+    left = await kube.list(
+        resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, "phi")
+    )
+    assert left["items"] == []
+
+
+async def test_karpenter_multi_node_plan_gets_all_its_nodes(
+    cluster: LocalCluster, karpenter: LocalKarpenter, namespace: str, kube: KubeClient, stack: Stack
+) -> None:
+    backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
+    await backend.prepare()
+    stack.add_provisioner(ProvisionerSettings(backend="karpenter", provisioning=FAST), backend)
+    doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
+    cluster.apply(doc)
+    obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+    assert obj["status"]["plan"]["nodeCount"] == 2
+    assert len(obj["status"]["workerNodes"]) == 2
+    nodes = await workspace_nodes(kube, namespace, "big")
+    assert sorted(n["metadata"]["name"] for n in nodes) == obj["status"]["workerNodes"]
+    cluster.kubectl("delete", "workspace", "big", "-n", namespace, "--wait=false")
+    await gone(kube, namespace, "big")
+    assert await workspace_nodes(kube, namespace, "big") == []
+
+
+# ---------------------------------------------------------------------- azure
+
+
+async def test_azure_seed_gets_an_agent_pool_and_frees_it_on_delete(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+) -> None:
+    arm, url = fake_arm
+    settings = azure_settings(url)
+    async with azure_backend(url, settings) as backend:
+        stack.add_provisioner(
+            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+        )
+        cluster.apply(inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
+        obj = await until(kube, namespace, "phi", resource_ready, what="ResourceReady=True")
+        uid = obj["metadata"]["uid"]
+        pool_name = naming.agent_pool_name(uid, "Standard_NC6s_v3")
+        assert list(arm.pools) == [pool_name]
+        props = arm.pools[pool_name]["properties"]
+        disk = load_catalog().preset("phi-3-mini-4k-instruct").disk_gib  # type: ignore[union-attr]
+        assert (props["vmSize"], props["count"], props["osDiskSizeGB"]) == (
+            "Standard_NC6s_v3",
+            1,
+            disk,
+        )
+        assert props["nodeTaints"] == ["sku=gpu:NoSchedule"]
+        assert props["tags"]["kairyu-workspace-uid"] == uid
+        nodes = await workspace_nodes(kube, namespace, "phi")
+        assert [n["metadata"]["name"] for n in nodes] == obj["status"]["workerNodes"]
+        assert_kaito_nodes(nodes, namespace, "phi", "Standard_NC6s_v3")
+        assert nodes[0]["metadata"]["labels"]["kubernetes.azure.com/agentpool"] == pool_name
+
+        cluster.kubectl("delete", "workspace", "phi", "-n", namespace, "--wait=false")
+        await gone(kube, namespace, "phi")
+        assert arm.pools == {}
+        assert await workspace_nodes(kube, namespace, "phi") == []
+
+
+async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+    spans: InMemorySpanExporter,
+) -> None:
+    arm, url = fake_arm
+    arm.deny("Standard_NC4as_T4_v3", "QuotaExceeded")
+    settings = azure_settings(url)
+    async with azure_backend(url, settings) as backend:
+        stack.add_provisioner(
+            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+        )
+        cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
+        obj = await until(kube, namespace, "auto", resource_ready, what="ResourceReady=True")
+    plan = obj["status"]["plan"]
+    assert plan["instanceType"] == "Standard_NC8as_T4_v3"
+    assert plan["excludedInstanceTypes"] == ["Standard_NC4as_T4_v3"]
+    planned = condition(obj, "Planned")
+    assert "re-planned after: QuotaExceeded for Standard_NC4as_T4_v3" in planned["message"]
+    assert "exceeding approved Standard_NC4as_T4_v3 family Cores quota" in planned["message"]
+    # Only the fallback's pool remains; the refused one was removed.
+    assert [p["properties"]["vmSize"] for p in arm.pools.values()] == ["Standard_NC8as_T4_v3"]
+    nodes = await workspace_nodes(kube, namespace, "auto")
+    assert [n["metadata"]["labels"]["node.kubernetes.io/instance-type"] for n in nodes] == [
+        "Standard_NC8as_T4_v3"
+    ]
+    # The history: a Warning event on the Workspace with Azure's message ...
+    events = cluster.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector=involvedObject.name=auto",
+        "-o",
+        "jsonpath={range .items[*]}{.type} {.reason}: {.message}{'\\n'}{end}",
+    ).stdout
+    assert "Warning QuotaExceeded: Standard_NC4as_T4_v3: Preflight validation" in events
+    assert "asking the planner for another SKU (re-plan 1 of 3)" in events
+    # ... and the trace: a provision span that failed with the reason, then one that succeeded.
+    provision = [s for s in spans.get_finished_spans() if s.name == "provision"]
+    failed = [
+        s for s in provision if s.status.description and "QuotaExceeded" in s.status.description
+    ]
+    assert failed, "no provision span carries the QuotaExceeded failure"
+    assert failed[0].attributes["kairyu.plan.instance_type"] == "Standard_NC4as_T4_v3"
+    ready_events = [
+        e
+        for s in provision
+        for e in s.events
+        if e.name == "condition" and e.attributes and e.attributes.get("reason") == "NodesReady"
+    ]
+    assert ready_events
+    trace_ids = {s.context.trace_id for s in provision}
+    assert len(trace_ids) == 1, "the provision spans are not in one rollout trace"
+
+
+async def test_azure_multi_node_plan_gets_one_pool_with_all_nodes(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+) -> None:
+    arm, url = fake_arm
+    settings = azure_settings(url)
+    async with azure_backend(url, settings) as backend:
+        stack.add_provisioner(
+            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+        )
+        cluster.apply(
+            inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
+        )
+        obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+        assert len(obj["status"]["workerNodes"]) == 2
+        (pool,) = arm.pools.values()
+        assert pool["properties"]["count"] == 2
+        cluster.kubectl("delete", "workspace", "big", "-n", namespace, "--wait=false")
+        await gone(kube, namespace, "big")
+        assert await workspace_nodes(kube, namespace, "big") == []
+
+
+# ---------------------------------------------------------------------- byo
+
+
+async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, stack: Stack
+) -> None:
+    stack.add_provisioner(ProvisionerSettings(backend="byo", provisioning=FAST), ByoBackend())
+    label = {"apps": namespace}  # unique to this test, so other tests' nodes do not match
+    doc = inference("mine", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
+    doc["resource"]["labelSelector"] = {"matchLabels": label}
+    a100 = GpuNodeSpec(
+        instance_type="Standard_NC24ads_A100_v4",
+        gpu_product="NVIDIA-A100-PCIE-80GB",
+        gpu_count=1,
+        gpu_memory_mib=81920,
+    )
+    first = cluster.add_gpu_nodes(a100, count=1, prefix=f"{namespace}-a", labels=label)
+    cluster.apply(doc)
+    obj = await until(
+        kube,
+        namespace,
+        "mine",
+        lambda o: condition(o, "ResourceReady").get("reason") == "NotEnoughNodes",
+        what="NotEnoughNodes",
+    )
+    message = condition(obj, "ResourceReady")["message"]
+    assert "need 2 Ready Standard_NC24ads_A100_v4 node(s)" in message
+    assert f"apps={namespace}" in message
+    assert "1 of 2 nodes ready" in message
+    assert "finalizers" not in obj["metadata"]  # nothing of ours to free
+    second = cluster.add_gpu_nodes(a100, count=1, prefix=f"{namespace}-b", labels=label)
+    obj = await until(kube, namespace, "mine", resource_ready, what="ResourceReady=True")
+    assert obj["status"]["workerNodes"] == sorted(first + second)
+    cluster.kubectl("delete", "workspace", "mine", "-n", namespace)
+    assert sorted(
+        n["metadata"]["name"]
+        for n in (await kube.list(resources.NODES, label_selector=f"apps={namespace}"))["items"]
+    ) == sorted(first + second), "byo must never delete the user's nodes"
