@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,14 +19,12 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kairyu_core.bus import Bus, Consumer, StreamSpec
+from kairyu_core.bus import Bus, Consumer
 from kairyu_core.catalog import load_catalog
 from kairyu_core.events import NodesReady
 from kairyu_core.kube import KubeClient, resources
-from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
+from kairyu_core.localenv import GpuNodeSpec, LocalCluster
 from kairyu_core.localenv.fake_arm import FakeArm
-from kairyu_core.localenv.karpenter import LocalKarpenter
-from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
@@ -221,9 +216,9 @@ def assert_kaito_nodes(nodes: list[dict[str, Any]], namespace: str, name: str, s
 # ---------------------------------------------------------------------- karpenter
 
 
+@pytest.mark.usefixtures("karpenter")
 async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     cluster: LocalCluster,
-    karpenter: LocalKarpenter,
     namespace: str,
     kube: KubeClient,
     stack: Stack,
@@ -265,8 +260,9 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     assert left["items"] == []
 
 
+@pytest.mark.usefixtures("karpenter")
 async def test_karpenter_multi_node_plan_gets_all_its_nodes(
-    cluster: LocalCluster, karpenter: LocalKarpenter, namespace: str, kube: KubeClient, stack: Stack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, stack: Stack
 ) -> None:
     backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
     await backend.prepare()
@@ -325,6 +321,7 @@ async def test_azure_seed_gets_an_agent_pool_and_frees_it_on_delete(
 
 
 async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
+    *,
     cluster: LocalCluster,
     namespace: str,
     kube: KubeClient,
@@ -371,7 +368,7 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
         s for s in provision if s.status.description and "QuotaExceeded" in s.status.description
     ]
     assert failed, "no provision span carries the QuotaExceeded failure"
-    assert failed[0].attributes["kairyu.plan.instance_type"] == "Standard_NC4as_T4_v3"
+    assert (failed[0].attributes or {})["kairyu.plan.instance_type"] == "Standard_NC4as_T4_v3"
     ready_events = [
         e
         for s in provision
