@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,12 +21,15 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kairyu_core.bus import Bus, Consumer
+from kairyu_core.api import LabelSelector
+from kairyu_core.bus import Bus, Consumer, StreamSpec
 from kairyu_core.catalog import load_catalog
 from kairyu_core.events import NodesReady
 from kairyu_core.kube import KubeClient, resources
-from kairyu_core.localenv import GpuNodeSpec, LocalCluster
+from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
 from kairyu_core.localenv.fake_arm import FakeArm
+from kairyu_core.localenv.karpenter import LocalKarpenter
+from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
@@ -43,6 +48,7 @@ from kairyu_provisioner.settings import (
     ProvisionerSettings,
     ProvisioningSettings,
 )
+from kairyu_provisioner.target import Target
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 
@@ -443,3 +449,197 @@ async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
         n["metadata"]["name"]
         for n in (await kube.list(resources.NODES, label_selector=f"apps={namespace}"))["items"]
     ) == sorted(first + second), "byo must never delete the user's nodes"
+
+
+# ---------------------------------------------------------------------- timeouts and orphans
+
+
+async def test_a_slow_pool_times_out_with_a_reason_and_recovers(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+) -> None:
+    arm, url = fake_arm
+    arm.operation_delay_s = 6.0
+    settings = azure_settings(url, operation_wait_s=0.5)
+    impatient = ProvisioningSettings(check_interval_s=0.5, readiness_timeout_s=1.5)
+    async with azure_backend(url, settings) as backend:
+        stack.add_provisioner(
+            ProvisionerSettings(backend="azure", provisioning=impatient, azure=settings), backend
+        )
+        cluster.apply(inference("slow", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
+        obj = await until(
+            kube,
+            namespace,
+            "slow",
+            lambda o: condition(o, "ResourceReady").get("reason") == "ProvisioningTimeout",
+            what="ProvisioningTimeout",
+        )
+        message = condition(obj, "ResourceReady")["message"]
+        assert message.startswith("nodes not Ready after 2s: 0 of 1 nodes ready")
+        assert ": Creating" in message  # which pool is still being created
+        await until(kube, namespace, "slow", resource_ready, what="ResourceReady=True")
+
+
+async def test_orphaned_pools_and_claims_are_removed(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+) -> None:
+    arm, url = fake_arm
+    settings = azure_settings(url)
+    orphan = Target(
+        namespace=namespace,
+        name="gone",
+        uid="00000000-dead-beef-0000-000000000000",
+        generation=1,
+        instance_type="Standard_NC6s_v3",
+        node_count=1,
+        disk_gib=64,
+        selector=LabelSelector(match_labels={"apps": "phi-3"}),
+        match_labels={"apps": "phi-3"},
+    )
+    async with azure_backend(url, settings) as backend:
+        assert (await backend.ensure(orphan)).waiting == []
+        assert len(await workspace_nodes(kube, namespace, "gone")) == 1
+        provisioner = stack.add_provisioner(
+            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+        )
+        removed = await provisioner.collect_orphans()
+    assert removed == [naming.agent_pool_name(orphan.uid, "Standard_NC6s_v3")]
+    assert arm.pools == {}
+    assert await workspace_nodes(kube, namespace, "gone") == []
+
+
+# ---------------------------------------------------------------------- crash and restart
+
+
+def provisioner_process(
+    cluster: LocalCluster, nats: LocalNats, stream: StreamSpec, log_dir: Path, **env: str
+) -> ManagedProcess:
+    settings = {
+        "KAIRYU_NATS__URL": nats.url,
+        "KAIRYU_NATS__STREAM": stream.name,
+        "KAIRYU_NATS__SUBJECT_PREFIX": stream.subjects.prefix,
+        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
+        "KAIRYU_LOG__FORMAT": "text",
+        "KAIRYU_PROVISIONING__CHECK_INTERVAL_S": "1",
+        **env,
+    }
+    return ManagedProcess(
+        "provisioner", [sys.executable, "-m", "kairyu_provisioner"], log_dir=log_dir, env=settings
+    )
+
+
+async def wait_for(probe: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await probe():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} never happened")
+
+
+async def test_azure_provisioner_killed_mid_create_leaves_exactly_the_planned_nodes(
+    *,
+    cluster: LocalCluster,
+    nats_server: LocalNats,
+    stream_spec: StreamSpec,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+    tmp_path: Path,
+) -> None:
+    arm, url = fake_arm
+    arm.operation_delay_s = 3.0
+    env = {
+        "KAIRYU_BACKEND": "azure",
+        "KAIRYU_AZURE__SUBSCRIPTION_ID": SUB,
+        "KAIRYU_AZURE__RESOURCE_GROUP": RG,
+        "KAIRYU_AZURE__CLUSTER_NAME": AKS,
+        "KAIRYU_AZURE__ENDPOINT": url,
+        "KAIRYU_AZURE__CREDENTIAL": "none",
+        "KAIRYU_AZURE__POLLING_INTERVAL_S": "0.2",
+    }
+    first = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    first.start()
+    doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
+    cluster.apply(doc)
+
+    async def creating() -> bool:
+        return any(r.startswith("PUT ") for r in arm.requests)
+
+    await wait_for(creating, "the agent pool PUT")
+    first.kill()  # SIGKILL while Azure is still creating the pool
+    second = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    second.start()
+    try:
+        obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+    finally:
+        second.stop()
+    assert len(arm.pools) == 1
+    (pool,) = arm.pools.values()
+    assert pool["properties"]["count"] == 2
+    assert [r for r in arm.requests if r.startswith("PUT ")] == [f"PUT {pool['id']}"]
+    nodes = await workspace_nodes(kube, namespace, "big")
+    assert sorted(n["metadata"]["name"] for n in nodes) == obj["status"]["workerNodes"]
+    assert len(nodes) == 2
+
+
+async def test_karpenter_provisioner_killed_mid_launch_leaves_exactly_the_planned_nodes(
+    *,
+    cluster: LocalCluster,
+    karpenter: LocalKarpenter,
+    nats_server: LocalNats,
+    stream_spec: StreamSpec,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    tmp_path: Path,
+) -> None:
+    # Nodes of this class register 3 s after launch: time to kill the provisioner in between.
+    cluster.apply(
+        {
+            "apiVersion": "karpenter.kwok.sh/v1alpha1",
+            "kind": "KWOKNodeClass",
+            "metadata": {"name": "slow"},
+            "spec": {"nodeRegistrationDelay": "3s"},
+        }
+    )
+    env = {
+        "KAIRYU_BACKEND": "karpenter",
+        "KAIRYU_KARPENTER__NODE_CLASS_NAME": "slow",
+        "KAIRYU_KARPENTER__NODE_POOL": "kaito-slow",
+    }
+    first = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    first.start()
+    doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
+    cluster.apply(doc)
+    selector = naming.workspace_selector(namespace, "big")
+
+    async def claimed() -> bool:
+        listed = await kube.list(resources.NODECLAIMS, label_selector=selector)
+        return bool(listed["items"])
+
+    await wait_for(claimed, "the first NodeClaim")
+    first.kill()
+    assert await workspace_nodes(kube, namespace, "big") == [], "killed too late to matter"
+    second = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    second.start()
+    try:
+        obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+    finally:
+        second.stop()
+    claims = await kube.list(resources.NODECLAIMS, label_selector=selector)
+    assert len(claims["items"]) == 2
+    nodes = await workspace_nodes(kube, namespace, "big")
+    assert sorted(n["metadata"]["name"] for n in nodes) == obj["status"]["workerNodes"]
+    assert len(nodes) == 2
+    await asyncio.to_thread(
+        cluster.kubectl, "delete", "workspace", "big", "-n", namespace, "--wait=false"
+    )
