@@ -1,4 +1,4 @@
-"""The launcher leaves no process behind: on Ctrl-C / SIGTERM, and even when it is SIGKILLed."""
+"""`make dev`: the seed gets its nodes, and nothing is left behind on Ctrl-C, SIGTERM or SIGKILL."""
 
 import json
 import os
@@ -56,9 +56,22 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
     ):
         try:
             assert launcher.stdout is not None
-            lines = (line for line in launcher.stdout if line.startswith("{"))
-            ready = next((json.loads(line) for line in lines), None)
+            shown: list[str] = []
+            ready = None
+            for line in launcher.stdout:
+                if line.startswith("{"):
+                    ready = json.loads(line)
+                    break
+                shown.append(line)
             assert ready is not None, f"the launcher never became ready:\n{log.read_text()}"
+            # `kubectl get workspace`: the seed's nodes came from Karpenter and are Ready.
+            header, row = next(
+                (line.split(), shown[i + 1].split())
+                for i, line in enumerate(shown)
+                if line.startswith("NAMESPACE")
+            )
+            columns = dict(zip(header, row, strict=False))
+            assert (columns["NAME"], columns["RESOURCEREADY"]) == ("workspace-phi-3-mini", "True")
             assert ready["kubeconfig"] == str((tmp_path / "kubeconfig").resolve())
             started = children_of(launcher.pid)
             names = {Path(f"/proc/{p}/exe").resolve().name for p in started}
@@ -69,6 +82,7 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                 "kube-scheduler",
                 "kwok",
                 "nats-server",
+                "karpenter-kwok",
             } <= names
             os.kill(launcher.pid, sig)
             launcher.wait(60)

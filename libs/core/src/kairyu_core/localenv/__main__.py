@@ -1,7 +1,10 @@
-"""`make dev`: bring up the local control plane, GPU nodes and NATS, and keep them until Ctrl-C.
+"""`make dev`: bring up the local control plane, GPU capacity and NATS, and keep them until Ctrl-C.
 
-The kubeconfig and the NATS URL are written under ./dev-cluster/ (stable paths, so another terminal
-can use them while this runs); everything else lives in a temporary directory removed on exit.
+GPU nodes come the way the chosen provisioner backend gets them: from real Karpenter with its kwok
+provider (`karpenter`, the default), from the local ARM endpoint that plays AKS (`azure`), or as
+nodes made up front for the seed (`byo`). The kubeconfig and the NATS URL are written under
+./dev-cluster/ (stable paths, so another terminal can use them while this runs); everything else
+lives in a temporary directory removed on exit.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from types import FrameType
 
 from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_core.localenv.binaries import repo_root
-from kairyu_core.localenv.processes import ManagedProcess, http_ok
+from kairyu_core.localenv.karpenter import LocalKarpenter
+from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
 
 log = logging.getLogger("kairyu.dev")
 SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
@@ -59,6 +63,45 @@ def start_services(
     return started
 
 
+def start_capacity(
+    backend: str, cluster: LocalCluster, stack: list[ManagedProcess | LocalKarpenter]
+) -> dict[str, str]:
+    """Whatever gives the backend its GPU nodes; returns the provisioner's settings for it."""
+    common = {"KAIRYU_BACKEND": backend, "KAIRYU_PROVISIONING__CHECK_INTERVAL_S": "5"}
+    if backend == "karpenter":
+        karpenter = LocalKarpenter(cluster)
+        stack.append(karpenter)
+        karpenter.start()
+        return common
+    if backend == "azure":
+        port = free_port()
+        arm = ManagedProcess(
+            "fake-arm",
+            [
+                sys.executable,
+                "-m",
+                "kairyu_core.localenv.fake_arm",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--port={port}",
+            ],
+            log_dir=cluster.logs,
+        )
+        stack.append(arm)
+        arm.start()
+        url = f"http://127.0.0.1:{port}"
+        arm.wait_until(http_ok(f"{url}/healthz"), timeout=30, what="the local ARM endpoint")
+        return common | {
+            "KAIRYU_AZURE__SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+            "KAIRYU_AZURE__RESOURCE_GROUP": "kairyu-dev",
+            "KAIRYU_AZURE__CLUSTER_NAME": "kairyu-dev",
+            "KAIRYU_AZURE__ENDPOINT": url,
+            "KAIRYU_AZURE__CREDENTIAL": "none",
+            "KAIRYU_AZURE__POLLING_INTERVAL_S": "1",
+        }
+    cluster.add_gpu_nodes(EXAMPLE_NODES, count=1, prefix="gpu-v100", labels={"apps": "phi-3"})
+    return common
+
+
 def register_webhook(
     cluster: LocalCluster, services: list[ManagedProcess], endpoint: admission.WebhookEndpoint
 ) -> None:
@@ -91,7 +134,6 @@ def report(
     cluster: LocalCluster,
     nats: LocalNats,
     *,
-    nodes: list[str],
     services: list[ManagedProcess],
     state_dir: Path,
     kubeconfig: Path,
@@ -99,7 +141,10 @@ def report(
     """Tell the user where everything is and show the Workspace."""
     log.info("  apiserver  %s", cluster.server)
     log.info("  nats       %s", nats.url)
-    log.info("  GPU nodes  %s", ", ".join(nodes))
+    nodes = cluster.kubectl(
+        "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}", check=False
+    ).stdout.split()
+    log.info("  GPU nodes  %s", ", ".join(nodes) or "none")
     log.info("  services   %s", ", ".join(p.name for p in services) or "none yet")
     log.info("  logs       %s", cluster.logs)
     log.info("in another terminal:  source %s/env && kubectl get workspace", state_dir)
@@ -108,7 +153,7 @@ def report(
         "get", "workspaces", "-A", "-o",
         "custom-columns=NAME:.metadata.name,PLANNED:.status.conditions[?(@.type=='Planned')].status,"
         "SKU:.status.plan.instanceType,NODES:.status.plan.nodeCount,"
-        "COST/H:.status.plan.estimatedCostPerHour",
+        "COST/H:.status.plan.estimatedCostPerHour,WORKERS:.status.workerNodes",
     )  # fmt: skip
     sys.stdout.write(plans.stdout)
     sys.stdout.write(
@@ -127,6 +172,12 @@ def main() -> int:
     parser.add_argument("--state-dir", type=Path, default=Path("dev-cluster"))
     parser.add_argument("--workspace", type=Path, default=None, help="Workspace manifest to apply")
     parser.add_argument(
+        "--backend",
+        choices=("karpenter", "azure", "byo"),
+        default="karpenter",
+        help="where the provisioner gets GPU nodes (default: real Karpenter, kwok provider)",
+    )
+    parser.add_argument(
         "--exit-after-ready", action="store_true", help="stop once everything is up (CI smoke run)"
     )
     args = parser.parse_args()
@@ -139,6 +190,7 @@ def main() -> int:
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
     services: list[ManagedProcess] = []
+    capacity: list[ManagedProcess | LocalKarpenter] = []
     try:
         cluster.start()
         nats.start()
@@ -146,21 +198,23 @@ def main() -> int:
         cluster.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh"
         )
-        nodes = cluster.add_gpu_nodes(
-            EXAMPLE_NODES,
-            count=1,
-            prefix="gpu-v100",
-            labels={"apps": "phi-3"},
-            taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
-        )
+        provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
-        services.extend(start_services(cluster, nats, {"planner": endpoint.env()}))
+        services.extend(
+            start_services(
+                cluster, nats, {"planner": endpoint.env(), "provisioner": provisioner_env}
+            )
+        )
         register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
         cluster.kubectl("apply", "-f", str(workspace))
         if any(p.name == "kairyu_planner" for p in services):
             cluster.kubectl(
                 "wait", "--for=condition=Planned", "--timeout=60s", "-f", str(workspace)
+            )
+        if any(p.name == "kairyu_provisioner" for p in services):
+            cluster.kubectl(
+                "wait", "--for=condition=ResourceReady", "--timeout=120s", "-f", str(workspace)
             )
         if services:
             # The watcher writes status.state: waiting for it shows the services are working.
@@ -173,7 +227,6 @@ def main() -> int:
         report(
             cluster,
             nats,
-            nodes=nodes,
             services=services,
             state_dir=args.state_dir,
             kubeconfig=kubeconfig,
@@ -187,6 +240,8 @@ def main() -> int:
         log.info("stopping")
         for service in reversed(services):
             service.stop()
+        for part in reversed(capacity):
+            part.stop()
         nats.stop()
         cluster.stop()
         (args.state_dir / "kubeconfig").unlink(missing_ok=True)

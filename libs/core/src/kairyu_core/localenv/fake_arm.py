@@ -13,12 +13,14 @@ so the rest of a rollout proceeds; deleting or shrinking the pool deletes them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -73,6 +75,7 @@ class FakeArm:
         app.router.add_put(_POOLS + "/{pool}", self._put)
         app.router.add_delete(_POOLS + "/{pool}", self._delete)
         app.router.add_get(_OPERATIONS, self._operation)
+        app.router.add_get("/healthz", self._health)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -91,6 +94,9 @@ class FakeArm:
             await self._runner.cleanup()
 
     # ------------------------------------------------------------------ handlers
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     def _record(self, request: web.Request) -> None:
         self.requests.append(f"{request.method} {request.path}")
 
@@ -279,3 +285,32 @@ def _refusal(code: str, props: dict[str, Any], where: Any) -> str:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+async def _serve(kubeconfig: Path, port: int, denied: list[str]) -> None:
+    async with await KubeClient.connect(kubeconfig) as kube:
+        arm = FakeArm(kube)
+        for vm_size in denied:
+            arm.deny(vm_size)
+        await arm.start(port=port)
+        try:
+            await asyncio.Event().wait()  # until SIGTERM
+        finally:
+            await arm.stop()
+
+
+def main() -> None:
+    """`python -m kairyu_core.localenv.fake_arm`: serve for `make dev --backend azure`."""
+    parser = argparse.ArgumentParser(description="local ARM endpoint for AKS agent pools")
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--deny", action="append", default=[], help="VM size whose pools fail with QuotaExceeded"
+    )
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.kubeconfig, args.port, args.deny))
+
+
+if __name__ == "__main__":
+    main()
