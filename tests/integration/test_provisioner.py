@@ -386,6 +386,38 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
     assert len(trace_ids) == 1, "the provision spans are not in one rollout trace"
 
 
+async def test_re_plans_stop_at_max_replans_with_the_reason(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    stack: Stack,
+    fake_arm: tuple[FakeArm, str],
+) -> None:
+    arm, url = fake_arm
+    arm.deny("Standard_NC4as_T4_v3", "QuotaExceeded")
+    arm.deny("Standard_NC8as_T4_v3", "ZonalAllocationFailed")
+    settings = azure_settings(url)
+    once = ProvisioningSettings(check_interval_s=1.0, max_replans=1)
+    async with azure_backend(url, settings) as backend:
+        stack.add_provisioner(
+            ProvisionerSettings(backend="azure", provisioning=once, azure=settings), backend
+        )
+        cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
+        obj = await until(
+            kube,
+            namespace,
+            "auto",
+            lambda o: "gave up" in condition(o, "ResourceReady").get("message", ""),
+            what="giving up",
+        )
+    ready = condition(obj, "ResourceReady")
+    assert (ready["status"], ready["reason"]) == ("False", "AllocationFailed")
+    assert ready["message"].startswith("Standard_NC8as_T4_v3: Allocation failed.")
+    assert ready["message"].endswith("gave up after 1 re-plans (max_replans=1)")
+    assert obj["status"]["plan"]["excludedInstanceTypes"] == ["Standard_NC4as_T4_v3"]
+    assert arm.pools == {}  # the refused pools were removed, nothing is left half-made
+
+
 async def test_azure_multi_node_plan_gets_one_pool_with_all_nodes(
     cluster: LocalCluster,
     namespace: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -88,7 +89,8 @@ class Provisioner:
         # The consumer runs one Workspace's messages in order; the periodic check must not run
         # beside them, so both take this lock.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._replanning: dict[str, str] = {}  # uid → SKU refused, while its new plan is awaited
+        # uid → (SKU the cloud refused, monotonic time before which it is not asked again)
+        self._held: dict[str, tuple[str, float]] = {}
 
     # ------------------------------------------------------------------ triggers
     async def handle(self, event: Event, delivery: Delivery) -> None:
@@ -175,9 +177,8 @@ class Provisioner:
     ) -> None:
         if self._backend.creates_nodes:
             await self._add_finalizer(raw)
-        if self._replanning.get(target.uid) == target.instance_type.lower():
-            return  # refused by the cloud; the planner's next plan comes as PlanCreated
-        self._replanning.pop(target.uid, None)
+        if self._on_hold(target):
+            return  # refused: wait for a new plan, or for the retry interval to pass
         progress = await self._backend.ensure(target)
         if progress.failure is not None:
             await self._refused(raw, workspace, target, progress.failure, span)
@@ -187,6 +188,16 @@ class Provisioner:
             await self._ready(raw, workspace, target, selection, span)
         else:
             await self._waiting(raw, target, selection, progress, span)
+
+    def _on_hold(self, target: Target) -> bool:
+        held = self._held.get(target.uid)
+        if held is None:
+            return False
+        sku, until = held
+        if sku == target.instance_type.lower() and time.monotonic() < until:
+            return True
+        del self._held[target.uid]
+        return False
 
     async def _select(self, target: Target) -> Selection:
         listed = await self._kube.list(
@@ -281,6 +292,8 @@ class Provisioner:
             message += "; the Workspace names this instance type, so it is retried, not replaced"
         span.set_status(trace.StatusCode.ERROR, f"{failure.reason}: {message}"[:_MAX_MESSAGE])
         await self._backend.discard(target)
+        retry_at = time.monotonic() + self._settings.provisioning.refused_retry_s
+        self._held[target.uid] = (target.instance_type.lower(), retry_at)
         await self._write(raw, span, ready=(ConditionStatus.FALSE, failure.reason, message))
         await events.record(
             self._kube,
@@ -292,7 +305,6 @@ class Provisioner:
         )
         if not replan:
             return
-        self._replanning[target.uid] = target.instance_type.lower()
         try:
             await self._bus.publish(
                 ReplanRequested(
@@ -302,7 +314,7 @@ class Provisioner:
                 )
             )
         except BusError as exc:
-            self._replanning.pop(target.uid, None)
+            self._held.pop(target.uid, None)
             raise TemporaryError(f"cannot ask for a re-plan of {target.key}: {exc}") from exc
 
     # ------------------------------------------------------------------ deletion
@@ -342,9 +354,7 @@ class Provisioner:
                 )
             except errors.NotFoundError:
                 live = None
-            if live is not None and live["metadata"].get("uid") in (owned.uid, None, ""):
-                continue
-            if live is not None and not owned.uid:
+            if live is not None and live["metadata"].get("uid") == owned.uid:
                 continue
             log.info(
                 "removing orphaned %s %s (Workspace %s/%s is gone)",

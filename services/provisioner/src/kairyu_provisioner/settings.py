@@ -22,6 +22,9 @@ class ProvisioningSettings(BaseModel):
     check_interval_s: float = Field(default=30.0, gt=0)
     """How often waiting Workspaces are re-checked and orphans are looked for. Node and NodeClaim
     changes trigger a check at once; this catches what no event announces (BYO nodes, timeouts)."""
+    refused_retry_s: float = Field(default=300.0, gt=0)
+    """After the cloud refuses a SKU that is not replaced (named by the Workspace, or re-plans
+    used up), how long before asking for it again; refusals are not retried on every check."""
     max_replans: int = Field(default=3, ge=0)
     """SKUs refused for quota or capacity, per Workspace, before the provisioner stops asking the
     planner for the next-cheapest one and reports the failure."""

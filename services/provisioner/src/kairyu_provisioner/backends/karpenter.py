@@ -206,13 +206,16 @@ class KarpenterBackend:
         for claim in listed.get("items") or []:
             meta = claim["metadata"]
             labels = meta.get("labels") or {}
+            uid = (meta.get("annotations") or {}).get(naming.UID_KEY)
+            if not uid:
+                continue  # not made by kairyu (KAITO's own claims carry the same labels)
             found.append(
                 Owned(
                     kind="NodeClaim",
                     name=meta["name"],
                     namespace=labels.get(naming.WORKSPACE_NAMESPACE_LABEL, ""),
                     workspace=labels.get(naming.WORKSPACE_LABEL, ""),
-                    uid=(meta.get("annotations") or {}).get(naming.UID_KEY, ""),
+                    uid=uid,
                 )
             )
         return found
