@@ -2,7 +2,8 @@
 #   make dev    bring up the local cluster + NATS (+ services, as they land) and keep them until Ctrl-C
 #   make test   lint, type-check, and run every test against a real apiserver and nats-server
 # Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
-# Go-built control plane (tools/cluster/build.sh, cached by version under ~/.cache/kairyu).
+# Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
+# (tools/karpenter/build.sh), each cached by version under ~/.cache/kairyu.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -11,11 +12,14 @@ SHELL := bash
 UV_VERSION := 0.13.9
 UV := $(CURDIR)/.tools/bin/uv
 CLUSTER_BIN = $(shell bash tools/cluster/build.sh | tail -n 1)
+KARPENTER_DIR = $(shell bash tools/karpenter/build.sh | tail -n 1)
+ARGS ?=
 
-.PHONY: help sync cluster lint test test-unit dev crds snapshots clean-dev
+.PHONY: help sync cluster karpenter lint test test-unit dev crds snapshots clean-dev
 
 help:
-	@echo "make dev        local control plane + NATS + example Workspace, until Ctrl-C"
+	@echo "make dev        local control plane + NATS + services + example Workspace, until Ctrl-C"
+	@echo "                (ARGS=\"--backend azure\" or byo; default: real Karpenter)"
 	@echo "make test       lint + type-check + all tests (unit, contract, integration)"
 	@echo "make test-unit  the fast subset: no cluster, no nats-server"
 	@echo "make lint       ruff, mypy, import-linter"
@@ -32,20 +36,24 @@ sync: $(UV)
 cluster:
 	@bash tools/cluster/build.sh
 
+karpenter:
+	@bash tools/karpenter/build.sh
+
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
 	$(UV) run lint-imports
 
-test: lint cluster
-	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" $(UV) run pytest
+test: lint cluster karpenter
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" $(UV) run pytest
 
 test-unit: sync
 	$(UV) run pytest -m "not integration and not e2e"
 
-dev: sync cluster
-	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" $(UV) run python -m kairyu_core.localenv
+dev: sync cluster karpenter
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
+		$(UV) run python -m kairyu_core.localenv $(ARGS)
 
 crds: sync
 	$(UV) run python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml

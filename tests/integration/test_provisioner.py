@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.mgmt.containerservice.aio import ContainerServiceClient
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.api import LabelSelector
@@ -32,6 +33,7 @@ from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
+from kairyu_core.tracing import rollout_context
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
 from kairyu_planner.app import Planner
 from kairyu_planner.app import consumer_spec as planner_consumer
@@ -232,7 +234,9 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
 ) -> None:
     backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
     await backend.prepare()
-    stack.add_provisioner(ProvisionerSettings(backend="karpenter", provisioning=FAST), backend)
+    stack.add_provisioner(
+        ProvisionerSettings(namespace=namespace, backend="karpenter", provisioning=FAST), backend
+    )
     inbox = Inbox(bus)
     doc = inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3")
     cluster.apply(doc)
@@ -272,7 +276,9 @@ async def test_karpenter_multi_node_plan_gets_all_its_nodes(
 ) -> None:
     backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
     await backend.prepare()
-    stack.add_provisioner(ProvisionerSettings(backend="karpenter", provisioning=FAST), backend)
+    stack.add_provisioner(
+        ProvisionerSettings(namespace=namespace, backend="karpenter", provisioning=FAST), backend
+    )
     doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
     cluster.apply(doc)
     obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
@@ -299,7 +305,10 @@ async def test_azure_seed_gets_an_agent_pool_and_frees_it_on_delete(
     settings = azure_settings(url)
     async with azure_backend(url, settings) as backend:
         stack.add_provisioner(
-            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
+            ),
+            backend,
         )
         cluster.apply(inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
         obj = await until(kube, namespace, "phi", resource_ready, what="ResourceReady=True")
@@ -340,7 +349,10 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
     settings = azure_settings(url)
     async with azure_backend(url, settings) as backend:
         stack.add_provisioner(
-            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
+            ),
+            backend,
         )
         cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
         obj = await until(kube, namespace, "auto", resource_ready, what="ResourceReady=True")
@@ -383,7 +395,9 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
     ]
     assert ready_events
     trace_ids = {s.context.trace_id for s in provision}
-    assert len(trace_ids) == 1, "the provision spans are not in one rollout trace"
+    rollout = rollout_context(obj["metadata"]["annotations"])
+    rollout_trace_id = trace.get_current_span(rollout).get_span_context().trace_id
+    assert trace_ids == {rollout_trace_id}, "the provision spans are not in the rollout's trace"
 
 
 async def test_re_plans_stop_at_max_replans_with_the_reason(
@@ -400,7 +414,10 @@ async def test_re_plans_stop_at_max_replans_with_the_reason(
     once = ProvisioningSettings(check_interval_s=1.0, max_replans=1)
     async with azure_backend(url, settings) as backend:
         stack.add_provisioner(
-            ProvisionerSettings(backend="azure", provisioning=once, azure=settings), backend
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=once, azure=settings
+            ),
+            backend,
         )
         cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
         obj = await until(
@@ -429,7 +446,10 @@ async def test_azure_multi_node_plan_gets_one_pool_with_all_nodes(
     settings = azure_settings(url)
     async with azure_backend(url, settings) as backend:
         stack.add_provisioner(
-            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
+            ),
+            backend,
         )
         cluster.apply(
             inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
@@ -449,7 +469,9 @@ async def test_azure_multi_node_plan_gets_one_pool_with_all_nodes(
 async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
     cluster: LocalCluster, namespace: str, kube: KubeClient, stack: Stack
 ) -> None:
-    stack.add_provisioner(ProvisionerSettings(backend="byo", provisioning=FAST), ByoBackend())
+    stack.add_provisioner(
+        ProvisionerSettings(namespace=namespace, backend="byo", provisioning=FAST), ByoBackend()
+    )
     label = {"apps": namespace}  # unique to this test, so other tests' nodes do not match
     doc = inference("mine", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
     doc["resource"]["labelSelector"] = {"matchLabels": label}
@@ -499,7 +521,10 @@ async def test_a_slow_pool_times_out_with_a_reason_and_recovers(
     impatient = ProvisioningSettings(check_interval_s=0.5, readiness_timeout_s=1.5)
     async with azure_backend(url, settings) as backend:
         stack.add_provisioner(
-            ProvisionerSettings(backend="azure", provisioning=impatient, azure=settings), backend
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=impatient, azure=settings
+            ),
+            backend,
         )
         cluster.apply(inference("slow", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
         obj = await until(
@@ -539,7 +564,10 @@ async def test_orphaned_pools_and_claims_are_removed(
         assert (await backend.ensure(orphan)).waiting == []
         assert len(await workspace_nodes(kube, namespace, "gone")) == 1
         provisioner = stack.add_provisioner(
-            ProvisionerSettings(backend="azure", provisioning=FAST, azure=settings), backend
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
+            ),
+            backend,
         )
         removed = await provisioner.collect_orphans()
     assert removed == [naming.agent_pool_name(orphan.uid, "Standard_NC6s_v3")]
@@ -551,9 +579,15 @@ async def test_orphaned_pools_and_claims_are_removed(
 
 
 def provisioner_process(
-    cluster: LocalCluster, nats: LocalNats, stream: StreamSpec, log_dir: Path, **env: str
+    cluster: LocalCluster,
+    nats: LocalNats,
+    stream: StreamSpec,
+    namespace: str,
+    log_dir: Path,
+    **env: str,
 ) -> ManagedProcess:
     settings = {
+        "KAIRYU_NAMESPACE": namespace,
         "KAIRYU_NATS__URL": nats.url,
         "KAIRYU_NATS__STREAM": stream.name,
         "KAIRYU_NATS__SUBJECT_PREFIX": stream.subjects.prefix,
@@ -598,7 +632,7 @@ async def test_azure_provisioner_killed_mid_create_leaves_exactly_the_planned_no
         "KAIRYU_AZURE__CREDENTIAL": "none",
         "KAIRYU_AZURE__POLLING_INTERVAL_S": "0.2",
     }
-    first = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    first = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     first.start()
     doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
     cluster.apply(doc)
@@ -608,7 +642,7 @@ async def test_azure_provisioner_killed_mid_create_leaves_exactly_the_planned_no
 
     await wait_for(creating, "the agent pool PUT")
     first.kill()  # SIGKILL while Azure is still creating the pool
-    second = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    second = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     second.start()
     try:
         obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
@@ -648,7 +682,7 @@ async def test_karpenter_provisioner_killed_mid_launch_leaves_exactly_the_planne
         "KAIRYU_KARPENTER__NODE_CLASS_NAME": "slow",
         "KAIRYU_KARPENTER__NODE_POOL": "kaito-slow",
     }
-    first = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    first = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     first.start()
     doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
     cluster.apply(doc)
@@ -661,7 +695,7 @@ async def test_karpenter_provisioner_killed_mid_launch_leaves_exactly_the_planne
     await wait_for(claimed, "the first NodeClaim")
     first.kill()
     assert await workspace_nodes(kube, namespace, "big") == [], "killed too late to matter"
-    second = provisioner_process(cluster, nats_server, stream_spec, tmp_path, **env)
+    second = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     second.start()
     try:
         obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")

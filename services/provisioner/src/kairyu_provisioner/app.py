@@ -118,7 +118,7 @@ class Provisioner:
 
     async def check_waiting(self) -> None:
         """Check every Workspace whose nodes are not settled (timeouts, BYO nodes, deletions)."""
-        listed = await self._kube.list(resources.WORKSPACES)
+        listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
         for item in listed.get("items") or []:
             meta = item["metadata"]
             item.setdefault("apiVersion", resources.WORKSPACES.api_version)
@@ -144,22 +144,25 @@ class Provisioner:
             except ValidationError:
                 return  # the planner explains unreadable Workspaces in Planned
             meta = workspace.metadata
-            ctx = rollout_context(meta.annotations)
+            deleting = meta.deletion_timestamp is not None
+            target = None if deleting else target_of(workspace, self._catalog)
+            if not deleting and target is None:
+                return  # not planned (yet) for this generation
+            if deleting and naming.FINALIZER not in (meta.finalizers or []):
+                return  # nothing of ours to free
             with tracer.start_as_current_span(
                 "provision",
-                context=ctx,
+                # The rollout's trace, whichever event or timer led here (design.md).
+                context=rollout_context(meta.annotations),
                 attributes={
                     "kairyu.workspace": f"{namespace}/{name}",
                     "kairyu.generation": meta.generation or 0,
                     "kairyu.provisioner.backend": self._backend.name,
                 },
             ) as span:
-                if meta.deletion_timestamp is not None:
+                if target is None:
                     await self._release(raw, workspace, span)
                     return
-                target = target_of(workspace, self._catalog)
-                if target is None:
-                    return  # not planned (yet) for this generation
                 span.set_attributes(
                     {
                         "kairyu.plan.instance_type": target.instance_type,
@@ -320,8 +323,6 @@ class Provisioner:
     # ------------------------------------------------------------------ deletion
     async def _release(self, raw: dict[str, Any], workspace: Workspace, span: trace.Span) -> None:
         meta = workspace.metadata
-        if naming.FINALIZER not in (meta.finalizers or []):
-            return
         namespace, name, uid = meta.namespace or "", meta.name or "", meta.uid or ""
         left = await self._backend.release(namespace, name, uid)
         nodes = await self._kube.list(
@@ -348,6 +349,8 @@ class Provisioner:
         """Remove NodeClaims / agent pools whose Workspace no longer exists; return their names."""
         removed = []
         for owned in await self._backend.owned():
+            if self._settings.namespace not in (None, owned.namespace):
+                continue
             try:
                 live = await self._kube.get(
                     resources.WORKSPACES, owned.workspace, namespace=owned.namespace
@@ -370,22 +373,44 @@ class Provisioner:
     # ------------------------------------------------------------------ writes
     async def _add_finalizer(self, raw: dict[str, Any]) -> None:
         meta = raw["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if naming.FINALIZER in finalizers:
+        for _ in range(3):
+            finalizers = meta.get("finalizers") or []
+            if naming.FINALIZER in finalizers:
+                return
+            # The uid guards against a re-created namesake; with no finalizers yet the whole list
+            # is written, so the resourceVersion guards against one added meanwhile.
+            ops: list[dict[str, Any]] = [
+                {"op": "test", "path": "/metadata/uid", "value": meta["uid"]}
+            ]
+            if finalizers:
+                ops.append(
+                    {"op": "add", "path": "/metadata/finalizers/-", "value": naming.FINALIZER}
+                )
+            else:
+                ops += [
+                    {
+                        "op": "test",
+                        "path": "/metadata/resourceVersion",
+                        "value": meta["resourceVersion"],
+                    },
+                    {"op": "add", "path": "/metadata/finalizers", "value": [naming.FINALIZER]},
+                ]
+            try:
+                updated = await self._kube.patch(
+                    resources.WORKSPACES, meta["name"], ops, namespace=meta["namespace"]
+                )
+            except (errors.InvalidError, errors.ConflictError):
+                # A failed `test` (the object changed since it was read): read it and try again.
+                fresh = await self._kube.get(
+                    resources.WORKSPACES, meta["name"], namespace=meta["namespace"]
+                )
+                if fresh["metadata"].get("uid") != meta["uid"]:
+                    raise
+                meta.update(fresh["metadata"])
+                continue
+            meta.update(updated["metadata"])
             return
-        ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
-            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]},
-        ]
-        if finalizers:
-            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": naming.FINALIZER})
-        else:
-            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [naming.FINALIZER]})
-        updated = await self._kube.patch(
-            resources.WORKSPACES, meta["name"], ops, namespace=meta["namespace"]
-        )
-        meta["resourceVersion"] = updated["metadata"]["resourceVersion"]
-        meta["finalizers"] = updated["metadata"].get("finalizers")
+        raise errors.ConflictError(f"could not add the finalizer to {meta['name']}")
 
     async def _remove_finalizer(self, raw: dict[str, Any]) -> None:
         meta = raw["metadata"]

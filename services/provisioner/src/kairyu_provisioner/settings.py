@@ -71,6 +71,8 @@ class ProvisionerSettings(ServiceSettings):
 
     service_name: str = "kairyu-provisioner"
     backend: Backend = "karpenter"
+    namespace: str | None = None
+    """Only Workspaces of this namespace (and only their orphans); all namespaces when unset."""
     provisioning: ProvisioningSettings = ProvisioningSettings()
     karpenter: KarpenterSettings = KarpenterSettings()
     azure: AzureSettings = AzureSettings()
