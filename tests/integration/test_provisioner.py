@@ -126,6 +126,26 @@ async def fake_arm(kube: KubeClient) -> AsyncIterator[tuple[FakeArm, str]]:
 
 
 @contextlib.asynccontextmanager
+async def azure_provisioner(
+    stack: Stack,
+    url: str,
+    namespace: str,
+    *,
+    provisioning: ProvisioningSettings = FAST,
+    **azure: Any,
+) -> AsyncIterator[Provisioner]:
+    """A provisioner on the Azure backend, talking to the local ARM endpoint at `url`."""
+    settings = azure_settings(url, **azure)
+    async with azure_backend(url, settings) as backend:
+        yield stack.add_provisioner(
+            ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=provisioning, azure=settings
+            ),
+            backend,
+        )
+
+
+@contextlib.asynccontextmanager
 async def azure_backend(url: str, settings: AzureSettings) -> AsyncIterator[AzureBackend]:
     async with ContainerServiceClient(
         object(),  # type: ignore[arg-type]  # no token for the local endpoint
@@ -302,14 +322,7 @@ async def test_azure_seed_gets_an_agent_pool_and_frees_it_on_delete(
     fake_arm: tuple[FakeArm, str],
 ) -> None:
     arm, url = fake_arm
-    settings = azure_settings(url)
-    async with azure_backend(url, settings) as backend:
-        stack.add_provisioner(
-            ProvisionerSettings(
-                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
-            ),
-            backend,
-        )
+    async with azure_provisioner(stack, url, namespace):
         cluster.apply(inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
         obj = await until(kube, namespace, "phi", resource_ready, what="ResourceReady=True")
         uid = obj["metadata"]["uid"]
@@ -346,14 +359,7 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
 ) -> None:
     arm, url = fake_arm
     arm.deny("Standard_NC4as_T4_v3", "QuotaExceeded")
-    settings = azure_settings(url)
-    async with azure_backend(url, settings) as backend:
-        stack.add_provisioner(
-            ProvisionerSettings(
-                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
-            ),
-            backend,
-        )
+    async with azure_provisioner(stack, url, namespace):
         cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
         obj = await until(kube, namespace, "auto", resource_ready, what="ResourceReady=True")
     plan = obj["status"]["plan"]
@@ -410,15 +416,8 @@ async def test_re_plans_stop_at_max_replans_with_the_reason(
     arm, url = fake_arm
     arm.deny("Standard_NC4as_T4_v3", "QuotaExceeded")
     arm.deny("Standard_NC8as_T4_v3", "ZonalAllocationFailed")
-    settings = azure_settings(url)
     once = ProvisioningSettings(check_interval_s=1.0, max_replans=1)
-    async with azure_backend(url, settings) as backend:
-        stack.add_provisioner(
-            ProvisionerSettings(
-                namespace=namespace, backend="azure", provisioning=once, azure=settings
-            ),
-            backend,
-        )
+    async with azure_provisioner(stack, url, namespace, provisioning=once):
         cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
         obj = await until(
             kube,
@@ -443,14 +442,7 @@ async def test_azure_multi_node_plan_gets_one_pool_with_all_nodes(
     fake_arm: tuple[FakeArm, str],
 ) -> None:
     arm, url = fake_arm
-    settings = azure_settings(url)
-    async with azure_backend(url, settings) as backend:
-        stack.add_provisioner(
-            ProvisionerSettings(
-                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
-            ),
-            backend,
-        )
+    async with azure_provisioner(stack, url, namespace):
         cluster.apply(
             inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
         )
@@ -517,15 +509,10 @@ async def test_a_slow_pool_times_out_with_a_reason_and_recovers(
 ) -> None:
     arm, url = fake_arm
     arm.operation_delay_s = 6.0
-    settings = azure_settings(url, operation_wait_s=0.5)
     impatient = ProvisioningSettings(check_interval_s=0.5, readiness_timeout_s=1.5)
-    async with azure_backend(url, settings) as backend:
-        stack.add_provisioner(
-            ProvisionerSettings(
-                namespace=namespace, backend="azure", provisioning=impatient, azure=settings
-            ),
-            backend,
-        )
+    async with azure_provisioner(
+        stack, url, namespace, provisioning=impatient, operation_wait_s=0.5
+    ):
         cluster.apply(inference("slow", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
         obj = await until(
             kube,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,11 +10,9 @@ from azure.core.pipeline.policies import SansIOHTTPPolicy
 from azure.identity.aio import DefaultAzureCredential
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 
-from kairyu_core import logging as kairyu_logging
-from kairyu_core import tracing
-from kairyu_core.bus import Bus, Consumer, StreamSpec
+from kairyu_core import service
+from kairyu_core.bus import Consumer
 from kairyu_core.catalog import load_catalog
-from kairyu_core.events import Subjects
 from kairyu_core.kube import KubeClient
 from kairyu_provisioner.app import CONSUMED, Provisioner, consumer_spec
 from kairyu_provisioner.backends import Backend
@@ -58,48 +54,30 @@ async def azure_credential(settings: AzureSettings) -> AsyncIterator[object]:
 
 async def serve(settings: ProvisionerSettings) -> None:
     catalog = load_catalog()
-    stream = StreamSpec(
-        name=settings.nats.stream, subjects=Subjects(prefix=settings.nats.subject_prefix)
-    )
-    bus = await Bus.connect(settings.nats.url, name=settings.service_name, stream=stream)
-    kube = await KubeClient.connect(settings.kube.kubeconfig)
-    try:
-        await bus.ensure_stream()
-        async with backend_for(settings, kube) as backend:
-            await backend.prepare()
-            provisioner = Provisioner(
-                settings=settings, bus=bus, kube=kube, catalog=catalog, backend=backend
-            )
-            consumer = Consumer(
-                bus,
-                consumer_spec(settings, bus),
-                service=settings.service_name,
-                events=CONSUMED,
-                handler=provisioner.handle,
-            )
-            stopping = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stopping.set)
-            consuming = asyncio.create_task(consumer.run())
-            periodic = asyncio.create_task(provisioner.run_periodic())
-            await asyncio.wait(
-                [consuming, periodic, asyncio.create_task(stopping.wait())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            periodic.cancel()
-            await consumer.stop(settings.shutdown_grace_s)
-            await asyncio.gather(consuming, periodic, return_exceptions=True)
-    finally:
-        await kube.close()
-        await bus.close()
+    async with (
+        service.connections(settings) as (bus, kube),
+        backend_for(settings, kube) as backend,
+    ):
+        await backend.prepare()
+        provisioner = Provisioner(
+            settings=settings, bus=bus, kube=kube, catalog=catalog, backend=backend
+        )
+        consumer = Consumer(
+            bus,
+            consumer_spec(settings, bus),
+            service=settings.service_name,
+            events=CONSUMED,
+            handler=provisioner.handle,
+        )
+        await service.run_until_stopped(
+            consumer=consumer,
+            background=[provisioner.run_periodic()],
+            grace_s=settings.shutdown_grace_s,
+        )
 
 
 def main() -> None:
-    settings = ProvisionerSettings()
-    kairyu_logging.configure(settings.log, service=settings.service_name)
-    tracing.configure(settings.service_name)
-    asyncio.run(serve(settings))
+    service.main(ProvisionerSettings, serve)
 
 
 if __name__ == "__main__":
