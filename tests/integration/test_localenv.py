@@ -64,14 +64,19 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                     break
                 shown.append(line)
             assert ready is not None, f"the launcher never became ready:\n{log.read_text()}"
-            # `kubectl get workspace`: the seed's nodes came from Karpenter and are Ready.
+            # `kubectl get workspace`: nodes from Karpenter, the workload Running on them.
             header, row = next(
                 (line.split(), shown[i + 1].split())
                 for i, line in enumerate(shown)
                 if line.startswith("NAMESPACE")
             )
             columns = dict(zip(header, row, strict=False))
-            assert (columns["NAME"], columns["RESOURCEREADY"]) == ("workspace-phi-3-mini", "True")
+            assert (
+                columns["NAME"],
+                columns["RESOURCEREADY"],
+                columns["INFERENCEREADY"],
+                columns["WORKSPACEREADY"],
+            ) == ("workspace-phi-3-mini", "True", "True", "True")
             assert ready["kubeconfig"] == str((tmp_path / "kubeconfig").resolve())
             started = children_of(launcher.pid)
             names = {Path(f"/proc/{p}/exe").resolve().name for p in started}

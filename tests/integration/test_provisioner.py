@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.api import LabelSelector
-from kairyu_core.bus import Bus, Consumer, StreamSpec
+from kairyu_core.bus import Bus, StreamSpec
 from kairyu_core.catalog import load_catalog
 from kairyu_core.events import NodesReady
 from kairyu_core.kube import KubeClient, resources
@@ -33,6 +33,7 @@ from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.stack import Stack as TestStack
 from kairyu_core.tracing import rollout_context
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
 from kairyu_planner.app import Planner
@@ -58,11 +59,12 @@ SUB, RG, AKS = "sub-123", "rg", "aks1"
 FAST = ProvisioningSettings(check_interval_s=1.0, readiness_timeout_s=60.0)
 
 
-class Stack:
-    """Watcher, planner and (optionally) provisioner on the test's stream."""
+class Stack(TestStack):
+    """Watcher and planner on the test's stream; the test adds the provisioner it needs."""
 
     def __init__(self, bus: Bus, kube: KubeClient, namespace: str) -> None:
-        self.bus, self.kube = bus, kube
+        super().__init__(bus)
+        self.kube = kube
         planner_settings = PlannerSettings()
         planner = Planner(settings=planner_settings, bus=bus, kube=kube, catalog=load_catalog())
         watcher = Watcher(
@@ -70,44 +72,26 @@ class Stack:
             bus=bus,
             kube=kube,
         )
-        self.consumers = [
-            Consumer(
-                bus,
-                planner_consumer(planner_settings, bus),
-                service=planner_settings.service_name,
-                events=PLANNER_EVENTS,
-                handler=planner.handle,
-            )
-        ]
-        self.tasks = [
-            asyncio.create_task(watcher.run()),
-            asyncio.create_task(self.consumers[0].run()),
-        ]
+        self.run(watcher.run())
+        self.consume(
+            planner_consumer(planner_settings, bus),
+            service=planner_settings.service_name,
+            events=PLANNER_EVENTS,
+            handler=planner.handle,
+        )
 
     def add_provisioner(self, settings: ProvisionerSettings, backend: Backend) -> Provisioner:
         provisioner = Provisioner(
             settings=settings, bus=self.bus, kube=self.kube, catalog=load_catalog(), backend=backend
         )
-        consumer = Consumer(
-            self.bus,
+        self.consume(
             consumer_spec(settings, self.bus),
             service=settings.service_name,
             events=CONSUMED,
             handler=provisioner.handle,
         )
-        self.consumers.append(consumer)
-        self.tasks += [
-            asyncio.create_task(consumer.run()),
-            asyncio.create_task(provisioner.run_periodic()),
-        ]
+        self.run(provisioner.run_periodic())
         return provisioner
-
-    async def stop(self) -> None:
-        for consumer in self.consumers:
-            await consumer.stop(grace_s=1)
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 @pytest.fixture

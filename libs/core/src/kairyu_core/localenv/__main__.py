@@ -216,6 +216,10 @@ def main() -> int:
             cluster.kubectl(
                 "wait", "--for=condition=ResourceReady", "--timeout=120s", "-f", str(workspace)
             )
+        if any(p.name == "kairyu_deployer" for p in services):
+            cluster.kubectl(
+                "wait", "--for=condition=WorkspaceReady", "--timeout=120s", "-f", str(workspace)
+            )
         if services:
             # The watcher writes status.state: waiting for it shows the services are working.
             cluster.kubectl(

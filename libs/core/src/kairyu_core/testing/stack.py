@@ -1,0 +1,46 @@
+"""Services in the test's event loop: their consumers and background tasks, stopped in order.
+
+Tests wire the services they need (core does not import services); this only runs them and
+shuts them down the way a service's `__main__` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler
+from kairyu_core.events import Event
+
+
+class Stack:
+    """Consumers and tasks of in-process services on one bus."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._consumers: list[Consumer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def consume(
+        self,
+        spec: ConsumerSpec,
+        *,
+        service: str,
+        events: Mapping[str, type[Event]],
+        handler: Handler,
+    ) -> Consumer:
+        consumer = Consumer(self.bus, spec, service=service, events=events, handler=handler)
+        self._consumers.append(consumer)
+        self.run(consumer.run())
+        return consumer
+
+    def run(self, work: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.append(asyncio.create_task(work))
+
+    async def stop(self) -> None:
+        for consumer in self._consumers:
+            await consumer.stop(grace_s=1)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

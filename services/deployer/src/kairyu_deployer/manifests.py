@@ -1,0 +1,352 @@
+"""The inference workload of a Workspace, as KAITO builds it (pure; kaito-facts §5).
+
+One node: a Deployment. Several nodes: a StatefulSet with a headless Service, pod 0 leading.
+Always a Service `<name>` (80 → 5000, and 29500 for multi-node), and the inference ConfigMap
+(`inference_config.yaml`): the user's `inference.config` when named, else a default one. Pods
+request the plan's GPUs per node, tolerate the GPU taints, and are pinned to exactly the nodes the
+provisioner reported in `status.workerNodes`. Adapters are copied in by init containers and passed
+to the runtime. Every object is owned by the Workspace, so Kubernetes removes them with it.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from kairyu_core.api import AdapterSpec, Plan
+from kairyu_core.catalog import Preset
+from kairyu_deployer.settings import WorkloadSettings
+
+JSON = dict[str, Any]
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+HTTP_PORT = 5000
+TORCH_PORT = 29500
+RAY_PORT = 6379
+CONFIG_KEY = "inference_config.yaml"
+CONFIG_DIR = "/mnt/config"
+ADAPTER_DIR = "/mnt/adapter"
+WEIGHTS_DIR = "/workspace/weights"
+DEFAULT_CONFIG = "kv_cache_cpu_memory_utilization: 0.5\nvllm:\n  cpu-offload-gb: 0\n"
+TOLERATIONS = [
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+]
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Everything the workload depends on, read from the Workspace and the catalog."""
+
+    namespace: str
+    name: str
+    uid: str
+    api_version: str
+    kind: str
+    plan: Plan
+    worker_nodes: list[str]
+    image: str
+    preset: Preset | None = None
+    adapters: list[AdapterSpec] = field(default_factory=list)
+    config: str | None = None
+    """The user's ConfigMap; None means the default one is generated."""
+    model_access_secret: str | None = None
+    image_pull_secrets: list[str] = field(default_factory=list)
+    template: JSON | None = None
+    """inference.template: the user's PodTemplateSpec, run as is (KAITO's custom model path)."""
+
+    @property
+    def multi_node(self) -> bool:
+        return self.plan.node_count > 1
+
+    @property
+    def config_map(self) -> str:
+        return self.config or f"{self.name}-inference-config"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {WORKSPACE_LABEL: self.name, WORKSPACE_NAMESPACE_LABEL: self.namespace}
+
+
+def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
+    """The objects to apply, in order: config, services, workload."""
+    built = []
+    if inference.config is None:
+        built.append(config_map(inference))
+    built.append(service(inference))
+    if inference.multi_node:
+        built.append(headless_service(inference))
+    built.append(workload(inference, settings))
+    return built
+
+
+def _meta(inference: Inference, name: str) -> JSON:
+    return {
+        "name": name,
+        "namespace": inference.namespace,
+        "labels": dict(inference.labels),
+        "ownerReferences": [
+            {
+                "apiVersion": inference.api_version,
+                "kind": inference.kind,
+                "name": inference.name,
+                "uid": inference.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def config_map(inference: Inference) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(inference, inference.config_map),
+        "data": {CONFIG_KEY: DEFAULT_CONFIG},
+    }
+
+
+def service(inference: Inference) -> JSON:
+    ports = [{"name": "http", "port": 80, "targetPort": HTTP_PORT, "protocol": "TCP"}]
+    selector = dict(inference.labels)
+    if inference.multi_node:
+        ports.append({"name": "torch", "port": TORCH_PORT, "targetPort": TORCH_PORT})
+        # Only the leader serves; the other pods are pipeline stages behind it.
+        selector["statefulset.kubernetes.io/pod-name"] = f"{inference.name}-0"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(inference, inference.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": ports,
+            "publishNotReadyAddresses": True,
+        },
+    }
+
+
+def headless_service(inference: Inference) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(inference, f"{inference.name}-headless"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": dict(inference.labels),
+            "ports": [
+                {"name": "torch", "port": TORCH_PORT, "targetPort": TORCH_PORT},
+                {"name": "ray", "port": RAY_PORT, "targetPort": RAY_PORT},
+            ],
+            "publishNotReadyAddresses": True,
+        },
+    }
+
+
+def startup_seconds(inference: Inference, settings: WorkloadSettings) -> int:
+    """How long the model may take to start: a base plus download and load time of its weights."""
+    weights = inference.preset.weights_gib if inference.preset else 0.0
+    return settings.startup_base_s + math.ceil(weights * settings.startup_s_per_gib)
+
+
+def command(inference: Inference) -> str:
+    """The runtime's shell command (KAITO wraps it in /bin/sh -c)."""
+    args = list(inference.plan.runtime_args or [])
+    if inference.plan.runtime == "transformers":
+        launch = (
+            "accelerate launch --num_processes=1 --num_machines=1 --machine_rank=0 "
+            "--gpu_ids=all /workspace/tfs/inference_api.py"
+        )
+        return " ".join([launch, *(shlex.quote(a) for a in args)])
+    args.append(f"--kaito-config-file={CONFIG_DIR}/{CONFIG_KEY}")
+    args.append(f"--download-dir={WEIGHTS_DIR}")
+    if inference.adapters:
+        modules = " ".join(
+            shlex.quote(f"{a.source.name}={ADAPTER_DIR}/{a.source.name}")
+            for a in inference.adapters
+        )
+        args.append(f"--enable-lora --lora-modules {modules}")
+    serve = "python3 /workspace/vllm/inference_api.py " + " ".join(
+        a if a.startswith("--enable-lora") else shlex.quote(a) for a in args
+    )
+    if not inference.multi_node:
+        return serve
+    leader = f"{inference.name}-0.{inference.name}-headless.{inference.namespace}.svc.cluster.local"
+    size = inference.plan.node_count
+    return (
+        f'if [ "${{POD_INDEX}}" = "0" ]; then '
+        f"/workspace/vllm/multi-node-serving.sh leader --ray_cluster_size={size} "
+        f"--ray_port={RAY_PORT}; {serve}; "
+        f"else /workspace/vllm/multi-node-serving.sh worker --ray_address={leader} "
+        f"--ray_port={RAY_PORT}; fi"
+    )
+
+
+def _probes(inference: Inference, settings: WorkloadSettings) -> JSON:
+    health = {"httpGet": {"path": "/health", "port": HTTP_PORT}}
+    return {
+        "startupProbe": {
+            **health,
+            "periodSeconds": 10,
+            "failureThreshold": math.ceil(startup_seconds(inference, settings) / 10),
+        },
+        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**health, "periodSeconds": 10},
+    }
+
+
+def _adapter_init(adapter: AdapterSpec, settings: WorkloadSettings) -> JSON:
+    name = adapter.source.name
+    image = adapter.source.image or ""
+    script = (
+        "set -eu; "
+        f"skopeo copy docker://{shlex.quote(image)} dir:/tmp/image; "
+        "mkdir -p /tmp/rootfs; "
+        "for layer in $(ls /tmp/image | grep -v -e json -e version); do "
+        'tar -xf "/tmp/image/$layer" -C /tmp/rootfs; done; '
+        f"cp -r /tmp/rootfs/data/. {ADAPTER_DIR}/{name}/"
+    )
+    return {
+        "name": f"puller-{name}",
+        "image": settings.adapter_puller_image,
+        "command": ["/bin/sh", "-c", script],
+        "volumeMounts": [{"name": "adapter-volume", "mountPath": ADAPTER_DIR}],
+    }
+
+
+def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
+    """The pod template's spec for a preset model."""
+    gpus = str(inference.plan.gpus_per_node)
+    env: list[JSON] = [{"name": "VLLM_USE_FLASHINFER_SAMPLER", "value": "0"}]
+    if inference.model_access_secret:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": inference.model_access_secret,
+                        "key": "HF_TOKEN",
+                        "optional": True,
+                    }
+                },
+            }
+        )
+    env += [{"name": a.source.name, "value": a.strength or "1.0"} for a in inference.adapters]
+    if inference.multi_node:
+        env.append(
+            {
+                "name": "POD_INDEX",
+                "valueFrom": {
+                    "fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}
+                },
+            }
+        )
+    volumes: list[JSON] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "config-volume", "configMap": {"name": inference.config_map}},
+        {"name": "model-weights-volume", "emptyDir": {}},
+        {"name": "adapter-volume", "emptyDir": {}},
+    ]
+    mounts: list[JSON] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - shared memory for NCCL, not a temp file
+        {"name": "config-volume", "mountPath": CONFIG_DIR},
+        {"name": "model-weights-volume", "mountPath": WEIGHTS_DIR},
+        {"name": "adapter-volume", "mountPath": ADAPTER_DIR},
+    ]
+    init: list[JSON] = []
+    for adapter in inference.adapters:
+        if adapter.source.image:
+            init.append(_adapter_init(adapter, settings))
+        elif adapter.source.volume_source:
+            volume = f"adapter-{adapter.source.name}"
+            volumes.append({"name": volume, **adapter.source.volume_source})
+            mounts.append({"name": volume, "mountPath": f"{ADAPTER_DIR}/{adapter.source.name}"})
+    container = {
+        "name": inference.name,
+        "image": inference.image,
+        "command": ["/bin/sh", "-c"],
+        "args": [command(inference)],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT}],
+        "env": env,
+        "resources": {"requests": {"nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}},
+        "volumeMounts": mounts,
+        **_probes(inference, settings),
+    }
+    spec: JSON = {
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": list(TOLERATIONS),
+        "affinity": _affinity(inference),
+    }
+    if init:
+        spec["initContainers"] = init
+    secrets = inference.image_pull_secrets + [
+        s for a in inference.adapters for s in (a.source.image_pull_secrets or [])
+    ]
+    if secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(secrets)]
+    return spec
+
+
+def _affinity(inference: Inference) -> JSON:
+    # metadata.name, not kubernetes.io/hostname: Karpenter sets the hostname label to the
+    # NodeClaim's name, which is not the node's.
+    term = {
+        "matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": sorted(inference.worker_nodes)}
+        ]
+    }
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+        }
+    }
+
+
+def _template_spec(inference: Inference) -> JSON:
+    """The user's pod template, with the Workspace's placement added (KAITO's template path)."""
+    spec = dict((inference.template or {}).get("spec") or {})
+    spec["affinity"] = _affinity(inference)
+    spec["tolerations"] = list(spec.get("tolerations") or []) + list(TOLERATIONS)
+    return spec
+
+
+def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
+    """A Deployment for one node, a StatefulSet for several."""
+    template_meta = dict((inference.template or {}).get("metadata") or {})
+    pod_labels = {**(template_meta.get("labels") or {}), **inference.labels}
+    spec = _template_spec(inference) if inference.template else pod_spec(inference, settings)
+    template = {"metadata": {"labels": pod_labels}, "spec": spec}
+    selector = {"matchLabels": dict(inference.labels)}
+    if inference.multi_node:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": _meta(inference, inference.name),
+            "spec": {
+                "replicas": inference.plan.node_count,
+                "serviceName": f"{inference.name}-headless",
+                "podManagementPolicy": "Parallel",
+                "selector": selector,
+                "template": template,
+            },
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(inference, inference.name),
+        "spec": {
+            "replicas": 1,
+            "selector": selector,
+            # The new pod starts before the old one stops: a spec change never leaves the
+            # Workspace without a serving replica.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": template,
+        },
+    }

@@ -1,0 +1,29 @@
+"""The deployer's settings (KAIRYU_* variables; kairyu_core.settings has the shared groups)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kairyu_core.settings import ServiceSettings
+
+
+class WorkloadSettings(BaseModel):
+    """Images and timings of the inference workloads (KAIRYU_WORKLOAD__*)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    adapter_puller_image: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
+    """Copies an adapter image's /data into the pod (KAITO's puller)."""
+    startup_base_s: int = Field(default=600, ge=0)
+    """Startup allowance before the weights: process start, CUDA init, graph capture."""
+    startup_s_per_gib: int = Field(default=10, ge=0)
+    """Download and load time per GiB of weights (about 100 MiB/s)."""
+
+
+class DeployerSettings(ServiceSettings):
+    """Settings of the deployer service."""
+
+    service_name: str = "kairyu-deployer"
+    namespace: str | None = None
+    """Only Workspaces of this namespace; all namespaces when unset."""
+    workload: WorkloadSettings = WorkloadSettings()

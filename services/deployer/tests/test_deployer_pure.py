@@ -1,0 +1,299 @@
+"""The deployer's pure parts: the workload KAITO would build, and InferenceReady from pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kairyu_core.api import AdapterSpec, Plan
+from kairyu_core.catalog import load_catalog
+from kairyu_deployer import manifests
+from kairyu_deployer.settings import WorkloadSettings
+from kairyu_deployer.status import verdict
+
+SETTINGS = WorkloadSettings()
+PHI = load_catalog().preset("phi-3-mini-4k-instruct")
+LLAMA = load_catalog().preset("llama-3.3-70b-instruct")
+
+
+def plan(**overrides: Any) -> Plan:
+    values: dict[str, Any] = {
+        "instance_type": "Standard_NC6s_v3",
+        "node_count": 1,
+        "gpus_per_node": 1,
+        "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1,
+        "dtype": "float16",
+        "runtime": "vllm",
+        "runtime_args": ["--model=microsoft/Phi-3-mini-4k-instruct", "--dtype=float16"],
+    }
+    return Plan.model_validate(values | overrides)
+
+
+def inference(**overrides: Any) -> manifests.Inference:
+    values: dict[str, Any] = {
+        "namespace": "ml",
+        "name": "phi",
+        "uid": "u-1",
+        "api_version": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "plan": plan(),
+        "worker_nodes": ["node-a"],
+        "image": "mcr.microsoft.com/aks/kaito/kaito-base:0.5.0",
+        "preset": PHI,
+    }
+    return manifests.Inference(**(values | overrides))
+
+
+def adapter(name: str, **source: Any) -> AdapterSpec:
+    return AdapterSpec.model_validate({"source": {"name": name, **source}, "strength": "0.5"})
+
+
+def kinds(objs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objs]
+
+
+def test_one_node_is_a_deployment_with_a_service_and_the_default_config() -> None:
+    objs = manifests.objects(inference(), SETTINGS)
+    assert kinds(objs) == [
+        ("ConfigMap", "phi-inference-config"),
+        ("Service", "phi"),
+        ("Deployment", "phi"),
+    ]
+    deployment = objs[-1]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "Workspace",
+        "phi",
+        "u-1",
+        True,
+    )
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"] == {
+        "kaito.sh/workspace": "phi",
+        "kaito.sh/workspacenamespace": "ml",
+    }
+    terms = pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert terms["nodeSelectorTerms"] == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}
+    ]
+
+
+def test_the_vllm_command_carries_the_plan_and_kaito_s_flags() -> None:
+    args = manifests.command(inference())
+    assert args == (
+        "python3 /workspace/vllm/inference_api.py --model=microsoft/Phi-3-mini-4k-instruct "
+        "--dtype=float16 --kaito-config-file=/mnt/config/inference_config.yaml "
+        "--download-dir=/workspace/weights"
+    )
+
+
+def test_transformers_runs_through_accelerate_with_the_plan_s_arguments() -> None:
+    tf = plan(
+        runtime="transformers", runtime_args=["--torch_dtype=float16", "--pipeline=text-generation"]
+    )
+    args = manifests.command(inference(plan=tf))
+    assert args.startswith("accelerate launch --num_processes=1")
+    assert args.endswith(
+        "/workspace/tfs/inference_api.py --torch_dtype=float16 --pipeline=text-generation"
+    )
+
+
+def test_several_nodes_are_a_statefulset_led_by_pod_0() -> None:
+    big = plan(
+        instance_type="Standard_NC24ads_A100_v4",
+        node_count=2,
+        pipeline_parallel_size=2,
+        runtime_args=["--model=meta-llama/Llama-3.3-70B-Instruct", "--pipeline-parallel-size=2"],
+    )
+    objs = manifests.objects(
+        inference(name="big", plan=big, preset=LLAMA, worker_nodes=["b", "a"]), SETTINGS
+    )
+    assert kinds(objs) == [
+        ("ConfigMap", "big-inference-config"),
+        ("Service", "big"),
+        ("Service", "big-headless"),
+        ("StatefulSet", "big"),
+    ]
+    service, headless, sts = objs[1], objs[2], objs[3]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        (80, 5000),
+        (29500, 29500),
+    ]
+    assert service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "big-0"
+    assert headless["spec"]["clusterIP"] == "None"
+    assert (sts["spec"]["replicas"], sts["spec"]["serviceName"]) == (2, "big-headless")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"][0]
+    assert args.startswith(
+        'if [ "${POD_INDEX}" = "0" ]; then /workspace/vllm/multi-node-serving.sh'
+    )
+    assert "leader --ray_cluster_size=2 --ray_port=6379; python3 /workspace/vllm/" in args
+    assert "--ray_address=big-0.big-headless.ml.svc.cluster.local" in args
+    assert any(e["name"] == "POD_INDEX" for e in container["env"])
+    affinity = sts["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    term = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    values = term["matchFields"][0]["values"]
+    assert values == ["a", "b"]
+
+
+def test_adapters_are_pulled_or_mounted_and_passed_to_vllm_with_their_strength() -> None:
+    adapters = [
+        adapter("style", image="registry.example/style:1", imagePullSecrets=["pull"]),
+        adapter("legal", volumeSource={"persistentVolumeClaim": {"claimName": "legal"}}),
+    ]
+    spec = manifests.pod_spec(inference(adapters=adapters), SETTINGS)
+    (init,) = spec["initContainers"]
+    assert init["name"] == "puller-style"
+    assert init["image"] == SETTINGS.adapter_puller_image
+    assert "skopeo copy docker://registry.example/style:1" in init["command"][2]
+    assert "/mnt/adapter/style/" in init["command"][2]
+    assert {"name": "adapter-legal", "persistentVolumeClaim": {"claimName": "legal"}} in spec[
+        "volumes"
+    ]
+    container = spec["containers"][0]
+    assert {"name": "adapter-legal", "mountPath": "/mnt/adapter/legal"} in container["volumeMounts"]
+    assert {"name": "style", "value": "0.5"} in container["env"]
+    assert spec["imagePullSecrets"] == [{"name": "pull"}]
+    assert (
+        "--enable-lora --lora-modules style=/mnt/adapter/style legal=/mnt/adapter/legal"
+        in container["args"][0]
+    )
+
+
+def test_a_user_config_map_is_mounted_instead_of_the_default() -> None:
+    objs = manifests.objects(inference(config="my-config"), SETTINGS)
+    assert "ConfigMap" not in [k for k, _ in kinds(objs)]
+    volumes = objs[-1]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config-volume", "configMap": {"name": "my-config"}} in volumes
+
+
+def test_a_user_template_runs_as_is_on_the_workspace_s_nodes() -> None:
+    template = {
+        "metadata": {"labels": {"app": "custom"}},
+        "spec": {"containers": [{"name": "mine", "image": "example/server:1"}]},
+    }
+    deployment = manifests.workload(inference(template=template, preset=None), SETTINGS)
+    pod = deployment["spec"]["template"]
+    assert pod["spec"]["containers"] == [{"name": "mine", "image": "example/server:1"}]
+    assert pod["metadata"]["labels"]["app"] == "custom"
+    assert pod["metadata"]["labels"]["kaito.sh/workspace"] == "phi"
+    assert {t["key"] for t in pod["spec"]["tolerations"]} == {"sku", "nvidia.com/gpu"}
+    assert "affinity" in pod["spec"]
+
+
+def test_the_startup_allowance_grows_with_the_weights() -> None:
+    small = manifests.startup_seconds(inference(), SETTINGS)
+    large = manifests.startup_seconds(inference(preset=LLAMA), SETTINGS)
+    assert PHI is not None
+    assert LLAMA is not None
+    assert small == 600 + round(PHI.weights_gib * 10 + 0.5)
+    assert large > small
+    probe = manifests.pod_spec(inference(preset=LLAMA), SETTINGS)["containers"][0]["startupProbe"]
+    assert probe["failureThreshold"] * probe["periodSeconds"] >= large
+
+
+# ---------------------------------------------------------------------- InferenceReady
+
+
+def deployment(ready: int, *, replicas: int = 1, updated: int | None = None) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "phi", "generation": 2},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": ready,
+            "updatedReplicas": ready if updated is None else updated,
+        },
+    }
+
+
+def pod(name: str = "phi-1", **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": status}
+
+
+def waiting(reason: str, message: str = "") -> dict[str, Any]:
+    return {"name": "phi", "state": {"waiting": {"reason": reason, "message": message}}}
+
+
+def test_ready_replicas_at_the_current_revision_make_inference_ready() -> None:
+    result = verdict(deployment(1), [pod()])
+    assert (result.ready, result.reason) == (True, "WorkspaceInferenceStatusSuccess")
+
+
+def test_a_workload_not_yet_ready_without_a_pod_problem_is_pending() -> None:
+    result = verdict(deployment(0), [pod(phase="Pending")])
+    assert (result.ready, result.reason, result.message) == (
+        False,
+        "WorkspaceInferenceStatusPending",
+        "Deployment 0 of 1 replicas ready",
+    )
+    assert verdict(None, []).reason == "WorkspaceInferenceStatusPending"
+
+
+def test_pod_problems_become_kaito_s_reasons_with_the_real_message() -> None:
+    cases = [
+        (
+            pod(containerStatuses=[waiting("ImagePullBackOff", "Back-off pulling image x")]),
+            "ImagePullError",
+            "Back-off pulling image x",
+        ),
+        (
+            pod(initContainerStatuses=[waiting("ErrImagePull", "no such host")]),
+            "ImagePullError",
+            "no such host",
+        ),
+        (
+            pod(containerStatuses=[waiting("CrashLoopBackOff", "back-off 5m0s")]),
+            "ContainerCrashLoopBackOff",
+            "back-off 5m0s",
+        ),
+        (
+            pod(
+                containerStatuses=[
+                    {
+                        "name": "phi",
+                        "state": {"running": {}},
+                        "lastState": {"terminated": {"reason": "OOMKilled"}},
+                    }
+                ]
+            ),
+            "ContainerOOMKilled",
+            "killed for exceeding its memory",
+        ),
+        (
+            pod(
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            ),
+            "Unschedulable",
+            "Insufficient nvidia.com/gpu",
+        ),
+        (
+            pod(reason="Evicted", message="The node was low on resource: memory."),
+            "PodEvicted",
+            "low on resource",
+        ),
+    ]
+    for broken, reason, text in cases:
+        result = verdict(deployment(0), [broken])
+        assert (result.ready, result.reason) == (False, reason)
+        assert text in result.message
+        assert result.message.startswith("pod phi-1")
+
+
+def test_a_stuck_rollout_reports_the_new_pod_s_problem() -> None:
+    old = pod("phi-old", phase="Running")
+    new = pod("phi-new", containerStatuses=[waiting("ErrImagePull", "not found")])
+    result = verdict(deployment(1, updated=0), [old, new])
+    assert (result.ready, result.reason) == (False, "ImagePullError")
+    assert verdict(deployment(1), [old, new]).ready  # finished rollouts are ready

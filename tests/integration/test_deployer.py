@@ -1,0 +1,211 @@
+"""The deployer against the real cluster: from a Workspace to Running pods and InferenceReady.
+
+Watcher, planner, provisioner (real Karpenter) and deployer run in this process. kwok plays the
+kubelet: pods go Running on the GPU nodes Karpenter made, or fail as an injected stage says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from kairyu_core.bus import Bus
+from kairyu_core.catalog import load_catalog
+from kairyu_core.kube import KubeClient, resources
+from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.stack import Stack
+from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
+from kairyu_deployer.app import Deployer
+from kairyu_deployer.app import consumer_spec as deployer_consumer
+from kairyu_deployer.settings import DeployerSettings
+from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
+from kairyu_planner.app import Planner
+from kairyu_planner.app import consumer_spec as planner_consumer
+from kairyu_planner.settings import PlannerSettings
+from kairyu_provisioner.app import CONSUMED as PROVISIONER_EVENTS
+from kairyu_provisioner.app import Provisioner
+from kairyu_provisioner.app import consumer_spec as provisioner_consumer
+from kairyu_provisioner.backends.karpenter import KarpenterBackend
+from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
+from kairyu_watcher.app import Watcher
+from kairyu_watcher.settings import WatcherSettings
+
+
+@pytest.fixture
+async def services(
+    karpenter: object, bus: Bus, kube: KubeClient, namespace: str
+) -> AsyncIterator[Stack]:
+    stack = Stack(bus)
+    catalog = load_catalog()
+    stack.run(
+        Watcher(
+            settings=WatcherSettings(namespace=namespace, resync_interval_s=3600),
+            bus=bus,
+            kube=kube,
+        ).run()
+    )
+    planning = PlannerSettings()
+    stack.consume(
+        planner_consumer(planning, bus),
+        service=planning.service_name,
+        events=PLANNER_EVENTS,
+        handler=Planner(settings=planning, bus=bus, kube=kube, catalog=catalog).handle,
+    )
+    provisioning = ProvisionerSettings(
+        namespace=namespace,
+        backend="karpenter",
+        provisioning=ProvisioningSettings(check_interval_s=1),
+    )
+    backend = KarpenterBackend(kube, KarpenterSettings(), field_manager=provisioning.service_name)
+    await backend.prepare()
+    provisioner = Provisioner(
+        settings=provisioning, bus=bus, kube=kube, catalog=catalog, backend=backend
+    )
+    stack.consume(
+        provisioner_consumer(provisioning, bus),
+        service=provisioning.service_name,
+        events=PROVISIONER_EVENTS,
+        handler=provisioner.handle,
+    )
+    stack.run(provisioner.run_periodic())
+    deploying = DeployerSettings(namespace=namespace)
+    stack.consume(
+        deployer_consumer(deploying, bus),
+        service=deploying.service_name,
+        events=DEPLOYER_EVENTS,
+        handler=Deployer(settings=deploying, bus=bus, kube=kube, catalog=catalog).handle,
+    )
+    yield stack
+    await stack.stop()
+
+
+async def until(
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    accept: Callable[[dict[str, Any]], bool],
+    *,
+    what: str,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+        if accept(obj):
+            return obj
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not reached; status: {obj.get('status')}")
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
+    )
+
+
+def is_true(kind: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: condition(obj, kind).get("status") == "True"
+
+
+def in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+async def test_the_seed_runs_on_its_gpu_node_and_the_workspace_turns_ready(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: Stack
+) -> None:
+    name = "workspace-phi-3-mini"
+    await asyncio.to_thread(cluster.apply, in_namespace(seed("inference"), namespace))
+    obj = await until(kube, namespace, name, is_true("WorkspaceReady"), what="WorkspaceReady")
+    assert condition(obj, "InferenceReady")["reason"] == "WorkspaceInferenceStatusSuccess"
+    workers = obj["status"]["workerNodes"]
+
+    deployment = await kube.get(resources.DEPLOYMENTS, name, namespace=namespace)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    assert container["command"] == ["/bin/sh", "-c"]
+    args = container["args"][0]
+    assert args.startswith("python3 /workspace/vllm/inference_api.py ")
+    for expected in obj["status"]["plan"]["runtimeArgs"]:
+        assert expected in args  # the plan's model, dtype, parallelism and max-model-len
+    assert "--dtype=float16" in args  # V100: no bfloat16
+    assert "--kaito-config-file=/mnt/config/inference_config.yaml" in args
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {t["key"] for t in pod_spec["tolerations"]} == {"sku", "nvidia.com/gpu"}
+    probe = container["startupProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/health", 5000)
+    service = await kube.get(resources.SERVICES, name, namespace=namespace)
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(80, 5000)]
+    config = await kube.get(resources.CONFIGMAPS, f"{name}-inference-config", namespace=namespace)
+    assert "inference_config.yaml" in config["data"]
+
+    pods = await kube.list(
+        resources.PODS, namespace=namespace, label_selector=f"kaito.sh/workspace={name}"
+    )
+    assert [(p["status"]["phase"], p["spec"]["nodeName"]) for p in pods["items"]] == [
+        ("Running", workers[0])
+    ]
+    shown = await asyncio.to_thread(
+        cluster.kubectl, "get", "workspaces.v1alpha1.kaito.sh", name, "-n", namespace
+    )
+    header, row = (line.split() for line in shown.stdout.strip().splitlines())
+    columns = dict(zip(header, row, strict=False))
+    assert (columns["RESOURCEREADY"], columns["INFERENCEREADY"], columns["WORKSPACEREADY"]) == (
+        "True",
+        "True",
+        "True",
+    )
+
+
+async def test_the_adapter_seed_gets_an_init_container_and_lora_arguments(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: Stack
+) -> None:
+    name = "workspace-phi-3-mini-adapter"
+    await asyncio.to_thread(cluster.apply, in_namespace(seed("adapter"), namespace))
+    await until(kube, namespace, name, is_true("InferenceReady"), what="InferenceReady")
+    deployment = await kube.get(resources.DEPLOYMENTS, name, namespace=namespace)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (init,) = pod_spec["initContainers"]
+    assert init["name"] == "puller-phi-3-adapter"
+    assert "docker://ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1" in init["command"][2]
+    assert {"name": "adapter-volume", "mountPath": "/mnt/adapter"} in init["volumeMounts"]
+    (container,) = pod_spec["containers"]
+    assert (
+        "--enable-lora --lora-modules phi-3-adapter=/mnt/adapter/phi-3-adapter"
+        in container["args"][0]
+    )
+    assert {"name": "phi-3-adapter", "value": "1.0"} in container["env"]  # its strength
+
+
+async def test_an_image_pull_failure_is_the_inference_reason_within_seconds(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: Stack
+) -> None:
+    doc = in_namespace(seed("inference"), namespace)
+    doc["metadata"]["name"] = "broken"
+    # A private model image under a registry that never resolves: kwok's injected stage makes
+    # its pull fail as a kubelet's would.
+    doc["inference"]["preset"]["accessMode"] = "private"
+    doc["inference"]["preset"]["presetOptions"] = {"image": "unreachable.invalid/phi-3:0.0.1"}
+    await asyncio.to_thread(cluster.apply, doc)
+    await until(kube, namespace, "broken", is_true("ResourceReady"), what="nodes")
+    started = time.monotonic()
+    obj = await until(
+        kube,
+        namespace,
+        "broken",
+        lambda o: condition(o, "InferenceReady").get("reason") == "ImagePullError",
+        what="ImagePullError",
+    )
+    assert time.monotonic() - started < 10
+    inference = condition(obj, "InferenceReady")
+    assert inference["status"] == "False"
+    assert "container broken" in inference["message"]
+    assert "unreachable.invalid: no such host" in inference["message"]
+    assert condition(obj, "WorkspaceReady")["status"] == "False"
