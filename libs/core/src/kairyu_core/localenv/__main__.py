@@ -117,6 +117,27 @@ def register_webhook(
     cluster.apply(admission.registration(endpoint))
 
 
+def wait_for_rollout(
+    cluster: LocalCluster, services: list[ManagedProcess], workspace: Path
+) -> None:
+    """Wait for each condition whose service runs: Planned, ResourceReady, WorkspaceReady."""
+    if any(p.name == "kairyu_planner" for p in services):
+        cluster.kubectl("wait", "--for=condition=Planned", "--timeout=60s", "-f", str(workspace))
+    if any(p.name == "kairyu_provisioner" for p in services):
+        cluster.kubectl(
+            "wait", "--for=condition=ResourceReady", "--timeout=120s", "-f", str(workspace)
+        )
+    if any(p.name == "kairyu_deployer" for p in services):
+        cluster.kubectl(
+            "wait", "--for=condition=WorkspaceReady", "--timeout=120s", "-f", str(workspace)
+        )
+    if services:
+        # The watcher writes status.state: waiting for it shows the services are working.
+        cluster.kubectl(
+            "wait", "--for=jsonpath={.status.state}", "--timeout=60s", "-f", str(workspace)
+        )
+
+
 def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path:
     """Write the kubeconfig and a shell env file where another terminal can find them."""
     kubeconfig = (state_dir / "kubeconfig").resolve()
@@ -208,23 +229,7 @@ def main() -> int:
         register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
         cluster.kubectl("apply", "-f", str(workspace))
-        if any(p.name == "kairyu_planner" for p in services):
-            cluster.kubectl(
-                "wait", "--for=condition=Planned", "--timeout=60s", "-f", str(workspace)
-            )
-        if any(p.name == "kairyu_provisioner" for p in services):
-            cluster.kubectl(
-                "wait", "--for=condition=ResourceReady", "--timeout=120s", "-f", str(workspace)
-            )
-        if any(p.name == "kairyu_deployer" for p in services):
-            cluster.kubectl(
-                "wait", "--for=condition=WorkspaceReady", "--timeout=120s", "-f", str(workspace)
-            )
-        if services:
-            # The watcher writes status.state: waiting for it shows the services are working.
-            cluster.kubectl(
-                "wait", "--for=jsonpath={.status.state}", "--timeout=60s", "-f", str(workspace)
-            )
+        wait_for_rollout(cluster, services, workspace)
 
         kubeconfig = write_state(args.state_dir, cluster, nats)
         log.info("local cluster ready in %.1fs", time.monotonic() - started)
