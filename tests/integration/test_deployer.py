@@ -18,7 +18,7 @@ from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.stack import Stack
+from kairyu_core.testing.stack import ServiceStack
 from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.app import consumer_spec as deployer_consumer
@@ -39,8 +39,8 @@ from kairyu_watcher.settings import WatcherSettings
 @pytest.fixture
 async def services(
     karpenter: object, bus: Bus, kube: KubeClient, namespace: str
-) -> AsyncIterator[Stack]:
-    stack = Stack(bus)
+) -> AsyncIterator[ServiceStack]:
+    stack = ServiceStack(bus)
     catalog = load_catalog()
     stack.run(
         Watcher(
@@ -119,7 +119,7 @@ def in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
 
 
 async def test_the_seed_runs_on_its_gpu_node_and_the_workspace_turns_ready(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, services: Stack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:
     name = "workspace-phi-3-mini"
     await asyncio.to_thread(cluster.apply, in_namespace(seed("inference"), namespace))
@@ -165,7 +165,7 @@ async def test_the_seed_runs_on_its_gpu_node_and_the_workspace_turns_ready(
 
 
 async def test_the_adapter_seed_gets_an_init_container_and_lora_arguments(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, services: Stack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:
     name = "workspace-phi-3-mini-adapter"
     await asyncio.to_thread(cluster.apply, in_namespace(seed("adapter"), namespace))
@@ -185,7 +185,7 @@ async def test_the_adapter_seed_gets_an_init_container_and_lora_arguments(
 
 
 async def test_an_image_pull_failure_is_the_inference_reason_within_seconds(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, services: Stack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:
     doc = in_namespace(seed("inference"), namespace)
     doc["metadata"]["name"] = "broken"

@@ -33,7 +33,7 @@ from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.stack import Stack as TestStack
+from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.tracing import rollout_context
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
 from kairyu_planner.app import Planner
@@ -59,7 +59,7 @@ SUB, RG, AKS = "sub-123", "rg", "aks1"
 FAST = ProvisioningSettings(check_interval_s=1.0, readiness_timeout_s=60.0)
 
 
-class Stack(TestStack):
+class Stack(ServiceStack):
     """Watcher and planner on the test's stream; the test adds the provisioner it needs."""
 
     def __init__(self, bus: Bus, kube: KubeClient, namespace: str) -> None:

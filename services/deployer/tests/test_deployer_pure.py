@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kairyu_core.api import AdapterSpec, Plan
@@ -297,3 +298,47 @@ def test_a_stuck_rollout_reports_the_new_pod_s_problem() -> None:
     result = verdict(deployment(1, updated=0), [old, new])
     assert (result.ready, result.reason) == (False, "ImagePullError")
     assert verdict(deployment(1), [old, new]).ready  # finished rollouts are ready
+
+
+def test_triton_serves_the_plan_through_a_generated_model_repository() -> None:
+    triton = plan(
+        runtime="triton",
+        runtime_args=[
+            "--model=microsoft/Phi-3-mini-4k-instruct",
+            "--served-model-name=phi-3-mini-4k-instruct",
+            "--dtype=float16",
+            "--gpu-memory-utilization=0.9",
+            "--tensor-parallel-size=1",
+            "--max-model-len=4096",
+            "--chat-template=/workspace/chat_templates/x.jinja",
+        ],
+    )
+    objs = manifests.objects(inference(plan=triton), SETTINGS)
+    assert kinds(objs) == [
+        ("ConfigMap", "phi-inference-config"),
+        ("ConfigMap", "phi-model-repository"),
+        ("Service", "phi"),
+        ("Deployment", "phi"),
+    ]
+    repository = objs[1]["data"]
+    assert 'backend: "vllm"' in repository["config.pbtxt"]
+    assert 'name: "phi-3-mini-4k-instruct"' in repository["config.pbtxt"]
+    assert json.loads(repository["model.json"]) == {
+        "model": "microsoft/Phi-3-mini-4k-instruct",
+        "served_model_name": "phi-3-mini-4k-instruct",
+        "dtype": "float16",
+        "gpu_memory_utilization": 0.9,
+        "tensor_parallel_size": 1,
+        "max_model_len": 4096,
+        "download_dir": "/workspace/weights",
+    }
+    spec = objs[-1]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == SETTINGS.triton_image
+    assert container["args"][0].startswith("tritonserver --model-repository=/mnt/models")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    volume = next(v for v in spec["volumes"] if v["name"] == "model-repository")
+    assert [i["path"] for i in volume["configMap"]["items"]] == [
+        "phi-3-mini-4k-instruct/config.pbtxt",
+        "phi-3-mini-4k-instruct/1/model.json",
+    ]

@@ -1,5 +1,9 @@
 """The inference workload of a Workspace, as KAITO builds it (pure; kaito-facts §5).
 
+Runtimes: vLLM's OpenAI server (default), transformers (KAITO's runtime server), and Triton
+Inference Server with its vLLM backend (kairyu's extension), whose model repository is generated
+into a ConfigMap from the same plan.
+
 One node: a Deployment. Several nodes: a StatefulSet with a headless Service, pod 0 leading.
 Always a Service `<name>` (80 → 5000, and 29500 for multi-node), and the inference ConfigMap
 (`inference_config.yaml`): the user's `inference.config` when named, else a default one. Pods
@@ -10,6 +14,7 @@ to the runtime. Every object is owned by the Workspace, so Kubernetes removes th
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -29,6 +34,20 @@ CONFIG_KEY = "inference_config.yaml"
 CONFIG_DIR = "/mnt/config"
 ADAPTER_DIR = "/mnt/adapter"
 WEIGHTS_DIR = "/workspace/weights"
+MODEL_REPOSITORY = "/mnt/models"
+# vLLM engine arguments Triton's vLLM backend accepts in model.json; the OpenAI front end's flags
+# (chat template, tool parsers) have no meaning there.
+_TRITON_ENGINE_ARGS = {
+    "model",
+    "served_model_name",
+    "dtype",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "max_model_len",
+    "distributed_executor_backend",
+    "trust_remote_code",
+}
 DEFAULT_CONFIG = "kv_cache_cpu_memory_utilization: 0.5\nvllm:\n  cpu-offload-gb: 0\n"
 TOLERATIONS = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
@@ -66,6 +85,18 @@ class Inference:
         return self.config or f"{self.name}-inference-config"
 
     @property
+    def triton(self) -> bool:
+        return self.plan.runtime == "triton"
+
+    @property
+    def model_name(self) -> str:
+        """The name clients ask for: the plan's served model name, else the Workspace's."""
+        for arg in self.plan.runtime_args or []:
+            if arg.startswith("--served-model-name="):
+                return arg.split("=", 1)[1]
+        return self.name
+
+    @property
     def labels(self) -> dict[str, str]:
         return {WORKSPACE_LABEL: self.name, WORKSPACE_NAMESPACE_LABEL: self.namespace}
 
@@ -75,6 +106,8 @@ def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
     built = []
     if inference.config is None:
         built.append(config_map(inference))
+    if inference.triton:
+        built.append(model_repository(inference))
     built.append(service(inference))
     if inference.multi_node:
         built.append(headless_service(inference))
@@ -106,6 +139,46 @@ def config_map(inference: Inference) -> JSON:
         "kind": "ConfigMap",
         "metadata": _meta(inference, inference.config_map),
         "data": {CONFIG_KEY: DEFAULT_CONFIG},
+    }
+
+
+def triton_model(inference: Inference) -> JSON:
+    """model.json of Triton's vLLM backend: the plan's engine arguments."""
+    engine: JSON = {}
+    for arg in inference.plan.runtime_args or []:
+        key, _, value = arg.removeprefix("--").partition("=")
+        key = key.replace("-", "_")
+        if key in _TRITON_ENGINE_ARGS:
+            engine[key] = _scalar(value) if value else True
+    engine["download_dir"] = WEIGHTS_DIR
+    if inference.adapters:
+        engine["enable_lora"] = True
+    return engine
+
+
+def _scalar(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+def model_repository(inference: Inference) -> JSON:
+    """Triton's model repository as a ConfigMap; the volume's items lay out its directories."""
+    config = (
+        f'name: "{inference.model_name}"\nbackend: "vllm"\n'
+        "instance_group [ { count: 1, kind: KIND_MODEL } ]\n"
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(inference, f"{inference.name}-model-repository"),
+        "data": {
+            "config.pbtxt": config,
+            "model.json": json.dumps(triton_model(inference), indent=2, sort_keys=True),
+        },
     }
 
 
@@ -155,6 +228,11 @@ def startup_seconds(inference: Inference, settings: WorkloadSettings) -> int:
 def command(inference: Inference) -> str:
     """The runtime's shell command (KAITO wraps it in /bin/sh -c)."""
     args = list(inference.plan.runtime_args or [])
+    if inference.triton:
+        return (
+            f"tritonserver --model-repository={MODEL_REPOSITORY} --http-port={HTTP_PORT} "
+            "--grpc-port=8001 --metrics-port=8002"
+        )
     if inference.plan.runtime == "transformers":
         launch = (
             "accelerate launch --num_processes=1 --num_machines=1 --machine_rank=0 "
@@ -186,7 +264,8 @@ def command(inference: Inference) -> str:
 
 
 def _probes(inference: Inference, settings: WorkloadSettings) -> JSON:
-    health = {"httpGet": {"path": "/health", "port": HTTP_PORT}}
+    path = "/v2/health/ready" if inference.triton else "/health"
+    health = {"httpGet": {"path": path, "port": HTTP_PORT}}
     return {
         "startupProbe": {
             **health,
@@ -256,6 +335,21 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
         {"name": "model-weights-volume", "mountPath": WEIGHTS_DIR},
         {"name": "adapter-volume", "mountPath": ADAPTER_DIR},
     ]
+    if inference.triton:
+        name = inference.model_name
+        volumes.append(
+            {
+                "name": "model-repository",
+                "configMap": {
+                    "name": f"{inference.name}-model-repository",
+                    "items": [
+                        {"key": "config.pbtxt", "path": f"{name}/config.pbtxt"},
+                        {"key": "model.json", "path": f"{name}/1/model.json"},
+                    ],
+                },
+            }
+        )
+        mounts.append({"name": "model-repository", "mountPath": MODEL_REPOSITORY})
     init: list[JSON] = []
     for adapter in inference.adapters:
         if adapter.source.image:
@@ -266,7 +360,7 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
             mounts.append({"name": volume, "mountPath": f"{ADAPTER_DIR}/{adapter.source.name}"})
     container = {
         "name": inference.name,
-        "image": inference.image,
+        "image": settings.triton_image if inference.triton else inference.image,
         "command": ["/bin/sh", "-c"],
         "args": [command(inference)],
         "ports": [{"name": "http", "containerPort": HTTP_PORT}],

@@ -12,6 +12,8 @@ class WorkloadSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    triton_image: str = "nvcr.io/nvidia/tritonserver:25.10-vllm-python-py3"
+    """Triton Inference Server with its vLLM backend, for `kaito.sh/runtime: triton`."""
     adapter_puller_image: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
     """Copies an adapter image's /data into the pod (KAITO's puller)."""
     startup_base_s: int = Field(default=600, ge=0)

@@ -14,7 +14,7 @@ from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler
 from kairyu_core.events import Event
 
 
-class Stack:
+class ServiceStack:
     """Consumers and tasks of in-process services on one bus."""
 
     def __init__(self, bus: Bus) -> None:
