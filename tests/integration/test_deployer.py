@@ -209,3 +209,32 @@ async def test_an_image_pull_failure_is_the_inference_reason_within_seconds(
     assert "container broken" in inference["message"]
     assert "unreachable.invalid: no such host" in inference["message"]
     assert condition(obj, "WorkspaceReady")["status"] == "False"
+
+
+async def test_a_spec_change_keeps_the_serving_replica_until_its_successor_can_run(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    name = "workspace-phi-3-mini"
+    doc = in_namespace(seed("inference"), namespace)
+    await asyncio.to_thread(cluster.apply, doc)
+    await until(kube, namespace, name, is_true("InferenceReady"), what="InferenceReady")
+    selector = f"kaito.sh/workspace={name}"
+    (serving,) = (await kube.list(resources.PODS, namespace=namespace, label_selector=selector))[
+        "items"
+    ]
+    doc["inference"]["config"] = "tuned-config"  # a new pod template
+    await asyncio.to_thread(cluster.apply, doc)
+    # The node's only GPU is held by the serving pod, so the new one cannot be scheduled; the
+    # Deployment must not delete the old one to make room.
+    obj = await until(
+        kube,
+        namespace,
+        name,
+        lambda o: condition(o, "InferenceReady").get("reason") == "Unschedulable",
+        what="the new pod waiting",
+    )
+    assert "nvidia.com/gpu" in condition(obj, "InferenceReady")["message"]
+    pods = (await kube.list(resources.PODS, namespace=namespace, label_selector=selector))["items"]
+    phases = {p["metadata"]["name"]: p["status"].get("phase") for p in pods}
+    assert phases[serving["metadata"]["name"]] == "Running"
+    assert sorted(phases.values()) == ["Pending", "Running"]

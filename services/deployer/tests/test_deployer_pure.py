@@ -199,13 +199,16 @@ def test_the_startup_allowance_grows_with_the_weights() -> None:
 # ---------------------------------------------------------------------- InferenceReady
 
 
-def deployment(ready: int, *, replicas: int = 1, updated: int | None = None) -> dict[str, Any]:
+def deployment(
+    ready: int, *, replicas: int = 1, updated: int | None = None, total: int | None = None
+) -> dict[str, Any]:
     return {
         "kind": "Deployment",
         "metadata": {"name": "phi", "generation": 2},
         "spec": {"replicas": replicas},
         "status": {
             "observedGeneration": 2,
+            "replicas": replicas if total is None else total,
             "readyReplicas": ready,
             "updatedReplicas": ready if updated is None else updated,
         },
@@ -295,7 +298,8 @@ def test_pod_problems_become_kaito_s_reasons_with_the_real_message() -> None:
 def test_a_stuck_rollout_reports_the_new_pod_s_problem() -> None:
     old = pod("phi-old", phase="Running")
     new = pod("phi-new", containerStatuses=[waiting("ErrImagePull", "not found")])
-    result = verdict(deployment(1, updated=0), [old, new])
+    # The surge pod counts as updated at once, while the old replica still serves.
+    result = verdict(deployment(1, updated=1, total=2), [old, new])
     assert (result.ready, result.reason) == (False, "ImagePullError")
     assert verdict(deployment(1), [old, new]).ready  # finished rollouts are ready
 

@@ -69,10 +69,15 @@ def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verd
     wanted = int(spec.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
     current = int(status.get("observedGeneration") or 0) >= int(
         workload["metadata"].get("generation") or 0
     )
-    if current and wanted > 0 and ready >= wanted and updated >= wanted:
+    # As `kubectl rollout status` decides: every replica runs the current template, no old one is
+    # left (a surge pod counts as updated before it is ready), and all of them are ready.
+    revisions = status.get("currentRevision"), status.get("updateRevision")
+    rolled = updated >= wanted and total <= wanted and revisions[0] == revisions[1]
+    if current and wanted > 0 and rolled and ready >= wanted:
         return Verdict(True, READY, "Inference has been deployed successfully")
     # Not (yet) ready at the current revision: a pod's problem is the reason, if there is one.
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
