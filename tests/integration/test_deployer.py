@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from kairyu_core.kube import KubeClient, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
+from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.app import consumer_spec as deployer_consumer
@@ -82,35 +83,6 @@ async def services(
     )
     yield stack
     await stack.stop()
-
-
-async def until(
-    kube: KubeClient,
-    namespace: str,
-    name: str,
-    accept: Callable[[dict[str, Any]], bool],
-    *,
-    what: str,
-    timeout: float = 30.0,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    obj: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
-        if accept(obj):
-            return obj
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not reached; status: {obj.get('status')}")
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
-    )
-
-
-def is_true(kind: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda obj: condition(obj, kind).get("status") == "True"
 
 
 def in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -200,7 +172,7 @@ async def test_an_image_pull_failure_is_the_inference_reason_within_seconds(
         kube,
         namespace,
         "broken",
-        lambda o: condition(o, "InferenceReady").get("reason") == "ImagePullError",
+        has_reason("InferenceReady", "ImagePullError"),
         what="ImagePullError",
     )
     assert time.monotonic() - started < 10
@@ -230,7 +202,7 @@ async def test_a_spec_change_keeps_the_serving_replica_until_its_successor_can_r
         kube,
         namespace,
         name,
-        lambda o: condition(o, "InferenceReady").get("reason") == "Unschedulable",
+        has_reason("InferenceReady", "Unschedulable"),
         what="the new pod waiting",
     )
     assert "nvidia.com/gpu" in condition(obj, "InferenceReady")["message"]

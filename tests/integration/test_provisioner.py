@@ -34,6 +34,7 @@ from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
+from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 from kairyu_core.tracing import rollout_context
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
 from kairyu_planner.app import Planner
@@ -166,35 +167,6 @@ def inference(name: str, namespace: str, preset: str, instance_type: str | None)
     return doc
 
 
-async def until(
-    kube: KubeClient,
-    namespace: str,
-    name: str,
-    accept: Callable[[dict[str, Any]], bool],
-    *,
-    what: str,
-    timeout: float = 30.0,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    obj: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
-        if accept(obj):
-            return obj
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what} not reached; status: {obj.get('status')}")
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
-    )
-
-
-def resource_ready(obj: dict[str, Any]) -> bool:
-    return condition(obj, "ResourceReady").get("status") == "True"
-
-
 async def gone(kube: KubeClient, namespace: str, name: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -244,7 +216,7 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     inbox = Inbox(bus)
     doc = inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3")
     cluster.apply(doc)
-    obj = await until(kube, namespace, "phi", resource_ready, what="ResourceReady=True")
+    obj = await until(kube, namespace, "phi", is_true("ResourceReady"), what="ResourceReady=True")
     workers = obj["status"]["workerNodes"]
     assert len(workers) == 1
     assert condition(obj, "NodesReady")["status"] == "True"
@@ -285,7 +257,7 @@ async def test_karpenter_multi_node_plan_gets_all_its_nodes(
     )
     doc = inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
     cluster.apply(doc)
-    obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+    obj = await until(kube, namespace, "big", is_true("ResourceReady"), what="ResourceReady=True")
     assert obj["status"]["plan"]["nodeCount"] == 2
     assert len(obj["status"]["workerNodes"]) == 2
     nodes = await workspace_nodes(kube, namespace, "big")
@@ -308,7 +280,9 @@ async def test_azure_seed_gets_an_agent_pool_and_frees_it_on_delete(
     arm, url = fake_arm
     async with azure_provisioner(stack, url, namespace):
         cluster.apply(inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
-        obj = await until(kube, namespace, "phi", resource_ready, what="ResourceReady=True")
+        obj = await until(
+            kube, namespace, "phi", is_true("ResourceReady"), what="ResourceReady=True"
+        )
         uid = obj["metadata"]["uid"]
         pool_name = naming.agent_pool_name(uid, "Standard_NC6s_v3")
         assert list(arm.pools) == [pool_name]
@@ -345,7 +319,9 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
     arm.deny("Standard_NC4as_T4_v3", "QuotaExceeded")
     async with azure_provisioner(stack, url, namespace):
         cluster.apply(inference("auto", namespace, "phi-3-mini-4k-instruct", None))
-        obj = await until(kube, namespace, "auto", resource_ready, what="ResourceReady=True")
+        obj = await until(
+            kube, namespace, "auto", is_true("ResourceReady"), what="ResourceReady=True"
+        )
     plan = obj["status"]["plan"]
     assert plan["instanceType"] == "Standard_NC8as_T4_v3"
     assert plan["excludedInstanceTypes"] == ["Standard_NC4as_T4_v3"]
@@ -430,7 +406,9 @@ async def test_azure_multi_node_plan_gets_one_pool_with_all_nodes(
         cluster.apply(
             inference("big", namespace, "llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4")
         )
-        obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+        obj = await until(
+            kube, namespace, "big", is_true("ResourceReady"), what="ResourceReady=True"
+        )
         assert len(obj["status"]["workerNodes"]) == 2
         (pool,) = arm.pools.values()
         assert pool["properties"]["count"] == 2
@@ -463,7 +441,7 @@ async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
         kube,
         namespace,
         "mine",
-        lambda o: condition(o, "ResourceReady").get("reason") == "NotEnoughNodes",
+        has_reason("ResourceReady", "NotEnoughNodes"),
         what="NotEnoughNodes",
     )
     message = condition(obj, "ResourceReady")["message"]
@@ -472,7 +450,7 @@ async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
     assert "1 of 2 nodes ready" in message
     assert "finalizers" not in obj["metadata"]  # nothing of ours to free
     second = cluster.add_gpu_nodes(a100, count=1, prefix=f"{namespace}-b", labels=label)
-    obj = await until(kube, namespace, "mine", resource_ready, what="ResourceReady=True")
+    obj = await until(kube, namespace, "mine", is_true("ResourceReady"), what="ResourceReady=True")
     assert obj["status"]["workerNodes"] == sorted(first + second)
     cluster.kubectl("delete", "workspace", "mine", "-n", namespace)
     assert sorted(
@@ -502,13 +480,13 @@ async def test_a_slow_pool_times_out_with_a_reason_and_recovers(
             kube,
             namespace,
             "slow",
-            lambda o: condition(o, "ResourceReady").get("reason") == "ProvisioningTimeout",
+            has_reason("ResourceReady", "ProvisioningTimeout"),
             what="ProvisioningTimeout",
         )
         message = condition(obj, "ResourceReady")["message"]
         assert message.startswith("nodes not Ready after 2s: 0 of 1 nodes ready")
         assert ": Creating" in message  # which pool is still being created
-        await until(kube, namespace, "slow", resource_ready, what="ResourceReady=True")
+        await until(kube, namespace, "slow", is_true("ResourceReady"), what="ResourceReady=True")
 
 
 async def test_orphaned_pools_and_claims_are_removed(
@@ -616,7 +594,9 @@ async def test_azure_provisioner_killed_mid_create_leaves_exactly_the_planned_no
     second = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     second.start()
     try:
-        obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+        obj = await until(
+            kube, namespace, "big", is_true("ResourceReady"), what="ResourceReady=True"
+        )
     finally:
         second.stop()
     assert len(arm.pools) == 1
@@ -669,7 +649,9 @@ async def test_karpenter_provisioner_killed_mid_launch_leaves_exactly_the_planne
     second = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     second.start()
     try:
-        obj = await until(kube, namespace, "big", resource_ready, what="ResourceReady=True")
+        obj = await until(
+            kube, namespace, "big", is_true("ResourceReady"), what="ResourceReady=True"
+        )
     finally:
         second.stop()
     claims = await kube.list(resources.NODECLAIMS, label_selector=selector)

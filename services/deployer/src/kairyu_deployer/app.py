@@ -51,11 +51,7 @@ _RESOURCES = {
 
 
 def consumer_spec(settings: DeployerSettings, bus: Bus) -> ConsumerSpec:
-    subjects = bus.stream.subjects
-    return ConsumerSpec(
-        durable=settings.service_name,
-        filter_subjects=tuple(subjects.of_event(e) for e in CONSUMED.values()),
-    )
+    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
 
 
 def inference_of(

@@ -45,11 +45,7 @@ _MAX_MESSAGE = 2048  # condition messages are shown by kubectl describe; keep th
 
 
 def consumer_spec(settings: PlannerSettings, bus: Bus) -> ConsumerSpec:
-    subjects = bus.stream.subjects
-    return ConsumerSpec(
-        durable=settings.service_name,
-        filter_subjects=tuple(subjects.of_event(e) for e in CONSUMED.values()),
-    )
+    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
 
 
 def digest(plan: Plan) -> str:

@@ -62,11 +62,7 @@ _MAX_MESSAGE = 2048
 
 
 def consumer_spec(settings: ProvisionerSettings, bus: Bus) -> ConsumerSpec:
-    subjects = bus.stream.subjects
-    return ConsumerSpec(
-        durable=settings.service_name,
-        filter_subjects=tuple(subjects.of_event(e) for e in CONSUMED.values()),
-    )
+    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
 
 
 class Provisioner:

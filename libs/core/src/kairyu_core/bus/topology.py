@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kairyu_core.events import Subjects
+from kairyu_core.events import Event, Subjects
 
 DEFAULT_STREAM = "KAIRYU"
 
@@ -33,3 +34,10 @@ class ConsumerSpec:
     """Deliveries before a failing message is dead-lettered instead of retried."""
     max_ack_pending: int = 256
     """Messages in flight across all replicas, bounding memory and concurrent work."""
+
+    @classmethod
+    def of_events(
+        cls, durable: str, events: Iterable[type[Event]], subjects: Subjects
+    ) -> ConsumerSpec:
+        """The consumer of a service that handles exactly these event types."""
+        return cls(durable=durable, filter_subjects=tuple(subjects.of_event(e) for e in events))

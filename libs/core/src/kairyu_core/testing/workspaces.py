@@ -1,0 +1,46 @@
+"""Waiting on a Workspace's status in tests, as a user watching `kubectl get workspace` would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kairyu_core.kube import KubeClient, resources
+
+Check = Callable[[dict[str, Any]], bool]
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition of that type as the apiserver returned it, or {}."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def is_true(kind: str) -> Check:
+    return lambda obj: condition(obj, kind).get("status") == "True"
+
+
+def has_reason(kind: str, reason: str) -> Check:
+    return lambda obj: condition(obj, kind).get("reason") == reason
+
+
+async def until(
+    kube: KubeClient,
+    namespace: str,
+    name: str,
+    accept: Check,
+    *,
+    what: str,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """The Workspace once `accept` holds; fails with its last status after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+        if accept(obj):
+            return obj
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{what} not reached; status: {obj.get('status')}")
