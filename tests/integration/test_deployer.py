@@ -210,3 +210,41 @@ async def test_a_spec_change_keeps_the_serving_replica_until_its_successor_can_r
     phases = {p["metadata"]["name"]: p["status"].get("phase") for p in pods}
     assert phases[serving["metadata"]["name"]] == "Running"
     assert sorted(phases.values()) == ["Pending", "Running"]
+
+
+async def test_a_crashing_custom_model_reports_its_crash_loop(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    doc = {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": "custom", "namespace": namespace},
+        "resource": {
+            "instanceType": "Standard_NC6s_v3",
+            "labelSelector": {"matchLabels": {"apps": "custom"}},
+        },
+        "inference": {
+            "template": {
+                "spec": {
+                    # A server that exits at once: kwok's crash-loop stage plays its kubelet.
+                    "containers": [
+                        {"name": "server", "image": "example/server:1", "command": ["false"]}
+                    ]
+                }
+            }
+        },
+    }
+    await asyncio.to_thread(cluster.apply, doc)
+    obj = await until(
+        kube,
+        namespace,
+        "custom",
+        has_reason("InferenceReady", "ContainerCrashLoopBackOff"),
+        what="the crash loop",
+    )
+    message = condition(obj, "InferenceReady")["message"]
+    assert "container server: back-off 40s restarting failed container=server" in message
+    deployment = await kube.get(resources.DEPLOYMENTS, "custom", namespace=namespace)
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["command"] == ["false"]  # the user's template, run as is
+    assert {t["key"] for t in pod["tolerations"]} == {"sku", "nvidia.com/gpu"}
