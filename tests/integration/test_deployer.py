@@ -248,3 +248,53 @@ async def test_a_crashing_custom_model_reports_its_crash_loop(
     pod = deployment["spec"]["template"]["spec"]
     assert pod["containers"][0]["command"] == ["false"]  # the user's template, run as is
     assert {t["key"] for t in pod["tolerations"]} == {"sku", "nvidia.com/gpu"}
+
+
+async def test_a_multi_node_plan_runs_as_a_statefulset_across_its_nodes(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    doc = in_namespace(seed("inference"), namespace)
+    doc["metadata"]["name"] = "big"
+    doc["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
+    doc["inference"]["preset"] = {
+        "name": "llama-3.3-70b-instruct",
+        "presetOptions": {"modelAccessSecret": "hf-token"},
+    }
+    await asyncio.to_thread(cluster.apply, doc)
+    obj = await until(kube, namespace, "big", is_true("WorkspaceReady"), what="WorkspaceReady")
+    workers = obj["status"]["workerNodes"]
+    assert len(workers) == 2
+    sts = await kube.get(resources.STATEFULSETS, "big", namespace=namespace)
+    assert (sts["spec"]["replicas"], sts["spec"]["serviceName"]) == (2, "big-headless")
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "--pipeline-parallel-size=2" in args
+    assert "--ray_address=big-0.big-headless." in args
+    pods = await kube.list(
+        resources.PODS, namespace=namespace, label_selector="kaito.sh/workspace=big"
+    )
+    assert sorted(p["spec"]["nodeName"] for p in pods["items"]) == sorted(workers)
+    headless = await kube.get(resources.SERVICES, "big-headless", namespace=namespace)
+    assert headless["spec"]["clusterIP"] == "None"
+
+
+async def test_a_template_the_apiserver_refuses_is_explained_not_retried(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    doc = {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": "noimage", "namespace": namespace},
+        "resource": {
+            "instanceType": "Standard_NC6s_v3",
+            "labelSelector": {"matchLabels": {"apps": "custom"}},
+        },
+        "inference": {"template": {"spec": {"containers": [{"name": "server"}]}}},
+    }
+    await asyncio.to_thread(cluster.apply, doc)
+    obj = await until(
+        kube, namespace, "noimage", has_reason("InferenceReady", "WorkloadInvalid"), what="refusal"
+    )
+    assert (
+        "spec.template.spec.containers[0].image: Required value"
+        in (condition(obj, "InferenceReady")["message"])
+    )

@@ -135,9 +135,8 @@ def test_several_nodes_are_a_statefulset_led_by_pod_0() -> None:
     assert "--ray_address=big-0.big-headless.ml.svc.cluster.local" in args
     assert any(e["name"] == "POD_INDEX" for e in container["env"])
     affinity = sts["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-    term = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
-    values = term["matchFields"][0]["values"]
-    assert values == ["a", "b"]
+    terms = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert [t["matchFields"][0]["values"] for t in terms] == [["a"], ["b"]]
 
 
 def test_adapters_are_pulled_or_mounted_and_passed_to_vllm_with_their_strength() -> None:

@@ -138,7 +138,14 @@ class Deployer:
             },
         ) as span:
             if apply:
-                await self._apply(inference)
+                try:
+                    await self._apply(inference)
+                except errors.InvalidError as exc:
+                    # e.g. a user's inference.template the apiserver refuses: retrying cannot help.
+                    result = Verdict(False, "WorkloadInvalid", str(exc)[:1024])
+                    span.set_status(trace.StatusCode.ERROR, f"{result.reason}: {result.message}")
+                    await self._write(raw, result, span)
+                    return
             kind = "StatefulSet" if inference.multi_node else "Deployment"
             try:
                 workload = await self._kube.get(_RESOURCES[kind], name, namespace=namespace)

@@ -387,15 +387,15 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
 
 def _affinity(inference: Inference) -> JSON:
     # metadata.name, not kubernetes.io/hostname: Karpenter sets the hostname label to the
-    # NodeClaim's name, which is not the node's.
-    term = {
-        "matchFields": [
-            {"key": "metadata.name", "operator": "In", "values": sorted(inference.worker_nodes)}
-        ]
-    }
+    # NodeClaim's name, which is not the node's. A field selector takes one value, so each node
+    # is a term of its own (terms are ORed).
+    terms = [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+        for node in sorted(inference.worker_nodes)
+    ]
     return {
         "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
         }
     }
 
