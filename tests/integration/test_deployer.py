@@ -135,6 +135,25 @@ async def test_the_seed_runs_on_its_gpu_node_and_the_workspace_turns_ready(
         "True",
     )
 
+    # Deleting the Workspace takes its workload, service and config with it (the deployer stops
+    # the workload while the provisioner's finalizer holds the Workspace), and its node.
+    await asyncio.to_thread(cluster.kubectl, "delete", "workspace", name, "-n", namespace)
+    deadline = time.monotonic() + 30
+    left: list[str] = []
+    while time.monotonic() < deadline:
+        left = []
+        for resource in (resources.DEPLOYMENTS, resources.SERVICES, resources.CONFIGMAPS):
+            listed = await kube.list(
+                resource, namespace=namespace, label_selector=f"kaito.sh/workspace={name}"
+            )
+            left += [f"{resource.kind}/{i['metadata']['name']}" for i in listed["items"]]
+        nodes = await kube.list(resources.NODES, label_selector=f"kaito.sh/workspace={name}")
+        left += [f"Node/{i['metadata']['name']}" for i in nodes["items"]]
+        if not left:
+            break
+        await asyncio.sleep(0.5)
+    assert left == []
+
 
 async def test_the_adapter_seed_gets_an_init_container_and_lora_arguments(
     cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack

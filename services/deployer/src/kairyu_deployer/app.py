@@ -119,7 +119,10 @@ class Deployer:
             raw = await self._kube.get(resources.WORKSPACES, name, namespace=namespace)
         except errors.NotFoundError:
             return
-        if raw["metadata"].get("uid") != uid or raw["metadata"].get("deletionTimestamp"):
+        if raw["metadata"].get("uid") != uid:
+            return
+        if raw["metadata"].get("deletionTimestamp"):
+            await self._remove(namespace, name, uid)
             return
         try:
             workspace = parse_workspace(raw)
@@ -174,6 +177,25 @@ class Deployer:
             await self._kube.delete(
                 _RESOURCES[other], inference.name, namespace=inference.namespace
             )
+
+    async def _remove(self, namespace: str, name: str, uid: str) -> None:
+        """Stop the workload as soon as the Workspace is being deleted.
+
+        The garbage collector would remove it once the Workspace is gone, but the provisioner's
+        finalizer keeps the Workspace while its nodes drain, and a live Deployment would keep
+        putting pods back on the draining nodes.
+        """
+        for resource in _RESOURCES.values():
+            listed = await self._kube.list(
+                resource, namespace=namespace, label_selector=f"{manifests.WORKSPACE_LABEL}={name}"
+            )
+            for item in listed.get("items") or []:
+                owners = item["metadata"].get("ownerReferences") or []
+                if any(o.get("uid") == uid for o in owners):
+                    with contextlib.suppress(errors.NotFoundError):
+                        await self._kube.delete(
+                            resource, item["metadata"]["name"], namespace=namespace
+                        )
 
     async def _write(self, raw: dict[str, Any], result: Verdict, span: trace.Span) -> None:
         meta = raw["metadata"]
