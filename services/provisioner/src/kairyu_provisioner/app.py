@@ -110,6 +110,8 @@ class Provisioner:
                 await self.check_waiting()
             except (errors.KubeError, AzureError) as exc:
                 log.warning("periodic check failed, trying again later: %s", exc)
+            except Exception:  # a bug or odd data must not stop the checks for everyone
+                log.exception("periodic check failed, trying again later")
             await asyncio.sleep(self._settings.provisioning.check_interval_s)
 
     async def check_waiting(self) -> None:
@@ -117,14 +119,14 @@ class Provisioner:
         listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
         for item in listed.get("items") or []:
             meta = item["metadata"]
-            item.setdefault("apiVersion", resources.WORKSPACES.api_version)
-            item.setdefault("kind", resources.WORKSPACES.kind)
             if _settled(item) and not meta.get("deletionTimestamp"):
                 continue
             try:
                 await self.check(meta["namespace"], meta["name"], uid=meta.get("uid"), full=True)
             except (errors.KubeError, AzureError) as exc:
                 log.warning("check of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+            except Exception:  # one Workspace's trouble must not skip the others
+                log.exception("check of %s/%s failed", meta["namespace"], meta["name"])
 
     # ------------------------------------------------------------------ one Workspace
     async def check(self, namespace: str, name: str, *, uid: str | None, full: bool) -> None:
