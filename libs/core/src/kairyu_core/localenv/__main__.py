@@ -216,9 +216,7 @@ def main() -> int:
         cluster.start()
         nats.start()
         cluster.apply(root / "config/crd/kaito.sh_workspaces.yaml")
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh"
-        )
+        cluster.wait_for_crds("workspaces.kaito.sh")
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
         services.extend(

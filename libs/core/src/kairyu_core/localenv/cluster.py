@@ -368,6 +368,28 @@ class LocalCluster:
             raise KubectlError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
+    def wait_for_crds(self, *names: str, timeout: float = 60.0) -> None:
+        """Wait until these CRDs are Established (their resources can be used).
+
+        kubectl wait fails at once, instead of waiting, when a CRD just created has no
+        status.conditions yet ("accessor error: <nil>"); that case is retried here.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            result = self.kubectl(
+                "wait",
+                "--for=condition=Established",
+                f"--timeout={left}s",
+                *(f"crd/{n}" for n in names),
+                check=False,
+            )
+            if result.returncode == 0:
+                return
+            if "accessor error" not in result.stderr or time.monotonic() > deadline:
+                raise KubectlError(f"CRDs {', '.join(names)} not established: {result.stderr}")
+            time.sleep(0.2)
+
     def apply(self, manifest: dict[str, Any] | str | Path) -> None:
         """`kubectl apply --server-side` a manifest (a dict, YAML text or a file)."""
         if isinstance(manifest, Path):

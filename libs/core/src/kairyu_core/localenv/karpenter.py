@@ -95,13 +95,8 @@ class LocalKarpenter:
         crds = sorted((self.directory / "crds").glob("*.yaml"))
         for crd in crds:
             self.cluster.apply(crd)
-        self.cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/nodeclaims.karpenter.sh",
-            "crd/nodepools.karpenter.sh",
-            "crd/kwoknodeclasses.karpenter.kwok.sh",
+        self.cluster.wait_for_crds(
+            "nodeclaims.karpenter.sh", "nodepools.karpenter.sh", "kwoknodeclasses.karpenter.kwok.sh"
         )
         self.cluster.apply(
             {

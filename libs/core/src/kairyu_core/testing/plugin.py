@@ -46,9 +46,7 @@ def cluster() -> Iterator[LocalCluster]:
     """The session's control plane, with the Workspace CRD installed."""
     with LocalCluster(Binaries.locate()) as local:
         local.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
-        local.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd/workspaces.kaito.sh"
-        )
+        local.wait_for_crds("workspaces.kaito.sh")
         yield local
 
 
