@@ -122,12 +122,17 @@ async def azure_provisioner(
     """A provisioner on the Azure backend, talking to the local ARM endpoint at `url`."""
     settings = azure_settings(url, **azure)
     async with azure_backend(url, settings) as backend:
-        yield stack.add_provisioner(
-            ProvisionerSettings(
-                namespace=namespace, backend="azure", provisioning=provisioning, azure=settings
-            ),
-            backend,
-        )
+        try:
+            yield stack.add_provisioner(
+                ProvisionerSettings(
+                    namespace=namespace, backend="azure", provisioning=provisioning, azure=settings
+                ),
+                backend,
+            )
+        finally:
+            # Nothing may call the client once it is closed: the SDK would open a new session
+            # that no one closes.
+            await stack.stop()
 
 
 @contextlib.asynccontextmanager
@@ -519,6 +524,7 @@ async def test_orphaned_pools_and_claims_are_removed(
             backend,
         )
         removed = await provisioner.collect_orphans()
+        await stack.stop()  # before the client closes
     assert removed == [naming.agent_pool_name(orphan.uid, "Standard_NC6s_v3")]
     assert arm.pools == {}
     assert await workspace_nodes(kube, namespace, "gone") == []
@@ -589,8 +595,10 @@ async def test_azure_provisioner_killed_mid_create_leaves_exactly_the_planned_no
     async def creating() -> bool:
         return any(r.startswith("PUT ") for r in arm.requests)
 
-    await wait_for(creating, "the agent pool PUT")
-    first.kill()  # SIGKILL while Azure is still creating the pool
+    try:
+        await wait_for(creating, "the agent pool PUT")
+    finally:
+        first.kill()  # SIGKILL while Azure is still creating the pool
     second = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     second.start()
     try:
@@ -643,8 +651,10 @@ async def test_karpenter_provisioner_killed_mid_launch_leaves_exactly_the_planne
         listed = await kube.list(resources.NODECLAIMS, label_selector=selector)
         return bool(listed["items"])
 
-    await wait_for(claimed, "the first NodeClaim")
-    first.kill()
+    try:
+        await wait_for(claimed, "the first NodeClaim")
+    finally:
+        first.kill()
     assert await workspace_nodes(kube, namespace, "big") == [], "killed too late to matter"
     second = provisioner_process(cluster, nats_server, stream_spec, namespace, tmp_path, **env)
     second.start()

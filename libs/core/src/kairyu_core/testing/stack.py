@@ -39,8 +39,11 @@ class ServiceStack:
         self._tasks.append(asyncio.create_task(work))
 
     async def stop(self) -> None:
-        for consumer in self._consumers:
+        """Stop everything started so far (again harmless: it is then already stopped)."""
+        consumers, tasks = self._consumers, self._tasks
+        self._consumers, self._tasks = [], []
+        for consumer in consumers:
             await consumer.stop(grace_s=1)
-        for task in self._tasks:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
