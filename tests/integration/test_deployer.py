@@ -85,6 +85,22 @@ async def services(
     await stack.stop()
 
 
+def template_workspace(
+    name: str, namespace: str, containers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A Workspace that runs the user's own pod template on one NC6s_v3."""
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": name, "namespace": namespace},
+        "resource": {
+            "instanceType": "Standard_NC6s_v3",
+            "labelSelector": {"matchLabels": {"apps": "custom"}},
+        },
+        "inference": {"template": {"spec": {"containers": containers}}},
+    }
+
+
 def in_namespace(doc: dict[str, Any], namespace: str) -> dict[str, Any]:
     doc["metadata"]["namespace"] = namespace
     return doc
@@ -234,25 +250,9 @@ async def test_a_spec_change_keeps_the_serving_replica_until_its_successor_can_r
 async def test_a_crashing_custom_model_reports_its_crash_loop(
     cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:
-    doc = {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {"name": "custom", "namespace": namespace},
-        "resource": {
-            "instanceType": "Standard_NC6s_v3",
-            "labelSelector": {"matchLabels": {"apps": "custom"}},
-        },
-        "inference": {
-            "template": {
-                "spec": {
-                    # A server that exits at once: kwok's crash-loop stage plays its kubelet.
-                    "containers": [
-                        {"name": "server", "image": "example/server:1", "command": ["false"]}
-                    ]
-                }
-            }
-        },
-    }
+    # A server that exits at once: kwok's crash-loop stage plays its kubelet.
+    containers = [{"name": "server", "image": "example/server:1", "command": ["false"]}]
+    doc = template_workspace("custom", namespace, containers)
     await asyncio.to_thread(cluster.apply, doc)
     obj = await until(
         kube,
@@ -299,16 +299,7 @@ async def test_a_multi_node_plan_runs_as_a_statefulset_across_its_nodes(
 async def test_a_template_the_apiserver_refuses_is_explained_not_retried(
     cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:
-    doc = {
-        "apiVersion": "kaito.sh/v1beta1",
-        "kind": "Workspace",
-        "metadata": {"name": "noimage", "namespace": namespace},
-        "resource": {
-            "instanceType": "Standard_NC6s_v3",
-            "labelSelector": {"matchLabels": {"apps": "custom"}},
-        },
-        "inference": {"template": {"spec": {"containers": [{"name": "server"}]}}},
-    }
+    doc = template_workspace("noimage", namespace, [{"name": "server"}])
     await asyncio.to_thread(cluster.apply, doc)
     obj = await until(
         kube, namespace, "noimage", has_reason("InferenceReady", "WorkloadInvalid"), what="refusal"

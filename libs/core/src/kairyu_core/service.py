@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -77,13 +77,9 @@ async def run_until_stopped(
             raise result
 
 
-def main(settings_type: type[S], serve: Callable[[S], Awaitable[None]]) -> None:
+def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]) -> None:
     """Build the settings once, configure logging and tracing, and run `serve`."""
     settings = settings_type()
     kairyu_logging.configure(settings.log, service=settings.service_name)
     tracing.configure(settings.service_name)
-    asyncio.run(_run(serve, settings))
-
-
-async def _run(serve: Callable[[S], Awaitable[None]], settings: S) -> None:
-    await serve(settings)
+    asyncio.run(serve(settings))

@@ -52,9 +52,15 @@ class Binaries:
         """$KAIRYU_CLUSTER_BIN if set, else what build.sh reports (it builds on a cold cache)."""
         if env := os.environ.get(BIN_DIR_ENV):
             return cls(Path(env))
-        script = repo_root() / BUILD_SCRIPT
-        out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
-        return cls(Path(out.stdout.strip().splitlines()[-1]))
+        return cls(run_build(BUILD_SCRIPT))
+
+
+def run_build(script: Path) -> Path:
+    """Run a tools/ build script (it builds only on a cold cache); its last line is the result."""
+    out = subprocess.run(
+        ["bash", str(repo_root() / script)], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def repo_root() -> Path:

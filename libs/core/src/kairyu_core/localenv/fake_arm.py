@@ -57,7 +57,7 @@ class FakeArm:
     """How long each create, scale or delete takes before its operation completes."""
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
-    """"METHOD path" of every request, for tests that count calls."""
+    """Every request as "METHOD path", for tests that count calls."""
     _denied: dict[str, str] = field(default_factory=dict)
     _operations: dict[str, _Operation] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from kairyu_core.catalog import Catalog, GpuSku, load_catalog
-from kairyu_core.localenv.binaries import repo_root
+from kairyu_core.localenv.binaries import run_build
 from kairyu_core.localenv.cluster import LocalCluster
 from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
 
@@ -38,9 +37,7 @@ def locate() -> Path:
     """$KAIRYU_KARPENTER_DIR if set, else what the build script reports (it builds when cold)."""
     if env := os.environ.get(DIR_ENV):
         return Path(env)
-    script = repo_root() / BUILD_SCRIPT
-    out = subprocess.run(["bash", str(script)], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+    return run_build(BUILD_SCRIPT)
 
 
 def instance_type(sku: GpuSku) -> dict[str, Any]:
