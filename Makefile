@@ -1,6 +1,7 @@
 # kairyu developer entry points. Two commands matter on a fresh machine:
 #   make dev    bring up the local cluster + NATS (+ services, as they land) and keep them until Ctrl-C
-#   make test   lint, type-check, and run every test against a real apiserver and nats-server
+#   make test   lint, type-check, and run every test against a real apiserver and nats-server,
+#               then the inference runtime's tests on the CPU (images/, its own uv workspace)
 # Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
 # Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
 # (tools/karpenter/build.sh), each cached by version under ~/.cache/kairyu.
@@ -15,13 +16,15 @@ CLUSTER_BIN = $(shell bash tools/cluster/build.sh | tail -n 1)
 KARPENTER_DIR = $(shell bash tools/karpenter/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help sync cluster karpenter lint test test-unit dev crds snapshots clean-dev
+.PHONY: help sync sync-images cluster karpenter lint lint-images test test-images test-unit dev crds \
+	snapshots clean-dev
 
 help:
 	@echo "make dev        local control plane + NATS + services + example Workspace, until Ctrl-C"
 	@echo "                (ARGS=\"--backend azure\" or byo; default: real Karpenter)"
 	@echo "make test       lint + type-check + all tests (unit, contract, integration)"
 	@echo "make test-unit  the fast subset: no cluster, no nats-server"
+	@echo "make test-images  the runtime image's server on the CPU (torch; its own uv workspace)"
 	@echo "make lint       ruff, mypy, import-linter"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
 	@echo "make snapshots  refresh the event schema snapshots (a deliberate contract change)"
@@ -32,6 +35,10 @@ $(UV):
 
 sync: $(UV)
 	$(UV) sync --frozen --quiet
+
+# images/ is a separate uv workspace (torch, transformers, peft): the services never carry them.
+sync-images: $(UV)
+	$(UV) sync --frozen --quiet --directory images
 
 cluster:
 	@bash tools/cluster/build.sh
@@ -45,8 +52,15 @@ lint: sync
 	$(UV) run mypy
 	$(UV) run lint-imports
 
-test: lint cluster karpenter
+lint-images: sync-images
+	$(UV) run --frozen --directory images mypy
+
+test: lint lint-images cluster karpenter
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" $(UV) run pytest
+	$(UV) run --frozen --directory images pytest
+
+test-images: lint-images
+	$(UV) run --frozen --directory images pytest
 
 test-unit: sync
 	$(UV) run pytest -m "not integration and not e2e"

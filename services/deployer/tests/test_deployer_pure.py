@@ -98,7 +98,8 @@ def test_transformers_runs_through_accelerate_with_the_plan_s_arguments() -> Non
     args = manifests.command(inference(plan=tf))
     assert args.startswith("accelerate launch --num_processes=1")
     assert args.endswith(
-        "/workspace/tfs/inference_api.py --torch_dtype=float16 --pipeline=text-generation"
+        "/workspace/tfs/inference_api.py --torch_dtype=float16 --pipeline=text-generation "
+        "--cache_dir=/workspace/weights"
     )
 
 
@@ -345,3 +346,13 @@ def test_triton_serves_the_plan_through_a_generated_model_repository() -> None:
         "phi-3-mini-4k-instruct/config.pbtxt",
         "phi-3-mini-4k-instruct/1/model.json",
     ]
+
+
+def test_kairyu_runtime_images_replace_the_presets_when_configured() -> None:
+    ours = SETTINGS.model_copy(
+        update={"vllm_image": "kairyu/vllm:1", "transformers_image": "kairyu/runtime:1"}
+    )
+    tf = plan(runtime="transformers", runtime_args=[])
+    assert manifests.runtime_image(inference(), SETTINGS) == inference().image
+    assert manifests.runtime_image(inference(), ours) == "kairyu/vllm:1"
+    assert manifests.runtime_image(inference(plan=tf), ours) == "kairyu/runtime:1"

@@ -238,6 +238,8 @@ def command(inference: Inference) -> str:
             "accelerate launch --num_processes=1 --num_machines=1 --machine_rank=0 "
             "--gpu_ids=all /workspace/tfs/inference_api.py"
         )
+        # Weights fetched at start-up go to the weights volume, not the container's filesystem.
+        args.append(f"--cache_dir={WEIGHTS_DIR}")
         return " ".join([launch, *(shlex.quote(a) for a in args)])
     args.append(f"--kaito-config-file={CONFIG_DIR}/{CONFIG_KEY}")
     args.append(f"--download-dir={WEIGHTS_DIR}")
@@ -294,6 +296,15 @@ def _adapter_init(adapter: AdapterSpec, settings: WorkloadSettings) -> JSON:
         "command": ["/bin/sh", "-c", script],
         "volumeMounts": [{"name": "adapter-volume", "mountPath": ADAPTER_DIR}],
     }
+
+
+def runtime_image(inference: Inference, settings: WorkloadSettings) -> str:
+    """The runtime's image: Triton's, or kairyu's per-runtime image when set, else the preset's."""
+    if inference.triton:
+        return settings.triton_image
+    if inference.plan.runtime == "transformers":
+        return settings.transformers_image or inference.image
+    return settings.vllm_image or inference.image
 
 
 def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
@@ -360,7 +371,7 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
             mounts.append({"name": volume, "mountPath": f"{ADAPTER_DIR}/{adapter.source.name}"})
     container = {
         "name": inference.name,
-        "image": settings.triton_image if inference.triton else inference.image,
+        "image": runtime_image(inference, settings),
         "command": ["/bin/sh", "-c"],
         "args": [command(inference)],
         "ports": [{"name": "http", "containerPort": HTTP_PORT}],

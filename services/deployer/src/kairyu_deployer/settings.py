@@ -14,6 +14,10 @@ class WorkloadSettings(BaseModel):
 
     triton_image: str = "nvcr.io/nvidia/tritonserver:25.10-vllm-python-py3"
     """Triton Inference Server with its vLLM backend, for `kaito.sh/runtime: triton`."""
+    vllm_image: str | None = None
+    """kairyu's vLLM image (images/runtime/vllm.Dockerfile); unset: the preset's image."""
+    transformers_image: str | None = None
+    """kairyu's runtime server image (images/runtime/transformers.Dockerfile); unset: the preset's."""
     adapter_puller_image: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
     """Copies an adapter image's /data into the pod (KAITO's puller)."""
     startup_base_s: int = Field(default=600, ge=0)

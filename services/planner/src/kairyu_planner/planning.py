@@ -268,6 +268,9 @@ def _vllm_args(
 def _transformers_args(preset: Preset, dtype: str) -> list[str]:
     return [
         f"--pretrained_model_name_or_path={preset.hf_repo}",
+        # Presets name hub repositories; the runtime refuses to download unless told to (KAITO
+        # passes this flag for every download-at-runtime model).
+        "--allow_remote_files",
         f"--served_model_name={preset.name}",
         f"--torch_dtype={dtype}",
         *preset.runtime_args.get(Runtime.TRANSFORMERS, []),

@@ -1,0 +1,103 @@
+"""KAITO's vLLM command line becomes vLLM's own: KAITO flags out, the user's config in, adapters."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kairyu_runtime.vllm_entry import ConfigError, vllm_args
+
+DEPLOYER_ARGS = [
+    "--model=microsoft/Phi-4-mini-instruct",
+    "--served-model-name=phi-4-mini-instruct",
+    "--dtype=bfloat16",
+    "--max-model-len=4096",
+    "--tensor-parallel-size=1",
+    "--kaito-config-file=/mnt/config/inference_config.yaml",
+    "--download-dir=/workspace/weights",
+]
+
+
+def test_kaito_flags_are_removed_and_the_port_is_kaitos(tmp_path: Path) -> None:
+    args = vllm_args(DEPLOYER_ARGS, config_text=None, adapters_dir=tmp_path)
+    assert not [a for a in args if a.startswith("--kaito")]
+    assert args[: len(DEPLOYER_ARGS) - 2] == DEPLOYER_ARGS[:5]
+    assert "--port=5000" in args
+
+
+def test_the_users_vllm_config_overrides_the_operators_flags(tmp_path: Path) -> None:
+    config = """
+kv_cache_cpu_memory_utilization: 0.5
+vllm:
+  max-model-len: 2048
+  enforce-eager: true
+  cpu_offload_gb: 0
+  disable-log-stats: false
+"""
+    args = vllm_args(DEPLOYER_ARGS, config_text=config, adapters_dir=tmp_path)
+    assert "--max-model-len=4096" not in args
+    assert "--max-model-len=2048" in args
+    assert "--enforce-eager" in args
+    assert "--cpu-offload-gb=0" in args
+    assert not [a for a in args if a.startswith("--disable-log-stats")]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("vllm: [1, 2]", "must be a mapping of vLLM flags"),
+        ("- a\n- b", "must be a mapping"),
+        ("vllm: {a: [", "not YAML"),
+    ],
+)
+def test_a_bad_config_is_refused_with_the_reason(tmp_path: Path, config: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        vllm_args(DEPLOYER_ARGS, config_text=config, adapters_dir=tmp_path)
+
+
+def test_unknown_kaito_flags_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--kaito-bogus"):
+        vllm_args(["--kaito-bogus=1"], config_text=None, adapters_dir=tmp_path)
+
+
+def test_adapter_directories_become_lora_modules(tmp_path: Path) -> None:
+    for name in ("b-style", "a-tone"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+    (tmp_path / "still-copying").mkdir()
+    args = vllm_args(["--enable-lora"], config_text=None, adapters_dir=tmp_path)
+    start = args.index("--lora-modules")
+    assert args[start + 1 : start + 3] == [
+        f"a-tone={tmp_path}/a-tone",
+        f"b-style={tmp_path}/b-style",
+    ]
+
+
+def test_explicit_lora_modules_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "adapter_config.json").write_text("{}")
+    given = ["--enable-lora", "--lora-modules", "x=/mnt/adapter/x"]
+    assert vllm_args(given, config_text=None, adapters_dir=tmp_path)[:3] == given
+    config = "vllm:\n  lora-modules: y=/elsewhere\n"
+    args = vllm_args(given, config_text=config, adapters_dir=tmp_path)
+    assert "x=/mnt/adapter/x" not in args
+    assert "--lora-modules=y=/elsewhere" in args
+
+
+SCRIPT = Path(__file__).parents[1] / "entrypoints" / "multi-node-serving.sh"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: multi-node-serving.sh leader|worker"),
+        (["worker", "--ray_port=6379"], "worker needs --ray_address"),
+        (["leader", "--ray_size=2"], "unknown argument --ray_size=2"),
+    ],
+)
+def test_multi_node_script_refuses_bad_arguments(args: list[str], message: str) -> None:
+    done = subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr
