@@ -17,7 +17,7 @@ class WorkloadSettings(BaseModel):
     vllm_image: str | None = None
     """kairyu's vLLM image (images/runtime/vllm.Dockerfile); unset: the preset's image."""
     transformers_image: str | None = None
-    """kairyu's runtime server image (images/runtime/transformers.Dockerfile); unset: the preset's."""
+    """kairyu's runtime server image (images/runtime/transformers.Dockerfile); unset: preset's."""
     adapter_puller_image: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
     """Copies an adapter image's /data into the pod (KAITO's puller)."""
     startup_base_s: int = Field(default=600, ge=0)
