@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from rollout_stack import start_node_services
 
 from kairyu_core.bus import Bus
 from kairyu_core.catalog import load_catalog
@@ -24,17 +25,6 @@ from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.app import consumer_spec as deployer_consumer
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
-from kairyu_planner.app import Planner
-from kairyu_planner.app import consumer_spec as planner_consumer
-from kairyu_planner.settings import PlannerSettings
-from kairyu_provisioner.app import CONSUMED as PROVISIONER_EVENTS
-from kairyu_provisioner.app import Provisioner
-from kairyu_provisioner.app import consumer_spec as provisioner_consumer
-from kairyu_provisioner.backends.karpenter import KarpenterBackend
-from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
-from kairyu_watcher.app import Watcher
-from kairyu_watcher.settings import WatcherSettings
 
 
 @pytest.fixture
@@ -43,37 +33,7 @@ async def services(
 ) -> AsyncIterator[ServiceStack]:
     stack = ServiceStack(bus)
     catalog = load_catalog()
-    stack.run(
-        Watcher(
-            settings=WatcherSettings(namespace=namespace, resync_interval_s=3600),
-            bus=bus,
-            kube=kube,
-        ).run()
-    )
-    planning = PlannerSettings()
-    stack.consume(
-        planner_consumer(planning, bus),
-        service=planning.service_name,
-        events=PLANNER_EVENTS,
-        handler=Planner(settings=planning, bus=bus, kube=kube, catalog=catalog).handle,
-    )
-    provisioning = ProvisionerSettings(
-        namespace=namespace,
-        backend="karpenter",
-        provisioning=ProvisioningSettings(check_interval_s=1),
-    )
-    backend = KarpenterBackend(kube, KarpenterSettings(), field_manager=provisioning.service_name)
-    await backend.prepare()
-    provisioner = Provisioner(
-        settings=provisioning, bus=bus, kube=kube, catalog=catalog, backend=backend
-    )
-    stack.consume(
-        provisioner_consumer(provisioning, bus),
-        service=provisioning.service_name,
-        events=PROVISIONER_EVENTS,
-        handler=provisioner.handle,
-    )
-    stack.run(provisioner.run_periodic())
+    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
     deploying = DeployerSettings(namespace=namespace)
     stack.consume(
         deployer_consumer(deploying, bus),

@@ -22,11 +22,17 @@ from typing import Any
 
 from kairyu_core.api import AdapterSpec, Plan
 from kairyu_core.catalog import Preset
+from kairyu_core.workloads import (
+    GPU_TOLERATIONS,
+    JSON,
+    WORKSPACE_LABEL,
+    Owner,
+    image_data_puller,
+    node_affinity,
+)
 from kairyu_deployer.settings import WorkloadSettings
 
-JSON = dict[str, Any]
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+__all__ = ["WORKSPACE_LABEL", "Inference", "objects"]
 HTTP_PORT = 5000
 TORCH_PORT = 29500
 RAY_PORT = 6379
@@ -49,10 +55,6 @@ _TRITON_ENGINE_ARGS = {
     "trust_remote_code",
 }
 DEFAULT_CONFIG = "kv_cache_cpu_memory_utilization: 0.5\nvllm:\n  cpu-offload-gb: 0\n"
-TOLERATIONS = [
-    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-]
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,12 @@ class Inference:
         return self.name
 
     @property
+    def owner(self) -> Owner:
+        return Owner(self.namespace, self.name, self.uid, self.api_version, self.kind)
+
+    @property
     def labels(self) -> dict[str, str]:
-        return {WORKSPACE_LABEL: self.name, WORKSPACE_NAMESPACE_LABEL: self.namespace}
+        return self.owner.labels
 
 
 def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
@@ -116,21 +122,7 @@ def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
 
 
 def _meta(inference: Inference, name: str) -> JSON:
-    return {
-        "name": name,
-        "namespace": inference.namespace,
-        "labels": dict(inference.labels),
-        "ownerReferences": [
-            {
-                "apiVersion": inference.api_version,
-                "kind": inference.kind,
-                "name": inference.name,
-                "uid": inference.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
-    }
+    return inference.owner.metadata(name)
 
 
 def config_map(inference: Inference) -> JSON:
@@ -281,21 +273,14 @@ def _probes(inference: Inference, settings: WorkloadSettings) -> JSON:
 
 def _adapter_init(adapter: AdapterSpec, settings: WorkloadSettings) -> JSON:
     name = adapter.source.name
-    image = adapter.source.image or ""
-    script = (
-        "set -eu; "
-        f"skopeo copy docker://{shlex.quote(image)} dir:/tmp/image; "
-        "mkdir -p /tmp/rootfs; "
-        "for layer in $(ls /tmp/image | grep -v -e json -e version); do "
-        'tar -xf "/tmp/image/$layer" -C /tmp/rootfs; done; '
-        f"cp -r /tmp/rootfs/data/. {ADAPTER_DIR}/{name}/"
+    return image_data_puller(
+        name=f"puller-{name}",
+        image=adapter.source.image or "",
+        puller_image=settings.adapter_puller_image,
+        volume="adapter-volume",
+        mount=ADAPTER_DIR,
+        target=f"{ADAPTER_DIR}/{name}",
     )
-    return {
-        "name": f"puller-{name}",
-        "image": settings.adapter_puller_image,
-        "command": ["/bin/sh", "-c", script],
-        "volumeMounts": [{"name": "adapter-volume", "mountPath": ADAPTER_DIR}],
-    }
 
 
 def runtime_image(inference: Inference, settings: WorkloadSettings) -> str:
@@ -383,8 +368,8 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
     spec: JSON = {
         "containers": [container],
         "volumes": volumes,
-        "tolerations": list(TOLERATIONS),
-        "affinity": _affinity(inference),
+        "tolerations": list(GPU_TOLERATIONS),
+        "affinity": node_affinity(inference.worker_nodes),
     }
     if init:
         spec["initContainers"] = init
@@ -396,26 +381,11 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
     return spec
 
 
-def _affinity(inference: Inference) -> JSON:
-    # metadata.name, not kubernetes.io/hostname: Karpenter sets the hostname label to the
-    # NodeClaim's name, which is not the node's. A field selector takes one value, so each node
-    # is a term of its own (terms are ORed).
-    terms = [
-        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-        for node in sorted(inference.worker_nodes)
-    ]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
-        }
-    }
-
-
 def _template_spec(inference: Inference) -> JSON:
     """The user's pod template, with the Workspace's placement added (KAITO's template path)."""
     spec = dict((inference.template or {}).get("spec") or {})
-    spec["affinity"] = _affinity(inference)
-    spec["tolerations"] = list(spec.get("tolerations") or []) + list(TOLERATIONS)
+    spec["affinity"] = node_affinity(inference.worker_nodes)
+    spec["tolerations"] = list(spec.get("tolerations") or []) + list(GPU_TOLERATIONS)
     return spec
 
 

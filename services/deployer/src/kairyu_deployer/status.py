@@ -11,18 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kairyu_core.workloads import pod_problem
+
 READY = "WorkspaceInferenceStatusSuccess"
 PENDING = "WorkspaceInferenceStatusPending"
-_MAX_MESSAGE = 256  # KAITO truncates pod messages to this
-_WAITING_REASONS = {
-    "ErrImagePull": "ImagePullError",
-    "ImagePullBackOff": "ImagePullError",
-    "InvalidImageName": "ImagePullError",
-    "CrashLoopBackOff": "ContainerCrashLoopBackOff",
-    "CreateContainerConfigError": "ContainerStartError",
-    "CreateContainerError": "ContainerStartError",
-    "RunContainerError": "ContainerStartError",
-}
 
 
 @dataclass(frozen=True)
@@ -30,35 +22,6 @@ class Verdict:
     ready: bool
     reason: str
     message: str
-
-
-def _pod_problem(pod: dict[str, Any]) -> Verdict | None:
-    name = pod["metadata"]["name"]
-    status = pod.get("status") or {}
-    if status.get("reason") == "Evicted":
-        return Verdict(False, "PodEvicted", f"pod {name}: {status.get('message', 'evicted')}")
-    for cond in status.get("conditions") or []:
-        if (
-            cond.get("type") == "PodScheduled"
-            and cond.get("status") == "False"
-            and cond.get("reason") == "Unschedulable"
-        ):
-            return Verdict(False, "Unschedulable", f"pod {name}: {cond.get('message', '')}")
-    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
-    for container in statuses:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        reason = _WAITING_REASONS.get(waiting.get("reason", ""))
-        if reason:
-            detail = waiting.get("message") or waiting.get("reason")
-            return Verdict(False, reason, f"pod {name}, container {container['name']}: {detail}")
-        terminated = (container.get("lastState") or {}).get("terminated") or {}
-        if terminated.get("reason") == "OOMKilled":
-            return Verdict(
-                False,
-                "ContainerOOMKilled",
-                f"pod {name}, container {container['name']}: killed for exceeding its memory",
-            )
-    return None
 
 
 def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verdict:
@@ -81,7 +44,7 @@ def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verd
         return Verdict(True, READY, "Inference has been deployed successfully")
     # Not (yet) ready at the current revision: a pod's problem is the reason, if there is one.
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        if (problem := _pod_problem(pod)) is not None:
-            return Verdict(False, problem.reason, problem.message[:_MAX_MESSAGE])
+        if (problem := pod_problem(pod)) is not None:
+            return Verdict(False, problem.reason, problem.message)
     kind = workload.get("kind", "workload")
     return Verdict(False, PENDING, f"{kind} {ready} of {wanted} replicas ready")

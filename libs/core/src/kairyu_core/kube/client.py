@@ -139,8 +139,21 @@ class KubeClient:
         )
         return result
 
-    async def delete(self, resource: Resource, name: str, *, namespace: str | None = None) -> None:
-        await self.request("DELETE", resource.path(namespace=namespace, name=name))
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        *,
+        namespace: str | None = None,
+        propagation: str | None = None,
+    ) -> None:
+        """Delete the object.
+
+        `propagation` (Background / Foreground / Orphan) overrides the resource's default, which
+        for Jobs is to orphan their pods.
+        """
+        body = {"propagationPolicy": propagation} if propagation else None
+        await self.request("DELETE", resource.path(namespace=namespace, name=name), body=body)
 
 
 def _reason(exc: ApiException) -> str:

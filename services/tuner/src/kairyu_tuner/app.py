@@ -1,0 +1,278 @@
+"""The tuner service: runs a tuning Workspace's Job on its nodes and reports how it went.
+
+Level-triggered, like the deployer. Once the provisioner has reported the nodes for the current
+generation, the user's training config (if any) is checked, then the ConfigMap and Job of
+`manifests.objects` are applied; every change of the Job or its pods becomes JobStarted and
+WorkspaceSucceeded through `status.tuning_status`. A Job whose pod template no longer matches the
+Workspace is replaced (the template is immutable). Inference Workspaces are the deployer's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from opentelemetry import trace
+from pydantic import ValidationError
+
+from kairyu_core.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Workspace,
+    parse_workspace,
+    set_condition,
+)
+from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
+from kairyu_core.catalog import Catalog, Preset
+from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
+from kairyu_core.kube import KubeClient, apply_status, errors, resources
+from kairyu_core.tracing import rollout_context
+from kairyu_core.workloads import WORKSPACE_LABEL, Owner
+from kairyu_tuner import manifests
+from kairyu_tuner.settings import TunerSettings
+from kairyu_tuner.status import PENDING, Report, TuningStatus, tuning_status
+from kairyu_tuner.training_config import CONFIG_KEY, ConfigError, check
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("kairyu.tuner")
+
+CONSUMED: dict[str, type[Event]] = {
+    e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
+}
+_CHILD_KINDS = {"Job", "Pod"}
+_RESOURCES = {"ConfigMap": resources.CONFIGMAPS, "Job": resources.JOBS}
+
+
+def consumer_spec(settings: TunerSettings, bus: Bus) -> ConsumerSpec:
+    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
+
+
+def _nodes_ready(workspace: Workspace) -> bool:
+    status = workspace.status
+    if status is None or status.plan is None or not status.worker_nodes:
+        return False
+    if status.plan.observed_generation != workspace.metadata.generation:
+        return False
+    ready = next(
+        (c for c in status.conditions or [] if c.type == ConditionType.RESOURCE_READY), None
+    )
+    return ready is not None and ready.status == ConditionStatus.TRUE
+
+
+def tuning_of(
+    workspace: Workspace, raw: dict[str, Any], preset: Preset, output_dir: str
+) -> manifests.Tuning | None:
+    """What to run, or None while there is nothing to run (not tuning, nodes not ready)."""
+    meta, status, spec = workspace.metadata, workspace.status, workspace.tuning
+    if spec is None or status is None or status.plan is None or not _nodes_ready(workspace):
+        return None
+    options = spec.preset.preset_options
+    return manifests.Tuning(
+        owner=Owner(
+            namespace=meta.namespace or "",
+            name=meta.name or "",
+            uid=meta.uid or "",
+            api_version=raw.get("apiVersion", resources.WORKSPACES.api_version),
+            kind=raw.get("kind", resources.WORKSPACES.kind),
+        ),
+        plan=status.plan,
+        worker_nodes=list(status.worker_nodes or []),
+        preset=preset,
+        method=spec.method,
+        output_dir=output_dir,
+        config=spec.config,
+        urls=list(spec.input.urls or []),
+        input_image=spec.input.image,
+        input_volume=spec.input.volume_source,
+        output_image=spec.output.image,
+        output_volume=spec.output.volume_source,
+        push_secret=spec.output.image_push_secret,
+        image_pull_secrets=[
+            *(options.image_pull_secrets or [] if options else []),
+            *(spec.input.image_pull_secrets or []),
+        ],
+        model_access_secret=options.model_access_secret if options else None,
+    )
+
+
+class Tuner:
+    """Handles the tuner's events."""
+
+    def __init__(
+        self, *, settings: TunerSettings, bus: Bus, kube: KubeClient, catalog: Catalog
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._kube = kube
+        self._catalog = catalog
+
+    async def handle(self, event: Event, delivery: Delivery) -> None:
+        """The consumer's handler."""
+        if isinstance(event, ObjectChanged) and event.kind not in _CHILD_KINDS:
+            return
+        ref = event.workspace
+        if self._settings.namespace and ref.namespace != self._settings.namespace:
+            return
+        try:
+            await self.reconcile(ref.namespace, ref.name, uid=ref.uid)
+        except errors.KubeError as exc:
+            raise TemporaryError(f"cannot tune {ref.key}: {exc}", delay=5.0) from exc
+
+    async def reconcile(self, namespace: str, name: str, *, uid: str) -> None:
+        try:
+            raw = await self._kube.get(resources.WORKSPACES, name, namespace=namespace)
+        except errors.NotFoundError:
+            return
+        if raw["metadata"].get("uid") != uid or raw["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            workspace = parse_workspace(raw)
+        except ValidationError:
+            return
+        if workspace.tuning is None or not _nodes_ready(workspace):
+            return
+        with tracer.start_as_current_span(
+            "tune",
+            context=rollout_context(workspace.metadata.annotations),
+            attributes={
+                "kairyu.workspace": f"{namespace}/{name}",
+                "kairyu.generation": workspace.metadata.generation or 0,
+                "kairyu.tuning.method": workspace.tuning.method.lower(),
+            },
+        ) as span:
+            result = await self._run(workspace, raw, namespace, name)
+            if not result.job_started.status and result.job_started.reason != PENDING:
+                span.set_status(
+                    trace.StatusCode.ERROR,
+                    f"{result.job_started.reason}: {result.job_started.message}",
+                )
+            await self._write(raw, result, span)
+
+    async def _run(
+        self, workspace: Workspace, raw: dict[str, Any], namespace: str, name: str
+    ) -> TuningStatus:
+        spec = workspace.tuning
+        assert spec is not None  # noqa: S101 - checked by the caller
+        preset = self._catalog.preset(spec.preset.name)
+        if preset is None:  # the planner refuses these first; a catalog change can still get here
+            unknown = f"preset {spec.preset.name} is not in kairyu's catalog"
+            return TuningStatus(
+                Report(False, "UnknownPreset", unknown), Report(False, PENDING, unknown)
+            )
+        try:
+            output_dir = await self._output_dir(namespace, spec.config, spec.method)
+        except ConfigError as exc:
+            bad = Report(False, "InvalidTuningConfig", str(exc)[:1024])
+            return TuningStatus(bad, Report(False, PENDING, "waiting for a usable tuning config"))
+        tuning = tuning_of(workspace, raw, preset, output_dir)
+        if tuning is None:
+            return tuning_status(None, [])
+        job = await self._ensure(tuning)
+        pods = await self._kube.list(
+            resources.PODS, namespace=namespace, label_selector=f"{WORKSPACE_LABEL}={name}"
+        )
+        owned = [
+            p
+            for p in pods.get("items") or []
+            if job is not None
+            and any(
+                o.get("uid") == job["metadata"].get("uid")
+                for o in p["metadata"].get("ownerReferences") or []
+            )
+        ]
+        return tuning_status(job, owned)
+
+    async def _output_dir(self, namespace: str, config: str | None, method: str) -> str:
+        """The config's output_dir, after checking the user's config; KAITO's default otherwise."""
+        if config is None:
+            return manifests.RESULTS_DIR
+        try:
+            found = await self._kube.get(resources.CONFIGMAPS, config, namespace=namespace)
+        except errors.NotFoundError:
+            raise ConfigError(f"ConfigMap {namespace}/{config} (tuning.config) not found") from None
+        text = (found.get("data") or {}).get(CONFIG_KEY)
+        if text is None:
+            raise ConfigError(f"ConfigMap {namespace}/{config} has no {CONFIG_KEY} key")
+        return check(text, method)
+
+    async def _ensure(self, tuning: manifests.Tuning) -> dict[str, Any] | None:
+        """The Job, created (or replaced when the Workspace changed what it must run)."""
+        built = manifests.objects(tuning, self._settings.job)
+        for obj in built[:-1]:
+            await self._kube.apply(
+                _RESOURCES[obj["kind"]], obj, field_manager=self._settings.service_name
+            )
+        wanted = built[-1]
+        namespace = tuning.owner.namespace
+        try:
+            current = await self._kube.get(resources.JOBS, tuning.name, namespace=namespace)
+        except errors.NotFoundError:
+            current = None
+        if current is not None:
+            annotations = current["metadata"].get("annotations") or {}
+            same = (
+                annotations.get(manifests.SPEC_ANNOTATION)
+                == (wanted["metadata"]["annotations"][manifests.SPEC_ANNOTATION])
+            )
+            if same or current["metadata"].get("deletionTimestamp"):
+                return current if same else None
+            log.info("replacing tuning job %s/%s: the Workspace changed", namespace, tuning.name)
+            with contextlib.suppress(errors.NotFoundError):
+                await self._kube.delete(
+                    resources.JOBS, tuning.name, namespace=namespace, propagation="Foreground"
+                )
+            return None  # the Job's deletion comes back as an event, and then it is created
+        created = await self._kube.apply(
+            resources.JOBS, wanted, field_manager=self._settings.service_name
+        )
+        return dict(created)
+
+    async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
+        meta = raw["metadata"]
+        conditions = [
+            Condition.model_validate(c) for c in (raw.get("status") or {}).get("conditions") or []
+        ]
+        updated = []
+        for kind, report in (
+            (ConditionType.JOB_STARTED, result.job_started),
+            (ConditionType.WORKSPACE_SUCCEEDED, result.succeeded),
+        ):
+            status = ConditionStatus.TRUE if report.status else ConditionStatus.FALSE
+            old = next((c for c in conditions if c.type == kind), None)
+            if old is None or old.status != status or old.reason != report.reason:
+                span.add_event(
+                    "condition",
+                    {"type": kind.value, "status": status.value, "reason": report.reason},
+                )
+            updated.append(
+                set_condition(
+                    conditions,
+                    type=kind,
+                    status=status,
+                    reason=report.reason,
+                    message=report.message,
+                    observed_generation=meta.get("generation"),
+                )
+            )
+        unchanged = all(
+            any(
+                (c.type, c.status, c.reason, c.message, c.observed_generation)
+                == (u.type, u.status, u.reason, u.message, u.observed_generation)
+                for c in conditions
+            )
+            for u in updated
+        )
+        if unchanged:
+            return
+        try:
+            await apply_status(
+                self._kube,
+                namespace=meta["namespace"],
+                name=meta["name"],
+                field_manager=self._settings.service_name,
+                status={"conditions": [c.to_wire() for c in updated]},
+            )
+        except errors.NotFoundError:
+            return

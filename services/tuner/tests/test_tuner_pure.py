@@ -1,0 +1,189 @@
+"""The tuner's pure parts: the Job KAITO would build, the config checks, and the status mapping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kairyu_core.api import Plan
+from kairyu_core.catalog import load_catalog
+from kairyu_core.workloads import Owner
+from kairyu_tuner import manifests
+from kairyu_tuner.settings import JobSettings
+from kairyu_tuner.status import tuning_status
+from kairyu_tuner.training_config import ConfigError, check, default_config
+
+SETTINGS = JobSettings()
+PHI = load_catalog().preset("phi-3-mini-4k-instruct")
+OWNER = Owner("ml", "tune", "u-1", "kaito.sh/v1beta1", "Workspace")
+
+
+def tuning(**overrides: Any) -> manifests.Tuning:
+    assert PHI is not None
+    plan = Plan.model_validate(
+        {
+            "instance_type": "Standard_NC24ads_A100_v4",
+            "node_count": 1,
+            "gpus_per_node": 2,
+            "tensor_parallel_size": 1,
+            "pipeline_parallel_size": 1,
+            "dtype": "bfloat16",
+            "runtime": "transformers",
+        }
+    )
+    values: dict[str, Any] = {
+        "owner": OWNER,
+        "plan": plan,
+        "worker_nodes": ["gpu-1"],
+        "preset": PHI,
+        "method": "LoRA",
+        "urls": ["https://example.com/data.parquet"],
+        "output_image": "registry.example.com/adapters/phi:1",
+        "push_secret": "push",
+    }
+    return manifests.Tuning(**(values | overrides))
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    (tuner,) = job["spec"]["template"]["spec"]["containers"]
+    return dict(tuner)
+
+
+def test_one_process_per_gpu_then_push_only_after_success() -> None:
+    script = manifests.command(tuning())
+    train, push = script.split(" && ")
+    assert train.startswith("accelerate launch --num_processes=2 -m kairyu_tuning.train ")
+    assert "--method=lora" in train
+    assert push.startswith("python3 -m kairyu_tuning.push --image=registry.example.com/")
+    assert "--docker-config=/mnt/push-secret/.dockerconfigjson" in push
+
+
+def test_a_volume_output_is_the_results_volume_and_nothing_is_pushed() -> None:
+    job = manifests.job(
+        tuning(
+            output_image=None,
+            push_secret=None,
+            output_volume={"persistentVolumeClaim": {"claimName": "out"}},
+        ),
+        SETTINGS,
+    )
+    assert "kairyu_tuning.push" not in container(job)["command"][2]
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["results-volume"]["persistentVolumeClaim"] == {"claimName": "out"}
+    assert "push-secret" not in volumes
+
+
+def test_an_image_input_is_pulled_into_the_data_volume() -> None:
+    job = manifests.job(tuning(urls=[], input_image="registry.example.com/data:1"), SETTINGS)
+    (puller,) = job["spec"]["template"]["spec"]["initContainers"]
+    assert puller["name"] == "data-puller"
+    assert "skopeo copy docker://registry.example.com/data:1" in puller["command"][2]
+    assert "cp -r /tmp/rootfs/data/. /mnt/data/" in puller["command"][2]
+
+
+def test_phi3_gets_kaitos_target_modules_and_the_gpu_placement() -> None:
+    job = manifests.job(tuning(), SETTINGS)
+    env = {e["name"]: e.get("value") for e in container(job)["env"]}
+    assert env["DEFAULT_TARGET_MODULES"].startswith("k_proj,q_proj")
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchFields"][0]["values"] == ["gpu-1"]
+    assert job["spec"]["backoffLimit"] == 0
+
+
+def test_the_spec_digest_changes_with_what_the_job_runs() -> None:
+    first = manifests.job(tuning(), SETTINGS)["metadata"]["annotations"]
+    again = manifests.job(tuning(), SETTINGS)["metadata"]["annotations"]
+    other = manifests.job(tuning(method="qlora"), SETTINGS)["metadata"]["annotations"]
+    assert first == again
+    assert first != other
+
+
+def test_default_configs_pass_their_own_checks() -> None:
+    assert check(default_config("lora"), "lora") == "/mnt/results"
+    assert check(default_config("qlora"), "qlora") == "/mnt/results"
+    assert "load_in_4bit: false" in default_config("lora")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("training_config: [", "not YAML"),
+        ("something: else", "needs a training_config"),
+        ("training_config:\n  Bogus: {}\n", "Bogus"),
+        ("training_config:\n  LoraConfig:\n    lora_dropout: 1.5\n", "LoraConfig.lora_dropout"),
+        ("training_config:\n  DatasetConfig:\n    dataset_extension: xlsx\n", "dataset_extension"),
+        ("training_config:\n  TrainingArguments:\n    output_dir: out\n", "absolute path"),
+    ],
+)
+def test_bad_configs_are_explained(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check(text, "lora")
+
+
+def test_qlora_needs_quantization() -> None:
+    with pytest.raises(ConfigError, match=r"qlora needs QuantizationConfig\.load_in_4bit"):
+        check(default_config("lora"), "qlora")
+
+
+def _job(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "tune"}, "status": status}
+
+
+def _pod(phase: str, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "tune-x", "creationTimestamp": "2026-11-24T00:00:00Z"},
+        "spec": {"nodeName": "gpu-1"},
+        "status": {"phase": phase, **status},
+    }
+
+
+def test_status_follows_kaitos_mapping() -> None:
+    pending = tuning_status(_job(active=1), [_pod("Pending")])
+    assert (pending.job_started.status, pending.job_started.reason) == (False, "workspacePending")
+
+    running = tuning_status(_job(active=1, ready=1), [_pod("Running")])
+    assert running.job_started.status
+    assert running.job_started.message == "the tuning job is running on gpu-1"
+    assert running.succeeded.reason == "workspacePending"
+
+    done = tuning_status(_job(succeeded=1, conditions=[{"type": "Complete", "status": "True"}]), [])
+    assert done.succeeded.status
+    assert done.job_started.reason == "WorkspaceTuningJobStatusStarted"
+
+
+def test_a_failed_job_names_its_pods_problem() -> None:
+    oom = _pod(
+        "Failed",
+        containerStatuses=[
+            {"name": "tuning", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+        ],
+    )
+    failed = tuning_status(
+        _job(
+            failed=1,
+            conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+        ),
+        [oom],
+    )
+    assert failed.job_started.reason == "WorkspaceTuningJobStatusFailed"
+    assert failed.succeeded.reason == "workspaceFailed"
+    assert "ContainerOOMKilled" in failed.succeeded.message
+    assert "container tuning" in failed.succeeded.message
+
+
+def test_a_pod_that_cannot_start_says_why() -> None:
+    stuck = _pod(
+        "Pending",
+        containerStatuses=[
+            {
+                "name": "tuning",
+                "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}},
+            }
+        ],
+    )
+    result = tuning_status(_job(active=1), [stuck])
+    assert (result.job_started.status, result.job_started.reason) == (False, "ImagePullError")
+    assert "not found" in result.job_started.message

@@ -1,0 +1,151 @@
+"""The tuner against the real cluster: the seed tuning Workspace to a finished Job.
+
+Watcher, planner, provisioner (real Karpenter) and tuner run in this process. kwok plays the
+kubelet: the Job's pod runs on the GPU node Karpenter made and completes a moment later, or its
+data download fails when the input URL's host is `unreachable.invalid` (a kwok stage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from rollout_stack import start_node_services
+
+from kairyu_core.bus import Bus
+from kairyu_core.catalog import load_catalog
+from kairyu_core.kube import KubeClient, errors, resources
+from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.stack import ServiceStack
+from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
+from kairyu_tuner.app import CONSUMED as TUNER_EVENTS
+from kairyu_tuner.app import Tuner
+from kairyu_tuner.app import consumer_spec as tuner_consumer
+from kairyu_tuner.settings import JobSettings, TunerSettings
+
+NAME = "workspace-phi-3-mini"
+
+
+@pytest.fixture
+async def services(
+    karpenter: object, bus: Bus, kube: KubeClient, namespace: str
+) -> AsyncIterator[ServiceStack]:
+    stack = ServiceStack(bus)
+    catalog = load_catalog()
+    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
+    tuning = TunerSettings(namespace=namespace, job=JobSettings(tuning_image="kairyu/tuning:test"))
+    stack.consume(
+        tuner_consumer(tuning, bus),
+        service=tuning.service_name,
+        events=TUNER_EVENTS,
+        handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
+    )
+    yield stack
+    await stack.stop()
+
+
+def seed_in(namespace: str) -> dict[str, Any]:
+    doc = seed("tuning")
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+async def test_the_seed_tuning_job_runs_on_its_gpu_node_and_succeeds(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    doc = seed_in(namespace)
+    await asyncio.to_thread(cluster.apply, doc)
+    started = await until(kube, namespace, NAME, is_true("JobStarted"), what="JobStarted")
+    assert condition(started, "JobStarted")["reason"] == "WorkspaceTuningJobStatusStarted"
+    workers = started["status"]["workerNodes"]
+
+    job = await kube.get(resources.JOBS, NAME, namespace=namespace)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == started["metadata"]["uid"]
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never"
+    (downloader,) = spec["initContainers"]
+    assert downloader["name"] == "data-downloader"
+    assert downloader["command"][:3] == ["python3", "-m", "kairyu_tuning.download"]
+    assert downloader["command"][-1] == doc["tuning"]["input"]["urls"][0]
+    (tuning,) = spec["containers"]
+    script = tuning["command"][2]
+    assert script.startswith("accelerate launch --num_processes=1 -m kairyu_tuning.train ")
+    assert "--model=microsoft/Phi-3-mini-4k-instruct" in script
+    assert "--method=qlora" in script
+    assert " && python3 -m kairyu_tuning.push --image=" in script
+    assert doc["tuning"]["output"]["image"] in script
+    assert "--docker-config=/mnt/push-secret/.dockerconfigjson" in script
+    assert tuning["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    mounts = {m["name"]: m["mountPath"] for m in tuning["volumeMounts"]}
+    assert mounts["data-volume"] == "/mnt/data"
+    assert mounts["results-volume"] == "/mnt/results"
+    assert mounts["config-volume"] == "/mnt/config"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["push-secret"]["secret"]["secretName"] == "ACR_REGISTRY_SECRET_HERE"
+    config = await kube.get(
+        resources.CONFIGMAPS, volumes["config-volume"]["configMap"]["name"], namespace=namespace
+    )
+    assert "load_in_4bit: true" in config["data"]["training_config.yaml"]  # KAITO's QLoRA default
+    sku_taint = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+    assert sku_taint in spec["tolerations"]
+
+    pods = await kube.list(
+        resources.PODS, namespace=namespace, label_selector=f"kaito.sh/workspace={NAME}"
+    )
+    assert [p["spec"]["nodeName"] for p in pods["items"]] == workers
+
+    done = await until(kube, namespace, NAME, is_true("WorkspaceSucceeded"), what="succeeded")
+    assert done["status"]["state"] == "Succeeded"
+    assert condition(done, "WorkspaceReady")["status"] == "True"
+
+
+async def test_a_failed_download_fails_the_workspace_with_the_reason(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    doc = seed_in(namespace)
+    doc["tuning"]["input"]["urls"] = ["https://unreachable.invalid/train.parquet"]
+    await asyncio.to_thread(cluster.apply, doc)
+    failed = await until(
+        kube, namespace, NAME, has_reason("WorkspaceSucceeded", "workspaceFailed"), what="failed"
+    )
+    message = condition(failed, "WorkspaceSucceeded")["message"]
+    assert "InitContainerFailed" in message
+    assert "data-downloader" in message
+    assert "cannot resolve unreachable.invalid" in message
+    assert condition(failed, "JobStarted")["reason"] == "WorkspaceTuningJobStatusFailed"
+    await until(
+        kube,
+        namespace,
+        NAME,
+        lambda o: (o.get("status") or {}).get("state") == "Failed",
+        what="state Failed",
+    )
+
+
+async def test_an_invalid_tuning_config_is_explained_before_any_job_runs(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    await asyncio.to_thread(
+        cluster.apply,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "my-tuning", "namespace": namespace},
+            "data": {
+                "training_config.yaml": "training_config:\n  LoraConfig:\n    r: 0\n"
+                "  QuantizationConfig:\n    load_in_4bit: true\n"
+            },
+        },
+    )
+    doc = seed_in(namespace)
+    doc["tuning"]["config"] = "my-tuning"
+    await asyncio.to_thread(cluster.apply, doc)
+    bad = await until(
+        kube, namespace, NAME, has_reason("JobStarted", "InvalidTuningConfig"), what="explained"
+    )
+    assert "LoraConfig.r" in condition(bad, "JobStarted")["message"]
+    with pytest.raises(errors.NotFoundError):
+        await kube.get(resources.JOBS, NAME, namespace=namespace)
