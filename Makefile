@@ -4,7 +4,8 @@
 #               then the inference runtime's tests on the CPU (images/, its own uv workspace)
 # Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
 # Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
-# (tools/karpenter/build.sh), each cached by version under ~/.cache/kairyu.
+# (tools/karpenter/build.sh), and the OCI registry the tuning tests push to (tools/registry/build.sh),
+# each cached by version under ~/.cache/kairyu.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,9 +15,10 @@ UV_VERSION := 0.13.9
 UV := $(CURDIR)/.tools/bin/uv
 CLUSTER_BIN = $(shell bash tools/cluster/build.sh | tail -n 1)
 KARPENTER_DIR = $(shell bash tools/karpenter/build.sh | tail -n 1)
+REGISTRY_DIR = $(shell bash tools/registry/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help sync sync-images cluster karpenter lint lint-images test test-images test-unit dev crds \
+.PHONY: help sync sync-images cluster karpenter registry lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev
 
 help:
@@ -24,7 +26,7 @@ help:
 	@echo "                (ARGS=\"--backend azure\" or byo; default: real Karpenter)"
 	@echo "make test       lint + type-check + all tests (unit, contract, integration)"
 	@echo "make test-unit  the fast subset: no cluster, no nats-server"
-	@echo "make test-images  the runtime image's server on the CPU (torch; its own uv workspace)"
+	@echo "make test-images  the runtime server and the tuning entrypoint on the CPU (torch; images/)"
 	@echo "make lint       ruff, mypy, import-linter"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
 	@echo "make snapshots  refresh the event schema snapshots (a deliberate contract change)"
@@ -46,6 +48,9 @@ cluster:
 karpenter:
 	@bash tools/karpenter/build.sh
 
+registry:
+	@bash tools/registry/build.sh
+
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
@@ -55,12 +60,12 @@ lint: sync
 lint-images: sync-images
 	$(UV) run --frozen --directory images mypy
 
-test: lint lint-images cluster karpenter
+test: lint lint-images cluster karpenter registry
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" $(UV) run pytest
-	$(UV) run --frozen --directory images pytest
+	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
-test-images: lint-images
-	$(UV) run --frozen --directory images pytest
+test-images: lint-images registry
+	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
 test-unit: sync
 	$(UV) run pytest -m "not integration and not e2e"

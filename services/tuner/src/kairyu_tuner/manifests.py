@@ -134,6 +134,7 @@ def _downloader(tuning: Tuning, settings: JobSettings) -> JSON:
             "kairyu_tuning.download",
             f"--target={DATA_DIR}",
             f"--max-mib={settings.max_download_mib}",
+            *(f"--allow-cidr={cidr}" for cidr in settings.download_allow_cidrs),
             *tuning.urls,
         ],
         "volumeMounts": [{"name": "data-volume", "mountPath": DATA_DIR}],

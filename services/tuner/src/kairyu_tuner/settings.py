@@ -18,6 +18,8 @@ class JobSettings(BaseModel):
     """Copies an input image's /data into the pod (KAITO's puller)."""
     max_download_mib: int = Field(default=10240, ge=1)
     """Largest training file the downloader accepts."""
+    download_allow_cidrs: list[str] = Field(default_factory=list)
+    """Internal networks the downloader may reach (an in-cluster data server); none by default."""
     backoff_limit: int = Field(default=0, ge=0)
     """Retries of a failed tuning pod; 0 because a failed run usually fails again, on GPU time."""
 
