@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core import tracing
 from kairyu_core.bus import Bus, Consumer, StreamSpec
 from kairyu_core.events import Subjects
 from kairyu_core.kube import KubeClient
@@ -35,7 +35,8 @@ async def connections(settings: ServiceSettings) -> AsyncIterator[tuple[Bus, Kub
         kube = await KubeClient.connect(settings.kube.kubeconfig)
         try:
             await bus.ensure_stream()
-            yield bus, kube
+            async with health.serving(settings.health_port, ready=lambda: bus.is_connected):
+                yield bus, kube
         finally:
             await kube.close()
     finally:

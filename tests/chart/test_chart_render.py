@@ -1,0 +1,74 @@
+"""The chart without a cluster: lint, golden renders, CRD drift, values schema, least privilege."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helm import CHART, documents, helm, render, stable, values_files
+
+from kairyu_core.localenv.binaries import repo_root
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("KAIRYU_UPDATE_GOLDEN") == "1"
+
+
+@pytest.mark.parametrize("values", values_files(), ids=lambda p: p.name)
+def test_lint_passes(values: Path) -> None:
+    done = helm("lint", str(CHART), "-f", str(values), "--strict", "--kube-version", "1.36.3")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("values", values_files(), ids=lambda p: p.name)
+def test_render_matches_its_golden_file(values: Path) -> None:
+    golden = GOLDEN / values.name.replace("-values", "")
+    # The CRD is left out: it is generated, and test_chart_crd_is_the_generated_one checks it.
+    rendered = stable(render(values, "--set", "crds.enabled=false"))
+    if UPDATE or not golden.exists():
+        golden.write_text(rendered)
+    assert rendered == golden.read_text(), f"run `make snapshots` if {golden.name} should change"
+
+
+def test_chart_crd_is_the_generated_one() -> None:
+    generated = (repo_root() / "config/crd/kaito.sh_workspaces.yaml").read_text()
+    copy = (CHART / "charts/crds/files/kaito.sh_workspaces.yaml").read_text()
+    assert copy == generated, "run `make crds`: the chart's CRD differs from the models"
+
+
+def test_the_crd_is_kept_on_uninstall() -> None:
+    (crd,) = [d for d in documents(render()) if d["kind"] == "CustomResourceDefinition"]
+    assert crd["metadata"]["name"] == "workspaces.kaito.sh"
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_bad_values_are_refused_with_the_field() -> None:
+    done = helm("template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.backend=aws")
+    assert done.returncode != 0
+    assert "/provisioner/backend" in done.stderr
+    azure = helm("template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.backend=azure")
+    assert "provisioner.azure.subscriptionId is required" in azure.stderr
+
+
+def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
+    for values in values_files():
+        for doc in documents(render(values)):
+            if doc["kind"] == "Deployment":
+                pod = doc["spec"]["template"]["spec"]
+                assert pod["securityContext"]["runAsNonRoot"] is True
+                assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+                for container in pod["containers"]:
+                    context = container["securityContext"]
+                    assert context["allowPrivilegeEscalation"] is False
+                    assert context["readOnlyRootFilesystem"] is True
+                    assert context["capabilities"] == {"drop": ["ALL"]}
+            if doc["kind"] == "ClusterRole":
+                for rule in doc["rules"]:
+                    assert "secrets" not in rule["resources"], doc["metadata"]["name"]
+                    assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+def test_replicas_above_one_get_a_disruption_budget() -> None:
+    docs = documents(render(None, "--set", "deployer.replicas=3"))
+    budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert budgets == {"kairyu-deployer"}
