@@ -4,8 +4,8 @@
 #               then the inference runtime's tests on the CPU (images/, its own uv workspace)
 # Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
 # Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
-# (tools/karpenter/build.sh), and the OCI registry the tuning tests push to (tools/registry/build.sh),
-# each cached by version under ~/.cache/kairyu.
+# (tools/karpenter/build.sh), the OCI registry the tuning tests push to (tools/registry/build.sh)
+# and helm (tools/helm/build.sh), each cached by version under ~/.cache/kairyu.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -16,9 +16,10 @@ UV := $(CURDIR)/.tools/bin/uv
 CLUSTER_BIN = $(shell bash tools/cluster/build.sh | tail -n 1)
 KARPENTER_DIR = $(shell bash tools/karpenter/build.sh | tail -n 1)
 REGISTRY_DIR = $(shell bash tools/registry/build.sh | tail -n 1)
+HELM_DIR = $(shell bash tools/helm/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help sync sync-images cluster karpenter registry lint lint-images test test-images test-unit dev crds \
+.PHONY: help sync sync-images cluster karpenter registry helm lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev
 
 help:
@@ -29,7 +30,7 @@ help:
 	@echo "make test-images  the runtime server and the tuning entrypoint on the CPU (torch; images/)"
 	@echo "make lint       ruff, mypy, import-linter"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
-	@echo "make snapshots  refresh the event schema snapshots (a deliberate contract change)"
+	@echo "make snapshots  refresh the event schema snapshots and the chart's golden renders"
 
 $(UV):
 	python3 -m venv .tools
@@ -51,6 +52,9 @@ karpenter:
 registry:
 	@bash tools/registry/build.sh
 
+helm:
+	@bash tools/helm/build.sh
+
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
@@ -60,8 +64,9 @@ lint: sync
 lint-images: sync-images
 	$(UV) run --frozen --directory images mypy
 
-test: lint lint-images cluster karpenter registry
-	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" $(UV) run pytest
+test: lint lint-images cluster karpenter registry helm
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
+		KAIRYU_HELM_DIR="$(HELM_DIR)" $(UV) run pytest
 	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
 test-images: lint-images registry
@@ -76,9 +81,11 @@ dev: sync cluster karpenter
 
 crds: sync
 	$(UV) run python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml
+	cp config/crd/kaito.sh_workspaces.yaml charts/kairyu/charts/crds/files/
 
-snapshots: sync
+snapshots: sync helm
 	KAIRYU_UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contract -q
+	KAIRYU_UPDATE_GOLDEN=1 KAIRYU_HELM_DIR="$(HELM_DIR)" $(UV) run pytest tests/chart/test_chart_render.py -q
 
 clean-dev:
 	rm -rf dev-cluster

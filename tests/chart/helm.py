@@ -29,11 +29,19 @@ def helm_binary() -> Path:
 
 def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HELM_CACHE_HOME": "/tmp/kairyu-helm/cache"}
-    env |= {"HELM_CONFIG_HOME": "/tmp/kairyu-helm/config", "HELM_DATA_HOME": "/tmp/kairyu-helm/data"}
+    env |= {
+        "HELM_CONFIG_HOME": "/tmp/kairyu-helm/config",
+        "HELM_DATA_HOME": "/tmp/kairyu-helm/data",
+    }
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     return subprocess.run(
-        [str(helm_binary()), *args], capture_output=True, text=True, check=False, env=env, timeout=300
+        [str(helm_binary()), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=300,
     )
 
 

@@ -43,10 +43,20 @@ def test_the_crd_is_kept_on_uninstall() -> None:
 
 
 def test_bad_values_are_refused_with_the_field() -> None:
-    done = helm("template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.backend=aws")
+    done = helm(
+        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.backend=aws"
+    )
     assert done.returncode != 0
     assert "/provisioner/backend" in done.stderr
-    azure = helm("template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.backend=azure")
+    azure = helm(
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "provisioner.backend=azure",
+    )
     assert "provisioner.azure.subscriptionId is required" in azure.stderr
 
 
@@ -65,7 +75,8 @@ def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
             if doc["kind"] == "ClusterRole":
                 for rule in doc["rules"]:
                     assert "secrets" not in rule["resources"], doc["metadata"]["name"]
-                    assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+                    assert "*" not in rule["verbs"]
+                    assert "*" not in rule["resources"]
 
 
 def test_replicas_above_one_get_a_disruption_budget() -> None:

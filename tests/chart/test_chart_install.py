@@ -1,0 +1,180 @@
+"""`helm install` into a real control plane: pods run, RBAC is least privilege, PSS holds.
+
+The chart gets a cluster of its own (not the session's), because it registers a cluster-wide
+validating webhook and owns the Workspace CRD, which would collide with the other tests. kwok plays
+the kubelet on one ordinary (non-GPU) node, so kairyu's pods become Running without their images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from helm import CHART, NAMESPACE, RELEASE, helm
+
+from kairyu_core.localenv import LocalCluster, karpenter
+from kairyu_core.localenv.binaries import Binaries
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
+
+
+def plain_node(name: str) -> dict[str, object]:
+    capacity = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"},
+        },
+        "status": {"capacity": capacity, "allocatable": capacity},
+    }
+
+
+@pytest.fixture(scope="module")
+def chart_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(Binaries.locate()) as cluster:
+        cluster.kubectl("create", "-f", "-", input=json.dumps(plain_node("system-0")))
+        cluster.kubectl("wait", "--for=condition=Ready", "--timeout=60s", "node/system-0")
+        # Karpenter's CRDs, so that `kubectl auth can-i` knows the NodeClaim resource.
+        for crd in ("karpenter.sh_nodeclaims.yaml", "karpenter.sh_nodepools.yaml"):
+            cluster.apply(karpenter.locate() / "crds" / crd)
+        cluster.wait_for_crds("nodeclaims.karpenter.sh", "nodepools.karpenter.sh")
+        cluster.create_namespace(NAMESPACE)
+        cluster.kubectl(
+            "label",
+            "namespace",
+            NAMESPACE,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest",
+        )
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def installed(chart_cluster: LocalCluster) -> LocalCluster:
+    done = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--wait",
+        "--timeout",
+        "180s",
+        kubeconfig=chart_cluster.kubeconfig,
+    )
+    assert done.returncode == 0, done.stderr
+    return chart_cluster
+
+
+def get(cluster: LocalCluster, *args: str) -> dict[str, Any]:
+    return dict(json.loads(cluster.kubectl("get", *args, "-o", "json").stdout))
+
+
+def test_every_pod_runs_on_a_node_under_restricted_pod_security(installed: LocalCluster) -> None:
+    pods = get(installed, "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/part-of=kairyu")
+    items = pods["items"]
+    assert isinstance(items, list)
+    running = {
+        p["metadata"]["labels"]["app.kubernetes.io/component"]: p
+        for p in items
+        if p["status"]["phase"] == "Running"
+    }
+    assert set(running) == set(SERVICES)
+    assert {p["spec"]["nodeName"] for p in running.values()} == {"system-0"}
+    # The namespace really enforces `restricted`: a pod that is not gets refused.
+    refused = installed.kubectl(
+        "run",
+        "rooted",
+        "-n",
+        NAMESPACE,
+        "--image=busybox",
+        "--restart=Never",
+        "--overrides",
+        json.dumps({"spec": {"securityContext": {"runAsUser": 0}}}),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "violates PodSecurity" in refused.stderr
+
+
+def test_the_crd_and_the_webhook_are_registered(installed: LocalCluster) -> None:
+    crd = get(installed, "crd", "workspaces.kaito.sh")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    hook = get(installed, "validatingwebhookconfiguration", f"{RELEASE}-planner")
+    (webhook,) = hook["webhooks"]
+    assert webhook["clientConfig"]["service"]["name"] == f"{RELEASE}-planner"
+    assert webhook["clientConfig"]["caBundle"]
+    assert webhook["failurePolicy"] == "Fail"
+
+
+def can(cluster: LocalCluster, service: str, verb: str, resource: str) -> bool:
+    """`kubectl auth can-i` as the service's account; `resource/sub` checks a subresource."""
+    account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-{service}"
+    resource, _, subresource = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, "-n", "ml", "--as", account]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    done = cluster.kubectl(*args, check=False)
+    assert "doesn't have a resource type" not in done.stderr, done.stderr
+    return done.stdout.strip() == "yes"
+
+
+ALLOWED = [
+    ("watcher", "watch", "workspaces.kaito.sh"),
+    ("watcher", "patch", "workspaces.kaito.sh/status"),
+    ("watcher", "watch", "pods"),
+    ("planner", "patch", "workspaces.kaito.sh/status"),
+    ("provisioner", "create", "nodeclaims.karpenter.sh"),
+    ("provisioner", "delete", "nodeclaims.karpenter.sh"),
+    ("provisioner", "patch", "workspaces.kaito.sh"),
+    ("provisioner", "create", "events"),
+    ("deployer", "create", "deployments.apps"),
+    ("deployer", "delete", "statefulsets.apps"),
+    ("deployer", "create", "services"),
+    ("tuner", "create", "jobs.batch"),
+    ("tuner", "create", "configmaps"),
+]
+DENIED = [
+    ("watcher", "create", "deployments.apps"),
+    ("watcher", "delete", "workspaces.kaito.sh"),
+    ("deployer", "patch", "workspaces.kaito.sh"),
+    ("tuner", "patch", "workspaces.kaito.sh"),
+    ("planner", "create", "nodeclaims.karpenter.sh"),
+    ("planner", "list", "pods"),
+    ("provisioner", "delete", "nodes"),
+    ("provisioner", "create", "deployments.apps"),
+    ("deployer", "delete", "nodes"),
+    ("deployer", "create", "jobs.batch"),
+    ("deployer", "create", "nodeclaims.karpenter.sh"),
+    ("tuner", "create", "deployments.apps"),
+    ("tuner", "delete", "nodes"),
+    *((service, verb, "secrets") for service in SERVICES for verb in ("get", "list")),
+    *((service, "create", "pods") for service in SERVICES),
+    *((service, "create", "clusterrolebindings.rbac.authorization.k8s.io") for service in SERVICES),
+]
+
+
+def test_each_service_can_do_what_it_needs_and_nothing_more(installed: LocalCluster) -> None:
+    missing = [case for case in ALLOWED if not can(installed, *case)]
+    excess = [case for case in DENIED if can(installed, *case)]
+    assert (missing, excess) == ([], [])
+
+
+def test_uninstall_removes_what_it_created_but_the_crd(installed: LocalCluster) -> None:
+    done = helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=installed.kubeconfig)
+    assert done.returncode == 0, done.stderr
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    for kind in (
+        "deployments,serviceaccounts,secrets,services,networkpolicies",
+        "clusterroles,clusterrolebindings,validatingwebhookconfigurations",
+    ):
+        left = get(installed, kind, "-A", "-l", selector)
+        assert left["items"] == [], left["items"]
+    get(installed, "crd", "workspaces.kaito.sh")  # kept: deleting it would delete every Workspace
