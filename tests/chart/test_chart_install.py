@@ -16,30 +16,19 @@ from helm import CHART, NAMESPACE, RELEASE, helm
 
 from kairyu_core.localenv import LocalCluster, karpenter
 from kairyu_core.localenv.binaries import Binaries
+from kairyu_core.localenv.nodes import kwok_node_manifest
 
 pytestmark = pytest.mark.integration
 
 SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
 
 
-def plain_node(name: str) -> dict[str, object]:
-    capacity = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake"},
-            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"},
-        },
-        "status": {"capacity": capacity, "allocatable": capacity},
-    }
-
-
 @pytest.fixture(scope="module")
 def chart_cluster() -> Iterator[LocalCluster]:
     with LocalCluster(Binaries.locate()) as cluster:
-        cluster.kubectl("create", "-f", "-", input=json.dumps(plain_node("system-0")))
+        capacity = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+        node = kwok_node_manifest("system-0", capacity=capacity)
+        cluster.kubectl("create", "-f", "-", input=json.dumps(node))
         cluster.kubectl("wait", "--for=condition=Ready", "--timeout=60s", "node/system-0")
         # Karpenter's CRDs, so that `kubectl auth can-i` knows the NodeClaim resource.
         for crd in ("karpenter.sh_nodeclaims.yaml", "karpenter.sh_nodepools.yaml"):

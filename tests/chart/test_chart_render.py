@@ -9,6 +9,11 @@ import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
 from kairyu_core.localenv.binaries import repo_root
+from kairyu_deployer.settings import DeployerSettings
+from kairyu_planner.settings import PlannerSettings
+from kairyu_provisioner.settings import ProvisionerSettings
+from kairyu_tuner.settings import TunerSettings
+from kairyu_watcher.settings import WatcherSettings
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("KAIRYU_UPDATE_GOLDEN") == "1"
@@ -83,3 +88,37 @@ def test_replicas_above_one_get_a_disruption_budget() -> None:
     docs = documents(render(None, "--set", "deployer.replicas=3"))
     budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
     assert budgets == {"kairyu-deployer"}
+
+
+SETTINGS = {
+    "watcher": WatcherSettings,
+    "planner": PlannerSettings,
+    "provisioner": ProvisionerSettings,
+    "deployer": DeployerSettings,
+    "tuner": TunerSettings,
+}
+
+
+@pytest.mark.parametrize("values", values_files(), ids=lambda p: p.name)
+def test_each_pods_environment_is_valid_settings_for_its_service(
+    values: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's variable names and values are what the services' pydantic settings accept."""
+    for doc in documents(render(values)):
+        if doc["kind"] != "Deployment":
+            continue
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        with monkeypatch.context() as env:
+            for name in [n for n in os.environ if n.startswith(("KAIRYU_", "OTEL_"))]:
+                env.delenv(name)
+            for var in container["env"]:
+                # Secret-backed values are read by the kubelet; any string stands in for them here.
+                env.setenv(var["name"], var.get("value", "from-a-secret"))
+            settings = SETTINGS[container["name"]]()
+        assert settings.health_port == 8080
+        assert settings.nats.stream == "KAIRYU"
+        if isinstance(settings, ProvisionerSettings) and "azure" in values.name:
+            assert settings.backend == "azure"
+            assert settings.azure.cluster_name == "aks-kairyu"
+        if isinstance(settings, TunerSettings):
+            assert settings.job.tuning_image.endswith("/kairyu-tuning:0.1.0")

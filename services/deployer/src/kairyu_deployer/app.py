@@ -18,18 +18,16 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from kairyu_core.api import (
-    Condition,
     ConditionStatus,
     ConditionType,
     Workspace,
     parse_workspace,
-    set_condition,
 )
 from kairyu_core.api.workspace import AccessMode
 from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
 from kairyu_core.catalog import Catalog
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
-from kairyu_core.kube import KubeClient, apply_status, errors, resources
+from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import DeployerSettings
@@ -59,14 +57,7 @@ def inference_of(
 ) -> manifests.Inference | None:
     """What to deploy, or None while there is nothing to deploy (not inference, nodes not ready)."""
     meta, status, spec = workspace.metadata, workspace.status, workspace.inference
-    if spec is None or status is None or status.plan is None or not status.worker_nodes:
-        return None
-    if status.plan.observed_generation != meta.generation:
-        return None
-    ready = next(
-        (c for c in status.conditions or [] if c.type == ConditionType.RESOURCE_READY), None
-    )
-    if ready is None or ready.status != ConditionStatus.TRUE:
+    if spec is None or status is None or status.plan is None or not workspace.nodes_ready():
         return None
     preset = catalog.preset(spec.preset.name) if spec.preset else None
     options = spec.preset.preset_options if spec.preset else None
@@ -80,7 +71,7 @@ def inference_of(
         api_version=raw.get("apiVersion", resources.WORKSPACES.api_version),
         kind=raw.get("kind", resources.WORKSPACES.kind),
         plan=status.plan,
-        worker_nodes=list(status.worker_nodes),
+        worker_nodes=list(status.worker_nodes or []),
         image=image,
         preset=preset,
         adapters=list(spec.adapters or []),
@@ -198,39 +189,14 @@ class Deployer:
                         )
 
     async def _write(self, raw: dict[str, Any], result: Verdict, span: trace.Span) -> None:
-        meta = raw["metadata"]
-        conditions = [
-            Condition.model_validate(c) for c in (raw.get("status") or {}).get("conditions") or []
-        ]
         status = ConditionStatus.TRUE if result.ready else ConditionStatus.FALSE
-        old = next((c for c in conditions if c.type == ConditionType.INFERENCE_READY), None)
-        if old is not None and (old.status, old.reason, old.message, old.observed_generation) == (
-            status,
-            result.reason,
-            result.message,
-            meta.get("generation"),
-        ):
-            return
-        if old is None or old.status != status or old.reason != result.reason:
-            span.add_event(
-                "condition",
-                {"type": "InferenceReady", "status": status.value, "reason": result.reason},
-            )
-        condition = set_condition(
-            conditions,
-            type=ConditionType.INFERENCE_READY,
-            status=status,
-            reason=result.reason,
-            message=result.message,
-            observed_generation=meta.get("generation"),
+        report = Report(ConditionType.INFERENCE_READY, status, result.reason, result.message)
+        await report_conditions(
+            self._kube,
+            raw,
+            [report],
+            field_manager=self._settings.service_name,
+            on_transition=lambda r: span.add_event(
+                "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}
+            ),
         )
-        try:
-            await apply_status(
-                self._kube,
-                namespace=meta["namespace"],
-                name=meta["name"],
-                field_manager=self._settings.service_name,
-                status={"conditions": [condition.to_wire()]},
-            )
-        except errors.NotFoundError:
-            return

@@ -17,22 +17,21 @@ from opentelemetry import trace
 from pydantic import ValidationError
 
 from kairyu_core.api import (
-    Condition,
     ConditionStatus,
     ConditionType,
     Workspace,
     parse_workspace,
-    set_condition,
 )
 from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
 from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
-from kairyu_core.kube import KubeClient, apply_status, errors, resources
+from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
 from kairyu_core.workloads import WORKSPACE_LABEL, Owner
 from kairyu_tuner import manifests
 from kairyu_tuner.settings import TunerSettings
-from kairyu_tuner.status import PENDING, Report, TuningStatus, tuning_status
+from kairyu_tuner.status import PENDING, TuningStatus, tuning_status
+from kairyu_tuner.status import Report as TuningReport
 from kairyu_tuner.training_config import CONFIG_KEY, ConfigError, check
 
 log = logging.getLogger(__name__)
@@ -49,24 +48,12 @@ def consumer_spec(settings: TunerSettings, bus: Bus) -> ConsumerSpec:
     return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
 
 
-def _nodes_ready(workspace: Workspace) -> bool:
-    status = workspace.status
-    if status is None or status.plan is None or not status.worker_nodes:
-        return False
-    if status.plan.observed_generation != workspace.metadata.generation:
-        return False
-    ready = next(
-        (c for c in status.conditions or [] if c.type == ConditionType.RESOURCE_READY), None
-    )
-    return ready is not None and ready.status == ConditionStatus.TRUE
-
-
 def tuning_of(
     workspace: Workspace, raw: dict[str, Any], preset: Preset, output_dir: str
 ) -> manifests.Tuning | None:
     """What to run, or None while there is nothing to run (not tuning, nodes not ready)."""
     meta, status, spec = workspace.metadata, workspace.status, workspace.tuning
-    if spec is None or status is None or status.plan is None or not _nodes_ready(workspace):
+    if spec is None or status is None or status.plan is None or not workspace.nodes_ready():
         return None
     options = spec.preset.preset_options
     return manifests.Tuning(
@@ -131,7 +118,7 @@ class Tuner:
             workspace = parse_workspace(raw)
         except ValidationError:
             return
-        if workspace.tuning is None or not _nodes_ready(workspace):
+        if workspace.tuning is None or not workspace.nodes_ready():
             return
         with tracer.start_as_current_span(
             "tune",
@@ -159,13 +146,15 @@ class Tuner:
         if preset is None:  # the planner refuses these first; a catalog change can still get here
             unknown = f"preset {spec.preset.name} is not in kairyu's catalog"
             return TuningStatus(
-                Report(False, "UnknownPreset", unknown), Report(False, PENDING, unknown)
+                TuningReport(False, "UnknownPreset", unknown), TuningReport(False, PENDING, unknown)
             )
         try:
             output_dir = await self._output_dir(namespace, spec.config, spec.method)
         except ConfigError as exc:
-            bad = Report(False, "InvalidTuningConfig", str(exc)[:1024])
-            return TuningStatus(bad, Report(False, PENDING, "waiting for a usable tuning config"))
+            bad = TuningReport(False, "InvalidTuningConfig", str(exc)[:1024])
+            return TuningStatus(
+                bad, TuningReport(False, PENDING, "waiting for a usable tuning config")
+            )
         tuning = tuning_of(workspace, raw, preset, output_dir)
         if tuning is None:
             return tuning_status(None, [])
@@ -230,49 +219,19 @@ class Tuner:
         return dict(created)
 
     async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
-        meta = raw["metadata"]
-        conditions = [
-            Condition.model_validate(c) for c in (raw.get("status") or {}).get("conditions") or []
-        ]
-        updated = []
-        for kind, report in (
-            (ConditionType.JOB_STARTED, result.job_started),
-            (ConditionType.WORKSPACE_SUCCEEDED, result.succeeded),
-        ):
+        def condition(kind: ConditionType, report: TuningReport) -> Report:
             status = ConditionStatus.TRUE if report.status else ConditionStatus.FALSE
-            old = next((c for c in conditions if c.type == kind), None)
-            if old is None or old.status != status or old.reason != report.reason:
-                span.add_event(
-                    "condition",
-                    {"type": kind.value, "status": status.value, "reason": report.reason},
-                )
-            updated.append(
-                set_condition(
-                    conditions,
-                    type=kind,
-                    status=status,
-                    reason=report.reason,
-                    message=report.message,
-                    observed_generation=meta.get("generation"),
-                )
-            )
-        unchanged = all(
-            any(
-                (c.type, c.status, c.reason, c.message, c.observed_generation)
-                == (u.type, u.status, u.reason, u.message, u.observed_generation)
-                for c in conditions
-            )
-            for u in updated
+            return Report(kind, status, report.reason, report.message)
+
+        await report_conditions(
+            self._kube,
+            raw,
+            [
+                condition(ConditionType.JOB_STARTED, result.job_started),
+                condition(ConditionType.WORKSPACE_SUCCEEDED, result.succeeded),
+            ],
+            field_manager=self._settings.service_name,
+            on_transition=lambda r: span.add_event(
+                "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}
+            ),
         )
-        if unchanged:
-            return
-        try:
-            await apply_status(
-                self._kube,
-                namespace=meta["namespace"],
-                name=meta["name"],
-                field_manager=self._settings.service_name,
-                status={"conditions": [c.to_wire() for c in updated]},
-            )
-        except errors.NotFoundError:
-            return

@@ -21,6 +21,7 @@ from kairyu_core.api.meta import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
     Condition,
+    ConditionStatus,
     LabelSelector,
     ObjectMeta,
     preserve_unknown,
@@ -325,6 +326,22 @@ class _Workspace(ApiModel):
     inference: InferenceSpec | None = None
     tuning: TuningSpec | None = None
     status: WorkspaceStatus | None = None
+
+    def nodes_ready(self) -> bool:
+        """Whether the provisioner reported Ready nodes for the current generation's plan.
+
+        This is when the deployer and the tuner may run their workload; before, or for an older
+        plan, they wait.
+        """
+        status = self.status
+        if status is None or status.plan is None or not status.worker_nodes:
+            return False
+        if status.plan.observed_generation != self.metadata.generation:
+            return False
+        return any(
+            c.type == "ResourceReady" and c.status == ConditionStatus.TRUE
+            for c in status.conditions or []
+        )
 
 
 class WorkspaceV1Alpha1(_Workspace):

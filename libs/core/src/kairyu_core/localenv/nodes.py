@@ -39,13 +39,35 @@ def gpu_node_manifest(
     taints: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A Node that kwok will keep Ready and whose GPUs the scheduler can hand out."""
-    capacity = {
-        "cpu": spec.cpu,
-        "memory": spec.memory,
-        "ephemeral-storage": spec.ephemeral_storage,
-        "pods": str(spec.max_pods),
-        GPU_RESOURCE: str(spec.gpu_count),
+    gpu_labels = {
+        INSTANCE_TYPE_LABEL: spec.instance_type,
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": spec.gpu_product,
+        "nvidia.com/gpu.count": str(spec.gpu_count),
+        "nvidia.com/gpu.memory": str(spec.gpu_memory_mib),
     }
+    return kwok_node_manifest(
+        name,
+        capacity={
+            "cpu": spec.cpu,
+            "memory": spec.memory,
+            "ephemeral-storage": spec.ephemeral_storage,
+            "pods": str(spec.max_pods),
+            GPU_RESOURCE: str(spec.gpu_count),
+        },
+        labels={**gpu_labels, **(labels or {})},
+        taints=taints,
+    )
+
+
+def kwok_node_manifest(
+    name: str,
+    *,
+    capacity: dict[str, str],
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A Node that kwok will keep Ready, with this capacity (e.g. for kairyu's own pods)."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -57,11 +79,6 @@ def gpu_node_manifest(
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "type": "kwok",
-                INSTANCE_TYPE_LABEL: spec.instance_type,
-                "nvidia.com/gpu.present": "true",
-                "nvidia.com/gpu.product": spec.gpu_product,
-                "nvidia.com/gpu.count": str(spec.gpu_count),
-                "nvidia.com/gpu.memory": str(spec.gpu_memory_mib),
                 **(labels or {}),
             },
         },
