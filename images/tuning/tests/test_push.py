@@ -8,67 +8,18 @@ import io
 import json
 import os
 import socket
-import subprocess
 import tarfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import oras.client
 import oras.decorator
 import pytest
+from oci import OCI_MANIFEST, pull, registry
 
 from kairyu_tuning import push
+
+__all__ = ["registry"]  # the fixture, used by name
 from kairyu_tuning.failure import StepError
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def registry_binary() -> Path:
-    if directory := os.environ.get("KAIRYU_REGISTRY_DIR"):
-        return Path(directory) / "registry"
-    built = subprocess.run(
-        ["bash", str(REPO_ROOT / "tools/registry/build.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return Path(built.stdout.strip().splitlines()[-1]) / "registry"
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = root / "config.yml"
-    config.write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    log = (root / "registry.log").open("wb")
-    process = subprocess.Popen(
-        [str(registry_binary()), "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://{address}/v2/").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail((root / "registry.log").read_text())
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
@@ -80,20 +31,6 @@ def adapter(tmp_path: Path) -> Path:
     (source / "fine_tuning_completed.txt").write_text("done\n")
     (source / "training_log.json").write_text("[]")  # not part of the image
     return source
-
-
-def pull(address: str, repository: str, tag: str) -> tuple[dict[str, object], bytes, bytes]:
-    """Manifest, config and layer, straight from the registry API, each checked by digest."""
-    base = f"http://{address}/v2/{repository}"
-    manifest = httpx.get(f"{base}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}).json()
-
-    def blob(descriptor: dict[str, str]) -> bytes:
-        data = httpx.get(f"{base}/blobs/{descriptor['digest']}", follow_redirects=True).content
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == descriptor["digest"]
-        return data
-
-    (layer,) = manifest["layers"]
-    return manifest, blob(manifest["config"]), blob(layer)
 
 
 def test_pushed_adapter_pulls_back_byte_identical(registry: str, adapter: Path) -> None:
@@ -109,7 +46,7 @@ def test_pushed_adapter_pulls_back_byte_identical(registry: str, adapter: Path) 
     manifest, config, layer = pull(registry, "adapters/phi-3-tuned", "0.0.1")
     assert manifest["mediaType"] == OCI_MANIFEST
     assert manifest["annotations"] == {"sh.kaito.model.name": "phi-3-mini-4k-instruct"}
-    assert manifest["layers"][0]["mediaType"] == push.LAYER_MEDIA_TYPE  # type: ignore[index]
+    assert manifest["layers"][0]["mediaType"] == push.LAYER_MEDIA_TYPE
 
     uncompressed = gzip.decompress(layer)
     image_config = json.loads(config)

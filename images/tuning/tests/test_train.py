@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -13,9 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from oci import pull, registry
 from peft import PeftModel
 from tiny import build_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kairyu_tuning import push
+
+__all__ = ["registry"]  # the fixture, used by name
 
 CHATS = [
     ("what runs on gpu nodes?", "pods with gpus run on gpu nodes."),
@@ -139,3 +147,24 @@ def test_a_bad_training_argument_fails_with_its_name(model_dir: Path, tmp_path: 
     assert done.returncode == 2
     assert "TrainingArguments" in done.stderr
     assert "no_such_flag" in done.stderr
+
+
+def test_the_tuned_adapter_goes_to_a_registry_and_back_unchanged(
+    model_dir: Path, tmp_path: Path, registry: str
+) -> None:
+    output = tmp_path / "results"
+    write_parquet(tmp_path / "data")
+    config = write_config(tmp_path / "training_config.yaml", output)
+    config.write_text(config.read_text().replace("num_train_epochs: 12", "num_train_epochs: 1"))
+    assert (
+        run(f"--config={config}", f"--model={model_dir}", f"--data={tmp_path / 'data'}").returncode
+        == 0
+    )
+    image = f"{registry}/adapters/tiny-tuned:1"
+    push.main([f"--image={image}", f"--source={output}", "--model-name=tiny", "--insecure"])
+    _, _, layer = pull(registry, "adapters/tiny-tuned", "1")
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as tar:
+        for name in push.ADAPTER_FILES:
+            member = tar.extractfile(f"data/{name}")
+            assert member is not None
+            assert member.read() == (output / name).read_bytes()
