@@ -222,6 +222,9 @@ class Provisioner:
         span: trace.Span,
     ) -> None:
         message = f"{len(selection.nodes)} {target.instance_type} node(s) Ready with GPUs"
+        current = _condition(raw, ConditionType.RESOURCE_READY)
+        if current is None or current.get("status") != ConditionStatus.TRUE.value:
+            await self._trace_node_waits(workspace, target, selection.nodes)
         await self._write(
             raw,
             span,
@@ -239,6 +242,44 @@ class Provisioner:
             )
         except BusError as exc:
             raise TemporaryError(f"cannot announce the nodes of {target.key}: {exc}") from exc
+
+    async def _trace_node_waits(
+        self, workspace: Workspace, target: Target, names: list[str]
+    ) -> None:
+        """One span per node of the rollout, from its creation to Ready: the wait for capacity.
+
+        Recorded once the nodes are Ready, with their own timestamps, because the wait happened
+        across many checks (and maybe provisioner restarts) that each saw only part of it.
+        """
+        listed = await self._kube.list(
+            resources.NODES, label_selector=self._backend.node_selector(target)
+        )
+        rollout = rollout_context(workspace.metadata.annotations)
+        for node in listed.get("items") or []:
+            meta = node["metadata"]
+            if meta["name"] not in names:
+                continue
+            ready = next(
+                (
+                    c.get("lastTransitionTime")
+                    for c in (node.get("status") or {}).get("conditions") or []
+                    if c.get("type") == "Ready"
+                ),
+                None,
+            )
+            created = _nanos(meta.get("creationTimestamp"))
+            span = tracer.start_span(
+                f"node {meta['name']}",
+                context=rollout,
+                start_time=created,
+                attributes={
+                    "kairyu.workspace": target.key,
+                    "k8s.node.name": meta["name"],
+                    "kairyu.plan.instance_type": target.instance_type,
+                    "kairyu.provisioner.backend": self._backend.name,
+                },
+            )
+            span.end(end_time=max(_nanos(ready) or created or 0, created or 0) or None)
 
     async def _waiting(
         self,
@@ -540,3 +581,11 @@ def _seconds_since(condition: dict[str, Any] | None) -> float:
         return 0.0
     since = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     return (datetime.now(UTC) - since).total_seconds()
+
+
+def _nanos(timestamp: str | None) -> int | None:
+    """An RFC 3339 timestamp of the apiserver as nanoseconds since the epoch (spans' unit)."""
+    if not timestamp:
+        return None
+    moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return int(moment.timestamp() * 1_000_000_000)

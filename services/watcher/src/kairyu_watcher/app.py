@@ -15,7 +15,13 @@ from typing import Literal, cast
 from opentelemetry import context
 from pydantic import ValidationError
 
-from kairyu_core.api import ConditionType, Workspace, parse_workspace, set_condition
+from kairyu_core.api import (
+    ConditionStatus,
+    ConditionType,
+    Workspace,
+    parse_workspace,
+    set_condition,
+)
 from kairyu_core.bus import Bus, BusError
 from kairyu_core.events import (
     Event,
@@ -51,6 +57,8 @@ class Watcher:
         self._bus = bus
         self._kube = kube
         self._known: dict[str, WorkspaceRef] = {}  # namespace/name -> latest version seen
+        # namespace/name -> the rollout trace context of its current generation
+        self._rollouts: dict[str, context.Context] = {}
 
     async def run(self) -> None:
         """Watch and resync until cancelled."""
@@ -79,10 +87,13 @@ class Watcher:
         ref = WorkspaceRef.of(workspace)
         if change.type == "DELETED":
             self._known.pop(change.key, None)
-            await self._publish(WorkspaceDeleted(workspace=ref))
+            rollout = self._rollouts.pop(change.key, None)
+            await self._publish(WorkspaceDeleted(workspace=ref), rollout)
             return
         self._known[change.key] = ref
         rollout = await self._rollout_context(workspace)
+        if rollout is not None:
+            self._rollouts[change.key] = rollout
         token = context.attach(rollout) if rollout is not None else None
         try:
             deleting = workspace.metadata.deletion_timestamp is not None
@@ -136,6 +147,17 @@ class Watcher:
         )
         if unchanged:
             return
+        was = ready.status if ready is not None else None
+        failed = summary.state.value == "Failed" and (
+            status is None or status.state != summary.state
+        )
+        if failed or (summary.status == ConditionStatus.TRUE and was != ConditionStatus.TRUE):
+            rollout_trace.record_outcome(
+                key=f"{workspace.metadata.namespace}/{workspace.metadata.name}",
+                generation=workspace.metadata.generation or 0,
+                state=summary.state.value,
+                ready=not failed,
+            )
         condition = set_condition(
             list(current.values()),
             type=ConditionType.WORKSPACE_READY,
@@ -165,9 +187,11 @@ class Watcher:
         meta = change.object["metadata"]
         labels = meta.get("labels") or {}
         namespace = labels.get(WORKSPACE_NAMESPACE_LABEL) or meta.get("namespace")
-        ref = self._known.get(f"{namespace}/{labels.get(WORKSPACE_LABEL)}")
+        key = f"{namespace}/{labels.get(WORKSPACE_LABEL)}"
+        ref = self._known.get(key)
         if ref is None:
             return  # not (or no longer) a Workspace we watch
+        # In the Workspace's rollout trace: a pod failing is part of that rollout's story.
         await self._publish(
             ObjectChanged(
                 workspace=ref,
@@ -177,7 +201,8 @@ class Watcher:
                 object_uid=meta["uid"],
                 object_resource_version=meta["resourceVersion"],
                 change=change.type,
-            )
+            ),
+            self._rollouts.get(key),
         )
 
     # ------------------------------------------------------------------ resync
@@ -211,7 +236,15 @@ class Watcher:
                 if token is not None:
                     context.detach(token)
 
-    async def _publish(self, event: Event) -> None:
+    async def _publish(self, event: Event, rollout: context.Context | None = None) -> None:
+        token = context.attach(rollout) if rollout is not None else None
+        try:
+            await self._publish_now(event)
+        finally:
+            if token is not None:
+                context.detach(token)
+
+    async def _publish_now(self, event: Event) -> None:
         try:
             await self._bus.publish(event)
         except BusError as exc:  # lost for now; the resync publishes the Workspace again

@@ -36,3 +36,18 @@ def start_rollout(*, namespace: str, name: str, generation: int, uid: str) -> st
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return f"{generation};{carrier['traceparent']}"
+
+
+def record_outcome(*, key: str, generation: int, state: str, ready: bool) -> None:
+    """Mark in the current rollout trace the moment the Workspace reached its end state."""
+    span = _tracer.start_span(
+        "ready" if ready else "failed",
+        attributes={
+            "kairyu.workspace": key,
+            "kairyu.generation": generation,
+            "kairyu.workspace.state": state,
+        },
+    )
+    if not ready:
+        span.set_status(trace.StatusCode.ERROR, f"state {state}")
+    span.end()

@@ -1,0 +1,120 @@
+"""The whole system: the three seed manifests through all five services over NATS, one trace each.
+
+Watcher, planner, provisioner (real Karpenter), deployer and tuner run in this process against the
+real apiserver and nats-server, as `make dev` runs them; kwok plays the kubelet. Each Workspace
+must reach its final state, and every span that names it must sit in the one trace its rollout
+started, with spans from every service that handled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rollout_stack import start_node_services
+
+from kairyu_core.bus import Bus
+from kairyu_core.catalog import load_catalog
+from kairyu_core.kube import KubeClient
+from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.stack import ServiceStack
+from kairyu_core.testing.workspaces import is_true, until
+from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
+from kairyu_deployer.app import Deployer
+from kairyu_deployer.app import consumer_spec as deployer_consumer
+from kairyu_deployer.settings import DeployerSettings
+from kairyu_tuner.app import CONSUMED as TUNER_EVENTS
+from kairyu_tuner.app import Tuner
+from kairyu_tuner.app import consumer_spec as tuner_consumer
+from kairyu_tuner.settings import TunerSettings
+
+pytestmark = pytest.mark.e2e
+
+# Instrumentation scopes: which service a span comes from.
+WATCHER, BUS = "kairyu_watcher", "kairyu_core.bus"
+PLANNER, PROVISIONER = "kairyu.planner", "kairyu.provisioner"
+DEPLOYER, TUNER = "kairyu.deployer", "kairyu.tuner"
+
+
+@pytest.fixture
+async def system(
+    karpenter: object, bus: Bus, kube: KubeClient, namespace: str
+) -> AsyncIterator[ServiceStack]:
+    stack = ServiceStack(bus)
+    catalog = load_catalog()
+    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
+    deploying = DeployerSettings(namespace=namespace)
+    stack.consume(
+        deployer_consumer(deploying, bus),
+        service=deploying.service_name,
+        events=DEPLOYER_EVENTS,
+        handler=Deployer(settings=deploying, bus=bus, kube=kube, catalog=catalog).handle,
+    )
+    tuning = TunerSettings(namespace=namespace)
+    stack.consume(
+        tuner_consumer(tuning, bus),
+        service=tuning.service_name,
+        events=TUNER_EVENTS,
+        handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
+    )
+    yield stack
+    await stack.stop()
+
+
+def _named(kind: str, name: str, namespace: str) -> dict[str, Any]:
+    doc = seed(kind)
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    return doc
+
+
+def _workspace_of(attributes: dict[str, Any]) -> str | None:
+    if "kairyu.workspace" in attributes:
+        return str(attributes["kairyu.workspace"])
+    if "kairyu.workspace.name" in attributes:
+        return f"{attributes['kairyu.workspace.namespace']}/{attributes['kairyu.workspace.name']}"
+    return None
+
+
+async def test_the_three_seeds_reach_their_final_states_in_one_trace_each(
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    system: ServiceStack,
+    spans: InMemorySpanExporter,
+) -> None:
+    rollouts = {
+        "inference": ("Ready", {WATCHER, BUS, PLANNER, PROVISIONER, DEPLOYER}),
+        "tuning": ("Succeeded", {WATCHER, BUS, PLANNER, PROVISIONER, TUNER}),
+        "adapter": ("Ready", {WATCHER, BUS, PLANNER, PROVISIONER, DEPLOYER}),
+    }
+    for kind in rollouts:
+        await asyncio.to_thread(cluster.apply, _named(kind, f"seed-{kind}", namespace))
+    for kind, (state, _) in rollouts.items():
+        done = await until(
+            kube, namespace, f"seed-{kind}", is_true("WorkspaceReady"), what=kind, timeout=90
+        )
+        assert done["status"]["state"] == state
+
+    traces: dict[str, set[int]] = defaultdict(set)
+    span_names: list[tuple[str, int]] = []
+    scopes: dict[int, set[str]] = defaultdict(set)
+    for span in spans.get_finished_spans():
+        assert span.context is not None
+        scopes[span.context.trace_id].add(
+            span.instrumentation_scope.name if span.instrumentation_scope else ""
+        )
+        span_names.append((span.name, span.context.trace_id))
+        if (key := _workspace_of(dict(span.attributes or {}))) is not None:
+            traces[key].add(span.context.trace_id)
+    for kind, (_, services) in rollouts.items():
+        found = traces[f"{namespace}/seed-{kind}"]
+        assert len(found) == 1, f"{kind}: its spans are in {len(found)} traces"
+        (trace_id,) = found
+        assert services <= scopes[trace_id], (
+            f"{kind}: {sorted(services - scopes[trace_id])} missing"
+        )
