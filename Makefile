@@ -19,7 +19,7 @@ REGISTRY_DIR = $(shell bash tools/registry/build.sh | tail -n 1)
 HELM_DIR = $(shell bash tools/helm/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help sync sync-images cluster karpenter registry helm lint lint-images test test-images test-unit dev crds \
+.PHONY: help bench sync sync-images cluster karpenter registry helm lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make test-unit  the fast subset: no cluster, no nats-server"
 	@echo "make test-images  the runtime server and the tuning entrypoint on the CPU (torch; images/)"
 	@echo "make lint       ruff, mypy, import-linter"
+	@echo "make bench      N Workspaces at once through the whole system (N=\"10 100 500\"); docs/benchmarks.md"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
 	@echo "make snapshots  refresh the event schema snapshots and the chart's golden renders"
 
@@ -78,6 +79,11 @@ test-unit: sync
 dev: sync cluster karpenter
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
 		$(UV) run python -m kairyu_core.localenv $(ARGS)
+
+N ?= 10 100 500
+bench: sync cluster karpenter
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
+		$(UV) run python tests/bench/rollouts.py --n $(N) --write
 
 crds: sync
 	$(UV) run python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml

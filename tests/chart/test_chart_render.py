@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
+from kairyu_core import metrics
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.settings import PlannerSettings
@@ -122,3 +125,31 @@ def test_each_pods_environment_is_valid_settings_for_its_service(
             assert settings.azure.cluster_name == "aks-kairyu"
         if isinstance(settings, TunerSettings):
             assert settings.job.tuning_image.endswith("/kairyu-tuning:0.1.0")
+
+
+def test_the_dashboard_queries_metrics_the_services_export() -> None:
+    (config_map,) = [
+        d
+        for d in documents(render())
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "kairyu-dashboard"
+    ]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["kairyu.json"])
+    exported = {
+        metric.name
+        for collector in (
+            metrics.EVENTS,
+            metrics.HANDLER_SECONDS,
+            metrics.KUBE_REQUESTS,
+            metrics.ROLLOUT_PHASE_SECONDS,
+        )
+        for metric in collector.collect()
+    }
+    queried = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(kairyu_[a-z_]+)", target.get("expr", ""))
+    }
+    assert queried
+    assert queried <= exported, queried - exported

@@ -6,7 +6,7 @@ import pytest
 
 from kairyu_core.api import ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
 from kairyu_core.testing import manifests
-from kairyu_watcher.readiness import summarize
+from kairyu_watcher.readiness import phase_durations, summarize
 
 T, F = "True", "False"
 
@@ -112,3 +112,27 @@ def test_tuning_state_follows_kaitos_mapping(
     summary = summarize(workspace("tuning", {**base, **conditions}))
     assert summary.state == state
     assert summary.status == ready
+
+
+def test_phase_durations_come_from_the_transition_times() -> None:
+    start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+    doc = manifests.seed("inference")
+    doc["metadata"] |= {"creationTimestamp": start.isoformat(), "generation": 1}
+    doc["status"] = {
+        "conditions": [
+            {
+                "type": kind,
+                "status": "True",
+                "reason": "r",
+                "message": "",
+                "lastTransitionTime": start.replace(second=seconds).isoformat(),
+            }
+            for kind, seconds in (("Planned", 1), ("ResourceReady", 31), ("InferenceReady", 45))
+        ]
+    }
+    ws = WorkspaceV1Alpha1.model_validate(doc)
+    phases = phase_durations(ws, start.replace(second=50))
+    assert phases == {"plan": 1.0, "provision": 30.0, "deploy": 14.0, "total": 50.0}
+    doc["metadata"]["generation"] = 2  # a later generation: its start is not the creation time
+    later = phase_durations(WorkspaceV1Alpha1.model_validate(doc), start.replace(second=50))
+    assert set(later) == {"provision", "deploy"}

@@ -1,4 +1,4 @@
-"""Liveness and readiness over HTTP for a service's pod (kubelet probes).
+"""Liveness, readiness and Prometheus metrics over HTTP for a service's pod.
 
 `/healthz` answers while the event loop runs (a wedged loop cannot answer, and the kubelet restarts
 the pod); `/readyz` answers 200 only while the bus connection is up, so a service cut off from
@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+
+from kairyu_core import metrics
 
 
 @asynccontextmanager
@@ -28,7 +30,12 @@ async def serving(port: int, *, ready: Callable[[], bool]) -> AsyncIterator[None
             return web.Response(text="ready")
         return web.Response(status=503, text="not connected to NATS")
 
+    async def prometheus(_: web.Request) -> web.Response:
+        body, content_type = metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     app = web.Application()
+    app.router.add_get("/metrics", prometheus)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)

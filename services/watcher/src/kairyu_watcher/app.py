@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Literal, cast
 
 from opentelemetry import context
 from pydantic import ValidationError
 
+from kairyu_core import metrics
 from kairyu_core.api import (
     ConditionStatus,
     ConditionType,
@@ -158,6 +160,11 @@ class Watcher:
                 state=summary.state.value,
                 ready=not failed,
             )
+            if not failed:
+                for phase, seconds in readiness.phase_durations(
+                    workspace, datetime.now(UTC)
+                ).items():
+                    metrics.ROLLOUT_PHASE_SECONDS.labels(phase).observe(seconds)
         condition = set_condition(
             list(current.values()),
             type=ConditionType.WORKSPACE_READY,

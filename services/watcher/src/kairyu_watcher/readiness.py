@@ -9,6 +9,7 @@ the first one that is not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from kairyu_core.api import Condition, ConditionStatus, ConditionType, Workspace, WorkspaceState
 
@@ -96,3 +97,35 @@ def _inference_state(workspace: Workspace, ready: bool) -> WorkspaceState:
     if previous in (WorkspaceState.READY, WorkspaceState.NOT_READY):
         return WorkspaceState.NOT_READY  # it was serving once: say it stopped, not that it is new
     return WorkspaceState.PENDING
+
+
+def phase_durations(workspace: Workspace, now: datetime) -> dict[str, float]:
+    """Seconds each phase of a finished rollout took, from the conditions' transition times.
+
+    plan: creation → Planned; provision: Planned → ResourceReady; deploy or tune: ResourceReady →
+    InferenceReady / WorkspaceSucceeded; total: creation → now. Only a Workspace's first generation
+    has a creation time that starts its rollout, so later generations report the phases after plan.
+    """
+    status = workspace.status
+    at = {
+        c.type: c.last_transition_time
+        for c in (status.conditions if status else None) or []
+        if c.status == ConditionStatus.TRUE
+    }
+    created = workspace.metadata.creation_timestamp if workspace.metadata.generation == 1 else None
+    done = ConditionType.WORKSPACE_SUCCEEDED if workspace.tuning else ConditionType.INFERENCE_READY
+    steps = [
+        ("plan", created, at.get(ConditionType.PLANNED)),
+        ("provision", at.get(ConditionType.PLANNED), at.get(ConditionType.RESOURCE_READY)),
+        (
+            "tune" if workspace.tuning else "deploy",
+            at.get(ConditionType.RESOURCE_READY),
+            at.get(done),
+        ),
+        ("total", created, now),
+    ]
+    return {
+        phase: max((end - start).total_seconds(), 0.0)
+        for phase, start, end in steps
+        if start is not None and end is not None
+    }

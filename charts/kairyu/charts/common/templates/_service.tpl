@@ -89,9 +89,16 @@ spec:
     metadata:
       labels:
         {{- include "kairyu.labels" . | nindent 8 }}
-      {{- with .Values.podAnnotations }}
+      {{- if or .Values.podAnnotations $g.prometheusAnnotations }}
       annotations:
+        {{- if $g.prometheusAnnotations }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $g.healthPort | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
+        {{- with .Values.podAnnotations }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
     spec:
       serviceAccountName: {{ include "kairyu.name" . }}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from nats.aio.msg import Msg
 from opentelemetry import context, trace
 from pydantic import ValidationError
 
+from kairyu_core import metrics
 from kairyu_core.bus import _tracing
 from kairyu_core.bus._connection import Bus
 from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
@@ -205,6 +207,17 @@ class Consumer:
             context.detach(token)
 
     async def _run_handler(self, msg: Msg, delivery: Delivery, span: trace.Span) -> None:
+        name = (msg.headers or {}).get("Kairyu-Event", "unknown")
+        began = time.perf_counter()
+        outcome = "ok"
+        try:
+            outcome = await self._handle_and_settle(msg, delivery, span)
+        finally:
+            metrics.HANDLER_SECONDS.labels(self._service, name).observe(time.perf_counter() - began)
+            metrics.EVENTS.labels(self._service, name, outcome).inc()
+
+    async def _handle_and_settle(self, msg: Msg, delivery: Delivery, span: trace.Span) -> str:
+        """Run the handler and ack, nak or dead-letter; the outcome for the metrics."""
         try:
             event = self._decode(msg)
             await self._handler(event, delivery)
@@ -213,11 +226,13 @@ class Consumer:
         except TemporaryError as exc:
             log.info("retrying %s in %.1fs: %s", msg.subject, exc.delay, exc)
             await self._settle(msg, "nak", delay=exc.delay)
+            return "retried"
         except PermanentError as exc:
             span.set_status(trace.StatusCode.ERROR, f"{exc.reason}: {exc}")
             span.record_exception(exc)
             log.error("giving up on %s (%s): %s", msg.subject, exc.reason, exc)  # noqa: TRY400 - expected, not a bug
             await self._dead_letter(msg, reason=exc.reason, error=str(exc))
+            return "dead_lettered"
         except Exception as exc:
             span.set_status(trace.StatusCode.ERROR, str(exc))
             span.record_exception(exc)
@@ -226,12 +241,13 @@ class Consumer:
                     "giving up on %s after %d deliveries", msg.subject, delivery.num_delivered
                 )
                 await self._dead_letter(msg, reason="MaxDeliveriesExceeded", error=repr(exc))
-            else:
-                delay = backoff(delivery.num_delivered)
-                log.exception("handler failed on %s, retrying in %.0fs", msg.subject, delay)
-                await self._settle(msg, "nak", delay=delay)
-        else:
-            await self._settle(msg, "ack")
+                return "dead_lettered"
+            delay = backoff(delivery.num_delivered)
+            log.exception("handler failed on %s, retrying in %.0fs", msg.subject, delay)
+            await self._settle(msg, "nak", delay=delay)
+            return "failed"
+        await self._settle(msg, "ack")
+        return "ok"
 
     def _decode(self, msg: Msg) -> Event:
         tokens = msg.subject.split(".")

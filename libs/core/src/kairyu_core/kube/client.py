@@ -17,6 +17,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kairyu_core import metrics
 from kairyu_core.kube import errors
 from kairyu_core.kube.resources import Resource
 
@@ -69,8 +70,9 @@ class KubeClient:
         timeout: float | None = None,
     ) -> Any:
         """One API call; errors become kairyu_core.kube.errors types."""
+        code = "error"
         try:
-            return await self.api.call_api(
+            result = await self.api.call_api(
                 path,
                 method,
                 query_params=[
@@ -86,11 +88,17 @@ class KubeClient:
                 _request_timeout=timeout,
             )
         except ApiException as exc:
+            code = f"{exc.status // 100}xx" if exc.status else "error"
             raise errors.from_status(
                 exc.status, f"{method} {path}: {exc.status} {_reason(exc)}"
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.UnavailableError(f"{method} {path}: {exc!r}") from exc
+        else:
+            code = "2xx"
+            return result
+        finally:
+            metrics.KUBE_REQUESTS.labels(method, code).inc()
 
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
         result: JSON = await self.request("GET", resource.path(namespace=namespace, name=name))
