@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from rollout_stack import start_node_services
+from rollout_stack import start_node_services, start_workload_services
 
 from kairyu_core.bus import Bus
 from kairyu_core.catalog import load_catalog
@@ -24,14 +24,6 @@ from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import is_true, until
-from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
-from kairyu_deployer.app import Deployer
-from kairyu_deployer.app import consumer_spec as deployer_consumer
-from kairyu_deployer.settings import DeployerSettings
-from kairyu_tuner.app import CONSUMED as TUNER_EVENTS
-from kairyu_tuner.app import Tuner
-from kairyu_tuner.app import consumer_spec as tuner_consumer
-from kairyu_tuner.settings import TunerSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -48,20 +40,7 @@ async def system(
     stack = ServiceStack(bus)
     catalog = load_catalog()
     await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
-    deploying = DeployerSettings(namespace=namespace)
-    stack.consume(
-        deployer_consumer(deploying, bus),
-        service=deploying.service_name,
-        events=DEPLOYER_EVENTS,
-        handler=Deployer(settings=deploying, bus=bus, kube=kube, catalog=catalog).handle,
-    )
-    tuning = TunerSettings(namespace=namespace)
-    stack.consume(
-        tuner_consumer(tuning, bus),
-        service=tuning.service_name,
-        events=TUNER_EVENTS,
-        handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
-    )
+    start_workload_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
     yield stack
     await stack.stop()
 

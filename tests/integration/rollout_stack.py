@@ -1,7 +1,8 @@
-"""The services in front of a workload, run in the test's event loop: watcher, planner, provisioner.
+"""kairyu's services run in the test's event loop, wired as their `__main__` wires them.
 
-Both the deployer's and the tuner's tests need nodes for their Workspaces the way production gets
-them (real Karpenter through the provisioner), and then add their own service to the stack.
+The node services (watcher, planner, provisioner with real Karpenter) give Workspaces their nodes
+the way production does; the deployer's, the tuner's and the end-to-end tests add the workload
+services they need on top.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from kairyu_core.bus import Bus
 from kairyu_core.catalog import Catalog
 from kairyu_core.kube import KubeClient
 from kairyu_core.testing.stack import ServiceStack
+from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
+from kairyu_deployer.app import Deployer
+from kairyu_deployer.app import consumer_spec as deployer_consumer
+from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
 from kairyu_planner.app import Planner
 from kairyu_planner.app import consumer_spec as planner_consumer
@@ -19,6 +24,10 @@ from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.app import consumer_spec as provisioner_consumer
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
 from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
+from kairyu_tuner.app import CONSUMED as TUNER_EVENTS
+from kairyu_tuner.app import Tuner
+from kairyu_tuner.app import consumer_spec as tuner_consumer
+from kairyu_tuner.settings import JobSettings, TunerSettings
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 
@@ -57,3 +66,34 @@ async def start_node_services(
         handler=provisioner.handle,
     )
     stack.run(provisioner.run_periodic())
+
+
+def start_workload_services(
+    stack: ServiceStack,
+    *,
+    bus: Bus,
+    kube: KubeClient,
+    namespace: str,
+    catalog: Catalog,
+    deployer: bool = True,
+    tuner: bool = True,
+    tuning_image: str | None = None,
+) -> None:
+    """The deployer and / or the tuner, behind the node services."""
+    if deployer:
+        deploying = DeployerSettings(namespace=namespace)
+        stack.consume(
+            deployer_consumer(deploying, bus),
+            service=deploying.service_name,
+            events=DEPLOYER_EVENTS,
+            handler=Deployer(settings=deploying, bus=bus, kube=kube, catalog=catalog).handle,
+        )
+    if tuner:
+        job = JobSettings(tuning_image=tuning_image) if tuning_image else JobSettings()
+        tuning = TunerSettings(namespace=namespace, job=job)
+        stack.consume(
+            tuner_consumer(tuning, bus),
+            service=tuning.service_name,
+            events=TUNER_EVENTS,
+            handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
+        )

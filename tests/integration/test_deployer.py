@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from rollout_stack import start_node_services
+from rollout_stack import start_node_services, start_workload_services
 
 from kairyu_core.bus import Bus
 from kairyu_core.catalog import load_catalog
@@ -21,10 +21,6 @@ from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
-from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
-from kairyu_deployer.app import Deployer
-from kairyu_deployer.app import consumer_spec as deployer_consumer
-from kairyu_deployer.settings import DeployerSettings
 
 
 @pytest.fixture
@@ -34,12 +30,8 @@ async def services(
     stack = ServiceStack(bus)
     catalog = load_catalog()
     await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
-    deploying = DeployerSettings(namespace=namespace)
-    stack.consume(
-        deployer_consumer(deploying, bus),
-        service=deploying.service_name,
-        events=DEPLOYER_EVENTS,
-        handler=Deployer(settings=deploying, bus=bus, kube=kube, catalog=catalog).handle,
+    start_workload_services(
+        stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog, tuner=False
     )
     yield stack
     await stack.stop()

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from rollout_stack import start_node_services
+from rollout_stack import start_node_services, start_workload_services
 
 from kairyu_core.bus import Bus
 from kairyu_core.catalog import load_catalog
@@ -21,10 +21,6 @@ from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
-from kairyu_tuner.app import CONSUMED as TUNER_EVENTS
-from kairyu_tuner.app import Tuner
-from kairyu_tuner.app import consumer_spec as tuner_consumer
-from kairyu_tuner.settings import JobSettings, TunerSettings
 
 NAME = "workspace-phi-3-mini"
 
@@ -36,12 +32,14 @@ async def services(
     stack = ServiceStack(bus)
     catalog = load_catalog()
     await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
-    tuning = TunerSettings(namespace=namespace, job=JobSettings(tuning_image="kairyu/tuning:test"))
-    stack.consume(
-        tuner_consumer(tuning, bus),
-        service=tuning.service_name,
-        events=TUNER_EVENTS,
-        handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
+    start_workload_services(
+        stack,
+        bus=bus,
+        kube=kube,
+        namespace=namespace,
+        catalog=catalog,
+        deployer=False,
+        tuning_image="kairyu/tuning:test",
     )
     yield stack
     await stack.stop()
