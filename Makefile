@@ -5,7 +5,8 @@
 # Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
 # Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
 # (tools/karpenter/build.sh), the OCI registry the tuning tests push to (tools/registry/build.sh)
-# and helm (tools/helm/build.sh), each cached by version under ~/.cache/kairyu.
+# helm (tools/helm/build.sh) and Jaeger v2 (tools/jaeger/build.sh), each cached by version under
+# ~/.cache/kairyu.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,9 +18,10 @@ CLUSTER_BIN = $(shell bash tools/cluster/build.sh | tail -n 1)
 KARPENTER_DIR = $(shell bash tools/karpenter/build.sh | tail -n 1)
 REGISTRY_DIR = $(shell bash tools/registry/build.sh | tail -n 1)
 HELM_DIR = $(shell bash tools/helm/build.sh | tail -n 1)
+JAEGER_DIR = $(shell bash tools/jaeger/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help bench sync sync-images cluster karpenter registry helm lint lint-images test test-images test-unit dev crds \
+.PHONY: help bench sync sync-images cluster karpenter registry helm jaeger lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev
 
 help:
@@ -56,6 +58,9 @@ registry:
 helm:
 	@bash tools/helm/build.sh
 
+jaeger:
+	@bash tools/jaeger/build.sh
+
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
@@ -65,9 +70,9 @@ lint: sync
 lint-images: sync-images
 	$(UV) run --frozen --directory images mypy
 
-test: lint lint-images cluster karpenter registry helm
+test: lint lint-images cluster karpenter registry helm jaeger
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
-		KAIRYU_HELM_DIR="$(HELM_DIR)" $(UV) run pytest
+		KAIRYU_HELM_DIR="$(HELM_DIR)" KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" $(UV) run pytest
 	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
 test-images: lint-images registry
@@ -76,8 +81,9 @@ test-images: lint-images registry
 test-unit: sync
 	$(UV) run pytest -m "not integration and not e2e"
 
-dev: sync cluster karpenter
+dev: sync cluster karpenter jaeger
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
+		KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" \
 		$(UV) run python -m kairyu_core.localenv $(ARGS)
 
 N ?= 10 100 500

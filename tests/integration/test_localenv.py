@@ -78,6 +78,46 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                 columns["WORKSPACEREADY"],
             ) == ("workspace-phi-3-mini", "True", "True", "True")
             assert ready["kubeconfig"] == str((tmp_path / "kubeconfig").resolve())
+            # The live table ended Ready, and the rollout's waterfall came from Jaeger with every
+            # service that took part.
+            assert any("WorkspaceReady=True" in line for line in shown)
+            waterfall = "".join(
+                shown[next(i for i, text in enumerate(shown) if text.startswith("rollout trace")) :]
+            )
+            for phase, service in (
+                ("plan", "planner"),
+                ("provision", "provisioner"),
+                ("deploy", "deployer"),
+                ("ready", "watcher"),
+            ):
+                assert any(
+                    line.split()[:2] == [phase, service] for line in waterfall.splitlines()
+                ), waterfall
+            # `kairyu trace` reads the same trace, from another terminal's environment.
+            env_file = dict(
+                line.removeprefix("export ").split("=", 1)
+                for line in (tmp_path / "env").read_text().splitlines()
+            )
+            traced = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "kairyu_planner.cli",
+                    "trace",
+                    "default/workspace-phi-3-mini",
+                ],
+                env={
+                    **os.environ,
+                    "KUBECONFIG": env_file["KUBECONFIG"],
+                    "KAIRYU_JAEGER_URL": env_file["KAIRYU_JAEGER_URL"],
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert traced.returncode == 0, traced.stderr
+            assert "provisioner" in traced.stdout
             started = children_of(launcher.pid)
             names = {Path(f"/proc/{p}/exe").resolve().name for p in started}
             assert {
@@ -88,6 +128,7 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                 "kwok",
                 "nats-server",
                 "karpenter-kwok",
+                "jaeger",
             } <= names
             os.kill(launcher.pid, sig)
             launcher.wait(60)

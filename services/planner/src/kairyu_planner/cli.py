@@ -1,14 +1,21 @@
-"""`kairyu plan -f workspace.yaml [--json]`: preview the plan without a cluster.
+"""kairyu's command line.
 
-Runs the planner's own validation and planning code on the file, so what it prints is what the
-planner would write to `status.plan`. Exit status: 0 planned, 1 refused (the reason is printed),
-2 the file cannot be read as a Workspace.
+`kairyu plan -f workspace.yaml [--json]` previews the plan without a cluster: it runs the planner's
+own validation and planning code on the file, so what it prints is what the planner would write to
+`status.plan`. Exit status: 0 planned, 1 refused (the reason is printed), 2 the file cannot be read
+as a Workspace.
+
+`kairyu trace <namespace>/<name>` prints the Workspace's current rollout as a waterfall from
+Jaeger's query API (`--jaeger`, or KAIRYU_JAEGER_URL). Exit status: 0 printed, 1 no trace (yet),
+2 the Workspace or Jaeger cannot be reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,8 +24,10 @@ from typing import TextIO
 import yaml
 from pydantic import ValidationError
 
+from kairyu_core import traceview
 from kairyu_core.api import Plan, Workspace, parse_workspace
 from kairyu_core.catalog import Cloud, load_catalog
+from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
@@ -34,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument("--cloud", choices=[c.value for c in Cloud], help="plan for this cloud")
     plan.add_argument("--allowed-skus", help="comma-separated SKUs the planner may choose from")
+    trace = commands.add_parser("trace", help="print a Workspace's rollout as a waterfall")
+    trace.add_argument("workspace", help="<namespace>/<name>")
+    trace.add_argument(
+        "--jaeger",
+        default=os.environ.get("KAIRYU_JAEGER_URL", "http://127.0.0.1:16686"),
+        help="Jaeger's query URL (default: $KAIRYU_JAEGER_URL or http://127.0.0.1:16686)",
+    )
+    trace.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     return parser
 
 
@@ -72,6 +89,8 @@ def _table(ws: Workspace, plan: Plan, warnings: list[str], out: TextIO) -> None:
 
 def run(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "trace":
+        return _trace(args, out, err)
     settings = PlanningSettings()
     if args.cloud:
         settings = settings.model_copy(update={"cloud": Cloud(args.cloud)})
@@ -122,5 +141,39 @@ def run(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr)
     return status
 
 
+def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    namespace, _, name = args.workspace.partition("/")
+    if not namespace or not name:
+        err.write("kairyu: name the Workspace as <namespace>/<name>\n")
+        return EXIT_UNREADABLE
+
+    async def annotations() -> dict[str, str]:
+        kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+        async with await KubeClient.connect(kubeconfig) as kube:
+            found = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+        return dict(found["metadata"].get("annotations") or {})
+
+    try:
+        trace_id = traceview.trace_id_of(asyncio.run(annotations()))
+    except errors.KubeError as exc:
+        err.write(f"kairyu: cannot read Workspace {args.workspace}: {exc}\n")
+        return EXIT_UNREADABLE
+    if trace_id is None:
+        err.write(f"kairyu: {args.workspace} has no rollout trace yet (the watcher starts it)\n")
+        return EXIT_REFUSED
+    try:
+        document = traceview.fetch(args.jaeger, trace_id)
+    except (OSError, ValueError) as exc:
+        err.write(f"kairyu: cannot get trace {trace_id} from {args.jaeger}: {exc}\n")
+        return EXIT_UNREADABLE
+    out.write(f"{args.workspace}  trace {trace_id}\n")
+    out.write(traceview.render(traceview.rows(document)) + "\n")
+    return EXIT_PLANNED
+
+
 def main() -> None:
     sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,9 +18,12 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from kairyu_core import traceview
 from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_core.localenv.binaries import repo_root
+from kairyu_core.localenv.jaeger import LocalJaeger
 from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
 
@@ -39,14 +42,24 @@ EXAMPLE_NODES = GpuNodeSpec(
 
 
 def start_services(
-    cluster: LocalCluster, nats: LocalNats, extra_env: dict[str, dict[str, str]]
+    cluster: LocalCluster,
+    nats: LocalNats,
+    extra_env: dict[str, dict[str, str]],
+    *,
+    otlp_endpoint: str | None = None,
 ) -> list[ManagedProcess]:
-    """Start every kairyu service that has an entry point yet, pointed at this cluster and NATS."""
+    """Start every kairyu service, pointed at this cluster and NATS (and Jaeger for its spans)."""
     env = {
         "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
         "KAIRYU_NATS__URL": nats.url,
         "KAIRYU_LOG__FORMAT": "text",
     }
+    if otlp_endpoint:
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",  # ms: the waterfall is shown right after Ready
+        }
     started = []
     for service in SERVICES:
         module = f"kairyu_{service}"
@@ -117,28 +130,69 @@ def register_webhook(
     cluster.apply(admission.registration(endpoint))
 
 
-def wait_for_rollout(
-    cluster: LocalCluster, services: list[ManagedProcess], workspace: Path
-) -> None:
-    """Wait for each condition whose service runs: Planned, ResourceReady, WorkspaceReady."""
-    if any(p.name == "kairyu_planner" for p in services):
-        cluster.kubectl("wait", "--for=condition=Planned", "--timeout=60s", "-f", str(workspace))
-    if any(p.name == "kairyu_provisioner" for p in services):
-        cluster.kubectl(
-            "wait", "--for=condition=ResourceReady", "--timeout=120s", "-f", str(workspace)
-        )
-    if any(p.name == "kairyu_deployer" for p in services):
-        cluster.kubectl(
-            "wait", "--for=condition=WorkspaceReady", "--timeout=120s", "-f", str(workspace)
-        )
-    if services:
-        # The watcher writes status.state: waiting for it shows the services are working.
-        cluster.kubectl(
-            "wait", "--for=jsonpath={.status.state}", "--timeout=60s", "-f", str(workspace)
-        )
+_COLUMNS = ("Planned", "ResourceReady", "InferenceReady", "JobStarted", "WorkspaceReady")
 
 
-def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path:
+def progress_row(obj: dict[str, Any]) -> str:
+    """One line of the live table: each condition's status (and reason when not True), the state."""
+    status = obj.get("status") or {}
+    found = {c["type"]: c for c in status.get("conditions") or []}
+    cells = []
+    for kind in _COLUMNS:
+        cond = found.get(kind)
+        if cond is None:
+            cells.append(f"{kind}=-")
+        elif cond["status"] == "True":
+            cells.append(f"{kind}=True")
+        else:
+            cells.append(f"{kind}={cond['status']}({cond.get('reason', '')})")
+    return "  ".join([*cells, f"state={status.get('state') or '-'}"])
+
+
+def watch_rollout(cluster: LocalCluster, workspace: Path, timeout: float = 240.0) -> dict[str, Any]:
+    """Print a row each time the Workspace's conditions change, until WorkspaceReady=True."""
+    began = time.monotonic()
+    last = ""
+    obj: dict[str, Any] = {}
+    while time.monotonic() - began < timeout:
+        got = cluster.kubectl("get", "-f", str(workspace), "-o", "json", check=False)
+        if got.returncode == 0:
+            obj = json.loads(got.stdout)
+            row = progress_row(obj)
+            if row != last:
+                sys.stdout.write(f"  +{time.monotonic() - began:5.1f}s  {row}\n")
+                sys.stdout.flush()
+                last = row
+            ready = any(
+                c["type"] == "WorkspaceReady" and c["status"] == "True"
+                for c in (obj.get("status") or {}).get("conditions") or []
+            )
+            if ready and (obj.get("status") or {}).get("state"):
+                return obj
+        time.sleep(0.5)
+    raise TimeoutError(f"{workspace.name} not WorkspaceReady after {timeout:.0f}s: {last}")
+
+
+def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> None:
+    """The rollout's waterfall, once its spans reached Jaeger (exported in batches)."""
+    trace_id = traceview.trace_id_of(obj["metadata"].get("annotations"))
+    if trace_id is None:
+        return
+    table: list[traceview.Row] = []
+    for _ in range(20):
+        try:
+            table = traceview.rows(traceview.fetch(jaeger.query_url, trace_id))
+        except OSError:
+            table = []
+        if any(r.phase in ("ready", "failed") for r in table):
+            break
+        time.sleep(0.5)
+    sys.stdout.write(f"rollout trace {trace_id}:\n{traceview.render(table)}\n")
+
+
+def write_state(
+    state_dir: Path, cluster: LocalCluster, nats: LocalNats, jaeger: LocalJaeger
+) -> Path:
     """Write the kubeconfig and a shell env file where another terminal can find them."""
     kubeconfig = (state_dir / "kubeconfig").resolve()
     kubeconfig.write_text(cluster.kubeconfig.read_text())
@@ -146,6 +200,7 @@ def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path
     (state_dir / "env").write_text(
         f"export KUBECONFIG={kubeconfig}\n"
         f"export KAIRYU_NATS__URL={nats.url}\n"
+        f"export KAIRYU_JAEGER_URL={jaeger.query_url}\n"
         f"export PATH={cluster.binaries.directory}:$PATH\n"
     )
     return kubeconfig
@@ -154,6 +209,7 @@ def write_state(state_dir: Path, cluster: LocalCluster, nats: LocalNats) -> Path
 def report(
     cluster: LocalCluster,
     nats: LocalNats,
+    jaeger: LocalJaeger,
     *,
     services: list[ManagedProcess],
     state_dir: Path,
@@ -162,6 +218,7 @@ def report(
     """Tell the user where everything is and show the Workspace."""
     log.info("  apiserver  %s", cluster.server)
     log.info("  nats       %s", nats.url)
+    log.info("  jaeger     %s (query API; the UI is not in the Go module)", jaeger.query_url)
     nodes = cluster.kubectl(
         "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}", check=False
     ).stdout.split()
@@ -169,6 +226,9 @@ def report(
     log.info("  services   %s", ", ".join(p.name for p in services) or "none yet")
     log.info("  logs       %s", cluster.logs)
     log.info("in another terminal:  source %s/env && kubectl get workspace", state_dir)
+    log.info("  the rollout as a waterfall:  uv run kairyu trace default/<workspace>")
+    for example in sorted((repo_root() / "examples").glob("*.yaml")):
+        log.info("  another example:  kubectl apply -f examples/%s", example.name)
     sys.stdout.write(cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-A").stdout)
     plans = cluster.kubectl(
         "get", "workspaces", "-A", "-o",
@@ -210,30 +270,38 @@ def main() -> int:
     started = time.monotonic()
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
+    jaeger = LocalJaeger()
     services: list[ManagedProcess] = []
     capacity: list[ManagedProcess | LocalKarpenter] = []
     try:
         cluster.start()
         nats.start()
+        jaeger.start()
         cluster.apply(root / "config/crd/kaito.sh_workspaces.yaml")
         cluster.wait_for_crds("workspaces.kaito.sh")
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
         services.extend(
             start_services(
-                cluster, nats, {"planner": endpoint.env(), "provisioner": provisioner_env}
+                cluster,
+                nats,
+                {"planner": endpoint.env(), "provisioner": provisioner_env},
+                otlp_endpoint=jaeger.otlp_endpoint,
             )
         )
         register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
         cluster.kubectl("apply", "-f", str(workspace))
-        wait_for_rollout(cluster, services, workspace)
+        sys.stdout.write(f"{workspace.name}: conditions as they change\n")
+        final = watch_rollout(cluster, workspace)
 
-        kubeconfig = write_state(args.state_dir, cluster, nats)
+        kubeconfig = write_state(args.state_dir, cluster, nats, jaeger)
         log.info("local cluster ready in %.1fs", time.monotonic() - started)
+        show_trace(final, jaeger)
         report(
             cluster,
             nats,
+            jaeger,
             services=services,
             state_dir=args.state_dir,
             kubeconfig=kubeconfig,
@@ -250,6 +318,7 @@ def main() -> int:
         for part in reversed(capacity):
             part.stop()
         nats.stop()
+        jaeger.stop()
         cluster.stop()
         (args.state_dir / "kubeconfig").unlink(missing_ok=True)
         (args.state_dir / "env").unlink(missing_ok=True)

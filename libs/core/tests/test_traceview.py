@@ -1,0 +1,77 @@
+"""The waterfall from Jaeger's JSON: phases merged per service, errors apart, hops hidden."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kairyu_core.traceview import render, rows, trace_id_of
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def span(name: str, pid: str, start: float, duration: float, **tags: Any) -> dict[str, Any]:
+    return {
+        "traceID": TRACE,
+        "operationName": name,
+        "processID": pid,
+        "startTime": int(1_700_000_000_000_000 + start * 1e6),
+        "duration": int(duration * 1e6),
+        "tags": [{"key": k, "type": "string", "value": v} for k, v in tags.items()],
+        "logs": [],
+    }
+
+
+DOCUMENT = {
+    "data": [
+        {
+            "traceID": TRACE,
+            "processes": {
+                "p1": {"serviceName": "kairyu-watcher"},
+                "p2": {"serviceName": "kairyu-planner"},
+                "p3": {"serviceName": "kairyu-provisioner"},
+            },
+            "spans": [
+                span("rollout ml/ws", "p1", 0, 0),
+                span("kairyu.v1.workspace.observed.ml.ws publish", "p1", 0.1, 0.01),
+                span("plan", "p2", 0.2, 0.05),
+                span("plan", "p2", 1.0, 0.05),
+                span(
+                    "provision",
+                    "p3",
+                    2.0,
+                    0.3,
+                    **{"otel.status_code": "ERROR", "otel.status_description": "QuotaExceeded: no"},
+                ),
+                span("provision", "p3", 3.0, 0.1),
+                span("node gpu-0", "p3", 2.5, 20.0),
+                span("ready", "p1", 23.0, 0),
+            ],
+        }
+    ]
+}
+
+
+def test_phases_are_merged_and_errors_kept_apart() -> None:
+    table = rows(DOCUMENT)
+    by_phase = [(r.phase, r.service, r.count, r.error) for r in table]
+    assert by_phase == [
+        ("rollout ml/ws", "watcher", 1, False),
+        ("plan", "planner", 2, False),
+        ("provision", "provisioner", 1, True),
+        ("node gpu-0", "provisioner", 1, False),
+        ("provision", "provisioner", 1, False),
+        ("ready", "watcher", 1, False),
+    ]
+    plan = table[1]
+    assert (plan.start_s, round(plan.duration_s, 2)) == (0.2, 0.85)
+    assert table[2].reason == "QuotaExceeded: no"
+    text = render(table)
+    assert "ERROR" in text
+    assert "total 23.0s" in text
+
+
+def test_the_trace_id_comes_from_the_rollout_annotation() -> None:
+    value = f"2;00-{TRACE}-00f067aa0ba902b7-01"
+    assert trace_id_of({"kairyu.io/rollout-trace": value}) == TRACE
+    assert trace_id_of({"kairyu.io/rollout-trace": "2;garbage"}) is None
+    assert trace_id_of(None) is None
