@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from rollout_stack import start_node_services, start_workload_services
+from rollout_stack import rollout_stack
 
 from kairyu_core.bus import Bus
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
@@ -37,10 +36,7 @@ DEPLOYER, TUNER = "kairyu.deployer", "kairyu.tuner"
 async def system(
     karpenter: object, bus: Bus, kube: KubeClient, namespace: str
 ) -> AsyncIterator[ServiceStack]:
-    stack = ServiceStack(bus)
-    catalog = load_catalog()
-    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
-    start_workload_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
+    stack = await rollout_stack(bus, kube, namespace)
     yield stack
     await stack.stop()
 

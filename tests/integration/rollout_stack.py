@@ -8,7 +8,7 @@ services they need on top.
 from __future__ import annotations
 
 from kairyu_core.bus import Bus
-from kairyu_core.catalog import Catalog
+from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
@@ -97,3 +97,29 @@ def start_workload_services(
             events=TUNER_EVENTS,
             handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
         )
+
+
+async def rollout_stack(
+    bus: Bus,
+    kube: KubeClient,
+    namespace: str,
+    *,
+    deployer: bool = True,
+    tuner: bool = True,
+    tuning_image: str | None = None,
+) -> ServiceStack:
+    """Node services plus the chosen workload services, running; stop the stack when done."""
+    stack = ServiceStack(bus)
+    catalog = load_catalog()
+    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
+    start_workload_services(
+        stack,
+        bus=bus,
+        kube=kube,
+        namespace=namespace,
+        catalog=catalog,
+        deployer=deployer,
+        tuner=tuner,
+        tuning_image=tuning_image,
+    )
+    return stack

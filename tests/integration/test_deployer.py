@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from rollout_stack import start_node_services, start_workload_services
+from rollout_stack import rollout_stack
 
 from kairyu_core.bus import Bus
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
@@ -27,12 +26,7 @@ from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 async def services(
     karpenter: object, bus: Bus, kube: KubeClient, namespace: str
 ) -> AsyncIterator[ServiceStack]:
-    stack = ServiceStack(bus)
-    catalog = load_catalog()
-    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
-    start_workload_services(
-        stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog, tuner=False
-    )
+    stack = await rollout_stack(bus, kube, namespace, tuner=False)
     yield stack
     await stack.stop()
 

@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from rollout_stack import start_node_services, start_workload_services
+from rollout_stack import rollout_stack
 
 from kairyu_core.bus import Bus
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
@@ -29,17 +28,8 @@ NAME = "workspace-phi-3-mini"
 async def services(
     karpenter: object, bus: Bus, kube: KubeClient, namespace: str
 ) -> AsyncIterator[ServiceStack]:
-    stack = ServiceStack(bus)
-    catalog = load_catalog()
-    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
-    start_workload_services(
-        stack,
-        bus=bus,
-        kube=kube,
-        namespace=namespace,
-        catalog=catalog,
-        deployer=False,
-        tuning_image="kairyu/tuning:test",
+    stack = await rollout_stack(
+        bus, kube, namespace, deployer=False, tuning_image="kairyu/tuning:test"
     )
     yield stack
     await stack.stop()

@@ -21,8 +21,3 @@ async def test_readiness_follows_the_bus_connection() -> None:
         connected = True
         async with http.get(f"{base}/readyz") as ready:
             assert ready.status == 200
-
-
-async def test_port_zero_serves_nothing() -> None:
-    async with serving(0, ready=lambda: True):
-        pass

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import Bus, Consumer, StreamSpec
-from kairyu_core.events import Subjects
+from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler, StreamSpec
+from kairyu_core.events import Event, Subjects
 from kairyu_core.kube import KubeClient
 from kairyu_core.settings import ServiceSettings
 
@@ -76,6 +76,28 @@ async def run_until_stopped(
     for result in results:
         if isinstance(result, Exception):
             raise result
+
+
+async def serve_consumer(
+    settings: ServiceSettings,
+    *,
+    spec: Callable[[Bus], ConsumerSpec],
+    events: Mapping[str, type[Event]],
+    handler: Callable[[Bus, KubeClient], Handler],
+) -> None:
+    """Run a service that is one consumer and nothing else (the deployer, the tuner).
+
+    Connect, consume until SIGTERM, shut down in order.
+    """
+    async with connections(settings) as (bus, kube):
+        consumer = Consumer(
+            bus,
+            spec(bus),
+            service=settings.service_name,
+            events=events,
+            handler=handler(bus, kube),
+        )
+        await run_until_stopped(consumer=consumer, grace_s=settings.shutdown_grace_s)
 
 
 def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]) -> None:
