@@ -19,7 +19,7 @@ from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
-from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
+from kairyu_core.testing.workspaces import condition, has_reason, in_state, is_true, until
 
 NAME = "workspace-phi-3-mini"
 
@@ -85,8 +85,10 @@ async def test_the_seed_tuning_job_runs_on_its_gpu_node_and_succeeds(
     )
     assert [p["spec"]["nodeName"] for p in pods["items"]] == workers
 
-    done = await until(kube, namespace, NAME, is_true("WorkspaceSucceeded"), what="succeeded")
-    assert done["status"]["state"] == "Succeeded"
+    succeeded = await until(kube, namespace, NAME, is_true("WorkspaceSucceeded"), what="succeeded")
+    assert condition(succeeded, "WorkspaceSucceeded")["reason"] == "workspaceSucceeded"
+    # The watcher summarises the tuner's condition a moment later, as `kubectl get` shows it.
+    done = await until(kube, namespace, NAME, in_state("Succeeded"), what="state Succeeded")
     assert condition(done, "WorkspaceReady")["status"] == "True"
 
 
@@ -108,7 +110,7 @@ async def test_a_failed_download_fails_the_workspace_with_the_reason(
         kube,
         namespace,
         NAME,
-        lambda o: (o.get("status") or {}).get("state") == "Failed",
+        in_state("Failed"),
         what="state Failed",
     )
 

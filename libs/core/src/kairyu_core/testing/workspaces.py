@@ -26,6 +26,11 @@ def has_reason(kind: str, reason: str) -> Check:
     return lambda obj: condition(obj, kind).get("reason") == reason
 
 
+def in_state(state: str) -> Check:
+    """`status.state` is the watcher's summary, written after the condition that caused it."""
+    return lambda obj: (obj.get("status") or {}).get("state") == state
+
+
 async def until(
     kube: KubeClient,
     namespace: str,
