@@ -93,3 +93,50 @@ async def test_the_three_seeds_reach_their_final_states_in_one_trace_each(
         assert services <= scopes[trace_id], (
             f"{kind}: {sorted(services - scopes[trace_id])} missing"
         )
+
+
+async def test_a_rollout_keeps_its_one_trace_when_every_service_restarts_mid_way(
+    *,
+    cluster: LocalCluster,
+    karpenter: object,
+    namespace: str,
+    bus: Bus,
+    kube: KubeClient,
+    spans: InMemorySpanExporter,
+) -> None:
+    # First life: no deployer yet, so the rollout stops half way, with its nodes ready.
+    first = await rollout_stack(bus, kube, namespace, deployer=False, tuner=False)
+    try:
+        await asyncio.to_thread(cluster.apply, _named("inference", "restarted", namespace))
+        await until(
+            kube, namespace, "restarted", is_true("ResourceReady"), what="nodes", timeout=60
+        )
+    finally:
+        await first.stop()
+    before = {s.context.trace_id for s in spans.get_finished_spans() if s.context is not None}
+
+    # Second life: fresh instances of every service, with nothing in memory from the first.
+    second = await rollout_stack(bus, kube, namespace)
+    try:
+        done = await until(
+            kube, namespace, "restarted", is_true("WorkspaceReady"), what="ready", timeout=60
+        )
+    finally:
+        await second.stop()
+    assert done["status"]["state"] == "Ready"
+
+    traces = {
+        span.context.trace_id
+        for span in spans.get_finished_spans()
+        if span.context is not None
+        and _workspace_of(dict(span.attributes or {})) == f"{namespace}/restarted"
+    }
+    assert len(traces) == 1, f"the rollout's spans are in {len(traces)} traces"
+    (trace_id,) = traces
+    assert trace_id in before, "the second life started a new trace"
+    in_trace = [
+        s for s in spans.get_finished_spans() if s.context and s.context.trace_id == trace_id
+    ]
+    assert "ready" in {s.name for s in in_trace}
+    services = {s.instrumentation_scope.name for s in in_trace if s.instrumentation_scope}
+    assert {WATCHER, PLANNER, PROVISIONER, DEPLOYER} <= services
