@@ -53,6 +53,8 @@ class Result:
     rss_mib: dict[str, float] = field(default_factory=dict)
     baseline_wall_s: float = 0.0
     baseline_requests: float = 0.0
+    # (service, "METHOD resource") → requests per Workspace: where kairyu's API cost goes.
+    breakdown: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def workspace(index: int) -> dict[str, Any]:
@@ -86,17 +88,24 @@ def nats_counts(nats: LocalNats) -> tuple[float, float]:
     return float(varz["in_msgs"]), float(jsz.get("messages", 0))
 
 
-def _service_requests(ports: dict[str, int]) -> float:
-    """Kubernetes API requests kairyu's services made (their kairyu_kube_requests_total)."""
-    total = 0.0
-    for port in ports.values():
+_KUBE_REQUESTS = re.compile(
+    r'^kairyu_kube_requests_total\{[^}]*method="([A-Z]+)"[^}]*resource="([^"]*)"[^}]*\} '
+    r"([0-9.e+]+)$",
+    re.M,
+)
+
+
+def _service_requests(ports: dict[str, int]) -> dict[tuple[str, str], float]:
+    """Kubernetes API requests kairyu's services made (their kairyu_kube_requests_total), by
+    service and `METHOD resource`."""
+    counts: dict[tuple[str, str], float] = {}
+    for service, port in ports.items():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
-        total += sum(
-            float(m.group(1))
-            for m in re.finditer(r"^kairyu_kube_requests_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)
-        )
-    return total
+        for m in _KUBE_REQUESTS.finditer(text):
+            key = (service, f"{m.group(1)} {m.group(2)}")
+            counts[key] = counts.get(key, 0.0) + float(m.group(3))
+    return counts
 
 
 def peak_rss_mib(process: ManagedProcess) -> float:
@@ -177,7 +186,9 @@ def run_kairyu(n: int, timeout_s: float) -> tuple[Result, LocalCluster, list[Any
     result = Result(n=n, ready=len(done), latencies=sorted(done.values()))
     result.wall_s = time.monotonic() - started
     result.all_requests = (apiserver_requests(cluster) - requests_before) / n
-    result.api_requests = (_service_requests(ports) - ours_before) / n
+    ours = {k: v - ours_before.get(k, 0.0) for k, v in _service_requests(ports).items()}
+    result.api_requests = sum(ours.values()) / n
+    result.breakdown = {key: count / n for key, count in ours.items() if count}
     msgs_after, events_after = nats_counts(nats)
     result.nats_messages = (msgs_after - msgs_before) / n
     result.events = (events_after - events_before) / n
@@ -332,6 +343,17 @@ def table(results: list[Result]) -> str:
     for r in results:
         rss = " | ".join(f"{r.rss_mib.get(s, 0):.0f}" for s in services)
         rows.append(f"| {r.n} | {rss} |")
+    largest = max(results, key=lambda r: r.n, default=None)
+    if largest is not None and largest.breakdown:
+        rows += [
+            "",
+            f"Where kairyu's API requests went at N={largest.n} (per Workspace, 0.5 and more):",
+            "",
+            "| service | request | per ws |",
+            "|---|---|---|",
+        ]
+        ranked = sorted(largest.breakdown.items(), key=lambda kv: (kv[0][0], -kv[1]))
+        rows += [f"| {svc} | {req} | {n:.1f} |" for (svc, req), n in ranked if n >= 0.5]
     return "\n".join(rows)
 
 

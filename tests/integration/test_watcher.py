@@ -204,3 +204,55 @@ async def test_resync_publishes_every_workspace_again(
     assert event.workspace.name == NAME
     stored = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
     assert stored["metadata"]["uid"] == event.workspace.uid
+
+
+async def test_only_changes_a_service_acts_on_wake_the_services(
+    cluster: LocalCluster,
+    kube: KubeClient,
+    namespace: str,
+    inbox: Inbox,
+    start_watcher: Callable[[], Running],
+) -> None:
+    start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    await inbox.wait_for(observed(1))
+
+    async def says(owner: str, kind: str, status: ConditionStatus, message: str = "") -> str:
+        written = await apply_condition(
+            kube,
+            namespace=namespace,
+            name=NAME,
+            field_manager=f"kairyu-{owner}",
+            type=kind,
+            status=status,
+            reason="Provisioning" if status == ConditionStatus.UNKNOWN else kind,
+            message=message,
+        )
+        return str(written["metadata"]["resourceVersion"])
+
+    def published() -> set[str]:
+        return {
+            e.workspace.resource_version for e in inbox.events if isinstance(e, WorkspaceObserved)
+        }
+
+    planned = await says("planner", "Planned", ConditionStatus.TRUE)
+    await inbox.wait_for(lambda e: planned in published())
+    waiting = await says("provisioner", "ResourceReady", ConditionStatus.UNKNOWN, "0 of 1 ready")
+    await inbox.wait_for(lambda e: waiting in published())
+    progress = await says("provisioner", "ResourceReady", ConditionStatus.UNKNOWN, "0 of 1 (a)")
+    summary = await asyncio.wait_for(_summary_written(kube, namespace, "0 of 1 (a)"), 20)
+    decided = await says("provisioner", "ResourceReady", ConditionStatus.TRUE, "1 ready")
+    await inbox.wait_for(lambda e: decided in published())
+    # Events come in the order the watcher saw the versions: the skipped ones are not coming.
+    assert progress not in published(), "a progress message alone woke every service"
+    assert summary not in published(), "the watcher's own summary woke every service"
+
+
+async def _summary_written(kube: KubeClient, namespace: str, says: str) -> str:
+    """The resourceVersion of the watcher's summary once it mentions `says`."""
+    while True:
+        ws = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
+        ready = {c["type"]: c for c in ws["status"]["conditions"]}.get("WorkspaceReady", {})
+        if says in ready.get("message", ""):
+            return str(ws["metadata"]["resourceVersion"])
+        await asyncio.sleep(0.1)

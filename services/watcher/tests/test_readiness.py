@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kairyu_core.api import ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
+from kairyu_core.api import Condition, ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
 from kairyu_core.testing import manifests
-from kairyu_watcher.readiness import phase_durations, summarize
+from kairyu_watcher.readiness import phase_durations, summarize, with_summary
 
 T, F = "True", "False"
 
@@ -136,3 +136,23 @@ def test_phase_durations_come_from_the_transition_times() -> None:
     doc["metadata"]["generation"] = 2  # a later generation: its start is not the creation time
     later = phase_durations(WorkspaceV1Alpha1.model_validate(doc), start.replace(second=50))
     assert set(later) == {"provision", "deploy"}
+
+
+def test_the_watchers_last_write_replaces_an_older_events_copy_of_the_summary() -> None:
+    # Queued before the watcher wrote "waiting for ResourceReady": still says "waiting for Planned".
+    stale = workspace(
+        "inference", {"Planned": (T, "Planned"), "WorkspaceReady": (F, "Pending")}, "Pending"
+    )
+    last_write = Condition(
+        type="WorkspaceReady",
+        status=ConditionStatus.FALSE,
+        reason="Pending",
+        message="waiting for ResourceReady",
+        last_transition_time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    seen = with_summary(stale, last_write, WorkspaceState.PENDING)
+    assert seen.status is not None
+    by_type = {c.type: c for c in seen.status.conditions or []}
+    assert list(by_type) == ["Planned", "WorkspaceReady"]
+    assert by_type["WorkspaceReady"] == last_write  # so its transition time is kept, not renewed
+    assert summarize(seen).message == last_write.message  # nothing to write again

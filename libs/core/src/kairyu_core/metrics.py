@@ -26,8 +26,8 @@ HANDLER_SECONDS = Histogram(
 )
 KUBE_REQUESTS = Counter(
     "kairyu_kube_requests",
-    "Requests to the Kubernetes API, by method and response class",
-    ["method", "code"],
+    "Requests to the Kubernetes API, by method, resource and response class",
+    ["method", "resource", "code"],
 )
 ROLLOUT_PHASE_SECONDS = Histogram(
     "kairyu_rollout_phase_seconds",

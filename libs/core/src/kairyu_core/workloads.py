@@ -141,3 +141,27 @@ def pod_problem(pod: JSON) -> PodProblem | None:
 
 def _problem(reason: str, message: str) -> PodProblem:
     return PodProblem(reason, message[:MAX_MESSAGE])
+
+
+class OtherServices:
+    """Workspace generations whose workload another service runs: skipped without a read.
+
+    The deployer and the tuner each get every Workspace's events. Within one generation a
+    Workspace is inference or tuning for good (a spec change makes a new generation), so once a
+    handler has read that a generation is not its kind, that generation's later events need no
+    GET. Bounded: past `limit` entries the oldest is forgotten, which only costs a read.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._generations: dict[str, int] = {}  # uid -> generation; insertion ordered
+
+    def remember(self, uid: str, generation: int) -> None:
+        self._generations.pop(uid, None)
+        self._generations[uid] = generation
+        if len(self._generations) > self._limit:
+            del self._generations[next(iter(self._generations))]
+
+    def handle_elsewhere(self, uid: str, generation: int) -> bool:
+        """Whether this generation of that Workspace is known to be another service's."""
+        return self._generations.get(uid) == generation

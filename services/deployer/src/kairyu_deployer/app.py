@@ -29,6 +29,7 @@ from kairyu_core.catalog import Catalog
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
+from kairyu_core.workloads import OtherServices
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_deployer.status import Verdict, verdict
@@ -92,12 +93,15 @@ class Deployer:
         self._bus = bus
         self._kube = kube
         self._catalog = catalog
+        self._tuning = OtherServices()
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         """The consumer's handler."""
         if isinstance(event, ObjectChanged) and event.kind not in _WORKLOAD_KINDS:
             return
         ref = event.workspace
+        if self._tuning.handle_elsewhere(ref.uid, ref.generation):
+            return
         try:
             await self.reconcile(
                 ref.namespace, ref.name, uid=ref.uid, apply=not isinstance(event, ObjectChanged)
@@ -118,6 +122,9 @@ class Deployer:
         try:
             workspace = parse_workspace(raw)
         except ValidationError:
+            return
+        if workspace.inference is None:
+            self._tuning.remember(uid, workspace.metadata.generation or 0)
             return
         inference = inference_of(workspace, raw, self._catalog)
         if inference is None:

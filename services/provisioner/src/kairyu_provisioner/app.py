@@ -436,7 +436,11 @@ class Provisioner:
                 ]
             try:
                 updated = await self._kube.patch(
-                    resources.WORKSPACES, meta["name"], ops, namespace=meta["namespace"]
+                    resources.WORKSPACES,
+                    meta["name"],
+                    ops,
+                    field_manager=self._settings.service_name,
+                    namespace=meta["namespace"],
                 )
             except (errors.InvalidError, errors.ConflictError):
                 # A failed `test` (the object changed since it was read): read it and try again.
@@ -464,6 +468,7 @@ class Provisioner:
                     {"op": "test", "path": path, "value": naming.FINALIZER},
                     {"op": "remove", "path": path},
                 ],
+                field_manager=self._settings.service_name,
                 namespace=meta["namespace"],
             )
         except errors.NotFoundError:

@@ -27,7 +27,7 @@ from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
-from kairyu_core.workloads import WORKSPACE_LABEL, Owner
+from kairyu_core.workloads import WORKSPACE_LABEL, OtherServices, Owner
 from kairyu_tuner import manifests
 from kairyu_tuner.settings import TunerSettings
 from kairyu_tuner.status import PENDING, TuningStatus, tuning_status
@@ -94,6 +94,7 @@ class Tuner:
         self._bus = bus
         self._kube = kube
         self._catalog = catalog
+        self._inference = OtherServices()
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         """The consumer's handler."""
@@ -101,6 +102,8 @@ class Tuner:
             return
         ref = event.workspace
         if self._settings.namespace and ref.namespace != self._settings.namespace:
+            return
+        if self._inference.handle_elsewhere(ref.uid, ref.generation):
             return
         try:
             await self.reconcile(ref.namespace, ref.name, uid=ref.uid)
@@ -118,7 +121,10 @@ class Tuner:
             workspace = parse_workspace(raw)
         except ValidationError:
             return
-        if workspace.tuning is None or not workspace.nodes_ready():
+        if workspace.tuning is None:
+            self._inference.remember(uid, workspace.metadata.generation or 0)
+            return
+        if not workspace.nodes_ready():
             return
         with tracer.start_as_current_span(
             "tune",

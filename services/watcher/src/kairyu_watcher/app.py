@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
@@ -18,9 +19,11 @@ from pydantic import ValidationError
 
 from kairyu_core import metrics
 from kairyu_core.api import (
+    Condition,
     ConditionStatus,
     ConditionType,
     Workspace,
+    WorkspaceState,
     parse_workspace,
     set_condition,
 )
@@ -33,7 +36,7 @@ from kairyu_core.events import (
     WorkspaceRef,
 )
 from kairyu_core.kube import JSON, KubeClient, WatchEvent, apply_status, errors, resources, watch
-from kairyu_watcher import readiness, rollout_trace
+from kairyu_watcher import news, readiness, rollout_trace
 from kairyu_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,13 @@ CHILD_RESOURCES = (
 ChildKind = Literal["Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod"]
 
 
+@dataclass(frozen=True)
+class _Written:
+    uid: str | None
+    condition: Condition
+    state: WorkspaceState
+
+
 class Watcher:
     """Follows the cluster and publishes what changed."""
 
@@ -61,6 +71,10 @@ class Watcher:
         self._known: dict[str, WorkspaceRef] = {}  # namespace/name -> latest version seen
         # namespace/name -> the rollout trace context of its current generation
         self._rollouts: dict[str, context.Context] = {}
+        # namespace/name or object uid -> fingerprint last published (see news)
+        self._published: dict[str, str] = {}
+        # namespace/name -> the summary this watcher last wrote: newer than a queued event's copy
+        self._written: dict[str, _Written] = {}
 
     async def run(self) -> None:
         """Watch and resync until cancelled."""
@@ -89,6 +103,8 @@ class Watcher:
         ref = WorkspaceRef.of(workspace)
         if change.type == "DELETED":
             self._known.pop(change.key, None)
+            self._published.pop(change.key, None)
+            self._written.pop(change.key, None)
             rollout = self._rollouts.pop(change.key, None)
             await self._publish(WorkspaceDeleted(workspace=ref), rollout)
             return
@@ -98,9 +114,12 @@ class Watcher:
             self._rollouts[change.key] = rollout
         token = context.attach(rollout) if rollout is not None else None
         try:
-            deleting = workspace.metadata.deletion_timestamp is not None
-            await self._publish(WorkspaceObserved(workspace=ref, deleting=deleting))
-            await self._write_summary(workspace)
+            fingerprint = news.workspace_fingerprint(change.object)
+            if self._published.get(change.key) != fingerprint:
+                deleting = workspace.metadata.deletion_timestamp is not None
+                if await self._publish(WorkspaceObserved(workspace=ref, deleting=deleting)):
+                    self._published[change.key] = fingerprint
+            await self._write_summary(change.key, workspace)
         finally:
             if token is not None:
                 context.detach(token)
@@ -134,7 +153,11 @@ class Watcher:
             )
         return rollout_trace.context_of({rollout_trace.ANNOTATION: value})
 
-    async def _write_summary(self, workspace: Workspace) -> None:
+    async def _write_summary(self, key: str, workspace: Workspace) -> None:
+        written = self._written.get(key)
+        if written is not None and written.uid == workspace.metadata.uid:
+            # The event may predate this watcher's last write; its own summary is the newer one.
+            workspace = readiness.with_summary(workspace, written.condition, written.state)
         summary = readiness.summarize(workspace)
         status = workspace.status
         current = {c.type: c for c in (status.conditions if status else None) or []}
@@ -183,6 +206,9 @@ class Watcher:
             )
         except errors.KubeError as exc:  # the next change or the resync writes it again
             log.warning("could not write the summary of %s: %s", workspace.metadata.name, exc)
+            self._written.pop(key, None)
+        else:
+            self._written[key] = _Written(workspace.metadata.uid, condition, summary.state)
 
     # ------------------------------------------------------------------ labelled objects
     async def _follow_children(self, resource: resources.Resource) -> None:
@@ -195,11 +221,17 @@ class Watcher:
         labels = meta.get("labels") or {}
         namespace = labels.get(WORKSPACE_NAMESPACE_LABEL) or meta.get("namespace")
         key = f"{namespace}/{labels.get(WORKSPACE_LABEL)}"
+        uid = meta["uid"]
+        fingerprint = None if change.type == "DELETED" else news.object_fingerprint(change.object)
+        if fingerprint is None:
+            self._published.pop(uid, None)
+        elif self._published.get(uid) == fingerprint:
+            return  # a heartbeat, or a write of nothing a handler reads
         ref = self._known.get(key)
         if ref is None:
             return  # not (or no longer) a Workspace we watch
         # In the Workspace's rollout trace: a pod failing is part of that rollout's story.
-        await self._publish(
+        published = await self._publish(
             ObjectChanged(
                 workspace=ref,
                 kind=cast(ChildKind, resource.kind),
@@ -211,6 +243,8 @@ class Watcher:
             ),
             self._rollouts.get(key),
         )
+        if published and fingerprint is not None:
+            self._published[uid] = fingerprint
 
     # ------------------------------------------------------------------ resync
     async def _resync_periodically(self) -> None:
@@ -243,18 +277,20 @@ class Watcher:
                 if token is not None:
                     context.detach(token)
 
-    async def _publish(self, event: Event, rollout: context.Context | None = None) -> None:
+    async def _publish(self, event: Event, rollout: context.Context | None = None) -> bool:
         token = context.attach(rollout) if rollout is not None else None
         try:
-            await self._publish_now(event)
+            return await self._publish_now(event)
         finally:
             if token is not None:
                 context.detach(token)
 
-    async def _publish_now(self, event: Event) -> None:
+    async def _publish_now(self, event: Event) -> bool:
         try:
             await self._bus.publish(event)
         except BusError as exc:  # lost for now; the resync publishes the Workspace again
             log.warning(
                 "could not publish %s for %s: %s", event.event_name, event.workspace.key, exc
             )
+            return False
+        return True

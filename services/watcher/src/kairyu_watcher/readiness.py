@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from kairyu_core.api import Condition, ConditionStatus, ConditionType, Workspace, WorkspaceState
+from kairyu_core.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Workspace,
+    WorkspaceState,
+    WorkspaceStatus,
+)
 
 _INFERENCE_NEEDS = (
     ConditionType.PLANNED,
@@ -97,6 +104,14 @@ def _inference_state(workspace: Workspace, ready: bool) -> WorkspaceState:
     if previous in (WorkspaceState.READY, WorkspaceState.NOT_READY):
         return WorkspaceState.NOT_READY  # it was serving once: say it stopped, not that it is new
     return WorkspaceState.PENDING
+
+
+def with_summary(workspace: Workspace, ready: Condition, state: WorkspaceState) -> Workspace:
+    """`workspace` as it reads once `ready` and `state` (the watcher's last write) are in it."""
+    status = workspace.status or WorkspaceStatus()
+    others = [c for c in status.conditions or [] if c.type != ConditionType.WORKSPACE_READY]
+    status = status.model_copy(update={"conditions": [*others, ready], "state": state})
+    return workspace.model_copy(update={"status": status})
 
 
 def phase_durations(workspace: Workspace, now: datetime) -> dict[str, float]:

@@ -18,7 +18,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kairyu_core import metrics
-from kairyu_core.kube import errors
+from kairyu_core.kube import errors, resources
 from kairyu_core.kube.resources import Resource
 
 JSON = dict[str, Any]
@@ -98,7 +98,7 @@ class KubeClient:
             code = "2xx"
             return result
         finally:
-            metrics.KUBE_REQUESTS.labels(method, code).inc()
+            metrics.KUBE_REQUESTS.labels(method, resources.label_of(path), code).inc()
 
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
         result: JSON = await self.request("GET", resource.path(namespace=namespace, name=name))
@@ -136,12 +136,23 @@ class KubeClient:
         return result
 
     async def patch(
-        self, resource: Resource, name: str, ops: JSONPatch, *, namespace: str | None = None
+        self,
+        resource: Resource,
+        name: str,
+        ops: JSONPatch,
+        *,
+        field_manager: str,
+        namespace: str | None = None,
     ) -> JSON:
-        """A JSON patch: precise edits (with `test` guards) where apply would own whole fields."""
+        """A JSON patch: precise edits (with `test` guards) where apply would own whole fields.
+
+        `field_manager` names the writer in managedFields, as apply does (else the client's
+        default, "OpenAPI-Generator", would be blamed).
+        """
         result: JSON = await self.request(
             "PATCH",
             resource.path(namespace=namespace, name=name),
+            query={"fieldManager": field_manager},
             body=ops,
             content_type="application/json-patch+json",
         )

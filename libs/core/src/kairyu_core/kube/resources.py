@@ -39,6 +39,20 @@ class Resource:
         return "/".join(parts)
 
 
+def label_of(path: str) -> str:
+    """The resource plural (with `/status` etc.) an API path names; a bounded metric label.
+
+    `/api/v1/namespaces/ns/pods/p/log` → `pods/log`; `/apis/g/v/nodes` → `nodes`.
+    """
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 2 and rest[0] == "namespaces":  # noqa: PLR2004 - namespaces/<ns>
+        rest = rest[2:] or ["namespaces"]
+    if not rest:
+        return "discovery"
+    return f"{rest[0]}/{rest[2]}" if len(rest) > 2 else rest[0]  # noqa: PLR2004 - plural/name/sub
+
+
 WORKSPACES = Resource("kaito.sh", "v1beta1", "workspaces", "Workspace")
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod")

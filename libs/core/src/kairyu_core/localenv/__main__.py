@@ -178,13 +178,16 @@ def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> None:
     trace_id = traceview.trace_id_of(obj["metadata"].get("annotations"))
     if trace_id is None:
         return
+    # Each service exports its own batches: wait for every phase, not only the watcher's last.
+    phases = {"plan", "provision", "tune" if obj.get("tuning") else "deploy", "ready"}
     table: list[traceview.Row] = []
-    for _ in range(20):
+    for _ in range(40):
         try:
             table = traceview.rows(traceview.fetch(jaeger.query_url, trace_id))
         except OSError:
             table = []
-        if any(r.phase in ("ready", "failed") for r in table):
+        seen = {r.phase for r in table}
+        if "failed" in seen or phases <= seen:
             break
         time.sleep(0.5)
     sys.stdout.write(f"rollout trace {trace_id}:\n{traceview.render(table)}\n")
