@@ -215,6 +215,26 @@ async def test_a_crashing_custom_model_reports_its_crash_loop(
     assert {t["key"] for t in pod["tolerations"]} == {"sku", "nvidia.com/gpu"}
 
 
+async def test_a_model_killed_for_memory_reports_oomkilled_not_just_its_crash_loop(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    # kwok's OOM stage plays the kernel for a container limited to 1 MiB.
+    limits = {"memory": "1Mi", "nvidia.com/gpu": "1"}
+    containers = [{"name": "server", "image": "example/server:1", "resources": {"limits": limits}}]
+    doc = template_workspace("small", namespace, containers)
+    await asyncio.to_thread(cluster.apply, doc)
+    obj = await until(
+        kube,
+        namespace,
+        "small",
+        has_reason("InferenceReady", "ContainerOOMKilled"),
+        what="the OOM kill",
+    )
+    message = condition(obj, "InferenceReady")["message"]
+    assert "container server: killed for exceeding its memory limit (1Mi)" in message
+    assert condition(obj, "WorkspaceReady")["status"] == "False"
+
+
 async def test_a_multi_node_plan_runs_as_a_statefulset_across_its_nodes(
     cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:

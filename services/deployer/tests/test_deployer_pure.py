@@ -287,6 +287,25 @@ def test_pod_problems_become_kaito_s_reasons_with_the_real_message() -> None:
             "PodEvicted",
             "low on resource",
         ),
+        (  # killed again and again: kubectl shows CrashLoopBackOff, the cause is the memory
+            {
+                "metadata": {"name": "phi-1"},
+                "spec": {
+                    "containers": [{"name": "phi", "resources": {"limits": {"memory": "8Gi"}}}]
+                },
+                "status": {
+                    "containerStatuses": [
+                        {
+                            **waiting("CrashLoopBackOff", "back-off 40s"),
+                            "restartCount": 4,
+                            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+                        }
+                    ]
+                },
+            },
+            "ContainerOOMKilled",
+            "memory limit (8Gi), restarted 4 times",
+        ),
     ]
     for broken, reason, text in cases:
         result = verdict(deployment(0), [broken])

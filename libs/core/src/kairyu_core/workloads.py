@@ -124,19 +124,36 @@ def pod_problem(pod: JSON) -> PodProblem | None:
     for container in init + (status.get("containerStatuses") or []):
         where = f"pod {name}, container {container['name']}"
         waiting = (container.get("state") or {}).get("waiting") or {}
+        # Checked before the waiting reason: a container killed for memory again and again waits
+        # in CrashLoopBackOff, and the memory is what the user has to change.
+        if any(
+            ((container.get(state) or {}).get("terminated") or {}).get("reason") == "OOMKilled"
+            for state in ("state", "lastState")
+        ):
+            limit = _memory_limit(pod, container["name"])
+            restarts = container.get("restartCount") or 0
+            return _problem(
+                "ContainerOOMKilled",
+                f"{where}: killed for exceeding its memory limit ({limit}), "
+                f"restarted {restarts} times",
+            )
         reason = _WAITING_REASONS.get(waiting.get("reason", ""))
         if reason:
             return _problem(reason, f"{where}: {waiting.get('message') or waiting.get('reason')}")
-        for state in ("state", "lastState"):
-            terminated = (container.get(state) or {}).get("terminated") or {}
-            if terminated.get("reason") == "OOMKilled":
-                return _problem("ContainerOOMKilled", f"{where}: killed for exceeding its memory")
         terminated = (container.get("state") or {}).get("terminated") or {}
         if terminated and int(terminated.get("exitCode") or 0) != 0:
             detail = terminated.get("message") or terminated.get("reason") or "error"
             kind = "InitContainerFailed" if container in init else "ContainerFailed"
             return _problem(kind, f"{where} exited {terminated.get('exitCode')}: {detail}")
     return None
+
+
+def _memory_limit(pod: JSON, container: str) -> str:
+    spec = pod.get("spec") or {}
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        if c.get("name") == container:
+            return str(((c.get("resources") or {}).get("limits") or {}).get("memory", "no limit"))
+    return "no limit"
 
 
 def _problem(reason: str, message: str) -> PodProblem:
