@@ -232,7 +232,11 @@ async def test_a_model_killed_for_memory_reports_oomkilled_not_just_its_crash_lo
     )
     message = condition(obj, "InferenceReady")["message"]
     assert "container server: killed for exceeding its memory limit (1Mi)" in message
-    assert condition(obj, "WorkspaceReady")["status"] == "False"
+    # `kubectl get workspace` shows the cause too, once the watcher has summarised it.
+    summary = await until(
+        kube, namespace, "small", has_reason("WorkspaceReady", "ContainerOOMKilled"), what="summary"
+    )
+    assert condition(summary, "WorkspaceReady")["status"] == "False"
 
 
 async def test_a_multi_node_plan_runs_as_a_statefulset_across_its_nodes(
