@@ -66,6 +66,11 @@ def test_bad_values_are_refused_with_the_field() -> None:
         "provisioner.backend=azure",
     )
     assert "provisioner.azure.subscriptionId is required" in azure.stderr
+    two_watchers = helm(
+        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "watcher.replicas=2"
+    )
+    assert two_watchers.returncode != 0
+    assert "/watcher/replicas" in two_watchers.stderr
 
 
 def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
