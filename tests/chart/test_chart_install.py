@@ -156,12 +156,34 @@ def test_each_service_can_do_what_it_needs_and_nothing_more(installed: LocalClus
     assert (missing, excess) == ([], [])
 
 
+def test_the_watcher_may_take_and_renew_only_its_own_lease(installed: LocalCluster) -> None:
+    # kwok plays the pods here, so no watcher runs: tests/integration/test_leadership.py runs
+    # the election itself against a real apiserver.
+    def may(service: str, verb: str, lease: str, namespace: str) -> bool:
+        account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-{service}"
+        done = installed.kubectl(
+            "auth", "can-i", verb, lease, "-n", namespace, "--as", account, check=False
+        )
+        return done.stdout.strip() == "yes"
+
+    own = f"leases.coordination.k8s.io/{RELEASE}-watcher"
+    assert may("watcher", "update", own, NAMESPACE)
+    assert may("watcher", "create", "leases.coordination.k8s.io", NAMESPACE)
+    # Not another Lease, not elsewhere: node heartbeats live in Leases too.
+    assert not may("watcher", "update", "leases.coordination.k8s.io/other", NAMESPACE)
+    assert not may(
+        "watcher", "update", f"leases.coordination.k8s.io/{RELEASE}-watcher", "kube-node-lease"
+    )
+    assert not may("watcher", "create", "leases.coordination.k8s.io", "kube-node-lease")
+    assert not may("deployer", "update", own, NAMESPACE)
+
+
 def test_uninstall_removes_what_it_created_but_the_crd(installed: LocalCluster) -> None:
     done = helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", kubeconfig=installed.kubeconfig)
     assert done.returncode == 0, done.stderr
     selector = f"app.kubernetes.io/instance={RELEASE}"
     for kind in (
-        "deployments,serviceaccounts,secrets,services,networkpolicies",
+        "deployments,serviceaccounts,secrets,services,networkpolicies,roles,rolebindings",
         "clusterroles,clusterrolebindings,validatingwebhookconfigurations",
     ):
         left = get(installed, kind, "-A", "-l", selector)

@@ -66,11 +66,19 @@ def test_bad_values_are_refused_with_the_field() -> None:
         "provisioner.backend=azure",
     )
     assert "provisioner.azure.subscriptionId is required" in azure.stderr
-    two_watchers = helm(
-        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "watcher.replicas=2"
+    two_workers = helm(
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "watcher.replicas=2",
+        "--set",
+        "watcher.leaderElection.enabled=false",
     )
-    assert two_watchers.returncode != 0
-    assert "/watcher/replicas" in two_watchers.stderr
+    assert two_workers.returncode != 0
+    assert "watcher.replicas > 1 needs watcher.leaderElection.enabled" in two_workers.stderr
 
 
 def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
@@ -96,6 +104,26 @@ def test_replicas_above_one_get_a_disruption_budget() -> None:
     docs = documents(render(None, "--set", "deployer.replicas=3"))
     budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
     assert budgets == {"kairyu-deployer"}
+
+
+def test_a_standby_watcher_waits_on_a_lease_in_the_release_namespace() -> None:
+    docs = documents(render(None, "--set", "watcher.replicas=2"))
+    (watcher,) = [
+        d for d in docs if d["kind"] == "Deployment" and "watcher" in d["metadata"]["name"]
+    ]
+    env = {e["name"]: e for e in watcher["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAIRYU_LEADER_ELECTION__ENABLED"]["value"] == "true"
+    assert env["KAIRYU_LEADER_ELECTION__LEASE_NAME"]["value"] == "kairyu-watcher"
+    pod_field = env["KAIRYU_LEADER_ELECTION__IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert pod_field == "metadata.name"
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "kairyu-system"
+    assert {"kairyu-watcher"} == {
+        name for rule in role["rules"] for name in rule.get("resourceNames", [])
+    }
+    assert any(
+        d["kind"] == "PodDisruptionBudget" and "watcher" in d["metadata"]["name"] for d in docs
+    )
 
 
 SETTINGS = {
@@ -130,6 +158,8 @@ def test_each_pods_environment_is_valid_settings_for_its_service(
             assert settings.azure.cluster_name == "aks-kairyu"
         if isinstance(settings, TunerSettings):
             assert settings.job.tuning_image.endswith("/kairyu-tuning:0.1.0")
+        if isinstance(settings, WatcherSettings):
+            assert settings.leader_election.enabled
 
 
 def test_the_dashboard_queries_metrics_the_services_export() -> None:

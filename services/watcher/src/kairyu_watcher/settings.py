@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import socket
+
+from pydantic import BaseModel, Field, model_validator
 
 from kairyu_core.settings import ServiceSettings
+
+
+class LeaderElectionSettings(BaseModel):
+    """`KAIRYU_LEADER_ELECTION__*`: standby replicas wait on a Lease (the chart turns it on)."""
+
+    enabled: bool = False
+    """Off for one local process (`make dev`), where a Lease would only delay a restart."""
+    namespace: str = "default"
+    """Where the Lease lives: the chart passes the pod's own namespace."""
+    lease_name: str = "kairyu-watcher"
+    identity: str = Field(default_factory=socket.gethostname)
+    """This candidate's name in the Lease: the pod name, as the hostname is in a pod."""
+    duration_s: float = Field(default=15.0, gt=0)
+    renew_deadline_s: float = Field(default=10.0, gt=0)
+    retry_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _timing(self) -> LeaderElectionSettings:
+        if not self.retry_s < self.renew_deadline_s < self.duration_s:
+            raise ValueError("need retry_s < renew_deadline_s < duration_s")
+        return self
 
 
 class WatcherSettings(ServiceSettings):
@@ -16,3 +39,4 @@ class WatcherSettings(ServiceSettings):
     Longer than JetStream's 2-minute duplicate window, so an unchanged one is delivered again."""
     namespace: str | None = None
     """Watch Workspaces in this namespace only; all namespaces when unset."""
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)

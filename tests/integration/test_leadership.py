@@ -1,0 +1,217 @@
+"""Leader election on a real Lease: one candidate works, a standby takes over, a loser stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kairyu_core.bus import Bus, StreamSpec
+from kairyu_core.events import WorkspaceObserved
+from kairyu_core.kube import KubeClient, errors, resources
+from kairyu_core.kube.leadership import Lease, lead
+from kairyu_core.localenv import LocalCluster, LocalNats
+from kairyu_core.localenv.processes import ManagedProcess
+from kairyu_core.testing.bus import Inbox
+from kairyu_core.testing.manifests import seed
+
+pytestmark = pytest.mark.integration
+
+
+class Candidate:
+    """One process's `lead`, with work that records when it runs and until it is cancelled."""
+
+    def __init__(self, kube: KubeClient, lease: Lease) -> None:
+        self.identity = lease.identity
+        self.started: list[float] = []
+        self.stopped: list[float] = []
+        self.task = asyncio.create_task(lead(kube, lease, self._work))
+
+    async def _work(self) -> None:
+        self.started.append(time.monotonic())
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stopped.append(time.monotonic())
+
+    @property
+    def working(self) -> bool:
+        return len(self.started) > len(self.stopped)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+@pytest.fixture
+async def candidates(kube: KubeClient, namespace: str) -> AsyncIterator[Callable[..., Candidate]]:
+    made: list[Candidate] = []
+
+    def make(identity: str, **timing: float) -> Candidate:
+        lease = Lease(name="kairyu-watcher", namespace=namespace, identity=identity, **timing)
+        made.append(Candidate(kube, lease))
+        return made[-1]
+
+    yield make
+    for candidate in made:
+        await candidate.stop()
+
+
+async def eventually(check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until `check()` held; fails after `timeout`."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, "did not happen in time"
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+FAST = {"duration_s": 8.0, "renew_deadline_s": 5.0, "retry_s": 1.0}
+
+
+async def test_one_candidate_works_and_a_standby_takes_over_at_once_when_it_stops(
+    candidates: Callable[..., Candidate], kube: KubeClient, namespace: str
+) -> None:
+    a = candidates("watcher-a", **FAST)
+    b = candidates("watcher-b", **FAST)
+    await eventually(lambda: a.working or b.working, timeout=10)
+    await asyncio.sleep(2.5)  # a couple of renewals: still exactly one at work
+    assert [a.working, b.working].count(True) == 1
+    leader, standby = (a, b) if a.working else (b, a)
+    live = await kube.get(resources.LEASES, "kairyu-watcher", namespace=namespace)
+    assert live["spec"]["holderIdentity"] == leader.identity
+
+    await leader.stop()  # a rolling update's SIGTERM: the lease is handed back
+    waited = await eventually(lambda: standby.working, timeout=7)
+    # Well inside the 8 s lease: the standby did not wait for it to expire.
+    assert waited < 6, f"the standby took {waited:.1f} s"
+    live = await kube.get(resources.LEASES, "kairyu-watcher", namespace=namespace)
+    assert live["spec"]["holderIdentity"] == standby.identity
+    assert live["spec"]["leaseTransitions"] >= 1
+
+
+async def test_a_leader_that_loses_its_lease_stops_its_work_until_it_wins_again(
+    candidates: Callable[..., Candidate], kube: KubeClient, namespace: str
+) -> None:
+    a = candidates("watcher-a", duration_s=4.0, renew_deadline_s=3.0, retry_s=0.5)
+    await eventually(lambda: a.working, timeout=10)
+    # Another holder appears (say, a partition healed in its favour) and then goes silent.
+    live: dict[str, Any] = await kube.get(resources.LEASES, "kairyu-watcher", namespace=namespace)
+    live["spec"]["holderIdentity"] = "watcher-elsewhere"
+    await kube.request(
+        "PUT", resources.LEASES.path(namespace=namespace, name="kairyu-watcher"), body=live
+    )
+    await eventually(lambda: not a.working, timeout=3)
+    assert len(a.started) == 1
+    # The other holder never renews: once its 4 s are over, a leads again with fresh work.
+    await eventually(lambda: a.working, timeout=10)
+    assert len(a.started) == 2
+
+
+async def test_work_that_fails_ends_the_leadership_with_its_error(
+    kube: KubeClient, namespace: str
+) -> None:
+    lease = Lease(name="kairyu-watcher", namespace=namespace, identity="watcher-a", **FAST)
+
+    async def broken() -> None:
+        raise RuntimeError("cannot watch")
+
+    with pytest.raises(RuntimeError, match="cannot watch"):
+        await asyncio.wait_for(lead(kube, lease, broken), timeout=10)
+    live = await kube.get(resources.LEASES, "kairyu-watcher", namespace=namespace)
+    assert not live["spec"].get("holderIdentity"), "a standby may take it at once"
+
+
+def watcher_process(
+    identity: str,
+    *,
+    cluster: LocalCluster,
+    nats: LocalNats,
+    stream: StreamSpec,
+    namespace: str,
+    log_dir: Path,
+) -> ManagedProcess:
+    env = {
+        "KAIRYU_NAMESPACE": namespace,
+        "KAIRYU_NATS__URL": nats.url,
+        "KAIRYU_NATS__STREAM": stream.name,
+        "KAIRYU_NATS__SUBJECT_PREFIX": stream.subjects.prefix,
+        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
+        "KAIRYU_LOG__FORMAT": "text",
+        "KAIRYU_LEADER_ELECTION__ENABLED": "true",
+        "KAIRYU_LEADER_ELECTION__NAMESPACE": namespace,
+        "KAIRYU_LEADER_ELECTION__IDENTITY": identity,
+        "KAIRYU_LEADER_ELECTION__DURATION_S": "8",
+        "KAIRYU_LEADER_ELECTION__RENEW_DEADLINE_S": "5",
+        "KAIRYU_LEADER_ELECTION__RETRY_S": "1",
+    }
+    return ManagedProcess(
+        identity, [sys.executable, "-m", "kairyu_watcher"], log_dir=log_dir, env=env
+    )
+
+
+async def test_of_two_watcher_processes_one_leads_and_the_other_takes_over_on_sigterm(
+    *,
+    cluster: LocalCluster,
+    nats_server: LocalNats,
+    stream_spec: StreamSpec,
+    bus: Bus,
+    kube: KubeClient,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    watchers = {
+        name: watcher_process(
+            name,
+            cluster=cluster,
+            nats=nats_server,
+            stream=stream_spec,
+            namespace=namespace,
+            log_dir=tmp_path,
+        )
+        for name in ("watcher-a", "watcher-b")
+    }
+    for process in watchers.values():
+        process.start()
+    inbox = Inbox(bus)
+    try:
+
+        async def holder() -> str:
+            with contextlib.suppress(errors.NotFoundError):
+                live = await kube.get(resources.LEASES, "kairyu-watcher", namespace=namespace)
+                return str(live["spec"].get("holderIdentity") or "")
+            return ""
+
+        first = ""
+        for _ in range(150):
+            if first := await holder():
+                break
+            await asyncio.sleep(0.1)
+        assert first in watchers, f"no watcher took the lease:\n{watchers['watcher-a'].log_tail()}"
+        await asyncio.to_thread(cluster.apply, in_namespace(seed("inference"), namespace, "one"))
+        await inbox.wait_for(
+            lambda e: isinstance(e, WorkspaceObserved) and e.workspace.name == "one"
+        )
+
+        await asyncio.to_thread(watchers[first].stop)  # SIGTERM: it hands the lease back
+        (second,) = set(watchers) - {first}
+        await asyncio.to_thread(cluster.apply, in_namespace(seed("inference"), namespace, "two"))
+        await inbox.wait_for(
+            lambda e: isinstance(e, WorkspaceObserved) and e.workspace.name == "two", timeout=15
+        )
+        assert await holder() == second
+    finally:
+        await inbox.close()
+        for process in watchers.values():
+            process.stop()
+
+
+def in_namespace(doc: dict[str, Any], namespace: str, name: str) -> dict[str, Any]:
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    return doc
