@@ -17,6 +17,7 @@ the protocol is small enough to write here over `KubeClient`, with its metrics a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -98,8 +99,10 @@ class _Candidate:
 
     async def acquire(self) -> None:
         while True:  # polling is the protocol: a Lease has no watchable "free" signal here
-            if await self._try():
-                return
+            # Losing what we held while cut off from the apiserver is news only to `keep`.
+            with contextlib.suppress(LeaseLostError):
+                if await self._try():
+                    return
             await asyncio.sleep(self._lease.retry_s)
 
     async def keep(self) -> None:
