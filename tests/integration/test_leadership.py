@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from kairyu_core.localenv import LocalCluster, LocalNats
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.processes import service_process
 
 pytestmark = pytest.mark.integration
 
@@ -128,32 +128,18 @@ async def test_work_that_fails_ends_the_leadership_with_its_error(
     assert not live["spec"].get("holderIdentity"), "a standby may take it at once"
 
 
-def watcher_process(
-    identity: str,
-    *,
-    cluster: LocalCluster,
-    nats: LocalNats,
-    stream: StreamSpec,
-    namespace: str,
-    log_dir: Path,
-) -> ManagedProcess:
-    env = {
-        "KAIRYU_NAMESPACE": namespace,
-        "KAIRYU_NATS__URL": nats.url,
-        "KAIRYU_NATS__STREAM": stream.name,
-        "KAIRYU_NATS__SUBJECT_PREFIX": stream.subjects.prefix,
-        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
-        "KAIRYU_LOG__FORMAT": "text",
-        "KAIRYU_LEADER_ELECTION__ENABLED": "true",
-        "KAIRYU_LEADER_ELECTION__NAMESPACE": namespace,
-        "KAIRYU_LEADER_ELECTION__IDENTITY": identity,
-        "KAIRYU_LEADER_ELECTION__DURATION_S": "8",
-        "KAIRYU_LEADER_ELECTION__RENEW_DEADLINE_S": "5",
-        "KAIRYU_LEADER_ELECTION__RETRY_S": "1",
+def watcher_process(identity: str, **where: Any) -> ManagedProcess:
+    """A watcher process that leads on an 8 s Lease in the test's namespace."""
+    election = {
+        "ENABLED": "true",
+        "NAMESPACE": where["namespace"],
+        "IDENTITY": identity,
+        "DURATION_S": "8",
+        "RENEW_DEADLINE_S": "5",
+        "RETRY_S": "1",
     }
-    return ManagedProcess(
-        identity, [sys.executable, "-m", "kairyu_watcher"], log_dir=log_dir, env=env
-    )
+    env = {f"KAIRYU_LEADER_ELECTION__{k}": v for k, v in election.items()}
+    return service_process("watcher", name=identity, env=env, **where)
 
 
 async def test_of_two_watcher_processes_one_leads_and_the_other_takes_over_on_sigterm(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.processes import service_process
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 from kairyu_core.tracing import rollout_context
@@ -541,18 +541,14 @@ def provisioner_process(
     log_dir: Path,
     **env: str,
 ) -> ManagedProcess:
-    settings = {
-        "KAIRYU_NAMESPACE": namespace,
-        "KAIRYU_NATS__URL": nats.url,
-        "KAIRYU_NATS__STREAM": stream.name,
-        "KAIRYU_NATS__SUBJECT_PREFIX": stream.subjects.prefix,
-        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
-        "KAIRYU_LOG__FORMAT": "text",
-        "KAIRYU_PROVISIONING__CHECK_INTERVAL_S": "1",
-        **env,
-    }
-    return ManagedProcess(
-        "provisioner", [sys.executable, "-m", "kairyu_provisioner"], log_dir=log_dir, env=settings
+    return service_process(
+        "provisioner",
+        cluster=cluster,
+        nats=nats,
+        stream=stream,
+        namespace=namespace,
+        log_dir=log_dir,
+        env={"KAIRYU_PROVISIONING__CHECK_INTERVAL_S": "1", **env},
     )
 
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 from kairyu_core.api import ConditionType
+from kairyu_core.kube import JSON
 from kairyu_core.tracing import ROLLOUT_ANNOTATION
-
-JSON = dict[str, Any]
 
 
 def workspace_fingerprint(raw: JSON) -> str:

@@ -6,6 +6,7 @@ import socket
 
 from pydantic import BaseModel, Field, model_validator
 
+from kairyu_core.kube.leadership import Lease
 from kairyu_core.settings import ServiceSettings
 
 
@@ -25,9 +26,18 @@ class LeaderElectionSettings(BaseModel):
 
     @model_validator(mode="after")
     def _timing(self) -> LeaderElectionSettings:
-        if not self.retry_s < self.renew_deadline_s < self.duration_s:
-            raise ValueError("need retry_s < renew_deadline_s < duration_s")
+        self.lease()  # Lease checks the timing: a bad one fails here, at start-up, by name
         return self
+
+    def lease(self) -> Lease:
+        return Lease(
+            name=self.lease_name,
+            namespace=self.namespace,
+            identity=self.identity,
+            duration_s=self.duration_s,
+            renew_deadline_s=self.renew_deadline_s,
+            retry_s=self.retry_s,
+        )
 
 
 class WatcherSettings(ServiceSettings):
