@@ -22,7 +22,7 @@ JAEGER_DIR = $(shell bash tools/jaeger/build.sh | tail -n 1)
 ARGS ?=
 
 .PHONY: help bench sync sync-images cluster karpenter registry helm jaeger lint lint-images test test-images test-unit dev crds \
-	snapshots clean-dev
+	snapshots clean-dev fuzz
 
 help:
 	@echo "make dev        local control plane + NATS + services + example Workspace, until Ctrl-C"
@@ -31,6 +31,7 @@ help:
 	@echo "make test-unit  the fast subset: no cluster, no nats-server"
 	@echo "make test-images  the runtime server and the tuning entrypoint on the CPU (torch; images/)"
 	@echo "make lint       ruff, mypy, import-linter"
+	@echo "make fuzz       the Workspace spec fuzz test, long (FUZZ_EXAMPLES=20000); make test runs 500"
 	@echo "make bench      N Workspaces at once through the whole system (N=\"10 100 500\"); docs/benchmarks.md"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
 	@echo "make snapshots  refresh the event schema snapshots and the chart's golden renders"
@@ -80,6 +81,10 @@ test-images: lint-images registry
 
 test-unit: sync
 	$(UV) run pytest -m "not integration and not e2e"
+
+FUZZ_EXAMPLES ?= 20000
+fuzz: sync
+	KAIRYU_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(UV) run pytest tests/fuzz -q
 
 dev: sync cluster karpenter jaeger
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \

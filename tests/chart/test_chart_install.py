@@ -103,11 +103,19 @@ def test_the_crd_and_the_webhook_are_registered(installed: LocalCluster) -> None
     assert webhook["failurePolicy"] == "Fail"
 
 
-def can(cluster: LocalCluster, service: str, verb: str, resource: str) -> bool:
+def can(
+    cluster: LocalCluster,
+    service: str,
+    verb: str,
+    resource: str,
+    *,
+    namespace: str = "ml",
+    release: str = RELEASE,
+) -> bool:
     """`kubectl auth can-i` as the service's account; `resource/sub` checks a subresource."""
-    account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-{service}"
+    account = f"system:serviceaccount:{NAMESPACE}:{release}-{service}"
     resource, _, subresource = resource.partition("/")
-    args = ["auth", "can-i", verb, resource, "-n", "ml", "--as", account]
+    args = ["auth", "can-i", verb, resource, "-n", namespace, "--as", account]
     if subresource:
         args.append(f"--subresource={subresource}")
     done = cluster.kubectl(*args, check=False)
@@ -154,6 +162,47 @@ def test_each_service_can_do_what_it_needs_and_nothing_more(installed: LocalClus
     missing = [case for case in ALLOWED if not can(installed, *case)]
     excess = [case for case in DENIED if can(installed, *case)]
     assert (missing, excess) == ([], [])
+
+
+def test_with_a_watch_namespace_the_rights_stop_at_that_namespace(
+    chart_cluster: LocalCluster,
+) -> None:
+    release = "scoped"
+    chart_cluster.create_namespace("ml")
+    done = helm(
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--set",
+        "global.watchNamespace=ml",
+        "--set",
+        "crds.enabled=false",  # the other release owns the CRD
+        "--wait",
+        "--timeout",
+        "180s",
+        kubeconfig=chart_cluster.kubeconfig,
+    )
+    assert done.returncode == 0, done.stderr
+    try:
+        cases = [
+            ("deployer", "create", "deployments.apps"),
+            ("tuner", "create", "jobs.batch"),
+            ("watcher", "watch", "pods"),
+            ("provisioner", "patch", "workspaces.kaito.sh"),
+        ]
+        for case in cases:
+            assert can(chart_cluster, *case, release=release), case
+            assert not can(chart_cluster, *case, namespace="elsewhere", release=release), case
+        # Nodes and NodeClaims are cluster-scoped: those rights stay cluster-wide.
+        assert can(
+            chart_cluster, "provisioner", "create", "nodeclaims.karpenter.sh", release=release
+        )
+        assert can(chart_cluster, "watcher", "watch", "nodes", release=release)
+        assert not can(chart_cluster, "deployer", "list", "nodes", release=release)
+    finally:
+        helm("uninstall", release, "-n", NAMESPACE, kubeconfig=chart_cluster.kubeconfig)
 
 
 def test_the_watcher_may_take_and_renew_only_its_own_lease(installed: LocalCluster) -> None:

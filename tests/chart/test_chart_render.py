@@ -93,11 +93,53 @@ def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
                     assert context["allowPrivilegeEscalation"] is False
                     assert context["readOnlyRootFilesystem"] is True
                     assert context["capabilities"] == {"drop": ["ALL"]}
-            if doc["kind"] == "ClusterRole":
+            if doc["kind"] in ("ClusterRole", "Role"):
                 for rule in doc["rules"]:
                     assert "secrets" not in rule["resources"], doc["metadata"]["name"]
                     assert "*" not in rule["verbs"]
                     assert "*" not in rule["resources"]
+
+
+def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
+    docs = documents(render(None, "--set", "global.watchNamespace=ml"))
+    cluster_wide = {
+        resource
+        for d in docs
+        if d["kind"] == "ClusterRole"
+        for rule in d["rules"]
+        for resource in rule["resources"]
+    }
+    assert cluster_wide == {"nodes", "nodeclaims", "nodepools"}
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    services = ("watcher", "planner", "provisioner", "deployer", "tuner")
+    for service in services:
+        role = roles[f"kairyu-{service}"]
+        assert role["metadata"]["namespace"] == "ml"
+        assert {"workspaces"} <= {r for rule in role["rules"] for r in rule["resources"]}
+    deployer = {r for rule in roles["kairyu-deployer"]["rules"] for r in rule["resources"]}
+    assert {"deployments", "statefulsets", "services"} <= deployer
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "RoleBinding"}
+    for service in services:
+        binding = bindings[f"kairyu-{service}"]
+        assert binding["metadata"]["namespace"] == "ml"
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": f"kairyu-{service}",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": f"kairyu-{service}", "namespace": "kairyu-system"}
+        ]
+    cluster_bindings = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
+    assert cluster_bindings == {"kairyu-watcher", "kairyu-provisioner"}
+
+
+def test_the_provisioner_runs_as_exactly_one_replica() -> None:
+    done = helm(
+        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.replicas=2"
+    )
+    assert done.returncode != 0
+    assert "/provisioner/replicas" in done.stderr
 
 
 def test_replicas_above_one_get_a_disruption_budget() -> None:

@@ -1,117 +1,233 @@
-"""The chart's per-service NATS users against a real nats-server: each publishes only its events.
+"""The chart's NATS identities against a real nats-server running the rendered authorization.
 
-The rendered `authorization` block is loaded by nats-server as the chart documents it, with the
-passwords from the environment; the services' own Bus (kairyu_core.bus) connects with the chart's
-credentials URL form. A refused publish is seen with nats-py directly, as the server reports a
-permissions violation asynchronously rather than failing the publish call.
+The `authorization` block of the production values is loaded by nats-server as docs/chart.md says,
+with the passwords in its environment. The admin identity sets up the stream and the consumers
+(what each pod's nats-setup init container does); each service then works through kairyu's own
+Bus with the settings the chart gives it, and a permission matrix checks, with nats-py directly,
+what each identity must not do. The server reports a refused publish or subscription
+asynchronously (an -ERR naming the subject), not as a failed call, so the matrix collects those.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 
 import nats
 import pytest
 from helm import CHART, documents, render
+from pydantic import SecretStr
 
-from kairyu_core.bus import Bus, StreamSpec
-from kairyu_core.events import PlanCreated, Subjects, WorkspaceObserved, WorkspaceRef
-from kairyu_core.localenv.nats import nats_server_binary
-from kairyu_core.localenv.processes import free_port
+from kairyu_core.bus import (
+    CONSUMED_BY,
+    Bus,
+    Consumer,
+    ConsumerSpec,
+    Delivery,
+    Handler,
+    PermanentError,
+)
+from kairyu_core.bus.setup import set_up
+from kairyu_core.events import (
+    ALL_EVENTS,
+    Event,
+    NodesReady,
+    PlanCreated,
+    Subjects,
+    WorkspaceDeleted,
+    WorkspaceObserved,
+    WorkspaceRef,
+)
+from kairyu_core.localenv import LocalNats
+from kairyu_core.settings import NatsSettings
 
 pytestmark = pytest.mark.integration
 SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
+IDENTITIES = ("admin", *SERVICES)
+STREAM = "KAIRYU"
+SUBJECTS = Subjects(prefix="kairyu")
 
 
-def password(service: str) -> str:
-    return f"pw-{service}-0123456789"
+def password(identity: str) -> str:
+    return f"pw-{identity}-0123456789"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def server() -> Iterator[LocalNats]:
     (config_map,) = [
         d
         for d in documents(render(CHART / "ci/production-values.yaml"))
         if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("nats-authorization")
     ]
-    root = tmp_path_factory.mktemp("nats")
-    (root / "authorization.conf").write_text(config_map["data"]["authorization.conf"])
-    port = free_port()
-    (root / "server.conf").write_text(
-        f'port: {port}\nhost: 127.0.0.1\njetstream {{ store_dir: "{root / "js"}" }}\n'
-        "include ./authorization.conf\n"
+    env = {f"KAIRYU_{i.upper()}_NATS_PASSWORD": password(i) for i in IDENTITIES}
+    with LocalNats(config=config_map["data"]["authorization.conf"], env=env) as local:
+        asyncio.run(set_up(settings("admin", local), list(CONSUMED_BY), name="kairyu-nats-setup"))
+        yield local
+
+
+def settings(identity: str, server: LocalNats) -> NatsSettings:
+    """What the chart's environment gives a pod's container of this identity."""
+    user = f"kairyu-{identity}"
+    return NatsSettings(
+        url=server.url,
+        user=user,
+        password=SecretStr(password(identity)),
+        inbox_prefix=f"_INBOX.{user}",
+        manage_topology=False,
     )
-    env = {**os.environ} | {f"KAIRYU_{s.upper()}_NATS_PASSWORD": password(s) for s in SERVICES}
-    log = root / "nats.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(nats_server_binary()), "-c", str(root / "server.conf")],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(
-                    process.stderr.read().decode() if process.stderr else "nats-server died"
-                )
-            time.sleep(0.1)
-    yield port
-    process.terminate()
-    process.wait(timeout=10)
 
 
-def url(service: str, port: int) -> str:
-    return f"nats://kairyu-{service}:{password(service)}@127.0.0.1:{port}"
+def ref() -> WorkspaceRef:
+    uid = uuid.uuid4().hex[:8]
+    return WorkspaceRef(
+        namespace="ml", name=f"ws-{uid}", uid=uid, generation=1, resource_version="1"
+    )
 
 
-REF = WorkspaceRef(namespace="ml", name="ws", uid="u-1", generation=1, resource_version="1")
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.1)
 
 
-async def test_a_service_publishes_its_own_events_through_jetstream(server: int) -> None:
-    stream = StreamSpec(name="KAIRYU", subjects=Subjects(prefix="kairyu"))
-    bus = await Bus.connect(url("watcher", server), name="kairyu-watcher", stream=stream)
+async def test_each_service_works_through_its_own_identity(server: LocalNats) -> None:
+    """The watcher publishes, every consumer gets the event on its own consumer and settles it
+    (the deployer by dead-lettering it), and the planner's plan reaches the provisioner."""
+    workspace = ref()
+    seen: dict[str, list[str]] = {s: [] for s in CONSUMED_BY}
+    buses: list[Bus] = []
+    consumers: list[tuple[Consumer, asyncio.Task[None]]] = []
+
+    def handler(service: str) -> Handler:
+        async def handle(event: Event, delivery: Delivery) -> None:
+            if event.workspace.uid != workspace.uid:
+                return
+            seen[service].append(event.event_name)
+            if service == "deployer":
+                raise PermanentError("cannot deploy this", reason="Refused")
+
+        return handle
+
     try:
-        await bus.ensure_stream()
-        published = await bus.publish(WorkspaceObserved(workspace=REF))
-        assert published.sequence >= 1
+        for service in CONSUMED_BY:
+            bus = await Bus.connect(settings(service, server), name=f"kairyu-{service}")
+            buses.append(bus)
+            await bus.ensure_stream()  # checks, may not create
+            consumer = Consumer(
+                bus,
+                ConsumerSpec.of_service(service, bus.stream.subjects),
+                service=f"kairyu-{service}",
+                events={e.event_name: e for e in ALL_EVENTS},
+                handler=handler(service),
+            )
+            consumers.append((consumer, asyncio.create_task(consumer.run())))
+        watcher = await Bus.connect(settings("watcher", server), name="kairyu-watcher")
+        buses.append(watcher)
+        await watcher.publish(WorkspaceObserved(workspace=workspace))
+        planner = buses[list(CONSUMED_BY).index("planner")]
+        await planner.publish(
+            PlanCreated(
+                workspace=workspace,
+                instance_type="Standard_NC24ads_A100_v4",
+                node_count=1,
+                plan_digest="d1",
+            )
+        )
+
+        async def everyone_saw_it() -> bool:
+            observed = all(WorkspaceObserved.event_name in names for names in seen.values())
+            return observed and PlanCreated.event_name in seen["provisioner"]
+
+        await eventually(everyone_saw_it, 20)
+        for bus, service in zip(buses, CONSUMED_BY, strict=False):
+
+            async def settled(bus: Bus = bus, durable: str = f"kairyu-{service}") -> bool:
+                return await bus.consumer_pending(durable) == (0, 0)
+
+            await eventually(settled, 10)
     finally:
-        await bus.close()
+        for consumer, task in consumers:
+            await consumer.stop(grace_s=1)
+            task.cancel()
+        for bus in buses:
+            await bus.close()
 
 
-async def violations(service: str, port: int, subject: str) -> list[str]:
+def denied_to(identity: str) -> tuple[list[str], list[str]]:
+    """(subjects this identity must not publish to, subjects it must not subscribe to)."""
+    own = f"kairyu-{identity}"
+    other = "kairyu-planner" if identity != "planner" else "kairyu-deployer"
+    publish = [
+        f"$JS.API.STREAM.DELETE.{STREAM}",
+        f"$JS.API.STREAM.PURGE.{STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{STREAM}",
+        f"$JS.API.STREAM.MSG.GET.{STREAM}",
+        f"$JS.API.DIRECT.GET.{STREAM}",
+        f"$JS.API.CONSUMER.DELETE.{STREAM}.{other}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{other}",
+        f"$JS.ACK.{STREAM}.{other}.1.7.7.1700000000000000000.0",
+        SUBJECTS.dead_letter(other, SUBJECTS.of_event(WorkspaceObserved, "ml", "ws")),
+    ]
+    if identity != "admin":
+        publish += [
+            f"$JS.API.STREAM.CREATE.{STREAM}",
+            f"$JS.API.STREAM.UPDATE.{STREAM}",  # a subject transform would forge events
+            f"$JS.API.CONSUMER.CREATE.{STREAM}.{own}",  # its own, with a filter reading all
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{own}",
+            f"$JS.API.CONSUMER.INFO.{STREAM}.{other}",
+        ]
+    if identity != "watcher":
+        publish.append(SUBJECTS.of_event(WorkspaceDeleted, "ml", "ws"))
+    if identity != "planner":
+        publish.append(SUBJECTS.of_event(PlanCreated, "ml", "ws"))
+    if identity != "provisioner":
+        publish.append(SUBJECTS.of_event(NodesReady, "ml", "ws"))
+    subscribe = [
+        "_INBOX.>",
+        f"_INBOX.{other}.>",
+        SUBJECTS.all_events,
+        SUBJECTS.all_dead_letters,
+        "$JS.API.>",
+        f"$JS.ACK.{STREAM}.>",
+    ]
+    return publish, subscribe
+
+
+@pytest.mark.parametrize("identity", IDENTITIES)
+async def test_an_identity_cannot_reach_beyond_its_own_rights(
+    server: LocalNats, identity: str
+) -> None:
     errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
+        errors.append(str(exc).lower())
 
-    client = await nats.connect(url(service, port), error_cb=on_error, allow_reconnect=False)
+    publish, subscribe = denied_to(identity)
+    own = settings(identity, server)
+    assert own.password is not None
+    client = await nats.connect(
+        server.url,
+        user=own.user,
+        password=own.password.get_secret_value(),
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
     try:
-        await client.publish(subject, b"{}")
+        for subject in publish:
+            await client.publish(subject, b"{}")
+        for subject in subscribe:
+            await client.subscribe(subject)
         await client.flush()
-        await asyncio.sleep(0.3)  # the server's -ERR arrives after the flush's PONG
+        expected = len(publish) + len(subscribe)
+        for _ in range(40):  # the server's -ERRs arrive after the flush's PONG
+            if len(errors) >= expected:
+                break
+            await asyncio.sleep(0.05)
     finally:
         await client.close()
-    return errors
-
-
-@pytest.mark.parametrize("service", ["deployer", "tuner", "watcher", "provisioner"])
-async def test_no_other_service_can_forge_a_plan(server: int, service: str) -> None:
-    subject = Subjects(prefix="kairyu").of_event(PlanCreated, "ml", "ws")
-    errors = await violations(service, server, subject)
-    assert any("permissions violation" in e.lower() for e in errors), errors
-
-
-async def test_the_planner_may_publish_plans(server: int) -> None:
-    subject = Subjects(prefix="kairyu").of_event(PlanCreated, "ml", "ws")
-    assert await violations("planner", server, subject) == []
+    refused = "\n".join(errors)
+    allowed = [s for s in [*publish, *subscribe] if f'"{s.lower()}"' not in refused]
+    assert allowed == [], f"{identity} may still use these subjects"

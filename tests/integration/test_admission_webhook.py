@@ -1,17 +1,31 @@
-"""The planner's admission webhook, registered in the real apiserver, refuses what KAITO does."""
+"""The planner's admission webhook, registered in the real apiserver, refuses what KAITO does.
+
+It also never blocks the cluster: metadata-only updates and deletions pass whatever the settings
+say now, a renewed certificate is served without a restart, and the webhook answers while NATS is
+down.
+"""
 
 import asyncio
+import contextlib
 import json
+import os
+import ssl
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kairyu_core.localenv import LocalCluster, admission
+from kairyu_core.api import Workspace
+from kairyu_core.catalog import Cloud
+from kairyu_core.localenv import LocalCluster, admission, certs
 from kairyu_core.localenv.cluster import KubectlError
+from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
 from kairyu_core.testing.manifests import seed
 from kairyu_planner import webhook
+from kairyu_planner.settings import PlanningSettings
+from kairyu_planner.validation import Verdict, validate
 
 
 async def kubectl(cluster: LocalCluster, *args: str, manifest: dict[str, Any] | None = None) -> str:
@@ -21,22 +35,57 @@ async def kubectl(cluster: LocalCluster, *args: str, manifest: dict[str, Any] | 
     return result.stdout
 
 
+class Settings:
+    """The planning settings the test's webhook validates with; a test may change them."""
+
+    def __init__(self) -> None:
+        self.planning = PlanningSettings()
+
+    def validate(self, new: Workspace, old: Workspace | None) -> Verdict:
+        return validate(new, old, planning=self.planning)
+
+
 @pytest.fixture
-async def registered(cluster: LocalCluster, namespace: str, tmp_path: Path) -> AsyncIterator[str]:
-    endpoint = admission.prepare(tmp_path)
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path) -> admission.WebhookEndpoint:
+    return admission.prepare(tmp_path)
+
+
+@pytest.fixture
+async def registered(
+    cluster: LocalCluster, namespace: str, endpoint: admission.WebhookEndpoint, settings: Settings
+) -> AsyncIterator[str]:
     runner = await webhook.serve(
-        host=endpoint.host, port=endpoint.port, cert=endpoint.cert, key=endpoint.key
+        host=endpoint.host,
+        port=endpoint.port,
+        cert=endpoint.cert,
+        key=endpoint.key,
+        validator=settings.validate,
     )
+    try:
+        async with registration(cluster, endpoint, namespace):
+            yield namespace
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def registration(
+    cluster: LocalCluster, endpoint: admission.WebhookEndpoint, namespace: str
+) -> AsyncIterator[None]:
     name = f"kairyu-test-{namespace}"
     # Only this test's namespace: the session's other tests never meet this webhook.
     config = admission.registration(endpoint, name=name, namespace=namespace)
     await kubectl(cluster, "apply", "-f", "-", manifest=config)
     try:
         await wait_until_active(cluster, namespace)
-        yield namespace
+        yield
     finally:
         await kubectl(cluster, "delete", "validatingwebhookconfiguration", name)
-        await runner.cleanup()
 
 
 async def wait_until_active(cluster: LocalCluster, namespace: str) -> None:
@@ -115,3 +164,78 @@ async def test_too_little_gpu_memory_is_refused_unless_the_bypass_annotation_say
     )
     assert "Warning:" in result.stderr
     assert "8.4 GiB short" in result.stderr
+
+
+async def test_a_workspace_made_invalid_by_a_settings_change_can_still_lose_its_finalizer(
+    cluster: LocalCluster, registered: str, settings: Settings
+) -> None:
+    doc = seed("inference")
+    doc["metadata"]["finalizers"] = ["kairyu.test/hold"]
+    await kubectl(cluster, "apply", "-n", registered, "-f", "-", manifest=doc)
+    # The planner now plans for another cloud: the Workspace's instance type is no longer valid.
+    settings.planning = PlanningSettings(cloud=Cloud.AWS)
+    name = doc["metadata"]["name"]
+    await kubectl(cluster, "label", "workspace", name, "-n", registered, "team=a")
+    await kubectl(cluster, "delete", "workspace", name, "-n", registered, "--wait=false")
+    remove = json.dumps([{"op": "remove", "path": "/metadata/finalizers"}])
+    await kubectl(
+        cluster, "patch", "workspace", name, "-n", registered, "--type=json", "-p", remove
+    )
+    with pytest.raises(KubectlError, match="NotFound"):
+        await kubectl(cluster, "get", "workspace", name, "-n", registered)
+
+
+def served_certificate(endpoint: admission.WebhookEndpoint) -> str:
+    return ssl.get_server_certificate((endpoint.host, endpoint.port), timeout=5)
+
+
+async def test_a_renewed_certificate_is_served_from_the_next_connection_on(
+    cluster: LocalCluster, registered: str, endpoint: admission.WebhookEndpoint, tmp_path: Path
+) -> None:
+    before = await asyncio.to_thread(served_certificate, endpoint)
+    assert before.strip() == endpoint.cert.read_text().strip()
+    # What cert-manager and the kubelet do: a new pair from the same CA, swapped in at once.
+    ca = certs.KeyPair(endpoint.ca, endpoint.ca.with_suffix(".key"))
+    directory = tmp_path / "renewed"
+    directory.mkdir()
+    renewed = certs.issue(
+        ca, directory, name="webhook", common_name="kairyu-planner", server=True,
+        ip_addresses=(endpoint.host,),
+    )  # fmt: skip
+    os.replace(renewed.key, endpoint.key)
+    os.replace(renewed.cert, endpoint.cert)
+    after = await asyncio.to_thread(served_certificate, endpoint)
+    assert after.strip() == endpoint.cert.read_text().strip()
+    assert after != before
+    # The apiserver trusts the renewed certificate (same CA): admission goes on.
+    await kubectl(cluster, "apply", "-n", registered, "-f", "-", manifest=seed("inference"))
+
+
+async def test_workspaces_are_admitted_while_nats_is_down(
+    cluster: LocalCluster, namespace: str, endpoint: admission.WebhookEndpoint, tmp_path: Path
+) -> None:
+    env = {
+        "KAIRYU_NATS__URL": f"nats://127.0.0.1:{free_port()}",  # nothing listens there
+        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
+        "KAIRYU_NAMESPACE": namespace,
+        "KAIRYU_LOG__FORMAT": "text",
+        **endpoint.env(),
+    }
+    planner = ManagedProcess(
+        "planner", [sys.executable, "-m", "kairyu_planner"], log_dir=tmp_path, env=env
+    )
+    planner.start()
+    try:
+        context = endpoint.client_context()
+        await asyncio.to_thread(
+            planner.wait_until,
+            http_ok(endpoint.health_url, context=context),
+            timeout=15,
+            what="the webhook without NATS",
+        )
+        readyz = endpoint.health_url.replace("/healthz", "/readyz")
+        assert await asyncio.to_thread(http_ok(readyz, context=context))
+        async with registration(cluster, endpoint, namespace):
+            await kubectl(cluster, "apply", "-n", namespace, "-f", "-", manifest=seed("inference"))
+    finally:
+        planner.stop()

@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from kairyu_core.bus import (
     Bus,
+    BusError,
     Consumer,
     ConsumerSpec,
     Delivery,
@@ -23,7 +26,8 @@ from kairyu_core.bus import (
     TemporaryError,
 )
 from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
-from kairyu_core.localenv import LocalNats
+from kairyu_core.localenv import LocalNats, certs
+from kairyu_core.settings import NatsSettings
 from kairyu_core.testing.bus import dead_letters
 from kairyu_core.testing.plugin import unique
 
@@ -275,10 +279,10 @@ async def test_a_consumer_killed_mid_handling_loses_nothing(
 
 async def test_setup_is_idempotent_and_updates_in_place(bus: Bus) -> None:
     await bus.ensure_stream()
-    await bus.ensure_consumer(consumer_spec(bus, max_deliver=3))
-    await bus.ensure_consumer(consumer_spec(bus, max_deliver=5))  # a new release changes a setting
+    await bus.ensure_consumer(consumer_spec(bus, max_ack_pending=3))
+    await bus.ensure_consumer(consumer_spec(bus, max_ack_pending=5))  # a new release changes it
     info = await bus.js.consumer_info(bus.stream.name, "svc")
-    assert info.config.max_deliver == 5
+    assert info.config.max_ack_pending == 5
 
 
 async def test_shutdown_hands_unfinished_work_back_at_once(
@@ -340,3 +344,156 @@ async def test_a_message_queued_behind_a_slow_one_is_not_handed_out_twice(
     await until(lambda: len(seen) >= 2, timeout=15)
     await asyncio.sleep(2.5)
     assert seen == [("1", 1), ("2", 1)]
+
+
+async def test_a_temporary_failure_is_retried_past_max_deliver(
+    bus: Bus, consumers: list[Running]
+) -> None:
+    """A TemporaryError longer than max_deliver tries (an apiserver outage) delays, never loses."""
+    calls: list[int] = []
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        calls.append(delivery.num_delivered)
+        if delivery.num_delivered < 3:
+            raise TemporaryError("apiserver unavailable", delay=0.1)
+
+    consumers.append(await running(bus, handle, consumer_spec(bus, max_deliver=1)))
+    await bus.publish(WorkspaceObserved(workspace=ref()))
+    await until(lambda: calls == [1, 2, 3], timeout=15)
+    await asyncio.sleep(0.5)  # the ack is asynchronous
+    assert await bus.consumer_pending("svc") == (0, 0)
+    assert await dead_letters(bus, wait=0.2) == []
+
+
+async def test_a_deleted_stream_and_consumer_come_back(bus: Bus, consumers: list[Running]) -> None:
+    """Deleted under a running service (by hand, or a NATS store lost): both are recreated, and
+    the next event is handled, instead of a consumer that fetches from nothing for ever."""
+    received: list[str] = []
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        received.append(event.workspace.uid)
+
+    consumers.append(await running(bus, handle))
+    await bus.publish(WorkspaceObserved(workspace=ref("before")))
+    await until(lambda: received == ["before"])
+    await bus.delete_stream()  # and with it the consumer
+    await bus.publish(WorkspaceObserved(workspace=ref("after")))
+    await until(lambda: received == ["before", "after"], timeout=30)
+    assert await bus.consumer_pending("svc") == (0, 0)
+
+
+async def test_a_service_that_may_not_recreate_its_consumer_stops(
+    bus: Bus, nats_server: LocalNats, stream_spec: StreamSpec
+) -> None:
+    """Under NATS authorization a service may not create consumers: when its consumer is deleted
+    it stops with a clear error (the pod restarts and its admin step recreates it), instead of
+    staying ready while it receives nothing."""
+    await bus.ensure_consumer(consumer_spec(bus))
+    bound = await Bus.connect(
+        NatsSettings(
+            url=nats_server.url,
+            stream=stream_spec.name,
+            subject_prefix=stream_spec.subjects.prefix,
+            manage_topology=False,
+        ),
+        name="bound",
+    )
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        pass
+
+    try:
+        consumer = Consumer(
+            bound, consumer_spec(bound), service="svc", events=EVENTS, handler=handle
+        )
+        task = asyncio.create_task(consumer.run())
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        await bus.js.delete_consumer(stream_spec.name, "svc")
+        with pytest.raises(BusError, match=r"svc .* was deleted"):
+            await asyncio.wait_for(task, 30)
+    finally:
+        await bound.close()
+
+
+async def test_the_stream_is_bounded_and_drops_the_oldest(bus: Bus, nats_server: LocalNats) -> None:
+    """Limits on size and per subject; a full subject drops its oldest event, publishing goes on."""
+    small = StreamSpec(name=bus.stream.name, subjects=bus.stream.subjects, max_msgs_per_subject=2)
+    async with await Bus.connect(nats_server.url, name="limits", stream=small) as limited:
+        await limited.ensure_stream()
+        for rv in ("1", "2", "3"):
+            published = await limited.publish(WorkspaceObserved(workspace=ref(rv=rv)))
+            assert not published.duplicate
+        info = await limited.js.stream_info(bus.stream.name)
+    assert info.config.max_bytes == StreamSpec().max_bytes
+    assert info.state.messages == 2
+    assert info.state.first_seq == 2
+
+
+def printed(exc: BaseException) -> str:
+    """The messages Python prints for an uncaught exception and its chain (not the source)."""
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None:
+        parts += traceback.format_exception_only(current)
+        suppressed = current.__suppress_context__
+        current = current.__cause__ or (None if suppressed else current.__context__)
+    return "".join(parts)
+
+
+async def test_credentials_never_reach_the_logs(
+    nats_server: LocalNats, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URL with user:password (as the chart used to write it) is shown redacted on disconnect,
+    reconnect and a failed start, in the log and in the error a service dies with."""
+    secret = "s3cr3t-nats-password"
+    url = nats_server.url.replace("nats://", f"nats://kairyu-deployer:{secret}@")
+    caplog.set_level(logging.INFO, logger="kairyu_core.bus")
+    bus = await Bus.connect(url, name="redaction")
+    try:
+        nats_server.restart()
+        await until(lambda: "reconnected to" in caplog.text, timeout=20)
+    finally:
+        await bus.close()
+    with pytest.raises(BusError) as failed:
+        # A connection NATS refuses is retried for ever (NATS may start later); a URL nats-py
+        # cannot use ends the start at once, with the URL in the error.
+        await Bus.connect(f"nats://kairyu-deployer:{secret}@127.0.0.1:99999", name="x")
+    shown = caplog.text + printed(failed.value)
+    assert "disconnected from" in caplog.text
+    assert secret not in shown
+    assert "kairyu-deployer:" not in shown
+
+
+async def test_tls_with_a_ca_bundle_and_a_client_certificate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tls:// with kairyu's CA bundle and a client certificate, against a server that requires
+    both; without the client certificate the same server refuses the connection."""
+    ca = certs.make_ca(tmp_path, "nats-ca")
+    serving = certs.issue(
+        ca, tmp_path, name="server", common_name="nats", ip_addresses=("127.0.0.1",), server=True
+    )
+    client = certs.issue(ca, tmp_path, name="client", common_name="kairyu-deployer")
+    config = (
+        f'tls {{ cert_file: "{serving.cert}", key_file: "{serving.key}", '
+        f'ca_file: "{ca.cert}", verify: true }}\n'
+    )
+    with LocalNats(config=config, tls=True) as server:
+        stream = StreamSpec(name=unique("TLS").upper().replace("-", ""))
+        settings = NatsSettings(
+            url=server.url,
+            tls_ca_file=ca.cert,
+            tls_cert_file=client.cert,
+            tls_key_file=client.key,
+            stream=stream.name,
+        )
+        async with await Bus.connect(settings, name="tls") as secure:
+            await secure.ensure_stream()
+            assert (await secure.publish(WorkspaceObserved(workspace=ref()))).sequence == 1
+        # The server requires the client certificate: without it no connection comes up (the
+        # bus keeps trying, as for any NATS that is not there yet), and the log says why.
+        anonymous = settings.model_copy(update={"tls_cert_file": None, "tls_key_file": None})
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(Bus.connect(anonymous, name="no-cert"), 3)
+        assert "certificate required" in caplog.text

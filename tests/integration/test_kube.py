@@ -3,6 +3,7 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,9 @@ import pytest
 from kairyu_core.api import ConditionStatus
 from kairyu_core.kube import KubeClient, WatchEvent, apply_condition, resources, watch
 from kairyu_core.localenv import LocalCluster
+from kairyu_core.settings import KubeTimeouts
 from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.proxy import SilentProxy
 
 SEED = seed("inference")
 NAME = SEED["metadata"]["name"]
@@ -108,6 +111,25 @@ async def test_deletion_during_a_broken_watch_is_reported(
     cluster.kubectl("delete", "workspace", NAME, "-n", namespace)
     deleted = await recorder.until_latest(lambda e: e.type == "DELETED")
     assert deleted.object["metadata"]["name"] == NAME
+
+
+async def test_a_watch_gone_silent_resumes_on_a_new_connection(
+    cluster: LocalCluster, namespace: str, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    # A half-open connection: the apiserver's bytes stop arriving, no error, no end of stream.
+    async with SilentProxy("127.0.0.1", int(cluster.server.rsplit(":", 1)[1])) as proxy:
+        kubeconfig = proxy.kubeconfig(Path(cluster.kubeconfig), tmp_path / "kubeconfig")
+        timeouts = KubeTimeouts(watch_idle_s=2.0)
+        async with await KubeClient.connect(kubeconfig, timeouts=timeouts) as kube:
+            apply_seed(cluster, namespace, "phi-3-mini-4k-instruct")
+            recorder = Recorder(kube, namespace)
+            recorders.append(recorder)
+            await recorder.until_latest(lambda e: e.type == "ADDED")
+            proxy.stall(new_connections=False)  # the open watch goes silent; a new one works
+            apply_seed(cluster, namespace, "phi-4")
+            latest = await recorder.until_latest(lambda e: preset_of(e) == "phi-4", timeout=15)
+            assert latest.type == "MODIFIED"
+            await recorder.stop()
 
 
 async def test_two_field_managers_keep_each_others_conditions(

@@ -17,9 +17,11 @@ from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.kube.leadership import Lease, lead
 from kairyu_core.localenv import LocalCluster, LocalNats
 from kairyu_core.localenv.processes import ManagedProcess
+from kairyu_core.settings import KubeTimeouts
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.processes import service_process
+from kairyu_core.testing.proxy import SilentProxy
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +114,34 @@ async def test_a_leader_that_loses_its_lease_stops_its_work_until_it_wins_again(
     # The other holder never renews: once its 4 s are over, a leads again with fresh work.
     await eventually(lambda: a.working, timeout=10)
     assert len(a.started) == 2
+
+
+async def test_a_leader_whose_renewals_hang_stops_working_before_a_standby_takes_over(
+    cluster: LocalCluster,
+    kube: KubeClient,
+    namespace: str,
+    candidates: Callable[..., Candidate],
+    tmp_path: Path,
+) -> None:
+    timing = {"duration_s": 6.0, "renew_deadline_s": 3.0, "retry_s": 0.5}
+    lease = Lease(name="kairyu-watcher", namespace=namespace, identity="watcher-a", **timing)
+    async with SilentProxy("127.0.0.1", int(cluster.server.rsplit(":", 1)[1])) as proxy:
+        kubeconfig = proxy.kubeconfig(Path(cluster.kubeconfig), tmp_path / "kubeconfig")
+        # Client timeouts far beyond the renew deadline: the deadline alone must end the work.
+        timeouts = KubeTimeouts(read_s=60.0, request_s=60.0)
+        async with await KubeClient.connect(kubeconfig, timeouts=timeouts) as cut_off:
+            a = Candidate(cut_off, lease)
+            try:
+                await eventually(lambda: a.working, timeout=10)
+                standby = candidates("watcher-b", **timing)  # on a connection that works
+                proxy.stall()  # a's renewals now hang on a half-open connection
+                stalled_at = time.monotonic()
+                await eventually(lambda: not a.working, timeout=10)
+                assert a.stopped[0] - stalled_at <= timing["renew_deadline_s"] + 0.5
+                await eventually(lambda: standby.working, timeout=10)
+                assert standby.started[0] > a.stopped[0], "never two at work"
+            finally:
+                await a.stop()
 
 
 async def test_work_that_fails_ends_the_leadership_with_its_error(

@@ -163,12 +163,14 @@ async def test_a_replan_skips_the_refused_sku_and_remembers_it(
         generation=meta["generation"],
         resource_version=meta["resourceVersion"],
     )
+    # Whoever can publish this event could name SKUs that do not exist and send a megabyte of
+    # "reason": only known SKUs and one bounded line reach the status.
     await bus.publish(
         ReplanRequested(
             workspace=ref,
-            excluded_instance_types=["Standard_NC4as_T4_v3"],
+            excluded_instance_types=["Standard_NC4as_T4_v3", "Made_Up_" + "x" * 300],
             reason="QuotaExceeded: Operation could not be completed as it results in exceeding "
-            "approved standardNCASv3_T4 Family Cores quota",
+            "approved standardNCASv3_T4 Family Cores quota\n" + "y" * 100_000,
         )
     )
     deadline = time.monotonic() + 15
@@ -179,6 +181,8 @@ async def test_a_replan_skips_the_refused_sku_and_remembers_it(
     plan = obj["status"]["plan"]
     assert plan["instanceType"] == "Standard_NC8as_T4_v3"  # next cheapest: $0.752/h
     assert plan["excludedInstanceTypes"] == ["Standard_NC4as_T4_v3"]
+    assert len(plan["replanReason"]) <= 512
+    assert "\n" not in plan["replanReason"]
     condition = next(c for c in obj["status"]["conditions"] if c["type"] == "Planned")
     assert "re-planned after: QuotaExceeded" in condition["message"]
     # A later observation of the same Workspace does not bring the refused SKU back.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,9 +23,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.api import LabelSelector
-from kairyu_core.bus import Bus, StreamSpec
+from kairyu_core.bus import Bus, Delivery, StreamSpec
 from kairyu_core.catalog import load_catalog
-from kairyu_core.events import NodesReady
+from kairyu_core.events import NodesReady, WorkspaceDeleted, WorkspaceRef
 from kairyu_core.kube import KubeClient, resources
 from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
 from kairyu_core.localenv.fake_arm import FakeArm
@@ -57,7 +58,7 @@ from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 
 SUB, RG, AKS = "sub-123", "rg", "aks1"
-FAST = ProvisioningSettings(check_interval_s=1.0, readiness_timeout_s=60.0)
+FAST = ProvisioningSettings(check_interval_s=1.0, readiness_timeout_s=60.0, gone_confirm_s=0.2)
 
 
 class Stack(ServiceStack):
@@ -528,6 +529,67 @@ async def test_orphaned_pools_and_claims_are_removed(
     assert removed == [naming.agent_pool_name(orphan.uid, "Standard_NC6s_v3")]
     assert arm.pools == {}
     assert await workspace_nodes(kube, namespace, "gone") == []
+
+
+async def test_a_forged_workspace_deleted_or_a_missing_crd_frees_nothing_of_a_live_workspace(
+    *,
+    cluster: LocalCluster,
+    namespace: str,
+    kube: KubeClient,
+    bus: Bus,
+    fake_arm: tuple[FakeArm, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arm, url = fake_arm
+    cluster.apply(inference("live", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
+    meta = (await kube.get(resources.WORKSPACES, "live", namespace=namespace))["metadata"]
+    ref = WorkspaceRef(
+        namespace=namespace,
+        name="live",
+        uid=meta["uid"],
+        generation=meta["generation"],
+        resource_version=meta["resourceVersion"],
+    )
+    target = Target(
+        namespace=namespace,
+        name="live",
+        uid=meta["uid"],
+        generation=1,
+        instance_type="Standard_NC6s_v3",
+        node_count=1,
+        disk_gib=64,
+        selector=LabelSelector(match_labels={"apps": "phi-3"}),
+        match_labels={"apps": "phi-3"},
+    )
+    settings = azure_settings(url)
+    delivery = Delivery(subject="forged", num_delivered=1, stream_sequence=1)
+    async with azure_backend(url, settings) as backend:
+        assert (await backend.ensure(target)).waiting == []
+        provisioner = Provisioner(
+            settings=ProvisionerSettings(
+                namespace=namespace, backend="azure", provisioning=FAST, azure=settings
+            ),
+            bus=bus,
+            kube=kube,
+            catalog=load_catalog(),
+            backend=backend,
+        )
+        # Anyone who can publish on the bus can send this; the Workspace is alive and well.
+        await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
+        assert len(arm.pools) == 1
+        # The Workspace type not served (its CRD deleted or not yet established) answers 404 too,
+        # for every Workspace: that is no orphan.
+        unserved = dataclasses.replace(resources.WORKSPACES, plural="workspacez")
+        with monkeypatch.context() as patched:
+            patched.setattr(resources, "WORKSPACES", unserved)
+            assert await provisioner.collect_orphans() == []
+            await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
+        assert len(arm.pools) == 1
+        # Really deleted: the same event frees the pool.
+        await asyncio.to_thread(cluster.kubectl, "delete", "workspace", "live", "-n", namespace)
+        await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
+    assert arm.pools == {}
+    assert await workspace_nodes(kube, namespace, "live") == []
 
 
 # ---------------------------------------------------------------------- crash and restart

@@ -3,9 +3,11 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.api import ConditionStatus
@@ -13,6 +15,7 @@ from kairyu_core.bus import Bus
 from kairyu_core.events import Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
 from kairyu_core.kube import KubeClient, apply_condition, resources
 from kairyu_core.localenv import LocalCluster
+from kairyu_core.localenv.binaries import repo_root
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed_path
 from kairyu_watcher import rollout_trace
@@ -171,6 +174,74 @@ async def test_labelled_objects_are_published_as_object_changed(
     assert isinstance(change, ObjectChanged)
     assert (change.kind, change.object_name, change.change) == ("Pod", "inference-0", "ADDED")
     assert change.workspace.name == NAME
+
+
+def grant_the_charts_namespaced_rights(cluster: LocalCluster, namespace: str) -> str:
+    """The watcher's rights as the chart grants them with watchNamespace; its account's name."""
+    values = yaml.safe_load((repo_root() / "charts/kairyu/charts/watcher/values.yaml").read_text())
+    account = f"system:serviceaccount:{namespace}:watcher"
+    subjects = [{"kind": "User", "name": account, "apiGroup": "rbac.authorization.k8s.io"}]
+    rbac = "rbac.authorization.k8s.io/v1"
+    meta = {"name": f"{namespace}-watcher"}
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "name": meta["name"]}
+    for doc in (
+        {
+            "kind": "Role",
+            "metadata": {**meta, "namespace": namespace},
+            "rules": values["rbac"]["rules"],
+        },
+        {
+            "kind": "RoleBinding",
+            "metadata": {**meta, "namespace": namespace},
+            "roleRef": {**role_ref, "kind": "Role"},
+            "subjects": subjects,
+        },
+        {"kind": "ClusterRole", "metadata": meta, "rules": values["rbac"].get("clusterRules", [])},
+        {
+            "kind": "ClusterRoleBinding",
+            "metadata": meta,
+            "roleRef": {**role_ref, "kind": "ClusterRole"},
+            "subjects": subjects,
+        },
+    ):
+        cluster.apply({"apiVersion": rbac, **doc})
+    return account
+
+
+async def test_a_watcher_with_namespace_rights_only_watches_its_namespace(
+    cluster: LocalCluster, bus: Bus, namespace: str, inbox: Inbox
+) -> None:
+    account = grant_the_charts_namespaced_rights(cluster, namespace)
+    kube = await KubeClient.connect(Path(cluster.kubeconfig))
+    kube.api.set_default_header("Impersonate-User", account)
+    settings = WatcherSettings(namespace=namespace, resync_interval_s=3600)
+    running = Running(Watcher(settings=settings, bus=bus, kube=kube))
+    try:
+        cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+        await inbox.wait_for(observed(1))
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(labelled_pod(namespace)))
+        change = await inbox.wait_for(lambda e: isinstance(e, ObjectChanged))
+        assert isinstance(change, ObjectChanged)
+        assert (change.kind, change.object_name) == ("Pod", "inference-0")
+    finally:
+        await running.stop()
+        await kube.close()
+        cluster.kubectl(
+            "delete", "clusterrole,clusterrolebinding", f"{namespace}-watcher", check=False
+        )
+
+
+def labelled_pod(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "inference-0",
+            "namespace": namespace,
+            "labels": {"kaito.sh/workspace": NAME},
+        },
+        "spec": {"containers": [{"name": "model", "image": "example.invalid/model:1"}]},
+    }
 
 
 async def test_events_of_a_generation_join_its_rollout_trace(

@@ -116,8 +116,21 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         "exactly one of inference or tuning",
     ),
     "preset-and-template": (
-        variant(_INFERENCE, inference__template={"spec": {}}),
+        variant(_INFERENCE, inference__template={"spec": {"containers": [{"name": "x"}]}}),
         "inference needs exactly one of preset or template",
+    ),
+    # The deployer builds the workload from these; a string there used to pass and crash it.
+    "template-spec-not-an-object": (
+        variant(_INFERENCE, inference__preset=_DELETE, inference__template={"spec": "x"}),
+        "inference.template.spec: Invalid value",
+    ),
+    "template-without-containers": (
+        variant(_INFERENCE, inference__preset=_DELETE, inference__template={"spec": {}}),
+        "inference.template.spec.containers: Required value",
+    ),
+    "node-count-over-the-cap": (
+        variant(_INFERENCE, resource__count=100_000),
+        "resource.count: Invalid value",
     ),
     "unknown-tuning-method": (variant(_TUNING, tuning__method="sft"), "tuning.method"),
     "adapter-strength-2": (adapters({**_A, "strength": "2.0"}), "inference.adapters[0].strength"),

@@ -1,4 +1,4 @@
-"""Session fixtures: the tiny model, its adapter, and two running runtime servers."""
+"""Session fixtures: the tiny model, its adapter, and three running runtime servers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny import ADAPTER, Server, build_adapter, build_model, start_server, stop, wait_healthy
+from tiny import (
+    ADAPTER,
+    GUARDED_ENV,
+    Server,
+    build_adapter,
+    build_model,
+    start_server,
+    stop,
+    wait_healthy,
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,26 +35,34 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> P
 @pytest.fixture(scope="session")
 def servers(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path, adapters_dir: Path
-) -> Iterator[tuple[Server, Server]]:
-    """The base model, and the same model with the adapter at strength 1 (started in parallel)."""
+) -> Iterator[tuple[Server, Server, Server]]:
+    """The base model, the model with the adapter at strength 1, and the base model behind an
+    API key with small limits (started in parallel)."""
     logs = tmp_path_factory.mktemp("logs")
     empty = tmp_path_factory.mktemp("no-adapters")
     base = start_server(model_dir, empty, logs / "base.log")
     tuned = start_server(model_dir, adapters_dir, logs / "tuned.log", {ADAPTER: "1.0"})
+    guarded = start_server(model_dir, empty, logs / "guarded.log", GUARDED_ENV)
+    started = (base, tuned, guarded)
     try:
-        wait_healthy(base)
-        wait_healthy(tuned)
-        yield base, tuned
+        for server in started:
+            wait_healthy(server)
+        yield started
     finally:
-        stop(base)
-        stop(tuned)
+        for server in started:
+            stop(server)
 
 
 @pytest.fixture(scope="session")
-def server(servers: tuple[Server, Server]) -> Server:
+def server(servers: tuple[Server, Server, Server]) -> Server:
     return servers[0]
 
 
 @pytest.fixture(scope="session")
-def tuned(servers: tuple[Server, Server]) -> Server:
+def tuned(servers: tuple[Server, Server, Server]) -> Server:
     return servers[1]
+
+
+@pytest.fixture(scope="session")
+def guarded(servers: tuple[Server, Server, Server]) -> Server:
+    return servers[2]

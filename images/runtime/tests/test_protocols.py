@@ -178,3 +178,30 @@ def test_adapters_and_their_strengths(tmp_path: Path) -> None:
         discover(tmp_path, {"a": "lots"})
     with pytest.raises(AdapterError, match=">= 0"):
         discover(tmp_path, {"b": "-1"})
+
+
+def test_once_loaded_the_server_cannot_reach_a_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants  # noqa: PLC0415 - its import-time copy is what is tested
+    from huggingface_hub import get_session  # noqa: PLC0415
+    from huggingface_hub.errors import OfflineModeIsEnabled  # noqa: PLC0415
+
+    from kairyu_runtime import engine  # noqa: PLC0415 - torch: only this test needs it
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # restored after
+    environ: dict[str, str] = {}
+    engine.seal_hubs(environ)
+    assert environ == {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+    with pytest.raises(OfflineModeIsEnabled):
+        get_session().get("https://huggingface.co/api/models/gpt2")
+
+
+def test_stop_sequences_are_bounded() -> None:
+    with pytest.raises(RequestError, match="at most 256 characters"):
+        sampling.from_openai(
+            "p", max_tokens=5, temperature=0, top_p=None, stop=["x" * 257], seed=None
+        )
+    assert sampling.stop_list(["x" * 256]) == ["x" * 256]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,42 @@ def test_explicit_lora_modules_are_kept(tmp_path: Path) -> None:
     args = vllm_args(given, config_text=config, adapters_dir=tmp_path)
     assert "x=/mnt/adapter/x" not in args
     assert "--lora-modules=y=/elsewhere" in args
+
+
+def test_vllm_gets_the_api_key_and_the_log_never_shows_it(tmp_path: Path) -> None:
+    # A stand-in for vLLM's server module: it reports the key it was started with.
+    fake = tmp_path / "vllm" / "entrypoints" / "openai"
+    fake.mkdir(parents=True)
+    for package in (fake.parents[1], fake.parent, fake):
+        (package / "__init__.py").write_text("")
+    (fake / "api_server.py").write_text(
+        "import os, sys\nprint('vllm key:', os.environ.get('VLLM_API_KEY'), sys.argv[1:])\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kairyu_runtime.vllm_entry",
+            "--model=m",
+            "--api-key",
+            "flag-secret",
+            "--api-key=other-secret",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+            "KAIRYU_RUNTIME_API_KEY": "env-secret",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert "vllm key: env-secret" in done.stdout
+    assert "starting vLLM" in done.stderr
+    for secret in ("env-secret", "flag-secret", "other-secret"):
+        assert secret not in done.stderr
 
 
 SCRIPT = Path(__file__).parents[1] / "entrypoints" / "multi-node-serving.sh"

@@ -29,6 +29,13 @@ from transformers import (
 
 MODEL_NAME = "tiny"
 ADAPTER = "tone"
+API_KEY = "s3cret-test-key"
+# The guarded server: an API key, no wait queue, and a small body limit.
+GUARDED_ENV = {
+    "KAIRYU_RUNTIME_API_KEY": API_KEY,
+    "KAIRYU_RUNTIME_MAX_QUEUE": "0",
+    "KAIRYU_RUNTIME_MAX_BODY_BYTES": "65536",
+}
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "kubernetes schedules pods onto nodes with gpus",

@@ -2,8 +2,10 @@
 
 import io
 import json
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kairyu_core.testing.manifests import seed, seed_path
@@ -48,3 +50,39 @@ def test_a_file_that_is_not_a_workspace_exits_2(tmp_path: Path) -> None:
     err = io.StringIO()
     assert run(["plan", "-f", str(path)], out=io.StringIO(), err=err) == EXIT_UNREADABLE
     assert "cannot read" in err.getvalue()
+
+
+_BOMB = "\n".join(
+    [
+        "kind: Workspace",
+        "a: &a [x, x, x, x, x, x, x, x, x]",
+        *(f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]" for a, b in
+          zip("abcdefgh", "bcdefghi", strict=True)),
+        "resource: *i",
+    ]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(b"kind: Workspace\nresource: " + b"[" * 100_000, "nested deeper", id="deep"),
+        pytest.param(
+            b"kind: Workspace\nresource:\n  count: " + b"9" * 5000, "digits", id="huge-integer"
+        ),
+        pytest.param(b"kind: Workspace\nresource: \xff\xfe\n", "utf-8", id="invalid-utf8"),
+        pytest.param(_BOMB.encode(), "aliases", id="alias-bomb"),
+        pytest.param(b"#" * (9 * 1024 * 1024), "larger than", id="too-big"),
+    ],
+)
+def test_hostile_input_exits_2_quickly_with_a_message(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "ws.yaml"
+    path.write_bytes(content)
+    err = io.StringIO()
+    started = time.monotonic()
+    assert run(["plan", "-f", str(path)], out=io.StringIO(), err=err) == EXIT_UNREADABLE
+    assert time.monotonic() - started < 5
+    assert "cannot read" in err.getvalue()
+    assert message in err.getvalue().lower()

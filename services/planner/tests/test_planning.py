@@ -202,3 +202,40 @@ def test_tuning_a_preset_that_cannot_be_tuned_is_refused() -> None:
     with pytest.raises(PlanError) as caught:
         plan_workspace(parse_workspace(doc), CATALOG, AZURE)
     assert caught.value.reason == PlanReason.TUNING_NOT_SUPPORTED
+
+
+def template_workspace(count: int, sku: str = "Standard_NC6s_v3") -> dict[str, Any]:
+    doc = inference("phi-3-mini-4k-instruct", sku)
+    del doc["inference"]["preset"]
+    doc["inference"]["template"] = {"spec": {"containers": [{"name": "x", "image": "x"}]}}
+    doc["resource"]["count"] = count
+    return doc
+
+
+def test_a_template_plan_is_held_to_the_node_limit() -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_workspace(parse_workspace(template_workspace(9)), CATALOG, AZURE)
+    assert caught.value.reason == PlanReason.NODE_LIMIT_EXCEEDED
+    assert "9 x Standard_NC6s_v3, more than the limit of 4 nodes" in caught.value.message
+
+
+def test_the_bypass_annotation_does_not_lift_the_node_limit() -> None:
+    doc = inference(
+        "phi-4", "Standard_NV36ads_A10_v5", **{"kaito.sh/bypass-resource-checks": "True"}
+    )
+    doc["resource"]["count"] = 50
+    with pytest.raises(PlanError) as caught:
+        plan_workspace(parse_workspace(doc), CATALOG, AZURE)
+    assert caught.value.reason == PlanReason.NODE_LIMIT_EXCEEDED
+
+
+def test_the_cost_ceiling_refuses_a_dearer_plan_and_keeps_a_cheaper_one() -> None:
+    ceiling = PlanningSettings(max_cost_per_hour=5.0)
+    # 2 x Standard_NC6s_v3 at $3.06/h each: $6.12/h.
+    with pytest.raises(PlanError) as caught:
+        plan_workspace(parse_workspace(template_workspace(2)), CATALOG, ceiling)
+    assert caught.value.reason == PlanReason.COST_LIMIT_EXCEEDED
+    assert "$6.12/h" in caught.value.message
+    assert "ceiling of $5.00/h" in caught.value.message
+    result = plan_workspace(parse_workspace(template_workspace(1)), CATALOG, ceiling)
+    assert result.plan.estimated_cost_per_hour == "3.06"

@@ -6,8 +6,10 @@ from typing import Any
 import pytest
 
 from kairyu_core.api import WorkspaceV1Alpha1
+from kairyu_core.catalog import Cloud
 from kairyu_core.testing.manifests import seed
-from kairyu_planner.validation import unsafe_url_reason, validate
+from kairyu_planner.settings import PlanningSettings
+from kairyu_planner.validation import Verdict, unsafe_url_reason, validate
 from kairyu_planner.webhook import review
 
 
@@ -231,3 +233,122 @@ def test_lora_adapters_on_a_model_vllm_cannot_adapt_are_refused() -> None:
     doc["inference"]["preset"]["name"] = "falcon-7b-instruct"
     doc["resource"]["instanceType"] = "Standard_NV36ads_A10_v5"
     assert "vLLM does not support LoRA adapters" in validate(ws(doc)).errors[0]
+
+
+def template_doc(spec: Any) -> dict[str, Any]:
+    doc = seed("inference")
+    del doc["inference"]["preset"]
+    doc["inference"]["template"] = {"metadata": {"labels": {"app": "x"}}, "spec": spec}
+    return doc
+
+
+_CONTAINER = {"name": "server", "image": "example.com/server:1"}
+_SYS_ADMIN = {"add": ["SYS_ADMIN"]}
+_HOST_ROOT = {"name": "root", "hostPath": {"path": "/"}}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"containers": [_CONTAINER], "volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+            "volume type hostPath is not allowed",
+        ),
+        ({"containers": [_CONTAINER], "hostNetwork": True}, "hostNetwork is not allowed"),
+        ({"containers": [_CONTAINER], "hostPID": True}, "hostPID is not allowed"),
+        ({"containers": [_CONTAINER], "hostIPC": True}, "hostIPC is not allowed"),
+        (
+            {"containers": [{**_CONTAINER, "securityContext": {"privileged": True}}]},
+            "privileged is not allowed",
+        ),
+        (
+            {"containers": [{**_CONTAINER, "securityContext": {"capabilities": _SYS_ADMIN}}]},
+            "capabilities.add ['SYS_ADMIN'] is not allowed",
+        ),
+        (
+            {"containers": [{**_CONTAINER, "ports": [{"containerPort": 80, "hostPort": 80}]}]},
+            "hostPort is not allowed",
+        ),
+        ("not an object", "inference.template.spec must be an object"),
+        ({"containers": "x"}, "inference.template.spec.containers must be a list of objects"),
+        ({"containers": []}, "must name at least one container"),
+    ],
+)  # fmt: skip
+def test_templates_that_reach_into_the_node_or_cannot_be_built_are_refused(
+    spec: Any, message: str
+) -> None:
+    verdict = validate(ws(template_doc(spec)))
+    assert not verdict.allowed
+    assert any(message in e for e in verdict.errors), verdict.errors
+
+
+def test_the_admin_may_allow_host_access_but_never_a_broken_template() -> None:
+    allowed = PlanningSettings(allow_host_access=True)
+    spec = {"containers": [_CONTAINER], "hostNetwork": True, "volumes": [_HOST_ROOT]}
+    assert validate(ws(template_doc(spec)), planning=allowed).allowed
+    assert not validate(ws(template_doc("x")), planning=allowed).allowed
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "allowed"),
+    [
+        (("tuning", "input"), {"hostPath": {"path": "/var/lib/kubelet"}}, False),
+        (("tuning", "output"), {"nfs": {"server": "10.0.0.1", "path": "/"}}, False),
+        (("tuning", "output"), {"persistentVolumeClaim": {"claimName": "out"}}, True),
+        (("tuning", "output"), {"emptyDir": {}, "hostPath": {"path": "/"}}, False),
+    ],
+)
+def test_volume_sources_are_held_to_the_restricted_list(
+    path: tuple[str, str], source: dict[str, Any], allowed: bool
+) -> None:
+    doc = seed("tuning")
+    target = doc[path[0]][path[1]]
+    for key in ("urls", "image", "imagePushSecret"):
+        target.pop(key, None)
+    target["volumeSource"] = source
+    verdict = validate(ws(doc))
+    assert verdict.allowed is allowed, verdict.errors
+
+
+def test_an_update_checks_immutability_and_safety_only() -> None:
+    old = ws(seed("inference"))
+    new_doc = seed("inference")
+    new_doc["metadata"]["annotations"] = {"kaito.sh/runtime": "not-a-runtime"}
+    # The settings changed since creation (another cloud): the update is still admitted.
+    assert validate(ws(new_doc), old, planning=PlanningSettings(cloud=Cloud.AWS)).allowed
+    spec = {"containers": [_CONTAINER]}
+    old_t = ws(template_doc(spec))
+    bad = template_doc({**spec, "hostPID": True})
+    assert not validate(ws(bad), old_t).allowed
+
+
+def test_review_admits_metadata_only_updates_and_deletions_without_validating() -> None:
+    def refuse_all(new: Any, old: Any) -> Verdict:
+        return Verdict(errors=["refused"])
+
+    obj = seed("inference")
+    changed = copy.deepcopy(obj)
+    changed["metadata"]["finalizers"] = []
+    request = {"request": {"uid": "1", "operation": "UPDATE", "object": changed, "oldObject": obj}}
+    assert review(request, refuse_all)["response"]["allowed"] is True
+    spec_change = copy.deepcopy(obj)
+    spec_change["inference"]["preset"]["name"] = "phi-4"
+    request["request"]["object"] = spec_change
+    assert review(request, refuse_all)["response"]["allowed"] is False
+    spec_change["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert review(request, refuse_all)["response"]["allowed"] is True
+
+
+def test_resource_count_is_held_to_the_node_limit() -> None:
+    doc = template_doc({"containers": [_CONTAINER]})
+    doc["resource"]["count"] = 5
+    verdict = validate(ws(doc), planning=PlanningSettings(max_nodes=4))
+    assert any("resource.count 5 is more than the limit of 4" in e for e in verdict.errors)
+    doc["resource"]["count"] = 100_000
+    with pytest.raises(ValueError, match="less than or equal to 100"):
+        ws(doc)
+
+
+def test_a_plan_over_the_cost_ceiling_is_refused_at_admission() -> None:
+    verdict = validate(ws(seed("inference")), planning=PlanningSettings(max_cost_per_hour=1.0))
+    assert any("more than the ceiling of $1.00/h" in e for e in verdict.errors), verdict.errors

@@ -30,8 +30,10 @@ def main() -> None:
     except (engine.LoadError, AdapterError) as err:
         log.error("cannot start: %s", err)  # noqa: TRY400 - the reason is the message, not a trace
         sys.exit(1)
-    runner = engine.Runner(loaded)
-    app = create_app(runner, Metrics())
+    # The weights are in memory: from here on nothing in this process may reach a model hub.
+    engine.seal_hubs(os.environ)
+    runner = engine.Runner(loaded, max_queue=settings.max_queue)
+    app = create_app(runner, Metrics(), settings)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     finally:

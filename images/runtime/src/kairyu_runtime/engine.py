@@ -2,7 +2,12 @@
 
 transformers' `generate()` is blocking and not safe to run concurrently on one model, so requests
 queue for a single worker thread; streaming hands text deltas from that thread to the event loop.
-A client that goes away cancels its generation at the next token instead of holding the queue.
+A client that goes away cancels its generation at the next token instead of holding the queue,
+and the queue itself is bounded: past `max_queue` waiting generations a request is refused
+(Busy, a 429) instead of waiting behind an ever longer line.
+
+Once loaded, the process needs no model hub any more; `seal_hubs` makes sure it cannot reach one,
+whatever a request or a library later asks for.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from jinja2 import TemplateError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -28,7 +34,14 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from kairyu_runtime.adapters import Adapter, AdapterError, discover
-from kairyu_runtime.sampling import GenerateRequest, RequestError, token_budget
+from kairyu_runtime.sampling import (
+    GenerateRequest,
+    GenerationLimits,
+    RequestError,
+    check_generate_kwargs,
+    check_token_ids,
+    token_budget,
+)
 from kairyu_runtime.settings import RuntimeSettings
 from kairyu_runtime.stops import StopTrimmer
 
@@ -37,11 +50,25 @@ log = logging.getLogger(__name__)
 COMBINED_ADAPTER = "combined_adapter"
 # Tokenizers without a known limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 10_000_000
+# No tokenizer we know makes tokens this long on average, so a prompt with more characters per
+# context token cannot fit and is refused before tokenizing (which costs time in its length).
+CHARS_PER_TOKEN = 32
+# What the hub libraries read to stay off the network (huggingface_hub reads the first two
+# once, at import, so seal_hubs also sets its constant).
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 FinishReason = Literal["stop", "length"]
 
 
 class LoadError(RuntimeError):
     """The model or an adapter cannot be loaded; the server does not start."""
+
+
+class BusyError(RuntimeError):
+    """The wait queue is full; the caller is asked to come back later (429, Retry-After)."""
+
+
+class AbandonedError(RuntimeError):
+    """The caller went away before its generation started."""
 
 
 @dataclass(frozen=True)
@@ -100,13 +127,18 @@ class Engine:
         name: str,
         default_max_tokens: int,
         adapters: list[Adapter],
+        limits: GenerationLimits | None = None,
+        max_prompt_chars: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.adapters = adapters
         self.default_max_tokens = default_max_tokens
+        self.limits = limits or GenerationLimits()
         self.context = _context_length(model, tokenizer)
+        self.max_prompt_chars = max_prompt_chars or self.context * CHARS_PER_TOKEN
+        self.vocabulary = max(len(tokenizer), int(getattr(model.config, "vocab_size", 0) or 0))
         eos = model.generation_config.eos_token_id
         self._eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
@@ -116,10 +148,27 @@ class Engine:
                 "this model has no chat template; use the completions API or start the "
                 "runtime with --chat_template"
             )
-        rendered = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        if not messages:
+            raise RequestError("messages must not be empty")
+        try:
+            rendered = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        except (ValueError, TypeError, TemplateError) as err:
+            # Templates refuse conversations they cannot format (raise_exception("Conversation
+            # roles must alternate…")); the conversation came from the request.
+            raise RequestError(f"the chat template refused the messages: {err}") from None
         return str(rendered)
+
+    def check(self, request: GenerateRequest) -> None:
+        """What can be refused before the request waits in the queue or is tokenized."""
+        if len(request.prompt) > self.max_prompt_chars:
+            raise RequestError(
+                f"the prompt is {len(request.prompt)} characters; this server takes at most "
+                f"{self.max_prompt_chars} (the model's context is {self.context} tokens)"
+            )
+        check_generate_kwargs(request.kwargs, self.limits)
+        check_token_ids(request.kwargs, self.vocabulary)
 
     def generate(
         self,
@@ -130,10 +179,16 @@ class Engine:
         templated: bool = False,
     ) -> Completion:
         """Blocking; runs on the worker thread. `emit` receives text deltas as they are made."""
+        if cancel is not None and cancel.is_set():
+            raise AbandonedError("the caller went away while the request waited")
+        # Again here: every protocol's kwargs pass the allow-list right before generate().
+        self.check(request)
         inputs = self.tokenizer(
             request.prompt, return_tensors="pt", add_special_tokens=not templated
         ).to(self.model.device)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
+        if prompt_tokens == 0:
+            raise RequestError("the prompt is empty")
         kwargs = token_budget(
             prompt_tokens=prompt_tokens,
             request=request,
@@ -154,7 +209,7 @@ class Engine:
                 # The model's class is only known at load time; generate() is on every causal LM.
                 generate: Callable[..., torch.Tensor] = getattr(self.model, "generate")  # noqa: B009
                 output = generate(**inputs, **kwargs)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OverflowError) as err:
             # transformers validates generation flags by raising; they came from the request.
             raise RequestError(str(err)) from None
         new_ids = [int(i) for i in output[0][prompt_tokens:].tolist()]
@@ -180,19 +235,45 @@ class Engine:
 
 
 class Runner:
-    """Queues generations for the engine's single worker thread."""
+    """Queues generations for the engine's single worker thread, at most `max_queue` waiting."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, max_queue: int = 16) -> None:
         self.engine = engine
+        self.max_queue = max_queue
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._lock = threading.Lock()
+        self._admitted = 0  # running + waiting; released by the worker or by a cancelled wait
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def _submit(self, job: Callable[[], Completion]) -> asyncio.Future[Completion]:
+        with self._lock:
+            if self._admitted > self.max_queue:  # one running, max_queue waiting
+                raise BusyError(f"{self.max_queue} requests are already waiting for the model")
+            self._admitted += 1
+        try:
+            future = self._pool.submit(job)
+        except BaseException:
+            self._release()
+            raise
+        # Runs when the job ends, or at once when a waiting job is cancelled (its caller left).
+        future.add_done_callback(lambda _: self._release())
+        return asyncio.wrap_future(future)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
 
     async def complete(self, request: GenerateRequest, *, templated: bool = False) -> Completion:
-        loop = asyncio.get_running_loop()
+        self.engine.check(request)
         cancel = threading.Event()
+        future = self._submit(
+            lambda: self.engine.generate(request, None, cancel, templated=templated)
+        )
         try:
-            return await loop.run_in_executor(
-                self._pool, lambda: self.engine.generate(request, None, cancel, templated=templated)
-            )
+            return await future
         finally:
             cancel.set()
 
@@ -200,6 +281,7 @@ class Runner:
         self, request: GenerateRequest, *, templated: bool = False
     ) -> AsyncGenerator[str | Completion]:
         """Text deltas, then the Completion (its text is empty: the deltas are the text)."""
+        self.engine.check(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
@@ -208,8 +290,8 @@ class Runner:
             if delta:
                 loop.call_soon_threadsafe(queue.put_nowait, delta)
 
-        future = loop.run_in_executor(
-            self._pool, lambda: self.engine.generate(request, emit, cancel, templated=templated)
+        future = self._submit(
+            lambda: self.engine.generate(request, emit, cancel, templated=templated)
         )
         # Runs on the loop after every delta scheduled before the worker finished.
         future.add_done_callback(lambda _: queue.put_nowait(None))
@@ -219,6 +301,7 @@ class Runner:
             yield await future
         finally:
             cancel.set()
+            future.cancel()  # a job still waiting leaves the queue now
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -235,6 +318,7 @@ def load(settings: RuntimeSettings, env: Mapping[str, str]) -> Engine:
         "local_files_only": not settings.allow_remote_files,
         "trust_remote_code": settings.trust_remote_code,
         "revision": settings.revision,
+        # A start-up flag only: nothing a request says reaches from_pretrained.
         "cache_dir": settings.cache_dir,
     }
     try:
@@ -266,7 +350,21 @@ def load(settings: RuntimeSettings, env: Mapping[str, str]) -> Engine:
         name=settings.model_name,
         default_max_tokens=settings.default_max_tokens,
         adapters=adapters,
+        limits=GenerationLimits(
+            max_num_beams=settings.max_num_beams,
+            max_num_return_sequences=settings.max_num_return_sequences,
+        ),
+        max_prompt_chars=settings.max_prompt_chars,
     )
+
+
+def seal_hubs(environ: MutableMapping[str, str]) -> None:
+    """From now on no hub library in this process reaches the network (called after load)."""
+    import huggingface_hub.constants  # noqa: PLC0415 - the module whose import-time copy we fix
+
+    for name in OFFLINE_ENV:
+        environ[name] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def _with_adapters(model: Any, adapters: list[Adapter], combination: str) -> Any:

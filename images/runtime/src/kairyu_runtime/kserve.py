@@ -63,7 +63,18 @@ class Decoded:
             if required:
                 raise ProtocolError(f"input {name} is required")
             return []
-        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+        texts = []
+        for value in values:
+            if isinstance(value, bytes):
+                try:
+                    texts.append(value.decode())
+                except UnicodeDecodeError as err:
+                    raise ProtocolError(f"input {name} is not valid UTF-8: {err}") from None
+            elif isinstance(value, str):
+                texts.append(value)
+            else:
+                raise ProtocolError(f"input {name} holds {type(value).__name__}, not a string")
+        return texts
 
     def flag(self, name: str) -> bool:
         values = self.tensors.get(name) or [False]
@@ -112,15 +123,21 @@ def decode(body: bytes, header_length: str | None) -> Decoded:
         count = math.prod(spec.shape) if spec.shape else 1
         size = spec.parameters.get("binary_data_size")
         if size is not None:
-            chunk = binary[offset : offset + int(size)]
-            if len(chunk) != int(size):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise ProtocolError(
+                    f"input {spec.name}: binary_data_size must be a byte count, not {size!r:.40}"
+                )
+            chunk = binary[offset : offset + size]
+            if len(chunk) != size:
                 raise ProtocolError(f"input {spec.name}: the body ends before its binary data")
-            offset += int(size)
+            offset += size
             values = _from_binary(spec.name, spec.datatype, chunk)
         else:
             if spec.data is None:
                 raise ProtocolError(f"input {spec.name} has neither data nor binary_data_size")
             values = _flatten(spec.data)
+            if spec.datatype == "BOOL" and not all(isinstance(v, bool) for v in values):
+                raise ProtocolError(f"input {spec.name} must hold true or false")
         if len(values) != count:
             raise ProtocolError(
                 f"input {spec.name}: shape {spec.shape} needs {count} elements, got {len(values)}"

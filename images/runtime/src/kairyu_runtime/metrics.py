@@ -5,9 +5,11 @@ A registry per server keeps tests that build several apps in one process apart.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -53,3 +55,36 @@ class Metrics:
             ["adapter"],
             registry=self.registry,
         )
+
+
+class Measure:
+    """Counts and times every HTTP request by route and status (a plain ASGI middleware).
+
+    Plain ASGI rather than Starlette's BaseHTTPMiddleware, which wraps `receive` and would hide
+    a client's disconnect from the handlers that stop generating when their caller is gone.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500  # what the server answers if the app raises before starting a response
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            # The router records the matched route in the scope it was given (this one).
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self._metrics.requests.labels(route, str(status)).inc()
+            self._metrics.latency.labels(route).observe(time.perf_counter() - began)

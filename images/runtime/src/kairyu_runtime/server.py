@@ -2,55 +2,56 @@
 
 Handlers translate a protocol into a GenerateRequest, await the runner and translate back; every
 refusal is a 4xx in the caller's protocol's own error shape (OpenAI's {"error": {...}}, KServe's
-{"error": "..."}, FastAPI's {"detail": ...} for KAITO's endpoints).
+{"error": "..."}, FastAPI's {"detail": ...} for KAITO's endpoints). What one request may cost is
+bounded (RuntimeSettings' limits, docs/runtime.md): the body, an inflated KServe body, the number
+of prompts, the wait queue (429), and a non-streaming generation whose caller went away stops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Receive
 
 from kairyu_runtime import kserve, sampling
-from kairyu_runtime.engine import Completion, Runner
+from kairyu_runtime.engine import BusyError, Completion, Runner
+from kairyu_runtime.guards import CLIENT_GONE, ApiError, ApiKey, BodyLimit, error_body
 from kairyu_runtime.kaito_schema import ChatRequest
-from kairyu_runtime.metrics import Metrics
+from kairyu_runtime.metrics import Measure, Metrics
 from kairyu_runtime.openai_schema import (
     ChatCompletionRequest,
     CompletionRequest,
     Usage,
-    error_body,
     model_card,
     new_id,
     now,
 )
 from kairyu_runtime.sampling import GenerateRequest, RequestError
+from kairyu_runtime.settings import RuntimeSettings
 
 VERSION = "0.1.0"
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-
-def _error(path: str, status: int, message: str, code: str | None = None) -> JSONResponse:
-    if path.startswith("/v1/"):
-        kind = "not_found_error" if status == 404 else "invalid_request_error"  # noqa: PLR2004
-        return JSONResponse(error_body(message, kind, code), status_code=status)
-    if path.startswith("/v2"):
-        return JSONResponse({"error": message}, status_code=status)
-    return JSONResponse({"detail": message}, status_code=status)
+def _error(
+    path: str,
+    status: int,
+    message: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(path, status, message, code), status_code=status, headers=headers
+    )
 
 
 def _validation_message(errors: Any) -> str:
@@ -61,23 +62,42 @@ def _validation_message(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - one route table
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (the body was read already, so nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(http: Request, work: Coroutine[Any, Any, Completion]) -> Completion:
+    """The work's result, or ApiError(499) and the work cancelled once the client has gone."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(http.receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise ApiError(CLIENT_GONE, "the client closed the request")
+    finally:
+        for pending in (task, watch):
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+
+
+def create_app(  # noqa: PLR0915 - one route table
+    runner: Runner, metrics: Metrics, settings: RuntimeSettings
+) -> FastAPI:
     engine = runner.engine
     started = now()
     app = FastAPI(title="kairyu runtime", version=VERSION)
     for adapter in engine.adapters:
         metrics.adapters.labels(adapter.name).set(adapter.strength)
-
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        began = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - began)
-        return response
+    # Added innermost first: Measure sees every answer, the key is checked before the body is read.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.api_key is not None and settings.api_key.get_secret_value():
+        app.add_middleware(ApiKey, key=settings.api_key.get_secret_value())
+    app.add_middleware(Measure, metrics=metrics)
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, err: RequestError) -> JSONResponse:
@@ -85,7 +105,17 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        return _error(request.url.path, err.status, err.message, err.code)
+        return _error(request.url.path, err.status, err.message, err.code, err.headers)
+
+    @app.exception_handler(BusyError)
+    async def busy(request: Request, err: BusyError) -> JSONResponse:
+        return _error(
+            request.url.path,
+            429,
+            f"the server is busy: {err}; retry later",
+            "rate_limit_exceeded",
+            {"Retry-After": str(settings.retry_after_seconds)},
+        )
 
     @app.exception_handler(kserve.ProtocolError)
     async def protocol_error(request: Request, err: kserve.ProtocolError) -> JSONResponse:
@@ -105,10 +135,19 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
                 "model_not_found",
             )
 
-    async def run(request: GenerateRequest, *, templated: bool = False) -> Completion:
+    def check_prompts(count: int) -> None:
+        if count > settings.max_prompts:
+            raise ApiError(
+                400,
+                f"{count} prompts in one request; this server takes at most {settings.max_prompts}",
+            )
+
+    async def run(
+        request: GenerateRequest, http: Request, *, templated: bool = False
+    ) -> Completion:
         metrics.running.inc()
         try:
-            done = await runner.complete(request, templated=templated)
+            done = await _unless_disconnected(http, runner.complete(request, templated=templated))
         finally:
             metrics.running.dec()
         metrics.prompt_tokens.inc(done.prompt_tokens)
@@ -161,15 +200,17 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/chat")
-    async def chat(body: ChatRequest) -> dict[str, str]:
+    async def chat(body: ChatRequest, http: Request) -> dict[str, str]:
         if (body.prompt is None) == (body.messages is None):
             raise ApiError(400, "send either prompt (text generation) or messages (a conversation)")
+        kwargs = body.generation_kwargs()
         if body.messages is not None:
             prompt = engine.render_chat([m.model_dump() for m in body.messages])
-            done = await run(sampling.from_kaito(prompt, body.generation_kwargs()), templated=True)
+            request = sampling.from_kaito(prompt, kwargs, engine.limits)
+            done = await run(request, http, templated=True)
             return {"Result": done.text}
         prompt = (body.prefix or "") + (body.prompt or "")
-        done = await run(sampling.from_kaito(prompt, body.generation_kwargs()))
+        done = await run(sampling.from_kaito(prompt, kwargs, engine.limits), http)
         return {"Result": prompt + done.text if body.return_full_text else done.text}
 
     # ------------------------------------------------------------------ OpenAI
@@ -178,7 +219,9 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
         return {"object": "list", "data": [model_card(engine.name, started)]}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
+    async def chat_completions(
+        body: ChatCompletionRequest, http: Request
+    ) -> dict[str, Any] | StreamingResponse:
         check_model(body.model)
         if body.n != 1:
             raise ApiError(400, "n must be 1: this server returns one choice per request")
@@ -199,7 +242,7 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
             items = await start_stream(request, templated=True)
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return _sse(_chat_chunks(items, ident, created, engine.name, usage=usage))
-        done = await run(request, templated=True)
+        done = await run(request, http, templated=True)
         return {
             "id": ident,
             "object": "chat.completion",
@@ -217,13 +260,16 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
         }
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+    async def completions(
+        body: CompletionRequest, http: Request
+    ) -> dict[str, Any] | StreamingResponse:
         check_model(body.model)
         if body.n != 1:
             raise ApiError(400, "n must be 1: this server returns one choice per prompt")
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts:
             raise ApiError(400, "prompt must not be empty")
+        check_prompts(len(prompts))
 
         def request_for(prompt: str) -> GenerateRequest:
             return sampling.from_openai(
@@ -245,7 +291,7 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
             return _sse(_completion_chunks(items, ident, created, engine.name, echo, usage=usage))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for index, prompt in enumerate(prompts):
-            done = await run(request_for(prompt))
+            done = await run(request_for(prompt), http)
             prompt_tokens += done.prompt_tokens
             completion_tokens += done.completion_tokens
             choices.append(
@@ -291,15 +337,22 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
     @app.post("/v2/models/{model}/versions/{version}/infer")
     async def v2_infer(model: str, request: Request, version: str = "1") -> Response:
         check_version(model, version)
-        body = _decompress(await request.body(), request.headers.get("content-encoding"))
+        body = _decompress(
+            await request.body(),
+            request.headers.get("content-encoding"),
+            settings.max_decompressed_bytes,
+        )
         decoded = kserve.decode(body, request.headers.get(kserve.HEADER_LENGTH))
         if decoded.flag("stream"):
             raise ApiError(400, "stream=true needs a streaming endpoint; infer answers at once")
         params = decoded.texts("sampling_parameters")
         exclude = decoded.flag("exclude_input_in_output")
+        texts = decoded.texts("text_input", required=True)
+        check_prompts(len(texts))
+        requests = [sampling.from_kserve(t, params[0] if params else None) for t in texts]
         outputs = []
-        for text in decoded.texts("text_input", required=True):
-            done = await run(sampling.from_kserve(text, params[0] if params else None))
+        for text, generate in zip(texts, requests, strict=True):
+            done = await run(generate, request)
             outputs.append(done.text if exclude else text + done.text)
         payload, headers = kserve.encode(model=engine.name, request=decoded.request, texts=outputs)
         media = "application/octet-stream" if headers else "application/json"
@@ -314,15 +367,24 @@ def create_app(runner: Runner, metrics: Metrics) -> FastAPI:  # noqa: PLR0915 - 
     return app
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Inflates at most `limit` + 1 bytes, so a small bomb never becomes a large buffer."""
     if not encoding or encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
         raise ApiError(415, f"Content-Encoding {encoding} is not supported (gzip, deflate)")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
     try:
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+        inflated = inflater.decompress(body, limit + 1)
     except zlib.error as err:
         raise ApiError(400, f"body is not valid {encoding}: {err}") from None
+    if len(inflated) > limit:
+        raise ApiError(
+            413, f"the {encoding} body inflates to more than {limit} bytes", "request_too_large"
+        )
+    if not inflater.eof:
+        raise ApiError(400, f"body is not valid {encoding}: the stream is truncated")
+    return inflated
 
 
 def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_WEIGHTS = "/workspace/tfs/weights"
@@ -48,6 +48,37 @@ class RuntimeSettings(BaseSettings):
     default_max_tokens: int = Field(512, ge=1, description="when a request sets no limit")
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+
+    # What one request may ask of the server (docs/runtime.md, "Limits"). The defaults fit a
+    # single-GPU model server: a few MiB of prompt, one generation at a time plus a short queue.
+    api_key: SecretStr | None = Field(
+        None,
+        description="when set, every API call needs `Authorization: Bearer <key>` "
+        "(health probes and /metrics excepted); set it from a Secret, never on the command line",
+    )
+    max_body_bytes: int = Field(4 << 20, ge=1, description="request body limit (413 above)")
+    max_decompressed_bytes: int = Field(
+        4 << 20, ge=1, description="a gzip/deflate KServe body's limit once inflated (413 above)"
+    )
+    max_prompt_chars: int | None = Field(
+        None,
+        ge=1,
+        description="a prompt's character limit, checked before tokenizing; "
+        "default 32 characters per token of the model's context",
+    )
+    max_prompts: int = Field(
+        8, ge=1, description="prompts in one /v1/completions or KServe infer request"
+    )
+    max_num_beams: int = Field(4, ge=1, description="largest num_beams /chat may ask for")
+    max_num_return_sequences: int = Field(
+        1, ge=1, description="largest num_return_sequences /chat may ask for"
+    )
+    max_queue: int = Field(
+        16, ge=0, description="requests waiting for the model; more are refused with 429"
+    )
+    retry_after_seconds: int = Field(
+        2, ge=1, description="the Retry-After a refused (429) request is given"
+    )
 
     @property
     def model_name(self) -> str:

@@ -5,6 +5,9 @@ flags vLLM does not know. This wrapper takes those out, applies the Workspace's 
 (its `vllm:` map overrides the operator's flags, as in KAITO, because that is how users tune
 max-model-len and friends), turns adapter directories into LoRA modules, and then becomes vLLM's
 OpenAI server with exec so that signals and the exit code are vLLM's own.
+
+vLLM reads its API key from VLLM_API_KEY (and then refuses /v1 calls without it); the wrapper
+fills that from kairyu's KAIRYU_RUNTIME_API_KEY when only the latter is set, and never logs a key.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ IGNORED_KAITO = {
 }
 KNOWN_CONFIG_KEYS = {"vllm", "max_probe_steps", "kv_cache_cpu_memory_utilization"}
 VLLM_SERVER = "vllm.entrypoints.openai.api_server"
+KAIRYU_API_KEY = "KAIRYU_RUNTIME_API_KEY"
+VLLM_API_KEY = "VLLM_API_KEY"
+SECRET_FLAGS = {"--api-key"}
 
 
 class ConfigError(ValueError):
@@ -142,6 +148,28 @@ def vllm_args(argv: list[str], *, config_text: str | None, adapters_dir: Path) -
     return args
 
 
+def vllm_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment vLLM runs with: kairyu's API key becomes vLLM's unless that is set."""
+    result = dict(env)
+    if result.get(KAIRYU_API_KEY) and not result.get(VLLM_API_KEY):
+        result[VLLM_API_KEY] = result[KAIRYU_API_KEY]
+    return result
+
+
+def redacted(args: list[str]) -> list[str]:
+    """The command line fit for a log: values of secret flags replaced."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next and not arg.startswith("--"):
+            shown.append("<redacted>")
+            continue
+        name = flag_name(arg) if arg.startswith("--") else ""
+        hide_next = name in SECRET_FLAGS and "=" not in arg
+        shown.append(f"{name}=<redacted>" if name in SECRET_FLAGS and "=" in arg else arg)
+    return shown
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -156,8 +184,8 @@ def main() -> None:
         log.error("cannot start vLLM: %s", err)  # noqa: TRY400 - the message is the reason
         sys.exit(2)
     command = [sys.executable, "-m", VLLM_SERVER, *args]
-    log.info("starting vLLM: %s", " ".join(command))
-    os.execv(sys.executable, command)  # noqa: S606 - becoming vLLM is the point
+    log.info("starting vLLM: %s", " ".join(redacted(command)))
+    os.execve(sys.executable, command, vllm_env(os.environ))  # noqa: S606 - becoming vLLM
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler, StreamSpec
-from kairyu_core.events import Event, Subjects
+from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler
+from kairyu_core.events import Event
 from kairyu_core.kube import KubeClient
 from kairyu_core.settings import ServiceSettings
 
@@ -27,12 +27,9 @@ S = TypeVar("S", bound=ServiceSettings)
 @asynccontextmanager
 async def connections(settings: ServiceSettings) -> AsyncIterator[tuple[Bus, KubeClient]]:
     """The bus (with the stream ensured) and the Kubernetes client, closed on exit."""
-    stream = StreamSpec(
-        name=settings.nats.stream, subjects=Subjects(prefix=settings.nats.subject_prefix)
-    )
-    bus = await Bus.connect(settings.nats.url, name=settings.service_name, stream=stream)
+    bus = await Bus.connect(settings.nats, name=settings.service_name)
     try:
-        kube = await KubeClient.connect(settings.kube.kubeconfig)
+        kube = await KubeClient.connect(settings.kube.kubeconfig, timeouts=settings.kube.timeouts)
         try:
             await bus.ensure_stream()
             async with health.serving(settings.health_port, ready=lambda: bus.is_connected):

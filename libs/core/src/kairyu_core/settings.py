@@ -8,21 +8,90 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class NatsSettings(BaseModel):
-    """Where the event bus is."""
+    """Where the event bus is, who this service is on it, and what it may set up there.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Credentials are fields of their own, never part of `url`: a URL is the thing that ends up in
+    logs, error messages and tracebacks (KAIRYU_NATS__USER / __PASSWORD, or __CREDS_FILE).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str = "nats://127.0.0.1:4222"
+    """nats://host:port, or tls://host:port for TLS; without user or password in it."""
+    user: str | None = None
+    password: SecretStr | None = None
+    creds_file: Path | None = None
+    """A NATS .creds file (user JWT and nkey seed), instead of user and password."""
+    tls_ca_file: Path | None = None
+    """CA bundle to verify the server with; unset: the system's CAs (when the URL is tls://)."""
+    tls_cert_file: Path | None = None
+    """Client certificate, for servers that require one (with `tls_key_file`)."""
+    tls_key_file: Path | None = None
+    inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    """Subject prefix of this connection's reply inboxes. Under NATS authorization each user gets
+    its own (`_INBOX.<user>`), so that no service can read the replies meant for another."""
+    manage_topology: bool = True
+    """Create or update the stream and this service's consumer at start, and recreate them if
+    they disappear. On (the default) for unauthenticated local NATS; the chart turns it off
+    under NATS authorization, where only the admin identity (`python -m kairyu_core.bus.setup`,
+    the pods' init container) may change the stream, and the services only bind to it."""
     stream: str = "KAIRYU"
     """JetStream stream holding all events."""
     subject_prefix: str = "kairyu"
     """First subject token; lets two installations share one NATS."""
+    stream_max_bytes: int = Field(default=1024**3, ge=1024**2)
+    """Size limit of the stream (bytes; 1 GiB). When full, the oldest messages go first."""
+    stream_max_msgs_per_subject: int = Field(default=64, ge=1)
+    """Messages kept per subject, i.e. per event type and Workspace (the oldest go first): one
+    noisy Workspace cannot push the others' events out of the stream."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("nats", "tls") or not parsed.hostname:
+            raise ValueError("must be nats://host:port or tls://host:port")
+        if parsed.username or parsed.password:
+            raise ValueError("must not carry credentials: set user and password (or creds_file)")
+        return url
+
+    @model_validator(mode="after")
+    def _credentials_are_complete(self) -> NatsSettings:
+        if (self.password is None) != (self.user is None):
+            raise ValueError("user and password go together")
+        if self.creds_file is not None and self.user is not None:
+            raise ValueError("creds_file replaces user and password: set one or the other")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
+
+
+class KubeTimeouts(BaseModel):
+    """Client-side limits on every Kubernetes call, in seconds (KAIRYU_KUBE__TIMEOUTS__*).
+
+    Without them a half-open connection (dropped by a node or a NAT without a reset) blocks a
+    handler, a watch or a Lease renewal for ever.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connect_s: float = Field(default=10.0, gt=0)
+    """Opening a connection, TLS handshake included."""
+    read_s: float = Field(default=30.0, gt=0)
+    """No byte from the apiserver for this long fails a call (watches use `watch_idle_s`)."""
+    request_s: float = Field(default=60.0, gt=0)
+    """A whole call, watches excepted; the apiserver's own limit for a request is 60 s."""
+    watch_idle_s: float = Field(default=90.0, gt=0)
+    """A watch that brings neither an event nor a bookmark for this long is resumed on a new
+    connection. The apiserver sends a bookmark about every minute to watches that ask for them,
+    so a quiet but healthy watch is seldom cut, and a dead one is noticed in 90 s."""
 
 
 class KubeSettings(BaseModel):
@@ -32,6 +101,7 @@ class KubeSettings(BaseModel):
 
     kubeconfig: Path | None = None
     """A kubeconfig file; when unset, the in-cluster service account (or ~/.kube/config)."""
+    timeouts: KubeTimeouts = KubeTimeouts()
 
 
 class LogSettings(BaseModel):
@@ -47,8 +117,14 @@ class LogSettings(BaseModel):
 class ServiceSettings(BaseSettings):
     """Settings every service has; services subclass it and add their own group."""
 
+    # hide_input_in_errors: a refused value is not repeated in the error a service dies with; it
+    # may be a secret (a password, a URL with one in it).
     model_config = SettingsConfigDict(
-        env_prefix="KAIRYU_", env_nested_delimiter="__", frozen=True, extra="forbid"
+        env_prefix="KAIRYU_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     service_name: str = Field(default="kairyu", min_length=1)

@@ -6,6 +6,11 @@ PlanCreated event is published either way, and JetStream drops the repeat when t
 the same generation was just sent (its message id is the plan's digest). A spec that cannot be
 planned gets `Planned=False` with the reason and no event downstream. Malformed events never reach
 this code: the bus dead-letters them.
+
+A ReplanRequested is a request, not a fact to copy: only SKUs the catalog knows (for the planner's
+cloud) are excluded, and the reason is cut to a readable length without control characters before
+it reaches `status.plan` and the condition, since anyone who can publish that event could
+otherwise fill the status with what they like or exclude every SKU under invented names.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from typing import Any
 
 from opentelemetry import trace
@@ -32,7 +38,7 @@ from kairyu_core.events import Event, PlanCreated, ReplanRequested, WorkspaceObs
 from kairyu_core.kube import KubeClient, apply_status, errors, resources
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError, PlanReason
-from kairyu_planner.settings import PlannerSettings
+from kairyu_planner.settings import PlannerSettings, PlanningSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.planner")
@@ -42,6 +48,24 @@ CONSUMED: dict[str, type[Event]] = {
     ReplanRequested.event_name: ReplanRequested,
 }
 _MAX_MESSAGE = 2048  # condition messages are shown by kubectl describe; keep them readable
+MAX_REPLAN_REASON = 512  # a cloud's refusal fits; more is not a reason but a payload
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def known_skus(names: list[str], catalog: Catalog, planning: PlanningSettings) -> set[str]:
+    """The names that are SKUs of the planner's cloud, spelled as the catalog spells them."""
+    known: set[str] = set()
+    for name in names:
+        sku = catalog.sku(name)
+        if sku is not None and sku.cloud == planning.cloud:
+            known.add(sku.name)
+    return known
+
+
+def clean_reason(reason: str) -> str:
+    """A refusal message fit for a condition: one line, at most MAX_REPLAN_REASON characters."""
+    text = _CONTROL.sub(" ", reason).strip()
+    return text if len(text) <= MAX_REPLAN_REASON else text[: MAX_REPLAN_REASON - 1] + "…"
 
 
 def consumer_spec(settings: PlannerSettings, bus: Bus) -> ConsumerSpec:
@@ -94,12 +118,24 @@ class Planner:
             return
         status = workspace.status
         stored = status.plan if status else None
-        exclude = set(stored.excluded_instance_types or []) if stored else set()
-        replan_reason = stored.replan_reason if stored else None
+        planning = self._settings.planning
+        stored_exclude = stored.excluded_instance_types or [] if stored else []
+        exclude = known_skus(stored_exclude, self._catalog, planning)
+        replan_reason = None
+        if stored and stored.replan_reason:
+            replan_reason = clean_reason(stored.replan_reason)
         if isinstance(event, ReplanRequested):
-            exclude |= set(event.excluded_instance_types)
-            replan_reason = event.reason
-            span.add_event("replan requested", {"kairyu.reason": event.reason})
+            requested = known_skus(event.excluded_instance_types, self._catalog, planning)
+            if requested:
+                exclude |= requested
+                replan_reason = clean_reason(event.reason)
+                span.add_event("replan requested", {"kairyu.reason": replan_reason})
+            else:
+                log.warning(
+                    "ignoring a re-plan request for %s: none of its SKUs is a %s SKU kairyu knows",
+                    event.workspace.key,
+                    planning.cloud.value,
+                )
         try:
             result = plan_checked(
                 workspace, self._catalog, self._settings.planning, frozenset(exclude)

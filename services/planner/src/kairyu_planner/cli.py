@@ -3,7 +3,8 @@
 `kairyu plan -f workspace.yaml [--json]` previews the plan without a cluster: it runs the planner's
 own validation and planning code on the file, so what it prints is what the planner would write to
 `status.plan`. Exit status: 0 planned, 1 refused (the reason is printed), 2 the file cannot be read
-as a Workspace.
+as a Workspace (also, quickly and with a message: a file over 8 MiB, invalid UTF-8, YAML aliases,
+nesting deeper than 64 levels, integers longer than Python reads).
 
 `kairyu trace <namespace>/<name>` prints the Workspace's current rollout as a waterfall from
 Jaeger's query API (`--jaeger`, or KAIRYU_JAEGER_URL). Exit status: 0 printed, 1 no trace (yet),
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import TextIO
 
 import yaml
-from pydantic import ValidationError
 
 from kairyu_core import traceview
 from kairyu_core.api import Plan, Workspace, parse_workspace
@@ -33,6 +33,12 @@ from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
 
 EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+MAX_INPUT_BYTES = 8 * 1024 * 1024  # a few Workspaces; the apiserver takes 3 MiB per object
+MAX_DEPTH = 64  # a pod template is about 10 levels deep; 64 leaves room and stops stack bombs
+
+
+class UnreadableError(ValueError):
+    """The input is not something kairyu reads as YAML Workspaces (too big, aliases, too deep)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,9 +61,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read(filename: str) -> list[Workspace]:
-    text = sys.stdin.read() if filename == "-" else Path(filename).read_text(encoding="utf-8")
+    if filename == "-":
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        with Path(filename).open("rb") as file:
+            data = file.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise UnreadableError(f"larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB")
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError: exit 2
+    _check_structure(text)
     docs = [d for d in yaml.safe_load_all(text) if d]
     return [parse_workspace(d) for d in docs if d.get("kind") == "Workspace"]
+
+
+def _check_structure(text: str) -> None:
+    """Refuse aliases (an alias bomb expands a few KiB into billions of nodes) and deep nesting.
+
+    The parser's events arrive without building anything and without recursion, so both are
+    found in time linear in the input, before the constructor could spend minutes or blow the
+    stack.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise UnreadableError("YAML aliases (*name) are not supported; write the value out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise UnreadableError(f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _table(ws: Workspace, plan: Plan, warnings: list[str], out: TextIO) -> None:
@@ -99,7 +132,9 @@ def run(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr)
         settings = settings.model_copy(update={"allowed_skus": allowed})
     try:
         workspaces = _read(args.filename)
-    except (OSError, yaml.YAMLError, ValidationError, AttributeError) as exc:
+    except (OSError, yaml.YAMLError, ValueError, RecursionError, AttributeError) as exc:
+        # ValueError covers invalid UTF-8, integers over Python's digit limit, UnreadableError
+        # and pydantic's ValidationError.
         err.write(f"kairyu: cannot read {args.filename} as a Workspace: {exc}\n")
         return EXIT_UNREADABLE
     if not workspaces:

@@ -34,6 +34,10 @@ class PlanReason(StrEnum):
     INSTANCE_TYPE_REQUIRED = "InstanceTypeRequired"
     INVALID_SPEC = "InvalidSpec"
     """KAITO's semantic rules refuse the spec (the webhook would have, had it been installed)."""
+    NODE_LIMIT_EXCEEDED = "NodeLimitExceeded"
+    """The plan would use more nodes than KAIRYU_PLANNING__MAX_NODES allows."""
+    COST_LIMIT_EXCEEDED = "CostLimitExceeded"
+    """The plan would cost more per hour than KAIRYU_PLANNING__MAX_COST_PER_HOUR allows."""
 
 
 class PlanError(Exception):
@@ -309,9 +313,37 @@ def plan_workspace(
     regardless: the user asked for it).
     """
     result = _plan(ws, catalog, settings, exclude)
+    check_limits(result.plan, settings)
     if exclude:
         result.plan.excluded_instance_types = sorted(exclude)
     return result
+
+
+def check_limits(plan: Plan, settings: PlanningSettings) -> None:
+    """The admin's ceilings, which no annotation waives: nodes per Workspace and cost per hour."""
+    if plan.node_count > settings.max_nodes:
+        raise PlanError(
+            PlanReason.NODE_LIMIT_EXCEEDED,
+            f"the plan needs {plan.node_count} x {plan.instance_type}, more than the limit of "
+            f"{settings.max_nodes} nodes per Workspace (KAIRYU_PLANNING__MAX_NODES)",
+        )
+    ceiling = settings.max_cost_per_hour
+    if ceiling is None:
+        return
+    if plan.estimated_cost_per_hour is None:
+        raise PlanError(
+            PlanReason.COST_LIMIT_EXCEEDED,
+            f"{plan.instance_type} has no list price in kairyu's catalog, so the plan cannot be "
+            f"held to the ceiling of ${ceiling:.2f}/h (KAIRYU_PLANNING__MAX_COST_PER_HOUR)",
+        )
+    cost = float(plan.estimated_cost_per_hour)
+    if cost > ceiling:
+        raise PlanError(
+            PlanReason.COST_LIMIT_EXCEEDED,
+            f"the plan ({plan.node_count} x {plan.instance_type}) costs ${cost:.2f}/h at list "
+            f"price, more than the ceiling of ${ceiling:.2f}/h per Workspace "
+            f"(KAIRYU_PLANNING__MAX_COST_PER_HOUR)",
+        )
 
 
 def _plan(

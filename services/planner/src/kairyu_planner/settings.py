@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kairyu_core.api import MAX_NODE_COUNT
 from kairyu_core.catalog import Cloud
 from kairyu_core.settings import ServiceSettings
 
@@ -20,8 +21,19 @@ class PlanningSettings(BaseModel):
     allowed_skus: frozenset[str] | None = None
     """SKUs the planner may pick when a Workspace names none (all priced SKUs of the cloud when
     unset). A JSON list in the environment."""
-    max_nodes: int = Field(default=4, ge=1)
-    """Most nodes one plan may use; a model that needs more is refused with the shortfall."""
+    max_nodes: int = Field(default=4, ge=1, le=MAX_NODE_COUNT)
+    """Most nodes one Workspace may use: a model that needs more, a `resource.count` above it or
+    a template Workspace asking for more is refused (webhook and planner). The CRD holds every
+    Workspace to MAX_NODE_COUNT whatever this says."""
+    max_cost_per_hour: float | None = Field(default=None, gt=0)
+    """Most one Workspace's plan may cost, in USD per hour at the catalog's list prices (all of
+    its nodes together); a plan above it is refused with `Planned=False, CostLimitExceeded`, and
+    so is a SKU without a list price. Unset: no ceiling."""
+    allow_host_access: bool = False
+    """Admit Workspaces whose pods reach into the node: node-level volume types (hostPath and
+    anything else outside the restricted Pod Security Standard's list) in inputs, outputs,
+    adapters or the inference template, and privileged, hostNetwork / hostPID / hostIPC,
+    hostPort or added-capability templates. Off: the webhook and the planner refuse them."""
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     overhead_gib: float = Field(default=2.3, ge=0)
     min_model_len: int = Field(default=2048, ge=1)
@@ -37,6 +49,8 @@ class WebhookSettings(BaseModel):
     port: int = Field(default=9443, ge=0, le=65535)
     cert_file: Path | None = None
     key_file: Path | None = None
+    """The serving certificate and key; read again when either file changes (a cert-manager
+    renewal or a Secret update), without a restart."""
 
 
 class PlannerSettings(ServiceSettings):

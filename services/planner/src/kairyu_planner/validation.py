@@ -7,6 +7,11 @@ admit what the planner would refuse for lack of memory; `kaito.sh/bypass-resourc
 turns them into warnings, as in KAITO. They run on CREATE only: an update cannot change the
 preset or the instance type, and a settings change must not block edits of existing Workspaces.
 
+An UPDATE is checked for immutability and for the safety rules (pod safety, tuning URLs) of what
+it changes, nothing else: a Workspace admitted under older settings must stay editable. The
+webhook admits an update that changes only metadata or status, or one of a Workspace being
+deleted, before this code runs (webhook.review), so a finalizer can always be removed.
+
 Messages follow KAITO's where KAITO has one ("field is immutable: inference.preset").
 """
 
@@ -18,6 +23,7 @@ from urllib.parse import urlsplit
 
 from kairyu_core.api import Workspace
 from kairyu_core.catalog import Catalog, Cloud, load_catalog
+from kairyu_planner import podsafety
 from kairyu_planner.planning import PlanError, PlanReason, plan_workspace, supported_skus
 from kairyu_planner.settings import PlanningSettings
 
@@ -64,6 +70,8 @@ _RESOURCE_REASONS = {
     PlanReason.MULTI_NODE_NOT_SUPPORTED,
     PlanReason.NO_SUITABLE_SKU,
 }
+# Plan failures that are the admin's limits: no annotation waives them.
+_LIMIT_REASONS = {PlanReason.NODE_LIMIT_EXCEEDED, PlanReason.COST_LIMIT_EXCEEDED}
 # KAITO accepts Azure GPU and general-purpose SKUs it has no table row for.
 _AZURE_LENIENT_PREFIXES = ("standard_n", "standard_d")
 
@@ -84,17 +92,39 @@ def validate(
     catalog = catalog or load_catalog()
     planning = planning or PlanningSettings()
     verdict = Verdict()
+    _check_safety(new, verdict, planning)
+    if old is not None:
+        _check_update(old, new, verdict)
+        return verdict
     _check_annotations(new, verdict)
     _check_label_selector(new, verdict)
     _check_instance_type(new, verdict, catalog, planning)
     _check_presets(new, verdict, catalog)
     _check_adapters(new, verdict)
     _check_tuning(new, verdict)
-    if old is not None:
-        _check_update(old, new, verdict)
-    elif resource_checks and not verdict.errors:
+    _check_node_count(new, verdict, planning)
+    if resource_checks and not verdict.errors:
         _check_resources(new, verdict, catalog, planning)
     return verdict
+
+
+def _check_safety(ws: Workspace, verdict: Verdict, planning: PlanningSettings) -> None:
+    """What the Workspace's pods may do and fetch: checked on every write that changes the spec."""
+    verdict.errors.extend(podsafety.problems(ws, allow_host_access=planning.allow_host_access))
+    if ws.tuning is not None:
+        for index, url in enumerate(ws.tuning.input.urls or []):
+            problem = unsafe_url_reason(url)
+            if problem:
+                verdict.errors.append(f"tuning.input.urls[{index}]: {problem}")
+
+
+def _check_node_count(ws: Workspace, verdict: Verdict, planning: PlanningSettings) -> None:
+    count = ws.resource.count
+    if count is not None and count > planning.max_nodes:
+        verdict.errors.append(
+            f"resource.count {count} is more than the limit of {planning.max_nodes} nodes per "
+            f"Workspace (KAIRYU_PLANNING__MAX_NODES)"
+        )
 
 
 def _check_instance_type(
@@ -151,7 +181,7 @@ def _check_resources(
     try:
         result = plan_workspace(ws, catalog, planning)
     except PlanError as exc:
-        if exc.reason in _RESOURCE_REASONS:
+        if exc.reason in _RESOURCE_REASONS | _LIMIT_REASONS:
             verdict.errors.append(exc.message)
         return
     verdict.warnings.extend(result.warnings)
@@ -209,10 +239,6 @@ def _check_tuning(ws: Workspace, verdict: Verdict) -> None:
         )
     if ws.resource.partition is not None:
         verdict.errors.append("partition is not supported for tuning: resource.partition")
-    for index, url in enumerate(ws.tuning.input.urls or []):
-        problem = unsafe_url_reason(url)
-        if problem:
-            verdict.errors.append(f"tuning.input.urls[{index}]: {problem}")
 
 
 def unsafe_url_reason(url: str) -> str | None:

@@ -3,13 +3,24 @@
 The apiserver posts every Workspace CREATE and UPDATE here; `validation.validate` decides. An
 object the models cannot read is refused with the reason rather than crashing the handler, and
 warnings (reserved labels) travel back to kubectl.
+
+With `failurePolicy: Fail` this webhook can block every Workspace write in the cluster, finalizer
+removal included, so it must stay up and must not refuse what it need not judge:
+- an UPDATE that changes only metadata or status, or one of a Workspace being deleted, is admitted
+  without reading the object (a Workspace valid when created but not under new settings can still
+  lose its finalizer);
+- the serving certificate is read again when its files change (cert-manager renews it in place);
+- it serves its own `/readyz` over TLS, for the pod's readiness probe, which answers while this
+  listener does: a NATS outage does not take the webhook's endpoints away, and `__main__` starts
+  the listener before it connects to NATS or the apiserver.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +38,36 @@ PATH = "/validate/workspace.kaito.sh"
 _MAX_MESSAGE = 4096  # the apiserver shows the message to the user; keep it readable
 
 
+# Top-level keys that are not the Workspace's spec (KAITO has no `spec:`; resource, inference and
+# tuning sit at the top level). apiVersion differs when the same object is written through the
+# other served version.
+_NOT_SPEC = frozenset({"apiVersion", "kind", "metadata", "status"})
+
+
+def _spec_unchanged(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    return {k: v for k, v in new.items() if k not in _NOT_SPEC} == {
+        k: v for k, v in old.items() if k not in _NOT_SPEC
+    }
+
+
+def _admit_without_checks(req: Mapping[str, Any]) -> bool:
+    """An UPDATE of a Workspace being deleted, or one that leaves the spec as it was."""
+    new, old = req.get("object"), req.get("oldObject")
+    if req.get("operation") != "UPDATE" or not isinstance(new, dict) or not isinstance(old, dict):
+        return False
+    metadata = new.get("metadata")
+    if isinstance(metadata, dict) and metadata.get("deletionTimestamp"):
+        return True
+    return _spec_unchanged(new, old)
+
+
 def review(request: dict[str, Any], validator: Validator = validate) -> dict[str, Any]:
     """The AdmissionReview response for one AdmissionReview request."""
     req = request.get("request") or {}
     uid = req.get("uid", "")
+    if _admit_without_checks(req):
+        allowed = {"uid": uid, "allowed": True}
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": allowed}
     try:
         new = parse_workspace(req["object"])
         old = (
@@ -73,17 +110,70 @@ def application(validator: Validator = validate) -> web.Application:
     app[_VALIDATOR] = validator
     app.router.add_post(PATH, _handle)
     app.router.add_get("/healthz", _health)
+    # Readiness of the webhook alone: answering here over TLS is what the apiserver needs.
+    app.router.add_get("/readyz", _health)
     return app
+
+
+class ServingCertificate:
+    """A TLS server context whose certificate is read again when its files change.
+
+    Checked at every TLS handshake (two stat calls): a renewed certificate is served from the next
+    connection on, with no timer to wait for and no restart. A Secret volume is updated by swapping
+    a symlink, so the files never appear half-written; should a pair fail to load all the same
+    (a key that does not match yet), the previous certificate stays in use and the load is tried
+    again when the files change again.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self._cert = cert
+        self._key = key
+        self._stamp = self._files_stamp()
+        self._current = self._load()
+        self.context = self._current
+        """The context to listen with; its handshakes switch to the newest certificate."""
+        self.context.sni_callback = self._on_client_hello
+
+    def _files_stamp(self) -> tuple[tuple[int, int, int], ...] | None:
+        try:
+            stats = [os.stat(self._cert), os.stat(self._key)]
+        except OSError:
+            return None
+        return tuple((s.st_mtime_ns, s.st_ino, s.st_size) for s in stats)
+
+    def _load(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self._cert), str(self._key))
+        return context
+
+    def current(self) -> ssl.SSLContext:
+        """The context of the certificate now on disk (loaded again if the files changed)."""
+        stamp = self._files_stamp()
+        if stamp is not None and stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._current = self._load()
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("cannot load the renewed webhook certificate, keeping the old: %s", exc)
+            else:
+                log.info("webhook certificate reloaded from %s", self._cert)
+        return self._current
+
+    def _on_client_hello(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None, _: object
+    ) -> None:
+        current = self.current()
+        if current is not connection.context:
+            connection.context = current
 
 
 async def serve(
     *, host: str, port: int, cert: Path, key: Path, validator: Validator = validate
 ) -> web.AppRunner:
     """Start serving; the caller stops it with `await runner.cleanup()`."""
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(str(cert), str(key))
+    tls = ServingCertificate(cert, key)
     runner = web.AppRunner(application(validator), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls.context).start()
     log.info("admission webhook listening on https://%s:%d%s", host, port, PATH)
     return runner

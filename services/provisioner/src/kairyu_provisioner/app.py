@@ -45,7 +45,7 @@ from kairyu_core.events import (
 from kairyu_core.kube import KubeClient, apply_status, errors, events, resources
 from kairyu_core.tracing import rollout_context
 from kairyu_provisioner import naming
-from kairyu_provisioner.backends import Backend, Progress
+from kairyu_provisioner.backends import Backend, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure
 from kairyu_provisioner.readiness import Selection, select
 from kairyu_provisioner.settings import ProvisionerSettings
@@ -94,10 +94,10 @@ class Provisioner:
         ref = event.workspace
         if isinstance(event, ObjectChanged) and event.kind not in _NODE_KINDS:
             return  # workloads and pods are the deployer's and tuner's business
-        if isinstance(event, WorkspaceDeleted):
-            await self._collect(ref)
-            return
         try:
+            if isinstance(event, WorkspaceDeleted):
+                await self._collect(ref)
+                return
             await self.check(ref.namespace, ref.name, uid=ref.uid, full=False)
         except (errors.KubeError, AzureError) as exc:
             raise TemporaryError(f"cannot provision {ref.key}: {exc}", delay=5.0) from exc
@@ -378,26 +378,31 @@ class Provisioner:
         await self._remove_finalizer(raw)
 
     async def _collect(self, ref: WorkspaceRef) -> None:
-        """A Workspace is gone: free anything of it still there (its finalizer was bypassed)."""
-        for owned in await self._backend.owned():
-            if owned.uid == ref.uid:
-                log.info("removing %s %s of deleted Workspace %s", owned.kind, owned.name, ref.key)
-                await self._backend.remove(owned)
+        """A Workspace is gone: free anything of it still there (its finalizer was bypassed).
+
+        The event alone is not enough to delete nodes: anyone who can publish on the bus could
+        forge it, and a stale one could outlive a re-created namesake. The apiserver must say,
+        twice, that the Workspace is gone (`_gone`).
+        """
+        mine = [owned for owned in await self._backend.owned() if owned.uid == ref.uid]
+        if not mine:
+            return
+        gone = await self._gone(mine)
+        if not gone:
+            log.warning("WorkspaceDeleted for %s, but it still exists: nothing removed", ref.key)
+        for owned in gone:
+            log.info("removing %s %s of deleted Workspace %s", owned.kind, owned.name, ref.key)
+            await self._backend.remove(owned)
 
     async def collect_orphans(self) -> list[str]:
         """Remove NodeClaims / agent pools whose Workspace no longer exists; return their names."""
         removed = []
-        for owned in await self._backend.owned():
-            if self._settings.namespace not in (None, owned.namespace):
-                continue
-            try:
-                live = await self._kube.get(
-                    resources.WORKSPACES, owned.workspace, namespace=owned.namespace
-                )
-            except errors.NotFoundError:
-                live = None
-            if live is not None and live["metadata"].get("uid") == owned.uid:
-                continue
+        candidates = [
+            owned
+            for owned in await self._backend.owned()
+            if self._settings.namespace in (None, owned.namespace)
+        ]
+        for owned in await self._gone(candidates):
             log.info(
                 "removing orphaned %s %s (Workspace %s/%s is gone)",
                 owned.kind,
@@ -408,6 +413,32 @@ class Provisioner:
             await self._backend.remove(owned)
             removed.append(owned.name)
         return removed
+
+    async def _gone(self, candidates: list[Owned]) -> list[Owned]:
+        """Those whose Workspace the apiserver says is gone in two reads some seconds apart.
+
+        Two reads, because one 404 may be a moment's (an apiserver restarting, its CRDs not yet
+        served); both must be the object's own 404, never one for the resource type.
+        """
+        suspects = [owned for owned in candidates if await self._workspace_gone(owned)]
+        if not suspects:
+            return []
+        await asyncio.sleep(self._settings.provisioning.gone_confirm_s)
+        return [owned for owned in suspects if await self._workspace_gone(owned)]
+
+    async def _workspace_gone(self, owned: Owned) -> bool:
+        """True when the Workspace `owned` was made for no longer exists (by name and uid)."""
+        try:
+            live = await self._kube.get(
+                resources.WORKSPACES, owned.workspace, namespace=owned.namespace
+            )
+        except errors.NotFoundError as exc:
+            if exc.names(resources.WORKSPACES.plural, owned.workspace):
+                return True
+            # A 404 for the type (the CRD missing or not served yet) says nothing of the object.
+            log.warning("keeping %s %s: %s", owned.kind, owned.name, exc)
+            return False
+        return bool(live["metadata"].get("uid") != owned.uid)  # a namesake: the old one is gone
 
     # ------------------------------------------------------------------ writes
     async def _add_finalizer(self, raw: dict[str, Any]) -> None:

@@ -28,6 +28,10 @@ class ProvisioningSettings(BaseModel):
     max_replans: int = Field(default=3, ge=0)
     """SKUs refused for quota or capacity, per Workspace, before the provisioner stops asking the
     planner for the next-cheapest one and reports the failure."""
+    gone_confirm_s: float = Field(default=2.0, ge=0)
+    """Seconds between the two reads that must both find a Workspace gone (its own 404, or a
+    namesake with another uid) before its NodeClaims / agent pools are removed without the
+    finalizer, on a WorkspaceDeleted event or as orphans."""
 
 
 class KarpenterSettings(BaseModel):

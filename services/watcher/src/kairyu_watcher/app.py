@@ -212,7 +212,12 @@ class Watcher:
 
     # ------------------------------------------------------------------ labelled objects
     async def _follow_children(self, resource: resources.Resource) -> None:
-        async for change in watch(self._kube, resource, label_selector=WORKSPACE_LABEL):
+        # With a namespace set, the chart grants Roles there only: a cluster-wide watch of pods
+        # would be refused, and would show this watcher objects it has no business seeing.
+        namespace = self._settings.namespace if resource.namespaced else None
+        async for change in watch(
+            self._kube, resource, namespace=namespace, label_selector=WORKSPACE_LABEL
+        ):
             await self.on_child(resource, change)
 
     async def on_child(self, resource: resources.Resource, change: WatchEvent) -> None:

@@ -1,16 +1,32 @@
 {{/*
 Everything one kairyu service needs, from its subchart's values: ServiceAccount, least-privilege
-ClusterRole and binding, Deployment (restricted Pod Security), NetworkPolicy, PodDisruptionBudget
-(when replicas > 1), and its NATS credentials when NATS authorization is on. Service subcharts
-contain nothing but `{{ include "kairyu.service" . }}` and their values; this is the one loop.
+ClusterRole and binding (a Role and RoleBinding in global.watchNamespace when it is set),
+Deployment (restricted Pod Security), NetworkPolicy, PodDisruptionBudget (when replicas > 1),
+and its NATS credentials and nats-setup init container when NATS authorization is on. Service
+subcharts contain nothing but `{{ include "kairyu.service" . }}` and their values; this is the
+one loop.
 */}}
 {{- define "kairyu.service" -}}
 {{- if .Values.enabled }}
 {{ include "kairyu.object" (dict "template" "kairyu.serviceAccount" "ctx" . "merge" .Values.serviceAccount.merge) }}
+{{- if .Values.global.watchNamespace }}
+{{- /* One namespace: namespaced rights there only; nodes and NodeClaims stay cluster-wide. */}}
+---
+{{ include "kairyu.object" (dict "template" "kairyu.role" "ctx" . "merge" .Values.rbac.merge) }}
+---
+{{ include "kairyu.object" (dict "template" "kairyu.roleBinding" "ctx" . "merge" dict) }}
+{{- if .Values.rbac.clusterRules }}
+---
+{{ include "kairyu.object" (dict "template" "kairyu.clusterRole" "ctx" . "merge" dict) }}
+---
+{{ include "kairyu.object" (dict "template" "kairyu.clusterRoleBinding" "ctx" . "merge" dict) }}
+{{- end }}
+{{- else }}
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.clusterRole" "ctx" . "merge" .Values.rbac.merge) }}
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.clusterRoleBinding" "ctx" . "merge" dict) }}
+{{- end }}
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.deployment" "ctx" . "merge" .Values.deployment.merge) }}
 {{- if .Values.global.networkPolicy.enabled }}
@@ -21,7 +37,7 @@ contain nothing but `{{ include "kairyu.service" . }}` and their values; this is
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.pdb" "ctx" . "merge" dict) }}
 {{- end }}
-{{- if .Values.global.nats.auth.enabled }}
+{{- if and .Values.global.nats.auth.enabled .Values.global.nats.auth.createSecrets }}
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.natsCredentials" "ctx" . "merge" dict) }}
 {{- end }}
@@ -43,6 +59,11 @@ metadata:
 automountServiceAccountToken: true
 {{- end -}}
 
+{{/*
+rbac.rules are the service's rights on namespaced resources, rbac.clusterRules on cluster-scoped
+ones. Without global.watchNamespace both go into one ClusterRole (every namespace); with it the
+namespaced rules become a Role in that namespace and only clusterRules stay cluster-wide.
+*/}}
 {{- define "kairyu.clusterRole" -}}
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
@@ -51,7 +72,42 @@ metadata:
   labels:
     {{- include "kairyu.labels" . | nindent 4 }}
 rules:
+  {{- if not .Values.global.watchNamespace }}
   {{- toYaml .Values.rbac.rules | nindent 2 }}
+  {{- end }}
+  {{- with .Values.rbac.clusterRules }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{- define "kairyu.role" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ include "kairyu.name" . }}
+  namespace: {{ .Values.global.watchNamespace }}
+  labels:
+    {{- include "kairyu.labels" . | nindent 4 }}
+rules:
+  {{- toYaml .Values.rbac.rules | nindent 2 }}
+{{- end -}}
+
+{{- define "kairyu.roleBinding" -}}
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ include "kairyu.name" . }}
+  namespace: {{ .Values.global.watchNamespace }}
+  labels:
+    {{- include "kairyu.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ include "kairyu.name" . }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "kairyu.name" . }}
+    namespace: {{ .Release.Namespace }}
 {{- end -}}
 
 {{- define "kairyu.clusterRoleBinding" -}}
@@ -115,6 +171,33 @@ spec:
         - name: {{ . }}
         {{- end }}
       {{- end }}
+      {{- if $g.nats.auth.enabled }}
+      initContainers:
+        # The stream and this service's consumer, created or updated by the NATS admin identity,
+        # whose credentials only this container sees (docs/bus.md, "Who may do what").
+        - name: nats-setup
+          image: {{ include "kairyu.image" . }}
+          imagePullPolicy: {{ $g.image.pullPolicy }}
+          command: ["python", "-m", "kairyu_core.bus.setup", {{ .Values.service | quote }}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities:
+              drop: ["ALL"]
+          env:
+            {{- include "kairyu.natsEnv" (dict "ctx" . "user" (printf "%s-admin" .Release.Name)) | nindent 12 }}
+            - name: KAIRYU_LOG__FORMAT
+              value: json
+          resources:
+            requests: {cpu: 10m, memory: 64Mi}
+            limits: {memory: 128Mi}
+          {{- with $g.nats.tls.secretName }}
+          volumeMounts:
+            - name: nats-tls
+              mountPath: /etc/kairyu/nats-tls
+              readOnly: true
+          {{- end }}
+      {{- end }}
       containers:
         - name: {{ .Values.service }}
           image: {{ include "kairyu.image" . }}
@@ -132,19 +215,7 @@ spec:
               containerPort: {{ .containerPort }}
             {{- end }}
           env:
-            - name: KAIRYU_NATS__URL
-              {{- if $g.nats.auth.enabled }}
-              valueFrom:
-                secretKeyRef:
-                  name: {{ include "kairyu.name" . }}-nats
-                  key: url
-              {{- else }}
-              value: {{ include "kairyu.natsUrl" . | quote }}
-              {{- end }}
-            - name: KAIRYU_NATS__STREAM
-              value: {{ $g.nats.stream | quote }}
-            - name: KAIRYU_NATS__SUBJECT_PREFIX
-              value: {{ $g.nats.subjectPrefix | quote }}
+            {{- include "kairyu.natsEnv" (dict "ctx" . "user" (include "kairyu.name" .)) | nindent 12 }}
             - name: KAIRYU_LOG__FORMAT
               value: json
             - name: KAIRYU_LOG__LEVEL
@@ -187,17 +258,31 @@ spec:
             periodSeconds: 10
             failureThreshold: 3
           readinessProbe:
+            {{- with .Values.readinessProbe }}
+            {{- toYaml . | nindent 12 }}
+            {{- else }}
             httpGet: {path: /readyz, port: health}
             periodSeconds: 5
+            {{- end }}
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- if $g.nats.tls.secretName }}
+            - name: nats-tls
+              mountPath: /etc/kairyu/nats-tls
+              readOnly: true
+            {{- end }}
             {{- with .Values.volumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
       volumes:
         - name: tmp
           emptyDir: {}
+        {{- with $g.nats.tls.secretName }}
+        - name: nats-tls
+          secret:
+            secretName: {{ . }}
+        {{- end }}
         {{- with .Values.volumes }}
         {{- tpl (toYaml .) $ | nindent 8 }}
         {{- end }}
@@ -265,8 +350,55 @@ spec:
 {{- end -}}
 
 {{/*
+The NATS settings of a container as the identity `user` (a service's own user, or the admin user
+of the nats-setup init container): the URL without credentials, user and password from the
+identity's Secret, its own reply inbox, TLS files, and the stream with its limits. Under NATS
+authorization the services only bind to the stream and their consumer; the admin creates them.
+*/}}
+{{- define "kairyu.natsEnv" -}}
+{{- $g := .ctx.Values.global -}}
+- name: KAIRYU_NATS__URL
+  value: {{ include "kairyu.natsUrl" .ctx | quote }}
+- name: KAIRYU_NATS__STREAM
+  value: {{ $g.nats.stream | quote }}
+- name: KAIRYU_NATS__SUBJECT_PREFIX
+  value: {{ $g.nats.subjectPrefix | quote }}
+- name: KAIRYU_NATS__STREAM_MAX_BYTES
+  value: {{ $g.nats.streamLimits.maxBytes | int64 | quote }}
+- name: KAIRYU_NATS__STREAM_MAX_MSGS_PER_SUBJECT
+  value: {{ $g.nats.streamLimits.maxMsgsPerSubject | int64 | quote }}
+{{- if $g.nats.auth.enabled }}
+- name: KAIRYU_NATS__USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ .user }}-nats
+      key: user
+- name: KAIRYU_NATS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .user }}-nats
+      key: password
+- name: KAIRYU_NATS__INBOX_PREFIX
+  value: {{ printf "_INBOX.%s" .user | quote }}
+- name: KAIRYU_NATS__MANAGE_TOPOLOGY
+  value: "false"
+{{- end }}
+{{- if $g.nats.tls.secretName }}
+- name: KAIRYU_NATS__TLS_CA_FILE
+  value: /etc/kairyu/nats-tls/ca.crt
+{{- if $g.nats.tls.clientCert }}
+- name: KAIRYU_NATS__TLS_CERT_FILE
+  value: /etc/kairyu/nats-tls/tls.crt
+- name: KAIRYU_NATS__TLS_KEY_FILE
+  value: /etc/kairyu/nats-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
 The service's own NATS user. The password is generated once and kept across upgrades (lookup);
-the umbrella's nats-auth Secret gives the NATS server the same users with their permissions.
+renders without a cluster (`helm template`, GitOps) draw a new one each time, so those set
+global.nats.auth.createSecrets=false and provide the Secrets themselves (docs/chart.md).
 */}}
 {{- define "kairyu.natsCredentials" -}}
 {{- $name := printf "%s-nats" (include "kairyu.name" .) -}}
@@ -277,7 +409,6 @@ the umbrella's nats-auth Secret gives the NATS server the same users with their 
 {{- else -}}
 {{- $password = randAlphaNum 32 -}}
 {{- end -}}
-{{- $url := include "kairyu.natsUrl" . | replace "nats://" (printf "nats://%s:%s@" (include "kairyu.name" .) $password) -}}
 apiVersion: v1
 kind: Secret
 metadata:
@@ -289,5 +420,4 @@ type: Opaque
 data:
   user: {{ include "kairyu.name" . | b64enc }}
   password: {{ $password | b64enc }}
-  url: {{ $url | b64enc }}
 {{- end -}}

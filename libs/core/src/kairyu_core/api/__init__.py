@@ -9,6 +9,7 @@ from kairyu_core.api.meta import Condition, ConditionStatus, LabelSelector, Obje
 from kairyu_core.api.workspace import (
     GROUP,
     KIND,
+    MAX_NODE_COUNT,
     PLURAL,
     AdapterSpec,
     DataDestination,
@@ -30,6 +31,7 @@ from kairyu_core.api.workspace import (
 __all__ = [
     "GROUP",
     "KIND",
+    "MAX_NODE_COUNT",
     "PLURAL",
     "AdapterSpec",
     "Condition",

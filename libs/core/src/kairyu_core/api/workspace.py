@@ -35,6 +35,42 @@ PLURAL = "workspaces"
 _STRENGTH = r"^(1(\.0+)?|0(\.[0-9]+)?|\.[0-9]+)$"
 _HTTP_URL = r"^https?://[^\s]+$"
 _MAX_ADAPTERS = 10  # KAITO's webhook limit
+MAX_NODE_COUNT = 100
+"""The most GPU nodes any Workspace may ask for (`resource.count`), whatever the planner's
+settings say: the CRD refuses more, so a typo cannot ask for 100000 GPU nodes even where no
+webhook runs. The planner's own limit (KAIRYU_PLANNING__MAX_NODES, at most this) is lower."""
+
+_OBJECT: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+_OBJECTS: JsonDict = {"type": "array", "items": _OBJECT}
+# The parts of a PodTemplateSpec kairyu reads or adds to must have the right shape, or the
+# deployer could not build the workload (a string as `spec` passed before and crashed it on every
+# retry); the rest is kept as written and checked by the apiserver when the pod is created.
+_POD_TEMPLATE: JsonDict = {
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["spec"],
+    "properties": {
+        "metadata": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "required": ["containers"],
+            "properties": {
+                "containers": {**_OBJECTS, "minItems": 1},
+                "initContainers": _OBJECTS,
+                "volumes": _OBJECTS,
+                "tolerations": _OBJECTS,
+                "imagePullSecrets": _OBJECTS,
+            },
+        },
+    },
+}
 
 
 def cel(rule: str, message: str, *, field_path: str | None = None) -> JsonDict:
@@ -69,8 +105,9 @@ class PartitionSpec(ApiModel):
 class ResourceSpec(ApiModel):
     """Which GPU nodes run the Workspace."""
 
-    count: Annotated[int | None, Field(ge=1)] = None
-    """Requested GPU node count (deprecated in v1beta1; the planner computes the node count)."""
+    count: Annotated[int | None, Field(ge=1, le=MAX_NODE_COUNT)] = None
+    """Requested GPU node count (deprecated in v1beta1; the planner computes the node count). At
+    most the planner's node limit."""
     instance_type: Annotated[str | None, Field(max_length=128)] = None
     """GPU node SKU, e.g. Standard_NC6s_v3. When absent, kairyu's planner picks the cheapest SKU
     that fits the model."""
@@ -165,7 +202,13 @@ class InferenceSpec(ApiModel):
     )
     preset: PresetSpec | None = None
     template: Annotated[
-        dict[str, Any] | None, Field(**preserve_unknown("A core/v1 PodTemplateSpec run as is."))
+        dict[str, Any] | None,
+        Field(
+            description="A core/v1 PodTemplateSpec, run as written within the planner's pod "
+            "safety rules (no node-level volumes, privileged or host-namespace pods unless the "
+            "admin allows them).",
+            json_schema_extra=_POD_TEMPLATE,
+        ),
     ] = None
     config: str | None = None
     """Name of a ConfigMap in the Workspace's namespace holding inference_config.yaml."""

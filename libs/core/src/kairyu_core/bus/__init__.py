@@ -6,10 +6,12 @@ of each message by returning or by raising `TemporaryError` / `PermanentError` (
 
 from kairyu_core.bus._connection import Bus, Published
 from kairyu_core.bus._consuming import Consumer, Delivery, Handler, backoff
+from kairyu_core.bus._redacting import redact
 from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
-from kairyu_core.bus.topology import DEFAULT_STREAM, ConsumerSpec, StreamSpec
+from kairyu_core.bus.topology import CONSUMED_BY, DEFAULT_STREAM, ConsumerSpec, StreamSpec
 
 __all__ = [
+    "CONSUMED_BY",
     "DEFAULT_STREAM",
     "Bus",
     "BusError",
@@ -22,4 +24,5 @@ __all__ = [
     "StreamSpec",
     "TemporaryError",
     "backoff",
+    "redact",
 ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import nats
 import nats.errors
@@ -16,6 +17,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -29,14 +31,19 @@ from nats.js.errors import (
 from opentelemetry import trace
 
 from kairyu_core.bus import _tracing
+from kairyu_core.bus._redacting import redact
 from kairyu_core.bus.errors import BusError
 from kairyu_core.bus.topology import ConsumerSpec, StreamSpec
 from kairyu_core.events import Event
+from kairyu_core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
-# JetStream: "stream name already in use with a different configuration".
+# JetStream error codes: "stream name already in use with a different configuration", "consumer
+# not found", "stream not found".
 _STREAM_NAME_IN_USE = 10058
+_CONSUMER_NOT_FOUND = 10014
+_STREAM_NOT_FOUND = 10059
 # Waits between publish attempts while NATS is unavailable: ~15 s in all, longer than a restart.
 _PUBLISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 7.0)
 _TRANSIENT = (
@@ -58,25 +65,44 @@ class Published:
 
 
 class Bus:
-    """A connection to NATS with JetStream; the only object in kairyu that touches nats-py."""
+    """A connection to NATS with JetStream; the only object in kairyu that touches nats-py.
 
-    def __init__(self, client: Client, *, stream: StreamSpec) -> None:
+    With `manage_topology` the bus creates and updates the stream and consumers it is asked to
+    ensure; without it (a service under NATS authorization, which may not change the stream) it
+    only checks that they exist as declared, and says so when they do not.
+    """
+
+    def __init__(self, client: Client, *, stream: StreamSpec, manage_topology: bool = True) -> None:
         self._nc = client
         self.js: JetStreamContext = client.jetstream()
         self.stream = stream
+        self.manage_topology = manage_topology
 
     @classmethod
-    async def connect(cls, url: str, *, name: str, stream: StreamSpec | None = None) -> Self:
-        """Connect and keep reconnecting for ever; a NATS restart is an outage, not a crash."""
+    async def connect(
+        cls, target: NatsSettings | str, *, name: str, stream: StreamSpec | None = None
+    ) -> Self:
+        """Connect and keep reconnecting for ever; a NATS restart is an outage, not a crash.
+
+        `target` is the service's NATS settings (credentials, TLS, inbox prefix, stream limits),
+        or a bare URL for tools and tests. Nothing logged or raised here shows a credential.
+        """
+        if isinstance(target, NatsSettings):
+            url, options = target.url, _connect_options(target)
+            stream = stream or StreamSpec.of_settings(target)
+            manage = target.manage_topology
+        else:
+            url, options, manage = target, {}, True
+        shown = redact(url)
 
         async def on_error(exc: Exception) -> None:
-            log.warning("nats: %s", exc)
+            log.warning("nats: %s", redact(str(exc)))
 
         async def on_disconnect() -> None:
-            log.warning("nats: disconnected from %s", url)
+            log.warning("nats: disconnected from %s", shown)
 
         async def on_reconnect() -> None:
-            log.info("nats: reconnected to %s", url)
+            log.info("nats: reconnected to %s", shown)
 
         try:
             client = await nats.connect(
@@ -87,10 +113,12 @@ class Bus:
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                **options,
             )
-        except Exception as exc:
-            raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
-        return cls(client, stream=stream or StreamSpec())
+        except Exception as exc:  # noqa: BLE001 - any failure to connect ends the same way
+            # Not chained: nats-py's own exception may quote the URL it was given.
+            raise BusError(f"cannot connect to NATS at {shown}: {redact(str(exc))}") from None
+        return cls(client, stream=stream or StreamSpec(), manage_topology=manage)
 
     @property
     def is_connected(self) -> bool:
@@ -114,8 +142,20 @@ class Bus:
         await self.close()
 
     async def ensure_stream(self) -> None:
-        """Create the stream, or bring an existing one to the declared configuration."""
+        """Create the stream or bring it to the declared configuration.
+
+        Without `manage_topology`, only check that it exists.
+        """
         spec = self.stream
+        if not self.manage_topology:
+            try:
+                await self.js.stream_info(spec.name)
+            except NotFoundError as exc:
+                raise BusError(
+                    f"stream {spec.name} does not exist; the NATS admin step "
+                    "(python -m kairyu_core.bus.setup) creates it"
+                ) from exc
+            return
         config = StreamConfig(
             name=spec.name,
             subjects=[spec.subjects.all_events, spec.subjects.all_dead_letters],
@@ -123,6 +163,12 @@ class Bus:
             storage=StorageType.FILE,
             max_age=spec.max_age_s,
             duplicate_window=spec.duplicate_window_s,
+            max_bytes=spec.max_bytes,
+            max_msgs_per_subject=spec.max_msgs_per_subject,
+            # When full, drop the oldest: refusing new events would stop every service until
+            # max_age frees room, while a dropped old event is superseded by a later one (handlers
+            # read the current state; the watcher's resync republishes every Workspace).
+            discard=DiscardPolicy.OLD,
         )
         try:
             await self.js.add_stream(config)
@@ -136,18 +182,73 @@ class Bus:
         await self.js.delete_stream(self.stream.name)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
-        """Create the durable consumer, or update it in place (JetStream's create is an upsert)."""
+        """Create the durable consumer or update it in place (JetStream's create is an upsert).
+
+        Without `manage_topology`, only check that it exists with the declared filters.
+        """
+        if not self.manage_topology:
+            await self._check_consumer(spec)
+            return
         config = ConsumerConfig(
             durable_name=spec.durable,
             name=spec.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=spec.ack_wait_s,
-            max_deliver=spec.max_deliver,
+            # JetStream never gives up on a message by itself: after its max_deliver it would stop
+            # delivering without a trace. The bus counts deliveries instead and dead-letters
+            # (unexpected errors) or keeps retrying with a capped backoff (TemporaryError).
+            max_deliver=-1,
             max_ack_pending=spec.max_ack_pending,
             filter_subjects=list(spec.filter_subjects),
         )
         await self.js.add_consumer(self.stream.name, config)
+
+    async def _check_consumer(self, spec: ConsumerSpec) -> None:
+        try:
+            info = await self.js.consumer_info(self.stream.name, spec.durable)
+        except NotFoundError as exc:
+            raise BusError(
+                f"consumer {spec.durable} on {self.stream.name} does not exist; the NATS admin "
+                "step (python -m kairyu_core.bus.setup) creates it"
+            ) from exc
+        config = info.config
+        found = set(
+            config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+        )
+        if found != set(spec.filter_subjects):
+            raise BusError(
+                f"consumer {spec.durable} on {self.stream.name} filters {sorted(found)}, this "
+                f"service expects {sorted(spec.filter_subjects)}: rerun the NATS admin step of "
+                "this version"
+            )
+
+    async def restore_stream(self) -> bool:
+        """Recreate the stream if it was deleted and this bus manages it; whether it did."""
+        if not self.manage_topology:
+            return False
+        try:
+            await self.js.stream_info(self.stream.name)
+        except NotFoundError as exc:
+            if exc.err_code != _STREAM_NOT_FOUND:
+                return False
+        except (nats.errors.Error, TimeoutError):
+            return False  # NATS cannot tell now (restarting): nothing to conclude
+        else:
+            return False
+        log.warning("stream %s is gone; creating it again", self.stream.name)
+        await self.ensure_stream()
+        return True
+
+    async def missing(self, durable: str) -> bool:
+        """Whether the consumer (or its whole stream) is gone; False when NATS cannot tell now."""
+        try:
+            await self.js.consumer_info(self.stream.name, durable)
+        except NotFoundError as exc:
+            return exc.err_code in (_CONSUMER_NOT_FOUND, _STREAM_NOT_FOUND)
+        except (nats.errors.Error, TimeoutError):
+            return False
+        return False
 
     async def consumer_pending(self, durable: str) -> tuple[int, int]:
         """(messages not yet delivered, messages delivered but not acknowledged) of a consumer."""
@@ -205,6 +306,30 @@ class Bus:
                     ) from exc
                 log.info("publish to %s not acknowledged (%r); retry in %.1fs", subject, exc, delay)
                 await asyncio.sleep(delay)
+                if isinstance(exc, nats.errors.NoRespondersError):
+                    await self.restore_stream()  # no responder: perhaps no stream any more
             except Exception as exc:
                 raise BusError(f"publish to {subject} failed: {exc!r}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats.connect's keyword arguments for the credentials, TLS and inbox prefix in `settings`."""
+    options: dict[str, Any] = {"inbox_prefix": settings.inbox_prefix}
+    if settings.user is not None and settings.password is not None:
+        options["user"] = settings.user
+        options["password"] = settings.password.get_secret_value()
+    if settings.creds_file is not None:
+        options["user_credentials"] = str(settings.creds_file)
+    tls_wanted = settings.url.startswith("tls://") or settings.tls_ca_file or settings.tls_cert_file
+    if tls_wanted:
+        try:
+            context = ssl.create_default_context(
+                cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None
+            )
+            if settings.tls_cert_file and settings.tls_key_file:
+                context.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise BusError(f"cannot load the NATS TLS files: {exc}") from exc
+        options["tls"] = context
+    return options

@@ -4,6 +4,11 @@ Messages for one Workspace run one after another in this process (per-key chains
 different Workspaces run concurrently. While a message is in flight its ack deadline is extended
 with in-progress acks, so a slow handler is not redelivered to a second replica, while a crashed
 process stops extending it and JetStream hands the message to another replica after ack_wait.
+
+A consumer deleted under a running service (by hand, or with its stream) is noticed within
+`verify_every_s`: a bus that manages the topology creates it again and goes on; one that may not
+(NATS authorization) stops with an error, the service exits, and its restart recreates the consumer
+through the admin step. Either way the service never sits connected but deaf.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _EVENT_TOKEN = 3  # <prefix>.v1.workspace.<event>.<namespace>.<name>
 _MAX_BACKOFF_S = 60.0
+_VERIFY_EVERY_S = 10.0  # how stale "the consumer exists" may be: one cheap CONSUMER.INFO per period
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,17 @@ def backoff(num_delivered: int, *, base: float = 1.0) -> float:
     return float(min(_MAX_BACKOFF_S, base * 2 ** max(0, num_delivered - 1)))
 
 
+def retry_delay(requested: float, num_delivered: int) -> float:
+    """Delay before the next try after a TemporaryError.
+
+    What the handler asked for, growing like `backoff` while the failure lasts, never above 60 s
+    (or the request, if larger).
+    Temporary failures are retried without limit: an apiserver outage of an hour must delay
+    events, not lose them, and the capped delay keeps the cost of waiting at one try a minute.
+    """
+    return max(requested, min(_MAX_BACKOFF_S, backoff(num_delivered)))
+
+
 class Consumer:
     """Runs one handler over a durable pull consumer until stopped."""
 
@@ -63,6 +80,7 @@ class Consumer:
         handler: Handler,
         max_in_flight: int = 16,
         fetch_timeout_s: float = 1.0,
+        verify_every_s: float = _VERIFY_EVERY_S,
     ) -> None:
         self._bus = bus
         self._spec = spec
@@ -73,6 +91,7 @@ class Consumer:
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._fetch_timeout = fetch_timeout_s
+        self._verify_every = verify_every_s
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._unsettled: dict[int, Msg] = {}  # by id(): nats Msg objects are not hashable
         self._stopping = asyncio.Event()
@@ -87,8 +106,12 @@ class Consumer:
         )
         self._fetching = True
         self._fetch_loop_left.clear()
+        verified = time.monotonic()
         try:
             while not self._stopping.is_set():
+                if time.monotonic() - verified >= self._verify_every:
+                    await self._recreate_if_missing()
+                    verified = time.monotonic()
                 free = await self._wait_for_free_slots()
                 try:
                     msgs = await sub.fetch(free, timeout=self._fetch_timeout)
@@ -103,6 +126,7 @@ class Consumer:
                 except nats.errors.Error as exc:
                     log.warning("fetch from %s failed, retrying: %s", self._spec.durable, exc)
                     await asyncio.sleep(1.0)
+                    verified = 0.0  # perhaps the consumer is gone: look before the next fetch
                     continue
                 for msg in msgs:
                     if self._stopping.is_set():  # fetched while stopping: hand it straight back
@@ -116,6 +140,26 @@ class Consumer:
             self._fetch_loop_left.set()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _recreate_if_missing(self) -> None:
+        """Recreate a consumer (and stream) that was deleted, or stop if this bus may not."""
+        if not await self._bus.missing(self._spec.durable):
+            return
+        if not self._bus.manage_topology:
+            raise BusError(
+                f"consumer {self._spec.durable} on {self._bus.stream.name} was deleted; this "
+                "service may not recreate it: restart it, and its NATS admin step will"
+            )
+        log.warning(
+            "consumer %s on %s was deleted; creating it again",
+            self._spec.durable,
+            self._bus.stream.name,
+        )
+        try:
+            await self._bus.restore_stream()
+            await self._bus.ensure_consumer(self._spec)
+        except (nats.errors.Error, TimeoutError) as exc:  # NATS flapping: try again next period
+            log.warning("could not recreate consumer %s yet: %s", self._spec.durable, exc)
 
     async def _wait_for_free_slots(self) -> int:
         await self._slots.acquire()
@@ -224,8 +268,9 @@ class Consumer:
         except asyncio.CancelledError:
             raise  # neither ack nor nak: stop() releases it, or JetStream redelivers after ack_wait
         except TemporaryError as exc:
-            log.info("retrying %s in %.1fs: %s", msg.subject, exc.delay, exc)
-            await self._settle(msg, "nak", delay=exc.delay)
+            delay = retry_delay(exc.delay, delivery.num_delivered)
+            log.info("retrying %s in %.1fs: %s", msg.subject, delay, exc)
+            await self._settle(msg, "nak", delay=delay)
             return "retried"
         except PermanentError as exc:
             span.set_status(trace.StatusCode.ERROR, f"{exc.reason}: {exc}")

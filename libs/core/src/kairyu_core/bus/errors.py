@@ -3,7 +3,7 @@
 | handler outcome        | JetStream action                                              |
 |------------------------|---------------------------------------------------------------|
 | returns                | ack                                                           |
-| TemporaryError(delay)  | nak(delay)                                                    |
+| TemporaryError(delay)  | nak(delay, growing to 60 s while it lasts); never given up    |
 | PermanentError         | copy to the dead-letter subject, then term                    |
 | any other Exception    | nak with exponential backoff; dead-letter after max_deliver   |
 | cancelled              | nothing: JetStream redelivers after ack_wait                  |

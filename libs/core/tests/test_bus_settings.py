@@ -1,0 +1,55 @@
+"""NATS connection settings and what the bus shows of them: no credential in a URL or a log."""
+
+import pytest
+from pydantic import ValidationError
+
+from kairyu_core.bus import redact
+from kairyu_core.bus._consuming import retry_delay
+from kairyu_core.settings import ServiceSettings
+
+
+def test_credentials_in_the_url_are_refused_with_where_they_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAIRYU_NATS__URL", "nats://kairyu-planner:hunter2@nats:4222")
+    with pytest.raises(ValidationError, match="user and password") as refused:
+        ServiceSettings()
+    assert "hunter2" not in str(refused.value)
+
+
+def test_the_password_is_a_secret_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIRYU_NATS__URL", "tls://nats.messaging:4222")
+    monkeypatch.setenv("KAIRYU_NATS__USER", "kairyu-planner")
+    monkeypatch.setenv("KAIRYU_NATS__PASSWORD", "hunter2")
+    settings = ServiceSettings()
+    assert settings.nats.password is not None
+    assert settings.nats.password.get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.model_dump_json()
+
+
+def test_a_password_without_a_user_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIRYU_NATS__PASSWORD", "hunter2")
+    with pytest.raises(ValidationError, match="go together"):
+        ServiceSettings()
+
+
+def test_urls_are_redacted_wherever_they_appear() -> None:
+    line = (
+        "cannot connect to nats://kairyu-tuner:hunter2@nats:4222 "
+        "or fetch https://blob.example/model.bin?sig=abc&se=2030 (tls://a:b@c:1)"
+    )
+    shown = redact(line)
+    assert "hunter2" not in shown
+    assert "sig=abc" not in shown
+    assert "a:b@" not in shown
+    assert "nats://***@nats:4222" in shown
+    assert "https://blob.example/model.bin?***" in shown
+
+
+def test_temporary_failures_back_off_to_a_minute_and_honour_longer_requests() -> None:
+    delays = [retry_delay(5.0, n) for n in range(1, 12)]
+    assert delays[:3] == [5.0, 5.0, 5.0]
+    assert delays == sorted(delays)
+    assert delays[-1] == 60.0
+    assert retry_delay(300.0, 20) == 300.0
