@@ -7,6 +7,7 @@ kubelet: pods go Running on the GPU nodes Karpenter made, or fail as an injected
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from rollout_stack import rollout_stack
 
 from kairyu_core.bus import Bus
-from kairyu_core.kube import KubeClient, resources
+from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
@@ -278,3 +279,106 @@ async def test_a_template_the_apiserver_refuses_is_explained_not_retried(
         "spec.template.spec.containers[0].image: Required value"
         in (condition(obj, "InferenceReady")["message"])
     )
+
+
+async def test_a_name_held_by_someone_else_s_objects_is_reported_and_they_are_left_alone(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    # A user's own Service and StatefulSet happen to carry the Workspace's name.
+    labels = {"app": "theirs"}
+    theirs_service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "custom", "namespace": namespace},
+        "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+    }
+    theirs_sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "custom", "namespace": namespace},
+        "spec": {
+            "replicas": 0,
+            "serviceName": "custom",
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "db", "image": "example/db:1"}]},
+            },
+        },
+    }
+    for doc in (theirs_service, theirs_sts):
+        await asyncio.to_thread(cluster.apply, doc)
+    containers = [{"name": "server", "image": "example/server:1"}]
+    await asyncio.to_thread(cluster.apply, template_workspace("custom", namespace, containers))
+    obj = await until(
+        kube, namespace, "custom", has_reason("InferenceReady", "WorkloadInvalid"), what="refusal"
+    )
+    assert (
+        f"Service {namespace}/custom already exists and is not owned by Workspace custom"
+        in condition(obj, "InferenceReady")["message"]
+    )
+    service = await kube.get(resources.SERVICES, "custom", namespace=namespace)
+    assert "ownerReferences" not in service["metadata"]  # not taken over (nor later collected)
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(80, 8080)]
+    sts = await kube.get(resources.STATEFULSETS, "custom", namespace=namespace)
+    assert "ownerReferences" not in sts["metadata"]
+    assert "deletionTimestamp" not in sts["metadata"]
+
+
+async def test_pods_refused_by_pod_security_admission_show_the_admission_message(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    await asyncio.to_thread(
+        cluster.kubectl,
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+    )
+    # A template that leaves runAsNonRoot and the capabilities unset: `restricted` refuses it.
+    containers = [{"name": "server", "image": "example/server:1"}]
+    await asyncio.to_thread(cluster.apply, template_workspace("loose", namespace, containers))
+    obj = await until(
+        kube, namespace, "loose", has_reason("InferenceReady", "FailedCreate"), what="refusal"
+    )
+    message = condition(obj, "InferenceReady")["message"]
+    assert 'violates PodSecurity "restricted:latest"' in message
+    assert "runAsNonRoot != true" in message
+    assert condition(obj, "InferenceReady")["status"] == "False"
+
+
+async def test_an_owned_service_replaced_by_someone_else_s_is_not_taken_over(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    containers = [{"name": "server", "image": "example/server:1"}]
+    doc = template_workspace("swap", namespace, containers)
+    await asyncio.to_thread(cluster.apply, doc)
+    await until(kube, namespace, "swap", is_true("InferenceReady"), what="InferenceReady")
+    # The deployer has applied (and remembered) its Service; a user replaces it with their own
+    # (created, not applied: a status change may make the deployer re-apply in between).
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "swap", "namespace": namespace},
+        "spec": {
+            "selector": {"app": "theirs"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+        },
+    }
+    for _ in range(20):
+        with contextlib.suppress(errors.NotFoundError):
+            await kube.delete(resources.SERVICES, "swap", namespace=namespace)
+        try:
+            await kube.request("POST", resources.SERVICES.path(namespace=namespace), body=theirs)
+            break
+        except errors.ConflictError:  # the deployer re-applied first
+            await asyncio.sleep(0.2)
+    doc["metadata"]["annotations"] = {"kairyu.io/allow-ingress-from": "gateway"}  # re-apply
+    await asyncio.to_thread(cluster.apply, doc)
+    obj = await until(
+        kube, namespace, "swap", has_reason("InferenceReady", "WorkloadInvalid"), what="refusal"
+    )
+    assert "Service" in condition(obj, "InferenceReady")["message"]
+    service = await kube.get(resources.SERVICES, "swap", namespace=namespace)
+    assert "ownerReferences" not in service["metadata"]
+    assert service["spec"]["selector"] == {"app": "theirs"}

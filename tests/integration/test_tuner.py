@@ -139,3 +139,50 @@ async def test_an_invalid_tuning_config_is_explained_before_any_job_runs(
     assert "LoraConfig.r" in condition(bad, "JobStarted")["message"]
     with pytest.raises(errors.NotFoundError):
         await kube.get(resources.JOBS, NAME, namespace=namespace)
+
+
+async def test_someone_else_s_job_of_that_name_is_reported_and_left_alone(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    theirs = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": NAME, "namespace": namespace},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "etl", "image": "example/etl:1"}],
+                }
+            },
+        },
+    }
+    await asyncio.to_thread(cluster.apply, theirs)
+    await asyncio.to_thread(cluster.apply, seed_in(namespace))
+    bad = await until(
+        kube, namespace, NAME, has_reason("JobStarted", "WorkloadInvalid"), what="refusal"
+    )
+    assert (
+        f"Job {namespace}/{NAME} already exists and is not owned by Workspace {NAME}"
+        in condition(bad, "JobStarted")["message"]
+    )
+    job = await kube.get(resources.JOBS, NAME, namespace=namespace)
+    assert "deletionTimestamp" not in job["metadata"]
+    assert "ownerReferences" not in job["metadata"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["name"] == "etl"
+
+
+async def test_a_job_the_apiserver_refuses_fails_the_workspace_with_its_message(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
+) -> None:
+    doc = seed_in(namespace)
+    # Admitted as a Workspace, refused as a Job (422): a claim without its name.
+    doc["tuning"]["output"] = {"volumeSource": {"persistentVolumeClaim": {}}}
+    await asyncio.to_thread(cluster.apply, doc)
+    bad = await until(
+        kube, namespace, NAME, has_reason("JobStarted", "WorkloadInvalid"), what="refusal"
+    )
+    message = condition(bad, "JobStarted")["message"]
+    assert "persistentVolumeClaim.claimName: Required value" in message
+    assert condition(bad, "WorkspaceSucceeded")["reason"] == "workspaceFailed"

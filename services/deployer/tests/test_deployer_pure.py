@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
+
+import pytest
 
 from kairyu_core.api import AdapterSpec, Plan
 from kairyu_core.catalog import load_catalog
+from kairyu_core.workloads import NameTakenError, WorkloadError, check_owned
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import WorkloadSettings
 from kairyu_deployer.status import verdict
@@ -58,6 +63,7 @@ def test_one_node_is_a_deployment_with_a_service_and_the_default_config() -> Non
     assert kinds(objs) == [
         ("ConfigMap", "phi-inference-config"),
         ("Service", "phi"),
+        ("NetworkPolicy", "phi"),
         ("Deployment", "phi"),
     ]
     deployment = objs[-1]
@@ -117,9 +123,10 @@ def test_several_nodes_are_a_statefulset_led_by_pod_0() -> None:
         ("ConfigMap", "big-inference-config"),
         ("Service", "big"),
         ("Service", "big-headless"),
+        ("NetworkPolicy", "big"),
         ("StatefulSet", "big"),
     ]
-    service, headless, sts = objs[1], objs[2], objs[3]
+    service, headless, sts = objs[1], objs[2], objs[4]
     assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
         (80, 5000),
         (29500, 29500),
@@ -341,6 +348,7 @@ def test_triton_serves_the_plan_through_a_generated_model_repository() -> None:
         ("ConfigMap", "phi-inference-config"),
         ("ConfigMap", "phi-model-repository"),
         ("Service", "phi"),
+        ("NetworkPolicy", "phi"),
         ("Deployment", "phi"),
     ]
     repository = objs[1]["data"]
@@ -375,3 +383,123 @@ def test_kairyu_runtime_images_replace_the_presets_when_configured() -> None:
     assert manifests.runtime_image(inference(), SETTINGS) == inference().image
     assert manifests.runtime_image(inference(), ours) == "kairyu/vllm:1"
     assert manifests.runtime_image(inference(plan=tf), ours) == "kairyu/runtime:1"
+
+
+def emptydirs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v["emptyDir"] for v in spec["volumes"] if "emptyDir" in v]
+
+
+def test_generated_pods_meet_the_restricted_pod_security_level() -> None:
+    spec = manifests.pod_spec(inference(adapters=[adapter("a", image="r/a:1")]), SETTINGS)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in spec["containers"] + spec["initContainers"]:
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert all("sizeLimit" in e for e in emptydirs(spec))
+    assert PHI is not None
+    weights = next(v for v in spec["volumes"] if v["name"] == "model-weights-volume")
+    assert weights["emptyDir"]["sizeLimit"] == f"{math.ceil(PHI.weights_gib * 1.5) + 10}Gi"
+    # A preset's image (KAITO's, root) keeps its user; kairyu's own image runs as its UID 1000.
+    assert "runAsNonRoot" not in spec["securityContext"]
+    ours = WorkloadSettings(transformers_image="ghcr.io/kairyu/runtime:1")
+    tfs = manifests.pod_spec(inference(plan=plan(runtime="transformers")), ours)
+    assert tfs["securityContext"]["runAsNonRoot"] is True
+    assert tfs["securityContext"]["runAsUser"] == 1000
+    assert tfs["containers"][0]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_a_user_template_keeps_its_settings_and_gets_the_missing_pod_defaults() -> None:
+    mine = {"runAsUser": 2000, "seccompProfile": {"type": "Localhost", "localhostProfile": "p"}}
+    template = {
+        "spec": {
+            "securityContext": mine,
+            "containers": [{"name": "mine", "image": "example/server:1"}],
+        }
+    }
+    pod = manifests.workload(inference(template=template, preset=None), SETTINGS)["spec"]
+    assert pod["template"]["spec"]["securityContext"] == mine
+    assert pod["template"]["spec"]["automountServiceAccountToken"] is False
+    bare = {"spec": {"containers": [{"name": "mine", "image": "example/server:1"}]}}
+    pod = manifests.workload(inference(template=bare, preset=None), SETTINGS)["spec"]
+    assert pod["template"]["spec"]["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ({"spec": "containers: []"}, "inference.template.spec must be an object, not str"),
+        ({"spec": [1, 2]}, "inference.template.spec must be an object, not list"),
+        ({"spec": {}}, "inference.template.spec is empty"),
+        ({"metadata": 5, "spec": {"containers": []}}, "inference.template.metadata must be"),
+        ({"metadata": {"labels": {"a": 1}}, "spec": {"x": 1}}, "labels' values must be strings"),
+        ({"spec": {"containers": [], "tolerations": 3}}, "tolerations must be a list"),
+        ({"spec": {"containers": [], "securityContext": []}}, "securityContext must be an object"),
+    ],
+)
+def test_a_malformed_template_is_refused_with_a_message(template: Any, message: str) -> None:
+    with pytest.raises(WorkloadError, match=re.escape(message)):
+        manifests.workload(inference(template=template, preset=None), SETTINGS)
+
+
+def test_the_network_policy_admits_the_namespace_and_the_listed_ones_to_the_serving_port() -> None:
+    listed = manifests.ingress_namespaces(" gateway, ml ,monitoring")
+    assert listed == ["gateway", "ml", "monitoring"]
+    big = inference(plan=plan(node_count=2), preset=LLAMA, ingress_from=listed)
+    policy = next(o for o in manifests.objects(big, SETTINGS) if o["kind"] == "NetworkPolicy")
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    spec = policy["spec"]
+    own = {"kaito.sh/workspace": "phi", "kaito.sh/workspacenamespace": "ml"}
+    assert spec["podSelector"] == {"matchLabels": own}
+    serving, internal = spec["ingress"]
+    assert serving["ports"] == [{"protocol": "TCP", "port": 5000}]
+    assert serving["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    # Ray and torch.distributed (29500, 6379 and Ray's others): the Workspace's own pods only.
+    assert internal == {"from": [{"podSelector": {"matchLabels": own}}]}
+    every = manifests.network_policy(inference(ingress_from=["*"]))
+    assert every["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
+
+
+def test_an_ingress_annotation_with_a_bad_namespace_name_is_refused() -> None:
+    with pytest.raises(WorkloadError, match="'Team_A' is not a namespace name"):
+        manifests.ingress_namespaces("ok,Team_A")
+
+
+def test_an_api_key_secret_reaches_the_runtime_by_reference() -> None:
+    spec = manifests.pod_spec(inference(api_key_secret="phi-key"), SETTINGS)
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    ref = {"secretKeyRef": {"name": "phi-key", "key": "api-key"}}
+    assert env["KAIRYU_RUNTIME_API_KEY"]["valueFrom"] == ref
+    assert env["VLLM_API_KEY"]["valueFrom"] == ref
+    plain = manifests.pod_spec(inference(), SETTINGS)["containers"][0]["env"]
+    assert "VLLM_API_KEY" not in {e["name"] for e in plain}
+
+
+def test_pods_refused_at_creation_show_the_admission_message() -> None:
+    refused = deployment(ready=0)
+    message = (
+        'pods "phi-5d8f-x" is forbidden: violates PodSecurity "restricted:latest": '
+        "allowPrivilegeEscalation != false"
+    )
+    refused["status"]["conditions"] = [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}
+    ]
+    result = verdict(refused, [])
+    assert (result.ready, result.reason, result.message) == (False, "FailedCreate", message)
+
+
+def test_ownership_is_the_controller_reference_s_uid_not_the_name() -> None:
+    owner = inference().owner
+    check_owned(manifests.service(inference()), owner)
+    foreign = {"kind": "Deployment", "metadata": {"name": "phi", "namespace": "ml"}}
+    with pytest.raises(NameTakenError, match="Deployment ml/phi already exists and is not owned"):
+        check_owned(foreign, owner)
+    other = manifests.service(inference(uid="u-2"))
+    with pytest.raises(NameTakenError):
+        check_owned(other, owner)

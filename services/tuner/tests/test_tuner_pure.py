@@ -8,7 +8,7 @@ import pytest
 
 from kairyu_core.api import Plan
 from kairyu_core.catalog import load_catalog
-from kairyu_core.workloads import Owner
+from kairyu_core.workloads import Owner, redact_urls, refused_creation
 from kairyu_tuner import manifests
 from kairyu_tuner.settings import JobSettings
 from kairyu_tuner.status import tuning_status
@@ -187,3 +187,55 @@ def test_a_pod_that_cannot_start_says_why() -> None:
     result = tuning_status(_job(active=1), [stuck])
     assert (result.job_started.status, result.job_started.reason) == (False, "ImagePullError")
     assert "not found" in result.job_started.message
+
+
+def test_the_job_runs_non_root_restricted_bounded_and_with_a_deadline() -> None:
+    settings = JobSettings(active_deadline_s=3600)
+    job = manifests.job(tuning(), settings)
+    assert job["spec"]["activeDeadlineSeconds"] == 3600
+    spec = job["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    context = spec["securityContext"]
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert (context["runAsNonRoot"], context["runAsUser"], context["fsGroup"]) == (True, 1000, 1000)
+    for c in spec["containers"] + spec["initContainers"]:
+        assert c["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        }
+    limits = {v["name"]: v["emptyDir"].get("sizeLimit") for v in spec["volumes"] if "emptyDir" in v}
+    assert limits == {
+        "dshm": "32Gi",
+        "model-weights-volume": limits["model-weights-volume"],
+        "data-volume": "20Gi",  # the 10 GiB download cap plus the scratch headroom
+        "results-volume": "10Gi",
+    }
+    assert limits["model-weights-volume"]
+    assert JobSettings().active_deadline_s == 86_400
+
+
+def test_signed_url_tokens_are_redacted_from_messages() -> None:
+    message = (
+        "container data-downloader exited 1: GET "
+        "https://acct.blob.core.windows.net/data/train.parquet?sv=2024&sig=c2VjcmV0 returned 403"
+    )
+    assert redact_urls(message) == (
+        "container data-downloader exited 1: GET "
+        "https://acct.blob.core.windows.net/data/train.parquet?REDACTED returned 403"
+    )
+    assert redact_urls("no url here?x=1") == "no url here?x=1"
+
+
+def test_the_latest_failed_create_event_says_why_a_job_has_no_pod() -> None:
+    events = [
+        {
+            "reason": "SuccessfulCreate",
+            "message": "created",
+            "lastTimestamp": "2026-01-01T00:00:09Z",
+        },
+        {"reason": "FailedCreate", "message": "old", "lastTimestamp": "2026-01-01T00:00:01Z"},
+        {"reason": "FailedCreate", "message": "forbidden", "lastTimestamp": "2026-01-01T00:00:05Z"},
+    ]
+    assert refused_creation(events) == "forbidden"
+    assert refused_creation(events[:1]) is None

@@ -7,6 +7,7 @@ ground, so both report a pod problem in the same words.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,14 @@ GPU_TOLERATIONS: list[JSON] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
 ]
 MAX_MESSAGE = 256  # KAITO truncates pod messages to this
+RESTRICTED_CONTAINER: JSON = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+"""A container securityContext the `restricted` Pod Security level accepts (with non-root)."""
+RUNTIME_DEFAULT_SECCOMP: JSON = {"type": "RuntimeDefault"}
+# A URL's query string (signed-URL tokens live there) up to the next blank, quote or bracket.
+_URL_QUERY = re.compile(r"(?P<url>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#\"'<>]*)\?[^\s\"'<>#]*")
 _WAITING_REASONS = {
     "ErrImagePull": "ImagePullError",
     "ImagePullBackOff": "ImagePullError",
@@ -84,13 +93,17 @@ def node_affinity(nodes: list[str]) -> JSON:
 def image_data_puller(
     *, name: str, image: str, puller_image: str, volume: str, mount: str, target: str
 ) -> JSON:
-    """An init container that copies an image's /data into `target` (KAITO's skopeo puller)."""
+    """An init container that copies an image's /data into `target` (KAITO's skopeo puller).
+
+    `--no-same-owner`: the pod has no capabilities (CAP_CHOWN included), so tar must not try to
+    give the files the layer's owners.
+    """
     script = (
         "set -eu; "
         f"skopeo copy docker://{shlex.quote(image)} dir:/tmp/image; "
         "mkdir -p /tmp/rootfs; "
         "for layer in $(ls /tmp/image | grep -v -e json -e version); do "
-        'tar -xf "/tmp/image/$layer" -C /tmp/rootfs; done; '
+        'tar --no-same-owner -xf "/tmp/image/$layer" -C /tmp/rootfs; done; '
         f"mkdir -p {target}; cp -r /tmp/rootfs/data/. {target}/"
     )
     return {
@@ -148,6 +161,28 @@ def pod_problem(pod: JSON) -> PodProblem | None:
     return None
 
 
+def refused_creation(events: list[JSON]) -> str | None:
+    """The latest FailedCreate message among a controller's events, if any.
+
+    A StatefulSet or Job whose pods admission refuses (Pod Security, a quota) has no pod to
+    explain it and no status condition saying so; its controller only records this event.
+    """
+    failed = [e for e in events if e.get("reason") == "FailedCreate"]
+    if not failed:
+        return None
+
+    def when(event: JSON) -> str:
+        meta = event.get("metadata") or {}
+        return str(
+            event.get("lastTimestamp")
+            or event.get("eventTime")
+            or meta.get("creationTimestamp")
+            or ""
+        )
+
+    return str(max(failed, key=when).get("message") or "FailedCreate")
+
+
 def _memory_limit(pod: JSON, container: str) -> str:
     spec = pod.get("spec") or {}
     for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
@@ -182,3 +217,123 @@ class OtherServices:
     def handle_elsewhere(self, uid: str, generation: int) -> bool:
         """Whether this generation of that Workspace is known to be another service's."""
         return self._generations.get(uid) == generation
+
+
+class WorkloadError(Exception):
+    """What a Workspace asks for cannot be run as a workload; retrying cannot help.
+
+    The message is for the Workspace's condition (reason WorkloadInvalid).
+    """
+
+
+class NameTakenError(WorkloadError):
+    """An object kairyu would create already exists and is not the Workspace's."""
+
+
+class InvalidTemplateError(WorkloadError):
+    """A user-written pod template that is not a pod template."""
+
+
+def controller_uid(obj: JSON) -> str | None:
+    """The uid of the object's controller (the owner reference marked `controller: true`)."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            return str(ref.get("uid") or "") or None
+    return None
+
+
+def check_owned(obj: JSON, owner: Owner) -> None:
+    """Raise NameTakenError unless the Workspace `owner` controls `obj`.
+
+    The name alone proves nothing: a user's own Deployment or Service may carry it, and updating
+    it would take it over (an owner reference that makes the garbage collector delete it later).
+    """
+    if controller_uid(obj) == owner.uid:
+        return
+    meta = obj.get("metadata") or {}
+    raise NameTakenError(
+        f"{obj.get('kind') or 'object'} {meta.get('namespace', owner.namespace)}/"
+        f"{meta.get('name')} already exists and is not owned by Workspace {owner.name}; "
+        "kairyu leaves it untouched: delete or rename it, or rename the Workspace"
+    )
+
+
+def restrict(spec: JSON, *, run_as_user: int | None) -> JSON:
+    """A generated pod spec with `restricted`-level defaults: what kairyu's pods need and no more.
+
+    No API token (the runtime never calls the apiserver), RuntimeDefault seccomp, no privilege
+    escalation and no capabilities in every container. `run_as_user` is the image's own non-root
+    user when kairyu built the image (images/*/Dockerfile: USER 1000); for images of unknown
+    users (KAITO's presets run as root) it is None and the pod may run as the image says.
+    """
+    pod_context: JSON = {"seccompProfile": dict(RUNTIME_DEFAULT_SECCOMP)}
+    container_context: JSON = dict(RESTRICTED_CONTAINER)
+    if run_as_user is not None:
+        # fsGroup: the emptyDir volumes become writable by that user.
+        pod_context |= {
+            "runAsNonRoot": True,
+            "runAsUser": run_as_user,
+            "runAsGroup": run_as_user,
+            "fsGroup": run_as_user,
+            # A user's volume (a PVC of training data) is not re-chowned file by file each start.
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
+        container_context["runAsNonRoot"] = True
+    out = dict(spec)
+    out["automountServiceAccountToken"] = False
+    out["securityContext"] = pod_context
+    for key in ("initContainers", "containers"):
+        if key in out:
+            out[key] = [{**c, "securityContext": dict(container_context)} for c in out[key]]
+    return out
+
+
+def template_defaults(spec: JSON) -> JSON:
+    """A user's pod spec with kairyu's pod-level defaults where the user set nothing.
+
+    What the user wrote wins (the admission webhook refuses privileged templates); what they left
+    out gets no API token and RuntimeDefault seccomp.
+    """
+    out = dict(spec)
+    out.setdefault("automountServiceAccountToken", False)
+    context = out.get("securityContext")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise InvalidTemplateError("inference.template.spec.securityContext must be an object")
+    context = dict(context)
+    context.setdefault("seccompProfile", dict(RUNTIME_DEFAULT_SECCOMP))
+    out["securityContext"] = context
+    return out
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's query string replaced: signed URLs carry their token there."""
+    return _URL_QUERY.sub(r"\g<url>?REDACTED", text)
+
+
+class KnownChildren:
+    """uids of the objects a Workspace owns, as the last apply returned them.
+
+    An object found here is applied with its uid, which the apiserver holds immutable: if it was
+    replaced by someone else's object of the same name, the apply fails instead of taking that
+    object over, and only then is it read. So ownership costs a GET per object and process, not
+    per event. Bounded like OtherServices.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._limit = limit
+        self._uids: dict[tuple[str, str, str, str], str] = {}
+
+    def uid(self, owner: Owner, kind: str, name: str) -> str | None:
+        return self._uids.get((owner.uid, kind, owner.namespace, name))
+
+    def remember(self, owner: Owner, kind: str, name: str, uid: str) -> None:
+        key = (owner.uid, kind, owner.namespace, name)
+        self._uids.pop(key, None)
+        self._uids[key] = uid
+        if len(self._uids) > self._limit:
+            del self._uids[next(iter(self._uids))]
+
+    def forget(self, owner: Owner, kind: str, name: str) -> None:
+        self._uids.pop((owner.uid, kind, owner.namespace, name), None)

@@ -29,10 +29,19 @@ from kairyu_core.catalog import Catalog
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
-from kairyu_core.workloads import OtherServices
+from kairyu_core.workloads import (
+    MAX_MESSAGE,
+    KnownChildren,
+    OtherServices,
+    Owner,
+    WorkloadError,
+    check_owned,
+    controller_uid,
+    refused_creation,
+)
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_deployer.status import Verdict, verdict
+from kairyu_deployer.status import PENDING, Verdict, verdict
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.deployer")
@@ -41,9 +50,11 @@ CONSUMED: dict[str, type[Event]] = {
     e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
 }
 _WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Pod"}
+NETWORKPOLICIES = resources.Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 _RESOURCES = {
     "ConfigMap": resources.CONFIGMAPS,
     "Service": resources.SERVICES,
+    "NetworkPolicy": NETWORKPOLICIES,
     "Deployment": resources.DEPLOYMENTS,
     "StatefulSet": resources.STATEFULSETS,
 }
@@ -56,7 +67,10 @@ def consumer_spec(settings: DeployerSettings, bus: Bus) -> ConsumerSpec:
 def inference_of(
     workspace: Workspace, raw: dict[str, Any], catalog: Catalog
 ) -> manifests.Inference | None:
-    """What to deploy, or None while there is nothing to deploy (not inference, nodes not ready)."""
+    """What to deploy, or None while there is nothing to deploy (not inference, nodes not ready).
+
+    Raises workloads.WorkloadError for annotations that cannot be honoured.
+    """
     meta, status, spec = workspace.metadata, workspace.status, workspace.inference
     if spec is None or status is None or status.plan is None or not workspace.nodes_ready():
         return None
@@ -65,6 +79,7 @@ def inference_of(
     image = preset.image if preset else ""
     if spec.preset and spec.preset.access_mode == AccessMode.PRIVATE and options and options.image:
         image = options.image
+    annotations = meta.annotations or {}
     return manifests.Inference(
         namespace=meta.namespace or "",
         name=meta.name or "",
@@ -80,7 +95,28 @@ def inference_of(
         model_access_secret=options.model_access_secret if options else None,
         image_pull_secrets=list(options.image_pull_secrets or []) if options else [],
         template=spec.template,
+        api_key_secret=annotations.get(manifests.API_KEY_ANNOTATION) or None,
+        ingress_from=manifests.ingress_namespaces(
+            annotations.get(manifests.ALLOW_INGRESS_ANNOTATION)
+        ),
     )
+
+
+async def refusal_of(kube: KubeClient, workload: dict[str, Any]) -> str | None:
+    """Why the StatefulSet's controller could not create its pods, from its FailedCreate events."""
+    if workload.get("kind") != "StatefulSet":
+        return None
+    meta = workload["metadata"]
+    events = await kube.request(
+        "GET",
+        resources.EVENTS.path(namespace=meta["namespace"]),
+        query={"fieldSelector": f"involvedObject.uid={meta['uid']},reason=FailedCreate"},
+    )
+    return refused_creation(list(events.get("items") or []))
+
+
+def _invalid(exc: Exception) -> Verdict:
+    return Verdict(False, "WorkloadInvalid", str(exc)[:1024])
 
 
 class Deployer:
@@ -94,6 +130,7 @@ class Deployer:
         self._kube = kube
         self._catalog = catalog
         self._tuning = OtherServices()
+        self._children = KnownChildren()
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         """The consumer's handler."""
@@ -126,7 +163,11 @@ class Deployer:
         if workspace.inference is None:
             self._tuning.remember(uid, workspace.metadata.generation or 0)
             return
-        inference = inference_of(workspace, raw, self._catalog)
+        try:
+            inference = inference_of(workspace, raw, self._catalog)
+        except WorkloadError as exc:  # an annotation that cannot be honoured
+            await self._write(raw, _invalid(exc), trace.get_current_span())
+            return
         if inference is None:
             return
         with tracer.start_as_current_span(
@@ -138,61 +179,120 @@ class Deployer:
                 "kairyu.runtime": inference.plan.runtime,
             },
         ) as span:
-            if apply:
-                try:
-                    await self._apply(inference)
-                except errors.InvalidError as exc:
-                    # e.g. a user's inference.template the apiserver refuses: retrying cannot help.
-                    result = Verdict(False, "WorkloadInvalid", str(exc)[:1024])
-                    span.set_status(trace.StatusCode.ERROR, f"{result.reason}: {result.message}")
-                    await self._write(raw, result, span)
-                    return
-            kind = "StatefulSet" if inference.multi_node else "Deployment"
             try:
-                workload = await self._kube.get(_RESOURCES[kind], name, namespace=namespace)
-            except errors.NotFoundError:
-                workload = None
-                if not apply:  # a pod changed before the workload exists: create it now
-                    await self._apply(inference)
-            pods = await self._kube.list(
-                resources.PODS,
-                namespace=namespace,
-                label_selector=f"{manifests.WORKSPACE_LABEL}={name}",
-            )
-            result = verdict(workload, list(pods.get("items") or []))
+                result = await self._deploy(inference, apply=apply)
+            except (WorkloadError, errors.InvalidError) as exc:
+                # A template the apiserver refuses, a name another object holds: retrying
+                # cannot help, the Workspace (or the other object) has to change.
+                result = _invalid(exc)
             if not result.ready and result.reason != "WorkspaceInferenceStatusPending":
                 span.set_status(trace.StatusCode.ERROR, f"{result.reason}: {result.message}")
             await self._write(raw, result, span)
 
-    async def _apply(self, inference: manifests.Inference) -> None:
+    async def _deploy(self, inference: manifests.Inference, *, apply: bool) -> Verdict:
+        """Apply (or only read) the workload, and judge it."""
+        kind = "StatefulSet" if inference.multi_node else "Deployment"
+        workload: dict[str, Any] | None = None
+        if not apply:  # a pod or the workload changed: read it, and create it if it is missing
+            try:
+                workload = await self._kube.get(
+                    _RESOURCES[kind], inference.name, namespace=inference.namespace
+                )
+            except errors.NotFoundError:
+                workload = None
+            else:
+                check_owned(workload, inference.owner)
+        if workload is None:
+            workload = await self._apply(inference)
+        pods = await self._kube.list(
+            resources.PODS,
+            namespace=inference.namespace,
+            label_selector=f"{manifests.WORKSPACE_LABEL}={inference.name}",
+        )
+        items = list(pods.get("items") or [])
+        result = verdict(workload, items)
+        if not result.ready and result.reason == PENDING and not items:
+            # No pod at all: a StatefulSet says why only in an event (a Deployment has the
+            # ReplicaFailure condition the verdict reads). Read only in this state.
+            refusal = await refusal_of(self._kube, workload)
+            if refusal is not None:
+                result = Verdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
+        return result
+
+    async def _apply(self, inference: manifests.Inference) -> dict[str, Any]:
+        """Apply every object (each checked to be the Workspace's); the workload as applied."""
+        applied: dict[str, Any] = {}
         for obj in manifests.objects(inference, self._settings.workload):
-            await self._kube.apply(
-                _RESOURCES[obj["kind"]], obj, field_manager=self._settings.service_name
-            )
-        # A plan that changed between one node and several changes the kind of workload.
+            applied = await self._apply_owned(inference.owner, obj)
+        # A plan that changed between one node and several changes the kind of workload; the
+        # other kind is deleted only if it is this Workspace's (uid precondition: that one).
         other = "Deployment" if inference.multi_node else "StatefulSet"
-        with contextlib.suppress(errors.NotFoundError):
-            await self._kube.delete(
+        try:
+            found = await self._kube.get(
                 _RESOURCES[other], inference.name, namespace=inference.namespace
             )
+        except errors.NotFoundError:
+            return applied
+        if controller_uid(found) == inference.uid:
+            with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+                await self._kube.request(
+                    "DELETE",
+                    _RESOURCES[other].path(namespace=inference.namespace, name=inference.name),
+                    body={"preconditions": {"uid": found["metadata"]["uid"]}},
+                )
+        return applied
+
+    async def _apply_owned(self, owner: Owner, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply `obj`, but never onto an object the Workspace does not own.
+
+        The first time, the object is read; afterwards it is applied with the uid the last apply
+        returned, which the apiserver holds immutable: an object replaced by a stranger's of the
+        same name fails the apply (422) instead of being taken over, and is then read again.
+        """
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        resource = _RESOURCES[kind]
+        known = self._children.uid(owner, kind, name)
+        if known is None:
+            try:
+                current = await self._kube.get(resource, name, namespace=owner.namespace)
+            except errors.NotFoundError:
+                pass
+            else:
+                check_owned(current, owner)
+                known = current["metadata"]["uid"]
+        body = {**obj, "metadata": {**obj["metadata"], **({"uid": known} if known else {})}}
+        try:
+            applied = await self._kube.apply(
+                resource, body, field_manager=self._settings.service_name
+            )
+        except (errors.InvalidError, errors.ConflictError):
+            # With a remembered uid: 422 when the object was replaced since, 409 when it is gone.
+            # Either way it is read again, once.
+            if self._children.uid(owner, kind, name) is None:
+                raise
+            self._children.forget(owner, kind, name)
+            return await self._apply_owned(owner, obj)
+        self._children.remember(owner, kind, name, applied["metadata"]["uid"])
+        return applied
 
     async def _remove(self, namespace: str, name: str, uid: str) -> None:
         """Stop the workload as soon as the Workspace is being deleted.
 
         The garbage collector would remove it once the Workspace is gone, but the provisioner's
         finalizer keeps the Workspace while its nodes drain, and a live Deployment would keep
-        putting pods back on the draining nodes.
+        putting pods back on the draining nodes. Only objects the Workspace controls are deleted.
         """
         for resource in _RESOURCES.values():
             listed = await self._kube.list(
                 resource, namespace=namespace, label_selector=f"{manifests.WORKSPACE_LABEL}={name}"
             )
             for item in listed.get("items") or []:
-                owners = item["metadata"].get("ownerReferences") or []
-                if any(o.get("uid") == uid for o in owners):
-                    with contextlib.suppress(errors.NotFoundError):
-                        await self._kube.delete(
-                            resource, item["metadata"]["name"], namespace=namespace
+                if controller_uid(item) == uid:
+                    with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+                        await self._kube.request(
+                            "DELETE",
+                            resource.path(namespace=namespace, name=item["metadata"]["name"]),
+                            body={"preconditions": {"uid": item["metadata"]["uid"]}},
                         )
 
     async def _write(self, raw: dict[str, Any], result: Verdict, span: trace.Span) -> None:

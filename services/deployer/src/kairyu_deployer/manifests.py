@@ -10,12 +10,20 @@ Always a Service `<name>` (80 → 5000, and 29500 for multi-node), and the infer
 request the plan's GPUs per node, tolerate the GPU taints, and are pinned to exactly the nodes the
 provisioner reported in `status.workerNodes`. Adapters are copied in by init containers and passed
 to the runtime. Every object is owned by the Workspace, so Kubernetes removes them with it.
+
+Generated pods run with the `restricted` Pod Security defaults (kairyu_core.workloads.restrict);
+a user's template keeps what the user wrote and gets the pod-level defaults it left out. A
+NetworkPolicy admits the serving port from the Workspace's namespace and the namespaces the
+`kairyu.io/allow-ingress-from` annotation lists, and everything else only from the Workspace's own
+pods (Ray and torch.distributed between the nodes of a multi-node plan). The
+`kairyu.io/api-key-secret` annotation names a Secret whose `api-key` the runtime then requires.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,13 +34,23 @@ from kairyu_core.workloads import (
     GPU_TOLERATIONS,
     JSON,
     WORKSPACE_LABEL,
+    InvalidTemplateError,
     Owner,
     image_data_puller,
     node_affinity,
+    restrict,
+    template_defaults,
 )
 from kairyu_deployer.settings import WorkloadSettings
 
 __all__ = ["WORKSPACE_LABEL", "Inference", "objects"]
+API_KEY_ANNOTATION = "kairyu.io/api-key-secret"
+"""Names a Secret of the Workspace's namespace whose key `api-key` clients must send."""
+API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the key's name in the Secret, not a key
+ALLOW_INGRESS_ANNOTATION = "kairyu.io/allow-ingress-from"
+"""Comma-separated namespace names whose pods may call the inference port, besides the
+Workspace's own namespace; `*` admits every namespace."""
+API_KEY_ENV = ("KAIRYU_RUNTIME_API_KEY", "VLLM_API_KEY")
 HTTP_PORT = 5000
 TORCH_PORT = 29500
 RAY_PORT = 6379
@@ -54,6 +72,7 @@ _TRITON_ENGINE_ARGS = {
     "distributed_executor_backend",
     "trust_remote_code",
 }
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DEFAULT_CONFIG = "kv_cache_cpu_memory_utilization: 0.5\nvllm:\n  cpu-offload-gb: 0\n"
 
 
@@ -77,6 +96,10 @@ class Inference:
     image_pull_secrets: list[str] = field(default_factory=list)
     template: JSON | None = None
     """inference.template: the user's PodTemplateSpec, run as is (KAITO's custom model path)."""
+    api_key_secret: str | None = None
+    """The Secret holding the runtime's API key (annotation kairyu.io/api-key-secret)."""
+    ingress_from: list[str] = field(default_factory=list)
+    """Namespaces whose pods may call the model, besides its own (kairyu.io/allow-ingress-from)."""
 
     @property
     def multi_node(self) -> bool:
@@ -117,8 +140,55 @@ def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
     built.append(service(inference))
     if inference.multi_node:
         built.append(headless_service(inference))
+    built.append(network_policy(inference))
     built.append(workload(inference, settings))
     return built
+
+
+def ingress_namespaces(annotation: str | None) -> list[str]:
+    """The namespaces of `kairyu.io/allow-ingress-from`, checked.
+
+    Raises InvalidTemplateError (reason WorkloadInvalid) for a name no namespace can have, so a typo
+    shows on the Workspace instead of silently admitting nothing.
+    """
+    names = [n.strip() for n in (annotation or "").split(",") if n.strip()]
+    for n in names:
+        if n != "*" and not _DNS_LABEL.fullmatch(n):
+            raise InvalidTemplateError(
+                f"annotation {ALLOW_INGRESS_ANNOTATION}: {n!r} is not a namespace name "
+                "(comma-separated namespace names, or *)"
+            )
+    return list(dict.fromkeys(names))
+
+
+def network_policy(inference: Inference) -> JSON:
+    """Who may reach the inference pods.
+
+    The serving port from the namespace and the listed ones; every port (Ray, torch.distributed)
+    only from the Workspace's own pods.
+    """
+    peers: list[JSON] = [{"podSelector": {}}]
+    if "*" in inference.ingress_from:
+        peers = [{"namespaceSelector": {}}]
+    else:
+        peers += [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}}
+            for n in inference.ingress_from
+            if n != inference.namespace
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(inference, inference.name),
+        "spec": {
+            "podSelector": {"matchLabels": dict(inference.labels)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": peers, "ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
+                {"from": [{"podSelector": {"matchLabels": dict(inference.labels)}}]},
+            ],
+        },
+    }
 
 
 def _meta(inference: Inference, name: str) -> JSON:
@@ -309,6 +379,10 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
                 },
             }
         )
+    if inference.api_key_secret:
+        # Not optional: a pod without its key would serve everyone; it waits for the Secret.
+        ref = {"secretKeyRef": {"name": inference.api_key_secret, "key": API_KEY_SECRET_KEY}}
+        env += [{"name": n, "valueFrom": dict(ref)} for n in API_KEY_ENV]
     env += [{"name": a.source.name, "value": a.strength or "1.0"} for a in inference.adapters]
     if inference.multi_node:
         env.append(
@@ -319,11 +393,15 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
                 },
             }
         )
+    scratch = f"{settings.scratch_gib}Gi"
     volumes: list[JSON] = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size_limit}},
         {"name": "config-volume", "configMap": {"name": inference.config_map}},
-        {"name": "model-weights-volume", "emptyDir": {}},
-        {"name": "adapter-volume", "emptyDir": {}},
+        {
+            "name": "model-weights-volume",
+            "emptyDir": {"sizeLimit": weights_limit(inference, settings)},
+        },
+        {"name": "adapter-volume", "emptyDir": {"sizeLimit": scratch}},
     ]
     mounts: list[JSON] = [
         {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - shared memory for NCCL, not a temp file
@@ -378,22 +456,76 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
     ]
     if secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(secrets)]
-    return spec
+    return restrict(spec, run_as_user=run_as_user(inference, settings))
+
+
+def run_as_user(inference: Inference, settings: WorkloadSettings) -> int | None:
+    """The non-root UID to run as when the runtime image is kairyu's own, else None.
+
+    Only kairyu's transformers image is known to run as its USER (1000) with every path it writes
+    under a volume; vLLM's and Triton's upstream images run as root and write caches under $HOME.
+    """
+    if inference.plan.runtime == "transformers" and settings.transformers_image:
+        return settings.run_as_user
+    return None
+
+
+def weights_limit(inference: Inference, settings: WorkloadSettings) -> str:
+    """The weights volume's sizeLimit: a node's disk is not the limit.
+
+    The weights, half again (a repository often holds a second format), plus the scratch headroom.
+    """
+    weights = inference.preset.weights_gib if inference.preset else 0.0
+    return f"{math.ceil(weights * 1.5) + settings.scratch_gib}Gi"
 
 
 def _template_spec(inference: Inference) -> JSON:
     """The user's pod template, with the Workspace's placement added (KAITO's template path)."""
-    spec = dict((inference.template or {}).get("spec") or {})
+    spec = _object((inference.template or {}).get("spec"), "inference.template.spec")
+    if not spec:
+        raise InvalidTemplateError(
+            "inference.template.spec is empty: it needs at least a container"
+        )
+    tolerations = spec.get("tolerations") or []
+    if not isinstance(tolerations, list):
+        raise InvalidTemplateError("inference.template.spec.tolerations must be a list")
     spec["affinity"] = node_affinity(inference.worker_nodes)
-    spec["tolerations"] = list(spec.get("tolerations") or []) + list(GPU_TOLERATIONS)
-    return spec
+    spec["tolerations"] = [*tolerations, *GPU_TOLERATIONS]
+    return template_defaults(spec)
+
+
+def _object(value: Any, where: str) -> JSON:
+    """`value` as an object (None is an empty one); InvalidTemplateError names `where` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidTemplateError(f"{where} must be an object, not {type(value).__name__}")
+    return dict(value)
+
+
+def _template_labels(inference: Inference) -> dict[str, str]:
+    template = _object(inference.template, "inference.template")
+    labels = _object(
+        _object(template.get("metadata"), "inference.template.metadata").get("labels"),
+        "inference.template.metadata.labels",
+    )
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise InvalidTemplateError("inference.template.metadata.labels' values must be strings")
+    return labels
 
 
 def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
-    """A Deployment for one node, a StatefulSet for several."""
-    template_meta = dict((inference.template or {}).get("metadata") or {})
-    pod_labels = {**(template_meta.get("labels") or {}), **inference.labels}
-    spec = _template_spec(inference) if inference.template else pod_spec(inference, settings)
+    """A Deployment for one node, a StatefulSet for several.
+
+    Raises InvalidTemplateError for a user template that is not a pod template.
+    """
+    template_labels = _template_labels(inference) if inference.template is not None else {}
+    pod_labels = {**template_labels, **inference.labels}
+    spec = (
+        _template_spec(inference)
+        if inference.template is not None
+        else pod_spec(inference, settings)
+    )
     template = {"metadata": {"labels": pod_labels}, "spec": spec}
     selector = {"matchLabels": dict(inference.labels)}
     if inference.multi_node:

@@ -20,6 +20,14 @@ class WorkloadSettings(BaseModel):
     """kairyu's runtime server image (images/runtime/transformers.Dockerfile); unset: preset's."""
     adapter_puller_image: str = "mcr.microsoft.com/aks/skopeo:1.14.4-6"
     """Copies an adapter image's /data into the pod (KAITO's puller)."""
+    run_as_user: int = Field(default=1000, ge=1)
+    """UID of kairyu's runtime images (images/runtime/*.Dockerfile: USER 1000): pods of a
+    configured kairyu image run as it, non-root. Other images (KAITO's presets run as root) keep
+    their user and get the other restrictions only."""
+    shm_size_limit: str = "32Gi"
+    """sizeLimit of the memory-backed /dev/shm (NCCL's buffers); it counts as the pod's memory."""
+    scratch_gib: int = Field(default=10, ge=1)
+    """sizeLimit of the adapter volume, and headroom of the weights volume over the weights."""
     startup_base_s: int = Field(default=600, ge=0)
     """Startup allowance before the weights: process start, CUDA init, graph capture."""
     startup_s_per_gib: int = Field(default=10, ge=0)

@@ -3,7 +3,8 @@
 The workload's counters say whether it is ready; when it is not, the pods say why: the first pod
 problem found (image pull, crash loop, OOM kill, unschedulable, eviction) becomes the reason, with
 the kubelet's or scheduler's own message, so `kubectl get workspace` shows the real cause instead
-of "pending".
+of "pending". Pods that could not even be created (refused by Pod Security admission) show
+through the Deployment's ReplicaFailure condition, with the admission's message.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kairyu_core.workloads import pod_problem
+from kairyu_core.workloads import MAX_MESSAGE, pod_problem
 
 READY = "WorkspaceInferenceStatusSuccess"
 PENDING = "WorkspaceInferenceStatusPending"
@@ -42,6 +43,12 @@ def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verd
     rolled = updated >= wanted and total <= wanted and revisions[0] == revisions[1]
     if current and wanted > 0 and rolled and ready >= wanted:
         return Verdict(True, READY, "Inference has been deployed successfully")
+    # Pods the controller could not create (Pod Security admission, a quota): there is no pod to
+    # explain it, only the Deployment's ReplicaFailure condition copied from its ReplicaSet.
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            reason = cond.get("reason") or "FailedCreate"
+            return Verdict(False, reason, str(cond.get("message") or reason)[: MAX_MESSAGE * 4])
     # Not (yet) ready at the current revision: a pod's problem is the reason, if there is one.
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         if (problem := pod_problem(pod)) is not None:

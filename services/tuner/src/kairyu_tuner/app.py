@@ -27,10 +27,19 @@ from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
-from kairyu_core.workloads import WORKSPACE_LABEL, OtherServices, Owner
+from kairyu_core.workloads import (
+    WORKSPACE_LABEL,
+    KnownChildren,
+    OtherServices,
+    Owner,
+    WorkloadError,
+    check_owned,
+    redact_urls,
+    refused_creation,
+)
 from kairyu_tuner import manifests
 from kairyu_tuner.settings import TunerSettings
-from kairyu_tuner.status import PENDING, TuningStatus, tuning_status
+from kairyu_tuner.status import FAILED, PENDING, TuningStatus, tuning_status
 from kairyu_tuner.status import Report as TuningReport
 from kairyu_tuner.training_config import CONFIG_KEY, ConfigError, check
 
@@ -95,6 +104,7 @@ class Tuner:
         self._kube = kube
         self._catalog = catalog
         self._inference = OtherServices()
+        self._children = KnownChildren()
 
     async def handle(self, event: Event, delivery: Delivery) -> None:
         """The consumer's handler."""
@@ -139,7 +149,7 @@ class Tuner:
             if not result.job_started.status and result.job_started.reason != PENDING:
                 span.set_status(
                     trace.StatusCode.ERROR,
-                    f"{result.job_started.reason}: {result.job_started.message}",
+                    redact_urls(f"{result.job_started.reason}: {result.job_started.message}"),
                 )
             await self._write(raw, result, span)
 
@@ -164,7 +174,16 @@ class Tuner:
         tuning = tuning_of(workspace, raw, preset, output_dir)
         if tuning is None:
             return tuning_status(None, [])
-        job = await self._ensure(tuning)
+        try:
+            job = await self._ensure(tuning)
+        except (WorkloadError, errors.InvalidError) as exc:
+            # A name another object holds, or a Job the apiserver refuses (422: a field of the
+            # Workspace it cannot take): the same request would fail again, so it is not retried.
+            message = f"the tuning job cannot be created: {exc}"[:1024]
+            return TuningStatus(
+                TuningReport(False, "WorkloadInvalid", message),
+                TuningReport(False, FAILED, message),
+            )
         pods = await self._kube.list(
             resources.PODS, namespace=namespace, label_selector=f"{WORKSPACE_LABEL}={name}"
         )
@@ -177,7 +196,23 @@ class Tuner:
                 for o in p["metadata"].get("ownerReferences") or []
             )
         ]
-        return tuning_status(job, owned)
+        result = tuning_status(job, owned)
+        if job is not None and not owned and result.job_started.reason == PENDING:
+            # No pod at all: the Job's controller says why (admission refused it) only in an
+            # event. Read only in this state.
+            events = await self._kube.request(
+                "GET",
+                resources.EVENTS.path(namespace=namespace),
+                query={
+                    "fieldSelector": f"involvedObject.uid={job['metadata']['uid']},"
+                    "reason=FailedCreate"
+                },
+            )
+            refusal = refused_creation(list(events.get("items") or []))
+            if refusal is not None:
+                stuck = TuningReport(False, "FailedCreate", refusal[:1024])
+                return TuningStatus(stuck, TuningReport(False, PENDING, refusal[:1024]))
+        return result
 
     async def _output_dir(self, namespace: str, config: str | None, method: str) -> str:
         """The config's output_dir, after checking the user's config; KAITO's default otherwise."""
@@ -196,9 +231,7 @@ class Tuner:
         """The Job, created (or replaced when the Workspace changed what it must run)."""
         built = manifests.objects(tuning, self._settings.job)
         for obj in built[:-1]:
-            await self._kube.apply(
-                _RESOURCES[obj["kind"]], obj, field_manager=self._settings.service_name
-            )
+            await self._apply_owned(tuning.owner, obj)
         wanted = built[-1]
         namespace = tuning.owner.namespace
         try:
@@ -206,6 +239,7 @@ class Tuner:
         except errors.NotFoundError:
             current = None
         if current is not None:
+            check_owned(current, tuning.owner)  # never replace someone else's Job of that name
             annotations = current["metadata"].get("annotations") or {}
             same = (
                 annotations.get(manifests.SPEC_ANNOTATION)
@@ -214,9 +248,15 @@ class Tuner:
             if same or current["metadata"].get("deletionTimestamp"):
                 return current if same else None
             log.info("replacing tuning job %s/%s: the Workspace changed", namespace, tuning.name)
-            with contextlib.suppress(errors.NotFoundError):
-                await self._kube.delete(
-                    resources.JOBS, tuning.name, namespace=namespace, propagation="Foreground"
+            with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+                await self._kube.request(
+                    "DELETE",
+                    resources.JOBS.path(namespace=namespace, name=tuning.name),
+                    # uid precondition: the Job checked above, not one created since.
+                    body={
+                        "propagationPolicy": "Foreground",
+                        "preconditions": {"uid": current["metadata"]["uid"]},
+                    },
                 )
             return None  # the Job's deletion comes back as an event, and then it is created
         created = await self._kube.apply(
@@ -224,10 +264,43 @@ class Tuner:
         )
         return dict(created)
 
+    async def _apply_owned(self, owner: Owner, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply `obj`, but never onto an object the Workspace does not own.
+
+        As the deployer does: read once, then applied with the uid the last apply returned (the
+        apiserver refuses a changed uid, so a stranger's replacement is never taken over).
+        """
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        resource = _RESOURCES[kind]
+        known = self._children.uid(owner, kind, name)
+        if known is None:
+            try:
+                current = await self._kube.get(resource, name, namespace=owner.namespace)
+            except errors.NotFoundError:
+                pass
+            else:
+                check_owned(current, owner)
+                known = current["metadata"]["uid"]
+        body = {**obj, "metadata": {**obj["metadata"], **({"uid": known} if known else {})}}
+        try:
+            applied = await self._kube.apply(
+                resource, body, field_manager=self._settings.service_name
+            )
+        except (errors.InvalidError, errors.ConflictError):
+            # With a remembered uid: 422 when the object was replaced since, 409 when it is gone.
+            # Either way it is read again, once.
+            if self._children.uid(owner, kind, name) is None:
+                raise
+            self._children.forget(owner, kind, name)
+            return await self._apply_owned(owner, obj)
+        self._children.remember(owner, kind, name, applied["metadata"]["uid"])
+        return dict(applied)
+
     async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
         def condition(kind: ConditionType, report: TuningReport) -> Report:
             status = ConditionStatus.TRUE if report.status else ConditionStatus.FALSE
-            return Report(kind, status, report.reason, report.message)
+            # Signed URLs carry their token in the query string; conditions are widely readable.
+            return Report(kind, status, report.reason, redact_urls(report.message))
 
         await report_conditions(
             self._kube,

@@ -11,13 +11,15 @@ One Job named after the Workspace, restartPolicy Never, on the provisioned GPU n
 Pushing from the tuning container, rather than from KAITO's sidecar that waits for a marker file,
 means a tuning run that dies without writing the marker cannot leave a sidecar waiting forever.
 The pod template of a Job is immutable, so its digest is kept in an annotation and a changed
-Workspace replaces the Job.
+Workspace replaces the Job. The pod runs as kairyu's tuning image's non-root user with the
+`restricted` Pod Security defaults, bounded emptyDirs and the settings' activeDeadlineSeconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,7 @@ from kairyu_core.workloads import (
     Owner,
     image_data_puller,
     node_affinity,
+    restrict,
 )
 from kairyu_tuner.settings import JobSettings
 from kairyu_tuner.training_config import CONFIG_KEY, RESULTS_DIR, default_config
@@ -143,12 +146,18 @@ def _downloader(tuning: Tuning, settings: JobSettings) -> JSON:
 
 def pod_spec(tuning: Tuning, settings: JobSettings) -> JSON:
     gpus = str(tuning.plan.gpus_per_node)
+    # Bounded scratch: the weights half again plus headroom, the largest download plus headroom.
+    weights = f"{math.ceil(tuning.preset.weights_gib * 1.5) + settings.scratch_gib}Gi"
+    data = f"{math.ceil(settings.max_download_mib / 1024) + settings.scratch_gib}Gi"
     volumes: list[JSON] = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size_limit}},
         {"name": "config-volume", "configMap": {"name": tuning.config_map}},
-        {"name": "model-weights-volume", "emptyDir": {}},
-        {"name": "data-volume", **(tuning.input_volume or {"emptyDir": {}})},
-        {"name": "results-volume", **(tuning.output_volume or {"emptyDir": {}})},
+        {"name": "model-weights-volume", "emptyDir": {"sizeLimit": weights}},
+        {"name": "data-volume", **(tuning.input_volume or {"emptyDir": {"sizeLimit": data}})},
+        {
+            "name": "results-volume",
+            **(tuning.output_volume or {"emptyDir": {"sizeLimit": f"{settings.scratch_gib}Gi"}}),
+        },
     ]
     mounts: list[JSON] = [
         {"name": "dshm", "mountPath": "/dev/shm"},  # noqa: S108 - shared memory, not a temp file
@@ -214,7 +223,7 @@ def pod_spec(tuning: Tuning, settings: JobSettings) -> JSON:
         spec["initContainers"] = init
     if tuning.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(tuning.image_pull_secrets)]
-    return spec
+    return restrict(spec, run_as_user=settings.run_as_user)
 
 
 def job(tuning: Tuning, settings: JobSettings) -> JSON:
@@ -222,7 +231,11 @@ def job(tuning: Tuning, settings: JobSettings) -> JSON:
         "metadata": {"labels": dict(tuning.owner.labels)},
         "spec": pod_spec(tuning, settings),
     }
-    spec: JSON = {"backoffLimit": settings.backoff_limit, "template": template}
+    spec: JSON = {
+        "backoffLimit": settings.backoff_limit,
+        "activeDeadlineSeconds": settings.active_deadline_s,
+        "template": template,
+    }
     metadata = tuning.owner.metadata(tuning.name)
     metadata["annotations"] = {SPEC_ANNOTATION: digest(spec)}
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}

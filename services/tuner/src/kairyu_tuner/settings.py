@@ -20,6 +20,15 @@ class JobSettings(BaseModel):
     """Largest training file the downloader accepts."""
     download_allow_cidrs: list[str] = Field(default_factory=list)
     """Internal networks the downloader may reach (an in-cluster data server); none by default."""
+    active_deadline_s: int = Field(default=86_400, ge=60)
+    """Longest a tuning Job may run (activeDeadlineSeconds), 24 h by default: a hung run or a
+    stalled download must not hold its GPU node for ever."""
+    run_as_user: int = Field(default=1000, ge=1)
+    """UID of kairyu's tuning image (images/tuning/Dockerfile: USER 1000); the pod runs as it."""
+    shm_size_limit: str = "32Gi"
+    """sizeLimit of the memory-backed /dev/shm (NCCL's buffers); it counts as the pod's memory."""
+    scratch_gib: int = Field(default=10, ge=1)
+    """sizeLimit of the results volume, and headroom of the weights and data volumes."""
     backoff_limit: int = Field(default=0, ge=0)
     """Retries of a failed tuning pod; 0 because a failed run usually fails again, on GPU time."""
 

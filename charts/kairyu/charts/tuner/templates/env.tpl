@@ -7,6 +7,8 @@
   value: {{ .Values.job.dataPullerImage | quote }}
 - name: KAIRYU_JOB__MAX_DOWNLOAD_MIB
   value: {{ .Values.job.maxDownloadMiB | quote }}
+- name: KAIRYU_JOB__ACTIVE_DEADLINE_S
+  value: {{ .Values.job.activeDeadlineSeconds | quote }}
 {{- with .Values.job.downloadAllowCidrs }}
 - name: KAIRYU_JOB__DOWNLOAD_ALLOW_CIDRS
   value: {{ toJson . | quote }}
