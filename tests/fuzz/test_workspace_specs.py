@@ -7,6 +7,12 @@ the deployer's or the tuner's manifest builders with the plan and ready nodes in
 the webhook admits must never crash a later step: a crash there is retried on every event and
 shows the user nothing.
 
+Admitted specs must also build pods that cannot reach into the node (no hostPath, host
+namespaces or privileged containers: the admin's allowHostAccess is off here). UPDATEs (an old
+spec to a new one, the Workspace sometimes being deleted) go through the webhook too: nothing
+raises, every refusal says why, and an admitted change of the spec never carries a pod the pod
+rules refuse.
+
 The run is bounded for `make test` (KAIRYU_FUZZ_EXAMPLES, 500 by default) and longer with
 `make fuzz`. Hypothesis keeps no example database here, so runs do not leave files behind.
 """
@@ -25,6 +31,7 @@ from kairyu_core.catalog import load_catalog
 from kairyu_deployer import manifests as deployer_manifests
 from kairyu_deployer.app import inference_of
 from kairyu_deployer.settings import WorkloadSettings
+from kairyu_planner import podsafety
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
@@ -76,6 +83,17 @@ containers = st.fixed_dictionaries(
                     "capabilities": maybe(
                         st.fixed_dictionaries({"add": maybe(st.lists(st.just("SYS_ADMIN")))})
                     ),
+                    "allowPrivilegeEscalation": st.booleans(),
+                    "runAsUser": st.sampled_from([0, 1000]),
+                    "procMount": st.sampled_from(["Default", "Unmasked"]),
+                    "seLinuxOptions": maybe(
+                        st.sampled_from(
+                            [{"type": "container_t"}, {"type": "spc_t"}, {"user": "system_u"}]
+                        )
+                    ),
+                    "seccompProfile": maybe(
+                        st.sampled_from([{"type": "RuntimeDefault"}, {"type": "Unconfined"}])
+                    ),
                 },
             )
         ),
@@ -96,6 +114,17 @@ pod_specs = maybe(
             "tolerations": json_values,
             "hostNetwork": st.booleans(),
             "hostPID": st.booleans(),
+            "hostIPC": st.booleans(),
+            "securityContext": maybe(st.fixed_dictionaries({}, optional={
+                "sysctls": maybe(st.lists(st.fixed_dictionaries({
+                    "name": st.sampled_from(["net.ipv4.tcp_syncookies", "kernel.core_pattern"]),
+                    "value": st.just("1"),
+                }), max_size=2)),
+                "windowsOptions": st.fixed_dictionaries({"hostProcess": st.booleans()}),
+                "appArmorProfile": st.sampled_from(
+                    [{"type": "RuntimeDefault"}, {"type": "Unconfined"}]
+                ),
+            })),
             "initContainers": maybe(st.lists(containers, max_size=1)),
         },
     )
@@ -181,6 +210,24 @@ def workspaces(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
+_HOST_KEYS = ("hostNetwork", "hostPID", "hostIPC", "privileged")
+
+
+def reaches_the_node(value: object) -> list[str]:
+    """Every place in generated objects that gives a pod the node (hostPath, host namespaces,
+    privileged)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "hostPath" or (key in _HOST_KEYS and inner):
+                found.append(key)
+            found += reaches_the_node(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found += reaches_the_node(inner)
+    return found
+
+
 def admitted(doc: dict[str, Any]) -> bool:
     answer = review({"request": {"uid": "u", "operation": "CREATE", "object": doc}})["response"]
     if not answer["allowed"]:
@@ -233,11 +280,60 @@ def test_every_spec_is_handled_or_refused_with_a_message(doc: dict[str, Any]) ->
     if live.inference is not None:
         what = inference_of(live, doc, CATALOG)
         assert what is not None
-        assert deployer_manifests.objects(what, WorkloadSettings())
+        built = deployer_manifests.objects(what, WorkloadSettings())
     else:
         assert live.tuning is not None
         preset = CATALOG.preset(live.tuning.preset.name)
         assert preset is not None
         job = tuning_of(live, doc, preset, "/mnt/output")
         assert job is not None
-        assert tuner_manifests.objects(job, JobSettings())
+        built = tuner_manifests.objects(job, JobSettings())
+    assert built
+    assert reaches_the_node(list(built)) == [], "an admitted spec built pods that reach the node"
+
+
+@st.composite
+def updates(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An old Workspace and a new one: the same, or with a new spec, sometimes being deleted."""
+    old = draw(workspaces())
+    new = draw(st.one_of(st.just(old), workspaces()))
+    template = (
+        old.get("inference", {}).get("template") if isinstance(old.get("inference"), dict) else None
+    )
+    if template is not None and draw(st.booleans()):
+        # Only the template changes: the immutable fields stay, so the pod rules decide.
+        new = {**old, "inference": {"template": draw(templates)}}
+    new = {**new, "metadata": {**old["metadata"], "finalizers": ["kairyu.sh/x"]}}
+    if draw(st.booleans()):
+        new["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return old, new
+
+
+def _spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+
+
+@settings(
+    max_examples=max(EXAMPLES // 2, 1),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(updates())
+def test_every_update_is_admitted_or_refused_with_a_message(
+    change: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    old, new = change
+    request = {"uid": "u", "operation": "UPDATE", "object": new, "oldObject": old}
+    answer = review({"request": request})["response"]
+    if not answer["allowed"]:
+        assert answer["status"]["message"], "a refusal must say why"
+        event("update refused")
+        return
+    if _spec(new) == _spec(old):
+        event("metadata-only update admitted")
+        return
+    event("spec change admitted")
+    # A spec change is checked even on a Workspace being deleted: no pod rule may be broken.
+    workspace = parse_workspace(new)
+    assert podsafety.problems(workspace, allow_host_access=False) == []

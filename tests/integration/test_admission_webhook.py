@@ -185,6 +185,40 @@ async def test_a_workspace_made_invalid_by_a_settings_change_can_still_lose_its_
         await kubectl(cluster, "get", "workspace", name, "-n", registered)
 
 
+async def test_a_workspace_being_deleted_cannot_swap_in_a_host_path_template(
+    cluster: LocalCluster, registered: str
+) -> None:
+    doc = seed("inference")
+    del doc["inference"]["preset"]
+    container = {"name": "server", "image": "example.com/server:1"}
+    doc["inference"]["template"] = {"spec": {"containers": [container]}}
+    doc["metadata"]["finalizers"] = ["kairyu.test/hold"]
+    name = doc["metadata"]["name"]
+    await kubectl(cluster, "apply", "-n", registered, "-f", "-", manifest=doc)
+    await kubectl(cluster, "delete", "workspace", name, "-n", registered, "--wait=false")
+    # The finalizer keeps it, and the pods built from its spec, alive: its spec is still checked.
+    host_root = {
+        "spec": {
+            "containers": [container],
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+        }
+    }
+    swap = json.dumps({"inference": {"template": host_root}})
+    with pytest.raises(KubectlError, match="volume type hostPath is not allowed"):
+        await kubectl(
+            cluster, "patch", "workspace", name, "-n", registered, "--type=merge", "-p", swap
+        )
+    live = json.loads(await kubectl(cluster, "get", "workspace", name, "-n", registered, "-o=json"))
+    assert "volumes" not in live["inference"]["template"]["spec"]
+    # Removing the finalizer (metadata only) is still admitted.
+    remove = json.dumps([{"op": "remove", "path": "/metadata/finalizers"}])
+    await kubectl(
+        cluster, "patch", "workspace", name, "-n", registered, "--type=json", "-p", remove
+    )
+    with pytest.raises(KubectlError, match="NotFound"):
+        await kubectl(cluster, "get", "workspace", name, "-n", registered)
+
+
 def served_certificate(endpoint: admission.WebhookEndpoint) -> str:
     return ssl.get_server_certificate((endpoint.host, endpoint.port), timeout=5)
 

@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from kairyu_core import service
 from kairyu_core.bus import (
     Bus,
     BusError,
@@ -25,8 +26,10 @@ from kairyu_core.bus import (
     StreamSpec,
     TemporaryError,
 )
+from kairyu_core.bus import setup
 from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
 from kairyu_core.localenv import LocalNats, certs
+from kairyu_core.localenv.processes import free_port
 from kairyu_core.settings import NatsSettings
 from kairyu_core.testing.bus import dead_letters
 from kairyu_core.testing.plugin import unique
@@ -382,38 +385,82 @@ async def test_a_deleted_stream_and_consumer_come_back(bus: Bus, consumers: list
     assert await bus.consumer_pending("svc") == (0, 0)
 
 
-async def test_a_service_that_may_not_recreate_its_consumer_stops(
+async def test_a_service_that_may_not_recreate_its_consumer_waits_for_the_setup_sidecar(
     bus: Bus, nats_server: LocalNats, stream_spec: StreamSpec
 ) -> None:
-    """Under NATS authorization a service may not create consumers: when its consumer is deleted
-    it stops with a clear error (the pod restarts and its admin step recreates it), instead of
-    staying ready while it receives nothing."""
-    await bus.ensure_consumer(consumer_spec(bus))
-    bound = await Bus.connect(
-        NatsSettings(
-            url=nats_server.url,
-            stream=stream_spec.name,
-            subject_prefix=stream_spec.subjects.prefix,
-            manage_topology=False,
-        ),
-        name="bound",
+    """Under NATS authorization a service may not create consumers. When its consumer is deleted
+    it stays alive and reports not ready (exiting would not help: a restarted container does not
+    re-run init containers), and resumes consuming once the `nats-setup` sidecar's next round has
+    recreated the consumer."""
+    admin = NatsSettings(
+        url=nats_server.url, stream=stream_spec.name, subject_prefix=stream_spec.subjects.prefix
     )
+    await setup.set_up(admin, ["deployer"], name="admin")
+    bound = await Bus.connect(admin.model_copy(update={"manage_topology": False}), name="bound")
+    readiness = service.Readiness()
+    readiness.bus = bound
+    received: list[str] = []
 
     async def handle(event: Event, delivery: Delivery) -> None:
-        pass
+        received.append(event.workspace.uid)
 
+    spec = ConsumerSpec.of_service("deployer", bound.stream.subjects)
+    consumer = Consumer(
+        bound, spec, service="deployer", events=EVENTS, handler=handle, verify_every_s=0.2
+    )
+    task = asyncio.create_task(consumer.run())
+    sidecar: asyncio.Task[None] | None = None
     try:
-        consumer = Consumer(
-            bound, consumer_spec(bound), service="svc", events=EVENTS, handler=handle
+        await bus.publish(WorkspaceObserved(workspace=ref("before")))
+        await until(lambda: received == ["before"])
+        assert readiness()
+        await bus.js.delete_consumer(stream_spec.name, spec.durable)
+        await until(lambda: not readiness())
+        await bus.publish(WorkspaceObserved(workspace=ref("while-gone")))
+        await asyncio.sleep(1.0)  # several verify periods: the service must not have given up
+        assert not task.done(), task.exception()
+        sidecar = asyncio.create_task(
+            setup.keep_set_up(admin, ["deployer"], name="nats-setup", every_s=0.2)
         )
-        task = asyncio.create_task(consumer.run())
-        await asyncio.sleep(0.5)
-        assert not task.done()
-        await bus.js.delete_consumer(stream_spec.name, "svc")
-        with pytest.raises(BusError, match=r"svc .* was deleted"):
-            await asyncio.wait_for(task, 30)
+        await until(readiness, timeout=40)
+        await bus.publish(WorkspaceObserved(workspace=ref("after")))
+        # The recreated consumer delivers everything still in the stream (DeliverPolicy.ALL).
+        await until(lambda: "while-gone" in received and "after" in received, timeout=40)
     finally:
+        if sidecar is not None:
+            sidecar.cancel()
+            await asyncio.gather(sidecar, return_exceptions=True)
+        await consumer.stop(grace_s=1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await bound.close()
+
+
+@pytest.mark.integration  # its own nats-server, started late
+async def test_the_setup_sidecar_outlasts_a_nats_that_is_not_there_yet(tmp_path: Path) -> None:
+    """The sidecar starts before NATS does (or during an outage): it keeps retrying instead of
+    exiting, and sets the stream up as soon as NATS is there."""
+    later = LocalNats(workdir=tmp_path, port=free_port())  # not started yet
+    settings = NatsSettings(url=later.url, stream=unique("LATE").upper())
+    sidecar = asyncio.create_task(
+        setup.keep_set_up(settings, ["planner"], name="nats-setup", every_s=0.5)
+    )
+    try:
+        await asyncio.sleep(1.5)
+        assert not sidecar.done(), sidecar.exception()
+        await asyncio.to_thread(later.start)
+        try:
+            spec = StreamSpec(name=settings.stream)
+            async with await Bus.connect(later.url, name="look", stream=spec) as look:
+                deadline = time.monotonic() + 30
+                while await look.missing("kairyu-planner"):
+                    assert time.monotonic() < deadline, "the sidecar never set up the consumer"
+                    await asyncio.sleep(0.2)
+        finally:
+            later.stop()
+    finally:
+        sidecar.cancel()
+        await asyncio.gather(sidecar, return_exceptions=True)
 
 
 async def test_the_stream_is_bounded_and_drops_the_oldest(bus: Bus, nats_server: LocalNats) -> None:

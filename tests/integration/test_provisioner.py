@@ -26,7 +26,7 @@ from kairyu_core.api import LabelSelector
 from kairyu_core.bus import Bus, Delivery, StreamSpec
 from kairyu_core.catalog import load_catalog
 from kairyu_core.events import NodesReady, WorkspaceDeleted, WorkspaceRef
-from kairyu_core.kube import KubeClient, resources
+from kairyu_core.kube import KubeClient, apply_status, errors, resources
 from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
 from kairyu_core.localenv.fake_arm import FakeArm
 from kairyu_core.localenv.karpenter import LocalKarpenter
@@ -590,6 +590,60 @@ async def test_a_forged_workspace_deleted_or_a_missing_crd_frees_nothing_of_a_li
         await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
     assert arm.pools == {}
     assert await workspace_nodes(kube, namespace, "live") == []
+
+
+@pytest.mark.usefixtures("karpenter")
+async def test_a_plan_above_the_node_limit_written_by_hand_creates_no_nodeclaim(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, bus: Bus
+) -> None:
+    cluster.apply(inference("big", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
+    meta = (await kube.get(resources.WORKSPACES, "big", namespace=namespace))["metadata"]
+    # Whoever may write the status (not the planner, which plans at most max_nodes) asks for 5.
+    plan = {
+        "instanceType": "Standard_NC6s_v3",
+        "nodeCount": 5,
+        "gpusPerNode": 1,
+        "tensorParallelSize": 1,
+        "pipelineParallelSize": 1,
+        "dtype": "float16",
+        "runtime": "vllm",
+        "observedGeneration": meta["generation"],
+    }
+    await apply_status(
+        kube, namespace=namespace, name="big", field_manager="someone", status={"plan": plan}
+    )
+    backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
+    await backend.prepare()
+    provisioner = Provisioner(
+        settings=ProvisionerSettings(
+            namespace=namespace,
+            backend="karpenter",
+            provisioning=FAST.model_copy(update={"max_nodes": 4}),
+        ),
+        bus=bus,
+        kube=kube,
+        catalog=load_catalog(),
+        backend=backend,
+    )
+    await provisioner.check(namespace, "big", uid=meta["uid"], full=True)
+    obj = await kube.get(resources.WORKSPACES, "big", namespace=namespace)
+    ready = condition(obj, "ResourceReady")
+    assert (ready["status"], ready["reason"]) == ("False", "PlanOverNodeLimit"), ready
+    assert "5 Standard_NC6s_v3 nodes" in ready["message"]
+    assert "KAIRYU_PROVISIONING__MAX_NODES" in ready["message"]
+    claims = await kube.list(
+        resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, "big")
+    )
+    assert claims["items"] == []
+    # The CRD refuses a plan above MAX_NODE_COUNT outright, whoever writes it.
+    with pytest.raises(errors.KubeError, match="nodeCount"):
+        await apply_status(
+            kube,
+            namespace=namespace,
+            name="big",
+            field_manager="someone",
+            status={"plan": plan | {"nodeCount": 101}},
+        )
 
 
 # ---------------------------------------------------------------------- crash and restart

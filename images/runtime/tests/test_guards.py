@@ -143,6 +143,34 @@ def _peak_rss(server: Server) -> int:
     return int(match.group(1)) * 1024
 
 
+def test_a_second_gzip_member_past_the_limit_is_413_not_ignored(server: Server) -> None:
+    # The first member inflates to exactly the server's 4 MiB limit (a valid request padded with
+    # spaces); the second adds one byte. Reading only the first would serve a body that is not
+    # the one sent.
+    request = json.dumps(
+        {
+            "inputs": [
+                {"name": "text_input", "shape": [1], "datatype": "BYTES", "data": ["hi"]},
+                {
+                    "name": "sampling_parameters",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "data": [json.dumps({"max_tokens": 1})],
+                },
+            ]
+        }
+    ).encode()
+    first = request + b" " * ((4 << 20) - len(request))
+    response = httpx.post(
+        f"{server.url}/v2/models/{MODEL_NAME}/infer",
+        content=gzip.compress(first) + gzip.compress(b" "),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 413, response.text
+    assert "inflates to more than" in response.json()["error"]
+
+
 def test_a_gzip_bomb_is_refused_without_inflating_it(server: Server) -> None:
     bomb = gzip.compress(b" " * (200 << 20), compresslevel=9)
     assert len(bomb) < 300_000
@@ -247,8 +275,18 @@ def test_an_openai_seed_torch_cannot_take_is_a_400(server: Server) -> None:
     assert "seed" in seed.json()["error"]["message"]
 
 
+def wait_worker_idle(server: Server, timeout: float = 120) -> float:
+    """Seconds until the worker holds no generation (the worker itself releases each one)."""
+    began = time.monotonic()
+    while metric(server, "kairyu_runtime_generations_admitted") > 0:
+        assert time.monotonic() - began < timeout, "the worker is still generating"
+        time.sleep(0.02)
+    return time.monotonic() - began
+
+
 def test_a_request_whose_client_left_stops_generating(server: Server) -> None:
     wait_idle(server)
+    wait_worker_idle(server)
     generated = metric(server, "kairyu_runtime_generation_tokens_total")
     params = json.dumps({"max_tokens": LONG, "min_tokens": LONG})
     body = json.dumps(
@@ -271,11 +309,33 @@ def test_a_request_whose_client_left_stops_generating(server: Server) -> None:
             + body
         )
         wait_running(server)
-    # Eight generations of LONG tokens were asked for; the caller left during the first.
-    wait_idle(server)
-    assert metric(server, "kairyu_runtime_generation_tokens_total") - generated < 2 * LONG
+    # Eight generations of exactly LONG tokens were asked for; the caller left during the first.
+    # The worker counts the tokens it made, finished or not, before it lets the job go.
+    wait_worker_idle(server)
+    assert metric(server, "kairyu_runtime_generation_tokens_total") - generated < LONG
     route = '{route="/v2/models/{model}/infer",status="499"}'
     assert metric(server, "kairyu_runtime_requests_total", route) >= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"bad_words_ids": [[1] * 600] * 8}, "bad_words_ids"),
+        ({"eos_token_id": [2] * 5000}, "eos_token_id"),
+        ({"forced_eos_token_id": [2] * 3000, "suppress_tokens": [3] * 1200}, "forced_eos_token_id"),
+    ],
+)
+def test_token_id_lists_are_capped_in_total(
+    server: Server, kwargs: dict[str, object], field: str
+) -> None:
+    response = httpx.post(
+        f"{server.url}/chat",
+        json={"prompt": "hi", "generate_kwargs": {"max_new_tokens": 1, **kwargs}},
+        timeout=60,
+    )
+    assert response.status_code == 400, response.text
+    assert field in response.json()["detail"]
+    assert "at most 4096" in response.json()["detail"]
 
 
 def test_a_full_queue_answers_429_with_retry_after(guarded: Server) -> None:

@@ -8,8 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
-from kairyu_runtime.vllm_entry import ConfigError, vllm_args
+from kairyu_runtime.vllm_entry import KEY_MIDDLEWARE, ConfigError, vllm_args, vllm_command
 
 DEPLOYER_ARGS = [
     "--model=microsoft/Phi-4-mini-instruct",
@@ -119,9 +124,73 @@ def test_vllm_gets_the_api_key_and_the_log_never_shows_it(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert "vllm key: env-secret" in done.stdout
+    assert f"--middleware={KEY_MIDDLEWARE}" in done.stdout
+    assert "flag-secret" not in done.stdout  # off vLLM's command line, which /proc shows
     assert "starting vLLM" in done.stderr
     for secret in ("env-secret", "flag-secret", "other-secret"):
         assert secret not in done.stderr
+
+
+def test_a_key_from_anywhere_puts_the_key_middleware_in_front_of_vllm(tmp_path: Path) -> None:
+    middleware = f"--middleware={KEY_MIDDLEWARE}"
+    args, env = vllm_command(
+        DEPLOYER_ARGS, {"KAIRYU_RUNTIME_API_KEY": "k"}, config_text=None, adapters_dir=tmp_path
+    )
+    assert middleware in args
+    assert env["VLLM_API_KEY"] == "k"
+    # A key given only as a flag (e.g. in the user's `vllm:` config) moves to the environment.
+    args, env = vllm_command(
+        DEPLOYER_ARGS, {}, config_text="vllm:\n  api-key: from-config\n", adapters_dir=tmp_path
+    )
+    assert middleware in args
+    assert not [a for a in args if "api-key" in a or "from-config" in a]
+    assert env["VLLM_API_KEY"] == "from-config"
+    # A user's own --middleware in the config does not replace kairyu's.
+    config = "vllm:\n  middleware: mine.Middleware\n"
+    args, _ = vllm_command(
+        DEPLOYER_ARGS, {"VLLM_API_KEY": "k"}, config_text=config, adapters_dir=tmp_path
+    )
+    assert middleware in args
+    assert "--middleware=mine.Middleware" in args
+    args, env = vllm_command(DEPLOYER_ARGS, {}, config_text=None, adapters_dir=tmp_path)
+    assert not [a for a in args if a.startswith("--middleware")]
+    assert "VLLM_API_KEY" not in env
+
+
+def _vllm_like_app() -> Starlette:
+    """Routes named as vLLM's, with the middleware added the way vLLM's --middleware adds it."""
+
+    async def answer(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"served {request.url.path}")
+
+    paths = ["/invocations", "/tokenize", "/pooling", "/v1/models", "/health", "/ping", "/metrics"]
+    app = Starlette(routes=[Route(p, answer, methods=["GET", "POST"]) for p in paths])
+    module, _, name = KEY_MIDDLEWARE.rpartition(".")
+    app.add_middleware(getattr(__import__(module, fromlist=[name]), name))
+    return app
+
+
+def test_vllm_routes_outside_v1_need_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "vllm-key")
+    with TestClient(_vllm_like_app()) as client:
+        for path in ("/invocations", "/tokenize", "/pooling", "/v1/models"):
+            refused = client.post(path, json={"prompt": "hi"})
+            assert refused.status_code == 401, path
+            assert refused.headers["WWW-Authenticate"] == "Bearer"
+            wrong = client.post(path, headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401, path
+            allowed = client.post(path, headers={"Authorization": "Bearer vllm-key"})
+            assert allowed.status_code == 200, path
+        for probe in ("/health", "/ping", "/metrics"):
+            assert client.get(probe).status_code == 200, probe
+        assert client.get("/health/../tokenize").status_code == 401
+
+
+def test_the_vllm_key_middleware_will_not_run_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    monkeypatch.delenv("KAIRYU_RUNTIME_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="VLLM_API_KEY"), TestClient(_vllm_like_app()) as c:
+        c.get("/tokenize")
 
 
 SCRIPT = Path(__file__).parents[1] / "entrypoints" / "multi-node-serving.sh"

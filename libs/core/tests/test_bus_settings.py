@@ -47,6 +47,11 @@ def test_urls_are_redacted_wherever_they_appear() -> None:
     assert "https://blob.example/model.bin?***" in shown
 
 
+def test_a_password_containing_at_signs_is_redacted_whole() -> None:
+    shown = redact("disconnected from nats://kairyu-tuner:p@ss@w0rd@nats:4222 (retrying)")
+    assert shown == "disconnected from nats://***@nats:4222 (retrying)"
+
+
 def test_temporary_failures_back_off_to_a_minute_and_honour_longer_requests() -> None:
     delays = [retry_delay(5.0, n) for n in range(1, 12)]
     assert delays[:3] == [5.0, 5.0, 5.0]

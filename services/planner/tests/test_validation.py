@@ -322,7 +322,7 @@ def test_an_update_checks_immutability_and_safety_only() -> None:
     assert not validate(ws(bad), old_t).allowed
 
 
-def test_review_admits_metadata_only_updates_and_deletions_without_validating() -> None:
+def test_review_admits_metadata_only_updates_without_validating_deleting_or_not() -> None:
     def refuse_all(new: Any, old: Any) -> Verdict:
         return Verdict(errors=["refused"])
 
@@ -335,7 +335,12 @@ def test_review_admits_metadata_only_updates_and_deletions_without_validating() 
     spec_change["inference"]["preset"]["name"] = "phi-4"
     request["request"]["object"] = spec_change
     assert review(request, refuse_all)["response"]["allowed"] is False
+    # Being deleted does not exempt a spec change from the UPDATE checks (its pods live on
+    # while a finalizer holds it), but finalizer removal still passes.
     spec_change["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert review(request, refuse_all)["response"]["allowed"] is False
+    changed["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    request["request"]["object"] = changed
     assert review(request, refuse_all)["response"]["allowed"] is True
 
 

@@ -32,8 +32,9 @@ def main() -> None:
         sys.exit(1)
     # The weights are in memory: from here on nothing in this process may reach a model hub.
     engine.seal_hubs(os.environ)
-    runner = engine.Runner(loaded, max_queue=settings.max_queue)
-    app = create_app(runner, Metrics(), settings)
+    metrics = Metrics()
+    runner = engine.Runner(loaded, max_queue=settings.max_queue, on_done=metrics.count)
+    app = create_app(runner, metrics, settings)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     finally:

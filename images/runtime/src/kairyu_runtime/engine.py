@@ -235,11 +235,22 @@ class Engine:
 
 
 class Runner:
-    """Queues generations for the engine's single worker thread, at most `max_queue` waiting."""
+    """Queues generations for the engine's single worker thread, at most `max_queue` waiting.
 
-    def __init__(self, engine: Engine, *, max_queue: int = 16) -> None:
+    `on_done` sees every generation the worker finishes, on the worker thread, including one
+    whose caller left: /metrics then counts the tokens the model really made.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_queue: int = 16,
+        on_done: Callable[[Completion], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.max_queue = max_queue
+        self._on_done = on_done
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._lock = threading.Lock()
         self._admitted = 0  # running + waiting; released by the worker or by a cancelled wait
@@ -254,13 +265,19 @@ class Runner:
                 raise BusyError(f"{self.max_queue} requests are already waiting for the model")
             self._admitted += 1
         try:
-            future = self._pool.submit(job)
+            future = self._pool.submit(self._counted, job)
         except BaseException:
             self._release()
             raise
         # Runs when the job ends, or at once when a waiting job is cancelled (its caller left).
         future.add_done_callback(lambda _: self._release())
         return asyncio.wrap_future(future)
+
+    def _counted(self, job: Callable[[], Completion]) -> Completion:
+        done = job()
+        if self._on_done is not None:
+            self._on_done(done)
+        return done
 
     def _release(self) -> None:
         with self._lock:

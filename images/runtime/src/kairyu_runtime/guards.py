@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Probes and scraping stay open: the kubelet and Prometheus have no key (docs/runtime.md).
 OPEN_PATHS = frozenset({"/health", "/metrics", "/v2/health/live", "/v2/health/ready"})
+# vLLM's: the deployer's probes use /health, SageMaker's /ping is a health check, /metrics is
+# Prometheus. All else (/invocations, /pooling, /score, /tokenize, /version, …) needs the key.
+VLLM_OPEN_PATHS = frozenset({"/health", "/ping", "/metrics"})
+# Where the vLLM middleware finds its key: the wrapper copies kairyu's into VLLM_API_KEY.
+KEY_VARIABLES = ("VLLM_API_KEY", "KAIRYU_RUNTIME_API_KEY")
 CLIENT_GONE = 499  # nginx's "client closed request": only ever seen in /metrics
 
 
@@ -76,12 +82,21 @@ def bearer_matches(authorization: str | None, key: str) -> bool:
 class ApiKey:
     """Refuses (401) every call but the probes and /metrics without the configured key."""
 
+    open_paths = OPEN_PATHS
+
     def __init__(self, app: ASGIApp, *, key: str) -> None:
+        if not key:
+            raise ValueError("an empty API key would let every caller in")
         self.app = app
         self._key = key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "websocket" and not bearer_matches(
+            _header(scope, b"authorization"), self._key
+        ):
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         if bearer_matches(_header(scope, b"authorization"), self._key):
@@ -94,6 +109,26 @@ class ApiKey:
             {"WWW-Authenticate": "Bearer"},
         )
         await send_error(send, scope["path"], refusal)
+
+
+class VllmApiKey(ApiKey):
+    """vLLM's `--middleware`: the same key check in front of every vLLM route, deny by default.
+
+    vLLM's own VLLM_API_KEY check covers only /v1/*, while /invocations, /pooling, /score,
+    /rerank, /tokenize and more answer anyone. vLLM adds a middleware class with
+    `app.add_middleware(cls)` and no arguments, so the key is read from the environment here, at
+    construction; with none set it refuses to start rather than run open.
+    """
+
+    open_paths = VLLM_OPEN_PATHS
+
+    def __init__(self, app: ASGIApp) -> None:
+        key = next((os.environ[name] for name in KEY_VARIABLES if os.environ.get(name)), "")
+        if not key:
+            raise RuntimeError(
+                f"kairyu's vLLM API key middleware needs one of {', '.join(KEY_VARIABLES)}"
+            )
+        super().__init__(app, key=key)
 
 
 class BodyLimit:

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Generated(Protocol):
+    """What the counters need of engine.Completion (this module does not import torch)."""
+
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
 
 
 @dataclass
@@ -49,12 +59,24 @@ class Metrics:
             "generation requests queued or running",
             registry=self.registry,
         )
+        # The worker's own count: a job leaves only when the worker is done with it, so this
+        # shows a generation that goes on after its caller left (requests_running does not).
+        self.admitted = Gauge(
+            "kairyu_runtime_generations_admitted",
+            "generations running or waiting on the worker",
+            registry=self.registry,
+        )
         self.adapters = Gauge(
             "kairyu_runtime_adapter_strength",
             "LoRA adapters merged into the model, by strength",
             ["adapter"],
             registry=self.registry,
         )
+
+    def count(self, done: Generated) -> None:
+        """A finished generation's tokens (called on the worker thread; counters are locked)."""
+        self.prompt_tokens.inc(done.prompt_tokens)
+        self.generation_tokens.inc(done.completion_tokens)
 
 
 class Measure:

@@ -24,6 +24,8 @@ GREEDY_BELOW = 1e-5
 MAX_STOP_CHARS = 256
 # torch.manual_seed takes a 64-bit seed; a larger one is an OverflowError, not a 400.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+# Token ids across bad_words_ids, suppress_tokens, eos_token_id and the like, all together.
+MAX_TOKEN_IDS = 4096
 
 # The generate() arguments a request may set: KAITO's documented generate_kwargs and the
 # length, sampling and penalty options transformers documents for GenerationConfig. Group beam
@@ -148,7 +150,19 @@ def check_generate_kwargs(kwargs: dict[str, Any], limits: GenerationLimits) -> N
 
 
 def check_token_ids(kwargs: dict[str, Any], vocabulary: int) -> None:
-    """Token ids a request names must exist: an id outside the vocabulary is an IndexError."""
+    """Token ids a request names must exist (else an IndexError), and not too many of them.
+
+    transformers checks every banned word, suppressed token and end-of-sequence id at every
+    generated token, so their total is capped, whatever the lists' shape.
+    """
+    counts = {key: len(_ints(kwargs.get(key))) for key in TOKEN_ID_KWARGS}
+    if sum(counts.values()) > MAX_TOKEN_IDS:
+        largest = max(counts, key=lambda k: counts[k])
+        raise RequestError(
+            f"generate_kwargs.{largest}: {counts[largest]} token ids "
+            f"({sum(counts.values())} in all of {', '.join(TOKEN_ID_KWARGS)}); "
+            f"at most {MAX_TOKEN_IDS} in all"
+        )
     for key in TOKEN_ID_KWARGS:
         for token in _ints(kwargs.get(key)):
             if not 0 <= token < vocabulary:

@@ -93,6 +93,7 @@ def create_app(  # noqa: PLR0915 - one route table
     app = FastAPI(title="kairyu runtime", version=VERSION)
     for adapter in engine.adapters:
         metrics.adapters.labels(adapter.name).set(adapter.strength)
+    metrics.admitted.set_function(lambda: runner.admitted)
     # Added innermost first: Measure sees every answer, the key is checked before the body is read.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.api_key is not None and settings.api_key.get_secret_value():
@@ -150,8 +151,6 @@ def create_app(  # noqa: PLR0915 - one route table
             done = await _unless_disconnected(http, runner.complete(request, templated=templated))
         finally:
             metrics.running.dec()
-        metrics.prompt_tokens.inc(done.prompt_tokens)
-        metrics.generation_tokens.inc(done.completion_tokens)
         return done
 
     async def start_stream(
@@ -173,9 +172,6 @@ def create_app(  # noqa: PLR0915 - one route table
             try:
                 item: str | Completion = first
                 while True:
-                    if isinstance(item, Completion):
-                        metrics.prompt_tokens.inc(item.prompt_tokens)
-                        metrics.generation_tokens.inc(item.completion_tokens)
                     yield item
                     item = await anext(items)
             except StopAsyncIteration:
@@ -368,23 +364,40 @@ def create_app(  # noqa: PLR0915 - one route table
 
 
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Inflates at most `limit` + 1 bytes, so a small bomb never becomes a large buffer."""
+    """Inflates at most `limit` + 1 bytes, so a small bomb never becomes a large buffer.
+
+    Whatever the body holds beyond `limit` inflated bytes is a 413, including when the first
+    gzip member ends exactly at the limit and another follows (RFC 1952 bodies may have several
+    members); only a stream that ends early is a 400.
+    """
     if not encoding or encoding == "identity":
         return body
     if encoding not in ("gzip", "deflate"):
         raise ApiError(415, f"Content-Encoding {encoding} is not supported (gzip, deflate)")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-    try:
-        inflated = inflater.decompress(body, limit + 1)
-    except zlib.error as err:
-        raise ApiError(400, f"body is not valid {encoding}: {err}") from None
-    if len(inflated) > limit:
-        raise ApiError(
-            413, f"the {encoding} body inflates to more than {limit} bytes", "request_too_large"
-        )
-    if not inflater.eof:
-        raise ApiError(400, f"body is not valid {encoding}: the stream is truncated")
-    return inflated
+    too_large = ApiError(
+        413, f"the {encoding} body inflates to more than {limit} bytes", "request_too_large"
+    )
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    inflated = bytearray()
+    remaining = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            # max_length is at least 1 here (0 would mean unlimited).
+            inflated += inflater.decompress(remaining, limit + 1 - len(inflated))
+            while inflater.unconsumed_tail and len(inflated) <= limit:
+                inflated += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(inflated))
+        except zlib.error as err:
+            raise ApiError(400, f"body is not valid {encoding}: {err}") from None
+        if len(inflated) > limit:
+            raise too_large
+        if not inflater.eof:
+            raise ApiError(400, f"body is not valid {encoding}: the stream is truncated")
+        remaining = inflater.unused_data
+        if not remaining:
+            return bytes(inflated)
+        if encoding != "gzip":
+            raise ApiError(400, "body is not valid deflate: data follows the end of the stream")
 
 
 def _sse(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:

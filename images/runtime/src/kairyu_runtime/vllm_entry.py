@@ -6,8 +6,12 @@ flags vLLM does not know. This wrapper takes those out, applies the Workspace's 
 max-model-len and friends), turns adapter directories into LoRA modules, and then becomes vLLM's
 OpenAI server with exec so that signals and the exit code are vLLM's own.
 
-vLLM reads its API key from VLLM_API_KEY (and then refuses /v1 calls without it); the wrapper
-fills that from kairyu's KAIRYU_RUNTIME_API_KEY when only the latter is set, and never logs a key.
+vLLM reads its API key from VLLM_API_KEY but checks it only on /v1 paths: /invocations, /pooling,
+/score, /tokenize and others answer anyone. So whenever a key is set the wrapper also starts vLLM
+with `--middleware kairyu_runtime.guards.VllmApiKey`, which asks for the key everywhere but the
+probes and /metrics. The key travels only in the environment: VLLM_API_KEY, else kairyu's
+KAIRYU_RUNTIME_API_KEY, else an `--api-key` flag (taken off the command line, which any process
+in the pod can read). The wrapper never logs a key.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ VLLM_SERVER = "vllm.entrypoints.openai.api_server"
 KAIRYU_API_KEY = "KAIRYU_RUNTIME_API_KEY"
 VLLM_API_KEY = "VLLM_API_KEY"
 SECRET_FLAGS = {"--api-key"}
+KEY_MIDDLEWARE = "kairyu_runtime.guards.VllmApiKey"
 
 
 class ConfigError(ValueError):
@@ -148,12 +153,40 @@ def vllm_args(argv: list[str], *, config_text: str | None, adapters_dir: Path) -
     return args
 
 
-def vllm_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment vLLM runs with: kairyu's API key becomes vLLM's unless that is set."""
+def flag_values(args: list[str], names: set[str]) -> list[str]:
+    """The values given to the flags in `names`, as `--flag=value` or `--flag value`."""
+    values: list[str] = []
+    for i, arg in enumerate(args):
+        if not arg.startswith("--") or flag_name(arg) not in names:
+            continue
+        if "=" in arg:
+            values.append(arg.partition("=")[2])
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            values.append(args[i + 1])
+    return values
+
+
+def vllm_env(env: Mapping[str, str], flag_key: str | None = None) -> dict[str, str]:
+    """The environment vLLM runs with: VLLM_API_KEY, else kairyu's key, else the flag's."""
     result = dict(env)
-    if result.get(KAIRYU_API_KEY) and not result.get(VLLM_API_KEY):
-        result[VLLM_API_KEY] = result[KAIRYU_API_KEY]
+    if not result.get(VLLM_API_KEY):
+        key = result.get(KAIRYU_API_KEY) or flag_key
+        if key:
+            result[VLLM_API_KEY] = key
     return result
+
+
+def vllm_command(
+    argv: list[str], env: Mapping[str, str], *, config_text: str | None, adapters_dir: Path
+) -> tuple[list[str], dict[str, str]]:
+    """The arguments and environment vLLM gets; with a key, the middleware that checks it."""
+    args = vllm_args(argv, config_text=config_text, adapters_dir=adapters_dir)
+    flag_keys = [v for v in flag_values(args, SECRET_FLAGS) if v]
+    args = without(args, SECRET_FLAGS)
+    environment = vllm_env(env, flag_keys[-1] if flag_keys else None)
+    if environment.get(VLLM_API_KEY):
+        args.append(f"--middleware={KEY_MIDDLEWARE}")
+    return args, environment
 
 
 def redacted(args: list[str]) -> list[str]:
@@ -179,13 +212,15 @@ def main() -> None:
     config_path = kaito.get("--kaito-config-file")
     try:
         config_text = Path(config_path).read_text() if config_path else None
-        args = vllm_args(argv, config_text=config_text, adapters_dir=Path(DEFAULT_ADAPTERS))
+        args, env = vllm_command(
+            argv, os.environ, config_text=config_text, adapters_dir=Path(DEFAULT_ADAPTERS)
+        )
     except (OSError, ConfigError) as err:
         log.error("cannot start vLLM: %s", err)  # noqa: TRY400 - the message is the reason
         sys.exit(2)
     command = [sys.executable, "-m", VLLM_SERVER, *args]
     log.info("starting vLLM: %s", " ".join(redacted(command)))
-    os.execve(sys.executable, command, vllm_env(os.environ))  # noqa: S606 - becoming vLLM
+    os.execve(sys.executable, command, env)  # noqa: S606 - becoming vLLM
 
 
 if __name__ == "__main__":

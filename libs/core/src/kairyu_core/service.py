@@ -9,35 +9,95 @@ same, so they live here once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler
+from kairyu_core.bus import Bus, BusError, Consumer, ConsumerSpec, Handler
 from kairyu_core.events import Event
 from kairyu_core.kube import KubeClient
 from kairyu_core.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+_WAIT_MAX_S = 30.0  # while NATS or the stream is missing, look at least this often
+
+
+class Readiness:
+    """What /readyz reports: the bus once connected, up now, with its stream and consumer there.
+
+    Made before the connection, so that the health server (/healthz: the event loop runs) serves
+    from the first second, also while NATS is unreachable; /readyz says whether NATS is usable.
+    """
+
+    def __init__(self) -> None:
+        self.bus: Bus | None = None
+
+    def __call__(self) -> bool:
+        bus = self.bus
+        return bus is not None and bus.is_connected and bus.topology_ready
 
 
 @asynccontextmanager
-async def connections(settings: ServiceSettings) -> AsyncIterator[tuple[Bus, KubeClient]]:
-    """The bus (with the stream ensured) and the Kubernetes client, closed on exit."""
-    bus = await Bus.connect(settings.nats, name=settings.service_name)
-    try:
+async def health_server(settings: ServiceSettings) -> AsyncIterator[Readiness]:
+    """Serve /healthz, /readyz and /metrics (if a health port is set) until the block ends."""
+    readiness = Readiness()
+    async with health.serving(settings.health_port, ready=readiness):
+        yield readiness
+
+
+@asynccontextmanager
+async def connections(
+    settings: ServiceSettings, readiness: Readiness | None = None
+) -> AsyncIterator[tuple[Bus, KubeClient]]:
+    """The bus (with the stream there) and the Kubernetes client, closed on exit.
+
+    The health server runs first (unless the caller runs it and passes its `readiness`). NATS
+    unreachable at start, or the stream missing under NATS authorization, is waited for with a
+    capped backoff, not ready meanwhile, instead of ending the service: a restarted container
+    would find neither any better.
+    """
+    async with AsyncExitStack() as stack:
+        if readiness is None:
+            readiness = await stack.enter_async_context(health_server(settings))
+        bus = await _retrying(
+            lambda: Bus.connect(settings.nats, name=settings.service_name), "connect to NATS"
+        )
+        stack.push_async_callback(bus.close)
+        readiness.bus = bus
+        stack.callback(setattr, readiness, "bus", None)
         kube = await KubeClient.connect(settings.kube.kubeconfig, timeouts=settings.kube.timeouts)
+        stack.push_async_callback(kube.close)
+        await _retrying(lambda: _ensure_stream(bus), "find the stream")
+        yield bus, kube
+
+
+async def _ensure_stream(bus: Bus) -> None:
+    try:
+        await bus.ensure_stream()
+    except BusError:
+        bus.topology_ready = False
+        raise
+    bus.topology_ready = True
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    """`attempt()` until it does not raise BusError, waiting 0.5 s, 1 s … 30 s between tries."""
+    delay = 0.5
+    while True:
         try:
-            await bus.ensure_stream()
-            async with health.serving(settings.health_port, ready=lambda: bus.is_connected):
-                yield bus, kube
-        finally:
-            await kube.close()
-    finally:
-        await bus.close()
+            return await attempt()
+        except BusError as exc:
+            log.warning("cannot %s yet (%s); retrying in %.1fs, not ready", what, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _WAIT_MAX_S)
 
 
 async def run_until_stopped(

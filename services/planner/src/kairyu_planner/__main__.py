@@ -2,7 +2,9 @@
 
 The webhook starts first and stops last: it needs neither NATS nor the apiserver, and while it is
 down (with `failurePolicy: Fail`) no Workspace in the cluster can be written, so a planner that
-waits for NATS must still answer admission requests.
+waits for NATS must still answer admission requests. The health server (/healthz for the startup
+and liveness probes) also runs from the start, across NATS outages: a planner whose NATS is down
+is alive and keeps admitting; only /readyz on the health port says NATS is unusable.
 """
 
 from __future__ import annotations
@@ -36,26 +38,40 @@ async def serve(settings: PlannerSettings) -> None:
             validator=partial(validate, catalog=catalog, planning=settings.planning),
         )
     try:
-        delay = 1.0
-        while True:
-            try:
-                await _plan_until_stopped(settings, catalog)
-            except BusError as exc:
-                if runner is None:
-                    raise
-                # Without NATS there is nothing to plan, but the webhook must keep answering.
-                log.warning("%s; the admission webhook keeps serving; retrying in %gs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-            else:
-                return
+        async with service.health_server(settings) as readiness:
+            serving = runner is not None
+            await _plan_with_retries(settings, catalog, readiness, webhook_serves=serving)
     finally:
         if runner is not None:
             await runner.cleanup()
 
 
-async def _plan_until_stopped(settings: PlannerSettings, catalog: Catalog) -> None:
-    async with service.connections(settings) as (bus, kube):
+async def _plan_with_retries(
+    settings: PlannerSettings,
+    catalog: Catalog,
+    readiness: service.Readiness,
+    *,
+    webhook_serves: bool,
+) -> None:
+    delay = 1.0
+    while True:
+        try:
+            await _plan_until_stopped(settings, catalog, readiness)
+        except BusError as exc:
+            if not webhook_serves:
+                raise
+            # Without NATS there is nothing to plan, but the webhook must keep answering.
+            log.warning("%s; the admission webhook keeps serving; retrying in %gs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+        else:
+            return
+
+
+async def _plan_until_stopped(
+    settings: PlannerSettings, catalog: Catalog, readiness: service.Readiness
+) -> None:
+    async with service.connections(settings, readiness) as (bus, kube):
         planner = Planner(settings=settings, bus=bus, kube=kube, catalog=catalog)
         consumer = Consumer(
             bus,

@@ -10,7 +10,16 @@ build a workload from (a string where the pod spec should be), so a bad spec is 
 message instead of failing on every retry.
 
 The volume types allowed are the restricted Pod Security Standard's list: the ones that cannot
-reach the node's own files or devices. Pure: no I/O; each function returns messages.
+reach the node's own files or devices. The other rules are the baseline Pod Security Standard's
+(no host namespaces, privileged containers, added capabilities, host ports, custom SELinux
+users/roles/types, Unconfined seccomp or AppArmor, unmasked /proc, Windows host processes, unsafe
+sysctls) plus two of restricted's that only ever widen what a container may do: privilege
+escalation, and an explicit `runAsUser: 0`. Restricted's other rules (runAsNonRoot required,
+capabilities dropped, a seccomp profile set) are not required of a template: KAITO's template
+examples run images as root with no securityContext at all, and the deployer adds what is
+missing. `runAsNonRoot: false` is admitted: it is the same as leaving it unset (the image's
+user), whereas `runAsUser: 0` turns an image built to run as a user into root.
+Pure: no I/O; each function returns messages.
 """
 
 from __future__ import annotations
@@ -39,6 +48,27 @@ _HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
 _CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 _OBJECT_LISTS = ("volumes", "tolerations", "imagePullSecrets", *_CONTAINER_LISTS)
 ALLOW_SETTING = "KAIRYU_PLANNING__ALLOW_HOST_ACCESS"
+SAFE_SELINUX_TYPES = frozenset(
+    {"container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+)
+"""The SELinux types the baseline Pod Security Standard allows (an unset type is allowed too)."""
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+"""The baseline Pod Security Standard's safe sysctls: namespaced, and unable to affect other
+pods on the node."""
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 
 
 def problems(ws: Workspace, *, allow_host_access: bool) -> list[str]:
@@ -120,7 +150,21 @@ def template_problems(template: Mapping[str, Any], *, allow_host_access: bool) -
             f"{where}.spec.volumes[{index}]", volume, allow_host_access=allow_host_access
         )
     found += _pod_security(spec, f"{where}.spec", allow_host_access=allow_host_access)
+    if not allow_host_access:
+        found += _apparmor_annotations((metadata or {}).get("annotations"), f"{where}.metadata")
     return found
+
+
+def _apparmor_annotations(annotations: object, where: str) -> list[str]:
+    if not isinstance(annotations, dict):
+        return []
+    return [
+        _denied(f"{where}.annotations[{key}]={value}")
+        for key, value in annotations.items()
+        if isinstance(key, str)
+        and key.startswith(_APPARMOR_ANNOTATION)
+        and not (value == "runtime/default" or str(value).startswith("localhost/"))
+    ]
 
 
 def _string_map(value: object) -> bool:
@@ -137,6 +181,9 @@ def _pod_security(spec: Mapping[str, Any], where: str, *, allow_host_access: boo
     pod_context = spec.get("securityContext")
     if pod_context is not None and not isinstance(pod_context, dict):
         found.append(f"{where}.securityContext must be an object")
+    elif pod_context is not None and not allow_host_access:
+        found += _context_problems(pod_context, f"{where}.securityContext")
+        found += _sysctl_problems(pod_context.get("sysctls"), f"{where}.securityContext")
     for key in _CONTAINER_LISTS:
         for index, container in enumerate(spec.get(key) or []):
             found += _container(container, f"{where}.{key}[{index}]", allow_host_access)
@@ -159,6 +206,12 @@ def _container(container: Mapping[str, Any], where: str, allow_host_access: bool
         return found
     if context.get("privileged"):
         found.append(_denied(f"{where}.securityContext.privileged"))
+    if context.get("allowPrivilegeEscalation") is True:
+        found.append(_denied(f"{where}.securityContext.allowPrivilegeEscalation: true"))
+    proc_mount = context.get("procMount")
+    if proc_mount is not None and proc_mount != "Default":
+        found.append(_denied(f"{where}.securityContext.procMount {proc_mount}"))
+    found += _context_problems(context, f"{where}.securityContext")
     capabilities = context.get("capabilities")
     if capabilities is not None and not isinstance(capabilities, dict):
         return [*found, f"{where}.securityContext.capabilities must be an object"]
@@ -172,3 +225,52 @@ def _container(container: Mapping[str, Any], where: str, allow_host_access: bool
     if any(p.get("hostPort") for p in ports or []):
         found.append(_denied(f"{where}.ports[].hostPort"))
     return found
+
+
+def _context_problems(context: Mapping[str, Any], where: str) -> list[str]:
+    """Rules a pod's and a container's securityContext share (baseline, and restricted's root)."""
+    found: list[str] = []
+    if context.get("runAsUser") == 0 and not isinstance(context.get("runAsUser"), bool):
+        found.append(_denied(f"{where}.runAsUser: 0 (root)"))
+    found += _selinux_problems(context.get("seLinuxOptions"), f"{where}.seLinuxOptions")
+    for key in ("seccompProfile", "appArmorProfile"):
+        profile = context.get(key)
+        if profile is None:
+            continue
+        if not isinstance(profile, dict):
+            found.append(f"{where}.{key} must be an object")
+        elif profile.get("type") == "Unconfined":
+            found.append(_denied(f"{where}.{key}.type Unconfined"))
+    windows = context.get("windowsOptions")
+    if windows is not None:
+        if not isinstance(windows, dict):
+            found.append(f"{where}.windowsOptions must be an object")
+        elif windows.get("hostProcess"):
+            found.append(_denied(f"{where}.windowsOptions.hostProcess"))
+    return found
+
+
+def _selinux_problems(selinux: object, where: str) -> list[str]:
+    if selinux is None:
+        return []
+    if not isinstance(selinux, dict):
+        return [f"{where} must be an object"]
+    found: list[str] = []
+    kind = selinux.get("type")
+    if kind not in (None, "") and kind not in SAFE_SELINUX_TYPES:
+        found.append(_denied(f"{where}.type {kind}"))
+    for key in ("user", "role"):
+        if selinux.get(key) not in (None, ""):
+            found.append(_denied(f"{where}.{key}"))
+    return found
+
+
+def _sysctl_problems(sysctls: object, where: str) -> list[str]:
+    if sysctls is None:
+        return []
+    if not isinstance(sysctls, list) or not all(isinstance(s, dict) for s in sysctls):
+        return [f"{where}.sysctls must be a list of objects"]
+    unsafe = sorted({str(s.get("name")) for s in sysctls} - SAFE_SYSCTLS)
+    if unsafe:
+        return [_denied(f"{where}.sysctls {unsafe}")]
+    return []

@@ -6,9 +6,11 @@ warnings (reserved labels) travel back to kubectl.
 
 With `failurePolicy: Fail` this webhook can block every Workspace write in the cluster, finalizer
 removal included, so it must stay up and must not refuse what it need not judge:
-- an UPDATE that changes only metadata or status, or one of a Workspace being deleted, is admitted
-  without reading the object (a Workspace valid when created but not under new settings can still
-  lose its finalizer);
+- an UPDATE that changes only metadata or status is admitted without reading the object (a
+  Workspace valid when created but not under new settings can still lose its finalizer, also
+  while it is being deleted); an UPDATE that changes the spec gets the UPDATE checks (immutable
+  fields, pod safety) even while the Workspace is being deleted, since its finalizer may keep it,
+  and the pods built from its spec, alive for a while;
 - the serving certificate is read again when its files change (cert-manager renews it in place);
 - it serves its own `/readyz` over TLS, for the pod's readiness probe, which answers while this
   listener does: a NATS outage does not take the webhook's endpoints away, and `__main__` starts
@@ -18,8 +20,10 @@ removal included, so it must stay up and must not refuse what it need not judge:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -51,13 +55,10 @@ def _spec_unchanged(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
 
 
 def _admit_without_checks(req: Mapping[str, Any]) -> bool:
-    """An UPDATE of a Workspace being deleted, or one that leaves the spec as it was."""
+    """An UPDATE that leaves the spec as it was (finalizers, labels, status), deleting or not."""
     new, old = req.get("object"), req.get("oldObject")
     if req.get("operation") != "UPDATE" or not isinstance(new, dict) or not isinstance(old, dict):
         return False
-    metadata = new.get("metadata")
-    if isinstance(metadata, dict) and metadata.get("deletionTimestamp"):
-        return True
     return _spec_unchanged(new, old)
 
 
@@ -122,14 +123,21 @@ class ServingCertificate:
     connection on, with no timer to wait for and no restart. A Secret volume is updated by swapping
     a symlink, so the files never appear half-written; should a pair fail to load all the same
     (a key that does not match yet), the previous certificate stays in use and the load is tried
-    again when the files change again.
+    again at the next handshake at least `RETRY_S` later, until it succeeds.
     """
 
-    def __init__(self, cert: Path, key: Path) -> None:
+    RETRY_S = 1.0
+    """A pair that fails to load is tried again at most this often (a handshake each time)."""
+
+    def __init__(
+        self, cert: Path, key: Path, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._cert = cert
         self._key = key
+        self._clock = clock
         self._stamp = self._files_stamp()
         self._current = self._load()
+        self._failed_at = -math.inf
         self.context = self._current
         """The context to listen with; its handshakes switch to the newest certificate."""
         self.context.sni_callback = self._on_client_hello
@@ -149,14 +157,22 @@ class ServingCertificate:
     def current(self) -> ssl.SSLContext:
         """The context of the certificate now on disk (loaded again if the files changed)."""
         stamp = self._files_stamp()
-        if stamp is not None and stamp != self._stamp:
+        if stamp is None or stamp == self._stamp:
+            return self._current
+        # The stamp is kept only once the pair has loaded: a pair that fails (the key written
+        # after the certificate, a file half-copied) is tried again, though at most once a second.
+        now = self._clock()
+        if now - self._failed_at < self.RETRY_S:
+            return self._current
+        try:
+            self._current = self._load()
+        except (OSError, ssl.SSLError) as exc:
+            self._failed_at = now
+            log.warning("cannot load the renewed webhook certificate, keeping the old: %s", exc)
+        else:
             self._stamp = stamp
-            try:
-                self._current = self._load()
-            except (OSError, ssl.SSLError) as exc:
-                log.warning("cannot load the renewed webhook certificate, keeping the old: %s", exc)
-            else:
-                log.info("webhook certificate reloaded from %s", self._cert)
+            self._failed_at = -math.inf
+            log.info("webhook certificate reloaded from %s", self._cert)
         return self._current
 
     def _on_client_hello(

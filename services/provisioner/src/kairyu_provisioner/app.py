@@ -167,6 +167,9 @@ class Provisioner:
                         "kairyu.plan.node_count": target.node_count,
                     }
                 )
+                if target.node_count > self._settings.provisioning.max_nodes:
+                    await self._over_limit(raw, target, span)
+                    return
                 if not full and _settled(raw):
                     selection = await self._select(target)
                     if selection.complete and selection.nodes == list(target.current_nodes):
@@ -189,6 +192,18 @@ class Provisioner:
             await self._ready(raw, workspace, target, selection, span)
         else:
             await self._waiting(raw, target, selection, progress, span)
+
+    async def _over_limit(self, raw: dict[str, Any], target: Target, span: trace.Span) -> None:
+        # The planner never writes such a plan; a status written by hand (or by a planner with a
+        # higher limit) must not turn into GPU nodes. Nothing is created or removed.
+        limit = self._settings.provisioning.max_nodes
+        message = (
+            f"the plan asks for {target.node_count} {target.instance_type} nodes, more than the "
+            f"provisioner's limit of {limit} per Workspace (KAIRYU_PROVISIONING__MAX_NODES); "
+            f"nothing is provisioned"
+        )
+        span.set_status(trace.StatusCode.ERROR, f"PlanOverNodeLimit: {message}")
+        await self._write(raw, span, ready=(ConditionStatus.FALSE, "PlanOverNodeLimit", message))
 
     def _on_hold(self, target: Target) -> bool:
         held = self._held.get(target.uid)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kairyu_core.api import MAX_NODE_COUNT
 from kairyu_core.settings import ServiceSettings
 
 Backend = Literal["byo", "karpenter", "azure"]
@@ -28,6 +29,11 @@ class ProvisioningSettings(BaseModel):
     max_replans: int = Field(default=3, ge=0)
     """SKUs refused for quota or capacity, per Workspace, before the provisioner stops asking the
     planner for the next-cheapest one and reports the failure."""
+    max_nodes: int = Field(default=4, ge=1, le=MAX_NODE_COUNT)
+    """Most nodes one Workspace's plan may ask for. The planner holds plans to its own limit
+    (KAIRYU_PLANNING__MAX_NODES, the same default; the chart passes both the same value), but
+    anyone who may write a Workspace's status could write a bigger plan by hand: a plan above
+    this gets ResourceReady=False (PlanOverNodeLimit) and nothing is provisioned."""
     gone_confirm_s: float = Field(default=2.0, ge=0)
     """Seconds between the two reads that must both find a Workspace gone (its own 404, or a
     namesake with another uid) before its NodeClaims / agent pools are removed without the

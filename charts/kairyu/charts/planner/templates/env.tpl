@@ -1,7 +1,7 @@
 {{/* The planner's limits and pod rules as KAIRYU_PLANNING__* variables (docs/planner.md). */}}
 {{- define "kairyu.planner.env" -}}
 - name: KAIRYU_PLANNING__MAX_NODES
-  value: {{ .Values.planning.maxNodes | quote }}
+  value: {{ coalesce .Values.global.maxNodes .Values.planning.maxNodes | quote }}
 {{- if not (kindIs "invalid" .Values.planning.maxCostPerHour) }}
 - name: KAIRYU_PLANNING__MAX_COST_PER_HOUR
   value: {{ .Values.planning.maxCostPerHour | quote }}

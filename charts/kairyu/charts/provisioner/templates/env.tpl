@@ -2,6 +2,8 @@
 {{- define "kairyu.provisioner.env" -}}
 - name: KAIRYU_BACKEND
   value: {{ .Values.backend | quote }}
+- name: KAIRYU_PROVISIONING__MAX_NODES
+  value: {{ coalesce .Values.global.maxNodes .Values.maxNodes | quote }}
 {{- if eq .Values.backend "karpenter" }}
 - name: KAIRYU_KARPENTER__NODE_POOL
   value: {{ .Values.karpenter.nodePool | quote }}

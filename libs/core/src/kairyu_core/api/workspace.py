@@ -307,7 +307,9 @@ class Plan(ApiModel):
     """kairyu's plan for the Workspace: what will be provisioned and how the runtime is sized."""
 
     instance_type: str
-    node_count: Annotated[int, Field(ge=1)]
+    node_count: Annotated[int, Field(ge=1, le=MAX_NODE_COUNT)]
+    """Capped like resource.count: a status written by hand cannot ask the provisioner for more
+    (the provisioner also refuses a plan above its own KAIRYU_PROVISIONING__MAX_NODES)."""
     gpus_per_node: Annotated[int, Field(ge=1)]
     tensor_parallel_size: Annotated[int, Field(ge=1)]
     pipeline_parallel_size: Annotated[int, Field(ge=1)]
@@ -342,7 +344,7 @@ class WorkspaceStatus(ApiModel):
     ] = None
     worker_nodes: list[str] | None = None
     state: WorkspaceState | None = None
-    target_node_count: Annotated[int | None, Field(ge=0)] = None
+    target_node_count: Annotated[int | None, Field(ge=0, le=MAX_NODE_COUNT)] = None
     plan: Plan | None = None
 
 

@@ -70,6 +70,9 @@ class Bus:
     With `manage_topology` the bus creates and updates the stream and consumers it is asked to
     ensure; without it (a service under NATS authorization, which may not change the stream) it
     only checks that they exist as declared, and says so when they do not.
+
+    `topology_ready` is False while such a bus waits for its stream or consumer to be (re)created
+    by the admin step; the service's /readyz reports it.
     """
 
     def __init__(self, client: Client, *, stream: StreamSpec, manage_topology: bool = True) -> None:
@@ -77,6 +80,7 @@ class Bus:
         self.js: JetStreamContext = client.jetstream()
         self.stream = stream
         self.manage_topology = manage_topology
+        self.topology_ready = True
 
     @classmethod
     async def connect(

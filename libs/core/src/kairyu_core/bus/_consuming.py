@@ -7,8 +7,11 @@ process stops extending it and JetStream hands the message to another replica af
 
 A consumer deleted under a running service (by hand, or with its stream) is noticed within
 `verify_every_s`: a bus that manages the topology creates it again and goes on; one that may not
-(NATS authorization) stops with an error, the service exits, and its restart recreates the consumer
-through the admin step. Either way the service never sits connected but deaf.
+(NATS authorization) waits, with /readyz false (`Bus.topology_ready`), looking again with a capped
+backoff until the admin step (the pod's `nats-setup` sidecar, every 30 s) has recreated it, then
+binds again and resumes. The same wait happens at start when the consumer is not there yet. The
+service neither exits (a restarted container would find the consumer just as missing) nor sits
+connected but deaf without saying so.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 _EVENT_TOKEN = 3  # <prefix>.v1.workspace.<event>.<namespace>.<name>
 _MAX_BACKOFF_S = 60.0
 _VERIFY_EVERY_S = 10.0  # how stale "the consumer exists" may be: one cheap CONSUMER.INFO per period
+_WAIT_MAX_S = 30.0  # while the consumer is missing, look this often at least (admin step's period)
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,45 @@ class Consumer:
         self._fetch_loop_left = asyncio.Event()
 
     async def run(self) -> None:
-        """Fetch and dispatch until `stop()`; survives NATS outages (the client reconnects)."""
-        await self._bus.ensure_consumer(self._spec)
+        """Fetch and dispatch until `stop()`; survives NATS outages (the client reconnects).
+
+        Under NATS authorization, a missing consumer is waited for (not ready meanwhile) instead of
+        ending the run.
+        """
+        while not self._stopping.is_set():
+            if not await self._until_consumer_exists():
+                return
+            if await self._fetch_until_gone():
+                return
+
+    async def _until_consumer_exists(self) -> bool:
+        """Ensure (or, without the right to create, wait for) the consumer; False when stopped."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._bus.ensure_consumer(self._spec)
+            except BusError as exc:
+                if self._bus.manage_topology:
+                    raise
+                self._bus.topology_ready = False
+                log.warning("%s; waiting %.1fs (not ready meanwhile)", exc, delay)
+            except (nats.errors.Error, TimeoutError) as exc:  # NATS restarting: look again
+                log.warning("cannot look up consumer %s yet: %s", self._spec.durable, exc)
+            else:
+                if not self._bus.topology_ready:
+                    log.info("consumer %s is back; resuming", self._spec.durable)
+                self._bus.topology_ready = True
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, _WAIT_MAX_S)
+        return False
+
+    async def _fetch_until_gone(self) -> bool:
+        """The fetch loop; True when stopped, False when the consumer is gone for good here.
+
+        "For good here": this bus may not recreate it; the caller waits for it and binds again.
+        """
         sub = await self._bus.js.pull_subscribe_bind(
             durable=self._spec.durable, stream=self._bus.stream.name
         )
@@ -110,7 +151,8 @@ class Consumer:
         try:
             while not self._stopping.is_set():
                 if time.monotonic() - verified >= self._verify_every:
-                    await self._recreate_if_missing()
+                    if not await self._recreate_if_missing():
+                        return False
                     verified = time.monotonic()
                 free = await self._wait_for_free_slots()
                 try:
@@ -140,16 +182,20 @@ class Consumer:
             self._fetch_loop_left.set()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        return True
 
-    async def _recreate_if_missing(self) -> None:
-        """Recreate a consumer (and stream) that was deleted, or stop if this bus may not."""
+    async def _recreate_if_missing(self) -> bool:
+        """Recreate a consumer (and stream) that was deleted; False if this bus may not."""
         if not await self._bus.missing(self._spec.durable):
-            return
+            return True
         if not self._bus.manage_topology:
-            raise BusError(
-                f"consumer {self._spec.durable} on {self._bus.stream.name} was deleted; this "
-                "service may not recreate it: restart it, and its NATS admin step will"
+            self._bus.topology_ready = False
+            log.warning(
+                "consumer %s on %s was deleted; waiting for the NATS admin step to recreate it",
+                self._spec.durable,
+                self._bus.stream.name,
             )
+            return False
         log.warning(
             "consumer %s on %s was deleted; creating it again",
             self._spec.durable,
@@ -160,6 +206,7 @@ class Consumer:
             await self._bus.ensure_consumer(self._spec)
         except (nats.errors.Error, TimeoutError) as exc:  # NATS flapping: try again next period
             log.warning("could not recreate consumer %s yet: %s", self._spec.durable, exc)
+        return True
 
     async def _wait_for_free_slots(self) -> int:
         await self._slots.acquire()
