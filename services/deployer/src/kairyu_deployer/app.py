@@ -27,7 +27,7 @@ from kairyu_core.api.workspace import AccessMode
 from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
 from kairyu_core.catalog import Catalog
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
-from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
+from kairyu_core.kube import KubeClient, Report, apply_owned, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
 from kairyu_core.workloads import (
     MAX_MESSAGE,
@@ -50,11 +50,10 @@ CONSUMED: dict[str, type[Event]] = {
     e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
 }
 _WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Pod"}
-NETWORKPOLICIES = resources.Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 _RESOURCES = {
     "ConfigMap": resources.CONFIGMAPS,
     "Service": resources.SERVICES,
-    "NetworkPolicy": NETWORKPOLICIES,
+    "NetworkPolicy": resources.NETWORKPOLICIES,
     "Deployment": resources.DEPLOYMENTS,
     "StatefulSet": resources.STATEFULSETS,
 }
@@ -243,37 +242,14 @@ class Deployer:
         return applied
 
     async def _apply_owned(self, owner: Owner, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply `obj`, but never onto an object the Workspace does not own.
-
-        The first time, the object is read; afterwards it is applied with the uid the last apply
-        returned, which the apiserver holds immutable: an object replaced by a stranger's of the
-        same name fails the apply (422) instead of being taken over, and is then read again.
-        """
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        resource = _RESOURCES[kind]
-        known = self._children.uid(owner, kind, name)
-        if known is None:
-            try:
-                current = await self._kube.get(resource, name, namespace=owner.namespace)
-            except errors.NotFoundError:
-                pass
-            else:
-                check_owned(current, owner)
-                known = current["metadata"]["uid"]
-        body = {**obj, "metadata": {**obj["metadata"], **({"uid": known} if known else {})}}
-        try:
-            applied = await self._kube.apply(
-                resource, body, field_manager=self._settings.service_name
-            )
-        except (errors.InvalidError, errors.ConflictError):
-            # With a remembered uid: 422 when the object was replaced since, 409 when it is gone.
-            # Either way it is read again, once.
-            if self._children.uid(owner, kind, name) is None:
-                raise
-            self._children.forget(owner, kind, name)
-            return await self._apply_owned(owner, obj)
-        self._children.remember(owner, kind, name, applied["metadata"]["uid"])
-        return applied
+        return await apply_owned(
+            self._kube,
+            _RESOURCES[obj["kind"]],
+            obj,
+            owner=owner,
+            children=self._children,
+            field_manager=self._settings.service_name,
+        )
 
     async def _remove(self, namespace: str, name: str, uid: str) -> None:
         """Stop the workload as soon as the Workspace is being deleted.

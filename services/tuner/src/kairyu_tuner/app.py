@@ -25,7 +25,7 @@ from kairyu_core.api import (
 from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
 from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
-from kairyu_core.kube import KubeClient, Report, errors, report_conditions, resources
+from kairyu_core.kube import KubeClient, Report, apply_owned, errors, report_conditions, resources
 from kairyu_core.tracing import rollout_context
 from kairyu_core.workloads import (
     WORKSPACE_LABEL,
@@ -265,36 +265,14 @@ class Tuner:
         return dict(created)
 
     async def _apply_owned(self, owner: Owner, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply `obj`, but never onto an object the Workspace does not own.
-
-        As the deployer does: read once, then applied with the uid the last apply returned (the
-        apiserver refuses a changed uid, so a stranger's replacement is never taken over).
-        """
-        kind, name = obj["kind"], obj["metadata"]["name"]
-        resource = _RESOURCES[kind]
-        known = self._children.uid(owner, kind, name)
-        if known is None:
-            try:
-                current = await self._kube.get(resource, name, namespace=owner.namespace)
-            except errors.NotFoundError:
-                pass
-            else:
-                check_owned(current, owner)
-                known = current["metadata"]["uid"]
-        body = {**obj, "metadata": {**obj["metadata"], **({"uid": known} if known else {})}}
-        try:
-            applied = await self._kube.apply(
-                resource, body, field_manager=self._settings.service_name
-            )
-        except (errors.InvalidError, errors.ConflictError):
-            # With a remembered uid: 422 when the object was replaced since, 409 when it is gone.
-            # Either way it is read again, once.
-            if self._children.uid(owner, kind, name) is None:
-                raise
-            self._children.forget(owner, kind, name)
-            return await self._apply_owned(owner, obj)
-        self._children.remember(owner, kind, name, applied["metadata"]["uid"])
-        return dict(applied)
+        return await apply_owned(
+            self._kube,
+            _RESOURCES[obj["kind"]],
+            obj,
+            owner=owner,
+            children=self._children,
+            field_manager=self._settings.service_name,
+        )
 
     async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
         def condition(kind: ConditionType, report: TuningReport) -> Report:

@@ -2,6 +2,7 @@
 
 from kairyu_core.kube import errors, events, resources
 from kairyu_core.kube.client import JSON, KubeClient
+from kairyu_core.kube.owning import apply_owned
 from kairyu_core.kube.status import (
     Report,
     apply_condition,
@@ -18,6 +19,7 @@ __all__ = [
     "WatchEvent",
     "apply_condition",
     "apply_conditions",
+    "apply_owned",
     "apply_status",
     "errors",
     "events",
