@@ -322,7 +322,7 @@ def test_a_request_whose_client_left_stops_generating(server: Server) -> None:
     [
         ({"bad_words_ids": [[1] * 600] * 8}, "bad_words_ids"),
         ({"eos_token_id": [2] * 5000}, "eos_token_id"),
-        ({"forced_eos_token_id": [2] * 3000, "suppress_tokens": [3] * 1200}, "forced_eos_token_id"),
+        ({"forced_eos_token_id": [2] * 3500, "suppress_tokens": [3] * 1000}, "forced_eos_token_id"),
     ],
 )
 def test_token_id_lists_are_capped_in_total(
