@@ -7,16 +7,26 @@ the kubelet on one ordinary (non-GPU) node, so kairyu's pods become Running with
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from helm import CHART, NAMESPACE, RELEASE, helm
 
+from kairyu_core.kube import KubeClient
 from kairyu_core.localenv import LocalCluster, karpenter
 from kairyu_core.localenv.binaries import Binaries
 from kairyu_core.localenv.nodes import kwok_node_manifest
+from kairyu_core.localenv.processes import free_port
+from kairyu_core.testing.manifests import seed
+from kairyu_planner import certificates, webhook
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +109,8 @@ def test_the_crd_and_the_webhook_are_registered(installed: LocalCluster) -> None
     hook = get(installed, "validatingwebhookconfiguration", f"{RELEASE}-planner")
     (webhook,) = hook["webhooks"]
     assert webhook["clientConfig"]["service"]["name"] == f"{RELEASE}-planner"
-    assert webhook["clientConfig"]["caBundle"]
+    # Default mode: the chart renders no CA; the planner sets it (test below).
+    assert "caBundle" not in webhook["clientConfig"]
     assert webhook["failurePolicy"] == "Fail"
 
 
@@ -225,6 +236,81 @@ def test_the_watcher_may_take_and_renew_only_its_own_lease(installed: LocalClust
     )
     assert not may("watcher", "create", "leases.coordination.k8s.io", "kube-node-lease")
     assert not may("deployer", "update", own, NAMESPACE)
+
+
+def _planner_kubeconfig(cluster: LocalCluster, directory: Path) -> Path:
+    """A kubeconfig that acts as the planner's ServiceAccount, with a token the apiserver issued."""
+    account = f"{RELEASE}-planner"
+    token = cluster.kubectl("create", "token", account, "-n", NAMESPACE).stdout.strip()
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    for user in config["users"]:
+        user["user"] = {"token": token}
+    path = directory / "planner.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+async def test_the_planner_issues_a_webhook_certificate_the_apiserver_can_trust(
+    installed: LocalCluster, tmp_path: Path
+) -> None:
+    # kwok plays the planner's pod, so its certificate step runs here, with the planner's own
+    # ServiceAccount: the chart's RBAC is enough for it, and no more (below).
+    name = f"{RELEASE}-planner"
+    target = certificates.Target(
+        namespace=NAMESPACE,
+        secret=f"{name}-webhook-tls",
+        service=name,
+        configuration=name,
+        validity=timedelta(days=3650),
+    )
+    async with await KubeClient.connect(_planner_kubeconfig(installed, tmp_path)) as kube:
+        material = await certificates.ensure(kube, target, field_manager="kairyu-planner")
+        assert await certificates.ensure(kube, target, field_manager="kairyu-planner") == material
+    (hook,) = get(installed, "validatingwebhookconfiguration", name)["webhooks"]
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == material.ca
+
+    # The pair answers an AdmissionReview for a client that, as the apiserver does, trusts only
+    # the caBundle and checks the Service's DNS name (the local apiserver cannot reach a
+    # Service: there is no kube-proxy, and kwok's pods serve nothing).
+    cert, key = certificates.write(material, tmp_path)
+    port = free_port()
+    runner = await webhook.serve(host="127.0.0.1", port=port, cert=cert, key=key)
+    try:
+        trust = ssl.create_default_context(cadata=material.ca.decode())
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u1", "operation": "CREATE", "object": seed("inference")},
+        }
+        async with aiohttp.ClientSession() as session:
+            response = await session.post(
+                f"https://127.0.0.1:{port}{webhook.PATH}",
+                json=review,
+                ssl=trust,
+                server_hostname=f"{name}.{NAMESPACE}.svc",
+            )
+            answer = await response.json()
+        assert answer["response"] == {"uid": "u1", "allowed": True}
+    finally:
+        await runner.cleanup()
+
+    # `helm upgrade` leaves the caBundle the chart does not render (three-way merge).
+    done = helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, kubeconfig=installed.kubeconfig)
+    assert done.returncode == 0, done.stderr
+    (hook,) = get(installed, "validatingwebhookconfiguration", name)["webhooks"]
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == material.ca
+
+    def may(verb: str, what: str, namespace: str = NAMESPACE) -> bool:
+        account = f"system:serviceaccount:{NAMESPACE}:{name}"
+        args = ["auth", "can-i", verb, what, "-n", namespace, "--as", account]
+        return installed.kubectl(*args, check=False).stdout.strip() == "yes"
+
+    assert may("update", f"secrets/{name}-webhook-tls")
+    assert may("create", "secrets")  # RBAC cannot limit create by name (docs/chart.md)
+    assert not may("get", f"secrets/{RELEASE}-deployer-nats")
+    assert not may("create", "secrets", "ml")
+    assert may("patch", f"validatingwebhookconfigurations.admissionregistration.k8s.io/{name}")
+    assert not may("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/other")
 
 
 def test_uninstall_removes_what_it_created_but_the_crd(installed: LocalCluster) -> None:

@@ -95,7 +95,13 @@ def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
                     assert context["capabilities"] == {"drop": ["ALL"]}
             if doc["kind"] in ("ClusterRole", "Role"):
                 for rule in doc["rules"]:
-                    assert "secrets" not in rule["resources"], doc["metadata"]["name"]
+                    if "secrets" in rule["resources"]:
+                        # The planner's own webhook certificate only (default mode, docs/chart.md):
+                        # creating one (RBAC cannot name it), reading and renewing that one.
+                        assert doc["metadata"]["name"] == "kairyu-planner-webhook-tls"
+                        assert rule["verbs"] == ["create"] or rule["resourceNames"] == [
+                            "kairyu-planner-webhook-tls"
+                        ]
                     assert "*" not in rule["verbs"]
                     assert "*" not in rule["resources"]
 
@@ -109,7 +115,8 @@ def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
         for rule in d["rules"]
         for resource in rule["resources"]
     }
-    assert cluster_wide == {"nodes", "nodeclaims", "nodepools"}
+    # and the planner's own webhook configuration, by name (its caBundle; docs/chart.md)
+    assert cluster_wide == {"nodes", "nodeclaims", "nodepools", "validatingwebhookconfigurations"}
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
     services = ("watcher", "planner", "provisioner", "deployer", "tuner")
     for service in services:
@@ -131,7 +138,7 @@ def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
             {"kind": "ServiceAccount", "name": f"kairyu-{service}", "namespace": "kairyu-system"}
         ]
     cluster_bindings = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
-    assert cluster_bindings == {"kairyu-watcher", "kairyu-provisioner"}
+    assert cluster_bindings == {"kairyu-watcher", "kairyu-provisioner", "kairyu-planner-webhook-ca"}
 
 
 def test_the_provisioner_runs_as_exactly_one_replica() -> None:
@@ -158,7 +165,7 @@ def test_a_standby_watcher_waits_on_a_lease_in_the_release_namespace() -> None:
     assert env["KAIRYU_LEADER_ELECTION__LEASE_NAME"]["value"] == "kairyu-watcher"
     pod_field = env["KAIRYU_LEADER_ELECTION__IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert pod_field == "metadata.name"
-    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (role,) = [d for d in docs if d["kind"] == "Role" and "watcher" in d["metadata"]["name"]]
     assert role["metadata"]["namespace"] == "kairyu-system"
     assert {"kairyu-watcher"} == {
         name for rule in role["rules"] for name in rule.get("resourceNames", [])

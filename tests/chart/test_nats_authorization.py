@@ -2,7 +2,7 @@
 
 The `authorization` block of the production values is loaded by nats-server as docs/chart.md says,
 with the passwords in its environment. The admin identity sets up the stream and the consumers
-(what each pod's nats-setup init container does); each service then works through kairyu's own
+(what each pod's nats-setup sidecar does); each service then works through kairyu's own
 Bus with the settings the chart gives it, and a permission matrix checks, with nats-py directly,
 what each identity must not do. The server reports a refused publish or subscription
 asynchronously (an -ERR naming the subject), not as a failed call, so the matrix collects those.
@@ -231,3 +231,27 @@ async def test_an_identity_cannot_reach_beyond_its_own_rights(
     refused = "\n".join(errors)
     allowed = [s for s in [*publish, *subscribe] if f'"{s.lower()}"' not in refused]
     assert allowed == [], f"{identity} may still use these subjects"
+
+
+def test_nats_setup_is_a_native_sidecar_that_keeps_the_topology_in_place() -> None:
+    """Each pod's nats-setup runs for the pod's life (`restartPolicy: Always` in initContainers)
+    and sets the topology up again periodically, so a deleted consumer comes back without a pod
+    restart (a restarted service container does not re-run init containers); it has no startup
+    probe, which would hold back the service's start, and the planner's webhook with it, while
+    NATS is down. The services' startup and liveness probes look at /healthz, not at NATS."""
+    deployments = [d for d in documents(render()) if d["kind"] == "Deployment"]
+    assert len(deployments) == 5
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        (setup_container,) = pod["initContainers"]
+        service = pod["containers"][0]["name"]
+        assert setup_container["name"] == "nats-setup"
+        assert setup_container["restartPolicy"] == "Always"
+        assert "startupProbe" not in setup_container
+        command = setup_container["command"]
+        assert command[:3] == ["python", "-m", "kairyu_core.bus.setup"]
+        assert command[command.index("--every") + 1] == "30"
+        assert command[-1] == service
+        for container in pod["containers"]:
+            assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -11,6 +11,7 @@ import json
 import os
 import ssl
 import sys
+import urllib.error
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -248,8 +249,10 @@ async def test_a_renewed_certificate_is_served_from_the_next_connection_on(
 async def test_workspaces_are_admitted_while_nats_is_down(
     cluster: LocalCluster, namespace: str, endpoint: admission.WebhookEndpoint, tmp_path: Path
 ) -> None:
+    health_port = free_port()
     env = {
         "KAIRYU_NATS__URL": f"nats://127.0.0.1:{free_port()}",  # nothing listens there
+        "KAIRYU_HEALTH_PORT": str(health_port),
         "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
         "KAIRYU_NAMESPACE": namespace,
         "KAIRYU_LOG__FORMAT": "text",
@@ -269,6 +272,16 @@ async def test_workspaces_are_admitted_while_nats_is_down(
         )
         readyz = endpoint.health_url.replace("/healthz", "/readyz")
         assert await asyncio.to_thread(http_ok(readyz, context=context))
+        # The pod's startup and liveness probes: served without NATS, or the kubelet would
+        # restart a planner whose NATS is down (and its webhook with it); /readyz says NATS is out.
+        health = f"http://127.0.0.1:{health_port}"
+        await asyncio.to_thread(
+            planner.wait_until, http_ok(f"{health}/healthz"), timeout=15, what="/healthz"
+        )
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            await asyncio.to_thread(http_ok(f"{health}/readyz"))
+        not_ready.value.close()
+        assert not_ready.value.code == 503
         async with registration(cluster, endpoint, namespace):
             await kubectl(cluster, "apply", "-n", namespace, "-f", "-", manifest=seed("inference"))
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.api import DiscardPolicy
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -25,8 +26,8 @@ from kairyu_core.bus import (
     PermanentError,
     StreamSpec,
     TemporaryError,
+    setup,
 )
-from kairyu_core.bus import setup
 from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
 from kairyu_core.localenv import LocalNats, certs
 from kairyu_core.localenv.processes import free_port
@@ -448,7 +449,7 @@ async def test_the_setup_sidecar_outlasts_a_nats_that_is_not_there_yet(tmp_path:
     try:
         await asyncio.sleep(1.5)
         assert not sidecar.done(), sidecar.exception()
-        await asyncio.to_thread(later.start)
+        later.start()  # blocks the loop a moment; the sidecar just retries later
         try:
             spec = StreamSpec(name=settings.stream)
             async with await Bus.connect(later.url, name="look", stream=spec) as look:
@@ -475,6 +476,26 @@ async def test_the_stream_is_bounded_and_drops_the_oldest(bus: Bus, nats_server:
     assert info.config.max_bytes == StreamSpec().max_bytes
     assert info.state.messages == 2
     assert info.state.first_seq == 2
+
+
+async def test_a_flood_of_dead_letters_cannot_push_events_out_of_the_stream(
+    bus: Bus, nats_server: LocalNats
+) -> None:
+    """Any service may publish dead letters on its own subjects, so a leaked service password
+    could publish many; they go to a stream of their own, and the events stay."""
+    small = StreamSpec(name=bus.stream.name, subjects=bus.stream.subjects, max_bytes=64 * 1024)
+    async with await Bus.connect(nats_server.url, name="flood", stream=small) as limited:
+        await limited.ensure_stream()
+        await limited.publish(WorkspaceObserved(workspace=ref("kept")))
+        for n in range(200):  # 200 KiB of dead letters on distinct subjects, > the 64 KiB stream
+            subject = small.subjects.dead_letter("kairyu-deployer", f"kairyu.v1.x.y.ns.w{n}")
+            await limited.publish_raw(subject, b"x" * 1024, headers={"Nats-Msg-Id": f"f{n}"})
+        events = await limited.js.stream_info(small.name)
+        assert events.state.messages == 1
+        assert events.state.first_seq == 1
+        letters = await limited.js.stream_info(small.dead_letter_stream)
+    assert letters.state.messages == 200
+    assert letters.config.discard == DiscardPolicy.NEW
 
 
 def printed(exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 """`python -m kairyu_planner`: plan Workspaces and serve the admission webhook until SIGTERM.
 
-The webhook starts first and stops last: it needs neither NATS nor the apiserver, and while it is
-down (with `failurePolicy: Fail`) no Workspace in the cluster can be written, so a planner that
-waits for NATS must still answer admission requests. The health server (/healthz for the startup
+The webhook starts first and stops last: it needs no NATS (and the apiserver only to issue its
+own certificate, in the chart's default mode: kairyu_planner.certificates), and while it is down
+(with `failurePolicy: Fail`) no Workspace in the cluster can be written, so a planner that waits
+for NATS must still answer admission requests. The health server (/healthz for the startup
 and liveness probes) also runs from the start, across NATS outages: a planner whose NATS is down
 is alive and keeps admitting; only /readyz on the health port says NATS is unusable.
 """
@@ -10,40 +11,77 @@ is alive and keeps admitting; only /readyz on the health port says NATS is unusa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from kairyu_core import service
 from kairyu_core.bus import BusError, Consumer
 from kairyu_core.catalog import Catalog, load_catalog
-from kairyu_planner import webhook
+from kairyu_core.kube import KubeClient
+from kairyu_planner import certificates, webhook
 from kairyu_planner.app import CONSUMED, Planner, consumer_spec
 from kairyu_planner.settings import PlannerSettings
 from kairyu_planner.validation import validate
 
 log = logging.getLogger(__name__)
 _RETRY_MAX_S = 30.0  # a NATS outage is retried this often at most while the webhook serves
+_CERT_WAIT_S = 2.0  # a Secret volume is filled within the kubelet's sync period (about a minute)
 
 
 async def serve(settings: PlannerSettings) -> None:
     catalog = load_catalog()
     hook = settings.webhook
-    runner = None
-    if hook.cert_file and hook.key_file:
-        runner = await webhook.serve(
-            host=hook.host,
-            port=hook.port,
-            cert=hook.cert_file,
-            key=hook.key_file,
-            validator=partial(validate, catalog=catalog, planning=settings.planning),
+    async with contextlib.AsyncExitStack() as stack:
+        files = await _certificate_files(settings, stack)
+        if files is not None:
+            runner = await webhook.serve(
+                host=hook.host,
+                port=hook.port,
+                cert=files[0],
+                key=files[1],
+                validator=partial(validate, catalog=catalog, planning=settings.planning),
+            )
+            stack.push_async_callback(runner.cleanup)
+        readiness = await stack.enter_async_context(service.health_server(settings))
+        await _plan_with_retries(settings, catalog, readiness, webhook_serves=files is not None)
+
+
+async def _certificate_files(
+    settings: PlannerSettings, stack: contextlib.AsyncExitStack
+) -> tuple[Path, Path] | None:
+    """The files to serve the webhook with: its own (self-issued), given ones, or none (off).
+
+    A self-issued certificate needs the apiserver before anything can be served; the files are
+    kept current (renewal, another replica's rotation) until `stack` closes.
+    """
+    hook = settings.webhook
+    issued = hook.self_issued
+    if not issued.secret:
+        if not (hook.cert_file and hook.key_file):
+            return None
+        # The chart mounts the Secret as optional (the default mode creates it after start):
+        # wait for cert-manager or the kubelet rather than fail on missing files.
+        while not (hook.cert_file.exists() and hook.key_file.exists()):
+            log.warning("waiting for the webhook certificate %s", hook.cert_file)
+            await asyncio.sleep(_CERT_WAIT_S)
+        return hook.cert_file, hook.key_file
+    kube = await KubeClient.connect(settings.kube.kubeconfig, timeouts=settings.kube.timeouts)
+    stack.push_async_callback(kube.close)
+    target = certificates.Target(
+        namespace=issued.namespace,
+        secret=issued.secret,
+        service=issued.service,
+        configuration=issued.configuration,
+        validity=timedelta(days=issued.validity_days),
+    )
+    return await stack.enter_async_context(
+        certificates.self_issued(
+            kube, target, field_manager=settings.service_name, interval_s=issued.check_interval_s
         )
-    try:
-        async with service.health_server(settings) as readiness:
-            serving = runner is not None
-            await _plan_with_retries(settings, catalog, readiness, webhook_serves=serving)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+    )
 
 
 async def _plan_with_retries(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kairyu_core.api import MAX_NODE_COUNT
 from kairyu_core.catalog import Cloud
@@ -40,6 +40,36 @@ class PlanningSettings(BaseModel):
     concurrency: int = Field(default=1, ge=1)
 
 
+class SelfIssuedSettings(BaseModel):
+    """The webhook certificate the planner issues and renews (KAIRYU_WEBHOOK__SELF_ISSUED__*).
+
+    The chart's default mode: nothing random is rendered, the planner keeps its CA and serving
+    certificate in `secret` and sets the caBundle of `configuration` (kairyu_planner.certificates).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret: str = ""
+    """The kubernetes.io/tls Secret to keep the pair in; empty: off (cert_file/key_file are
+    someone else's, e.g. cert-manager's)."""
+    namespace: str = ""
+    """The planner's namespace: the Secret's and the Service's."""
+    service: str = ""
+    """The webhook's Service; the certificate names <service>.<namespace>.svc and shorter forms."""
+    configuration: str = ""
+    """The ValidatingWebhookConfiguration whose every webhook gets the CA as its caBundle."""
+    validity_days: int = Field(default=3650, ge=1)
+    """How long a certificate is valid; it is re-issued at 2/3 of that."""
+    check_interval_s: float = Field(default=3600.0, gt=0)
+    """How often the Secret and the caBundle are checked again (and the served pair reloaded)."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> SelfIssuedSettings:
+        if self.secret and not (self.namespace and self.service and self.configuration):
+            raise ValueError("secret needs namespace, service and configuration")
+        return self
+
+
 class WebhookSettings(BaseModel):
     """The admission webhook's TLS listener (KAIRYU_WEBHOOK__*); off when no certificate."""
 
@@ -51,6 +81,8 @@ class WebhookSettings(BaseModel):
     key_file: Path | None = None
     """The serving certificate and key; read again when either file changes (a cert-manager
     renewal or a Secret update), without a restart."""
+    self_issued: SelfIssuedSettings = SelfIssuedSettings()
+    """When its `secret` is set, the planner serves a certificate of its own, not the files."""
 
 
 class PlannerSettings(ServiceSettings):

@@ -2,7 +2,7 @@
 Everything one kairyu service needs, from its subchart's values: ServiceAccount, least-privilege
 ClusterRole and binding (a Role and RoleBinding in global.watchNamespace when it is set),
 Deployment (restricted Pod Security), NetworkPolicy, PodDisruptionBudget (when replicas > 1),
-and its NATS credentials and nats-setup init container when NATS authorization is on. Service
+and its NATS credentials and nats-setup sidecar when NATS authorization is on. Service
 subcharts contain nothing but `{{ include "kairyu.service" . }}` and their values; this is the
 one loop.
 */}}
@@ -174,11 +174,22 @@ spec:
       {{- if $g.nats.auth.enabled }}
       initContainers:
         # The stream and this service's consumer, created or updated by the NATS admin identity,
-        # whose credentials only this container sees (docs/bus.md, "Who may do what").
+        # whose credentials only this container sees (docs/bus.md, "Who may do what"). A native
+        # sidecar: it runs beside the service for the pod's life and sets the topology up again
+        # every setupEverySeconds, so a deleted consumer comes back without a pod restart (a
+        # restarted container does not re-run init containers). No startupProbe: it must not hold
+        # back the service's start (the planner's webhook must serve while NATS is down).
         - name: nats-setup
+          restartPolicy: Always
           image: {{ include "kairyu.image" . }}
           imagePullPolicy: {{ $g.image.pullPolicy }}
-          command: ["python", "-m", "kairyu_core.bus.setup", {{ .Values.service | quote }}]
+          command:
+            - python
+            - -m
+            - kairyu_core.bus.setup
+            - --every
+            - {{ $g.nats.auth.setupEverySeconds | default 30 | int | quote }}
+            - {{ .Values.service | quote }}
           securityContext:
             allowPrivilegeEscalation: false
             readOnlyRootFilesystem: true
@@ -351,7 +362,7 @@ spec:
 
 {{/*
 The NATS settings of a container as the identity `user` (a service's own user, or the admin user
-of the nats-setup init container): the URL without credentials, user and password from the
+of the nats-setup sidecar): the URL without credentials, user and password from the
 identity's Secret, its own reply inbox, TLS files, and the stream with its limits. Under NATS
 authorization the services only bind to the stream and their consumer; the admin creates them.
 */}}

@@ -8,4 +8,19 @@
 {{- end }}
 - name: KAIRYU_PLANNING__ALLOW_HOST_ACCESS
   value: {{ .Values.planning.allowHostAccess | quote }}
+{{- $tls := .Values.webhook }}
+{{- if not (or $tls.certManager.enabled $tls.tls.secretName) }}
+{{- /* The default mode: the planner issues its own webhook certificate (kairyu_planner.certificates). */}}
+{{- $name := printf "%s-planner" .Release.Name }}
+- name: KAIRYU_WEBHOOK__SELF_ISSUED__SECRET
+  value: {{ printf "%s-webhook-tls" $name | quote }}
+- name: KAIRYU_WEBHOOK__SELF_ISSUED__NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: KAIRYU_WEBHOOK__SELF_ISSUED__SERVICE
+  value: {{ $name | quote }}
+- name: KAIRYU_WEBHOOK__SELF_ISSUED__CONFIGURATION
+  value: {{ $name | quote }}
+- name: KAIRYU_WEBHOOK__SELF_ISSUED__VALIDITY_DAYS
+  value: {{ .Values.webhook.certValidityDays | quote }}
+{{- end }}
 {{- end -}}

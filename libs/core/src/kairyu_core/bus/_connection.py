@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -162,7 +163,9 @@ class Bus:
             return
         config = StreamConfig(
             name=spec.name,
-            subjects=[spec.subjects.all_events, spec.subjects.all_dead_letters],
+            # Dead letters have a stream of their own (StreamSpec.dead_letter_stream); an update
+            # in place moves their subjects out of a stream of an older version first.
+            subjects=[spec.subjects.all_events],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=spec.max_age_s,
@@ -174,16 +177,36 @@ class Bus:
             # read the current state; the watcher's resync republishes every Workspace).
             discard=DiscardPolicy.OLD,
         )
+        await self._add_or_update(config)
+        await self._add_or_update(
+            StreamConfig(
+                name=spec.dead_letter_stream,
+                subjects=[spec.subjects.all_dead_letters],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=spec.max_age_s,
+                duplicate_window=spec.duplicate_window_s,
+                max_bytes=spec.dead_letter_max_bytes,
+                max_msgs=spec.dead_letter_max_msgs,
+                # When full, refuse: a flood of dead letters (a leaked service password may
+                # publish its own) must not erase the earlier ones; the refused one is retried.
+                discard=DiscardPolicy.NEW,
+            )
+        )
+
+    async def _add_or_update(self, config: StreamConfig) -> None:
         try:
             await self.js.add_stream(config)
         except BadRequestError as exc:
             if exc.err_code != _STREAM_NAME_IN_USE:
-                raise BusError(f"cannot create stream {spec.name}: {exc}") from exc
+                raise BusError(f"cannot create stream {config.name}: {exc}") from exc
             await self.js.update_stream(config)
 
     async def delete_stream(self) -> None:
-        """Remove the stream and everything in it (tests, and `make dev` resets)."""
+        """Remove the stream, its dead letters and everything in them (tests, `make dev` resets)."""
         await self.js.delete_stream(self.stream.name)
+        with contextlib.suppress(NotFoundError):  # a stream of an older version has none
+            await self.js.delete_stream(self.stream.dead_letter_stream)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         """Create the durable consumer or update it in place (JetStream's create is an upsert).
@@ -300,7 +323,7 @@ class Bus:
         for delay in (*_PUBLISH_RETRY_DELAYS_S, None):
             try:
                 ack = await self.js.publish(
-                    subject, payload, headers=headers, stream=self.stream.name
+                    subject, payload, headers=headers, stream=self.stream.stream_of(subject)
                 )
                 return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
             except _TRANSIENT as exc:

@@ -41,7 +41,7 @@ _RETRY_FIRST_S = 0.5
 
 
 async def ensure(bus: Bus, services: Sequence[str]) -> None:
-    """Create or update the stream and the declared consumers of `services` (idempotent)."""
+    """Create or update the streams (events, dead letters) and the consumers of `services`."""
     await bus.ensure_stream()
     for service in services:
         if service in CONSUMED_BY:
@@ -65,20 +65,26 @@ async def keep_set_up(
     admin = settings.model_copy(update={"manage_topology": True})
     bus: Bus | None = None
     delay = _RETRY_FIRST_S
-    while True:
-        try:
-            if bus is None:
-                bus = await Bus.connect(admin, name=name)
-            await ensure(bus, services)
-        except (BusError, nats.errors.Error, TimeoutError) as exc:
-            log.warning("NATS set-up failed (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S, every_s)
-            continue
-        if delay != _RETRY_FIRST_S:
-            log.info("stream %s and the consumers of %s are in place", admin.stream, services)
-        delay = _RETRY_FIRST_S
-        await asyncio.sleep(every_s)
+    announce = True  # log the first success, and the first after failures
+    try:
+        while True:
+            try:
+                if bus is None:
+                    bus = await Bus.connect(admin, name=name)
+                await ensure(bus, services)
+            except (BusError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("NATS set-up failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S, every_s)
+                continue
+            if announce or delay != _RETRY_FIRST_S:
+                log.info("stream %s and the consumers of %s are in place", admin.stream, services)
+            announce = False
+            delay = _RETRY_FIRST_S
+            await asyncio.sleep(every_s)
+    finally:
+        if bus is not None:
+            await bus.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

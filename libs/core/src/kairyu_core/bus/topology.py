@@ -36,7 +36,7 @@ CONSUMED_BY: Mapping[str, tuple[type[Event], ...]] = {
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """The one JetStream stream holding kairyu's events and their dead letters."""
+    """The JetStream stream of kairyu's events, and the one beside it for their dead letters."""
 
     name: str = DEFAULT_STREAM
     subjects: Subjects = field(default_factory=Subjects)
@@ -48,6 +48,26 @@ class StreamSpec:
     """Size limit (bytes; 1 GiB): the oldest messages are dropped to make room."""
     max_msgs_per_subject: int = 64
     """Messages kept per subject (one event type of one Workspace), the oldest dropped first."""
+    dead_letter_max_bytes: int = 64 * 1024**2
+    """Size limit of the dead-letter stream (bytes; 64 MiB); when full, new dead letters are
+    refused (the message is retried later) rather than old ones dropped."""
+    dead_letter_max_msgs: int = 100_000
+    """Message limit of the dead-letter stream, refusing new ones like `dead_letter_max_bytes`."""
+
+    @property
+    def dead_letter_stream(self) -> str:
+        """The stream of the dead letters, apart from the events (`<name>_DEADLETTER`).
+
+        Apart so that dead letters, which any service may publish on its own subjects, can never
+        push unconsumed events out of the event stream: a leaked service password can fill only
+        this one, whose limits refuse new messages instead of dropping old ones.
+        """
+        return f"{self.name}_DEADLETTER"
+
+    def stream_of(self, subject: str) -> str:
+        """The stream a subject is stored in."""
+        dead_letters = self.subjects.all_dead_letters.removesuffix(">")
+        return self.dead_letter_stream if subject.startswith(dead_letters) else self.name
 
     @classmethod
     def of_settings(cls, settings: NatsSettings) -> StreamSpec:

@@ -143,6 +143,34 @@ class KubeClient:
         result: JSON = await self.request("GET", resource.path(namespace=namespace), query=query)
         return result
 
+    async def create(
+        self, resource: Resource, body: JSON, *, field_manager: str, namespace: str | None = None
+    ) -> JSON:
+        """Create the object; ConflictError (409) when one of its name exists already."""
+        result: JSON = await self.request(
+            "POST",
+            resource.path(namespace=namespace),
+            query={"fieldManager": field_manager},
+            body=body,
+        )
+        return result
+
+    async def replace(
+        self, resource: Resource, body: JSON, *, field_manager: str, namespace: str | None = None
+    ) -> JSON:
+        """Replace (PUT) the object `body` names.
+
+        With its resourceVersion in `body`, a concurrent write in between is refused with
+        ConflictError instead of being overwritten.
+        """
+        result: JSON = await self.request(
+            "PUT",
+            resource.path(namespace=namespace, name=body["metadata"]["name"]),
+            query={"fieldManager": field_manager},
+            body=body,
+        )
+        return result
+
     async def apply(
         self,
         resource: Resource,

@@ -40,7 +40,9 @@ class Inbox:
 
 async def dead_letters(bus: Bus, wait: float = 1.0) -> list[tuple[str, dict[str, str], bytes]]:
     """The dead letters on the test's stream: (subject, headers, payload)."""
-    sub = await bus.js.pull_subscribe(bus.stream.subjects.all_dead_letters, stream=bus.stream.name)
+    sub = await bus.js.pull_subscribe(
+        bus.stream.subjects.all_dead_letters, stream=bus.stream.dead_letter_stream
+    )
     got: list[tuple[str, dict[str, str], bytes]] = []
     try:
         while True:
