@@ -299,6 +299,9 @@ async def test_the_planner_issues_a_webhook_certificate_the_apiserver_can_trust(
     assert done.returncode == 0, done.stderr
     (hook,) = get(installed, "validatingwebhookconfiguration", name)["webhooks"]
     assert base64.b64decode(hook["clientConfig"]["caBundle"]) == material.ca
+    # ... and the certificate the planner wrote into the Secret the chart renders empty.
+    stored = get(installed, "secret", f"{name}-webhook-tls", "-n", NAMESPACE)["data"]
+    assert base64.b64decode(stored["tls.crt"]) == material.cert
 
     def may(verb: str, what: str, namespace: str = NAMESPACE) -> bool:
         account = f"system:serviceaccount:{NAMESPACE}:{name}"
@@ -306,7 +309,9 @@ async def test_the_planner_issues_a_webhook_certificate_the_apiserver_can_trust(
         return installed.kubectl(*args, check=False).stdout.strip() == "yes"
 
     assert may("update", f"secrets/{name}-webhook-tls")
-    assert may("create", "secrets")  # RBAC cannot limit create by name (docs/chart.md)
+    # No create: the chart renders the Secret, so the planner cannot mint a token Secret under
+    # its own Secret's name and read it.
+    assert not may("create", "secrets")
     assert not may("get", f"secrets/{RELEASE}-deployer-nats")
     assert not may("create", "secrets", "ml")
     assert may("patch", f"validatingwebhookconfigurations.admissionregistration.k8s.io/{name}")

@@ -565,3 +565,25 @@ async def test_tls_with_a_ca_bundle_and_a_client_certificate(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(Bus.connect(anonymous, name="no-cert"), 3)
         assert "certificate required" in caplog.text
+
+
+async def test_a_jetstream_that_does_not_answer_is_waited_for_not_fatal(tmp_path: Path) -> None:
+    """An account without JetStream answers the JetStream API the way a NATS whose JetStream is
+    not up yet does (just after a restart): not at all. That is an outage to wait for, a BusError
+    (which service.connections retries, not ready meanwhile), not an error that ends a service or
+    the planner's webhook with it."""
+    server = LocalNats(
+        workdir=tmp_path,
+        config="accounts { PLAIN: { users: [{user: plain, password: plainpass}] } }",
+    )
+    server.start()
+    try:
+        url = server.url.replace("nats://", "nats://plain:plainpass@")
+        bus = await Bus.connect(url, name="no-jetstream")
+        try:
+            with pytest.raises(BusError, match="JetStream is not available"):
+                await bus.ensure_stream()
+        finally:
+            await bus.close()
+    finally:
+        server.stop()

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from kairyu_core import service
-from kairyu_core.bus import BusError, Consumer
+from kairyu_core.bus import Consumer
 from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_planner import certificates, webhook
@@ -35,6 +35,9 @@ async def serve(settings: PlannerSettings) -> None:
     catalog = load_catalog()
     hook = settings.webhook
     async with contextlib.AsyncExitStack() as stack:
+        # Health first: the startup and liveness probes must pass while the certificate is being
+        # issued or the Secret volume is still being filled.
+        readiness = await stack.enter_async_context(service.health_server(settings))
         files = await _certificate_files(settings, stack)
         if files is not None:
             runner = await webhook.serve(
@@ -45,7 +48,6 @@ async def serve(settings: PlannerSettings) -> None:
                 validator=partial(validate, catalog=catalog, planning=settings.planning),
             )
             stack.push_async_callback(runner.cleanup)
-        readiness = await stack.enter_async_context(service.health_server(settings))
         await _plan_with_retries(settings, catalog, readiness, webhook_serves=files is not None)
 
 
@@ -95,11 +97,18 @@ async def _plan_with_retries(
     while True:
         try:
             await _plan_until_stopped(settings, catalog, readiness)
-        except BusError as exc:
+        except Exception as exc:
             if not webhook_serves:
                 raise
-            # Without NATS there is nothing to plan, but the webhook must keep answering.
-            log.warning("%s; the admission webhook keeps serving; retrying in %gs", exc, delay)
+            # Without NATS there is nothing to plan, but the webhook must keep answering: any
+            # failure of the planning side (a BusError, an error the bus did not foresee) is
+            # retried. CancelledError is not an Exception, so a shutdown still ends this loop.
+            log.warning(
+                "planning stopped (%s: %s); the admission webhook keeps serving; retrying in %gs",
+                type(exc).__name__,
+                exc,
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_S)
         else:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 import tempfile
@@ -186,7 +185,9 @@ def _secret(target: Target, material: Material, current: JSON | None) -> JSON:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": metadata,
-        "type": "kubernetes.io/tls",
+        # The chart renders the Secret Opaque and empty (the planner may not create Secrets);
+        # a Secret's type is immutable, so an existing one keeps its own.
+        "type": (current or {}).get("type", "kubernetes.io/tls"),
         "data": {
             "ca.crt": b64(material.ca),
             "tls.crt": b64(material.cert),
@@ -332,5 +333,6 @@ async def self_issued(
             yield paths
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # gather, not `await task` under suppress(CancelledError): a cancel aimed at the
+            # caller while it waits here must not be swallowed.
+            await asyncio.gather(task, return_exceptions=True)

@@ -149,8 +149,18 @@ class Bus:
     async def ensure_stream(self) -> None:
         """Create the stream or bring it to the declared configuration.
 
-        Without `manage_topology`, only check that it exists.
+        Without `manage_topology`, only check that it exists. A NATS that answers but whose
+        JetStream is not up yet (just after a restart: no responders, timeouts) is a BusError like
+        any other outage, so callers wait for it instead of ending.
         """
+        try:
+            await self._ensure_stream()
+        except BusError:
+            raise
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"JetStream is not available: {type(exc).__name__} {exc}") from exc
+
+    async def _ensure_stream(self) -> None:
         spec = self.stream
         if not self.manage_topology:
             try:
