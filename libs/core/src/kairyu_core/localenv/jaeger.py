@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from kairyu_core.localenv.binaries import run_build
-from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_core.localenv.processes import ManagedProcess, StartupError, free_port, http_ok
 
 BUILD_SCRIPT = Path("tools/jaeger/build.sh")
 DIR_ENV = "KAIRYU_JAEGER_DIR"
@@ -25,6 +25,10 @@ def locate() -> Path:
     if directory := os.environ.get(DIR_ENV):
         return Path(directory) / "jaeger"
     return run_build(BUILD_SCRIPT) / "jaeger"
+
+
+# Tries with fresh ports when one picked as free was taken before Jaeger bound it (as LocalNats).
+_PORT_ATTEMPTS = 3
 
 
 def config(
@@ -75,6 +79,20 @@ class LocalJaeger:
         return f"http://127.0.0.1:{self.query_port}"
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start and wait for health; on a port clash (a port taken meanwhile) pick fresh ones."""
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                self._start(timeout)
+            except StartupError as exc:
+                self.stop_process()
+                if not exc.port_clash or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+            else:
+                return
+            self.otlp_port, self.query_port = free_port(), free_port()
+            self.grpc_port, self.health_port = free_port(), free_port()
+
+    def _start(self, timeout: float) -> None:
         path = self.workdir / "jaeger.yaml"
         path.write_text(
             yaml.safe_dump(
@@ -94,9 +112,12 @@ class LocalJaeger:
             http_ok(f"http://127.0.0.1:{self.health_port}/status"), timeout=timeout, what="jaeger"
         )
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
         if self._proc is not None:
             self._proc.stop()
             self._proc = None
+
+    def stop(self) -> None:
+        self.stop_process()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
