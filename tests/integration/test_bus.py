@@ -587,3 +587,36 @@ async def test_a_jetstream_that_does_not_answer_is_waited_for_not_fatal(tmp_path
             await bus.close()
     finally:
         server.stop()
+
+
+async def test_a_shutdown_never_runs_two_messages_of_one_workspace_at_once(
+    bus: Bus, consumers: list[Running]
+) -> None:
+    """stop() cancels the message queued behind a slow one of the same Workspace: the slow one
+    is cancelled with it, and the queued one never starts (it goes back to NATS)."""
+    running_now: list[str] = []
+    overlaps: list[list[str]] = []
+    started = asyncio.Event()
+
+    async def handle(event: Event, delivery: Delivery) -> None:
+        rv = event.workspace.resource_version
+        if running_now:
+            overlaps.append([*running_now, rv])
+        running_now.append(rv)
+        try:
+            started.set()
+            await asyncio.sleep(30)  # slow: still at work when the grace period ends
+        finally:
+            running_now.remove(rv)
+
+    consumer = await running(bus, handle)
+    await bus.publish(WorkspaceObserved(workspace=ref(rv="1")))
+    await bus.publish(WorkspaceObserved(workspace=ref(rv="2")))
+    await asyncio.wait_for(started.wait(), 10)
+    await until(lambda: consumer.consumer._in_flight == 2)  # "2" waits behind "1"
+    await consumer.consumer.stop(grace_s=0.2)
+    await asyncio.sleep(0.5)  # a swallowed cancel would start "2" right here
+    assert overlaps == []
+    assert running_now == [], "a handler outlived stop()"
+    consumer.task.cancel()
+    await asyncio.gather(consumer.task, return_exceptions=True)

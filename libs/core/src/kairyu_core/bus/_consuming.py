@@ -255,11 +255,26 @@ class Consumer:
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
             if previous is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(previous)
+                await self._behind(previous)
             await self._process(msg)
         finally:
             heartbeat.cancel()
+
+    @staticmethod
+    async def _behind(previous: asyncio.Task[None]) -> None:
+        """Wait for the predecessor of the same key, whatever it ends with.
+
+        A cancel aimed at this message (stop() cancels only the last task of each key) is passed
+        down the chain and waited for, then re-raised: this message is not handled, and no
+        predecessor is left running once stop() has gathered the chain's tail. Swallowing it
+        would run this handler beside a predecessor still at work: two of one Workspace at once.
+        """
+        try:
+            await asyncio.wait({previous})  # never raises the predecessor's own exception
+        except asyncio.CancelledError:
+            previous.cancel()
+            await asyncio.gather(previous, return_exceptions=True)
+            raise
 
     async def _keep_alive(self, msg: Msg) -> None:
         interval = max(0.5, self._spec.ack_wait_s / 3)
