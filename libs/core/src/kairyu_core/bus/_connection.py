@@ -171,15 +171,24 @@ class Bus:
                     "(python -m kairyu_core.bus.setup) creates it"
                 ) from exc
             return
-        config = StreamConfig(
-            name=spec.name,
-            # Dead letters have a stream of their own (StreamSpec.dead_letter_stream); an update
-            # in place moves their subjects out of a stream of an older version first.
-            subjects=[spec.subjects.all_events],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=spec.max_age_s,
-            duplicate_window=spec.duplicate_window_s,
+
+        def limited(name: str, subject: str, **limits: Any) -> StreamConfig:
+            """A file-backed stream kept by limits, with the spec's age and duplicate window."""
+            return StreamConfig(
+                name=name,
+                subjects=[subject],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                max_age=spec.max_age_s,
+                duplicate_window=spec.duplicate_window_s,
+                **limits,
+            )
+
+        # Dead letters have a stream of their own (StreamSpec.dead_letter_stream); an update in
+        # place moves their subjects out of a stream of an older version first.
+        events = limited(
+            spec.name,
+            spec.subjects.all_events,
             max_bytes=spec.max_bytes,
             max_msgs_per_subject=spec.max_msgs_per_subject,
             # When full, drop the oldest: refusing new events would stop every service until
@@ -187,22 +196,17 @@ class Bus:
             # read the current state; the watcher's resync republishes every Workspace).
             discard=DiscardPolicy.OLD,
         )
-        await self._add_or_update(config)
-        await self._add_or_update(
-            StreamConfig(
-                name=spec.dead_letter_stream,
-                subjects=[spec.subjects.all_dead_letters],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=spec.max_age_s,
-                duplicate_window=spec.duplicate_window_s,
-                max_bytes=spec.dead_letter_max_bytes,
-                max_msgs=spec.dead_letter_max_msgs,
-                # When full, refuse: a flood of dead letters (a leaked service password may
-                # publish its own) must not erase the earlier ones; the refused one is retried.
-                discard=DiscardPolicy.NEW,
-            )
+        dead_letters = limited(
+            spec.dead_letter_stream,
+            spec.subjects.all_dead_letters,
+            max_bytes=spec.dead_letter_max_bytes,
+            max_msgs=spec.dead_letter_max_msgs,
+            # When full, refuse: a flood of dead letters (a leaked service password may publish
+            # its own) must not erase the earlier ones; the refused one is retried.
+            discard=DiscardPolicy.NEW,
         )
+        await self._add_or_update(events)
+        await self._add_or_update(dead_letters)
 
     async def _add_or_update(self, config: StreamConfig) -> None:
         try:
