@@ -13,11 +13,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from kairyu_core.api import ConditionStatus
 from kairyu_core.bus import Bus
 from kairyu_core.events import Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
+from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient, apply_condition, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed_path
+from kairyu_core.view import View
 from kairyu_watcher import rollout_trace
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
@@ -326,4 +328,68 @@ async def _summary_written(kube: KubeClient, namespace: str, says: str) -> str:
         ready = {c["type"]: c for c in ws["status"]["conditions"]}.get("WorkspaceReady", {})
         if says in ready.get("message", ""):
             return str(ws["metadata"]["resourceVersion"])
+        await asyncio.sleep(0.1)
+
+
+def _labelled_pod(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "worker",
+            "namespace": namespace,
+            "labels": {"kaito.sh/workspace": NAME},
+        },
+        # Bound to no node that exists: nothing runs it, and it never changes by itself.
+        "spec": {"nodeName": "no-such-node", "containers": [{"name": "c", "image": "none"}]},
+    }
+
+
+async def test_object_states_are_kept_on_nats_and_a_restart_publishes_only_what_changed(
+    cluster: LocalCluster,
+    bus: Bus,
+    namespace: str,
+    start_watcher: Callable[[], Running],
+    tmp_path: Path,
+) -> None:
+    """What services build their views from; a restarted watcher re-sends nothing unchanged."""
+    view = View(["Workspace", "Pod"])
+    informer = Informer(bus, view, lambda keys: None)
+    following = asyncio.create_task(informer.run())
+    try:
+        watcher = start_watcher()
+        cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+        pod_file = tmp_path / "pod.yaml"
+        pod_file.write_text(yaml.safe_dump(_labelled_pod(namespace)))
+        cluster.kubectl("apply", "-f", str(pod_file))
+        key = f"{namespace}/{NAME}"
+
+        def summarized() -> bool:
+            ws = view.workspace(key)
+            return bool(ws and (ws.get("status") or {}).get("state"))
+
+        await _wait(lambda: summarized() and len(view.owned("Pod", key)) == 1)
+        stored = view.owned("Pod", key)[0]
+        assert stored["spec"] == {"nodeName": "no-such-node"}  # trimmed: no containers
+        assert "managedFields" not in stored["metadata"]
+        await asyncio.sleep(1.0)  # let the watcher's last writes land before it stops
+        await watcher.stop()
+        before = (await bus.js.stream_info(bus.stream.state_stream)).state.last_seq
+
+        cluster.kubectl("delete", "pod", "worker", "-n", namespace, "--grace-period=0", "--force")
+        start_watcher()
+        await _wait(lambda: not view.owned("Pod", key))  # tombstoned: deleted while away
+        await asyncio.sleep(2.0)
+        after = (await bus.js.stream_info(bus.stream.state_stream)).state.last_seq
+        assert after - before == 1, "only the tombstone: nothing unchanged was sent again"
+        assert view.workspace(key) is not None
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+
+
+async def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.1)

@@ -29,6 +29,22 @@ KUBE_REQUESTS = Counter(
     "Requests to the Kubernetes API, by method, resource and response class",
     ["method", "resource", "code"],
 )
+RECONCILES = Counter(
+    "kairyu_reconciles",
+    "Reconciles a service ran, by outcome: ok, retried, gave_up",
+    ["service", "outcome"],
+)
+RECONCILE_SECONDS = Histogram(
+    "kairyu_reconcile_seconds",
+    "Time one reconcile of one Workspace key took (any outcome)",
+    ["service"],
+    buckets=_SECONDS,
+)
+STATE_CHANGES = Counter(
+    "kairyu_state_changes",
+    "Object states a service's view took from the state stream, by kind",
+    ["kind"],
+)
 ROLLOUT_PHASE_SECONDS = Histogram(
     "kairyu_rollout_phase_seconds",
     "How long each phase of a rollout took (plan, provision, deploy, tune, total)",

@@ -19,8 +19,12 @@ from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
 from kairyu_core.bus import Bus, BusError, Consumer, ConsumerSpec, Handler
 from kairyu_core.events import Event
+from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
+from kairyu_core.objectstate import Kind
+from kairyu_core.reconciling import Controller, Reconcile
 from kairyu_core.settings import ServiceSettings
+from kairyu_core.view import View
 
 S = TypeVar("S", bound=ServiceSettings)
 T = TypeVar("T")
@@ -155,6 +159,65 @@ async def serve_consumer(
             handler=handler(bus, kube),
         )
         await run_until_stopped(consumer=consumer, grace_s=settings.shutdown_grace_s)
+
+
+class Controlled:
+    """A service's view, the informer that feeds it over NATS, and the controller it wakes."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        service: str,
+        kinds: Sequence[Kind],
+        reconcile: Callable[[View], Reconcile],
+        workers: int = 8,
+    ) -> None:
+        self.view = View(kinds)
+        self.controller = Controller(
+            service,
+            reconcile(self.view),
+            workers=workers,
+            on_give_up=lambda key, reason, exc: _dead_letter(bus, service, key, reason, exc),
+        )
+        self.informer = Informer(bus, self.view, self.controller.enqueue)
+
+    def work(self) -> list[Coroutine[Any, Any, None]]:
+        """The informer, and the controller once the view is synced: to run until stopped."""
+        return [self.informer.run(), self.controller.run(ready=self.informer.synced.wait())]
+
+
+async def _dead_letter(bus: Bus, service: str, key: str, reason: str, exc: BaseException) -> None:
+    """A reconcile given up on: logged, and recorded on the dead-letter stream for operators."""
+    log.error("%s gave up reconciling %s (%s): %s", service, key, reason, exc)
+    try:
+        await bus.dead_letter_reconcile(service, key, reason=reason, error=str(exc))
+    except BusError as failed:
+        log.warning("could not record the dead letter of %s: %s", key, failed)
+
+
+async def serve_controller(
+    settings: ServiceSettings,
+    *,
+    kinds: Sequence[Kind],
+    reconcile: Callable[[Bus, KubeClient, View], Reconcile],
+    background: Callable[[Bus, KubeClient, Controlled], Sequence[Coroutine[Any, Any, None]]]
+    | None = None,
+    workers: int = 8,
+) -> None:
+    """Run a service that reconciles Workspaces from its view: connect, work until SIGTERM."""
+    async with connections(settings) as (bus, kube):
+        controlled = Controlled(
+            bus,
+            service=settings.service_name,
+            kinds=kinds,
+            reconcile=lambda view: reconcile(bus, kube, view),
+            workers=workers,
+        )
+        extra = background(bus, kube, controlled) if background is not None else ()
+        await run_until_stopped(
+            background=[*controlled.work(), *extra], grace_s=settings.shutdown_grace_s
+        )
 
 
 def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]) -> None:

@@ -1,8 +1,15 @@
 """The watcher: the only component holding Kubernetes watches.
 
-It turns Workspace changes into WorkspaceObserved / WorkspaceDeleted, changes of objects labelled
-`kaito.sh/workspace` into ObjectChanged, re-publishes every Workspace on a resync interval, starts
-each generation's rollout trace, and writes the summary (`WorkspaceReady`, `status.state`).
+It keeps the latest trimmed state of every Workspace and of every object labelled
+`kaito.sh/workspace` on the state stream (kairyu_core.objectstate), from which the other
+services build their views; it writes a value only when what the services read changed, and a
+tombstone when the object is deleted. At start it reads what the stream already holds and lists
+the cluster against it, so a restart publishes only what changed while it was away, and
+tombstones what was deleted meanwhile.
+
+It also turns Workspace changes into WorkspaceObserved / WorkspaceDeleted and labelled objects'
+changes into ObjectChanged, re-publishes every Workspace on a resync interval, starts each
+generation's rollout trace, and writes the summary (`WorkspaceReady`, `status.state`).
 Publishing is idempotent (Nats-Msg-Id), so a restart that re-lists everything is harmless.
 """
 
@@ -27,7 +34,7 @@ from kairyu_core.api import (
     parse_workspace,
     set_condition,
 )
-from kairyu_core.bus import Bus, BusError
+from kairyu_core.bus import Bus, BusError, Snapshot
 from kairyu_core.events import (
     Event,
     ObjectChanged,
@@ -36,6 +43,7 @@ from kairyu_core.events import (
     WorkspaceRef,
 )
 from kairyu_core.kube import JSON, KubeClient, WatchEvent, apply_status, errors, resources, watch
+from kairyu_core.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
 from kairyu_watcher import news, readiness, rollout_trace
 from kairyu_watcher.settings import WatcherSettings
 
@@ -75,21 +83,105 @@ class Watcher:
         self._published: dict[str, str] = {}
         # namespace/name -> the summary this watcher last wrote: newer than a queued event's copy
         self._written: dict[str, _Written] = {}
+        # object -> digest of the state on the stream (kairyu_core.objectstate.content_digest)
+        self._stored: dict[ObjectKey, str] = {}
+        # object -> a state (None: a tombstone) whose publish failed; the resync tries again
+        self._unsent: dict[ObjectKey, tuple[JSON | None, str | None]] = {}
+        # kind -> namespace/name -> the state stored at start (the first list is diffed to it)
+        self._seeded: dict[str, dict[str, JSON]] = {}
 
     async def run(self) -> None:
         """Watch and resync until cancelled."""
         await self._bus.ensure_stream()
+        await self._seed()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._follow_workspaces())
             for resource in CHILD_RESOURCES:
                 tasks.create_task(self._follow_children(resource))
             tasks.create_task(self._resync_periodically())
 
+    async def _seed(self) -> None:
+        """Learn what the state stream holds, so the first list publishes only differences."""
+        for resource in (resources.WORKSPACES, *CHILD_RESOURCES):
+            kind = cast(Kind, resource.kind)
+            follow = self._bus.follow_state(kind)
+            try:
+                first = await anext(follow)
+            finally:
+                await follow.aclose()
+            if not isinstance(first, Snapshot):  # pragma: no cover - follow starts with one
+                raise TypeError("the state stream's first item is not a snapshot")
+            self._stored.update(first.digests)
+            if resource is resources.WORKSPACES:
+                await self._tombstone_vanished_workspaces(first)
+                continue  # every Workspace goes through on_workspace at start, as before
+            self._seeded[resource.kind] = {
+                f"{'' if key.namespace == CLUSTER_SCOPED else key.namespace}/{key.name}": value
+                for key, value in first.values.items()
+            }
+
+    async def _tombstone_vanished_workspaces(self, stored: Snapshot) -> None:
+        """Workspaces on the stream but no longer in the cluster were deleted while away."""
+        if not stored.values:
+            return
+        try:
+            listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
+        except errors.KubeError as exc:  # they stay until the next start; the services confirm
+            log.warning("could not look for Workspaces deleted while away: %s", exc)
+            return
+        live = {ObjectKey.of("Workspace", item) for item in listed.get("items") or []}
+        for key, value in stored.values.items():
+            if key not in live and (
+                self._settings.namespace is None or key.namespace == self._settings.namespace
+            ):
+                self._stored.pop(key, None)
+                await self._send(key, None, None, uid=(value.get("metadata") or {}).get("uid"))
+
+    async def _store(self, kind: Kind, change: WatchEvent) -> None:
+        """Bring the object's state on the stream up to date with this change."""
+        key = ObjectKey.of(kind, change.object)
+        if change.type == "DELETED":
+            stored = self._stored.pop(key, None) is not None
+            if not stored and self._unsent.pop(key, None) is None:
+                return  # never stored, nothing to tombstone
+            await self._send(key, None, None, uid=change.object["metadata"].get("uid"))
+            return
+        value = trim(kind, change.object)
+        digest = content_digest(value)
+        if self._stored.get(key) == digest:
+            return  # a heartbeat, or a write of nothing any service reads
+        await self._send(key, value, digest)
+
+    async def _send(
+        self, key: ObjectKey, value: JSON | None, digest: str | None, *, uid: str | None = None
+    ) -> None:
+        try:
+            if value is None:
+                await self._bus.delete_state(key, uid=uid)
+            else:
+                await self._bus.put_state(key, value, digest=digest or content_digest(value))
+        except BusError as exc:  # kept for the resync's next round
+            log.warning("could not store the state of %s %s: %s", key.kind, key.path, exc)
+            self._unsent[key] = (value, digest)
+            return
+        self._unsent.pop(key, None)
+        if value is not None and digest is not None:
+            self._stored[key] = digest
+
+    async def _send_unsent(self) -> None:
+        for key, (value, digest) in list(self._unsent.items()):
+            uid = None if value is None else (value.get("metadata") or {}).get("uid")
+            await self._send(key, value, digest, uid=uid)
+
     # ------------------------------------------------------------------ Workspaces
     async def _follow_workspaces(self) -> None:
         async for change in watch(
-            self._kube, resources.WORKSPACES, namespace=self._settings.namespace
+            self._kube,
+            resources.WORKSPACES,
+            namespace=self._settings.namespace,
+            known=self._seeded.pop(resources.WORKSPACES.kind, None),
         ):
+            await self._store("Workspace", change)
             await self.on_workspace(change)
 
     async def on_workspace(self, change: WatchEvent) -> None:
@@ -216,8 +308,13 @@ class Watcher:
         # would be refused, and would show this watcher objects it has no business seeing.
         namespace = self._settings.namespace if resource.namespaced else None
         async for change in watch(
-            self._kube, resource, namespace=namespace, label_selector=WORKSPACE_LABEL
+            self._kube,
+            resource,
+            namespace=namespace,
+            label_selector=WORKSPACE_LABEL,
+            known=self._seeded.pop(resource.kind, None),
         ):
+            await self._store(cast(Kind, resource.kind), change)
             await self.on_child(resource, change)
 
     async def on_child(self, resource: resources.Resource, change: WatchEvent) -> None:
@@ -258,7 +355,11 @@ class Watcher:
             await self.resync()
 
     async def resync(self) -> None:
-        """Publish every Workspace again (JetStream drops it if the same version was just sent)."""
+        """Publish every Workspace again (JetStream drops it if the same version was just sent).
+
+        States whose publish failed are sent again first.
+        """
+        await self._send_unsent()
         try:
             listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
         except errors.KubeError as exc:

@@ -7,6 +7,7 @@ of each message by returning or by raising `TemporaryError` / `PermanentError` (
 from kairyu_core.bus._connection import Bus, Published
 from kairyu_core.bus._consuming import Consumer, Delivery, Handler, backoff
 from kairyu_core.bus._redacting import redact
+from kairyu_core.bus._statestream import Change, Snapshot
 from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
 from kairyu_core.bus.topology import CONSUMED_BY, DEFAULT_STREAM, ConsumerSpec, StreamSpec
 
@@ -15,12 +16,14 @@ __all__ = [
     "DEFAULT_STREAM",
     "Bus",
     "BusError",
+    "Change",
     "Consumer",
     "ConsumerSpec",
     "Delivery",
     "Handler",
     "PermanentError",
     "Published",
+    "Snapshot",
     "StreamSpec",
     "TemporaryError",
     "backoff",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
+import time
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -33,9 +36,19 @@ from opentelemetry import trace
 
 from kairyu_core.bus import _tracing
 from kairyu_core.bus._redacting import redact
+from kairyu_core.bus._statestream import (
+    DELETED_HEADER,
+    DIGEST_HEADER,
+    Change,
+    Snapshot,
+    all_state_subjects,
+    follow,
+    state_subject,
+)
 from kairyu_core.bus.errors import BusError
 from kairyu_core.bus.topology import ConsumerSpec, StreamSpec
 from kairyu_core.events import Event
+from kairyu_core.objectstate import JSON, Kind, ObjectKey
 from kairyu_core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -82,6 +95,8 @@ class Bus:
         self.stream = stream
         self.manage_topology = manage_topology
         self.topology_ready = True
+        self.reconnects = 0
+        """Reconnects so far: followers of the state stream take a fresh snapshot after each."""
 
     @classmethod
     async def connect(
@@ -106,8 +121,12 @@ class Bus:
         async def on_disconnect() -> None:
             log.warning("nats: disconnected from %s", shown)
 
+        bus: Bus | None = None
+
         async def on_reconnect() -> None:
             log.info("nats: reconnected to %s", shown)
+            if bus is not None:
+                bus.reconnects += 1
 
         try:
             client = await nats.connect(
@@ -123,7 +142,8 @@ class Bus:
         except Exception as exc:  # noqa: BLE001 - any failure to connect ends the same way
             # Not chained: nats-py's own exception may quote the URL it was given.
             raise BusError(f"cannot connect to NATS at {shown}: {redact(str(exc))}") from None
-        return cls(client, stream=stream or StreamSpec(), manage_topology=manage)
+        bus = cls(client, stream=stream or StreamSpec(), manage_topology=manage)
+        return bus
 
     @property
     def is_connected(self) -> bool:
@@ -205,8 +225,23 @@ class Bus:
             # its own) must not erase the earlier ones; the refused one is retried.
             discard=DiscardPolicy.NEW,
         )
+        states = StreamConfig(
+            name=spec.state_stream,
+            subjects=[all_state_subjects(spec.subjects.prefix)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            # The latest value per object, kept as long as the object lives (no max_age): a
+            # subject is one object, and a new value replaces the old one.
+            max_msgs_per_subject=1,
+            max_bytes=spec.state_max_bytes,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=spec.duplicate_window_s,
+            # Tombstones expire by their own Nats-TTL header, so deleted objects do not pile up.
+            allow_msg_ttl=True,
+        )
         await self._add_or_update(events)
         await self._add_or_update(dead_letters)
+        await self._add_or_update(states)
 
     async def _add_or_update(self, config: StreamConfig) -> None:
         try:
@@ -221,6 +256,8 @@ class Bus:
         await self.js.delete_stream(self.stream.name)
         with contextlib.suppress(NotFoundError):  # a stream of an older version has none
             await self.js.delete_stream(self.stream.dead_letter_stream)
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_stream(self.stream.state_stream)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         """Create the durable consumer or update it in place (JetStream's create is an upsert).
@@ -325,6 +362,54 @@ class Bus:
             return await self.publish_raw(
                 subject, event.model_dump_json().encode(), headers=all_headers
             )
+
+    async def put_state(self, key: ObjectKey, value: JSON, *, digest: str) -> Published:
+        """Store `value` as the latest state of the object `key` (the watcher's write).
+
+        The message id is the object's uid and resourceVersion: a retry of the same version is
+        stored once, while a later version with an earlier content (A, B, A) is stored again.
+        """
+        meta = value.get("metadata") or {}
+        headers = {
+            "Nats-Msg-Id": f"{meta.get('uid')}/{meta.get('resourceVersion')}",
+            DIGEST_HEADER: digest,
+            "Content-Type": "application/json",
+        }
+        subject = state_subject(self.stream.subjects.prefix, key)
+        payload = json.dumps(value, separators=(",", ":")).encode()
+        return await self.publish_raw(subject, payload, headers=headers)
+
+    async def delete_state(self, key: ObjectKey, *, uid: str | None) -> Published:
+        """Replace the object's state with a tombstone that expires after `tombstone_ttl_s`."""
+        headers = {
+            "Nats-Msg-Id": f"{uid or key.path}/deleted",
+            DELETED_HEADER: "true",
+            "Nats-TTL": f"{int(self.stream.tombstone_ttl_s)}s",
+        }
+        subject = state_subject(self.stream.subjects.prefix, key)
+        return await self.publish_raw(subject, b"", headers=headers)
+
+    async def dead_letter_reconcile(
+        self, service: str, key: str, *, reason: str, error: str
+    ) -> Published:
+        """Record that `service` gave up reconciling the Workspace `key` (namespace/name)."""
+        namespace, _, name = key.partition("/")
+        subjects = self.stream.subjects
+        original = f"{subjects.prefix}.v1.workspace.reconcile.{namespace}.{name.replace('.', '_')}"
+        headers = {
+            "Nats-Msg-Id": f"{service}/{key}/{reason}/{time.time_ns()}",
+            "Kairyu-Dead-Letter-Reason": reason,
+            "Kairyu-Dead-Letter-Error": error[:1024],
+            "Kairyu-Original-Subject": original,
+            "Kairyu-Service": service,
+        }
+        return await self.publish_raw(
+            subjects.dead_letter(service, original), key.encode(), headers=headers
+        )
+
+    def follow_state(self, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
+        """A snapshot of every `kind` object's state, then each change (see `_statestream`)."""
+        return follow(self, kind)
 
     async def publish_raw(
         self, subject: str, payload: bytes, *, headers: dict[str, str]

@@ -54,6 +54,19 @@ class StreamSpec:
     dead_letter_max_msgs: int = 100_000
     """Message limit of the dead-letter stream, refusing new ones like `dead_letter_max_bytes`."""
 
+    state_max_bytes: int = 256 * 1024**2
+    """Size limit of the state stream (bytes; 256 MiB): one trimmed object per subject, so this
+    bounds the number of objects it can hold (about 100 000 at a few KiB each)."""
+    tombstone_ttl_s: float = 3600.0
+    """How long the state stream keeps a deleted object's tombstone (s). A follower that was away
+    longer re-reads a fresh snapshot anyway (on reconnect), so this only has to outlast the
+    delivery of the tombstone to followers that are connected."""
+
+    @property
+    def state_stream(self) -> str:
+        """The stream of the objects' latest states (`<name>_STATE`), one message per subject."""
+        return f"{self.name}_STATE"
+
     @property
     def dead_letter_stream(self) -> str:
         """The stream of the dead letters, apart from the events (`<name>_DEADLETTER`).
@@ -67,7 +80,11 @@ class StreamSpec:
     def stream_of(self, subject: str) -> str:
         """The stream a subject is stored in."""
         dead_letters = self.subjects.all_dead_letters.removesuffix(">")
-        return self.dead_letter_stream if subject.startswith(dead_letters) else self.name
+        if subject.startswith(dead_letters):
+            return self.dead_letter_stream
+        if subject.startswith(f"{self.subjects.prefix}.v1.state."):
+            return self.state_stream
+        return self.name
 
     @classmethod
     def of_settings(cls, settings: NatsSettings) -> StreamSpec:

@@ -51,12 +51,15 @@ async def watch(
     label_selector: str | None = None,
     since: str | None = None,
     timeout_s: int = _WATCH_TIMEOUT_S,
+    known: dict[str, JSON] | None = None,
 ) -> AsyncIterator[WatchEvent]:
     """Yield every change of the selected objects, forever (cancel the consumer to stop).
 
     Starts with a list (every object ADDED) unless `since` gives a resourceVersion to resume from.
+    `known` (`namespace/name` → object with its resourceVersion) is what the caller already
+    knows: the first list then yields only what differs from it, DELETED for what is gone.
     """
-    known: dict[str, JSON] = {}  # key -> last object yielded
+    known = dict(known or {})  # key -> last object yielded
     resource_version: str | None = since
     failures = 0
     while True:

@@ -7,11 +7,15 @@ shuts them down the way a service's `__main__` would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler
 from kairyu_core.events import Event
+from kairyu_core.objectstate import Kind
+from kairyu_core.reconciling import Reconcile
+from kairyu_core.service import Controlled
+from kairyu_core.view import View
 
 
 class ServiceStack:
@@ -34,6 +38,22 @@ class ServiceStack:
         self._consumers.append(consumer)
         self.run(consumer.run())
         return consumer
+
+    def control(
+        self,
+        *,
+        service: str,
+        kinds: tuple[Kind, ...],
+        reconcile: Callable[[View], Reconcile],
+        workers: int = 8,
+    ) -> Controlled:
+        """A service's view, informer and controller, running until `stop`."""
+        controlled = Controlled(
+            self.bus, service=service, kinds=kinds, reconcile=reconcile, workers=workers
+        )
+        for work in controlled.work():
+            self.run(work)
+        return controlled
 
     def run(self, work: Coroutine[Any, Any, Any]) -> None:
         self._tasks.append(asyncio.create_task(work))

@@ -1,0 +1,181 @@
+"""The state stream: the latest trimmed value of every watched object, one subject per object.
+
+`<prefix>.v1.state.<kind>.<namespace>.<name>` in the stream `<stream>_STATE`, which keeps one
+message per subject (a key-value store in JetStream's terms; it is one because its limits say
+so). The watcher writes a value when an object changes in something a service reads, and a
+tombstone when it is deleted; tombstones carry a TTL (`Nats-TTL`), so the stream holds the live
+objects and the recently deleted ones, and no more, however many Workspaces come and go.
+
+`follow(kind)` is an informer over NATS: it first yields a `Snapshot` of every current value of
+the kind (an ordered consumer delivering the last message per subject), then each `Change` as it
+is stored. After a NATS reconnect, or when the ordered consumer breaks, it subscribes again and
+yields a fresh snapshot; the view replaces its copy with it (`View.replace`), so changes and
+deletions missed during the outage are not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from kairyu_core.bus.errors import BusError
+from kairyu_core.objectstate import CLUSTER_SCOPED, JSON, Kind, ObjectKey, kind_of
+
+if TYPE_CHECKING:
+    from kairyu_core.bus._connection import Bus
+
+log = logging.getLogger(__name__)
+
+DELETED_HEADER = "Kairyu-Deleted"
+DIGEST_HEADER = "Kairyu-Digest"
+_IDLE_HEARTBEAT_S = 5.0
+_POLL_S = 1.0
+_MAX_BACKOFF_S = 30.0
+_SUBJECT_TOKENS = 6  # <prefix>.v1.state.<kind>.<namespace>.<name>
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every current value of one kind, as found when (re)subscribing."""
+
+    kind: Kind
+    values: dict[ObjectKey, JSON]
+    digests: dict[ObjectKey, str]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object's new value (None: deleted) after the snapshot."""
+
+    key: ObjectKey
+    value: JSON | None
+    digest: str | None
+
+
+def _token(value: str) -> str:
+    # Kubernetes names may hold dots (NATS token separators) but never '_'.
+    return value.replace(".", "_")
+
+
+def state_subject(prefix: str, key: ObjectKey) -> str:
+    return f"{prefix}.v1.state.{key.kind.lower()}.{_token(key.namespace)}.{_token(key.name)}"
+
+
+def kind_subjects(prefix: str, kind: Kind) -> str:
+    return f"{prefix}.v1.state.{kind.lower()}.>"
+
+
+def all_state_subjects(prefix: str) -> str:
+    return f"{prefix}.v1.state.>"
+
+
+def key_of_subject(subject: str) -> ObjectKey:
+    """The object a state subject names; ValueError for anything else."""
+    tokens = subject.split(".")
+    if len(tokens) != _SUBJECT_TOKENS or tokens[1:3] != ["v1", "state"]:
+        raise ValueError(f"not a state subject: {subject!r}")
+    namespace = tokens[4] if tokens[4] == CLUSTER_SCOPED else tokens[4].replace("_", ".")
+    return ObjectKey(kind_of(tokens[3]), namespace, tokens[5].replace("_", "."))
+
+
+def decode(msg: Msg) -> tuple[ObjectKey, JSON | None, str | None]:
+    """(key, value or None for a tombstone, digest) of a state message; ValueError if malformed."""
+    key = key_of_subject(msg.subject)
+    headers = msg.headers or {}
+    if headers.get(DELETED_HEADER) or headers.get("Nats-Marker-Reason"):
+        return key, None, None
+    value = json.loads(msg.data)
+    if not isinstance(value, dict):
+        raise ValueError(f"state of {key} is not an object")  # noqa: TRY004 - malformed data
+    return key, value, headers.get(DIGEST_HEADER)
+
+
+async def follow(bus: Bus, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
+    """Yield a snapshot of `kind`, then its changes; resubscribe (new snapshot) after outages."""
+    failures = 0
+    while True:
+        seen = bus.reconnects
+
+        def outdated(seen: int = seen) -> bool:
+            return bus.reconnects != seen
+
+        try:
+            async for item in _follow_once(bus, kind, outdated):
+                failures = 0
+                yield item
+        except (nats.errors.Error, BusError, TimeoutError, NotFoundError) as exc:
+            failures += 1
+            delay = min(_MAX_BACKOFF_S, 0.25 * 2**failures)
+            log.warning("following %s states failed (%r); again in %.1fs", kind, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def _follow_once(
+    bus: Bus, kind: Kind, outdated: Callable[[], bool]
+) -> AsyncIterator[Snapshot | Change]:
+    subject = kind_subjects(bus.stream.subjects.prefix, kind)
+    sub = await bus.js.subscribe(
+        subject,
+        stream=bus.stream.state_stream,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        idle_heartbeat=_IDLE_HEARTBEAT_S,
+        inactive_threshold=300.0,
+    )
+    try:
+        values: dict[ObjectKey, JSON] = {}
+        digests: dict[ObjectKey, str] = {}
+        while True:  # the snapshot: until the consumer says nothing more is pending
+            try:
+                msg = await sub.next_msg(timeout=_POLL_S)
+            except nats.errors.TimeoutError:
+                info = await sub.consumer_info()
+                if not info.num_pending and sub.pending_msgs == 0:
+                    break
+                continue
+            pending = _apply(msg, values, digests)
+            if pending == 0:
+                break
+        yield Snapshot(kind, values, digests)
+        while not outdated():
+            try:
+                msg = await sub.next_msg(timeout=_POLL_S)
+            except nats.errors.TimeoutError:
+                continue
+            try:
+                key, value, digest = decode(msg)
+            except ValueError:
+                log.warning("skipping a malformed state message on %s", msg.subject)
+                continue
+            yield Change(key, value, digest)
+        log.info("NATS reconnected: following %s states from a fresh snapshot", kind)
+    finally:
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await sub.unsubscribe()
+
+
+def _apply(msg: Msg, values: dict[ObjectKey, JSON], digests: dict[ObjectKey, str]) -> int:
+    """Put one snapshot message into `values`; the messages still pending after it."""
+    try:
+        key, value, digest = decode(msg)
+    except ValueError:
+        log.warning("skipping a malformed state message on %s", msg.subject)
+    else:
+        if value is None:
+            values.pop(key, None)
+            digests.pop(key, None)
+        else:
+            values[key] = value
+            if digest:
+                digests[key] = digest
+    return int(msg.metadata.num_pending)

@@ -1,0 +1,159 @@
+"""The state of one watched object as it travels on NATS: its kind, its key, and a trimmed body.
+
+The watcher is the only component that watches the apiserver. What it sees of each Workspace and
+of each labelled Node, NodeClaim, Deployment, StatefulSet, Job and Pod is kept on NATS as the
+latest value per object (kairyu_core.bus, the state stream), and every service builds its view
+from those values (kairyu_core.view). This module says, once, what such a value holds: the
+object trimmed to what a service reads (identity, generation, resourceVersion, labels,
+annotations, owner references, finalizers, deletion timestamp, the spec fields and status that
+handlers decide on), without what only costs bytes and wakes consumers for nothing (managedFields,
+a Node's images and heartbeat times, a workload's pod template).
+
+Pure: no I/O, so the trimming and the keys are tested without NATS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+JSON = dict[str, Any]
+
+Kind = Literal["Workspace", "Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
+CHILD_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k != "Workspace")
+
+WORKSPACE_LABEL = "kaito.sh/workspace"
+WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+CLUSTER_SCOPED = "_"
+"""The namespace token of a cluster-scoped object (Node, NodeClaim): never a namespace name."""
+
+_METADATA_KEPT = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "deletionTimestamp",
+    "creationTimestamp",
+)
+# kubectl's copy of the whole applied object: large, and nothing in kairyu reads it.
+_DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+_POD_STATUS_KEPT = (
+    "phase",
+    "reason",
+    "message",
+    "conditions",
+    "containerStatuses",
+    "initContainerStatuses",
+    "startTime",
+)
+_NODE_STATUS_KEPT = ("conditions", "allocatable", "capacity")
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """Which object: kind, namespace (`_` for a cluster-scoped one) and name."""
+
+    kind: Kind
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, kind: Kind, obj: Mapping[str, Any]) -> ObjectKey:
+        meta = obj.get("metadata") or {}
+        return cls(kind, meta.get("namespace") or CLUSTER_SCOPED, str(meta.get("name") or ""))
+
+    @property
+    def path(self) -> str:
+        """`namespace/name` (or `_/name`): the key within its kind."""
+        return f"{self.namespace}/{self.name}"
+
+
+def workspace_key(kind: Kind, obj: Mapping[str, Any]) -> str | None:
+    """The `namespace/name` of the Workspace an object belongs to (its own, for a Workspace).
+
+    A child names its Workspace by the labels kairyu and KAITO put on everything they create
+    (`kaito.sh/workspace`, and `kaito.sh/workspacenamespace` on cluster-scoped objects); an
+    object without them belongs to none.
+    """
+    meta = obj.get("metadata") or {}
+    if kind == "Workspace":
+        return f"{meta.get('namespace')}/{meta.get('name')}"
+    labels = meta.get("labels") or {}
+    name = labels.get(WORKSPACE_LABEL)
+    namespace = labels.get(WORKSPACE_NAMESPACE_LABEL) or meta.get("namespace")
+    if not name or not namespace:
+        return None
+    return f"{namespace}/{name}"
+
+
+def trim(kind: Kind, obj: Mapping[str, Any]) -> JSON:
+    """`obj` reduced to what the services read; a new dict (the input is not changed)."""
+    meta = obj.get("metadata") or {}
+    kept_meta: JSON = {k: meta[k] for k in _METADATA_KEPT if meta.get(k) is not None}
+    annotations = dict(meta.get("annotations") or {})
+    for dropped in _DROPPED_ANNOTATIONS & annotations.keys():
+        del annotations[dropped]
+    if annotations:
+        kept_meta["annotations"] = annotations
+    else:
+        kept_meta.pop("annotations", None)
+    body: JSON = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind") or kind}
+    body["metadata"] = kept_meta
+    status = dict(obj.get("status") or {})
+    if kind == "Workspace":
+        # KAITO's Workspace has no `spec`: its fields sit beside metadata and status.
+        body |= {k: v for k, v in obj.items() if k not in {"metadata", "apiVersion", "kind"}}
+        return body
+    if kind == "Node":
+        spec = obj.get("spec") or {}
+        body["spec"] = {k: spec[k] for k in ("taints", "unschedulable", "providerID") if k in spec}
+        kept = {k: status[k] for k in _NODE_STATUS_KEPT if k in status}
+        if "conditions" in kept:  # a heartbeat rewrites lastHeartbeatTime and nothing else
+            kept["conditions"] = [
+                {k: v for k, v in c.items() if k != "lastHeartbeatTime"} for c in kept["conditions"]
+            ]
+        body["status"] = kept
+        return body
+    if kind == "Pod":
+        spec = obj.get("spec") or {}
+        body["spec"] = {"nodeName": spec["nodeName"]} if spec.get("nodeName") else {}
+        body["status"] = {k: status[k] for k in _POD_STATUS_KEPT if k in status}
+        return body
+    if kind in ("Deployment", "StatefulSet", "Job"):
+        # The pod template is what the service itself wrote; it records a digest of it in an
+        # annotation instead of reading it back.
+        spec = {k: v for k, v in (obj.get("spec") or {}).items() if k != "template"}
+        body["spec"] = spec
+        body["status"] = status
+        return body
+    body["spec"] = obj.get("spec") or {}
+    body["status"] = status
+    return body
+
+
+def content_digest(value: Mapping[str, Any]) -> str:
+    """A digest of a trimmed value less its resourceVersion: equal digests, nothing new to tell.
+
+    A write that changes nothing kept (a heartbeat, a managedFields update) gives the object a new
+    resourceVersion but the same digest, and is not published again.
+    """
+    meta = {k: v for k, v in (value.get("metadata") or {}).items() if k != "resourceVersion"}
+    text = json.dumps({**value, "metadata": meta}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def kind_of(token: str) -> Kind:
+    """The Kind named by a subject token (`nodeclaim` → `NodeClaim`); ValueError if none."""
+    for kind in KINDS:
+        if kind.lower() == token:
+            return kind
+    raise ValueError(f"no such kind: {token!r}")
