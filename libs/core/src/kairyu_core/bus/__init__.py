@@ -9,11 +9,18 @@ from kairyu_core.bus._consuming import Consumer, Delivery, Handler, backoff
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import Change, Snapshot
 from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
-from kairyu_core.bus.topology import CONSUMED_BY, DEFAULT_STREAM, ConsumerSpec, StreamSpec
+from kairyu_core.bus.topology import (
+    CONSUMED_BY,
+    DEFAULT_STREAM,
+    FOLLOWS,
+    ConsumerSpec,
+    StreamSpec,
+)
 
 __all__ = [
     "CONSUMED_BY",
     "DEFAULT_STREAM",
+    "FOLLOWS",
     "Bus",
     "BusError",
     "Change",

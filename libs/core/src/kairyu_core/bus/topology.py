@@ -21,6 +21,7 @@ from kairyu_core.events import (
     WorkspaceDeleted,
     WorkspaceObserved,
 )
+from kairyu_core.objectstate import KINDS, Kind
 from kairyu_core.settings import NatsSettings
 
 DEFAULT_STREAM = "KAIRYU"
@@ -32,6 +33,17 @@ CONSUMED_BY: Mapping[str, tuple[type[Event], ...]] = {
     "tuner": (NodesReady, WorkspaceObserved, ObjectChanged),
 }
 """The events each consuming service handles (the watcher consumes nothing)."""
+
+
+FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
+    "watcher": KINDS,
+    "planner": ("Workspace",),
+    "provisioner": ("Workspace", "Node", "NodeClaim"),
+    "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod"),
+    "tuner": ("Workspace", "Job", "Pod"),
+}
+"""The kinds whose states each service reads from the state stream into its view (the watcher
+reads them all at start, to publish only what changed while it was away; it alone writes them)."""
 
 
 @dataclass(frozen=True)
