@@ -33,6 +33,7 @@ help:
 	@echo "make lint       ruff, mypy, import-linter"
 	@echo "make fuzz       the Workspace spec fuzz test, long (FUZZ_EXAMPLES=20000); make test runs 500"
 	@echo "make bench      N Workspaces at once through the whole system (N=\"10 100 500\"); docs/benchmarks.md"
+	@echo "                (ARGS=--backend=byo: on pre-made nodes, no Karpenter; default: real Karpenter)"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
 	@echo "make snapshots  refresh the event schema snapshots and the chart's golden renders"
 
@@ -94,7 +95,7 @@ dev: sync cluster karpenter jaeger
 N ?= 10 100 500
 bench: sync cluster karpenter
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
-		$(UV) run python tests/bench/rollouts.py --n $(N) --write
+		$(UV) run python tests/bench/rollouts.py --n $(N) --write $(ARGS)
 
 crds: sync
 	$(UV) run python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml

@@ -1,19 +1,25 @@
 """`make bench`: N Workspaces at once through the whole system, and what it costs.
 
-For each N: a fresh local control plane, NATS, real Karpenter (kwok provider, no registration
-delay) and the five services as their own processes, as `make dev` runs them. N inference
-Workspaces (phi-3-mini on Standard_NC6s_v3) are applied at once; the script reports apply →
-`WorkspaceReady=True` latency (p50 / p95 / max), kube-apiserver requests and NATS messages per
-Workspace, and each service's peak RSS. Then, on the same cluster, the bare minimum: a script that
-performs only the API writes one rollout needs (status, a node, config, service, deployment,
-conditions), so kairyu's cost reads as a ratio. Prints a Markdown table; `--write` also puts it
-into docs/benchmarks.md. Not a test: it asserts nothing, it measures.
+For each N: a fresh local control plane, NATS and the five services as their own processes, as
+`make dev` runs them, with GPU nodes from real Karpenter (kwok provider, no registration delay;
+`--backend karpenter`, the default) or made up front, one per Workspace (`--backend byo`), so
+Karpenter's share of the cost is visible. N inference Workspaces (phi-3-mini on
+Standard_NC6s_v3) are applied at once and one watch of Workspaces (the script's only request
+while they roll out) records when each first shows `WorkspaceReady=True` for its generation. The
+script reports apply → ready latency (p50 / p95 / max), kube-apiserver requests and NATS messages
+per Workspace, the CPU seconds per Workspace of every process of the system (utime + stime from
+/proc, sampled before the apply and after the last Workspace is ready) and each service's peak
+RSS. Then, on the same cluster, the bare minimum: a script that performs only the API writes one
+rollout needs (status, a node, config, service, deployment, conditions), so kairyu's cost reads as
+a ratio. Prints Markdown tables; `--write` also puts them into docs/benchmarks.md. Not a test: it
+asserts nothing, it measures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,15 +28,21 @@ import re
 import statistics
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, get_args
 
 from kairyu_core import metrics
-from kairyu_core.kube import KubeClient, apply_status, resources
-from kairyu_core.localenv import Binaries, LocalCluster, LocalNats
-from kairyu_core.localenv.__main__ import SERVICES, start_capacity, start_services
+from kairyu_core.kube import JSON, KubeClient, apply_status, resources, watch
+from kairyu_core.localenv import Binaries, LocalCluster, LocalNats, gpu_node_manifest
+from kairyu_core.localenv.__main__ import (
+    EXAMPLE_NODES,
+    SERVICES,
+    start_capacity,
+    start_services,
+)
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
@@ -38,12 +50,25 @@ from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
 log = logging.getLogger("kairyu.bench")
 NAMESPACE = "bench"
 BASELINE_NAMESPACE = "baseline"
+Backend = Literal["karpenter", "byo"]
+# Each Workspace selects its nodes by this label (value: the Workspace's name); byo's pre-made
+# nodes carry it, Karpenter's NodeClaims get it from the selector.
+NODE_LABEL = "bench"
+THIS_SCRIPT = "bench (this script)"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts CPU time in these ticks
+_CREATE_CONCURRENCY = 32  # requests in flight at once, as many clients applying together would
+_NODES_READY_TIMEOUT_S = 300.0  # kwok marks nodes Ready in well under a second each
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 @dataclass
 class Result:
     n: int
     ready: int
+    backend: Backend = "karpenter"
     latencies: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     api_requests: float = 0.0
@@ -55,6 +80,9 @@ class Result:
     baseline_requests: float = 0.0
     # (service, "METHOD resource") → requests per Workspace: where kairyu's API cost goes.
     breakdown: dict[tuple[str, str], float] = field(default_factory=dict)
+    # process → CPU seconds per Workspace, apply to last ready; the minimum's during its writes.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    baseline_cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def workspace(index: int) -> dict[str, Any]:
@@ -64,7 +92,7 @@ def workspace(index: int) -> dict[str, Any]:
         "metadata": {"name": f"ws-{index:04d}", "namespace": NAMESPACE},
         "resource": {
             "instanceType": "Standard_NC6s_v3",
-            "labelSelector": {"matchLabels": {"bench": f"ws-{index:04d}"}},
+            "labelSelector": {"matchLabels": {NODE_LABEL: f"ws-{index:04d}"}},
         },
         "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
     }
@@ -117,74 +145,259 @@ def peak_rss_mib(process: ManagedProcess) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
-async def _create_all(cluster: LocalCluster, docs: list[dict[str, Any]]) -> None:
-    """Create the Workspaces concurrently, as many clients applying at once would (kubectl's own
+def _proc_stat(entry: Path) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
+    try:
+        text = (entry / "stat").read_text()
+    except OSError:  # the process ended between listing /proc and reading it
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_by_group() -> dict[int, float]:
+    """CPU seconds (utime + stime) of every process, summed by process group.
+
+    Each ManagedProcess leads a group of its own, so this counts a component together with
+    anything it forked (none of them do now).
+    """
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(entry)
+        if fields is None:
+            continue
+        # Fields 5, 14 and 15 of proc(5): pgrp, utime, stime (here from field 3, the state).
+        group, utime, stime = int(fields[2]), int(fields[11]), int(fields[12])
+        ticks[group] = ticks.get(group, 0) + utime + stime
+    return {group: count / _CLK_TCK for group, count in ticks.items()}
+
+
+def cpu_sample(processes: dict[str, ManagedProcess]) -> dict[str, float]:
+    """CPU seconds so far of each named process (and of this script, its watch and requests)."""
+    groups = cpu_by_group()
+    own = os.times()
+    sample = {
+        name: groups[p.pid]
+        for name, p in processes.items()
+        if p.pid is not None and p.pid in groups
+    }
+    sample[THIS_SCRIPT] = own.user + own.system
+    return sample
+
+
+def cpu_per_workspace(
+    before: dict[str, float], after: dict[str, float], n: int
+) -> dict[str, float]:
+    return {name: (after[name] - before[name]) / n for name in before if name in after}
+
+
+def measured_processes(
+    cluster: LocalCluster,
+    nats: LocalNats | None = None,
+    capacity: Iterable[ManagedProcess | LocalKarpenter] = (),
+    services: Iterable[ManagedProcess] = (),
+) -> dict[str, ManagedProcess]:
+    """Every process of the system by name: the control plane, NATS, Karpenter, the services."""
+    found = dict(cluster.processes)
+    if nats is not None:
+        found["nats-server"] = nats.process
+    for part in capacity:
+        process = part.process if isinstance(part, LocalKarpenter) else part
+        if process is not None:
+            found[process.name] = process
+    for service in services:
+        found[service.name.removeprefix("kairyu_")] = service
+    return found
+
+
+async def _create(
+    kube: KubeClient, resource: resources.Resource, docs: list[dict[str, Any]]
+) -> None:
+    """Create the objects concurrently, as many clients applying at once would (kubectl's own
     client-side rate limit would spread 500 creations over minutes)."""
-    kube = await KubeClient.connect(cluster.kubeconfig)
-    gate = asyncio.Semaphore(32)
+    gate = asyncio.Semaphore(_CREATE_CONCURRENCY)
 
     async def create(doc: dict[str, Any]) -> None:
         async with gate:
-            await kube.request(
-                "POST", resources.WORKSPACES.path(namespace=doc["metadata"]["namespace"]), body=doc
-            )
+            namespace = doc["metadata"].get("namespace")
+            await kube.request("POST", resource.path(namespace=namespace), body=doc)
 
-    try:
-        await asyncio.gather(*(create(doc) for doc in docs))
-    finally:
-        await kube.close()
+    await asyncio.gather(*(create(doc) for doc in docs))
 
 
-def ready_times(cluster: LocalCluster, namespace: str) -> dict[str, bool]:
-    listed = json.loads(
-        cluster.kubectl("get", "workspaces.kaito.sh", "-n", namespace, "-o", "json").stdout
+async def _create_all(cluster: LocalCluster, docs: list[dict[str, Any]]) -> None:
+    async with await KubeClient.connect(cluster.kubeconfig) as kube:
+        await _create(kube, resources.WORKSPACES, docs)
+
+
+def _has_condition(obj: JSON, kind: str) -> bool:
+    """`kind` is True and, where the condition says which generation it describes, this one's."""
+    generation = obj["metadata"].get("generation")
+    return any(
+        c.get("type") == kind
+        and c.get("status") == "True"
+        and c.get("observedGeneration", generation) == generation
+        for c in (obj.get("status") or {}).get("conditions") or []
     )
-    return {
-        item["metadata"]["name"]: any(
-            c["type"] == "WorkspaceReady" and c["status"] == "True"
-            for c in (item.get("status") or {}).get("conditions") or []
+
+
+def workspace_ready(obj: JSON) -> bool:
+    return _has_condition(obj, "WorkspaceReady")
+
+
+def node_ready(obj: JSON) -> bool:
+    return _has_condition(obj, "Ready")
+
+
+async def _first_times(
+    kube: KubeClient,
+    resource: resources.Resource,
+    *,
+    names: set[str],
+    reached: Callable[[JSON], bool],
+    started: float,
+    seen: dict[str, float],
+    all_seen: asyncio.Event,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+) -> None:
+    """One watch: the seconds since `started` at which each of `names` first `reached`, into
+    `seen`; sets `all_seen` when every one has, and watches on until cancelled."""
+    async for event in watch(kube, resource, namespace=namespace, label_selector=label_selector):
+        name = event.object["metadata"]["name"]
+        if name in names and name not in seen and reached(event.object):
+            seen[name] = time.monotonic() - started
+            if len(seen) == len(names):
+                all_seen.set()
+
+
+async def _create_and_wait(
+    cluster: LocalCluster,
+    resource: resources.Resource,
+    docs: list[dict[str, Any]],
+    *,
+    reached: Callable[[JSON], bool],
+    timeout_s: float,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+) -> tuple[dict[str, float], float]:
+    """Create `docs` at once and watch them until each has `reached` or `timeout_s` is up.
+
+    Returns the seconds from the first create to each object's first state that `reached`, and
+    the seconds waited in all. The watch starts first, so no change is missed; it is one LIST and
+    one WATCH request (a resumed WATCH after the server's timeout), not a poll.
+    """
+    names = {doc["metadata"]["name"] for doc in docs}
+    seen: dict[str, float] = {}
+    all_seen = asyncio.Event()
+    async with await KubeClient.connect(cluster.kubeconfig) as kube:
+        started = time.monotonic()
+        follower = asyncio.create_task(
+            _first_times(
+                kube,
+                resource,
+                names=names,
+                reached=reached,
+                started=started,
+                seen=seen,
+                all_seen=all_seen,
+                namespace=namespace,
+                label_selector=label_selector,
+            )
         )
-        for item in listed["items"]
-    }
+        waiter = asyncio.create_task(all_seen.wait())
+        try:
+            await _create(kube, resource, docs)
+            await asyncio.wait(
+                {follower, waiter},
+                timeout=max(0.0, timeout_s - (time.monotonic() - started)),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waited = time.monotonic() - started
+            if follower.done():
+                follower.result()  # the watch gave up: raise why
+        finally:
+            for task in (follower, waiter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return seen, waited
 
 
-def run_kairyu(n: int, timeout_s: float) -> tuple[Result, LocalCluster, list[Any]]:
+def make_nodes(cluster: LocalCluster, n: int) -> None:
+    """byo: one ready GPU node per Workspace, labelled to match its selector, before the apply."""
+    nodes = [
+        gpu_node_manifest(f"bench-gpu-{i:04d}", EXAMPLE_NODES, labels={NODE_LABEL: f"ws-{i:04d}"})
+        for i in range(n)
+    ]
+    ready, _ = asyncio.run(
+        _create_and_wait(
+            cluster,
+            resources.NODES,
+            nodes,
+            reached=node_ready,
+            timeout_s=_NODES_READY_TIMEOUT_S,
+            label_selector=NODE_LABEL,
+        )
+    )
+    if len(ready) < n:
+        raise TimeoutError(f"{len(ready)} of {n} pre-made nodes Ready")
+
+
+def run_kairyu(
+    n: int, timeout_s: float, backend: Backend = "karpenter"
+) -> tuple[Result, LocalCluster, list[_Stoppable]]:
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
-    parts: list[Any] = [nats]
-    cluster.start()
-    nats.start()
-    cluster.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
-    cluster.wait_for_crds("workspaces.kaito.sh")
-    capacity: list[ManagedProcess | LocalKarpenter] = []
-    provisioner_env = start_capacity("karpenter", cluster, capacity)
-    parts.extend(capacity)
-    ports = {svc: free_port() for svc in SERVICES}
-    extra = {svc: {"KAIRYU_HEALTH_PORT": str(port)} for svc, port in ports.items()}
-    extra["provisioner"] |= provisioner_env
-    services = start_services(cluster, nats, extra)
-    parts.extend(services)
-    cluster.create_namespace(NAMESPACE)
-    for service in services:  # up: its health server answers once its connections are made
-        service.wait_until(
-            http_ok(f"http://127.0.0.1:{ports[service.name.removeprefix('kairyu_')]}/readyz"),
-            timeout=60,
-            what=f"{service.name} ready",
+    parts: list[_Stoppable] = [nats]
+    try:
+        cluster.start()
+        nats.start()
+        cluster.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
+        cluster.wait_for_crds("workspaces.kaito.sh")
+        # As `make dev` gets them (byo: one seed node too, labelled for no bench Workspace).
+        capacity: list[ManagedProcess | LocalKarpenter] = []
+        provisioner_env = start_capacity(backend, cluster, capacity)
+        parts.extend(capacity)
+        if backend == "byo":
+            make_nodes(cluster, n)
+        ports = {svc: free_port() for svc in SERVICES}
+        extra = {svc: {"KAIRYU_HEALTH_PORT": str(port)} for svc, port in ports.items()}
+        extra["provisioner"] |= provisioner_env
+        services = start_services(cluster, nats, extra)
+        parts.extend(services)
+        cluster.create_namespace(NAMESPACE)
+        for service in services:  # up: its health server answers once its connections are made
+            service.wait_until(
+                http_ok(f"http://127.0.0.1:{ports[service.name.removeprefix('kairyu_')]}/readyz"),
+                timeout=60,
+                what=f"{service.name} ready",
+            )
+        processes = measured_processes(cluster, nats, capacity, services)
+        requests_before = apiserver_requests(cluster)
+        ours_before = _service_requests(ports)
+        msgs_before, events_before = nats_counts(nats)
+        cpu_before = cpu_sample(processes)
+        done, waited = asyncio.run(
+            _create_and_wait(
+                cluster,
+                resources.WORKSPACES,
+                [workspace(i) for i in range(n)],
+                reached=workspace_ready,
+                timeout_s=timeout_s,
+                namespace=NAMESPACE,
+            )
         )
-    requests_before = apiserver_requests(cluster)
-    ours_before = _service_requests(ports)
-    msgs_before, events_before = nats_counts(nats)
-    started = time.monotonic()
-    asyncio.run(_create_all(cluster, [workspace(i) for i in range(n)]))
-    done: dict[str, float] = {}
-    while len(done) < n and time.monotonic() - started < timeout_s:
-        now = time.monotonic() - started
-        for name, ready in ready_times(cluster, NAMESPACE).items():
-            if ready and name not in done:
-                done[name] = now
-        time.sleep(0.5)
-    result = Result(n=n, ready=len(done), latencies=sorted(done.values()))
-    result.wall_s = time.monotonic() - started
+        cpu_after = cpu_sample(processes)
+    except BaseException:
+        for part in reversed(parts):
+            part.stop()
+        cluster.stop()
+        raise
+    result = Result(n=n, ready=len(done), backend=backend, latencies=sorted(done.values()))
+    result.wall_s = waited
+    result.cpu_s = cpu_per_workspace(cpu_before, cpu_after, n)
     result.all_requests = (apiserver_requests(cluster) - requests_before) / n
     ours = {k: v - ours_before.get(k, 0.0) for k, v in _service_requests(ports).items()}
     result.api_requests = sum(ours.values()) / n
@@ -199,19 +412,22 @@ def run_kairyu(n: int, timeout_s: float) -> tuple[Result, LocalCluster, list[Any
 def run_baseline(cluster: LocalCluster, n: int, result: Result) -> None:
     """Only the writes a rollout needs, by one client in order: no watches, events or planning.
 
-    Per Workspace: the plan (status), a NodeClaim, ResourceReady, the ConfigMap, Service and
-    Deployment, InferenceReady, then WorkspaceReady with the state: 8 requests. The Workspace's
-    own creation is the user's and is counted on neither side.
+    Per Workspace: the plan (status), a NodeClaim (not on byo: the nodes are there), ResourceReady,
+    the ConfigMap, Service and Deployment, InferenceReady, then WorkspaceReady with the state: 8
+    requests, 7 on byo. The Workspace's own creation is the user's and is counted on neither side.
     """
     cluster.create_namespace(BASELINE_NAMESPACE)
     docs = [workspace(i) for i in range(n)]
     for i, doc in enumerate(docs):
         doc["metadata"] = {"name": f"bl-{i:04d}", "namespace": BASELINE_NAMESPACE}
     asyncio.run(_create_all(cluster, docs))
+    processes = measured_processes(cluster)
     before = _kube_requests_here()
+    cpu_before = cpu_sample(processes)
     started = time.monotonic()
-    asyncio.run(_baseline_writes(cluster, n))
+    asyncio.run(_baseline_writes(cluster, n, nodeclaims=result.backend == "karpenter"))
     result.baseline_wall_s = time.monotonic() - started
+    result.baseline_cpu_s = cpu_per_workspace(cpu_before, cpu_sample(processes), n)
     result.baseline_requests = (_kube_requests_here() - before) / n
 
 
@@ -224,7 +440,7 @@ def _kube_requests_here() -> float:
     )
 
 
-async def _baseline_writes(cluster: LocalCluster, n: int) -> None:
+async def _baseline_writes(cluster: LocalCluster, n: int, *, nodeclaims: bool) -> None:
     kube = await KubeClient.connect(cluster.kubeconfig)
     try:
         for i in range(n):
@@ -239,7 +455,8 @@ async def _baseline_writes(cluster: LocalCluster, n: int) -> None:
                 )
 
             await status("Planned")
-            await kube.apply(resources.NODECLAIMS, _nodeclaim(name), field_manager="bl")
+            if nodeclaims:
+                await kube.apply(resources.NODECLAIMS, _nodeclaim(name), field_manager="bl")
             await status("ResourceReady")
             for resource, obj in _workload(name):
                 await kube.apply(resource, obj, field_manager="bl")
@@ -318,6 +535,12 @@ def pct(values: list[float], q: float) -> float:
     )
 
 
+NODES_FROM: dict[Backend, str] = {
+    "karpenter": "GPU nodes from Karpenter (kwok provider)",
+    "byo": "GPU nodes made before the apply, one per Workspace (byo; no Karpenter running)",
+}
+
+
 def table(results: list[Result]) -> str:
     rows = [
         "| N | ready | p50 s | p95 s | max s | kairyu API req / ws | minimum / ws | ratio "
@@ -332,6 +555,7 @@ def table(results: list[Result]) -> str:
             f"| {r.baseline_requests:.1f} | {ratio:.1f} | {r.all_requests:.0f} "
             f"| {r.nats_messages:.0f} | {r.events:.1f} | {r.wall_s:.0f} | {r.baseline_wall_s:.1f} |"
         )
+    rows += _cpu_rows(results)
     services = sorted({s for r in results for s in r.rss_mib})
     rows += [
         "",
@@ -357,6 +581,45 @@ def table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def kairyu_cpu_s(cpu_s: dict[str, float]) -> float:
+    """The five services' CPU seconds together (those that ran)."""
+    return sum(cpu_s.get(service, 0.0) for service in SERVICES)
+
+
+def _cpu_rows(results: list[Result]) -> list[str]:
+    """CPU seconds per Workspace of each process: kairyu's run and the minimum's, per N."""
+    names = list(dict.fromkeys(name for r in results for name in [*r.cpu_s, *r.baseline_cpu_s]))
+    names.sort(key=lambda name: name == THIS_SCRIPT)  # the measuring client last
+    header = "| process | " + " | ".join(f"N={r.n} | minimum" for r in results) + " |"
+
+    def cell(values: dict[str, float], name: str) -> str:
+        return f"{values[name]:.3f}" if name in values else "-"
+
+    rows = [
+        "",
+        "CPU seconds per Workspace of each process (utime + stime from /proc; kairyu: from the "
+        "apply to the last WorkspaceReady, minimum: during its writes):",
+        "",
+        header,
+        "|---" * (2 * len(results) + 1) + "|",
+    ]
+    for name in names:
+        cells = " | ".join(
+            f"{cell(r.cpu_s, name)} | {cell(r.baseline_cpu_s, name)}" for r in results
+        )
+        rows.append(f"| {name} | {cells} |")
+    together = ", ".join(f"{kairyu_cpu_s(r.cpu_s):.3f} (N={r.n})" for r in results)
+    everything = ", ".join(
+        f"{sum(v for k, v in r.cpu_s.items() if k != THIS_SCRIPT):.3f} (N={r.n})" for r in results
+    )
+    rows += [
+        "",
+        f"CPU seconds per Workspace of kairyu's five services together: {together}; of every "
+        f"process of the system but this script: {everything}.",
+    ]
+    return rows
+
+
 def machine() -> str:
     cpus = os.cpu_count()
     memory = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
@@ -368,14 +631,21 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, nargs="+", default=[10, 100, 500])
+    parser.add_argument(
+        "--backend",
+        choices=get_args(Backend),
+        default="karpenter",
+        help="where GPU nodes come from: real Karpenter (kwok provider) or made up front (byo)",
+    )
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
+    backend: Backend = args.backend
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     results = []
     for n in args.n:
-        log.info("N=%d: starting the system", n)
-        result, cluster, parts = run_kairyu(n, args.timeout_s)
+        log.info("N=%d: starting the system (%s)", n, NODES_FROM[backend])
+        result, cluster, parts = run_kairyu(n, args.timeout_s, backend)
         try:
             log.info("N=%d: %d ready in %.0fs; the minimum, alone", n, result.ready, result.wall_s)
             for part in parts:  # kairyu stops: the minimum's writes must be the only ones
@@ -386,17 +656,25 @@ def main() -> None:
                 part.stop()
             cluster.stop()
         results.append(result)
-        print(table(results), flush=True)  # noqa: T201 - the benchmark's output
+        print(f"{NODES_FROM[backend]}.\n\n{table(results)}", flush=True)  # noqa: T201 - the benchmark's output
     if args.write:
-        write(results)
+        write(results, backend)
 
 
-def write(results: list[Result]) -> None:
+def write(results: list[Result], backend: Backend) -> None:
+    """Replace the backend's marked section of docs/benchmarks.md (append it when missing)."""
     path = repo_root() / "docs/benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    marker = "<!-- bench:rollouts -->"
+    marker = (
+        "<!-- bench:rollouts -->"
+        if backend == "karpenter"
+        else f"<!-- bench:rollouts-{backend} -->"
+    )
     when = f"{datetime.now(UTC):%Y-%m-%d}"
-    block = f"{marker}\nMeasured {when} on {machine()}.\n\n{table(results)}\n{marker}"
+    block = (
+        f"{marker}\nMeasured {when} on {machine()}; {NODES_FROM[backend]}.\n\n"
+        f"{table(results)}\n{marker}"
+    )
     if marker in text:
         head, _, rest = text.partition(marker)
         _, _, tail = rest.partition(marker)

@@ -80,6 +80,11 @@ class LocalCluster:
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
+    @property
+    def processes(self) -> dict[str, ManagedProcess]:
+        """The running components by name (etcd, kube-apiserver, ..., kwok), in start order."""
+        return dict(self._processes)
+
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 90.0) -> None:
         """Start every component in dependency order and wait until each is healthy."""

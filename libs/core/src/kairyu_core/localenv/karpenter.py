@@ -129,6 +129,11 @@ class LocalKarpenter:
             what="/healthz",
         )
 
+    @property
+    def process(self) -> ManagedProcess | None:
+        """Karpenter's process while it runs (its pid, its log); None before start, after stop."""
+        return self._process
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()

@@ -82,6 +82,11 @@ class LocalNats:
         )
 
     @property
+    def process(self) -> ManagedProcess:
+        """The nats-server process (its pid, its log)."""
+        return self._proc
+
+    @property
     def url(self) -> str:
         return f"{self._scheme}://127.0.0.1:{self.port}"
 
