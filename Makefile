@@ -21,7 +21,7 @@ HELM_DIR = $(shell bash tools/helm/build.sh | tail -n 1)
 JAEGER_DIR = $(shell bash tools/jaeger/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help bench chaos sync sync-images cluster karpenter registry helm jaeger lint lint-images test test-images test-unit dev crds \
+.PHONY: help bench soak chaos sync sync-images cluster karpenter registry helm jaeger lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev fuzz
 
 help:
@@ -34,6 +34,7 @@ help:
 	@echo "make fuzz       the Workspace spec fuzz test, long (FUZZ_EXAMPLES=20000); make test runs 500"
 	@echo "make bench      N Workspaces at once through the whole system (N=\"10 100 500\"); docs/benchmarks.md"
 	@echo "                (ARGS=--backend=byo: on pre-made nodes, no Karpenter; default: real Karpenter)"
+	@echo "make soak       TOTAL=2000 Workspaces created and deleted in waves of WAVE=200: RSS and streams stay bounded"
 	@echo "make chaos      30 Workspaces rolling out while services are SIGKILLed, NATS and the apiserver restart (make test runs 8)"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
 	@echo "make snapshots  refresh the event schema snapshots and the chart's golden renders"
@@ -97,6 +98,12 @@ N ?= 10 100 500
 bench: sync cluster karpenter
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
 		$(UV) run python tests/bench/rollouts.py --n $(N) --write $(ARGS)
+
+TOTAL ?= 2000
+WAVE ?= 200
+soak: sync cluster karpenter
+	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
+		$(UV) run python tests/bench/soak.py --total $(TOTAL) --wave $(WAVE) --write $(ARGS)
 
 CHAOS_WORKSPACES ?= 30
 CHAOS_SECONDS ?= 90

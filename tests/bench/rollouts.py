@@ -345,9 +345,26 @@ def make_nodes(cluster: LocalCluster, n: int) -> None:
         raise TimeoutError(f"{len(ready)} of {n} pre-made nodes Ready")
 
 
-def run_kairyu(
-    n: int, timeout_s: float, backend: Backend = "karpenter"
-) -> tuple[Result, LocalCluster, list[_Stoppable]]:
+@dataclass
+class System:
+    """The local system as `make dev` runs it: control plane, NATS, capacity, the five services."""
+
+    cluster: LocalCluster
+    nats: LocalNats
+    capacity: list[ManagedProcess | LocalKarpenter]
+    services: list[ManagedProcess]
+    ports: dict[str, int]  # service → its health/metrics port
+    parts: list[_Stoppable]  # all but the cluster, in the order they started
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            part.stop()
+        self.cluster.stop()
+
+
+def start_system(backend: Backend, nodes: int = 0) -> System:
+    """Start everything (byo: `nodes` pre-made GPU nodes, one per Workspace slot) and wait until
+    every service is ready; on failure, stop what started."""
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
     parts: list[_Stoppable] = [nats]
@@ -361,7 +378,7 @@ def run_kairyu(
         provisioner_env = start_capacity(backend, cluster, capacity)
         parts.extend(capacity)
         if backend == "byo":
-            make_nodes(cluster, n)
+            make_nodes(cluster, nodes)
         ports = {svc: free_port() for svc in SERVICES}
         extra = {svc: {"KAIRYU_HEALTH_PORT": str(port)} for svc, port in ports.items()}
         extra["provisioner"] |= provisioner_env
@@ -374,7 +391,21 @@ def run_kairyu(
                 timeout=60,
                 what=f"{service.name} ready",
             )
-        processes = measured_processes(cluster, nats, capacity, services)
+    except BaseException:
+        for part in reversed(parts):
+            part.stop()
+        cluster.stop()
+        raise
+    return System(cluster, nats, capacity, services, ports, parts)
+
+
+def run_kairyu(
+    n: int, timeout_s: float, backend: Backend = "karpenter"
+) -> tuple[Result, LocalCluster, list[_Stoppable]]:
+    system = start_system(backend, n)
+    cluster, nats, services, ports = system.cluster, system.nats, system.services, system.ports
+    try:
+        processes = measured_processes(cluster, nats, system.capacity, services)
         requests_before = apiserver_requests(cluster)
         ours_before = _service_requests(ports)
         msgs_before, events_before = nats_counts(nats)
@@ -391,9 +422,7 @@ def run_kairyu(
         )
         cpu_after = cpu_sample(processes)
     except BaseException:
-        for part in reversed(parts):
-            part.stop()
-        cluster.stop()
+        system.stop()
         raise
     result = Result(n=n, ready=len(done), backend=backend, latencies=sorted(done.values()))
     result.wall_s = waited
@@ -406,7 +435,7 @@ def run_kairyu(
     result.nats_messages = (msgs_after - msgs_before) / n
     result.events = (events_after - events_before) / n
     result.rss_mib = {p.name.removeprefix("kairyu_"): peak_rss_mib(p) for p in services}
-    return result, cluster, [*reversed(parts)]
+    return result, cluster, [*reversed(system.parts)]
 
 
 def run_baseline(cluster: LocalCluster, n: int, result: Result) -> None:

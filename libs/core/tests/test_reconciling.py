@@ -131,8 +131,9 @@ async def test_a_failing_key_is_given_up_and_recorded_after_the_limit_and_others
     async def on_give_up(key: str, reason: str, exc: BaseException) -> None:
         given_up.append((key, reason))
 
-    controller = Controller("test", reconcile, give_up_after=3, on_give_up=on_give_up)
-    controller._backoff = lambda key, count=None: 0.01  # type: ignore[method-assign]
+    controller = Controller(
+        "test", reconcile, give_up_after=3, on_give_up=on_give_up, backoff_base_s=0.01
+    )
     async with _running(controller):
         controller.enqueue(["ns/bad", "ns/good"])
         await _until(lambda: given_up)

@@ -131,6 +131,8 @@ class Controller:
         workers: int = 8,
         give_up_after: int = 10,
         on_give_up: GiveUp | None = None,
+        backoff_base_s: float = _BACKOFF_BASE_S,
+        backoff_max_s: float = _BACKOFF_MAX_S,
     ) -> None:
         self.name = name
         self.queue = WorkQueue()
@@ -138,6 +140,8 @@ class Controller:
         self._workers = workers
         self._give_up_after = give_up_after
         self._on_give_up = on_give_up
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
         self._failures: dict[str, _Failures] = {}
         self._stopping = False
         self.reconciles = 0
@@ -213,7 +217,7 @@ class Controller:
             failures = self._failures.setdefault(key, _Failures(first_at=time.monotonic()))
             failures.count += 1
             count = failures.count
-        return float(min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2 ** (count - 1)))
+        return float(min(self._backoff_max_s, self._backoff_base_s * 2 ** (count - 1)))
 
     async def _give_up(self, key: str, reason: str, exc: BaseException) -> None:
         self._failures.pop(key, None)
