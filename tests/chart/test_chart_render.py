@@ -11,6 +11,7 @@ import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
 from kairyu_core import metrics
+from kairyu_core.bus import FOLLOWS
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.settings import PlannerSettings
@@ -237,3 +238,29 @@ def test_the_dashboard_queries_metrics_the_services_export() -> None:
     }
     assert queried
     assert queried <= exported, queried - exported
+
+
+def test_the_nats_authorization_lets_each_service_follow_exactly_the_kinds_it_follows() -> None:
+    """The template lists each identity's kinds by hand; this keeps them equal to FOLLOWS (the
+    kinds each service reads from the state stream), also with another stream and prefix."""
+    (config_map,) = [
+        d
+        for d in documents(
+            render(None, "--set", "global.nats.stream=OTHER,global.nats.subjectPrefix=px")
+        )
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("nats-authorization")
+    ]
+    conf = config_map["data"]["authorization.conf"]
+    create = re.compile(r'"\$JS\.API\.CONSUMER\.CREATE\.OTHER_STATE\.\*\.px\.v1\.state\.(\w+)\.>"')
+    blocks = re.split(r"^\s+user: ", conf, flags=re.M)[1:]
+    followed = {
+        json.loads(block.splitlines()[0]).removeprefix("kairyu-"): set(create.findall(block))
+        for block in blocks
+    }
+    assert followed == {
+        "admin": set(),
+        **{service: {kind.lower() for kind in kinds} for service, kinds in FOLLOWS.items()},
+    }
+    # Only the watcher writes states.
+    writers = [b.splitlines()[0] for b in blocks if '"px.v1.state.>"' in b]
+    assert writers == ['"kairyu-watcher"']

@@ -19,13 +19,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from kairyu_core.bus.errors import BusError
@@ -124,14 +125,29 @@ async def _follow_once(
     bus: Bus, kind: Kind, outdated: Callable[[], bool]
 ) -> AsyncIterator[Snapshot | Change]:
     subject = kind_subjects(bus.stream.subjects.prefix, kind)
+    # A consumer name of its own makes nats-py ask for it on the extended subject
+    # $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter> rather than on the bare
+    # $JS.API.CONSUMER.CREATE.<stream>, so that NATS authorization can allow each service the
+    # kinds it follows and no other (the server checks the filter against the subject).
+    config = ConsumerConfig(name=f"{kind.lower()}-{uuid.uuid4().hex}")
     sub = await bus.js.subscribe(
         subject,
         stream=bus.stream.state_stream,
+        config=config,
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
         idle_heartbeat=_IDLE_HEARTBEAT_S,
         inactive_threshold=300.0,
     )
+    deliver = config.deliver_subject
+
+    def reset() -> bool:
+        # nats-py resets a broken ordered consumer (a gap, missed heartbeats) by giving this
+        # config a new deliver subject and creating it again under the same name, which the
+        # server refuses while the old consumer lives; so a reset ends this subscription and
+        # `follow` starts afresh, with a new name and a new snapshot.
+        return config.deliver_subject != deliver
+
     try:
         values: dict[ObjectKey, JSON] = {}
         digests: dict[ObjectKey, str] = {}
@@ -139,6 +155,8 @@ async def _follow_once(
             try:
                 msg = await sub.next_msg(timeout=_POLL_S)
             except nats.errors.TimeoutError:
+                if reset():
+                    raise BusError(f"the ordered consumer of {kind} states was reset") from None
                 info = await sub.consumer_info()
                 if not info.num_pending and sub.pending_msgs == 0:
                     break
@@ -151,6 +169,8 @@ async def _follow_once(
             try:
                 msg = await sub.next_msg(timeout=_POLL_S)
             except nats.errors.TimeoutError:
+                if reset():
+                    raise BusError(f"the ordered consumer of {kind} states was reset") from None
                 continue
             try:
                 key, value, digest = decode(msg)
