@@ -245,7 +245,11 @@ def ready(doc: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
         "lastTransitionTime": "2026-01-01T00:00:00Z",
         "observedGeneration": 1,
     }
-    status = {"plan": {**plan, "observedGeneration": 1}, "workerNodes": nodes}
+    status = {
+        "plan": {**plan, "observedGeneration": 1, "digest": "d1"},
+        "workerNodes": nodes,
+        "workerNodesPlanDigest": "d1",  # the nodes were chosen for this plan
+    }
     return {**doc, "status": {**status, "conditions": [condition]}}
 
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from kairyu_core.api import (
     ConditionStatus,
+    Plan,
     WorkspaceV1Alpha1,
     WorkspaceV1Beta1,
     parse_workspace,
@@ -87,3 +88,93 @@ def test_parse_workspace_picks_the_version_from_api_version() -> None:
     assert beta.resource.instance_type == "Standard_NC6s_v3"
     with pytest.raises(ValidationError, match="v2"):
         parse_workspace({**doc, "apiVersion": "kaito.sh/v2"})
+
+
+def _plan(instance_type: str = "Standard_NC6s_v3", dtype: str = "float16") -> dict[str, Any]:
+    plan: dict[str, Any] = {
+        "instanceType": instance_type,
+        "nodeCount": 1,
+        "gpusPerNode": 1,
+        "tensorParallelSize": 1,
+        "pipelineParallelSize": 1,
+        "dtype": dtype,
+        "runtime": "vllm",
+        "runtimeArgs": [f"--dtype={dtype}"],
+    }
+    plan["digest"] = Plan.model_validate(plan).content_digest()
+    return plan
+
+
+OLD_PLAN = _plan()
+NEW_PLAN = _plan("Standard_NC24ads_A100_v4", "bfloat16")  # a re-plan to another SKU
+
+
+def _reported(
+    *,
+    plan: dict[str, Any],
+    nodes_for: dict[str, Any],
+    generation: int = 2,
+    ready_generation: int = 2,
+) -> WorkspaceV1Alpha1:
+    """The seed at `generation`, planned as `plan`, with nodes the provisioner chose for
+    `nodes_for` and reported Ready (ResourceReady) at `ready_generation`."""
+    doc = yaml.safe_load(SEEDS[0].read_text())
+    doc["metadata"]["generation"] = generation
+    doc["status"] = {
+        "plan": {**plan, "observedGeneration": generation},
+        "workerNodes": ["gpu-1"],
+        "workerNodesPlanDigest": nodes_for["digest"],
+        "conditions": [
+            {
+                "type": "ResourceReady",
+                "status": "True",
+                "reason": "NodesReady",
+                "message": "1 node(s) Ready with GPUs",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": ready_generation,
+            }
+        ],
+    }
+    return WorkspaceV1Alpha1.model_validate(doc)
+
+
+def test_nodes_reported_for_this_generation_and_plan_are_ready() -> None:
+    assert _reported(plan=NEW_PLAN, nodes_for=NEW_PLAN).nodes_ready()
+
+
+def test_nodes_reported_ready_for_an_earlier_generation_are_not_ready() -> None:
+    # Just after an edit the planner has planned generation 2; ResourceReady still speaks of 1.
+    assert not _reported(plan=OLD_PLAN, nodes_for=OLD_PLAN, ready_generation=1).nodes_ready()
+
+
+def test_nodes_chosen_for_another_plan_are_not_ready() -> None:
+    # Re-planned to another SKU: the old SKU's nodes are still the recorded, Ready ones.
+    assert not _reported(plan=NEW_PLAN, nodes_for=OLD_PLAN).nodes_ready()
+
+
+def test_a_plan_without_a_digest_has_no_ready_nodes() -> None:
+    unnamed = {k: v for k, v in OLD_PLAN.items() if k != "digest"}
+    assert not _reported(plan=unnamed, nodes_for=OLD_PLAN).nodes_ready()
+
+
+def test_the_plan_digest_covers_what_the_nodes_and_workload_run_not_the_explanation() -> None:
+    plan = Plan.model_validate(OLD_PLAN)
+    explained = plan.model_copy(
+        update={
+            "reason": "cheapest",
+            "estimated_cost_per_hour": "3.06",
+            "replan_reason": "QuotaExceeded",
+            "excluded_instance_types": ["Standard_NC12s_v3"],
+            "observed_generation": 7,
+            "digest": "anything",
+        }
+    )
+    assert explained.content_digest() == plan.content_digest() == OLD_PLAN["digest"]
+    changes: list[dict[str, Any]] = [
+        {"node_count": 2},
+        {"runtime_args": []},
+        {"max_model_len": 4096},
+    ]
+    for change in changes:
+        assert plan.model_copy(update=change).content_digest() != plan.content_digest()
+    assert NEW_PLAN["digest"] != OLD_PLAN["digest"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import LabelSelector
+from kairyu_core.api import ConditionStatus, LabelSelector
 from kairyu_core.api.meta import LabelSelectorRequirement
-from kairyu_provisioner import naming
+from kairyu_provisioner import app, naming
 from kairyu_provisioner.backends.azure import TAG_UID, agent_pool
 from kairyu_provisioner.backends.karpenter import claim_state, node_claim
 from kairyu_provisioner.failures import classify
@@ -309,3 +309,33 @@ def test_the_azure_backend_refuses_to_start_half_configured() -> None:
                 subscription_id="s", resource_group="r", cluster_name="c", credential="none"
             ),
         )
+
+
+def reported(*, generation: int, ready_generation: int, nodes_for: str) -> dict[str, Any]:
+    """A Workspace whose plan has digest "b", with Ready nodes reported for `nodes_for`."""
+    ready = {"type": "ResourceReady", "status": "True", "observedGeneration": ready_generation}
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "plan": {"digest": "b", "observedGeneration": generation},
+            "workerNodes": ["gpu-1"],
+            "workerNodesPlanDigest": nodes_for,
+            "conditions": [ready],
+        },
+    }
+
+
+def test_nodes_are_settled_only_when_reported_for_this_generation_and_plan() -> None:
+    # Settled means "nothing to report": an edit (same plan) or a re-plan must be reported again.
+    assert app._settled(reported(generation=2, ready_generation=2, nodes_for="b"))
+    assert not app._settled(reported(generation=2, ready_generation=1, nodes_for="b"))
+    assert not app._settled(reported(generation=2, ready_generation=2, nodes_for="a"))
+
+
+def test_worker_nodes_name_the_plan_they_were_chosen_for_and_go_with_it() -> None:
+    live = {"workerNodes": ["gpu-1"], "workerNodesPlanDigest": "a"}
+    ready = (ConditionStatus.TRUE, "NodesReady", "")
+    assert app._worker_nodes(live, ready, (["gpu-2"], "b")) == (["gpu-2"], "b")
+    waiting = (ConditionStatus.UNKNOWN, "Provisioning", "")
+    assert app._worker_nodes(live, waiting, None) == ([], None)
+    assert app._worker_nodes(live, None, None) == (["gpu-1"], "a")  # deleting: kept

@@ -12,9 +12,17 @@ T, F = "True", "False"
 
 
 def workspace(
-    seed: str, conditions: dict[str, tuple[str, str]], state: str | None = None
+    seed: str,
+    conditions: dict[str, tuple[str, str]],
+    state: str | None = None,
+    *,
+    generation: int = 1,
+    observed: dict[str, int | None] | None = None,
 ) -> WorkspaceV1Alpha1:
+    """The seed at `generation`; each condition observed that generation unless `observed` says
+    otherwise (None: written without observedGeneration)."""
     doc = manifests.seed(seed)
+    doc["metadata"]["generation"] = generation
     now = datetime.now(UTC).isoformat()
     doc["status"] = {
         "conditions": [
@@ -24,6 +32,7 @@ def workspace(
                 "reason": reason,
                 "message": f"{kind} says so",
                 "lastTransitionTime": now,
+                "observedGeneration": (observed or {}).get(kind, generation),
             }
             for kind, (status, reason) in conditions.items()
         ],
@@ -78,6 +87,70 @@ def test_a_workspace_that_served_once_is_not_ready_rather_than_pending() -> None
     assert (
         summarize(workspace("inference", conditions, state="Pending")).state
         == WorkspaceState.PENDING
+    )
+
+
+def test_right_after_an_edit_the_previous_generations_conditions_do_not_make_it_ready() -> None:
+    # Generation 2 was just written: every condition still speaks of generation 1.
+    edited = workspace(
+        "inference",
+        ALL_READY,
+        "Ready",
+        generation=2,
+        observed={"Planned": 1, "ResourceReady": 1, "InferenceReady": 1},
+    )
+    summary = summarize(edited)
+    assert (summary.status, summary.reason, summary.message) == (
+        ConditionStatus.FALSE,
+        "Pending",
+        "waiting for Planned of generation 2",
+    )
+    assert summary.state == WorkspaceState.NOT_READY  # it served once: KAITO's NotReady
+
+
+def test_the_summary_waits_for_each_needed_condition_of_the_current_generation() -> None:
+    replanned = workspace(
+        "inference",
+        ALL_READY,
+        "Ready",
+        generation=2,
+        observed={"ResourceReady": 1, "InferenceReady": 1},
+    )
+    assert summarize(replanned).message == "waiting for ResourceReady of generation 2"
+    provisioned = workspace(
+        "inference", ALL_READY, "Ready", generation=2, observed={"InferenceReady": 1}
+    )
+    assert summarize(provisioned).message == "waiting for InferenceReady of generation 2"
+    assert summarize(provisioned).status == ConditionStatus.FALSE
+    everything = workspace("inference", ALL_READY, "NotReady", generation=2)
+    assert (summarize(everything).status, summarize(everything).state) == (
+        ConditionStatus.TRUE,
+        WorkspaceState.READY,
+    )
+
+
+def test_a_condition_without_observed_generation_does_not_count() -> None:
+    summary = summarize(workspace("inference", ALL_READY, generation=1, observed={"Planned": None}))
+    assert (summary.status, summary.message) == (
+        ConditionStatus.FALSE,
+        "waiting for Planned of generation 1",
+    )
+
+
+def test_a_tuning_result_of_an_earlier_generation_is_not_this_ones() -> None:
+    conditions = {
+        "Planned": (T, "Planned"),
+        "ResourceReady": (T, "x"),
+        "JobStarted": (T, "WorkspaceTuningJobStatusStarted"),
+        "WorkspaceSucceeded": (T, "workspaceSucceeded"),
+    }
+    summary = summarize(
+        workspace("tuning", conditions, generation=3, observed={"WorkspaceSucceeded": 2})
+    )
+    assert (summary.status, summary.message, summary.state) == (
+        ConditionStatus.FALSE,
+        "waiting for WorkspaceSucceeded of generation 3",
+        WorkspaceState.RUNNING,
     )
 
 

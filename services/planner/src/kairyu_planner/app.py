@@ -3,9 +3,9 @@
 Level-triggered: every WorkspaceObserved (and every ReplanRequested) re-reads the live Workspace
 and computes its plan again. When the result equals what is stored, nothing is written; the
 PlanCreated event is published either way, and JetStream drops the repeat when the same plan of
-the same generation was just sent (its message id is the plan's digest). A spec that cannot be
-planned gets `Planned=False` with the reason and no event downstream. Malformed events never reach
-this code: the bus dead-letters them.
+the same generation was just sent (its message id holds the plan's digest, which is also stored
+as `status.plan.digest`). A spec that cannot be planned gets `Planned=False` with the reason and
+no event downstream. Malformed events never reach this code: the bus dead-letters them.
 
 A ReplanRequested is a request, not a fact to copy: only SKUs the catalog knows (for the planner's
 cloud) are excluded, and the reason is cut to a readable length without control characters before
@@ -15,8 +15,6 @@ otherwise fill the status with what they like or exclude every SKU under invente
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from typing import Any
@@ -70,12 +68,6 @@ def clean_reason(reason: str) -> str:
 
 def consumer_spec(settings: PlannerSettings, bus: Bus) -> ConsumerSpec:
     return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
-
-
-def digest(plan: Plan) -> str:
-    """A short, stable hash of the plan's content (not of its explanation text)."""
-    body = plan.model_dump(mode="json", exclude={"reason", "observed_generation"})
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Planner:
@@ -150,6 +142,9 @@ class Planner:
             message = f"re-planned after: {replan_reason}; {message}"
         if result.warnings:
             message += "; warnings: " + "; ".join(result.warnings)
+        # Stored with the plan: the provisioner names it beside the nodes it chose, and the
+        # deployer and tuner run a plan only on nodes chosen for that digest (nodes_ready).
+        plan.digest = digest = plan.content_digest()
         span.set_attributes(
             {
                 "kairyu.plan.instance_type": plan.instance_type,
@@ -169,7 +164,7 @@ class Planner:
             workspace=WorkspaceRef.of(workspace),
             instance_type=plan.instance_type,
             node_count=plan.node_count,
-            plan_digest=digest(plan),
+            plan_digest=digest,
         )
         try:
             await self._bus.publish(created)

@@ -4,7 +4,8 @@ Level-triggered. Every trigger (a new plan, a change of the Workspace, a labelle
 NodeClaim changing, the periodic check) re-reads the Workspace and compares the nodes it has with
 the nodes its plan needs; backends create what is missing under deterministic names, so a repeat
 or a restart asks for the same objects again. It owns `ResourceReady`, `NodesReady`,
-`WorkspaceDeleting` and `status.workerNodes`, publishes NodesReady, and, when the cloud refuses a
+`WorkspaceDeleting`, `status.workerNodes` and `status.workerNodesPlanDigest` (the plan those
+nodes were chosen for), publishes NodesReady, and, when the cloud refuses a
 SKU for quota or capacity, asks the planner for another (ReplanRequested) up to `max_replans`.
 A finalizer keeps a Workspace until its NodeClaims / agent pools and their nodes are gone.
 """
@@ -244,7 +245,7 @@ class Provisioner:
             raw,
             span,
             ready=(ConditionStatus.TRUE, "NodesReady", message),
-            nodes=selection.nodes,
+            nodes=(selection.nodes, target.plan_digest),
         )
         span.set_attribute("kairyu.nodes", selection.nodes)
         try:
@@ -527,14 +528,21 @@ class Provisioner:
         *,
         ready: tuple[ConditionStatus, str, str] | None = None,
         deleting: tuple[ConditionStatus, str, str] | None = None,
-        nodes: list[str] | None = None,
+        nodes: tuple[list[str], str | None] | None = None,
     ) -> None:
-        """Apply the provisioner's status fields (all of them: it owns exactly what it applies)."""
+        """Apply the provisioner's status fields (all of them: it owns exactly what it applies).
+
+        `nodes` are the worker nodes and the digest of the plan they were chosen for; both go out
+        in the same apply as ResourceReady, whose observedGeneration is the generation of `raw`,
+        the object this decision was made on (not whatever the Workspace is at write time).
+        """
         meta = raw["metadata"]
         live = raw.get("status") or {}
         conditions = [Condition.model_validate(c) for c in live.get("conditions") or []]
         generation = meta.get("generation")
         wanted: dict[str, tuple[ConditionStatus, str, str]] = {}
+        # Conditions kept as they were still name the generation they were decided for.
+        kept: dict[str, int | None] = {}
         if ready is not None:
             status, reason, message = ready
             nodes_reason = "NodesReady" if status == ConditionStatus.TRUE else "NodeNotReady"
@@ -548,22 +556,24 @@ class Provisioner:
             for kind in (ConditionType.RESOURCE_READY, ConditionType.NODES_READY):
                 if (old := _condition(raw, kind)) is not None:
                     wanted[kind] = (ConditionStatus(old["status"]), old["reason"], old["message"])
+                    kept[kind] = old.get("observedGeneration")
         if deleting is not None:
             wanted[ConditionType.WORKSPACE_DELETING] = deleting
-        worker_nodes = nodes if nodes is not None else list(live.get("workerNodes") or [])
-        if ready is not None and ready[0] != ConditionStatus.TRUE:
-            worker_nodes = []
+        worker_nodes, plan_digest = _worker_nodes(live, ready, nodes)
         written = []
-        changed = worker_nodes != list(live.get("workerNodes") or [])
+        changed = worker_nodes != list(live.get("workerNodes") or []) or plan_digest != live.get(
+            "workerNodesPlanDigest"
+        )
         for kind_name, (status, reason, full_message) in wanted.items():
             message = full_message[:_MAX_MESSAGE]
             old = _condition(raw, kind_name)
+            observed = kept.get(kind_name, generation)
             same = old is not None and (
                 old.get("status"),
                 old.get("reason"),
                 old.get("message"),
                 old.get("observedGeneration"),
-            ) == (status.value, reason, message, generation)
+            ) == (status.value, reason, message, observed)
             changed |= not same
             if old is None or old.get("status") != status.value or old.get("reason") != reason:
                 span.add_event(
@@ -582,7 +592,7 @@ class Provisioner:
                     status=status,
                     reason=reason,
                     message=message,
-                    observed_generation=generation,
+                    observed_generation=observed,
                 )
             )
         if not changed:
@@ -590,6 +600,8 @@ class Provisioner:
         body: dict[str, Any] = {"conditions": [c.to_wire() for c in written]}
         if worker_nodes:
             body["workerNodes"] = worker_nodes
+        if plan_digest is not None:
+            body["workerNodesPlanDigest"] = plan_digest
         try:
             await apply_status(
                 self._kube,
@@ -602,19 +614,40 @@ class Provisioner:
             return
 
 
+def _worker_nodes(
+    live: dict[str, Any],
+    ready: tuple[ConditionStatus, str, str] | None,
+    nodes: tuple[list[str], str | None] | None,
+) -> tuple[list[str], str | None]:
+    """status.workerNodes and workerNodesPlanDigest as the next apply should say them."""
+    if ready is not None and ready[0] != ConditionStatus.TRUE:
+        return [], None  # no Ready nodes: none to name, and no plan they were chosen for
+    if nodes is None:  # deleting: keep what was reported
+        nodes = (list(live.get("workerNodes") or []), live.get("workerNodesPlanDigest"))
+    worker_nodes, plan_digest = nodes
+    return worker_nodes, plan_digest if worker_nodes else None
+
+
 def _condition(raw: dict[str, Any], kind: str) -> dict[str, Any] | None:
     conditions = (raw.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), None)
 
 
 def _settled(raw: dict[str, Any]) -> bool:
-    """ResourceReady=True for the current generation, with worker nodes recorded."""
+    """ResourceReady=True for the current generation, with worker nodes recorded for its plan.
+
+    A new generation (even one whose plan is unchanged) or a new plan of the same generation is
+    not settled: ResourceReady must be reported again for it, since the deployer and the tuner
+    (nodes_ready) and the watcher's summary count only a condition of the current generation.
+    """
     ready = _condition(raw, ConditionType.RESOURCE_READY)
+    status = raw.get("status") or {}
     return (
         ready is not None
         and ready.get("status") == "True"
         and ready.get("observedGeneration") == raw["metadata"].get("generation")
-        and bool((raw.get("status") or {}).get("workerNodes"))
+        and bool(status.get("workerNodes"))
+        and status.get("workerNodesPlanDigest") == (status.get("plan") or {}).get("digest")
     )
 
 

@@ -28,6 +28,8 @@ class Target:
     """status.workerNodes: kept when still usable, so a re-check does not shuffle nodes."""
     match_labels: dict[str, str] = field(default_factory=dict)
     """The selector's matchLabels: provisioned nodes carry them so the workload's affinity holds."""
+    plan_digest: str | None = None
+    """status.plan.digest: recorded as status.workerNodesPlanDigest beside the nodes chosen."""
 
     @property
     def key(self) -> str:
@@ -60,4 +62,5 @@ def target_of(workspace: Workspace, catalog: Catalog) -> Target | None:
         preferred_nodes=tuple(resource.preferred_nodes or ()),
         current_nodes=tuple(status.worker_nodes or ()) if status else (),
         match_labels=dict(resource.label_selector.match_labels or {}),
+        plan_digest=plan.digest,
     )

@@ -4,6 +4,12 @@ Pure: the watcher calls it on every Workspace it sees and writes the result only
 KAITO's state mapping (kaito-facts §1.4) is kept; `WorkspaceReady` (the seed's column) is True when
 every condition the Workspace's kind of work needs is True, and otherwise carries the reason of
 the first one that is not.
+
+Only conditions whose observedGeneration is the Workspace's generation count. Right after an edit
+every condition still describes the previous generation; counting them would write
+`WorkspaceReady=True` for a generation no service has handled yet. Every kairyu service sets
+observedGeneration on every condition it writes, so a condition without one is not known to be
+about this generation either.
 """
 
 from __future__ import annotations
@@ -45,10 +51,10 @@ class Summary:
 
 
 def summarize(workspace: Workspace) -> Summary:
-    """The summary of `workspace` from its current conditions."""
-    conditions = {
-        c.type: c for c in (workspace.status.conditions if workspace.status else None) or []
-    }
+    """The summary of `workspace` from its conditions for its current generation."""
+    generation = workspace.metadata.generation
+    every = {c.type: c for c in (workspace.status.conditions if workspace.status else None) or []}
+    conditions = {t: c for t, c in every.items() if c.observed_generation == generation}
     tuning = workspace.tuning is not None
     needs = _TUNING_NEEDS if tuning else _INFERENCE_NEEDS
     blocking = _first_not_true(conditions, needs)
@@ -57,7 +63,10 @@ def summarize(workspace: Workspace) -> Summary:
         done = "succeeded" if tuning else "is ready"
         return Summary(ConditionStatus.TRUE, "WorkspaceReady", f"Workspace {done}", state)
     if not blocking.reported:
-        return Summary(ConditionStatus.FALSE, "Pending", f"waiting for {blocking.type}", state)
+        waiting = f"waiting for {blocking.type}"
+        if blocking.type in every:  # reported, but for an earlier generation
+            waiting += f" of generation {generation}"
+        return Summary(ConditionStatus.FALSE, "Pending", waiting, state)
     return Summary(
         ConditionStatus.FALSE, blocking.reason, f"{blocking.type}: {blocking.message}", state
     )
@@ -77,7 +86,7 @@ def _first_not_true(
 
 @dataclass(frozen=True)
 class _Blocking:
-    """The first needed condition that is not True (or that no service has reported yet)."""
+    """The first needed condition that is not True (or not reported for this generation yet)."""
 
     type: str
     reason: str

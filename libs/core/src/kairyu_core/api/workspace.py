@@ -9,6 +9,8 @@ objects or the GPU catalog (KAITO's webhook checks) belong to the planner.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
@@ -328,6 +330,34 @@ class Plan(ApiModel):
     replan_reason: str | None = None
     """The cloud's refusal that made the planner choose again."""
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+    digest: str | None = None
+    """`content_digest()` of this plan, written by the planner: what the provisioner records in
+    `status.workerNodesPlanDigest`, so the deployer and the tuner can tell nodes chosen for this
+    plan from nodes chosen for an earlier one."""
+
+    def content_digest(self) -> str:
+        """A short, stable hash of what the plan asks of the nodes and of the workload.
+
+        Only the fields that decide which nodes are provisioned and how the runtime runs on them
+        count: the explanation (`reason`, `replanReason`), the price, the refused SKUs and the
+        generation do not, so a re-plan that lands on the same nodes and arguments keeps its
+        digest (and the PlanCreated message id built from it).
+        """
+        body = self.model_dump(mode="json", include=set(_DIGESTED))
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_DIGESTED = (
+    "instance_type",
+    "node_count",
+    "gpus_per_node",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "dtype",
+    "runtime",
+    "max_model_len",
+    "runtime_args",
+)
 
 
 class WorkspaceStatus(ApiModel):
@@ -343,6 +373,10 @@ class WorkspaceStatus(ApiModel):
         ),
     ] = None
     worker_nodes: list[str] | None = None
+    worker_nodes_plan_digest: str | None = None
+    """The `plan.digest` of the plan the provisioner chose `workerNodes` for; written with them
+    and with `ResourceReady`, in one apply. Nodes are the current plan's only when it equals
+    `plan.digest` (a re-plan to another SKU must not run on the old SKU's nodes)."""
     state: WorkspaceState | None = None
     target_node_count: Annotated[int | None, Field(ge=0, le=MAX_NODE_COUNT)] = None
     plan: Plan | None = None
@@ -376,15 +410,25 @@ class _Workspace(ApiModel):
         """Whether the provisioner reported Ready nodes for the current generation's plan.
 
         This is when the deployer and the tuner may run their workload; before, or for an older
-        plan, they wait.
+        plan, they wait. Three things must name the present: the plan was made for this
+        generation, `ResourceReady=True` was decided for this generation (its observedGeneration),
+        and the worker nodes were chosen for this very plan (`workerNodesPlanDigest` equals
+        `plan.digest`). Without the last two, an edit that re-plans to another SKU would find the
+        old SKU's nodes still reported Ready and run the new plan on them.
         """
         status = self.status
+        generation = self.metadata.generation
         if status is None or status.plan is None or not status.worker_nodes:
             return False
-        if status.plan.observed_generation != self.metadata.generation:
+        plan = status.plan
+        if plan.observed_generation != generation or plan.digest is None:
+            return False
+        if status.worker_nodes_plan_digest != plan.digest:
             return False
         return any(
-            c.type == "ResourceReady" and c.status == ConditionStatus.TRUE
+            c.type == "ResourceReady"
+            and c.status == ConditionStatus.TRUE
+            and c.observed_generation == generation
             for c in status.conditions or []
         )
 
