@@ -7,34 +7,33 @@ services they need on top.
 
 from __future__ import annotations
 
-from kairyu_core.bus import Bus
+from kairyu_core.bus import FOLLOWS, Bus
 from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_core.testing.stack import ServiceStack
-from kairyu_deployer.app import CONSUMED as DEPLOYER_EVENTS
 from kairyu_deployer.app import Deployer
-from kairyu_deployer.app import consumer_spec as deployer_consumer
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
 from kairyu_planner.app import Planner
-from kairyu_planner.app import consumer_spec as planner_consumer
 from kairyu_planner.settings import PlannerSettings
-from kairyu_provisioner.app import CONSUMED as PROVISIONER_EVENTS
 from kairyu_provisioner.app import Provisioner
-from kairyu_provisioner.app import consumer_spec as provisioner_consumer
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
 from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
-from kairyu_tuner.app import CONSUMED as TUNER_EVENTS
 from kairyu_tuner.app import Tuner
-from kairyu_tuner.app import consumer_spec as tuner_consumer
 from kairyu_tuner.settings import JobSettings, TunerSettings
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 
 
 async def start_node_services(
-    stack: ServiceStack, *, bus: Bus, kube: KubeClient, namespace: str, catalog: Catalog
+    stack: ServiceStack,
+    *,
+    bus: Bus,
+    kube: KubeClient,
+    namespace: str,
+    catalog: Catalog,
+    provisioner: bool = True,
 ) -> None:
+    """The watcher, the planner and (unless told not to) the provisioner: each its view."""
     stack.run(
         Watcher(
             settings=WatcherSettings(namespace=namespace, resync_interval_s=3600),
@@ -43,12 +42,15 @@ async def start_node_services(
         ).run()
     )
     planning = PlannerSettings()
-    stack.consume(
-        planner_consumer(planning, bus),
+    stack.control(
         service=planning.service_name,
-        events=PLANNER_EVENTS,
-        handler=Planner(settings=planning, bus=bus, kube=kube, catalog=catalog).handle,
+        kinds=FOLLOWS["planner"],
+        reconcile=lambda view: (
+            Planner(settings=planning, kube=kube, view=view, catalog=catalog).reconcile
+        ),
     )
+    if not provisioner:
+        return
     provisioning = ProvisionerSettings(
         namespace=namespace,
         backend="karpenter",
@@ -56,16 +58,15 @@ async def start_node_services(
     )
     backend = KarpenterBackend(kube, KarpenterSettings(), field_manager=provisioning.service_name)
     await backend.prepare()
-    provisioner = Provisioner(
-        settings=provisioning, bus=bus, kube=kube, catalog=catalog, backend=backend
-    )
-    stack.consume(
-        provisioner_consumer(provisioning, bus),
+    stack.control(
         service=provisioning.service_name,
-        events=PROVISIONER_EVENTS,
-        handler=provisioner.handle,
+        kinds=FOLLOWS["provisioner"],
+        reconcile=lambda view: (
+            Provisioner(
+                settings=provisioning, kube=kube, view=view, catalog=catalog, backend=backend
+            ).reconcile
+        ),
     )
-    stack.run(provisioner.run_periodic())
 
 
 def start_workload_services(
@@ -79,23 +80,25 @@ def start_workload_services(
     tuner: bool = True,
     tuning_image: str | None = None,
 ) -> None:
-    """The deployer and / or the tuner, behind the node services."""
+    """The deployer and / or the tuner, behind the node services: each its view and controller."""
     if deployer:
         deploying = DeployerSettings(namespace=namespace)
-        stack.consume(
-            deployer_consumer(deploying, bus),
+        stack.control(
             service=deploying.service_name,
-            events=DEPLOYER_EVENTS,
-            handler=Deployer(settings=deploying, bus=bus, kube=kube, catalog=catalog).handle,
+            kinds=FOLLOWS["deployer"],
+            reconcile=lambda view: (
+                Deployer(settings=deploying, kube=kube, view=view, catalog=catalog).reconcile
+            ),
         )
     if tuner:
         job = JobSettings(tuning_image=tuning_image) if tuning_image else JobSettings()
         tuning = TunerSettings(namespace=namespace, job=job)
-        stack.consume(
-            tuner_consumer(tuning, bus),
+        stack.control(
             service=tuning.service_name,
-            events=TUNER_EVENTS,
-            handler=Tuner(settings=tuning, bus=bus, kube=kube, catalog=catalog).handle,
+            kinds=FOLLOWS["tuner"],
+            reconcile=lambda view: (
+                Tuner(settings=tuning, kube=kube, view=view, catalog=catalog).reconcile
+            ),
         )
 
 

@@ -23,26 +23,25 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.api import LabelSelector
-from kairyu_core.bus import Bus, Delivery, StreamSpec
+from kairyu_core.bus import FOLLOWS, Bus, StreamSpec
 from kairyu_core.catalog import load_catalog
-from kairyu_core.events import NodesReady, WorkspaceDeleted, WorkspaceRef
 from kairyu_core.kube import KubeClient, apply_status, errors, resources
 from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
 from kairyu_core.localenv.fake_arm import FakeArm
 from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess
-from kairyu_core.testing.bus import Inbox
+from kairyu_core.objectstate import ObjectKey, trim
+from kairyu_core.reconciling import Reconcile
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.processes import service_process
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 from kairyu_core.tracing import rollout_context
-from kairyu_planner.app import CONSUMED as PLANNER_EVENTS
+from kairyu_core.view import View
 from kairyu_planner.app import Planner
-from kairyu_planner.app import consumer_spec as planner_consumer
 from kairyu_planner.settings import PlannerSettings
 from kairyu_provisioner import naming
-from kairyu_provisioner.app import CONSUMED, Provisioner, consumer_spec
+from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends import Backend
 from kairyu_provisioner.backends.azure import AzureBackend
 from kairyu_provisioner.backends.byo import ByoBackend
@@ -68,32 +67,43 @@ class Stack(ServiceStack):
         super().__init__(bus)
         self.kube = kube
         planner_settings = PlannerSettings()
-        planner = Planner(settings=planner_settings, bus=bus, kube=kube, catalog=load_catalog())
+        catalog = load_catalog()
         watcher = Watcher(
             settings=WatcherSettings(namespace=namespace, resync_interval_s=3600),
             bus=bus,
             kube=kube,
         )
         self.run(watcher.run())
-        self.consume(
-            planner_consumer(planner_settings, bus),
+        self.control(
             service=planner_settings.service_name,
-            events=PLANNER_EVENTS,
-            handler=planner.handle,
+            kinds=FOLLOWS["planner"],
+            reconcile=lambda view: (
+                Planner(settings=planner_settings, kube=kube, view=view, catalog=catalog).reconcile
+            ),
         )
 
     def add_provisioner(self, settings: ProvisionerSettings, backend: Backend) -> Provisioner:
-        provisioner = Provisioner(
-            settings=settings, bus=self.bus, kube=self.kube, catalog=load_catalog(), backend=backend
+        """The provisioner with its view and controller, wired as its `__main__` wires it."""
+        made: list[Provisioner] = []
+
+        def reconciler(view: View) -> Reconcile:
+            made.append(
+                Provisioner(
+                    settings=settings,
+                    kube=self.kube,
+                    view=view,
+                    catalog=load_catalog(),
+                    backend=backend,
+                )
+            )
+            return made[-1].reconcile
+
+        controlled = self.control(
+            service=settings.service_name, kinds=FOLLOWS["provisioner"], reconcile=reconciler
         )
-        self.consume(
-            consumer_spec(settings, self.bus),
-            service=settings.service_name,
-            events=CONSUMED,
-            handler=provisioner.handle,
-        )
-        self.run(provisioner.run_periodic())
-        return provisioner
+        if not backend.has_objects:  # agent pools: scanned for in ARM, as __main__ does
+            self.run(made[0].run_orphan_scan(controlled.informer.synced))
+        return made[0]
 
 
 @pytest.fixture
@@ -219,7 +229,6 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     stack.add_provisioner(
         ProvisionerSettings(namespace=namespace, backend="karpenter", provisioning=FAST), backend
     )
-    inbox = Inbox(bus)
     doc = inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3")
     cluster.apply(doc)
     obj = await until(kube, namespace, "phi", is_true("ResourceReady"), what="ResourceReady=True")
@@ -238,10 +247,7 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     nodes = await workspace_nodes(kube, namespace, "phi")
     assert [n["metadata"]["name"] for n in nodes] == workers
     assert_kaito_nodes(nodes, namespace, "phi", "Standard_NC6s_v3")
-    event = await inbox.wait_for(lambda e: isinstance(e, NodesReady))
-    assert isinstance(event, NodesReady)
-    assert event.node_names == workers
-    await inbox.close()
+    assert obj["status"]["workerNodesPlanDigest"] == obj["status"]["plan"]["digest"]
 
     cluster.kubectl("delete", "workspace", "phi", "-n", namespace, "--wait=false")
     await gone(kube, namespace, "phi")
@@ -495,7 +501,7 @@ async def test_a_slow_pool_times_out_with_a_reason_and_recovers(
         await until(kube, namespace, "slow", is_true("ResourceReady"), what="ResourceReady=True")
 
 
-async def test_orphaned_pools_and_claims_are_removed(
+async def test_orphaned_pools_are_removed_once_the_view_is_synced(
     cluster: LocalCluster,
     namespace: str,
     kube: KubeClient,
@@ -516,40 +522,45 @@ async def test_orphaned_pools_and_claims_are_removed(
         match_labels={"apps": "phi-3"},
     )
     async with azure_backend(url, settings) as backend:
-        assert (await backend.ensure(orphan)).waiting == []
+        assert (await backend.ensure(orphan, [])).waiting == []
         assert len(await workspace_nodes(kube, namespace, "gone")) == 1
-        provisioner = stack.add_provisioner(
+        # Agent pools have no Kubernetes object: the provisioner's scan at start finds them.
+        stack.add_provisioner(
             ProvisionerSettings(
                 namespace=namespace, backend="azure", provisioning=FAST, azure=settings
             ),
             backend,
         )
-        removed = await provisioner.collect_orphans()
-        await stack.stop()  # before the client closes
-    assert removed == [naming.agent_pool_name(orphan.uid, "Standard_NC6s_v3")]
-    assert arm.pools == {}
+
+        async def removed() -> bool:
+            return arm.pools == {}
+
+        try:
+            await wait_for(removed, "the orphaned pool's removal")
+        finally:
+            await stack.stop()  # before the client closes
     assert await workspace_nodes(kube, namespace, "gone") == []
 
 
-async def test_a_forged_workspace_deleted_or_a_missing_crd_frees_nothing_of_a_live_workspace(
+async def view_of(kube: KubeClient, namespace: str, name: str) -> View:
+    """A view holding what the watcher would publish of the Workspace's nodes (no Workspace)."""
+    view = View(FOLLOWS["provisioner"])
+    for node in await workspace_nodes(kube, namespace, name):
+        view.apply(ObjectKey.of("Node", node), trim("Node", node))
+    return view
+
+
+async def test_a_workspace_missing_from_the_view_or_a_missing_crd_frees_nothing_of_a_live_one(
     *,
     cluster: LocalCluster,
     namespace: str,
     kube: KubeClient,
-    bus: Bus,
     fake_arm: tuple[FakeArm, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     arm, url = fake_arm
     cluster.apply(inference("live", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
     meta = (await kube.get(resources.WORKSPACES, "live", namespace=namespace))["metadata"]
-    ref = WorkspaceRef(
-        namespace=namespace,
-        name="live",
-        uid=meta["uid"],
-        generation=meta["generation"],
-        resource_version=meta["resourceVersion"],
-    )
     target = Target(
         namespace=namespace,
         name="live",
@@ -562,20 +573,22 @@ async def test_a_forged_workspace_deleted_or_a_missing_crd_frees_nothing_of_a_li
         match_labels={"apps": "phi-3"},
     )
     settings = azure_settings(url)
-    delivery = Delivery(subject="forged", num_delivered=1, stream_sequence=1)
+    key = f"{namespace}/live"
     async with azure_backend(url, settings) as backend:
-        assert (await backend.ensure(target)).waiting == []
+        assert (await backend.ensure(target, [])).waiting == []
+        # The view lacks the Workspace (a state lost, or a forged tombstone) but holds its
+        # nodes: the apiserver says it is alive and well, so nothing is freed.
         provisioner = Provisioner(
             settings=ProvisionerSettings(
                 namespace=namespace, backend="azure", provisioning=FAST, azure=settings
             ),
-            bus=bus,
             kube=kube,
+            view=await view_of(kube, namespace, "live"),
             catalog=load_catalog(),
             backend=backend,
         )
-        # Anyone who can publish on the bus can send this; the Workspace is alive and well.
-        await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
+        assert await provisioner.reconcile(key) is None
+        assert await provisioner.collect_orphans() == []
         assert len(arm.pools) == 1
         # The Workspace type not served (its CRD deleted or not yet established) answers 404 too,
         # for every Workspace: that is no orphan.
@@ -583,18 +596,18 @@ async def test_a_forged_workspace_deleted_or_a_missing_crd_frees_nothing_of_a_li
         with monkeypatch.context() as patched:
             patched.setattr(resources, "WORKSPACES", unserved)
             assert await provisioner.collect_orphans() == []
-            await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
+            await provisioner.reconcile(key)
         assert len(arm.pools) == 1
-        # Really deleted: the same event frees the pool.
+        # Really deleted: the same reconcile frees the pool.
         await asyncio.to_thread(cluster.kubectl, "delete", "workspace", "live", "-n", namespace)
-        await provisioner.handle(WorkspaceDeleted(workspace=ref), delivery)
+        await provisioner.reconcile(key)
     assert arm.pools == {}
     assert await workspace_nodes(kube, namespace, "live") == []
 
 
 @pytest.mark.usefixtures("karpenter")
 async def test_a_plan_above_the_node_limit_written_by_hand_creates_no_nodeclaim(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, bus: Bus
+    cluster: LocalCluster, namespace: str, kube: KubeClient
 ) -> None:
     cluster.apply(inference("big", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
     meta = (await kube.get(resources.WORKSPACES, "big", namespace=namespace))["metadata"]
@@ -614,18 +627,21 @@ async def test_a_plan_above_the_node_limit_written_by_hand_creates_no_nodeclaim(
     )
     backend = KarpenterBackend(kube, KarpenterSettings(), field_manager="kairyu-provisioner")
     await backend.prepare()
+    live = await kube.get(resources.WORKSPACES, "big", namespace=namespace)
+    view = View(FOLLOWS["provisioner"])
+    view.apply(ObjectKey.of("Workspace", live), trim("Workspace", live))
     provisioner = Provisioner(
         settings=ProvisionerSettings(
             namespace=namespace,
             backend="karpenter",
             provisioning=FAST.model_copy(update={"max_nodes": 4}),
         ),
-        bus=bus,
         kube=kube,
+        view=view,
         catalog=load_catalog(),
         backend=backend,
     )
-    await provisioner.check(namespace, "big", uid=meta["uid"], full=True)
+    await provisioner.reconcile(f"{namespace}/big")
     obj = await kube.get(resources.WORKSPACES, "big", namespace=namespace)
     ready = condition(obj, "ResourceReady")
     assert (ready["status"], ready["reason"]) == ("False", "PlanOverNodeLimit"), ready

@@ -1,4 +1,4 @@
-"""The watcher against the real cluster and nats-server: events, resync, summary, rollout trace."""
+"""The watcher against the real cluster and nats-server: states on NATS, summary, rollout trace."""
 
 import asyncio
 import json
@@ -12,12 +12,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kairyu_core.api import ConditionStatus
 from kairyu_core.bus import Bus
-from kairyu_core.events import Event, ObjectChanged, WorkspaceDeleted, WorkspaceObserved
 from kairyu_core.informing import Informer
-from kairyu_core.kube import KubeClient, apply_condition, resources
+from kairyu_core.kube import KubeClient, apply_condition
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.localenv.binaries import repo_root
-from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed_path
 from kairyu_core.view import View
 from kairyu_watcher import rollout_trace
@@ -38,11 +36,37 @@ class Running:
         await asyncio.gather(self.task, return_exceptions=True)
 
 
+class Followed:
+    """What a service would see: a view of the watcher's states, and the keys each change woke."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.view = View(["Workspace", "Pod"])
+        self.woken: list[str] = []
+        self._task = asyncio.create_task(Informer(bus, self.view, self.woken.extend).run())
+
+    def workspace(self) -> dict[str, Any] | None:
+        return next(iter(self.view.all("Workspace")), None)
+
+    def generation(self) -> int | None:
+        ws = self.workspace()
+        return ws["metadata"].get("generation") if ws else None
+
+    async def until(self, predicate: Callable[[], object], timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 @pytest.fixture
-async def inbox(bus: Bus) -> AsyncIterator[Inbox]:
-    box = Inbox(bus)
-    yield box
-    await box.close()
+async def followed(bus: Bus) -> AsyncIterator[Followed]:
+    following = Followed(bus)
+    yield following
+    await following.close()
 
 
 @pytest.fixture
@@ -62,10 +86,6 @@ async def start_watcher(
         await running.stop()
 
 
-def observed(generation: int) -> Callable[[Event], bool]:
-    return lambda e: isinstance(e, WorkspaceObserved) and e.workspace.generation == generation
-
-
 def set_preset(cluster: LocalCluster, namespace: str, preset: str) -> None:
     patch = json.dumps({"inference": {"preset": {"name": preset}}})
     cluster.kubectl("patch", "workspace", NAME, "-n", namespace, "--type=merge", "-p", patch)
@@ -77,13 +97,19 @@ def live(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
     return result
 
 
-async def test_apply_edit_delete_are_published_and_the_summary_is_written(
-    cluster: LocalCluster, namespace: str, inbox: Inbox, start_watcher: Callable[[], Running]
+async def test_apply_edit_delete_are_kept_on_nats_and_the_summary_is_written(
+    cluster: LocalCluster,
+    namespace: str,
+    followed: Followed,
+    start_watcher: Callable[[], Running],
 ) -> None:
     start_watcher()
     cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    first = await inbox.wait_for(observed(1))
-    assert (first.workspace.namespace, first.workspace.name) == (namespace, NAME)
+    await followed.until(lambda: followed.generation() == 1)
+    stored = followed.workspace()
+    assert stored is not None
+    assert (stored["metadata"]["namespace"], stored["metadata"]["name"]) == (namespace, NAME)
+    assert "managedFields" not in stored["metadata"]
 
     async def summary_written() -> dict[str, Any]:
         while True:
@@ -102,35 +128,40 @@ async def test_apply_edit_delete_are_published_and_the_summary_is_written(
     assert rollout_trace.stored_generation(ws["metadata"]["annotations"]) == 1
 
     set_preset(cluster, namespace, "phi-3-mini-128k-instruct")
-    await inbox.wait_for(observed(2))
+    await followed.until(lambda: followed.generation() == 2)
     cluster.kubectl("delete", "workspace", NAME, "-n", namespace)
-    gone = await inbox.wait_for(lambda e: isinstance(e, WorkspaceDeleted))
-    assert gone.workspace.uid == first.workspace.uid
+    await followed.until(lambda: followed.workspace() is None)
+    assert f"{namespace}/{NAME}" in followed.woken
 
 
-async def test_an_edit_made_while_the_watcher_is_down_is_delivered_when_it_returns(
-    cluster: LocalCluster, namespace: str, inbox: Inbox, start_watcher: Callable[[], Running]
+async def test_an_edit_made_while_the_watcher_is_down_is_stored_when_it_returns(
+    cluster: LocalCluster,
+    namespace: str,
+    followed: Followed,
+    start_watcher: Callable[[], Running],
 ) -> None:
     watcher = start_watcher()
     cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    await inbox.wait_for(observed(1))
+    await followed.until(lambda: followed.generation() == 1)
     await watcher.stop()
     set_preset(cluster, namespace, "phi-4")
     start_watcher()
-    edit = await inbox.wait_for(observed(2))
-    assert edit.workspace.uid == live(cluster, namespace)["metadata"]["uid"]
+    await followed.until(lambda: followed.generation() == 2)
+    stored = followed.workspace()
+    assert stored is not None
+    assert stored["metadata"]["uid"] == live(cluster, namespace)["metadata"]["uid"]
 
 
 async def test_the_summary_turns_ready_when_every_service_reports_ready(
     cluster: LocalCluster,
     kube: KubeClient,
     namespace: str,
-    inbox: Inbox,
+    followed: Followed,
     start_watcher: Callable[[], Running],
 ) -> None:
     start_watcher()
     cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    await inbox.wait_for(observed(1))
+    await followed.until(lambda: followed.generation() == 1)
     owners = {"Planned": "planner", "ResourceReady": "provisioner", "InferenceReady": "deployer"}
     for kind, owner in owners.items():
         await apply_condition(
@@ -157,25 +188,20 @@ async def test_the_summary_turns_ready_when_every_service_reports_ready(
     assert live(cluster, namespace)["status"]["state"] == "Ready"
 
 
-async def test_labelled_objects_are_published_as_object_changed(
-    cluster: LocalCluster, namespace: str, inbox: Inbox, start_watcher: Callable[[], Running]
+async def test_labelled_pods_are_kept_on_nats_under_their_workspace(
+    cluster: LocalCluster, namespace: str, followed: Followed, start_watcher: Callable[[], Running]
 ) -> None:
     start_watcher()
     cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    await inbox.wait_for(observed(1))
-    cluster.kubectl("create", "configmap", "unlabelled", "-n", namespace)
-    labels = {"kaito.sh/workspace": NAME}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "inference-0", "namespace": namespace, "labels": labels},
-        "spec": {"containers": [{"name": "model", "image": "example.invalid/model:1"}]},
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
-    change = await inbox.wait_for(lambda e: isinstance(e, ObjectChanged))
-    assert isinstance(change, ObjectChanged)
-    assert (change.kind, change.object_name, change.change) == ("Pod", "inference-0", "ADDED")
-    assert change.workspace.name == NAME
+    await followed.until(lambda: followed.generation() == 1)
+    unlabelled = labelled_pod(namespace)
+    unlabelled["metadata"].update(name="stranger", labels={})
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(unlabelled))
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(labelled_pod(namespace)))
+    key = f"{namespace}/{NAME}"
+    await followed.until(lambda: followed.view.owned("Pod", key))
+    assert [p["metadata"]["name"] for p in followed.view.owned("Pod", key)] == ["inference-0"]
+    assert [p["metadata"]["name"] for p in followed.view.all("Pod")] == ["inference-0"]
 
 
 def grant_the_charts_namespaced_rights(cluster: LocalCluster, namespace: str) -> str:
@@ -211,7 +237,7 @@ def grant_the_charts_namespaced_rights(cluster: LocalCluster, namespace: str) ->
 
 
 async def test_a_watcher_with_namespace_rights_only_watches_its_namespace(
-    cluster: LocalCluster, bus: Bus, namespace: str, inbox: Inbox
+    cluster: LocalCluster, bus: Bus, namespace: str, followed: Followed
 ) -> None:
     account = grant_the_charts_namespaced_rights(cluster, namespace)
     kube = await KubeClient.connect(Path(cluster.kubeconfig))
@@ -220,11 +246,9 @@ async def test_a_watcher_with_namespace_rights_only_watches_its_namespace(
     running = Running(Watcher(settings=settings, bus=bus, kube=kube))
     try:
         cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-        await inbox.wait_for(observed(1))
+        await followed.until(lambda: followed.generation() == 1)
         cluster.kubectl("apply", "-f", "-", input=json.dumps(labelled_pod(namespace)))
-        change = await inbox.wait_for(lambda e: isinstance(e, ObjectChanged))
-        assert isinstance(change, ObjectChanged)
-        assert (change.kind, change.object_name) == ("Pod", "inference-0")
+        await followed.until(lambda: followed.view.owned("Pod", f"{namespace}/{NAME}"))
     finally:
         await running.stop()
         await kube.close()
@@ -246,52 +270,45 @@ def labelled_pod(namespace: str) -> dict[str, Any]:
     }
 
 
-async def test_events_of_a_generation_join_its_rollout_trace(
+async def test_each_generation_gets_its_rollout_trace(
     cluster: LocalCluster,
     namespace: str,
-    inbox: Inbox,
+    followed: Followed,
     start_watcher: Callable[[], Running],
     spans: InMemorySpanExporter,
 ) -> None:
     start_watcher()
     cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    await inbox.wait_for(observed(1))
-    await asyncio.sleep(0.5)
+
+    def traced(generation: int) -> bool:
+        ws = followed.workspace()
+        annotations = (ws or {}).get("metadata", {}).get("annotations") or {}
+        return rollout_trace.stored_generation(annotations) == generation
+
+    await followed.until(lambda: traced(1))
+    set_preset(cluster, namespace, "phi-4")
+    await followed.until(lambda: traced(2))
     annotation = live(cluster, namespace)["metadata"]["annotations"][rollout_trace.ANNOTATION]
     trace_id = annotation.split(";")[1].split("-")[1]
     roots = [s for s in spans.get_finished_spans() if s.name == f"rollout {namespace}/{NAME}"]
-    assert [f"{s.context.trace_id:032x}" for s in roots] == [trace_id]
-    finished = spans.get_finished_spans()
-    consumed = [s for s in finished if s.name.endswith(" process") and ".observed." in s.name]
-    assert consumed
-    assert {f"{s.context.trace_id:032x}" for s in consumed} == {trace_id}
-
-
-async def test_resync_publishes_every_workspace_again(
-    cluster: LocalCluster, kube: KubeClient, bus: Bus, namespace: str, inbox: Inbox
-) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    watcher = Watcher(settings=WatcherSettings(namespace=namespace), bus=bus, kube=kube)
-    await watcher.resync()  # no watch running: only the resync can have published it
-    event = await inbox.wait_for(observed(1))
-    assert event.workspace.name == NAME
-    stored = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
-    assert stored["metadata"]["uid"] == event.workspace.uid
+    assert len(roots) == 2, "one root per generation"
+    assert f"{roots[-1].context.trace_id:032x}" == trace_id
+    assert roots[0].context.trace_id != roots[1].context.trace_id
 
 
 async def test_only_changes_a_service_acts_on_wake_the_services(
     cluster: LocalCluster,
     kube: KubeClient,
     namespace: str,
-    inbox: Inbox,
+    followed: Followed,
     start_watcher: Callable[[], Running],
 ) -> None:
     start_watcher()
     cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-    await inbox.wait_for(observed(1))
+    await followed.until(lambda: followed.generation() == 1)
 
-    async def says(owner: str, kind: str, status: ConditionStatus, message: str = "") -> str:
-        written = await apply_condition(
+    async def says(owner: str, kind: str, status: ConditionStatus, message: str = "") -> None:
+        await apply_condition(
             kube,
             namespace=namespace,
             name=NAME,
@@ -301,34 +318,27 @@ async def test_only_changes_a_service_acts_on_wake_the_services(
             reason="Provisioning" if status == ConditionStatus.UNKNOWN else kind,
             message=message,
         )
-        return str(written["metadata"]["resourceVersion"])
 
-    def published() -> set[str]:
-        return {
-            e.workspace.resource_version for e in inbox.events if isinstance(e, WorkspaceObserved)
-        }
+    def message_of(kind: str) -> str | None:
+        ws = followed.workspace() or {}
+        for c in (ws.get("status") or {}).get("conditions") or []:
+            if c.get("type") == kind:
+                return str(c.get("message"))
+        return None
 
-    planned = await says("planner", "Planned", ConditionStatus.TRUE)
-    await inbox.wait_for(lambda e: planned in published())
-    waiting = await says("provisioner", "ResourceReady", ConditionStatus.UNKNOWN, "0 of 1 ready")
-    await inbox.wait_for(lambda e: waiting in published())
-    progress = await says("provisioner", "ResourceReady", ConditionStatus.UNKNOWN, "0 of 1 (a)")
-    summary = await asyncio.wait_for(_summary_written(kube, namespace, "0 of 1 (a)"), 20)
-    decided = await says("provisioner", "ResourceReady", ConditionStatus.TRUE, "1 ready")
-    await inbox.wait_for(lambda e: decided in published())
-    # Events come in the order the watcher saw the versions: the skipped ones are not coming.
-    assert progress not in published(), "a progress message alone woke every service"
-    assert summary not in published(), "the watcher's own summary woke every service"
-
-
-async def _summary_written(kube: KubeClient, namespace: str, says: str) -> str:
-    """The resourceVersion of the watcher's summary once it mentions `says`."""
-    while True:
-        ws = await kube.get(resources.WORKSPACES, NAME, namespace=namespace)
-        ready = {c["type"]: c for c in ws["status"]["conditions"]}.get("WorkspaceReady", {})
-        if says in ready.get("message", ""):
-            return str(ws["metadata"]["resourceVersion"])
-        await asyncio.sleep(0.1)
+    await says("planner", "Planned", ConditionStatus.TRUE)
+    await followed.until(lambda: message_of("Planned") is not None)
+    await says("provisioner", "ResourceReady", ConditionStatus.UNKNOWN, "0 of 1 ready")
+    await followed.until(lambda: message_of("ResourceReady") == "0 of 1 ready")
+    await asyncio.sleep(1.0)  # the watcher's summary of it lands too
+    woken = len(followed.woken)
+    await says("provisioner", "ResourceReady", ConditionStatus.UNKNOWN, "0 of 1 (a)")
+    await followed.until(lambda: "0 of 1 (a)" in (message_of("WorkspaceReady") or ""))
+    # Both are in the view (a service compares its writes with it), and neither woke anyone.
+    assert message_of("ResourceReady") == "0 of 1 (a)"
+    assert len(followed.woken) == woken, "a progress message or the summary woke the services"
+    await says("provisioner", "ResourceReady", ConditionStatus.TRUE, "1 ready")
+    await followed.until(lambda: len(followed.woken) > woken)
 
 
 def _labelled_pod(namespace: str) -> dict[str, Any]:

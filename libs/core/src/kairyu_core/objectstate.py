@@ -126,6 +126,9 @@ def trim(kind: Kind, obj: Mapping[str, Any]) -> JSON:
     if kind == "Pod":
         spec = obj.get("spec") or {}
         body["spec"] = {"nodeName": spec["nodeName"]} if spec.get("nodeName") else {}
+        for group in ("initContainers", "containers"):
+            if limits := _memory_limits(spec.get(group)):
+                body["spec"][group] = limits
         body["status"] = {k: status[k] for k in _POD_STATUS_KEPT if k in status}
         return body
     if kind in ("Deployment", "StatefulSet", "Job"):
@@ -138,6 +141,16 @@ def trim(kind: Kind, obj: Mapping[str, Any]) -> JSON:
     body["spec"] = obj.get("spec") or {}
     body["status"] = status
     return body
+
+
+def _memory_limits(containers: Any) -> list[JSON]:
+    """Each container's memory limit (only those that have one): an OOM kill's message names it."""
+    kept: list[JSON] = []
+    for c in containers or []:
+        memory = ((c.get("resources") or {}).get("limits") or {}).get("memory")
+        if memory is not None:
+            kept.append({"name": c.get("name"), "resources": {"limits": {"memory": memory}}})
+    return kept
 
 
 def content_digest(value: Mapping[str, Any]) -> str:

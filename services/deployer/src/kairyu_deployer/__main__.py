@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from kairyu_core import service
+from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import load_catalog
-from kairyu_deployer.app import CONSUMED, Deployer, consumer_spec
+from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
 
 
 async def serve(settings: DeployerSettings) -> None:
-    await service.serve_consumer(
+    catalog = load_catalog()
+    await service.serve_controller(
         settings,
-        spec=lambda bus: consumer_spec(settings, bus),
-        events=CONSUMED,
-        handler=lambda bus, kube: (
-            Deployer(settings=settings, bus=bus, kube=kube, catalog=load_catalog()).handle
+        kinds=FOLLOWS["deployer"],
+        reconcile=lambda bus, kube, view: (
+            Deployer(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
         ),
     )
 

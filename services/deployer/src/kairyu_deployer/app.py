@@ -1,17 +1,26 @@
 """The deployer service: runs the inference workload on the Workspace's nodes.
 
-Level-triggered. When the provisioner has reported the nodes (ResourceReady=True and
-status.workerNodes for the current generation), the objects of `manifests.objects` are applied by
-server-side apply (an unchanged object is a no-op at the apiserver); on every change of the
-workload or its pods, `status.verdict` turns them into `InferenceReady`. Tuning Workspaces are the
-tuner's; deleted Workspaces' objects are removed by Kubernetes' garbage collector (owner
-references), so there is nothing to clean up here.
+One `reconcile(key)` per Workspace, level-triggered, reading the Workspace, its workload and its
+pods from the service's view (kairyu_core.view, fed over NATS), never from the apiserver. When
+the provisioner has reported the nodes for the current generation and plan, the objects of
+`manifests.objects` are applied by server-side apply, unless the view's workload already carries
+their digest (`kairyu.io/applied-digest`); `status.verdict` turns the workload and its pods into
+`InferenceReady`, written only when it differs from what the view's Workspace says. Tuning
+Workspaces are the tuner's. A Workspace being deleted has its workload deleted at once (the
+provisioner's finalizer keeps it while its nodes drain); the rest goes with it by owner
+references.
+
+Reads of the apiserver left: an object's ownership is checked once per process before its first
+apply when the view does not hold it (`kube.apply_owned`), and a StatefulSet without any pod has
+its FailedCreate events read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -24,15 +33,27 @@ from kairyu_core.api import (
     parse_workspace,
 )
 from kairyu_core.api.workspace import AccessMode
-from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
+from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
-from kairyu_core.kube import KubeClient, Report, apply_owned, errors, report_conditions, resources
+from kairyu_core.kube import (
+    KubeClient,
+    Report,
+    Reported,
+    applied_digest,
+    apply_owned,
+    digest_of,
+    errors,
+    report_conditions,
+    resources,
+    stamped,
+)
+from kairyu_core.objectstate import Kind, ObjectKey
 from kairyu_core.tracing import rollout_context
+from kairyu_core.view import View
 from kairyu_core.workloads import (
     MAX_MESSAGE,
     KnownChildren,
-    OtherServices,
     Owner,
     WorkloadError,
     check_owned,
@@ -49,7 +70,10 @@ tracer = trace.get_tracer("kairyu.deployer")
 CONSUMED: dict[str, type[Event]] = {
     e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
 }
-_WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Pod"}
+"""The events of the deployer's durable consumer, still declared in
+`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
+consumers are removed; the deployer no longer reads them."""
+
 _RESOURCES = {
     "ConfigMap": resources.CONFIGMAPS,
     "Service": resources.SERVICES,
@@ -57,10 +81,12 @@ _RESOURCES = {
     "Deployment": resources.DEPLOYMENTS,
     "StatefulSet": resources.STATEFULSETS,
 }
-
-
-def consumer_spec(settings: DeployerSettings, bus: Bus) -> ConsumerSpec:
-    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
+_WORKLOADS: tuple[Kind, ...] = ("Deployment", "StatefulSet")
+# How long an apply the view does not show yet is trusted (s): the watcher publishes the
+# applied workload within milliseconds; past this the objects are applied again.
+_SETTLE_S = 10.0
+_RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
+_DELETED_LIMIT = 10_000  # deleted uids remembered; forgetting one costs one DELETE answered 404
 
 
 def inference_of(
@@ -114,162 +140,206 @@ async def refusal_of(kube: KubeClient, workload: dict[str, Any]) -> str | None:
     return refused_creation(list(events.get("items") or []))
 
 
+def owner_of(raw: dict[str, Any]) -> Owner:
+    """The Workspace `raw` as the owner of its objects."""
+    meta = raw["metadata"]
+    return Owner(
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        uid=meta.get("uid") or "",
+        api_version=raw.get("apiVersion") or resources.WORKSPACES.api_version,
+        kind=raw.get("kind") or resources.WORKSPACES.kind,
+    )
+
+
 def _invalid(exc: Exception) -> Verdict:
     return Verdict(False, "WorkloadInvalid", str(exc)[:1024])
 
 
+@dataclass(frozen=True)
+class _Applied:
+    """An apply the view may not show yet: for which Workspace uid, what digest, and when."""
+
+    uid: str
+    digest: str
+    workload: dict[str, Any]
+    at: float
+
+
 class Deployer:
-    """Handles the deployer's events."""
+    """Reconciles inference Workspaces from the view."""
 
     def __init__(
-        self, *, settings: DeployerSettings, bus: Bus, kube: KubeClient, catalog: Catalog
+        self,
+        *,
+        settings: DeployerSettings,
+        kube: KubeClient,
+        view: View,
+        catalog: Catalog,
     ) -> None:
         self._settings = settings
-        self._bus = bus
         self._kube = kube
+        self._view = view
         self._catalog = catalog
-        self._tuning = OtherServices()
         self._children = KnownChildren()
+        self._reported = Reported()
+        self._applied: dict[str, _Applied] = {}
+        self._deleted: dict[str, None] = {}  # uids deleted by this process, until the view agrees
 
-    async def handle(self, event: Event, delivery: Delivery) -> None:
-        """The consumer's handler."""
-        if isinstance(event, ObjectChanged) and event.kind not in _WORKLOAD_KINDS:
-            return
-        ref = event.workspace
-        if self._tuning.handle_elsewhere(ref.uid, ref.generation):
-            return
-        try:
-            await self.reconcile(
-                ref.namespace, ref.name, uid=ref.uid, apply=not isinstance(event, ObjectChanged)
-            )
-        except errors.KubeError as exc:
-            raise TemporaryError(f"cannot deploy {ref.key}: {exc}", delay=5.0) from exc
+    async def reconcile(self, key: str) -> float | None:
+        """Bring the Workspace `namespace/name`'s workload and InferenceReady in line with it.
 
-    async def reconcile(self, namespace: str, name: str, *, uid: str, apply: bool) -> None:
+        Returns seconds after which to look again, or None to wait for the next change.
+        """
+        raw = self._view.workspace(key)
+        if raw is None:  # gone: owner references take its objects with it
+            self._applied.pop(key, None)
+            return None
+        namespace = raw["metadata"].get("namespace")
+        if self._settings.namespace and namespace != self._settings.namespace:
+            return None
         try:
-            raw = await self._kube.get(resources.WORKSPACES, name, namespace=namespace)
-        except errors.NotFoundError:
-            return
-        if raw["metadata"].get("uid") != uid:
-            return
-        if raw["metadata"].get("deletionTimestamp"):
-            await self._remove(namespace, name, uid)
-            return
+            if raw["metadata"].get("deletionTimestamp"):
+                await self._remove(key, raw)
+                return None
+            return await self._reconcile(key, raw)
+        except errors.KubeError as exc:  # not InvalidError: that one is a verdict
+            raise TemporaryError(f"cannot deploy {key}: {exc}", delay=_RETRY_S) from exc
+
+    async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
         try:
             workspace = parse_workspace(raw)
-        except ValidationError:
-            return
-        if workspace.inference is None:
-            self._tuning.remember(uid, workspace.metadata.generation or 0)
-            return
+        except ValidationError:  # the CRD admits only valid ones; an old object may not be
+            return None
+        if workspace.inference is None:  # a tuning Workspace: the tuner's
+            return None
         try:
             inference = inference_of(workspace, raw, self._catalog)
         except WorkloadError as exc:  # an annotation that cannot be honoured
             await self._write(raw, _invalid(exc), trace.get_current_span())
-            return
-        if inference is None:
-            return
+            return None
+        if inference is None:  # nodes not ready for this generation and plan yet
+            return None
         with tracer.start_as_current_span(
             "deploy",
             context=rollout_context(workspace.metadata.annotations),
             attributes={
-                "kairyu.workspace": f"{namespace}/{name}",
+                "kairyu.workspace": key,
                 "kairyu.generation": workspace.metadata.generation or 0,
                 "kairyu.runtime": inference.plan.runtime,
             },
         ) as span:
+            again: float | None = None
             try:
-                result = await self._deploy(inference, apply=apply)
+                result, again = await self._deploy(key, inference)
             except (WorkloadError, errors.InvalidError) as exc:
                 # A template the apiserver refuses, a name another object holds: retrying
                 # cannot help, the Workspace (or the other object) has to change.
                 result = _invalid(exc)
-            if not result.ready and result.reason != "WorkspaceInferenceStatusPending":
+            if not result.ready and result.reason != PENDING:
                 span.set_status(trace.StatusCode.ERROR, f"{result.reason}: {result.message}")
             await self._write(raw, result, span)
+            return again
 
-    async def _deploy(self, inference: manifests.Inference, *, apply: bool) -> Verdict:
-        """Apply (or only read) the workload, and judge it."""
-        kind = "StatefulSet" if inference.multi_node else "Deployment"
-        workload: dict[str, Any] | None = None
-        if not apply:  # a pod or the workload changed: read it, and create it if it is missing
-            try:
-                workload = await self._kube.get(
-                    _RESOURCES[kind], inference.name, namespace=inference.namespace
-                )
-            except errors.NotFoundError:
-                workload = None
-            else:
-                check_owned(workload, inference.owner)
-        if workload is None:
-            workload = await self._apply(inference)
-        pods = await self._kube.list(
-            resources.PODS,
-            namespace=inference.namespace,
-            label_selector=f"{manifests.WORKSPACE_LABEL}={inference.name}",
-        )
-        items = list(pods.get("items") or [])
-        result = verdict(workload, items)
-        if not result.ready and result.reason == PENDING and not items:
+    async def _deploy(
+        self, key: str, inference: manifests.Inference
+    ) -> tuple[Verdict, float | None]:
+        """Apply what differs from the view, delete the other kind of workload, and judge."""
+        owner = inference.owner
+        built = manifests.objects(inference, self._settings.workload)
+        digest = applied_digest(built)
+        built[-1] = stamped(built[-1], digest)
+        kind: Kind = "StatefulSet" if inference.multi_node else "Deployment"
+        current = self._view.get(ObjectKey(kind, inference.namespace, inference.name))
+        if current is not None:
+            check_owned(current, owner)  # labelled with the Workspace, but someone else's
+            self._children.remember(owner, kind, inference.name, current["metadata"]["uid"])
+        workload, again = current, None
+        if digest_of(current) != digest:
+            pending = self._applied.get(key)
+            if pending is not None and (pending.uid, pending.digest) == (owner.uid, digest):
+                left = _SETTLE_S - (time.monotonic() - pending.at)
+                if left > 0:  # applied, and the view does not show it yet
+                    workload, again = pending.workload, left
+            if again is None:
+                workload = await self._apply(owner, built)
+                self._applied[key] = _Applied(owner.uid, digest, workload, time.monotonic())
+        else:
+            self._applied.pop(key, None)
+        await self._delete_other_kind(inference)
+        pods = self._view.owned("Pod", key)
+        result = verdict(workload, pods)
+        if workload is not None and workload is current and not pods and result.reason == PENDING:
             # No pod at all: a StatefulSet says why only in an event (a Deployment has the
-            # ReplicaFailure condition the verdict reads). Read only in this state.
+            # ReplicaFailure condition the verdict reads). Read only in this state, and only
+            # for a workload the view shows (its controller has had a chance to act on it).
             refusal = await refusal_of(self._kube, workload)
             if refusal is not None:
                 result = Verdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
-        return result
+        return result, again
 
-    async def _apply(self, inference: manifests.Inference) -> dict[str, Any]:
+    async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply every object (each checked to be the Workspace's); the workload as applied."""
         applied: dict[str, Any] = {}
-        for obj in manifests.objects(inference, self._settings.workload):
-            applied = await self._apply_owned(inference.owner, obj)
-        # A plan that changed between one node and several changes the kind of workload; the
-        # other kind is deleted only if it is this Workspace's (uid precondition: that one).
-        other = "Deployment" if inference.multi_node else "StatefulSet"
-        try:
-            found = await self._kube.get(
-                _RESOURCES[other], inference.name, namespace=inference.namespace
+        for obj in built:
+            applied = await apply_owned(
+                self._kube,
+                _RESOURCES[obj["kind"]],
+                obj,
+                owner=owner,
+                children=self._children,
+                field_manager=self._settings.service_name,
             )
-        except errors.NotFoundError:
-            return applied
-        if controller_uid(found) == inference.uid:
-            with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
-                await self._kube.request(
-                    "DELETE",
-                    _RESOURCES[other].path(namespace=inference.namespace, name=inference.name),
-                    body={"preconditions": {"uid": found["metadata"]["uid"]}},
-                )
         return applied
 
-    async def _apply_owned(self, owner: Owner, obj: dict[str, Any]) -> dict[str, Any]:
-        return await apply_owned(
-            self._kube,
-            _RESOURCES[obj["kind"]],
-            obj,
-            owner=owner,
-            children=self._children,
-            field_manager=self._settings.service_name,
-        )
+    async def _delete_other_kind(self, inference: manifests.Inference) -> None:
+        """A plan that changed between one node and several changes the kind of workload.
 
-    async def _remove(self, namespace: str, name: str, uid: str) -> None:
+        The other kind is deleted only when the view holds one this Workspace controls (uid
+        precondition: exactly that one).
+        """
+        other: Kind = "Deployment" if inference.multi_node else "StatefulSet"
+        found = self._view.get(ObjectKey(other, inference.namespace, inference.name))
+        if found is not None and controller_uid(found) == inference.uid:
+            await self._delete(other, found)
+
+    async def _remove(self, key: str, raw: dict[str, Any]) -> None:
         """Stop the workload as soon as the Workspace is being deleted.
 
         The garbage collector would remove it once the Workspace is gone, but the provisioner's
         finalizer keeps the Workspace while its nodes drain, and a live Deployment would keep
-        putting pods back on the draining nodes. Only objects the Workspace controls are deleted.
+        putting pods back on the draining nodes. Only objects the Workspace controls are deleted:
+        the workloads the view holds, and the other objects this process applied (their uids
+        known from the apply); whatever else there is goes with the Workspace.
         """
-        for resource in _RESOURCES.values():
-            listed = await self._kube.list(
-                resource, namespace=namespace, label_selector=f"{manifests.WORKSPACE_LABEL}={name}"
+        self._applied.pop(key, None)
+        owner = owner_of(raw)
+        for kind in _WORKLOADS:
+            for obj in self._view.owned(kind, key):
+                if controller_uid(obj) == owner.uid:
+                    await self._delete(kind, obj)
+        for other, name in manifests.other_names(owner.name):
+            uid = self._children.uid(owner, other, name)
+            if uid is not None:
+                self._children.forget(owner, other, name)
+                meta = {"namespace": owner.namespace, "name": name, "uid": uid}
+                await self._delete(other, {"metadata": meta})
+
+    async def _delete(self, kind: str, obj: dict[str, Any]) -> None:
+        """Delete `obj` unless it is already going (uid precondition: that object, no other)."""
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        if meta.get("deletionTimestamp") or uid in self._deleted:
+            return
+        with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+            await self._kube.request(
+                "DELETE",
+                _RESOURCES[kind].path(namespace=meta["namespace"], name=meta["name"]),
+                body={"preconditions": {"uid": uid}},
             )
-            for item in listed.get("items") or []:
-                if controller_uid(item) == uid:
-                    with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
-                        await self._kube.request(
-                            "DELETE",
-                            resource.path(namespace=namespace, name=item["metadata"]["name"]),
-                            body={"preconditions": {"uid": item["metadata"]["uid"]}},
-                        )
+        self._deleted[uid] = None
+        if len(self._deleted) > _DELETED_LIMIT:
+            del self._deleted[next(iter(self._deleted))]
 
     async def _write(self, raw: dict[str, Any], result: Verdict, span: trace.Span) -> None:
         status = ConditionStatus.TRUE if result.ready else ConditionStatus.FALSE
@@ -282,4 +352,5 @@ class Deployer:
             on_transition=lambda r: span.add_event(
                 "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}
             ),
+            reported=self._reported,
         )

@@ -145,6 +145,17 @@ def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
     return built
 
 
+def other_names(workspace: str) -> list[tuple[str, str]]:
+    """(kind, name) of every object `objects` may make for the Workspace besides its workload."""
+    return [
+        ("ConfigMap", f"{workspace}-inference-config"),
+        ("ConfigMap", f"{workspace}-model-repository"),
+        ("Service", workspace),
+        ("Service", f"{workspace}-headless"),
+        ("NetworkPolicy", workspace),
+    ]
+
+
 def ingress_namespaces(annotation: str | None) -> list[str]:
     """The namespaces of `kairyu.io/allow-ingress-from`, checked.
 

@@ -18,11 +18,11 @@ from functools import partial
 from pathlib import Path
 
 from kairyu_core import service
-from kairyu_core.bus import Consumer
+from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_planner import certificates, webhook
-from kairyu_planner.app import CONSUMED, Planner, consumer_spec
+from kairyu_planner.app import Planner
 from kairyu_planner.settings import PlannerSettings
 from kairyu_planner.validation import validate
 
@@ -119,15 +119,17 @@ async def _plan_until_stopped(
     settings: PlannerSettings, catalog: Catalog, readiness: service.Readiness
 ) -> None:
     async with service.connections(settings, readiness) as (bus, kube):
-        planner = Planner(settings=settings, bus=bus, kube=kube, catalog=catalog)
-        consumer = Consumer(
+        controlled = service.Controlled(
             bus,
-            consumer_spec(settings, bus),
             service=settings.service_name,
-            events=CONSUMED,
-            handler=planner.handle,
+            kinds=FOLLOWS["planner"],
+            reconcile=lambda view: (
+                Planner(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
+            ),
         )
-        await service.run_until_stopped(consumer=consumer, grace_s=settings.shutdown_grace_s)
+        await service.run_until_stopped(
+            background=controlled.work(), grace_s=settings.shutdown_grace_s
+        )
 
 
 def main() -> None:

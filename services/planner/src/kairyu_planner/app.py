@@ -1,22 +1,32 @@
 """The planner service: plans each Workspace generation and writes `Planned` and `status.plan`.
 
-Level-triggered: every WorkspaceObserved (and every ReplanRequested) re-reads the live Workspace
-and computes its plan again. When the result equals what is stored, nothing is written; the
-PlanCreated event is published either way, and JetStream drops the repeat when the same plan of
-the same generation was just sent (its message id holds the plan's digest, which is also stored
-as `status.plan.digest`). A spec that cannot be planned gets `Planned=False` with the reason and
-no event downstream. Malformed events never reach this code: the bus dead-letters them.
+One `reconcile(key)` per Workspace, level-triggered, reading the Workspace from the service's view
+(kairyu_core.view, fed over NATS), never from the apiserver. It computes the plan again and
+writes `Planned`, `status.plan` and `status.targetNodeCount` only when they differ from what the
+view's Workspace says; the status change is the hand-off (the provisioner sees it in its view).
+`status.plan.digest` names the plan, so the provisioner and the deployer can tell its nodes and
+workload from an earlier plan's. A spec that cannot be planned gets `Planned=False` with the
+reason, and no plan.
 
-A ReplanRequested is a request, not a fact to copy: only SKUs the catalog knows (for the planner's
-cloud) are excluded, and the reason is cut to a readable length without control characters before
-it reaches `status.plan` and the condition, since anyone who can publish that event could
-otherwise fill the status with what they like or exclude every SKU under invented names.
+Re-plans need no event: when the cloud refuses the plan's SKU, the provisioner writes
+`status.replanRequest` (the plan's digest, the SKU, the cloud's message). It is a request, not a
+fact to copy: the planner acts on it only while it names the current plan (its digest and
+instance type), excludes the SKU only if the catalog knows it for the planner's cloud, and cuts
+the reason to a readable length without control characters before it reaches `status.plan` and
+the condition, since anyone who can write the status could otherwise fill it with what they like
+or exclude every SKU under invented names. The new plan has another digest, so the request is
+stale once answered.
+
+The plan span joins the rollout's trace, whose context the watcher stores on the Workspace for
+each generation; a Workspace whose annotation does not name its current generation yet is
+planned once it does (or after a short grace, so a watcher that cannot write it delays nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from opentelemetry import trace
@@ -27,13 +37,17 @@ from kairyu_core.api import (
     ConditionStatus,
     ConditionType,
     Plan,
+    ReplanRequest,
+    Workspace,
     parse_workspace,
     set_condition,
 )
-from kairyu_core.bus import Bus, BusError, ConsumerSpec, Delivery, TemporaryError
+from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
-from kairyu_core.events import Event, PlanCreated, ReplanRequested, WorkspaceObserved, WorkspaceRef
-from kairyu_core.kube import KubeClient, apply_status, errors, resources
+from kairyu_core.events import Event, ReplanRequested, WorkspaceObserved
+from kairyu_core.kube import KubeClient, apply_status, errors
+from kairyu_core.tracing import rollout_context, rollout_generation
+from kairyu_core.view import View
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError, PlanReason
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
@@ -45,9 +59,20 @@ CONSUMED: dict[str, type[Event]] = {
     WorkspaceObserved.event_name: WorkspaceObserved,
     ReplanRequested.event_name: ReplanRequested,
 }
+"""The events of the planner's durable consumer, still declared in
+`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
+consumers are removed; the planner no longer reads them."""
+
 _MAX_MESSAGE = 2048  # condition messages are shown by kubectl describe; keep them readable
 MAX_REPLAN_REASON = 512  # a cloud's refusal fits; more is not a reason but a payload
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# The watcher writes the rollout-trace annotation milliseconds after it publishes a new
+# generation; the planner looks again this often (s) while it is missing...
+_TRACE_POLL_S = 0.5
+# ... and plans without it after this long (s): tracing must never hold a rollout up.
+_TRACE_GRACE_S = 5.0
+_UNTRACED_LIMIT = 10_000  # Workspaces remembered while they wait for their annotation
+_RETRY_S = 2.0  # an apiserver error: look again after this (growing per key while it lasts)
 
 
 def known_skus(names: list[str], catalog: Catalog, planning: PlanningSettings) -> set[str]:
@@ -66,48 +91,82 @@ def clean_reason(reason: str) -> str:
     return text if len(text) <= MAX_REPLAN_REASON else text[: MAX_REPLAN_REASON - 1] + "…"
 
 
-def consumer_spec(settings: PlannerSettings, bus: Bus) -> ConsumerSpec:
-    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
+def current_request(workspace: Workspace) -> ReplanRequest | None:
+    """`status.replanRequest` if it is about the current plan (its digest and SKU), else None."""
+    status = workspace.status
+    if status is None or status.plan is None or status.replan_request is None:
+        return None
+    plan, request = status.plan, status.replan_request
+    if plan.digest is None or request.plan_digest != plan.digest:
+        return None  # about an earlier plan: answered already, or outdated by an edit
+    if request.instance_type.lower() != plan.instance_type.lower():
+        return None  # only the plan's own SKU can be refused for it
+    return request
 
 
 class Planner:
-    """Handles the planner's events."""
+    """Reconciles each Workspace's plan from the view."""
 
     def __init__(
-        self, *, settings: PlannerSettings, bus: Bus, kube: KubeClient, catalog: Catalog
+        self, *, settings: PlannerSettings, kube: KubeClient, view: View, catalog: Catalog
     ) -> None:
         self._settings = settings
-        self._bus = bus
         self._kube = kube
+        self._view = view
         self._catalog = catalog
+        # (uid, generation) → when it was first seen without its rollout-trace annotation
+        self._untraced: dict[tuple[str, int], float] = {}
 
-    async def handle(self, event: Event, delivery: Delivery) -> None:
-        """The consumer's handler: plan the Workspace the event names."""
-        if isinstance(event, WorkspaceObserved) and event.deleting:
-            return  # the provisioner frees its nodes; there is nothing left to plan
-        ref = event.workspace
-        try:
-            raw = await self._kube.get(resources.WORKSPACES, ref.name, namespace=ref.namespace)
-        except errors.NotFoundError:
-            return  # deleted since; WorkspaceDeleted follows
-        except errors.KubeError as exc:
-            raise TemporaryError(f"cannot read {ref.key}: {exc}") from exc
-        if raw["metadata"].get("uid") != ref.uid:
-            return  # a new Workspace with the same name; its own events will come
-        with tracer.start_as_current_span(
-            "plan", attributes={"kairyu.workspace": ref.key, "kairyu.generation": ref.generation}
-        ) as span:
-            await self._reconcile(raw, event, span)
+    async def reconcile(self, key: str) -> float | None:
+        """Plan the Workspace `namespace/name` and write the result if it differs from the view's.
 
-    async def _reconcile(self, raw: dict[str, Any], event: Event, span: trace.Span) -> None:
+        Returns seconds after which to look again, or None to wait for the next change.
+        """
+        raw = self._view.workspace(key)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return None  # gone, or going: the provisioner frees its nodes; nothing to plan
+        meta = raw["metadata"]
+        generation = meta.get("generation") or 0
+        if (wait := self._trace_wait(meta, generation)) is not None:
+            return wait
+        started = time.time_ns()
         try:
-            workspace = parse_workspace(raw)
+            outcome = self._decide(raw)
         except ValidationError as exc:
             # Admitted by an older or newer CRD: explain instead of retrying forever.
-            await self._refuse(
-                raw, PlanReason.INVALID_SPEC, f"cannot read the Workspace: {exc}", span
-            )
-            return
+            outcome = _Outcome(None, PlanReason.INVALID_SPEC, f"cannot read the Workspace: {exc}")
+        if outcome.unchanged_in(raw):
+            return None
+        with tracer.start_as_current_span(
+            "plan",
+            context=rollout_context(meta.get("annotations")),
+            start_time=started,
+            attributes={"kairyu.workspace": key, "kairyu.generation": generation},
+        ) as span:
+            try:
+                await self._write(raw, outcome, span)
+            except errors.KubeError as exc:
+                message = f"cannot write the plan of {key}: {exc}"
+                raise TemporaryError(message, delay=_RETRY_S) from exc
+        return None
+
+    def _trace_wait(self, meta: dict[str, Any], generation: int) -> float | None:
+        """Seconds to wait for the watcher's trace annotation of this generation, or None."""
+        ident = (str(meta.get("uid") or ""), generation)
+        if rollout_generation(meta.get("annotations")) == generation:
+            self._untraced.pop(ident, None)
+            return None
+        first = self._untraced.setdefault(ident, time.monotonic())
+        if time.monotonic() - first >= _TRACE_GRACE_S:
+            self._untraced.pop(ident, None)
+            return None
+        if len(self._untraced) > _UNTRACED_LIMIT:  # deleted while waiting: forget the oldest
+            del self._untraced[next(iter(self._untraced))]
+        return _TRACE_POLL_S
+
+    def _decide(self, raw: dict[str, Any]) -> _Outcome:
+        """What `Planned` and `status.plan` should say for the Workspace `raw` (pure)."""
+        workspace = parse_workspace(raw)
         status = workspace.status
         stored = status.plan if status else None
         planning = self._settings.planning
@@ -116,25 +175,41 @@ class Planner:
         replan_reason = None
         if stored and stored.replan_reason:
             replan_reason = clean_reason(stored.replan_reason)
-        if isinstance(event, ReplanRequested):
-            requested = known_skus(event.excluded_instance_types, self._catalog, planning)
-            if requested:
-                exclude |= requested
-                replan_reason = clean_reason(event.reason)
-                span.add_event("replan requested", {"kairyu.reason": replan_reason})
-            else:
+        request = current_request(workspace)
+        requested: set[str] = set()
+        if request is not None:
+            requested = known_skus([request.instance_type], self._catalog, planning) - exclude
+            if not requested and request.instance_type not in exclude:
                 log.warning(
-                    "ignoring a re-plan request for %s: none of its SKUs is a %s SKU kairyu knows",
-                    event.workspace.key,
+                    "ignoring a re-plan request for %s/%s: %s is no %s SKU kairyu knows",
+                    workspace.metadata.namespace,
+                    workspace.metadata.name,
+                    request.instance_type[:128],
                     planning.cloud.value,
                 )
         try:
-            result = plan_checked(
-                workspace, self._catalog, self._settings.planning, frozenset(exclude)
-            )
+            if request is not None and requested:
+                try:
+                    result = plan_checked(
+                        workspace, self._catalog, planning, frozenset(exclude | requested)
+                    )
+                except PlanError as exc:
+                    # Nothing else fits: keep the current plan (its SKU may be had later; the
+                    # provisioner retries it) and say why, rather than drop the plan and, with
+                    # it, the refused SKUs it remembers.
+                    result = plan_checked(workspace, self._catalog, planning, frozenset(exclude))
+                    note = (
+                        f"the cloud refused {request.instance_type} "
+                        f"({clean_reason(request.reason)}), and no other SKU fits: {exc.message}"
+                    )
+                    result.warnings.insert(0, note)
+                else:
+                    exclude |= requested
+                    replan_reason = clean_reason(request.reason)
+            else:
+                result = plan_checked(workspace, self._catalog, planning, frozenset(exclude))
         except PlanError as exc:
-            await self._refuse(raw, exc.reason, exc.message, span)
-            return
+            return _Outcome(None, exc.reason, exc.message)
         plan = result.plan
         message = plan.reason or ""
         if exclude and replan_reason:
@@ -144,85 +219,44 @@ class Planner:
             message += "; warnings: " + "; ".join(result.warnings)
         # Stored with the plan: the provisioner names it beside the nodes it chose, and the
         # deployer and tuner run a plan only on nodes chosen for that digest (nodes_ready).
-        plan.digest = digest = plan.content_digest()
-        span.set_attributes(
-            {
-                "kairyu.plan.instance_type": plan.instance_type,
-                "kairyu.plan.node_count": plan.node_count,
-                "kairyu.plan.cost_per_hour": plan.estimated_cost_per_hour or "",
-            }
-        )
-        await self._write(
-            raw,
-            plan=plan,
-            status=ConditionStatus.TRUE,
-            reason=PlanReason.PLAN_CREATED,
-            message=message,
-            span=span,
-        )
-        created = PlanCreated(
-            workspace=WorkspaceRef.of(workspace),
-            instance_type=plan.instance_type,
-            node_count=plan.node_count,
-            plan_digest=digest,
-        )
-        try:
-            await self._bus.publish(created)
-        except BusError as exc:
-            raise TemporaryError(
-                f"cannot publish the plan of {created.workspace.key}: {exc}"
-            ) from exc
+        plan.digest = plan.content_digest()
+        return _Outcome(plan, PlanReason.PLAN_CREATED, message)
 
-    async def _refuse(
-        self, raw: dict[str, Any], reason: str, message: str, span: trace.Span
-    ) -> None:
-        span.set_status(trace.StatusCode.ERROR, f"{reason}: {message}"[:_MAX_MESSAGE])
-        await self._write(
-            raw, plan=None, status=ConditionStatus.FALSE, reason=reason, message=message, span=span
-        )
-
-    async def _write(
-        self,
-        raw: dict[str, Any],
-        *,
-        plan: Plan | None,
-        status: ConditionStatus,
-        reason: str,
-        message: str,
-        span: trace.Span,
-    ) -> None:
+    async def _write(self, raw: dict[str, Any], outcome: _Outcome, span: trace.Span) -> None:
         meta = raw["metadata"]
         live_status = raw.get("status") or {}
         conditions = list(live_status.get("conditions") or [])
         current = next((c for c in conditions if c.get("type") == ConditionType.PLANNED), None)
-        generation = meta.get("generation")
-        message = message[:_MAX_MESSAGE]
-        stored_plan = live_status.get("plan")
-        new_plan = plan.to_wire() if plan else None
-        unchanged = (
-            current is not None
-            and (current.get("status"), current.get("reason"), current.get("message"))
-            == (status.value, reason, message)
-            and current.get("observedGeneration") == generation
-            and stored_plan == new_plan
-        )
-        if unchanged:
-            return
+        status = outcome.status
+        plan = outcome.plan
+        if plan is not None:
+            span.set_attributes(
+                {
+                    "kairyu.plan.instance_type": plan.instance_type,
+                    "kairyu.plan.node_count": plan.node_count,
+                    "kairyu.plan.cost_per_hour": plan.estimated_cost_per_hour or "",
+                }
+            )
+        else:
+            span.set_status(
+                trace.StatusCode.ERROR, f"{outcome.reason}: {outcome.message}"[:_MAX_MESSAGE]
+            )
         condition = set_condition(
             [Condition.model_validate(c) for c in conditions],
             type=ConditionType.PLANNED,
             status=status,
-            reason=reason,
-            message=message,
-            observed_generation=generation,
+            reason=outcome.reason,
+            message=outcome.message,
+            observed_generation=meta.get("generation"),
         )
         body: dict[str, Any] = {"conditions": [condition.to_wire()]}
         if plan is not None:
-            body["plan"] = new_plan
+            body["plan"] = plan.to_wire()
             body["targetNodeCount"] = plan.node_count
         if current is None or current.get("status") != status.value:
             span.add_event(
-                "condition", {"type": "Planned", "status": status.value, "reason": reason}
+                "condition",
+                {"type": "Planned", "status": status.value, "reason": outcome.reason},
             )
         try:
             await apply_status(
@@ -234,5 +268,30 @@ class Planner:
             )
         except errors.NotFoundError:
             return
-        except errors.KubeError as exc:
-            raise TemporaryError(f"cannot write the plan of {meta['name']}: {exc}") from exc
+
+
+class _Outcome:
+    """What the planner decided for one Workspace: a plan, or a refusal (plan None)."""
+
+    def __init__(self, plan: Plan | None, reason: str, message: str) -> None:
+        self.plan = plan
+        self.reason = reason
+        self.message = message[:_MAX_MESSAGE]
+
+    @property
+    def status(self) -> ConditionStatus:
+        return ConditionStatus.TRUE if self.plan is not None else ConditionStatus.FALSE
+
+    def unchanged_in(self, raw: dict[str, Any]) -> bool:
+        """Whether the Workspace `raw` already says exactly this (so nothing is written)."""
+        live_status = raw.get("status") or {}
+        conditions = live_status.get("conditions") or []
+        current = next((c for c in conditions if c.get("type") == ConditionType.PLANNED), None)
+        new_plan = self.plan.to_wire() if self.plan is not None else None
+        return (
+            current is not None
+            and (current.get("status"), current.get("reason"), current.get("message"))
+            == (self.status.value, self.reason, self.message)
+            and current.get("observedGeneration") == raw["metadata"].get("generation")
+            and live_status.get("plan") == new_plan
+        )

@@ -1,4 +1,9 @@
-"""`python -m kairyu_provisioner`: provision GPU nodes for planned Workspaces until SIGTERM."""
+"""`python -m kairyu_provisioner`: provision GPU nodes for planned Workspaces until SIGTERM.
+
+The provisioner reconciles each Workspace from its view of Workspaces, Nodes and NodeClaims
+(kairyu_core.service.Controlled); with the azure backend it also scans ARM for orphaned agent
+pools, which have no Kubernetes object to wake it.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from azure.identity.aio import DefaultAzureCredential
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 
 from kairyu_core import service
-from kairyu_core.bus import Consumer
+from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient
-from kairyu_provisioner.app import CONSUMED, Provisioner, consumer_spec
+from kairyu_core.reconciling import Reconcile
+from kairyu_core.view import View
+from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends import Backend
 from kairyu_provisioner.backends.azure import AzureBackend
 from kairyu_provisioner.backends.byo import ByoBackend
@@ -54,26 +61,30 @@ async def azure_credential(settings: AzureSettings) -> AsyncIterator[object]:
 
 async def serve(settings: ProvisionerSettings) -> None:
     catalog = load_catalog()
+    # Not service.serve_controller: the backend (an ARM client for azure) must be open, and the
+    # Karpenter NodePool applied, before the first reconcile, and it needs the Kubernetes client.
     async with (
         service.connections(settings) as (bus, kube),
         backend_for(settings, kube) as backend,
     ):
         await backend.prepare()
-        provisioner = Provisioner(
-            settings=settings, bus=bus, kube=kube, catalog=catalog, backend=backend
+        made: list[Provisioner] = []
+
+        def reconciler(view: View) -> Reconcile:
+            made.append(
+                Provisioner(
+                    settings=settings, kube=kube, view=view, catalog=catalog, backend=backend
+                )
+            )
+            return made[-1].reconcile
+
+        controlled = service.Controlled(
+            bus, service=settings.service_name, kinds=FOLLOWS["provisioner"], reconcile=reconciler
         )
-        consumer = Consumer(
-            bus,
-            consumer_spec(settings, bus),
-            service=settings.service_name,
-            events=CONSUMED,
-            handler=provisioner.handle,
-        )
-        await service.run_until_stopped(
-            consumer=consumer,
-            background=[provisioner.run_periodic()],
-            grace_s=settings.shutdown_grace_s,
-        )
+        work = controlled.work()
+        if not backend.has_objects:  # agent pools: no Kubernetes object wakes their key
+            work.append(made[0].run_orphan_scan(controlled.informer.synced))
+        await service.run_until_stopped(background=work, grace_s=settings.shutdown_grace_s)
 
 
 def main() -> None:

@@ -1,13 +1,21 @@
 """The provisioner service: makes the plan's GPU nodes exist and reports when they are Ready.
 
-Level-triggered. Every trigger (a new plan, a change of the Workspace, a labelled Node or
-NodeClaim changing, the periodic check) re-reads the Workspace and compares the nodes it has with
-the nodes its plan needs; backends create what is missing under deterministic names, so a repeat
-or a restart asks for the same objects again. It owns `ResourceReady`, `NodesReady`,
-`WorkspaceDeleting`, `status.workerNodes` and `status.workerNodesPlanDigest` (the plan those
-nodes were chosen for), publishes NodesReady, and, when the cloud refuses a
-SKU for quota or capacity, asks the planner for another (ReplanRequested) up to `max_replans`.
-A finalizer keeps a Workspace until its NodeClaims / agent pools and their nodes are gone.
+One `reconcile(key)` per Workspace, level-triggered, reading the Workspace, its NodeClaims and its
+Nodes from the service's view (kairyu_core.view, fed over NATS), never from the apiserver on the
+hot path. It compares the nodes the Workspace has with the nodes its plan needs; backends create
+what is missing under deterministic names, so a repeat or a restart asks for the same objects
+again. It owns `ResourceReady`, `NodesReady`, `WorkspaceDeleting`, `status.workerNodes`,
+`status.workerNodesPlanDigest` (the plan those nodes were chosen for) and
+`status.replanRequest`, and writes them only when they differ from the view's. When the cloud
+refuses a SKU for quota or capacity it asks the planner for another by writing
+`status.replanRequest`, up to `max_replans` SKUs. What no change in the view announces (a
+readiness timeout, bring-your-own nodes appearing, an ARM operation finishing) is looked at again
+through `requeue_after`, not by periodic scans.
+
+A finalizer keeps a Workspace until its NodeClaims / agent pools and their nodes are gone; it is
+removed only after the apiserver (and ARM) confirm that nothing is left. Nothing is removed
+without the finalizer on the view's word alone: a Workspace missing from the view has its
+resources removed only when the apiserver says twice that it is gone (`_gone`).
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,20 +39,18 @@ from kairyu_core.api import (
     parse_workspace,
     set_condition,
 )
-from kairyu_core.bus import Bus, BusError, ConsumerSpec, Delivery, TemporaryError
+from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
 from kairyu_core.events import (
     Event,
-    NodesReady,
     ObjectChanged,
     PlanCreated,
-    ReplanRequested,
     WorkspaceDeleted,
     WorkspaceObserved,
-    WorkspaceRef,
 )
 from kairyu_core.kube import KubeClient, apply_status, errors, events, resources
 from kairyu_core.tracing import rollout_context
+from kairyu_core.view import View
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends import Backend, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure
@@ -58,141 +64,119 @@ tracer = trace.get_tracer("kairyu.provisioner")
 CONSUMED: dict[str, type[Event]] = {
     e.event_name: e for e in (PlanCreated, WorkspaceObserved, ObjectChanged, WorkspaceDeleted)
 }
-_NODE_KINDS = {"Node", "NodeClaim"}
+"""The events of the provisioner's durable consumer, still declared in
+`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
+consumers are removed; the provisioner no longer reads them."""
+
 _MAX_MESSAGE = 2048
-
-
-def consumer_spec(settings: ProvisionerSettings, bus: Bus) -> ConsumerSpec:
-    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
+_MAX_REPLAN_REASON = 1024  # the CRD's limit on status.replanRequest.reason
+_RETRY_S = 5.0  # an apiserver or ARM error: look again after this (growing per key)
+_SETTLE_S = 10.0
+"""How long a status write of this process is trusted while the view still shows the version it
+was decided on (s): the watcher publishes the new version within milliseconds."""
+_MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
 
 
 class Provisioner:
-    """Handles the provisioner's events and its periodic check."""
+    """Reconciles each Workspace's nodes from the view."""
 
     def __init__(
         self,
         *,
         settings: ProvisionerSettings,
-        bus: Bus,
         kube: KubeClient,
+        view: View,
         catalog: Catalog,
         backend: Backend,
     ) -> None:
         self._settings = settings
-        self._bus = bus
         self._kube = kube
+        self._view = view
         self._catalog = catalog
         self._backend = backend
-        # The consumer runs one Workspace's messages in order; the periodic check must not run
-        # beside them, so both take this lock.
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # uid → (SKU the cloud refused, monotonic time before which it is not asked again)
         self._held: dict[str, tuple[str, float]] = {}
-
-    # ------------------------------------------------------------------ triggers
-    async def handle(self, event: Event, delivery: Delivery) -> None:
-        """The consumer's handler."""
-        ref = event.workspace
-        if isinstance(event, ObjectChanged) and event.kind not in _NODE_KINDS:
-            return  # workloads and pods are the deployer's and tuner's business
-        try:
-            if isinstance(event, WorkspaceDeleted):
-                await self._collect(ref)
-                return
-            await self.check(ref.namespace, ref.name, uid=ref.uid, full=False)
-        except (errors.KubeError, AzureError) as exc:
-            raise TemporaryError(f"cannot provision {ref.key}: {exc}", delay=5.0) from exc
-
-    async def run_periodic(self) -> None:
-        """Collect orphans at start-up, then re-check waiting Workspaces every interval."""
-        while True:
-            try:
-                await self.collect_orphans()
-                await self.check_waiting()
-            except (errors.KubeError, AzureError) as exc:
-                log.warning("periodic check failed, trying again later: %s", exc)
-            except Exception:  # a bug or odd data must not stop the checks for everyone
-                log.exception("periodic check failed, trying again later")
-            await asyncio.sleep(self._settings.provisioning.check_interval_s)
-
-    async def check_waiting(self) -> None:
-        """Check every Workspace whose nodes are not settled (timeouts, BYO nodes, deletions)."""
-        listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
-        for item in listed.get("items") or []:
-            meta = item["metadata"]
-            if _settled(item) and not meta.get("deletionTimestamp"):
-                continue
-            try:
-                await self.check(meta["namespace"], meta["name"], uid=meta.get("uid"), full=True)
-            except (errors.KubeError, AzureError) as exc:
-                log.warning("check of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
-            except Exception:  # one Workspace's trouble must not skip the others
-                log.exception("check of %s/%s failed", meta["namespace"], meta["name"])
+        # namespace/name → (uid, resourceVersion read, body applied, when): a status write the
+        # view does not show yet is not sent again for the same version.
+        self._written: dict[str, tuple[str, str, dict[str, Any], float]] = {}
+        # uid → when the finalizer was added (the view shows it a moment later)
+        self._finalized: dict[str, float] = {}
 
     # ------------------------------------------------------------------ one Workspace
-    async def check(self, namespace: str, name: str, *, uid: str | None, full: bool) -> None:
-        async with self._locks[f"{namespace}/{name}"]:
-            try:
-                raw = await self._kube.get(resources.WORKSPACES, name, namespace=namespace)
-            except errors.NotFoundError:
-                return
-            if uid is not None and raw["metadata"].get("uid") != uid:
-                return  # a new Workspace of the same name; its own events follow
-            try:
-                workspace = parse_workspace(raw)
-            except ValidationError:
-                return  # the planner explains unreadable Workspaces in Planned
-            meta = workspace.metadata
-            deleting = meta.deletion_timestamp is not None
-            target = None if deleting else target_of(workspace, self._catalog)
-            if not deleting and target is None:
-                return  # not planned (yet) for this generation
-            if deleting and naming.FINALIZER not in (meta.finalizers or []):
-                return  # nothing of ours to free
-            with tracer.start_as_current_span(
-                "provision",
-                # The rollout's trace, whichever event or timer led here (design.md).
-                context=rollout_context(meta.annotations),
-                attributes={
-                    "kairyu.workspace": f"{namespace}/{name}",
-                    "kairyu.generation": meta.generation or 0,
-                    "kairyu.provisioner.backend": self._backend.name,
-                },
-            ) as span:
-                if target is None:
-                    await self._release(raw, workspace, span)
-                    return
-                span.set_attributes(
-                    {
-                        "kairyu.plan.instance_type": target.instance_type,
-                        "kairyu.plan.node_count": target.node_count,
-                    }
-                )
-                if target.node_count > self._settings.provisioning.max_nodes:
-                    await self._over_limit(raw, target, span)
-                    return
-                if not full and _settled(raw):
-                    selection = await self._select(target)
-                    if selection.complete and selection.nodes == list(target.current_nodes):
-                        return  # still as reported: nothing to do, nothing to write
-                await self._provision(raw, workspace, target, span)
+    async def reconcile(self, key: str) -> float | None:
+        """Bring the Workspace `namespace/name`'s nodes and ResourceReady in line with its plan.
+
+        Returns seconds after which to look again, or None to wait for the next change.
+        """
+        namespace = key.partition("/")[0]
+        if self._settings.namespace and namespace != self._settings.namespace:
+            return None
+        raw = self._view.workspace(key)
+        try:
+            if raw is None:
+                self._written.pop(key, None)
+                await self._collect(key)
+                return None
+            return await self._reconcile(key, raw)
+        except (errors.KubeError, AzureError) as exc:
+            raise TemporaryError(f"cannot provision {key}: {exc}", delay=_RETRY_S) from exc
+
+    async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
+        try:
+            workspace = parse_workspace(raw)
+        except ValidationError:
+            return None  # the planner explains unreadable Workspaces in Planned
+        meta = workspace.metadata
+        deleting = meta.deletion_timestamp is not None
+        target = None if deleting else target_of(workspace, self._catalog)
+        if not deleting and target is None:
+            return None  # not planned (yet) for this generation
+        if deleting and naming.FINALIZER not in (meta.finalizers or []):
+            return None  # nothing of ours to free
+        if target is not None and _settled(raw):
+            selection = self._select(key, target)
+            if selection.complete and selection.nodes == list(target.current_nodes):
+                return None  # still as reported: nothing to do, nothing to write
+        with tracer.start_as_current_span(
+            "provision",
+            # The rollout's trace, whichever change or timer led here (design.md).
+            context=rollout_context(meta.annotations),
+            attributes={
+                "kairyu.workspace": key,
+                "kairyu.generation": meta.generation or 0,
+                "kairyu.provisioner.backend": self._backend.name,
+            },
+        ) as span:
+            if target is None:
+                return await self._release(key, raw, workspace, span)
+            span.set_attributes(
+                {
+                    "kairyu.plan.instance_type": target.instance_type,
+                    "kairyu.plan.node_count": target.node_count,
+                }
+            )
+            if target.node_count > self._settings.provisioning.max_nodes:
+                await self._over_limit(raw, target, span)
+                return None
+            return await self._provision(key, raw, workspace, target, span)
 
     async def _provision(
-        self, raw: dict[str, Any], workspace: Workspace, target: Target, span: trace.Span
-    ) -> None:
+        self, key: str, raw: dict[str, Any], workspace: Workspace, target: Target, span: trace.Span
+    ) -> float | None:
         if self._backend.creates_nodes:
             await self._add_finalizer(raw)
-        if self._on_hold(target):
-            return  # refused: wait for a new plan, or for the retry interval to pass
-        progress = await self._backend.ensure(target)
+        if (held := self._on_hold(target)) is not None:
+            return held  # refused: wait for a new plan, or for the retry interval to pass
+        progress = await self._backend.ensure(target, self._view.owned("NodeClaim", key))
         if progress.failure is not None:
-            await self._refused(raw, workspace, target, progress.failure, span)
-            return
-        selection = await self._select(target)
+            return await self._refused(raw, workspace, target, progress.failure, span)
+        selection = self._select(key, target)
         if selection.complete:
-            await self._ready(raw, workspace, target, selection, span)
-        else:
-            await self._waiting(raw, target, selection, progress, span)
+            await self._ready(
+                key=key, raw=raw, workspace=workspace, target=target, selection=selection, span=span
+            )
+            return None
+        return await self._waiting(raw, target, selection, progress, span)
 
     async def _over_limit(self, raw: dict[str, Any], target: Target, span: trace.Span) -> None:
         # The planner never writes such a plan; a status written by hand (or by a planner with a
@@ -206,22 +190,27 @@ class Provisioner:
         span.set_status(trace.StatusCode.ERROR, f"PlanOverNodeLimit: {message}")
         await self._write(raw, span, ready=(ConditionStatus.FALSE, "PlanOverNodeLimit", message))
 
-    def _on_hold(self, target: Target) -> bool:
+    def _on_hold(self, target: Target) -> float | None:
+        """Seconds until the target's refused SKU may be asked for again, or None if not held."""
         held = self._held.get(target.uid)
         if held is None:
-            return False
+            return None
         sku, until = held
-        if sku == target.instance_type.lower() and time.monotonic() < until:
-            return True
+        left = until - time.monotonic()
+        if sku == target.instance_type.lower() and left > 0:
+            return max(left, _MIN_REQUEUE_S)
         del self._held[target.uid]
-        return False
+        return None
 
-    async def _select(self, target: Target) -> Selection:
-        listed = await self._kube.list(
-            resources.NODES, label_selector=self._backend.node_selector(target)
-        )
+    def _nodes(self, key: str) -> list[dict[str, Any]]:
+        """The candidate nodes in the view: the Workspace's own, or every Node for byo."""
+        if self._backend.creates_nodes:
+            return self._view.owned("Node", key)
+        return self._view.all("Node")
+
+    def _select(self, key: str, target: Target) -> Selection:
         return select(
-            listed.get("items") or [],
+            self._nodes(key),
             count=target.node_count,
             instance_type=target.instance_type,
             preferred=target.preferred_nodes,
@@ -231,6 +220,8 @@ class Provisioner:
 
     async def _ready(
         self,
+        *,
+        key: str,
         raw: dict[str, Any],
         workspace: Workspace,
         target: Target,
@@ -238,40 +229,29 @@ class Provisioner:
         span: trace.Span,
     ) -> None:
         message = f"{len(selection.nodes)} {target.instance_type} node(s) Ready with GPUs"
-        current = _condition(raw, ConditionType.RESOURCE_READY)
-        if current is None or current.get("status") != ConditionStatus.TRUE.value:
-            await self._trace_node_waits(workspace, target, selection.nodes)
-        await self._write(
+        written = await self._write(
             raw,
             span,
             ready=(ConditionStatus.TRUE, "NodesReady", message),
             nodes=(selection.nodes, target.plan_digest),
         )
+        current = _condition(raw, ConditionType.RESOURCE_READY)
+        if written and (current is None or current.get("status") != ConditionStatus.TRUE.value):
+            self._trace_node_waits(key, workspace, target, selection.nodes)
         span.set_attribute("kairyu.nodes", selection.nodes)
-        try:
-            await self._bus.publish(
-                NodesReady(
-                    workspace=WorkspaceRef.of(workspace),
-                    instance_type=target.instance_type,
-                    node_names=selection.nodes,
-                )
-            )
-        except BusError as exc:
-            raise TemporaryError(f"cannot announce the nodes of {target.key}: {exc}") from exc
 
-    async def _trace_node_waits(
-        self, workspace: Workspace, target: Target, names: list[str]
+    def _trace_node_waits(
+        self, key: str, workspace: Workspace, target: Target, names: list[str]
     ) -> None:
         """One span per node of the rollout, from its creation to Ready: the wait for capacity.
 
-        Recorded once the nodes are Ready, with their own timestamps, because the wait happened
-        across many checks (and maybe provisioner restarts) that each saw only part of it.
+        Recorded once the nodes are Ready, with their own timestamps (the view keeps a Node's
+        creationTimestamp and its Ready condition's lastTransitionTime), because the wait
+        happened across many reconciles (and maybe provisioner restarts) that each saw only
+        part of it.
         """
-        listed = await self._kube.list(
-            resources.NODES, label_selector=self._backend.node_selector(target)
-        )
         rollout = rollout_context(workspace.metadata.annotations)
-        for node in listed.get("items") or []:
+        for node in self._nodes(key):
             meta = node["metadata"]
             if meta["name"] not in names:
                 continue
@@ -304,8 +284,9 @@ class Provisioner:
         selection: Selection,
         progress: Progress,
         span: trace.Span,
-    ) -> None:
+    ) -> float | None:
         detail = "; ".join([selection.summary(), *progress.waiting])
+        interval = self._settings.provisioning.check_interval_s
         if not self._backend.creates_nodes:
             selector = self._backend.node_selector(target) or "any labels"
             message = (
@@ -313,18 +294,25 @@ class Provisioner:
                 f"{target.instance_type} node(s) with GPUs matching {selector}; {detail}"
             )
             await self._write(raw, span, ready=(ConditionStatus.FALSE, "NotEnoughNodes", message))
-            return
+            # A node of the user's that appears or turns Ready carries no Workspace label, so
+            # no change wakes this Workspace: look again on a timer.
+            return interval
         current = _condition(raw, ConditionType.RESOURCE_READY)
         waited = _seconds_since(current) if _is_provisioning(current, raw) else 0.0
         timeout = self._settings.provisioning.readiness_timeout_s
+        poll = interval if progress.poll else None
         if waited > timeout or (current or {}).get("reason") == "ProvisioningTimeout":
             message = f"nodes not Ready after {timeout:.0f}s: {detail}"
             span.set_status(trace.StatusCode.ERROR, f"ProvisioningTimeout: {message}")
             await self._write(
                 raw, span, ready=(ConditionStatus.FALSE, "ProvisioningTimeout", message)
             )
-            return
+            return poll  # nodes that come later turn it True: their changes wake this key
         await self._write(raw, span, ready=(ConditionStatus.UNKNOWN, "Provisioning", detail))
+        # Come back when the timeout would expire (the condition's transition time, once the
+        # view shows it, is when the wait started), or sooner while the backend must be polled.
+        expires = max(timeout - waited, _MIN_REQUEUE_S)
+        return min(expires, poll) if poll is not None else expires
 
     async def _refused(
         self,
@@ -333,7 +321,7 @@ class Provisioner:
         target: Target,
         failure: CloudFailure,
         span: trace.Span,
-    ) -> None:
+    ) -> float:
         plan = workspace.status.plan if workspace.status else None
         excluded = list(plan.excluded_instance_types or []) if plan else []
         named = workspace.resource.instance_type is not None
@@ -350,87 +338,119 @@ class Provisioner:
             message += "; the Workspace names this instance type, so it is retried, not replaced"
         span.set_status(trace.StatusCode.ERROR, f"{failure.reason}: {message}"[:_MAX_MESSAGE])
         await self._backend.discard(target)
-        retry_at = time.monotonic() + self._settings.provisioning.refused_retry_s
-        self._held[target.uid] = (target.instance_type.lower(), retry_at)
-        await self._write(raw, span, ready=(ConditionStatus.FALSE, failure.reason, message))
-        await events.record(
-            self._kube,
-            raw,
-            reason=failure.reason,
-            message=message,
-            component=self._settings.service_name,
-            type="Warning",
+        retry_s = self._settings.provisioning.refused_retry_s
+        self._held[target.uid] = (target.instance_type.lower(), time.monotonic() + retry_s)
+        request = None
+        if replan and target.plan_digest is not None:
+            reason = f"{failure.reason} for {target.instance_type}: {failure.message}"
+            request = {
+                "planDigest": target.plan_digest,
+                "instanceType": target.instance_type,
+                "reason": reason[:_MAX_REPLAN_REASON],
+            }
+        written = await self._write(
+            raw, span, ready=(ConditionStatus.FALSE, failure.reason, message), replan=request
         )
-        if not replan:
-            return
-        try:
-            await self._bus.publish(
-                ReplanRequested(
-                    workspace=WorkspaceRef.of(workspace),
-                    excluded_instance_types=[target.instance_type],
-                    reason=f"{failure.reason} for {target.instance_type}: {failure.message}",
-                )
+        if written:  # the history, once per refusal (not on every look while it is held)
+            await events.record(
+                self._kube,
+                raw,
+                reason=failure.reason,
+                message=message,
+                component=self._settings.service_name,
+                type="Warning",
             )
-        except BusError as exc:
-            self._held.pop(target.uid, None)
-            raise TemporaryError(f"cannot ask for a re-plan of {target.key}: {exc}") from exc
+        # A re-plan arrives as a change of the Workspace; the hold ends the wait otherwise.
+        return retry_s
 
     # ------------------------------------------------------------------ deletion
-    async def _release(self, raw: dict[str, Any], workspace: Workspace, span: trace.Span) -> None:
+    async def _release(
+        self, key: str, raw: dict[str, Any], workspace: Workspace, span: trace.Span
+    ) -> float | None:
         meta = workspace.metadata
         namespace, name, uid = meta.namespace or "", meta.name or "", meta.uid or ""
-        left = await self._backend.release(namespace, name, uid)
-        nodes = await self._kube.list(
-            resources.NODES, label_selector=naming.workspace_selector(namespace, name)
-        )
-        left += [f"node {n['metadata']['name']}" for n in nodes.get("items") or []]
+        left = await self._backend.release(namespace, name, uid, self._view.owned("NodeClaim", key))
+        left += [f"node {n['metadata']['name']}" for n in self._view.owned("Node", key)]
+        if not left:
+            # The view says nothing is left; the apiserver (and ARM) must agree before the
+            # finalizer goes, since the view may not show a claim created a moment ago.
+            left = await self._backend.remaining(namespace, name, uid)
+            nodes = await self._kube.list(
+                resources.NODES, label_selector=naming.workspace_selector(namespace, name)
+            )
+            left += [f"node {n['metadata']['name']}" for n in nodes.get("items") or []]
         if left:
             message = "waiting for " + ", ".join(left) + " to be removed"
             await self._write(
                 raw, span, deleting=(ConditionStatus.TRUE, "WorkspaceDeleting", message)
             )
-            return
+            # Removals show in the view (claims and nodes go); an agent pool being deleted
+            # does not until its nodes go, so look again on a timer too.
+            return self._settings.provisioning.check_interval_s
         span.add_event("nodes released")
         await self._remove_finalizer(raw)
+        return None
 
-    async def _collect(self, ref: WorkspaceRef) -> None:
-        """A Workspace is gone: free anything of it still there (its finalizer was bypassed).
+    async def _collect(self, key: str) -> None:
+        """The view holds no Workspace `key`: free what is still there of it.
 
-        The event alone is not enough to delete nodes: anyone who can publish on the bus could
-        forge it, and a stale one could outlive a re-created namesake. The apiserver must say,
+        Its finalizer was bypassed, or it went while this service was away. The view alone is
+        not enough to delete nodes: a state missing from it (an outage, a stream purged, a
+        forged tombstone) must not free a live Workspace's nodes. The apiserver must say,
         twice, that the Workspace is gone (`_gone`).
         """
-        mine = [owned for owned in await self._backend.owned() if owned.uid == ref.uid]
-        if not mine:
-            return
-        gone = await self._gone(mine)
-        if not gone:
-            log.warning("WorkspaceDeleted for %s, but it still exists: nothing removed", ref.key)
-        for owned in gone:
-            log.info("removing %s %s of deleted Workspace %s", owned.kind, owned.name, ref.key)
+        if not self._backend.has_objects and not self._view.owned("Node", key):
+            return  # agent pools: the orphan scan looks for them in ARM
+        candidates = [
+            owned
+            for owned in await self._backend.owned(self._view.owned("NodeClaim", key))
+            if owned.key == key
+        ]
+        for owned in await self._gone(candidates):
+            log.info("removing %s %s of deleted Workspace %s", owned.kind, owned.name, key)
             await self._backend.remove(owned)
 
     async def collect_orphans(self) -> list[str]:
-        """Remove NodeClaims / agent pools whose Workspace no longer exists; return their names."""
+        """Remove agent pools / NodeClaims whose Workspace no longer exists; return their names.
+
+        For backends whose resources are in the view (NodeClaims), reconciling every key of the
+        view at start does this; agent pools live only in ARM, so they are listed there (which
+        costs the apiserver nothing) and only the suspects' Workspaces are read.
+        """
         removed = []
         candidates = [
             owned
-            for owned in await self._backend.owned()
+            for owned in await self._backend.owned(self._view.all("NodeClaim"))
             if self._settings.namespace in (None, owned.namespace)
+            and (self._view.workspace(owned.key) or {}).get("metadata", {}).get("uid") != owned.uid
         ]
         for owned in await self._gone(candidates):
             log.info(
-                "removing orphaned %s %s (Workspace %s/%s is gone)",
-                owned.kind,
-                owned.name,
-                owned.namespace,
-                owned.workspace,
+                "removing orphaned %s %s (Workspace %s is gone)", owned.kind, owned.name, owned.key
             )
             await self._backend.remove(owned)
             removed.append(owned.name)
         return removed
 
-    async def _gone(self, candidates: list[Owned]) -> list[Owned]:
+    async def run_orphan_scan(self, ready: asyncio.Event) -> None:
+        """For backends without Kubernetes objects: scan for orphans, at start and then slowly.
+
+        Runs until cancelled (only for such backends: the others' orphans are keys of the view).
+        The first scan waits until the view is synced; then one every `check_interval_s` times
+        ten (agent pools outlive their Workspace only when the finalizer was bypassed: rare, and
+        ARM is not to be listed every few seconds).
+        """
+        await ready.wait()
+        while True:
+            try:
+                await self.collect_orphans()
+            except (errors.KubeError, AzureError) as exc:
+                log.warning("orphan scan failed, trying again later: %s", exc)
+            except Exception:  # a bug or odd data must not stop the scans for good
+                log.exception("orphan scan failed, trying again later")
+            await asyncio.sleep(self._settings.provisioning.check_interval_s * _ORPHAN_SCAN_FACTOR)
+
+    async def _gone(self, candidates: Sequence[Owned]) -> list[Owned]:
         """Those whose Workspace the apiserver says is gone in two reads some seconds apart.
 
         Two reads, because one 404 may be a moment's (an apiserver restarting, its CRDs not yet
@@ -458,16 +478,27 @@ class Provisioner:
 
     # ------------------------------------------------------------------ writes
     async def _add_finalizer(self, raw: dict[str, Any]) -> None:
-        meta = raw["metadata"]
-        for _ in range(3):
+        """Add the finalizer unless the view's Workspace has it (or this process just added it).
+
+        The JSON patch is guarded by the uid (a re-created namesake) and, when the whole list is
+        written, by the resourceVersion (a finalizer added meanwhile). The view's resourceVersion
+        may be older than the live one (the watcher publishes only changes of what it keeps), so
+        a failed guard is answered by reading the live object once and trying again: a read that
+        is the write's precondition, not part of the hot path.
+        """
+        meta = dict(raw["metadata"])  # the view's value is shared: never edit it
+        uid = str(meta["uid"])
+        if naming.FINALIZER in (meta.get("finalizers") or []):
+            self._finalized.pop(uid, None)
+            return
+        added = self._finalized.get(uid)
+        if added is not None and time.monotonic() - added < _SETTLE_S:
+            return
+        for _ in range(2):
             finalizers = meta.get("finalizers") or []
             if naming.FINALIZER in finalizers:
                 return
-            # The uid guards against a re-created namesake; with no finalizers yet the whole list
-            # is written, so the resourceVersion guards against one added meanwhile.
-            ops: list[dict[str, Any]] = [
-                {"op": "test", "path": "/metadata/uid", "value": meta["uid"]}
-            ]
+            ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
             if finalizers:
                 ops.append(
                     {"op": "add", "path": "/metadata/finalizers/-", "value": naming.FINALIZER}
@@ -482,7 +513,7 @@ class Provisioner:
                     {"op": "add", "path": "/metadata/finalizers", "value": [naming.FINALIZER]},
                 ]
             try:
-                updated = await self._kube.patch(
+                await self._kube.patch(
                     resources.WORKSPACES,
                     meta["name"],
                     ops,
@@ -490,35 +521,54 @@ class Provisioner:
                     namespace=meta["namespace"],
                 )
             except (errors.InvalidError, errors.ConflictError):
-                # A failed `test` (the object changed since it was read): read it and try again.
+                # A failed `test` (the object changed since the view's copy): read it, retry.
                 fresh = await self._kube.get(
                     resources.WORKSPACES, meta["name"], namespace=meta["namespace"]
                 )
-                if fresh["metadata"].get("uid") != meta["uid"]:
+                if fresh["metadata"].get("uid") != uid:
                     raise
-                meta.update(fresh["metadata"])
+                meta = dict(fresh["metadata"])
                 continue
-            meta.update(updated["metadata"])
+            self._finalized[uid] = time.monotonic()
+            if len(self._finalized) > _RECENT_LIMIT:
+                del self._finalized[next(iter(self._finalized))]
             return
         raise errors.ConflictError(f"could not add the finalizer to {meta['name']}")
 
     async def _remove_finalizer(self, raw: dict[str, Any]) -> None:
+        """Remove the finalizer, at its index in the view's copy or, if it moved, the live one's."""
         meta = raw["metadata"]
-        finalizers = meta.get("finalizers") or []
-        index = finalizers.index(naming.FINALIZER)
-        path = f"/metadata/finalizers/{index}"
-        try:
-            await self._kube.patch(
-                resources.WORKSPACES,
-                meta["name"],
-                [
-                    {"op": "test", "path": path, "value": naming.FINALIZER},
-                    {"op": "remove", "path": path},
-                ],
-                field_manager=self._settings.service_name,
-                namespace=meta["namespace"],
-            )
-        except errors.NotFoundError:
+        finalizers = list(meta.get("finalizers") or [])
+        for _ in range(2):
+            if naming.FINALIZER not in finalizers:
+                return
+            path = f"/metadata/finalizers/{finalizers.index(naming.FINALIZER)}"
+            try:
+                await self._kube.patch(
+                    resources.WORKSPACES,
+                    meta["name"],
+                    [
+                        {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+                        {"op": "test", "path": path, "value": naming.FINALIZER},
+                        {"op": "remove", "path": path},
+                    ],
+                    field_manager=self._settings.service_name,
+                    namespace=meta["namespace"],
+                )
+            except errors.NotFoundError:
+                return
+            except (errors.InvalidError, errors.ConflictError):
+                try:  # another finalizer went first: the index moved
+                    fresh = await self._kube.get(
+                        resources.WORKSPACES, meta["name"], namespace=meta["namespace"]
+                    )
+                except errors.NotFoundError:
+                    return
+                if fresh["metadata"].get("uid") != meta["uid"]:
+                    return  # a namesake: not ours to touch
+                finalizers = list(fresh["metadata"].get("finalizers") or [])
+                continue
+            self._finalized.pop(str(meta["uid"]), None)
             return
 
     async def _write(
@@ -529,41 +579,31 @@ class Provisioner:
         ready: tuple[ConditionStatus, str, str] | None = None,
         deleting: tuple[ConditionStatus, str, str] | None = None,
         nodes: tuple[list[str], str | None] | None = None,
-    ) -> None:
+        replan: dict[str, str] | None = None,
+    ) -> bool:
         """Apply the provisioner's status fields (all of them: it owns exactly what it applies).
 
         `nodes` are the worker nodes and the digest of the plan they were chosen for; both go out
         in the same apply as ResourceReady, whose observedGeneration is the generation of `raw`,
         the object this decision was made on (not whatever the Workspace is at write time).
+        `replan` is a new re-plan request; without one, a request about the current plan is kept
+        (the planner may not have answered it yet) and a stale one is dropped. Returns whether
+        anything was written.
         """
         meta = raw["metadata"]
         live = raw.get("status") or {}
         conditions = [Condition.model_validate(c) for c in live.get("conditions") or []]
         generation = meta.get("generation")
-        wanted: dict[str, tuple[ConditionStatus, str, str]] = {}
-        # Conditions kept as they were still name the generation they were decided for.
-        kept: dict[str, int | None] = {}
-        if ready is not None:
-            status, reason, message = ready
-            nodes_reason = "NodesReady" if status == ConditionStatus.TRUE else "NodeNotReady"
-            wanted[ConditionType.RESOURCE_READY] = (status, reason, message)
-            wanted[ConditionType.NODES_READY] = (
-                ConditionStatus.TRUE if status == ConditionStatus.TRUE else ConditionStatus.FALSE,
-                nodes_reason,
-                message,
-            )
-        else:  # keep what was reported before the deletion started
-            for kind in (ConditionType.RESOURCE_READY, ConditionType.NODES_READY):
-                if (old := _condition(raw, kind)) is not None:
-                    wanted[kind] = (ConditionStatus(old["status"]), old["reason"], old["message"])
-                    kept[kind] = old.get("observedGeneration")
-        if deleting is not None:
-            wanted[ConditionType.WORKSPACE_DELETING] = deleting
+        wanted, kept = _wanted(raw, ready, deleting)
         worker_nodes, plan_digest = _worker_nodes(live, ready, nodes)
+        request = replan if replan is not None else _current_request(live)
         written = []
-        changed = worker_nodes != list(live.get("workerNodes") or []) or plan_digest != live.get(
-            "workerNodesPlanDigest"
+        changed = (
+            worker_nodes != list(live.get("workerNodes") or [])
+            or plan_digest != live.get("workerNodesPlanDigest")
+            or request != live.get("replanRequest")
         )
+        transitions = []
         for kind_name, (status, reason, full_message) in wanted.items():
             message = full_message[:_MAX_MESSAGE]
             old = _condition(raw, kind_name)
@@ -576,14 +616,13 @@ class Provisioner:
             ) == (status.value, reason, message, observed)
             changed |= not same
             if old is None or old.get("status") != status.value or old.get("reason") != reason:
-                span.add_event(
-                    "condition",
+                transitions.append(
                     {
                         "type": kind_name,
                         "status": status.value,
                         "reason": reason,
                         "message": message,
-                    },
+                    }
                 )
             written.append(
                 set_condition(
@@ -596,12 +635,18 @@ class Provisioner:
                 )
             )
         if not changed:
-            return
+            return False
         body: dict[str, Any] = {"conditions": [c.to_wire() for c in written]}
         if worker_nodes:
             body["workerNodes"] = worker_nodes
         if plan_digest is not None:
             body["workerNodesPlanDigest"] = plan_digest
+        if request is not None:
+            body["replanRequest"] = request
+        if self._already_written(meta, body):
+            return False  # written already; the view has not shown it yet
+        for attributes in transitions:
+            span.add_event("condition", attributes)
         try:
             await apply_status(
                 self._kube,
@@ -611,7 +656,81 @@ class Provisioner:
                 status=body,
             )
         except errors.NotFoundError:
-            return
+            return False
+        self._remember_written(meta, body)
+        return True
+
+    def _already_written(self, meta: dict[str, Any], body: dict[str, Any]) -> bool:
+        """Whether `body` was applied on this very version of the Workspace a moment ago."""
+        last = self._written.get(f"{meta['namespace']}/{meta['name']}")
+        return (
+            last is not None
+            and (last[0], last[1]) == (str(meta.get("uid")), str(meta.get("resourceVersion")))
+            and _same_body(last[2], body)
+            and time.monotonic() - last[3] < _SETTLE_S
+        )
+
+    def _remember_written(self, meta: dict[str, Any], body: dict[str, Any]) -> None:
+        key = f"{meta['namespace']}/{meta['name']}"
+        self._written.pop(key, None)
+        uid, version = str(meta.get("uid")), str(meta.get("resourceVersion"))
+        self._written[key] = (uid, version, body, time.monotonic())
+        if len(self._written) > _RECENT_LIMIT:
+            del self._written[next(iter(self._written))]
+
+
+_ORPHAN_SCAN_FACTOR = 10  # agent-pool orphan scans: every ten check intervals (5 min by default)
+_RECENT_LIMIT = 50_000  # writes remembered per Workspace before the oldest is forgotten
+
+
+def _wanted(
+    raw: dict[str, Any],
+    ready: tuple[ConditionStatus, str, str] | None,
+    deleting: tuple[ConditionStatus, str, str] | None,
+) -> tuple[dict[str, tuple[ConditionStatus, str, str]], dict[str, int | None]]:
+    """The conditions to apply, and the observedGeneration of those kept as they were."""
+    wanted: dict[str, tuple[ConditionStatus, str, str]] = {}
+    # Conditions kept as they were still name the generation they were decided for.
+    kept: dict[str, int | None] = {}
+    if ready is not None:
+        status, reason, message = ready
+        nodes_reason = "NodesReady" if status == ConditionStatus.TRUE else "NodeNotReady"
+        wanted[ConditionType.RESOURCE_READY] = (status, reason, message)
+        wanted[ConditionType.NODES_READY] = (
+            ConditionStatus.TRUE if status == ConditionStatus.TRUE else ConditionStatus.FALSE,
+            nodes_reason,
+            message,
+        )
+    else:  # keep what was reported before the deletion started
+        for kind in (ConditionType.RESOURCE_READY, ConditionType.NODES_READY):
+            if (old := _condition(raw, kind)) is not None:
+                wanted[kind] = (ConditionStatus(old["status"]), old["reason"], old["message"])
+                kept[kind] = old.get("observedGeneration")
+    if deleting is not None:
+        wanted[ConditionType.WORKSPACE_DELETING] = deleting
+    return wanted, kept
+
+
+def _same_body(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two status bodies equal but for the conditions' lastTransitionTime (set at write time)."""
+
+    def strip(body: dict[str, Any]) -> dict[str, Any]:
+        conditions = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in body.get("conditions") or []
+        ]
+        return {**body, "conditions": conditions}
+
+    return strip(a) == strip(b)
+
+
+def _current_request(live: dict[str, Any]) -> dict[str, Any] | None:
+    """status.replanRequest if it is about the current plan (not answered yet), else None."""
+    request = live.get("replanRequest")
+    digest = (live.get("plan") or {}).get("digest")
+    if not isinstance(request, dict) or digest is None or request.get("planDigest") != digest:
+        return None
+    return request
 
 
 def _worker_nodes(

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from kairyu_core import service
+from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import load_catalog
-from kairyu_tuner.app import CONSUMED, Tuner, consumer_spec
+from kairyu_tuner.app import Tuner
 from kairyu_tuner.settings import TunerSettings
 
 
 async def serve(settings: TunerSettings) -> None:
-    await service.serve_consumer(
+    catalog = load_catalog()
+    await service.serve_controller(
         settings,
-        spec=lambda bus: consumer_spec(settings, bus),
-        events=CONSUMED,
-        handler=lambda bus, kube: (
-            Tuner(settings=settings, bus=bus, kube=kube, catalog=load_catalog()).handle
+        kinds=FOLLOWS["tuner"],
+        reconcile=lambda bus, kube, view: (
+            Tuner(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
         ),
     )
 

@@ -1,16 +1,27 @@
 """The tuner service: runs a tuning Workspace's Job on its nodes and reports how it went.
 
-Level-triggered, like the deployer. Once the provisioner has reported the nodes for the current
-generation, the user's training config (if any) is checked, then the ConfigMap and Job of
-`manifests.objects` are applied; every change of the Job or its pods becomes JobStarted and
-WorkspaceSucceeded through `status.tuning_status`. A Job whose pod template no longer matches the
-Workspace is replaced (the template is immutable). Inference Workspaces are the deployer's.
+One `reconcile(key)` per Workspace, level-triggered like the deployer's, reading the Workspace,
+its Job and the Job's pods from the service's view (kairyu_core.view, fed over NATS). Once the
+provisioner has reported the nodes for the current generation and plan, the user's training
+config (if any) is checked, then the ConfigMap and Job of `manifests.objects` are applied, unless
+the view's Job already carries their digest (`kairyu.io/applied-digest`); the Job and its pods
+become JobStarted and WorkspaceSucceeded through `status.tuning_status`, written only when they
+differ from what the view's Workspace says. A Job whose pod template no longer matches the
+Workspace is replaced (the template is immutable). Inference Workspaces are the deployer's. A
+Workspace being deleted has its Job deleted at once (its nodes are draining).
+
+Reads of the apiserver left: the user's `tuning.config` ConfigMap (not in the view), once per
+Workspace generation and process while it is valid; an object's ownership, once per process
+before its first apply when the view does not hold it (`kube.apply_owned`); and a Job without
+any pod has its FailedCreate events read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -22,18 +33,30 @@ from kairyu_core.api import (
     Workspace,
     parse_workspace,
 )
-from kairyu_core.bus import Bus, ConsumerSpec, Delivery, TemporaryError
+from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
-from kairyu_core.kube import KubeClient, Report, apply_owned, errors, report_conditions, resources
+from kairyu_core.kube import (
+    KubeClient,
+    Report,
+    Reported,
+    applied_digest,
+    apply_owned,
+    digest_of,
+    errors,
+    report_conditions,
+    resources,
+    stamped,
+)
+from kairyu_core.objectstate import ObjectKey
 from kairyu_core.tracing import rollout_context
+from kairyu_core.view import View
 from kairyu_core.workloads import (
-    WORKSPACE_LABEL,
     KnownChildren,
-    OtherServices,
     Owner,
     WorkloadError,
     check_owned,
+    controller_uid,
     redact_urls,
     refused_creation,
 )
@@ -49,30 +72,28 @@ tracer = trace.get_tracer("kairyu.tuner")
 CONSUMED: dict[str, type[Event]] = {
     e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
 }
-_CHILD_KINDS = {"Job", "Pod"}
+"""The events of the tuner's durable consumer, still declared in
+`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
+consumers are removed; the tuner no longer reads them."""
+
 _RESOURCES = {"ConfigMap": resources.CONFIGMAPS, "Job": resources.JOBS}
-
-
-def consumer_spec(settings: TunerSettings, bus: Bus) -> ConsumerSpec:
-    return ConsumerSpec.of_events(settings.service_name, CONSUMED.values(), bus.stream.subjects)
+# How long an apply the view does not show yet is trusted (s): the watcher publishes the
+# created Job within milliseconds; past this the objects are applied again.
+_SETTLE_S = 10.0
+_RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
+_CACHE_LIMIT = 10_000  # checked configs and deleted uids remembered (oldest forgotten first)
 
 
 def tuning_of(
     workspace: Workspace, raw: dict[str, Any], preset: Preset, output_dir: str
 ) -> manifests.Tuning | None:
     """What to run, or None while there is nothing to run (not tuning, nodes not ready)."""
-    meta, status, spec = workspace.metadata, workspace.status, workspace.tuning
+    status, spec = workspace.status, workspace.tuning
     if spec is None or status is None or status.plan is None or not workspace.nodes_ready():
         return None
     options = spec.preset.preset_options
     return manifests.Tuning(
-        owner=Owner(
-            namespace=meta.namespace or "",
-            name=meta.name or "",
-            uid=meta.uid or "",
-            api_version=raw.get("apiVersion", resources.WORKSPACES.api_version),
-            kind=raw.get("kind", resources.WORKSPACES.kind),
-        ),
+        owner=owner_of(raw),
         plan=status.plan,
         worker_nodes=list(status.worker_nodes or []),
         preset=preset,
@@ -93,69 +114,101 @@ def tuning_of(
     )
 
 
+def owner_of(raw: dict[str, Any]) -> Owner:
+    """The Workspace `raw` as the owner of its objects."""
+    meta = raw["metadata"]
+    return Owner(
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        uid=meta.get("uid") or "",
+        api_version=raw.get("apiVersion") or resources.WORKSPACES.api_version,
+        kind=raw.get("kind") or resources.WORKSPACES.kind,
+    )
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """An apply the view may not show yet: for which Workspace uid, what digest, and when."""
+
+    uid: str
+    digest: str
+    job: dict[str, Any]
+    at: float
+
+
 class Tuner:
-    """Handles the tuner's events."""
+    """Reconciles tuning Workspaces from the view."""
 
     def __init__(
-        self, *, settings: TunerSettings, bus: Bus, kube: KubeClient, catalog: Catalog
+        self,
+        *,
+        settings: TunerSettings,
+        kube: KubeClient,
+        view: View,
+        catalog: Catalog,
     ) -> None:
         self._settings = settings
-        self._bus = bus
         self._kube = kube
+        self._view = view
         self._catalog = catalog
-        self._inference = OtherServices()
         self._children = KnownChildren()
+        self._reported = Reported()
+        self._applied: dict[str, _Applied] = {}
+        # (Workspace uid, generation, config, method) → the checked config's output_dir
+        self._configs: dict[tuple[str, int, str, str], str] = {}
+        self._deleted: dict[str, None] = {}  # uids deleted by this process, until the view agrees
 
-    async def handle(self, event: Event, delivery: Delivery) -> None:
-        """The consumer's handler."""
-        if isinstance(event, ObjectChanged) and event.kind not in _CHILD_KINDS:
-            return
-        ref = event.workspace
-        if self._settings.namespace and ref.namespace != self._settings.namespace:
-            return
-        if self._inference.handle_elsewhere(ref.uid, ref.generation):
-            return
-        try:
-            await self.reconcile(ref.namespace, ref.name, uid=ref.uid)
-        except errors.KubeError as exc:
-            raise TemporaryError(f"cannot tune {ref.key}: {exc}", delay=5.0) from exc
+    async def reconcile(self, key: str) -> float | None:
+        """Bring the Workspace `namespace/name`'s Job and conditions in line with it.
 
-    async def reconcile(self, namespace: str, name: str, *, uid: str) -> None:
+        Returns seconds after which to look again, or None to wait for the next change.
+        """
+        raw = self._view.workspace(key)
+        if raw is None:  # gone: owner references take its objects with it
+            self._applied.pop(key, None)
+            return None
+        if self._settings.namespace and raw["metadata"].get("namespace") != (
+            self._settings.namespace
+        ):
+            return None
         try:
-            raw = await self._kube.get(resources.WORKSPACES, name, namespace=namespace)
-        except errors.NotFoundError:
-            return
-        if raw["metadata"].get("uid") != uid or raw["metadata"].get("deletionTimestamp"):
-            return
+            if raw["metadata"].get("deletionTimestamp"):
+                await self._remove(key, raw)
+                return None
+            return await self._reconcile(key, raw)
+        except errors.KubeError as exc:  # not InvalidError: that one is a verdict
+            raise TemporaryError(f"cannot tune {key}: {exc}", delay=_RETRY_S) from exc
+
+    async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
         try:
             workspace = parse_workspace(raw)
-        except ValidationError:
-            return
-        if workspace.tuning is None:
-            self._inference.remember(uid, workspace.metadata.generation or 0)
-            return
+        except ValidationError:  # the CRD admits only valid ones; an old object may not be
+            return None
+        if workspace.tuning is None:  # an inference Workspace: the deployer's
+            return None
         if not workspace.nodes_ready():
-            return
+            return None
         with tracer.start_as_current_span(
             "tune",
             context=rollout_context(workspace.metadata.annotations),
             attributes={
-                "kairyu.workspace": f"{namespace}/{name}",
+                "kairyu.workspace": key,
                 "kairyu.generation": workspace.metadata.generation or 0,
                 "kairyu.tuning.method": workspace.tuning.method.lower(),
             },
         ) as span:
-            result = await self._run(workspace, raw, namespace, name)
+            result, again = await self._run(key, workspace, raw)
             if not result.job_started.status and result.job_started.reason != PENDING:
                 span.set_status(
                     trace.StatusCode.ERROR,
                     redact_urls(f"{result.job_started.reason}: {result.job_started.message}"),
                 )
             await self._write(raw, result, span)
+            return again
 
     async def _run(
-        self, workspace: Workspace, raw: dict[str, Any], namespace: str, name: str
-    ) -> TuningStatus:
+        self, key: str, workspace: Workspace, raw: dict[str, Any]
+    ) -> tuple[TuningStatus, float | None]:
         spec = workspace.tuning
         assert spec is not None  # noqa: S101 - checked by the caller
         preset = self._catalog.preset(spec.preset.name)
@@ -163,19 +216,19 @@ class Tuner:
             unknown = f"preset {spec.preset.name} is not in kairyu's catalog"
             return TuningStatus(
                 TuningReport(False, "UnknownPreset", unknown), TuningReport(False, PENDING, unknown)
-            )
+            ), None
         try:
-            output_dir = await self._output_dir(namespace, spec.config, spec.method)
+            output_dir = await self._output_dir(workspace, spec.config, spec.method)
         except ConfigError as exc:
             bad = TuningReport(False, "InvalidTuningConfig", str(exc)[:1024])
             return TuningStatus(
                 bad, TuningReport(False, PENDING, "waiting for a usable tuning config")
-            )
+            ), None
         tuning = tuning_of(workspace, raw, preset, output_dir)
         if tuning is None:
-            return tuning_status(None, [])
+            return tuning_status(None, []), None
         try:
-            job = await self._ensure(tuning)
+            job, seen, again = await self._ensure(key, tuning)
         except (WorkloadError, errors.InvalidError) as exc:
             # A name another object holds, or a Job the apiserver refuses (422: a field of the
             # Workspace it cannot take): the same request would fail again, so it is not retried.
@@ -183,41 +236,44 @@ class Tuner:
             return TuningStatus(
                 TuningReport(False, "WorkloadInvalid", message),
                 TuningReport(False, FAILED, message),
-            )
-        pods = await self._kube.list(
-            resources.PODS, namespace=namespace, label_selector=f"{WORKSPACE_LABEL}={name}"
-        )
-        owned = [
+            ), None
+        job_uid = job["metadata"].get("uid") if job is not None else None
+        pods = [
             p
-            for p in pods.get("items") or []
-            if job is not None
-            and any(
-                o.get("uid") == job["metadata"].get("uid")
-                for o in p["metadata"].get("ownerReferences") or []
-            )
+            for p in self._view.owned("Pod", key)
+            if job_uid is not None
+            and any(o.get("uid") == job_uid for o in p["metadata"].get("ownerReferences") or [])
         ]
-        result = tuning_status(job, owned)
-        if job is not None and not owned and result.job_started.reason == PENDING:
+        result = tuning_status(job, pods)
+        if job is not None and seen and not pods and result.job_started.reason == PENDING:
             # No pod at all: the Job's controller says why (admission refused it) only in an
-            # event. Read only in this state.
+            # event. Read only in this state, and only for a Job the view shows (the Job
+            # controller has had a chance to act on it).
             events = await self._kube.request(
                 "GET",
-                resources.EVENTS.path(namespace=namespace),
-                query={
-                    "fieldSelector": f"involvedObject.uid={job['metadata']['uid']},"
-                    "reason=FailedCreate"
-                },
+                resources.EVENTS.path(namespace=tuning.owner.namespace),
+                query={"fieldSelector": f"involvedObject.uid={job_uid},reason=FailedCreate"},
             )
             refusal = refused_creation(list(events.get("items") or []))
             if refusal is not None:
                 stuck = TuningReport(False, "FailedCreate", refusal[:1024])
-                return TuningStatus(stuck, TuningReport(False, PENDING, refusal[:1024]))
-        return result
+                return TuningStatus(stuck, TuningReport(False, PENDING, refusal[:1024])), again
+        return result, again
 
-    async def _output_dir(self, namespace: str, config: str | None, method: str) -> str:
-        """The config's output_dir, after checking the user's config; KAITO's default otherwise."""
+    async def _output_dir(self, workspace: Workspace, config: str | None, method: str) -> str:
+        """The config's output_dir, after checking the user's config; KAITO's default otherwise.
+
+        The user's ConfigMap is not in the view: it is read once per Workspace generation and
+        process while it is valid (a bad or missing one is read again at the Workspace's next
+        change, so fixing it and touching the Workspace is enough).
+        """
         if config is None:
             return manifests.RESULTS_DIR
+        meta = workspace.metadata
+        namespace = meta.namespace or ""
+        cached = (meta.uid or "", meta.generation or 0, config, method)
+        if (known := self._configs.get(cached)) is not None:
+            return known
         try:
             found = await self._kube.get(resources.CONFIGMAPS, config, namespace=namespace)
         except errors.NotFoundError:
@@ -225,54 +281,100 @@ class Tuner:
         text = (found.get("data") or {}).get(CONFIG_KEY)
         if text is None:
             raise ConfigError(f"ConfigMap {namespace}/{config} has no {CONFIG_KEY} key")
-        return check(text, method)
+        output_dir = check(text, method)
+        self._configs[cached] = output_dir
+        if len(self._configs) > _CACHE_LIMIT:
+            del self._configs[next(iter(self._configs))]
+        return output_dir
 
-    async def _ensure(self, tuning: manifests.Tuning) -> dict[str, Any] | None:
-        """The Job, created (or replaced when the Workspace changed what it must run)."""
+    async def _ensure(
+        self, key: str, tuning: manifests.Tuning
+    ) -> tuple[dict[str, Any] | None, bool, float | None]:
+        """The Job (None while it is replaced), whether it is the view's, and when to look again.
+
+        The Job is applied with its ConfigMap unless the view's Job carries their digest; one
+        whose pod template differs is deleted first (the template is immutable), and made again
+        when its deletion reaches the view.
+        """
+        owner = tuning.owner
         built = manifests.objects(tuning, self._settings.job)
-        for obj in built[:-1]:
-            await self._apply_owned(tuning.owner, obj)
-        wanted = built[-1]
-        namespace = tuning.owner.namespace
-        try:
-            current = await self._kube.get(resources.JOBS, tuning.name, namespace=namespace)
-        except errors.NotFoundError:
-            current = None
+        digest = applied_digest(built)
+        built[-1] = wanted = stamped(built[-1], digest)
+        current = self._view.get(ObjectKey("Job", owner.namespace, tuning.name))
         if current is not None:
-            check_owned(current, tuning.owner)  # never replace someone else's Job of that name
+            check_owned(current, owner)  # never replace someone else's Job of that name
+            self._children.remember(owner, "Job", tuning.name, current["metadata"]["uid"])
+            if current["metadata"].get("deletionTimestamp"):
+                return None, False, None  # being replaced: its removal wakes this key
+            if digest_of(current) == digest:
+                self._applied.pop(key, None)
+                return current, True, None
             annotations = current["metadata"].get("annotations") or {}
-            same = (
+            if (
                 annotations.get(manifests.SPEC_ANNOTATION)
-                == (wanted["metadata"]["annotations"][manifests.SPEC_ANNOTATION])
+                != (wanted["metadata"]["annotations"][manifests.SPEC_ANNOTATION])
+            ):
+                log.info("replacing tuning job %s: the Workspace changed", key)
+                self._applied.pop(key, None)
+                await self._delete(current, propagation="Foreground")
+                return None, False, None
+        pending = self._applied.get(key)
+        if pending is not None and pending.uid == owner.uid:
+            left = _SETTLE_S - (time.monotonic() - pending.at)
+            if left > 0 and (current is None or digest_of(current) != pending.digest):
+                # The view does not show the last apply yet: wait for it rather than apply
+                # over a Job it may not show (its template cannot change).
+                if pending.digest == digest:
+                    return pending.job, False, left
+                raise TemporaryError(f"waiting for the view to show the Job of {key}", delay=1.0)
+        job: dict[str, Any] = {}
+        for obj in built:
+            job = await apply_owned(
+                self._kube,
+                _RESOURCES[obj["kind"]],
+                obj,
+                owner=owner,
+                children=self._children,
+                field_manager=self._settings.service_name,
             )
-            if same or current["metadata"].get("deletionTimestamp"):
-                return current if same else None
-            log.info("replacing tuning job %s/%s: the Workspace changed", namespace, tuning.name)
-            with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
-                await self._kube.request(
-                    "DELETE",
-                    resources.JOBS.path(namespace=namespace, name=tuning.name),
-                    # uid precondition: the Job checked above, not one created since.
-                    body={
-                        "propagationPolicy": "Foreground",
-                        "preconditions": {"uid": current["metadata"]["uid"]},
-                    },
-                )
-            return None  # the Job's deletion comes back as an event, and then it is created
-        created = await self._kube.apply(
-            resources.JOBS, wanted, field_manager=self._settings.service_name
-        )
-        return dict(created)
+        self._applied[key] = _Applied(owner.uid, digest, job, time.monotonic())
+        return job, False, None
 
-    async def _apply_owned(self, owner: Owner, obj: dict[str, Any]) -> dict[str, Any]:
-        return await apply_owned(
-            self._kube,
-            _RESOURCES[obj["kind"]],
-            obj,
-            owner=owner,
-            children=self._children,
-            field_manager=self._settings.service_name,
-        )
+    async def _remove(self, key: str, raw: dict[str, Any]) -> None:
+        """Stop the tuning Job as soon as the Workspace is being deleted (its nodes drain).
+
+        Only a Job the Workspace controls, as the view holds it; the generated ConfigMap too if
+        this process applied it (its uid known). The rest goes with the Workspace.
+        """
+        self._applied.pop(key, None)
+        owner = owner_of(raw)
+        for job in self._view.owned("Job", key):
+            if controller_uid(job) == owner.uid:
+                await self._delete(job, propagation="Background")
+        name = f"{owner.name}-tuning-config"
+        uid = self._children.uid(owner, "ConfigMap", name)
+        if uid is not None:
+            self._children.forget(owner, "ConfigMap", name)
+            meta = {"namespace": owner.namespace, "name": name, "uid": uid}
+            await self._delete({"kind": "ConfigMap", "metadata": meta}, propagation="Background")
+
+    async def _delete(self, obj: dict[str, Any], *, propagation: str) -> None:
+        """Delete `obj` unless it is already going (uid precondition: that object, no other)."""
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        if meta.get("deletionTimestamp") or uid in self._deleted:
+            return
+        with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+            await self._kube.request(
+                "DELETE",
+                _RESOURCES[obj.get("kind") or "Job"].path(
+                    namespace=meta["namespace"], name=meta["name"]
+                ),
+                body={"propagationPolicy": propagation, "preconditions": {"uid": uid}},
+            )
+        self._deleted[uid] = None
+        if len(self._deleted) > _CACHE_LIMIT:
+            del self._deleted[next(iter(self._deleted))]
 
     async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
         def condition(kind: ConditionType, report: TuningReport) -> Report:
@@ -291,4 +393,5 @@ class Tuner:
             on_transition=lambda r: span.add_event(
                 "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}
             ),
+            reported=self._reported,
         )

@@ -1,16 +1,16 @@
 """The watcher: the only component holding Kubernetes watches.
 
-It keeps the latest trimmed state of every Workspace and of every object labelled
-`kaito.sh/workspace` on the state stream (kairyu_core.objectstate), from which the other
-services build their views; it writes a value only when what the services read changed, and a
-tombstone when the object is deleted. At start it reads what the stream already holds and lists
-the cluster against it, so a restart publishes only what changed while it was away, and
-tombstones what was deleted meanwhile.
+It keeps the latest trimmed state of every Workspace, of every Node and of every object labelled
+`kaito.sh/workspace` on the state stream (kairyu_core.objectstate, docs/views.md), from which the
+other services build their views: the change of a state is the event that wakes them, so each
+hand-off (a status a service wrote) is announced once. A value is written only when what the
+services read changed, a tombstone when the object is deleted. At start the watcher reads what the
+stream already holds and lists the cluster against it, so a restart publishes only what changed
+while it was away, and tombstones what was deleted meanwhile; a state it could not store is tried
+again every `resync_interval_s`.
 
-It also turns Workspace changes into WorkspaceObserved / WorkspaceDeleted and labelled objects'
-changes into ObjectChanged, re-publishes every Workspace on a resync interval, starts each
-generation's rollout trace, and writes the summary (`WorkspaceReady`, `status.state`).
-Publishing is idempotent (Nats-Msg-Id), so a restart that re-lists everything is harmless.
+It also starts each generation's rollout trace (the annotation) and writes the summary
+(`WorkspaceReady`, `status.state`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import cast
 
 from opentelemetry import context
 from pydantic import ValidationError
@@ -35,22 +35,14 @@ from kairyu_core.api import (
     set_condition,
 )
 from kairyu_core.bus import Bus, BusError, Snapshot
-from kairyu_core.events import (
-    Event,
-    ObjectChanged,
-    WorkspaceDeleted,
-    WorkspaceObserved,
-    WorkspaceRef,
-)
 from kairyu_core.kube import JSON, KubeClient, WatchEvent, apply_status, errors, resources, watch
 from kairyu_core.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
-from kairyu_watcher import news, readiness, rollout_trace
+from kairyu_watcher import readiness, rollout_trace
 from kairyu_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
 
 WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 CHILD_RESOURCES = (
     resources.NODES,
     resources.NODECLAIMS,
@@ -59,7 +51,6 @@ CHILD_RESOURCES = (
     resources.JOBS,
     resources.PODS,
 )
-ChildKind = Literal["Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +61,12 @@ class _Written:
 
 
 class Watcher:
-    """Follows the cluster and publishes what changed."""
+    """Follows the cluster and keeps its state on NATS."""
 
     def __init__(self, *, settings: WatcherSettings, bus: Bus, kube: KubeClient) -> None:
         self._settings = settings
         self._bus = bus
         self._kube = kube
-        self._known: dict[str, WorkspaceRef] = {}  # namespace/name -> latest version seen
-        # namespace/name -> the rollout trace context of its current generation
-        self._rollouts: dict[str, context.Context] = {}
-        # namespace/name or object uid -> fingerprint last published (see news)
-        self._published: dict[str, str] = {}
         # namespace/name -> the summary this watcher last wrote: newer than a queued event's copy
         self._written: dict[str, _Written] = {}
         # object -> digest of the state on the stream (kairyu_core.objectstate.content_digest)
@@ -185,32 +171,19 @@ class Watcher:
             await self.on_workspace(change)
 
     async def on_workspace(self, change: WatchEvent) -> None:
-        """Publish the change, start a new generation's trace, and keep the summary current."""
+        """Start a new generation's trace, and keep the summary current."""
         try:
             workspace = parse_workspace(change.object)
         except ValidationError:
             # The CRD admitted it, so only a newer, incompatible CRD gets here: say so, go on.
             log.exception("cannot read Workspace %s; skipping it", change.key)
             return
-        ref = WorkspaceRef.of(workspace)
         if change.type == "DELETED":
-            self._known.pop(change.key, None)
-            self._published.pop(change.key, None)
             self._written.pop(change.key, None)
-            rollout = self._rollouts.pop(change.key, None)
-            await self._publish(WorkspaceDeleted(workspace=ref), rollout)
             return
-        self._known[change.key] = ref
         rollout = await self._rollout_context(workspace)
-        if rollout is not None:
-            self._rollouts[change.key] = rollout
         token = context.attach(rollout) if rollout is not None else None
         try:
-            fingerprint = news.workspace_fingerprint(change.object)
-            if self._published.get(change.key) != fingerprint:
-                deleting = workspace.metadata.deletion_timestamp is not None
-                if await self._publish(WorkspaceObserved(workspace=ref, deleting=deleting)):
-                    self._published[change.key] = fingerprint
             await self._write_summary(change.key, workspace)
         finally:
             if token is not None:
@@ -296,7 +269,7 @@ class Watcher:
                 field_manager=self._settings.service_name,
                 status={"conditions": [condition.to_wire()], "state": summary.state.value},
             )
-        except errors.KubeError as exc:  # the next change or the resync writes it again
+        except errors.KubeError as exc:  # the Workspace's next change writes it again
             log.warning("could not write the summary of %s: %s", workspace.metadata.name, exc)
             self._written.pop(key, None)
         else:
@@ -307,46 +280,18 @@ class Watcher:
         # With a namespace set, the chart grants Roles there only: a cluster-wide watch of pods
         # would be refused, and would show this watcher objects it has no business seeing.
         namespace = self._settings.namespace if resource.namespaced else None
+        # Every Node, not only labelled ones: the byo backend chooses among existing GPU nodes by
+        # the Workspace's own labelSelector, so the provisioner's view must hold them all. A
+        # node's heartbeats do not change its trimmed state, so they are not published.
+        selector = None if resource is resources.NODES else WORKSPACE_LABEL
         async for change in watch(
             self._kube,
             resource,
             namespace=namespace,
-            label_selector=WORKSPACE_LABEL,
+            label_selector=selector,
             known=self._seeded.pop(resource.kind, None),
         ):
             await self._store(cast(Kind, resource.kind), change)
-            await self.on_child(resource, change)
-
-    async def on_child(self, resource: resources.Resource, change: WatchEvent) -> None:
-        """Publish ObjectChanged for the Workspace named by the object's labels."""
-        meta = change.object["metadata"]
-        labels = meta.get("labels") or {}
-        namespace = labels.get(WORKSPACE_NAMESPACE_LABEL) or meta.get("namespace")
-        key = f"{namespace}/{labels.get(WORKSPACE_LABEL)}"
-        uid = meta["uid"]
-        fingerprint = None if change.type == "DELETED" else news.object_fingerprint(change.object)
-        if fingerprint is None:
-            self._published.pop(uid, None)
-        elif self._published.get(uid) == fingerprint:
-            return  # a heartbeat, or a write of nothing a handler reads
-        ref = self._known.get(key)
-        if ref is None:
-            return  # not (or no longer) a Workspace we watch
-        # In the Workspace's rollout trace: a pod failing is part of that rollout's story.
-        published = await self._publish(
-            ObjectChanged(
-                workspace=ref,
-                kind=cast(ChildKind, resource.kind),
-                object_name=meta["name"],
-                object_namespace=meta.get("namespace"),
-                object_uid=meta["uid"],
-                object_resource_version=meta["resourceVersion"],
-                change=change.type,
-            ),
-            self._rollouts.get(key),
-        )
-        if published and fingerprint is not None:
-            self._published[uid] = fingerprint
 
     # ------------------------------------------------------------------ resync
     async def _resync_periodically(self) -> None:
@@ -355,48 +300,5 @@ class Watcher:
             await self.resync()
 
     async def resync(self) -> None:
-        """Publish every Workspace again (JetStream drops it if the same version was just sent).
-
-        States whose publish failed are sent again first.
-        """
+        """Store again the states whose publish failed (NATS was away)."""
         await self._send_unsent()
-        try:
-            listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
-        except errors.KubeError as exc:
-            log.warning("resync skipped: %s", exc)
-            return
-        for item in listed.get("items", []):
-            item.setdefault("apiVersion", resources.WORKSPACES.api_version)
-            item.setdefault("kind", resources.WORKSPACES.kind)
-            try:
-                workspace = parse_workspace(item)
-            except ValidationError:
-                continue
-            ctx = rollout_trace.context_of(workspace.metadata.annotations)
-            token = context.attach(ctx) if ctx is not None else None
-            try:
-                deleting = workspace.metadata.deletion_timestamp is not None
-                await self._publish(
-                    WorkspaceObserved(workspace=WorkspaceRef.of(workspace), deleting=deleting)
-                )
-            finally:
-                if token is not None:
-                    context.detach(token)
-
-    async def _publish(self, event: Event, rollout: context.Context | None = None) -> bool:
-        token = context.attach(rollout) if rollout is not None else None
-        try:
-            return await self._publish_now(event)
-        finally:
-            if token is not None:
-                context.detach(token)
-
-    async def _publish_now(self, event: Event) -> bool:
-        try:
-            await self._bus.publish(event)
-        except BusError as exc:  # lost for now; the resync publishes the Workspace again
-            log.warning(
-                "could not publish %s for %s: %s", event.event_name, event.workspace.key, exc
-            )
-            return False
-        return True

@@ -45,8 +45,7 @@ class WatcherSettings(ServiceSettings):
 
     service_name: str = "kairyu-watcher"
     resync_interval_s: float = Field(default=300.0, gt=0)
-    """Seconds between re-publishing every Workspace, so that a lost event cannot strand one.
-    Longer than JetStream's 2-minute duplicate window, so an unchanged one is delivered again."""
+    """Seconds between attempts to store again the states whose publish failed (NATS away)."""
     namespace: str | None = None
     """Watch Workspaces in this namespace only; all namespaces when unset."""
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)

@@ -360,6 +360,25 @@ _DIGESTED = (
 )
 
 
+class ReplanRequest(ApiModel):
+    """The provisioner's request for another SKU: the cloud refused the current plan's.
+
+    Written by the provisioner beside `ResourceReady=False` when the cloud refuses the plan's
+    instance type for quota or capacity, the Workspace names no instance type, and fewer than
+    its `max_replans` SKUs were refused. The planner acts on it only while `planDigest` is the
+    current `plan.digest` and `instanceType` the plan's: it plans again without that SKU, and the
+    new plan's digest makes the request stale by construction, so it is answered once.
+    """
+
+    plan_digest: Annotated[str, Field(max_length=64)]
+    """The `plan.digest` of the plan the cloud refused."""
+    instance_type: Annotated[str, Field(max_length=128)]
+    """The refused SKU (the plan's instance type)."""
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    """The cloud's refusal, e.g. "QuotaExceeded for Standard_NC4as_T4_v3: ..."; the planner
+    shortens it to one line before it reaches `plan.replanReason`."""
+
+
 class WorkspaceStatus(ApiModel):
     """What the services observed; each service owns its own conditions."""
 
@@ -380,6 +399,9 @@ class WorkspaceStatus(ApiModel):
     state: WorkspaceState | None = None
     target_node_count: Annotated[int | None, Field(ge=0, le=MAX_NODE_COUNT)] = None
     plan: Plan | None = None
+    replan_request: ReplanRequest | None = None
+    """The provisioner's request to plan again without a SKU the cloud refused (see
+    `ReplanRequest`); stale once `plan.digest` differs from its `planDigest`."""
 
 
 _ROOT_RULES: list[JsonValue] = [

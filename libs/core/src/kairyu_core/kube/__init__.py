@@ -2,9 +2,16 @@
 
 from kairyu_core.kube import errors, events, resources
 from kairyu_core.kube.client import JSON, KubeClient
-from kairyu_core.kube.owning import apply_owned
+from kairyu_core.kube.owning import (
+    APPLIED_DIGEST_ANNOTATION,
+    applied_digest,
+    apply_owned,
+    digest_of,
+    stamped,
+)
 from kairyu_core.kube.status import (
     Report,
+    Reported,
     apply_condition,
     apply_conditions,
     apply_status,
@@ -13,17 +20,22 @@ from kairyu_core.kube.status import (
 from kairyu_core.kube.watching import WatchEvent, watch
 
 __all__ = [
+    "APPLIED_DIGEST_ANNOTATION",
     "JSON",
     "KubeClient",
     "Report",
+    "Reported",
     "WatchEvent",
+    "applied_digest",
     "apply_condition",
     "apply_conditions",
     "apply_owned",
     "apply_status",
+    "digest_of",
     "errors",
     "events",
     "report_conditions",
     "resources",
+    "stamped",
     "watch",
 ]

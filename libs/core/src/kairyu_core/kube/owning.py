@@ -3,14 +3,51 @@
 The deployer and the tuner create their children under deterministic names, so a stranger's object
 of the same name must be reported, not taken over: a forced apply would add our owner reference to
 it, and garbage collection would later delete it with the Workspace.
+
+A service that reconciles from its view also needs to know, without reading anything back,
+whether what it would apply is already applied: `applied_digest` hashes every object it would
+apply for a Workspace, and `stamped` records that hash in an annotation of the workload, whose
+trimmed state (annotations kept, pod template dropped) the view holds.
 """
 
 from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
 
 from kairyu_core.kube import errors
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.resources import Resource
 from kairyu_core.workloads import KnownChildren, Owner, check_owned
+
+APPLIED_DIGEST_ANNOTATION = "kairyu.io/applied-digest"
+"""On a Workspace's workload (Deployment, StatefulSet, Job): the digest of every object the
+service applied for the Workspace, the workload included (less this annotation)."""
+
+
+def applied_digest(objects: Sequence[JSON]) -> str:
+    """A short, stable hash of the objects a service would apply (in order)."""
+    text = json.dumps(list(objects), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stamped(workload: JSON, digest: str) -> JSON:
+    """A copy of `workload` carrying `digest` in its applied-digest annotation."""
+    out = copy.deepcopy(workload)
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations[APPLIED_DIGEST_ANNOTATION] = digest
+    return out
+
+
+def digest_of(obj: JSON | None) -> str | None:
+    """The applied-digest annotation of `obj` (a view's trimmed workload), if any."""
+    if obj is None:
+        return None
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(APPLIED_DIGEST_ANNOTATION)
+    return str(value) if value is not None else None
 
 
 async def apply_owned(

@@ -29,7 +29,11 @@ async def apply_condition(
 ) -> JSON:
     """Apply one condition as `field_manager`, keeping lastTransitionTime when nothing changed.
 
-    The live object is read first, and its generation becomes the condition's observedGeneration.
+    The live object is read first, and its generation becomes the condition's observedGeneration:
+    right for a caller that decides nothing from an earlier read. A service that decided on an
+    object it read before names that object's generation instead (`report_conditions`, or
+    `set_condition(observed_generation=...)` with `apply_conditions`), so that a condition never
+    claims a generation its writer has not seen.
     """
     live = await client.get(resource, name, namespace=namespace)
     current = [
@@ -105,6 +109,43 @@ class Report:
     message: str
 
 
+class Reported:
+    """What a service last wrote to each object, and which version of it the service read then.
+
+    A service that reads its view learns of its own status write only when the watcher
+    publishes the new version; a reconcile in between (a pod changed) still sees the version it
+    wrote to and would write the same conditions again. While the view's version is still that
+    one, the same reports are known to be written. Bounded: past `limit` objects the oldest is
+    forgotten, which costs at most one repeated write.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._limit = limit
+        self._last: dict[tuple[str, str], tuple[str, str, tuple[Report, ...]]] = {}
+
+    @staticmethod
+    def _key(live: JSON) -> tuple[str, str]:
+        meta = live["metadata"]
+        return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+    @staticmethod
+    def _version(live: JSON) -> tuple[str, str]:
+        meta = live["metadata"]
+        return str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
+
+    def covers(self, live: JSON, reports: list[Report]) -> bool:
+        """Whether exactly `reports` were written to the version `live` of the object."""
+        last = self._last.get(self._key(live))
+        return last is not None and last == (*self._version(live), tuple(reports))
+
+    def remember(self, live: JSON, reports: list[Report]) -> None:
+        key = self._key(live)
+        self._last.pop(key, None)
+        self._last[key] = (*self._version(live), tuple(reports))
+        if len(self._last) > self._limit:
+            del self._last[next(iter(self._last))]
+
+
 async def report_conditions(
     client: KubeClient,
     live: JSON,
@@ -112,14 +153,19 @@ async def report_conditions(
     *,
     field_manager: str,
     on_transition: Callable[[Report], None] | None = None,
+    reported: Reported | None = None,
 ) -> bool:
     """Apply these conditions to the object read as `live`, unless it already says exactly that.
 
     A service calls this on every event; skipping identical reports keeps pod heartbeats from
     turning into status writes. `on_transition` hears each condition whose status or reason
     changes (the services record a span event). Returns whether anything was written; a
-    Workspace deleted meanwhile is not an error.
+    Workspace deleted meanwhile is not an error. With `reported`, `live` may be a view's copy
+    that does not show the service's last write yet: the same reports written to the same
+    version are not written again.
     """
+    if reported is not None and reported.covers(live, reports):
+        return False
     meta = live["metadata"]
     current = [
         Condition.model_validate(c) for c in (live.get("status") or {}).get("conditions") or []
@@ -159,4 +205,6 @@ async def report_conditions(
         )
     except NotFoundError:
         return False
+    if reported is not None:
+        reported.remember(live, reports)
     return True

@@ -74,7 +74,11 @@ class RecordingKube(KubeClient):
         self._version += 1
         if isinstance(body, dict):
             answer = copy.deepcopy(body)
-            answer.setdefault("metadata", {})["resourceVersion"] = str(self._version)
+            meta = answer.setdefault("metadata", {})
+            meta["resourceVersion"] = str(self._version)
+            # The apiserver answers every write with the object's uid (kube.apply_owned keeps
+            # it); one that names none gets a stable one made of its path.
+            meta.setdefault("uid", f"uid:{path}")
             return answer
         return {"metadata": {"resourceVersion": str(self._version)}}
 

@@ -17,7 +17,7 @@ from azure.mgmt.containerservice import models
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 
 from kairyu_provisioner import naming
-from kairyu_provisioner.backends.base import Owned, Progress
+from kairyu_provisioner.backends.base import Claims, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure, classify
 from kairyu_provisioner.settings import AzureSettings
 from kairyu_provisioner.target import Target
@@ -73,6 +73,7 @@ def _failure_of_error(exc: HttpResponseError, instance_type: str) -> CloudFailur
 class AzureBackend:
     name = "azure"
     creates_nodes = True
+    has_objects = False  # agent pools live in ARM: orphans are looked for there
 
     def __init__(self, client: ContainerServiceClient, settings: AzureSettings) -> None:
         self._client = client
@@ -105,7 +106,7 @@ class AzureBackend:
             return
         await self._follow(poller)
 
-    async def ensure(self, target: Target) -> Progress:
+    async def ensure(self, target: Target, claims: Claims) -> Progress:
         wanted = naming.agent_pool_name(target.uid, target.instance_type)
         pool = None
         for found in await self._pools():
@@ -120,7 +121,7 @@ class AzureBackend:
         if state == "Failed" and pool is not None:
             return Progress(failure=_failure_of(pool, target.instance_type))
         if state in _BUSY:
-            return Progress(waiting=[f"agent pool {wanted}: {state}"])
+            return Progress(waiting=[f"agent pool {wanted}: {state}"], poll=True)
         if pool is None or _props(pool).count != target.node_count:
             try:
                 poller = await self._client.agent_pools.begin_create_or_update(
@@ -134,13 +135,13 @@ class AzureBackend:
                 return Progress(failure=_failure_of_error(exc, target.instance_type))
             if not done:
                 verb = "Creating" if pool is None else "Scaling"
-                return Progress(waiting=[f"agent pool {wanted}: {verb}"])
+                return Progress(waiting=[f"agent pool {wanted}: {verb}"], poll=True)
         return Progress()
 
     async def discard(self, target: Target) -> None:
         await self._delete(naming.agent_pool_name(target.uid, target.instance_type))
 
-    async def release(self, namespace: str, name: str, uid: str) -> list[str]:
+    async def release(self, namespace: str, name: str, uid: str, claims: Claims) -> list[str]:
         left = []
         for pool in await self._pools():
             if (_props(pool).tags or {}).get(TAG_UID) != uid:
@@ -154,7 +155,14 @@ class AzureBackend:
             left.append(f"agent pool {pool.name}")
         return left
 
-    async def owned(self) -> list[Owned]:
+    async def remaining(self, namespace: str, name: str, uid: str) -> list[str]:
+        return [
+            f"agent pool {pool.name}"
+            for pool in await self._pools()
+            if (_props(pool).tags or {}).get(TAG_UID) == uid
+        ]
+
+    async def owned(self, claims: Claims) -> list[Owned]:
         found = []
         for pool in await self._pools():
             tags = _props(pool).tags or {}

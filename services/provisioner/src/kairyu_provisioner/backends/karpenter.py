@@ -10,17 +10,22 @@ whose zero limits keep Karpenter from launching or consolidating anything of its
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from kairyu_core.kube import JSON, KubeClient, errors, resources
 from kairyu_provisioner import naming
-from kairyu_provisioner.backends.base import Owned, Progress
+from kairyu_provisioner.backends.base import Claims, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure, classify
 from kairyu_provisioner.settings import KarpenterSettings
 from kairyu_provisioner.target import Target
 
 _LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
 _BENIGN = {"AwaitingReconciliation"}  # Karpenter's "not looked at yet", not a problem
+SETTLE_S = 10.0
+"""How long a create or delete this process sent is trusted while the view does not show it yet
+(s): the watcher publishes the change within milliseconds; past this it is sent again."""
+_RECENT_LIMIT = 10_000  # names remembered before the settled ones are forgotten
 
 
 def node_claim(target: Target, index: int, settings: KarpenterSettings) -> JSON:
@@ -126,11 +131,15 @@ def _instance_type(claim: dict[str, Any]) -> str:
 class KarpenterBackend:
     name = "karpenter"
     creates_nodes = True
+    has_objects = True
 
     def __init__(self, kube: KubeClient, settings: KarpenterSettings, *, field_manager: str):
         self._kube = kube
         self._settings = settings
         self._field_manager = field_manager
+        # name → when this process created / deleted it: the view shows a write some
+        # milliseconds later, and a reconcile in between must not write it again.
+        self._recent: dict[str, tuple[str, float]] = {}
 
     async def prepare(self) -> None:
         await self._kube.apply(
@@ -140,24 +149,29 @@ class KarpenterBackend:
     def node_selector(self, target: Target) -> str | None:
         return naming.workspace_selector(target.namespace, target.name)
 
-    async def _claims(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        listed = await self._kube.list(
-            resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, name)
-        )
-        return list(listed.get("items") or [])
+    def _recently(self, name: str, what: str) -> bool:
+        done = self._recent.get(name)
+        return done is not None and done[0] == what and time.monotonic() - done[1] < SETTLE_S
+
+    def _remember(self, name: str, what: str) -> None:
+        now = time.monotonic()
+        self._recent[name] = (what, now)
+        if len(self._recent) > _RECENT_LIMIT:
+            self._recent = {k: v for k, v in self._recent.items() if now - v[1] < SETTLE_S}
 
     async def _delete(self, name: str) -> None:
+        if self._recently(name, "deleted"):
+            return
         with contextlib.suppress(errors.NotFoundError):
             await self._kube.delete(resources.NODECLAIMS, name)
+        self._remember(name, "deleted")
 
-    async def ensure(self, target: Target) -> Progress:
+    async def ensure(self, target: Target, claims: Claims) -> Progress:
         wanted = {
             naming.node_claim_name(target.uid, target.instance_type, i): i
             for i in range(target.node_count)
         }
-        existing = {
-            c["metadata"]["name"]: c for c in await self._claims(target.namespace, target.name)
-        }
+        existing = {c["metadata"]["name"]: c for c in claims}
         for name, claim in existing.items():
             owner = (claim["metadata"].get("annotations") or {}).get(naming.UID_KEY)
             if (name not in wanted or owner != target.uid) and not claim["metadata"].get(
@@ -168,11 +182,13 @@ class KarpenterBackend:
         for name, index in sorted(wanted.items(), key=lambda item: item[1]):
             found = existing.get(name)
             if found is None:
-                await self._kube.apply(
-                    resources.NODECLAIMS,
-                    node_claim(target, index, self._settings),
-                    field_manager=self._field_manager,
-                )
+                if not self._recently(name, "created"):
+                    await self._kube.apply(
+                        resources.NODECLAIMS,
+                        node_claim(target, index, self._settings),
+                        field_manager=self._field_manager,
+                    )
+                    self._remember(name, "created")
                 progress.waiting.append(f"NodeClaim {name}: created")
                 continue
             if found["metadata"].get("deletionTimestamp"):
@@ -187,11 +203,13 @@ class KarpenterBackend:
 
     async def discard(self, target: Target) -> None:
         for i in range(target.node_count):
-            await self._delete(naming.node_claim_name(target.uid, target.instance_type, i))
+            name = naming.node_claim_name(target.uid, target.instance_type, i)
+            self._recent.pop(name, None)
+            await self._delete(name)
 
-    async def release(self, namespace: str, name: str, uid: str) -> list[str]:
+    async def release(self, namespace: str, name: str, uid: str, claims: Claims) -> list[str]:
         left = []
-        for claim in await self._claims(namespace, name):
+        for claim in claims:
             meta = claim["metadata"]
             if (meta.get("annotations") or {}).get(naming.UID_KEY) not in (uid, None):
                 continue  # a successor Workspace of the same name owns it
@@ -200,15 +218,30 @@ class KarpenterBackend:
             left.append(f"NodeClaim {meta['name']}")
         return left
 
-    async def owned(self) -> list[Owned]:
-        listed = await self._kube.list(resources.NODECLAIMS, label_selector=naming.WORKSPACE_LABEL)
-        found = []
+    async def remaining(self, namespace: str, name: str, uid: str) -> list[str]:
+        listed = await self._kube.list(
+            resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, name)
+        )
+        left = []
         for claim in listed.get("items") or []:
+            meta = claim["metadata"]
+            if (meta.get("annotations") or {}).get(naming.UID_KEY) not in (uid, None):
+                continue
+            if not meta.get("deletionTimestamp"):
+                await self._delete(meta["name"])  # the view had not shown it yet
+            left.append(f"NodeClaim {meta['name']}")
+        return left
+
+    async def owned(self, claims: Claims) -> list[Owned]:
+        found = []
+        for claim in claims:
             meta = claim["metadata"]
             labels = meta.get("labels") or {}
             uid = (meta.get("annotations") or {}).get(naming.UID_KEY)
-            if not uid:
+            if not uid or naming.WORKSPACE_LABEL not in labels:
                 continue  # not made by kairyu (KAITO's own claims carry the same labels)
+            if meta.get("deletionTimestamp"):
+                continue  # on its way out already
             found.append(
                 Owned(
                     kind="NodeClaim",
@@ -221,4 +254,5 @@ class KarpenterBackend:
         return found
 
     async def remove(self, owned: Owned) -> None:
+        self._recent.pop(owned.name, None)
         await self._delete(owned.name)

@@ -1,4 +1,4 @@
-"""Which watch events are news: the fingerprints that decide whether the services are woken."""
+"""Which Workspace changes wake the services: the digest of what some service decides on."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from kairyu_core.informing import wake_digest
+from kairyu_core.objectstate import trim
 from kairyu_core.testing import manifests
-from kairyu_watcher.news import object_fingerprint, workspace_fingerprint
 
 JSON = dict[str, Any]
 
@@ -87,13 +88,15 @@ NEWS = {
 
 
 @pytest.mark.parametrize("edit", QUIET.values(), ids=QUIET.keys())
-def test_a_change_no_handler_decides_on_is_not_news(edit: Any) -> None:
-    assert workspace_fingerprint(changed(edit)) == workspace_fingerprint(provisioning())
+def test_a_change_no_service_decides_on_wakes_nobody(edit: Any) -> None:
+    before = wake_digest("Workspace", trim("Workspace", provisioning()))
+    assert wake_digest("Workspace", trim("Workspace", changed(edit))) == before
 
 
 @pytest.mark.parametrize("edit", NEWS.values(), ids=NEWS.keys())
-def test_a_change_some_handler_decides_on_is_news(edit: Any) -> None:
-    assert workspace_fingerprint(changed(edit)) != workspace_fingerprint(provisioning())
+def test_a_change_some_service_decides_on_wakes_the_services(edit: Any) -> None:
+    before = wake_digest("Workspace", trim("Workspace", provisioning()))
+    assert wake_digest("Workspace", trim("Workspace", changed(edit))) != before
 
 
 def node(ready: str = "True", heartbeat: str = "T1", version: str = "5") -> JSON:
@@ -115,10 +118,13 @@ def node(ready: str = "True", heartbeat: str = "T1", version: str = "5") -> JSON
     }
 
 
-def test_a_node_heartbeat_is_not_news_but_its_readiness_and_gpus_are() -> None:
-    base = object_fingerprint(node())
-    assert object_fingerprint(node(heartbeat="T2", version="6")) == base
-    assert object_fingerprint(node(ready="False", heartbeat="T2", version="6")) != base
+def test_a_node_heartbeat_wakes_nobody_but_its_readiness_and_gpus_do() -> None:
+    def digest(value: JSON) -> str:
+        return wake_digest("Node", trim("Node", value))
+
+    base = digest(node())
+    assert digest(node(heartbeat="T2", version="6")) == base
+    assert digest(node(ready="False", heartbeat="T2", version="6")) != base
     gone = node(version="7")
     gone["status"]["allocatable"] = {}
-    assert object_fingerprint(gone) != base
+    assert digest(gone) != base

@@ -1,0 +1,361 @@
+"""The deployer's reconcile against a view built from dicts: what it writes, and what it reads.
+
+No cluster and no NATS: the view is filled as the informer would fill it (trimmed objects), and
+a RecordingKube records every request and refuses reads unless a test allows them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kairyu_core.api import Plan
+from kairyu_core.bus import FOLLOWS
+from kairyu_core.catalog import load_catalog
+from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION, resources
+from kairyu_core.objectstate import Kind, ObjectKey, trim
+from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.recording import Call, RecordingKube
+from kairyu_core.view import View
+from kairyu_deployer.app import Deployer
+from kairyu_deployer.settings import DeployerSettings
+
+NS, NAME, UID = "ml", "phi", "ws-uid"
+KEY = f"{NS}/{NAME}"
+CATALOG = load_catalog()
+WHEN = "2026-11-30T00:00:00Z"
+
+
+def plan(generation: int, **overrides: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "instance_type": "Standard_NC6s_v3",
+        "node_count": 1,
+        "gpus_per_node": 1,
+        "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1,
+        "dtype": "float16",
+        "runtime": "vllm",
+        "runtime_args": ["--model=microsoft/Phi-3-mini-4k-instruct", "--dtype=float16"],
+        "observed_generation": generation,
+    }
+    made = Plan.model_validate(values | overrides)
+    return made.model_copy(update={"digest": made.content_digest()}).to_wire()
+
+
+def cond(kind: str, status: str, reason: str, message: str, generation: int) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": WHEN,
+    }
+
+
+def workspace(
+    *,
+    generation: int = 1,
+    version: str = "10",
+    conditions: list[dict[str, Any]] | None = None,
+    deleting: bool = False,
+    seed_name: str = "inference",
+    **plan_overrides: Any,
+) -> dict[str, Any]:
+    """The Workspace with its nodes reported Ready for `generation` and its plan."""
+    doc = seed(seed_name)
+    doc["metadata"] = {
+        "name": NAME,
+        "namespace": NS,
+        "uid": UID,
+        "generation": generation,
+        "resourceVersion": version,
+    }
+    if deleting:
+        doc["metadata"]["deletionTimestamp"] = WHEN
+        doc["metadata"]["finalizers"] = ["kairyu.io/nodes"]
+    made = plan(generation, **plan_overrides)
+    doc["status"] = {
+        "plan": made,
+        "workerNodes": ["node-a"] * made["nodeCount"],
+        "workerNodesPlanDigest": made["digest"],
+        "conditions": [
+            cond("ResourceReady", "True", "NodesReady", "nodes ready", generation),
+            *(conditions or []),
+        ],
+    }
+    return doc
+
+
+def view_of(*objects: tuple[Kind, dict[str, Any]]) -> View:
+    view = View(FOLLOWS["deployer"])
+    for kind, obj in objects:
+        view.apply(ObjectKey.of(kind, obj), trim(kind, obj))
+    return view
+
+
+def deployer(view: View, kube: RecordingKube) -> Deployer:
+    return Deployer(settings=DeployerSettings(), kube=kube, view=view, catalog=CATALOG)
+
+
+def path(resource: resources.Resource, name: str = NAME) -> str:
+    return resource.path(namespace=NS, name=name)
+
+
+def requests(kube: RecordingKube) -> list[tuple[str, str]]:
+    return [(c.method, c.path) for c in kube.calls]
+
+
+def stored(call: Call, *, uid: str, **status: Any) -> dict[str, Any]:
+    """The object an apply created, as the apiserver would store it."""
+    obj = copy.deepcopy(call.body)
+    obj["metadata"] |= {"uid": uid, "generation": 1, "resourceVersion": "20"}
+    obj["status"] = status
+    return obj
+
+
+def written_conditions(call: Call) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in call.body["status"]["conditions"]}
+
+
+async def first_rollout() -> tuple[RecordingKube, dict[str, Any], dict[str, Any]]:
+    """A reconcile with nodes ready: the kube, the Deployment it made, the condition it wrote."""
+    kube = RecordingKube(allow_reads=True)
+    await deployer(view_of(("Workspace", workspace())), kube).reconcile(KEY)
+    (deployment,) = kube.writes_to("/deployments/", "PATCH")
+    (status,) = kube.writes_to("/status", "PATCH")
+    return kube, stored(deployment, uid="d-uid"), written_conditions(status)["InferenceReady"]
+
+
+async def test_nodes_ready_applies_every_object_and_reports_inference_ready() -> None:
+    kube, deployment, inference = await first_rollout()
+    config = path(resources.CONFIGMAPS, f"{NAME}-inference-config")
+    # Each object's ownership is read once before its first apply (the view holds none of
+    # them); nothing else is read.
+    assert requests(kube) == [
+        ("GET", config),
+        ("PATCH", config),
+        ("GET", path(resources.SERVICES)),
+        ("PATCH", path(resources.SERVICES)),
+        ("GET", path(resources.NETWORKPOLICIES)),
+        ("PATCH", path(resources.NETWORKPOLICIES)),
+        ("GET", path(resources.DEPLOYMENTS)),
+        ("PATCH", path(resources.DEPLOYMENTS)),
+        ("PATCH", f"{path(resources.WORKSPACES)}/status"),
+    ]
+    assert len(deployment["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION]) == 16
+    assert APPLIED_DIGEST_ANNOTATION not in (
+        deployment["spec"]["template"]["metadata"].get("annotations") or {}
+    )  # the pods do not roll for a change of the Service
+    assert (inference["status"], inference["reason"], inference["observedGeneration"]) == (
+        "False",
+        "WorkspaceInferenceStatusPending",
+        1,
+    )
+    assert inference["message"] == "Deployment 0 of 1 replicas ready"
+
+
+async def test_once_the_view_shows_the_workload_and_the_condition_nothing_is_written() -> None:
+    _, deployment, inference = await first_rollout()
+    view = view_of(
+        ("Workspace", workspace(version="11", conditions=[inference])),
+        ("Deployment", deployment),
+    )
+    kube = RecordingKube()  # no read allowed
+    # A fresh process: nothing remembered, all from the view.
+    await deployer(view, kube).reconcile(KEY)
+    assert kube.calls == []
+
+
+async def test_before_the_view_shows_its_own_writes_nothing_is_written_twice() -> None:
+    kube = RecordingKube(allow_reads=True)
+    view = view_of(("Workspace", workspace()))
+    service = deployer(view, kube)
+    await service.reconcile(KEY)
+    done = len(kube.calls)
+    again = await service.reconcile(KEY)  # a pod changed; the view is still the old one
+    assert kube.calls[done:] == []
+    assert again is not None  # it looks again in case the view never shows the apply
+
+
+async def test_a_generation_bump_with_the_same_plan_rewrites_only_the_condition() -> None:
+    _, deployment, inference = await first_rollout()
+    view = view_of(
+        ("Workspace", workspace(generation=2, version="12", conditions=[inference])),
+        ("Deployment", deployment),
+    )
+    kube = RecordingKube()
+    await deployer(view, kube).reconcile(KEY)
+    assert requests(kube) == [("PATCH", f"{path(resources.WORKSPACES)}/status")]
+    (status,) = kube.writes
+    written = written_conditions(status)["InferenceReady"]
+    assert (written["reason"], written["observedGeneration"]) == (inference["reason"], 2)
+
+
+async def test_a_changed_plan_applies_again() -> None:
+    _, deployment, inference = await first_rollout()
+    view = view_of(
+        (
+            "Workspace",
+            workspace(
+                generation=2,
+                conditions=[inference],
+                runtime_args=["--model=microsoft/Phi-3-mini-4k-instruct", "--dtype=bfloat16"],
+            ),
+        ),
+        ("Deployment", deployment),
+    )
+    kube = RecordingKube(allow_reads=True)
+    await deployer(view, kube).reconcile(KEY)
+    (applied,) = kube.writes_to("/deployments/", "PATCH")
+    assert applied.body["metadata"]["uid"] == "d-uid"  # the view's: no read of the Deployment
+    assert ("GET", path(resources.DEPLOYMENTS)) not in requests(kube)
+    digest = applied.body["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION]
+    assert digest != deployment["metadata"]["annotations"][APPLIED_DIGEST_ANNOTATION]
+
+
+async def test_a_failing_pod_is_the_reason() -> None:
+    _, deployment, inference = await first_rollout()
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{NAME}-abc",
+            "namespace": NS,
+            "uid": "p-uid",
+            "labels": {"kaito.sh/workspace": NAME},
+        },
+        "spec": {
+            "nodeName": "node-a",
+            "containers": [{"name": NAME, "image": "x", "resources": {"limits": {"cpu": "1"}}}],
+        },
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": NAME,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such host"}},
+                }
+            ],
+        },
+    }
+    view = view_of(
+        ("Workspace", workspace(version="11", conditions=[inference])),
+        ("Deployment", deployment),
+        ("Pod", pod),
+    )
+    kube = RecordingKube()
+    await deployer(view, kube).reconcile(KEY)
+    (status,) = kube.writes
+    written = written_conditions(status)["InferenceReady"]
+    assert (written["status"], written["reason"]) == ("False", "ImagePullError")
+    assert "no such host" in written["message"]
+
+
+async def test_an_oom_kill_names_the_memory_limit_the_view_keeps() -> None:
+    _, deployment, inference = await first_rollout()
+    terminated = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": NS, "labels": {"kaito.sh/workspace": NAME}},
+        "spec": {"containers": [{"name": NAME, "resources": {"limits": {"memory": "1Mi"}}}]},
+        "status": {"containerStatuses": [{"name": NAME, "lastState": terminated}]},
+    }
+    view = view_of(
+        ("Workspace", workspace(version="11", conditions=[inference])),
+        ("Deployment", deployment),
+        ("Pod", pod),
+    )
+    kube = RecordingKube()
+    await deployer(view, kube).reconcile(KEY)
+    (status,) = kube.writes
+    written = written_conditions(status)["InferenceReady"]
+    assert written["reason"] == "ContainerOOMKilled"
+    assert "(1Mi)" in written["message"]
+
+
+async def test_a_deleting_workspace_has_its_workload_deleted_with_a_uid_precondition() -> None:
+    _, deployment, inference = await first_rollout()
+    view = view_of(
+        ("Workspace", workspace(version="11", conditions=[inference], deleting=True)),
+        ("Deployment", deployment),
+    )
+    kube = RecordingKube()
+    service = deployer(view, kube)
+    await service.reconcile(KEY)
+    assert [(c.method, c.path, c.body) for c in kube.calls] == [
+        ("DELETE", path(resources.DEPLOYMENTS), {"preconditions": {"uid": "d-uid"}})
+    ]
+    await service.reconcile(KEY)  # the view does not show the deletion yet: not sent twice
+    assert len(kube.calls) == 1
+
+
+async def test_a_deleting_workspace_also_loses_the_objects_this_process_applied() -> None:
+    kube = RecordingKube(allow_reads=True)
+    view = view_of(("Workspace", workspace()))
+    service = deployer(view, kube)
+    await service.reconcile(KEY)
+    view.apply(ObjectKey("Workspace", NS, NAME), trim("Workspace", workspace(deleting=True)))
+    done = len(kube.calls)
+    await service.reconcile(KEY)
+    deleted = {(c.path, c.body["preconditions"]["uid"]) for c in kube.calls[done:]}
+    assert {c.method for c in kube.calls[done:]} == {"DELETE"}
+    assert deleted == {
+        (
+            path(resources.CONFIGMAPS, f"{NAME}-inference-config"),
+            f"uid:{path(resources.CONFIGMAPS, f'{NAME}-inference-config')}",
+        ),
+        (path(resources.SERVICES), f"uid:{path(resources.SERVICES)}"),
+        (path(resources.NETWORKPOLICIES), f"uid:{path(resources.NETWORKPOLICIES)}"),
+    }  # the Deployment is not in the view yet; the garbage collector takes it
+
+
+async def test_the_other_kind_of_workload_is_deleted_only_when_the_view_holds_one() -> None:
+    _, deployment, inference = await first_rollout()
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": NAME,
+            "namespace": NS,
+            "uid": "s-uid",
+            "labels": {"kaito.sh/workspace": NAME},
+            "ownerReferences": deployment["metadata"]["ownerReferences"],
+        },
+        "spec": {"replicas": 2},
+    }
+    base = (
+        ("Workspace", workspace(version="11", conditions=[inference])),
+        ("Deployment", deployment),
+    )
+    kube = RecordingKube()
+    await deployer(view_of(*base, ("StatefulSet", sts)), kube).reconcile(KEY)
+    assert [(c.method, c.path, c.body) for c in kube.calls] == [
+        ("DELETE", path(resources.STATEFULSETS), {"preconditions": {"uid": "s-uid"}})
+    ]
+    theirs = copy.deepcopy(sts)
+    theirs["metadata"]["ownerReferences"] = []
+    kube = RecordingKube()
+    await deployer(view_of(*base, ("StatefulSet", theirs)), kube).reconcile(KEY)
+    assert kube.calls == []  # not this Workspace's: left alone
+
+
+async def test_a_tuning_workspace_is_not_the_deployers() -> None:
+    kube = RecordingKube()
+    await deployer(view_of(("Workspace", workspace(seed_name="tuning"))), kube).reconcile(KEY)
+    assert kube.calls == []
+
+
+async def test_nodes_not_ready_for_this_generation_mean_nothing_to_do() -> None:
+    doc = workspace(generation=2)
+    doc["status"]["conditions"][0]["observedGeneration"] = 1  # ResourceReady of generation 1
+    kube = RecordingKube()
+    await deployer(view_of(("Workspace", doc)), kube).reconcile(KEY)
+    assert kube.calls == []
+
+
+async def test_a_workspace_gone_from_the_view_is_nothing_to_do() -> None:
+    kube = RecordingKube()
+    assert await deployer(view_of(), kube).reconcile(KEY) is None
+    assert kube.calls == []

@@ -1,0 +1,191 @@
+"""The planner's reconcile against a view built from dicts: what it writes, and what it reads.
+
+No cluster and no NATS: the view holds trimmed Workspaces as the informer would, and a
+RecordingKube records every request and refuses reads, so a GET on the hot path fails the test.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from kairyu_core.bus import FOLLOWS
+from kairyu_core.catalog import load_catalog
+from kairyu_core.objectstate import ObjectKey, trim
+from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.recording import RecordingKube
+from kairyu_core.tracing import ROLLOUT_ANNOTATION
+from kairyu_core.view import View
+from kairyu_planner import app
+from kairyu_planner.app import Planner
+from kairyu_planner.settings import PlannerSettings
+
+NS, NAME, UID = "ml", "auto", "ws-uid"
+KEY = f"{NS}/{NAME}"
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def workspace(*, generation: int = 1, version: str = "1", traced: bool = True) -> dict[str, Any]:
+    """A Workspace of phi-3 without an instance type, as the watcher publishes it."""
+    doc = seed("inference")
+    del doc["resource"]["instanceType"]
+    annotations = {ROLLOUT_ANNOTATION: f"{generation};{TRACEPARENT}"} if traced else {}
+    doc["metadata"] = {
+        "name": NAME,
+        "namespace": NS,
+        "uid": UID,
+        "generation": generation,
+        "resourceVersion": version,
+        "annotations": annotations,
+    }
+    return doc
+
+
+def view_of(*objects: dict[str, Any]) -> View:
+    view = View(FOLLOWS["planner"])
+    for obj in objects:
+        view.apply(ObjectKey.of("Workspace", obj), trim("Workspace", obj))
+    return view
+
+
+def planner(view: View, kube: RecordingKube) -> Planner:
+    return Planner(settings=PlannerSettings(), kube=kube, view=view, catalog=load_catalog())
+
+
+def applied(kube: RecordingKube) -> list[dict[str, Any]]:
+    """The status bodies applied, in order."""
+    return [c.body["status"] for c in kube.writes_to("/status", "PATCH")]
+
+
+def with_status(obj: dict[str, Any], status: dict[str, Any], version: str) -> dict[str, Any]:
+    """`obj` as the watcher publishes it after `status` was applied (the planner's own fields)."""
+    out = copy.deepcopy(obj)
+    out["metadata"]["resourceVersion"] = version
+    out.setdefault("status", {}).update(status)
+    return out
+
+
+async def planned_once(kube: RecordingKube) -> tuple[View, dict[str, Any]]:
+    """Plan the Workspace once; return the view (updated as the watcher would) and the status."""
+    view = view_of(workspace())
+    assert await planner(view, kube).reconcile(KEY) is None
+    (status,) = applied(kube)
+    obj = with_status(workspace(), status, "2")
+    view.apply(ObjectKey.of("Workspace", obj), trim("Workspace", obj))
+    return view, obj
+
+
+async def test_a_plan_is_written_once_without_reading_the_apiserver() -> None:
+    kube = RecordingKube()  # any GET or LIST fails the test
+    view, _ = await planned_once(kube)
+    status = applied(kube)[0]
+    plan = status["plan"]
+    assert plan["instanceType"] == "Standard_NC4as_T4_v3"
+    assert len(plan["digest"]) == 16
+    assert status["targetNodeCount"] == 1
+    (condition,) = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "Planned",
+        "True",
+        "PlanCreated",
+    )
+    assert condition["observedGeneration"] == 1
+    # The view now shows the plan: a second reconcile (any change of the Workspace) writes nothing.
+    await Planner(
+        settings=PlannerSettings(), kube=kube, view=view, catalog=load_catalog()
+    ).reconcile(KEY)
+    assert len(kube.writes) == 1
+    assert not [c for c in kube.calls if c.method == "GET"]
+
+
+async def test_gone_or_deleting_workspaces_are_not_planned() -> None:
+    kube = RecordingKube()
+    deleting = workspace()
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z"
+    assert await planner(view_of(), kube).reconcile(KEY) is None
+    assert await planner(view_of(deleting), kube).reconcile(KEY) is None
+    assert kube.calls == []
+
+
+async def test_a_new_generation_waits_briefly_for_its_rollout_trace() -> None:
+    kube = RecordingKube()
+    view = view_of(workspace(traced=False))
+    again = await planner(view, kube).reconcile(KEY)
+    assert again == pytest.approx(app._TRACE_POLL_S)
+    assert kube.calls == []  # planned once the watcher's annotation names this generation
+
+
+async def test_a_replan_request_for_the_current_plan_excludes_its_sku() -> None:
+    kube = RecordingKube()
+    view, obj = await planned_once(kube)
+    first = obj["status"]["plan"]
+    request = {
+        "planDigest": first["digest"],
+        "instanceType": first["instanceType"],
+        "reason": "QuotaExceeded for Standard_NC4as_T4_v3:\nexceeding approved quota" + "y" * 900,
+    }
+    asked = with_status(obj, {"replanRequest": request}, "3")
+    view.apply(ObjectKey.of("Workspace", asked), trim("Workspace", asked))
+    await planner(view, kube).reconcile(KEY)
+    status = applied(kube)[-1]
+    plan = status["plan"]
+    assert plan["instanceType"] == "Standard_NC8as_T4_v3"
+    assert plan["excludedInstanceTypes"] == ["Standard_NC4as_T4_v3"]
+    assert plan["digest"] != first["digest"]  # the request is stale by construction
+    assert len(plan["replanReason"]) <= app.MAX_REPLAN_REASON
+    assert "\n" not in plan["replanReason"]
+    assert status["conditions"][0]["message"].startswith("re-planned after: QuotaExceeded")
+    # The view shows the new plan beside the old request: nothing more is written.
+    replanned = with_status(asked, status, "4")
+    view.apply(ObjectKey.of("Workspace", replanned), trim("Workspace", replanned))
+    writes = len(kube.writes)
+    await planner(view, kube).reconcile(KEY)
+    assert len(kube.writes) == writes
+
+
+@pytest.mark.parametrize(
+    ("digest", "sku"),
+    [
+        ("0123456789abcdef", "Standard_NC4as_T4_v3"),  # about an earlier plan
+        (None, "Standard_NC6s_v3"),  # the current plan, but not its SKU
+        (None, "Made_Up_SKU"),  # no SKU kairyu knows
+    ],
+)
+async def test_a_replan_request_not_about_the_current_plan_is_ignored(
+    digest: str | None, sku: str
+) -> None:
+    kube = RecordingKube()
+    view, obj = await planned_once(kube)
+    request = {
+        "planDigest": digest or obj["status"]["plan"]["digest"],
+        "instanceType": sku,
+        "reason": "QuotaExceeded",
+    }
+    asked = with_status(obj, {"replanRequest": request}, "3")
+    view.apply(ObjectKey.of("Workspace", asked), trim("Workspace", asked))
+    await planner(view, kube).reconcile(KEY)
+    assert len(kube.writes) == 1  # only the first plan
+
+
+async def test_a_refused_sku_with_nothing_else_that_fits_keeps_the_plan_and_says_so() -> None:
+    kube = RecordingKube()
+    settings = PlannerSettings(planning={"allowed_skus": ["Standard_NC4as_T4_v3"]})
+    view = view_of(workspace())
+    await Planner(settings=settings, kube=kube, view=view, catalog=load_catalog()).reconcile(KEY)
+    obj = with_status(workspace(), applied(kube)[0], "2")
+    first = obj["status"]["plan"]
+    request = {"planDigest": first["digest"], "instanceType": first["instanceType"], "reason": "Q"}
+    asked = with_status(obj, {"replanRequest": request}, "3")
+    view.apply(ObjectKey.of("Workspace", asked), trim("Workspace", asked))
+    await Planner(settings=settings, kube=kube, view=view, catalog=load_catalog()).reconcile(KEY)
+    status = applied(kube)[-1]
+    # Dropping the plan would forget the refused SKUs and plan it again, over and over.
+    assert status["plan"]["digest"] == first["digest"]
+    assert "no other SKU fits" in status["conditions"][0]["message"]
+    again = with_status(asked, status, "4")
+    view.apply(ObjectKey.of("Workspace", again), trim("Workspace", again))
+    writes = len(kube.writes)
+    await Planner(settings=settings, kube=kube, view=view, catalog=load_catalog()).reconcile(KEY)
+    assert len(kube.writes) == writes
