@@ -142,18 +142,20 @@ def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
     assert cluster_bindings == {"kairyu-watcher", "kairyu-provisioner", "kairyu-planner-webhook-ca"}
 
 
-def test_the_provisioner_runs_as_exactly_one_replica() -> None:
+@pytest.mark.parametrize("service", ["provisioner", "deployer", "tuner"])
+def test_a_reconciling_service_runs_as_exactly_one_replica(service: str) -> None:
+    """Until replicas share Workspace keys, two would reconcile the same Workspace at once."""
     done = helm(
-        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.replicas=2"
+        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", f"{service}.replicas=2"
     )
     assert done.returncode != 0
-    assert "/provisioner/replicas" in done.stderr
+    assert f"/{service}/replicas" in done.stderr
 
 
 def test_replicas_above_one_get_a_disruption_budget() -> None:
-    docs = documents(render(None, "--set", "deployer.replicas=3"))
+    docs = documents(render(None, "--set", "planner.replicas=3"))
     budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
-    assert budgets == {"kairyu-deployer"}
+    assert budgets == {"kairyu-planner"}
 
 
 def test_a_standby_watcher_waits_on_a_lease_in_the_release_namespace() -> None:

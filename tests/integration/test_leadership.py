@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 
 from kairyu_core.bus import Bus, StreamSpec
-from kairyu_core.events import WorkspaceObserved
+from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.kube.leadership import Lease, lead
 from kairyu_core.localenv import LocalCluster, LocalNats
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.settings import KubeTimeouts
-from kairyu_core.testing.bus import Inbox
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.processes import service_process
 from kairyu_core.testing.proxy import SilentProxy
+from kairyu_core.view import View
 
 pytestmark = pytest.mark.integration
 
@@ -195,7 +195,15 @@ async def test_of_two_watcher_processes_one_leads_and_the_other_takes_over_on_si
     }
     for process in watchers.values():
         process.start()
-    inbox = Inbox(bus)
+    view = View(["Workspace"])
+    following = asyncio.create_task(Informer(bus, view, lambda keys: None).run())
+
+    async def stored(name: str, timeout: float = 20.0) -> None:
+        """The leading watcher stored the Workspace's state on NATS."""
+        async with asyncio.timeout(timeout):
+            while view.workspace(f"{namespace}/{name}") is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+
     try:
 
         async def holder() -> str:
@@ -211,19 +219,16 @@ async def test_of_two_watcher_processes_one_leads_and_the_other_takes_over_on_si
             await asyncio.sleep(0.1)
         assert first in watchers, f"no watcher took the lease:\n{watchers['watcher-a'].log_tail()}"
         await asyncio.to_thread(cluster.apply, in_namespace(seed("inference"), namespace, "one"))
-        await inbox.wait_for(
-            lambda e: isinstance(e, WorkspaceObserved) and e.workspace.name == "one"
-        )
+        await stored("one")
 
         await asyncio.to_thread(watchers[first].stop)  # SIGTERM: it hands the lease back
         (second,) = set(watchers) - {first}
         await asyncio.to_thread(cluster.apply, in_namespace(seed("inference"), namespace, "two"))
-        await inbox.wait_for(
-            lambda e: isinstance(e, WorkspaceObserved) and e.workspace.name == "two", timeout=15
-        )
+        await stored("two", timeout=15)
         assert await holder() == second
     finally:
-        await inbox.close()
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
         for process in watchers.values():
             process.stop()
 

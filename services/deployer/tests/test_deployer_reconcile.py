@@ -281,14 +281,29 @@ async def test_a_deleting_workspace_has_its_workload_deleted_with_a_uid_precondi
         ("Workspace", workspace(version="11", conditions=[inference], deleting=True)),
         ("Deployment", deployment),
     )
-    kube = RecordingKube()
+    kube = RecordingKube(allow_reads=True)
+    kube.answers[path(resources.WORKSPACES)] = workspace(deleting=True)
     service = deployer(view, kube)
     await service.reconcile(KEY)
     assert [(c.method, c.path, c.body) for c in kube.calls] == [
-        ("DELETE", path(resources.DEPLOYMENTS), {"preconditions": {"uid": "d-uid"}})
+        ("GET", path(resources.WORKSPACES), None),  # the apiserver confirms it is going
+        ("DELETE", path(resources.DEPLOYMENTS), {"preconditions": {"uid": "d-uid"}}),
     ]
     await service.reconcile(KEY)  # the view does not show the deletion yet: not sent twice
-    assert len(kube.calls) == 1
+    assert len(kube.calls) == 2
+
+
+async def test_a_deletion_only_the_view_reports_stops_nothing() -> None:
+    """A forged or stale state saying the Workspace is going must not stop its workload."""
+    _, deployment, inference = await first_rollout()
+    view = view_of(
+        ("Workspace", workspace(version="11", conditions=[inference], deleting=True)),
+        ("Deployment", deployment),
+    )
+    kube = RecordingKube(allow_reads=True)
+    kube.answers[path(resources.WORKSPACES)] = workspace()  # live, not being deleted
+    await deployer(view, kube).reconcile(KEY)
+    assert kube.writes == []
 
 
 async def test_a_deleting_workspace_also_loses_the_objects_this_process_applied() -> None:
@@ -297,10 +312,13 @@ async def test_a_deleting_workspace_also_loses_the_objects_this_process_applied(
     service = deployer(view, kube)
     await service.reconcile(KEY)
     view.apply(ObjectKey("Workspace", NS, NAME), trim("Workspace", workspace(deleting=True)))
+    kube.answers[path(resources.WORKSPACES)] = workspace(deleting=True)
     done = len(kube.calls)
     await service.reconcile(KEY)
-    deleted = {(c.path, c.body["preconditions"]["uid"]) for c in kube.calls[done:]}
-    assert {c.method for c in kube.calls[done:]} == {"DELETE"}
+    after = kube.calls[done:]
+    assert (after[0].method, after[0].path) == ("GET", path(resources.WORKSPACES))  # confirmed
+    deleted = {(c.path, c.body["preconditions"]["uid"]) for c in after[1:]}
+    assert {c.method for c in after[1:]} == {"DELETE"}
     assert deleted == {
         (
             path(resources.CONFIGMAPS, f"{NAME}-inference-config"),

@@ -298,9 +298,11 @@ async def test_the_finalizer_goes_only_after_the_apiserver_confirms_nothing_is_l
     ws["metadata"]["deletionTimestamp"] = WHEN
     kube.answers[resources.NODECLAIMS.path()] = {"items": []}
     kube.answers[resources.NODES.path()] = {"items": []}
+    live = resources.WORKSPACES.path(namespace=NS, name=NAME)
+    kube.answers[live] = ws
     await provisioner(view_of(ws), kube).reconcile(KEY)
     reads = [c.path for c in kube.calls if c.method == "GET"]
-    assert reads == [resources.NODECLAIMS.path(), resources.NODES.path()]
+    assert reads == [live, resources.NODECLAIMS.path(), resources.NODES.path()]
     (removal,) = kube.writes
     assert {"op": "remove", "path": "/metadata/finalizers/0"} in removal.body
 
@@ -311,12 +313,23 @@ async def test_a_claim_the_view_does_not_show_yet_keeps_the_finalizer() -> None:
     ws["metadata"]["deletionTimestamp"] = WHEN
     kube.answers[resources.NODECLAIMS.path()] = {"items": [claim(0)]}
     kube.answers[resources.NODES.path()] = {"items": []}
+    kube.answers[resources.WORKSPACES.path(namespace=NS, name=NAME)] = ws
     again = await provisioner(view_of(ws), kube).reconcile(KEY)
     assert kube.writes_to("nodeclaims", "DELETE")
     (status,) = statuses(kube)
     assert condition(status, "WorkspaceDeleting")["message"].startswith("waiting for NodeClaim")
     assert again == SETTINGS.provisioning.check_interval_s
     assert not [c for c in kube.writes if c.path.endswith(f"/workspaces/{NAME}")]
+
+
+async def test_a_deletion_only_the_view_reports_frees_no_node() -> None:
+    """A forged or stale state saying the Workspace is going must not free its nodes."""
+    kube = RecordingKube(allow_reads=True)
+    ws = workspace()
+    kube.answers[resources.WORKSPACES.path(namespace=NS, name=NAME)] = copy.deepcopy(ws)
+    ws["metadata"]["deletionTimestamp"] = WHEN
+    assert await provisioner(view_of(ws), kube).reconcile(KEY) is None
+    assert kube.writes == []
 
 
 class GoneKube(RecordingKube):

@@ -294,13 +294,31 @@ async def test_a_deleting_workspace_has_its_job_deleted_with_a_uid_precondition(
         ("Job", job),
         ("Pod", running_pod),
     )
-    kube = RecordingKube()
+    kube = RecordingKube(allow_reads=True)
+    live = resources.WORKSPACES.path(namespace=NS, name=NAME)
+    kube.answers[live] = workspace(deleting=True)
     service = tuner(view, kube)
     await service.reconcile(KEY)
     body = {"propagationPolicy": "Background", "preconditions": {"uid": "j-uid"}}
-    assert [(c.method, c.path, c.body) for c in kube.calls] == [("DELETE", JOB, body)]
+    assert [(c.method, c.path, c.body) for c in kube.calls] == [
+        ("GET", live, None),  # the apiserver confirms it is going
+        ("DELETE", JOB, body),
+    ]
     await service.reconcile(KEY)  # the view does not show the deletion yet: not sent twice
-    assert len(kube.calls) == 1
+    assert len(kube.calls) == 2
+
+
+async def test_a_deletion_only_the_view_reports_stops_no_job() -> None:
+    job, running_pod, conditions = await running()
+    view = view_of(
+        ("Workspace", workspace(version="12", conditions=conditions, deleting=True)),
+        ("Job", job),
+        ("Pod", running_pod),
+    )
+    kube = RecordingKube(allow_reads=True)
+    kube.answers[resources.WORKSPACES.path(namespace=NS, name=NAME)] = workspace()
+    await tuner(view, kube).reconcile(KEY)
+    assert kube.writes == []
 
 
 async def test_an_inference_workspace_is_not_the_tuners() -> None:

@@ -173,6 +173,12 @@ class Controller:
                 await self._one(key)
             finally:
                 self.queue.done(key)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A library call in the reconcile swallowed the cancellation (asyncio.wait_for
+                # on Python 3.11 can): stop anyway, or the controller's shutdown would wait for
+                # ever on this worker.
+                raise asyncio.CancelledError
 
     async def _one(self, key: str) -> None:
         started = time.monotonic()

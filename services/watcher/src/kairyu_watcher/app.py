@@ -53,6 +53,10 @@ CHILD_RESOURCES = (
 )
 
 
+class StateStreamReplacedError(Exception):
+    """The state stream is not the one this watcher seeded from: start over."""
+
+
 @dataclass(frozen=True)
 class _Written:
     uid: str | None
@@ -71,23 +75,40 @@ class Watcher:
         self._written: dict[str, _Written] = {}
         # object -> digest of the state on the stream (kairyu_core.objectstate.content_digest)
         self._stored: dict[ObjectKey, str] = {}
-        # object -> a state (None: a tombstone) whose publish failed; the resync tries again
-        self._unsent: dict[ObjectKey, tuple[JSON | None, str | None]] = {}
+        # object -> a state (None: a tombstone), its digest and uid, whose publish failed; the
+        # resync tries again
+        self._unsent: dict[ObjectKey, tuple[JSON | None, str | None, str | None]] = {}
         # kind -> namespace/name -> the state stored at start (the first list is diffed to it)
         self._seeded: dict[str, dict[str, JSON]] = {}
 
     async def run(self) -> None:
-        """Watch and resync until cancelled."""
-        await self._bus.ensure_stream()
-        await self._seed()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._follow_workspaces())
-            for resource in CHILD_RESOURCES:
-                tasks.create_task(self._follow_children(resource))
-            tasks.create_task(self._resync_periodically())
+        """Watch and resync until cancelled; start over if the state stream was replaced."""
+        while True:
+            await self._bus.ensure_stream()
+            self._stored.clear()
+            self._unsent.clear()
+            self._seeded.clear()
+            identity = await self._bus.state_stream_identity()
+            await self._seed()
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._follow_workspaces())
+                    for resource in CHILD_RESOURCES:
+                        tasks.create_task(self._follow_children(resource))
+                    tasks.create_task(self._resync_periodically(identity))
+            except* StateStreamReplacedError:
+                # Deleted and created again (by hand, or a NATS without persistent storage):
+                # what this watcher believes stored is gone, so it publishes everything again.
+                log.warning("the state stream was replaced; publishing every state again")
 
     async def _seed(self) -> None:
-        """Learn what the state stream holds, so the first list publishes only differences."""
+        """Learn what the state stream holds, so the first lists publish only differences.
+
+        Each kind's watch starts from a list diffed against these values: what changed while
+        this watcher was away is published, what was deleted meanwhile gets its tombstone, and
+        what is unchanged is not sent again.
+        """
+        namespace = self._settings.namespace
         for resource in (resources.WORKSPACES, *CHILD_RESOURCES):
             kind = cast(Kind, resource.kind)
             follow = self._bus.follow_state(kind)
@@ -98,30 +119,12 @@ class Watcher:
             if not isinstance(first, Snapshot):  # pragma: no cover - follow starts with one
                 raise TypeError("the state stream's first item is not a snapshot")
             self._stored.update(first.digests)
-            if resource is resources.WORKSPACES:
-                await self._tombstone_vanished_workspaces(first)
-                continue  # every Workspace goes through on_workspace at start, as before
             self._seeded[resource.kind] = {
                 f"{'' if key.namespace == CLUSTER_SCOPED else key.namespace}/{key.name}": value
                 for key, value in first.values.items()
+                # A watcher of one namespace lists only that one: others' objects are not gone.
+                if namespace is None or not resource.namespaced or key.namespace == namespace
             }
-
-    async def _tombstone_vanished_workspaces(self, stored: Snapshot) -> None:
-        """Workspaces on the stream but no longer in the cluster were deleted while away."""
-        if not stored.values:
-            return
-        try:
-            listed = await self._kube.list(resources.WORKSPACES, namespace=self._settings.namespace)
-        except errors.KubeError as exc:  # they stay until the next start; the services confirm
-            log.warning("could not look for Workspaces deleted while away: %s", exc)
-            return
-        live = {ObjectKey.of("Workspace", item) for item in listed.get("items") or []}
-        for key, value in stored.values.items():
-            if key not in live and (
-                self._settings.namespace is None or key.namespace == self._settings.namespace
-            ):
-                self._stored.pop(key, None)
-                await self._send(key, None, None, uid=(value.get("metadata") or {}).get("uid"))
 
     async def _store(self, kind: Kind, change: WatchEvent) -> None:
         """Bring the object's state on the stream up to date with this change."""
@@ -148,15 +151,14 @@ class Watcher:
                 await self._bus.put_state(key, value, digest=digest or content_digest(value))
         except BusError as exc:  # kept for the resync's next round
             log.warning("could not store the state of %s %s: %s", key.kind, key.path, exc)
-            self._unsent[key] = (value, digest)
+            self._unsent[key] = (value, digest, uid)
             return
         self._unsent.pop(key, None)
         if value is not None and digest is not None:
             self._stored[key] = digest
 
     async def _send_unsent(self) -> None:
-        for key, (value, digest) in list(self._unsent.items()):
-            uid = None if value is None else (value.get("metadata") or {}).get("uid")
+        for key, (value, digest, uid) in list(self._unsent.items()):
             await self._send(key, value, digest, uid=uid)
 
     # ------------------------------------------------------------------ Workspaces
@@ -294,9 +296,16 @@ class Watcher:
             await self._store(cast(Kind, resource.kind), change)
 
     # ------------------------------------------------------------------ resync
-    async def _resync_periodically(self) -> None:
+    async def _resync_periodically(self, identity: str | None) -> None:
         while True:
             await asyncio.sleep(self._settings.resync_interval_s)
+            try:
+                now = await self._bus.state_stream_identity()
+            except BusError as exc:  # NATS away: nothing to conclude
+                log.info("cannot check the state stream now: %s", exc)
+                now = identity
+            if now != identity:
+                raise StateStreamReplacedError
             await self.resync()
 
     async def resync(self) -> None:

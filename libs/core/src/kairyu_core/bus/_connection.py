@@ -43,6 +43,7 @@ from kairyu_core.bus._statestream import (
     Snapshot,
     all_state_subjects,
     follow,
+    raise_if_cancelled,
     state_subject,
 )
 from kairyu_core.bus.errors import BusError
@@ -234,7 +235,10 @@ class Bus:
             # subject is one object, and a new value replaces the old one.
             max_msgs_per_subject=1,
             max_bytes=spec.state_max_bytes,
-            discard=DiscardPolicy.OLD,
+            # When full, refuse: dropping the oldest would silently evict live objects' only
+            # value (a stable Node, a Ready Workspace); a refused publish is kept by the watcher
+            # and tried again, and says so in its log.
+            discard=DiscardPolicy.NEW,
             duplicate_window=spec.duplicate_window_s,
             # Tombstones expire by their own Nats-TTL header, so deleted objects do not pile up.
             allow_msg_ttl=True,
@@ -302,21 +306,22 @@ class Bus:
             )
 
     async def restore_stream(self) -> bool:
-        """Recreate the stream if it was deleted and this bus manages it; whether it did."""
+        """Recreate the streams if one was deleted and this bus manages them; whether it did."""
         if not self.manage_topology:
             return False
-        try:
-            await self.js.stream_info(self.stream.name)
-        except NotFoundError as exc:
-            if exc.err_code != _STREAM_NOT_FOUND:
-                return False
-        except (nats.errors.Error, TimeoutError):
-            return False  # NATS cannot tell now (restarting): nothing to conclude
-        else:
-            return False
-        log.warning("stream %s is gone; creating it again", self.stream.name)
-        await self.ensure_stream()
-        return True
+        spec = self.stream
+        for name in (spec.name, spec.dead_letter_stream, spec.state_stream):
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError as exc:
+                if exc.err_code != _STREAM_NOT_FOUND:
+                    return False
+                log.warning("stream %s is gone; creating the streams again", name)
+                await self.ensure_stream()
+                return True
+            except (nats.errors.Error, TimeoutError):
+                return False  # NATS cannot tell now (restarting): nothing to conclude
+        return False
 
     async def missing(self, durable: str) -> bool:
         """Whether the consumer (or its whole stream) is gone; False when NATS cannot tell now."""
@@ -407,6 +412,19 @@ class Bus:
             subjects.dead_letter(service, original), key.encode(), headers=headers
         )
 
+    async def state_stream_identity(self) -> str | None:
+        """When the state stream was created (None: it is missing); a new value: it was replaced.
+
+        Raises BusError while NATS cannot tell.
+        """
+        try:
+            info = await self.js.stream_info(self.stream.state_stream)
+        except NotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot read the state stream's info: {exc!r}") from exc
+        return str(info.created)
+
     def follow_state(self, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
         """A snapshot of every `kind` object's state, then each change (see `_statestream`)."""
         return follow(self, kind)
@@ -424,6 +442,7 @@ class Bus:
                 ack = await self.js.publish(
                     subject, payload, headers=headers, stream=self.stream.stream_of(subject)
                 )
+                raise_if_cancelled()  # nats-py's request may have swallowed a cancellation
                 return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
             except _TRANSIENT as exc:
                 if delay is None:

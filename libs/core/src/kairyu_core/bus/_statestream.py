@@ -155,14 +155,14 @@ async def _follow_once(
             try:
                 msg = await sub.next_msg(timeout=_POLL_S)
             except nats.errors.TimeoutError:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 if reset():
                     raise BusError(f"the ordered consumer of {kind} states was reset") from None
                 info = await sub.consumer_info()
                 if not info.num_pending and sub.pending_msgs == 0:
                     break
                 continue
-            _raise_if_cancelled()
+            raise_if_cancelled()
             pending = _apply(msg, values, digests)
             if pending == 0:
                 break
@@ -171,11 +171,11 @@ async def _follow_once(
             try:
                 msg = await sub.next_msg(timeout=_POLL_S)
             except nats.errors.TimeoutError:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 if reset():
                     raise BusError(f"the ordered consumer of {kind} states was reset") from None
                 continue
-            _raise_if_cancelled()
+            raise_if_cancelled()
             try:
                 key, value, digest = decode(msg)
             except ValueError:
@@ -188,12 +188,13 @@ async def _follow_once(
             await sub.unsubscribe()
 
 
-def _raise_if_cancelled() -> None:
-    """Re-raise a cancellation that `next_msg` swallowed.
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a nats-py call swallowed.
 
-    nats-py waits for a message with `asyncio.wait_for`, which on Python 3.11 returns the message
-    instead of raising when the cancellation and the message arrive together; the loop would then
-    go on for ever and a service's shutdown would hang. The task still counts the request.
+    nats-py waits for a message or a reply with `asyncio.wait_for`, which on Python 3.11 returns
+    the result instead of raising when the cancellation and the result arrive together; a loop
+    would then go on for ever and a service's shutdown would hang. The task still counts the
+    request.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():

@@ -6,6 +6,7 @@ from kairyu_core.kube.owning import (
     APPLIED_DIGEST_ANNOTATION,
     applied_digest,
     apply_owned,
+    confirmed_going,
     digest_of,
     stamped,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "apply_conditions",
     "apply_owned",
     "apply_status",
+    "confirmed_going",
     "digest_of",
     "errors",
     "events",

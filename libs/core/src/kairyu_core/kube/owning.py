@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from kairyu_core.kube import errors
+from kairyu_core.kube import errors, resources
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.resources import Resource
 from kairyu_core.workloads import KnownChildren, Owner, check_owned
@@ -88,3 +88,21 @@ async def apply_owned(
         )
     children.remember(owner, kind, name, applied["metadata"]["uid"])
     return dict(applied)
+
+
+async def confirmed_going(kube: KubeClient, namespace: str, name: str, uid: str) -> bool:
+    """Whether the apiserver agrees that the Workspace `uid` is being deleted, or is gone.
+
+    A service's view comes from the state stream, which only the watcher may write; before a
+    service deletes what a Workspace owns because its view says the Workspace is going, it asks
+    the apiserver, so that a forged or stale state cannot free a live Workspace's nodes or stop
+    its workload. One GET, on a path taken once per deletion.
+    """
+    try:
+        live = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+    except errors.NotFoundError as exc:
+        # The object's own 404 only: one for the resource type (the CRD not served yet) says
+        # nothing about this Workspace.
+        return exc.names(resources.WORKSPACES.plural, name)
+    meta = live.get("metadata") or {}
+    return meta.get("uid") != uid or bool(meta.get("deletionTimestamp"))
