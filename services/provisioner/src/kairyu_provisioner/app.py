@@ -48,7 +48,14 @@ from kairyu_core.events import (
     WorkspaceDeleted,
     WorkspaceObserved,
 )
-from kairyu_core.kube import KubeClient, apply_status, confirmed_going, errors, events, resources
+from kairyu_core.kube import (
+    GoingConfirmation,
+    KubeClient,
+    apply_status,
+    errors,
+    events,
+    resources,
+)
 from kairyu_core.tracing import rollout_context
 from kairyu_core.view import View
 from kairyu_provisioner import naming
@@ -95,7 +102,7 @@ class Provisioner:
         self._catalog = catalog
         self._backend = backend
         # uid → (SKU the cloud refused, monotonic time before which it is not asked again)
-        self._going: set[str] = set()  # Workspace uids the apiserver said are going
+        self._going = GoingConfirmation(kube)
         self._held: dict[str, tuple[str, float]] = {}
         # namespace/name → (uid, resourceVersion read, body applied, when): a status write the
         # view does not show yet is not sent again for the same version.
@@ -149,7 +156,8 @@ class Provisioner:
             },
         ) as span:
             if target is None:
-                if not await self._confirmed_going(workspace):
+                # The view alone must not free a live Workspace's nodes: ask the apiserver.
+                if not await self._going(meta.namespace or "", meta.name or "", meta.uid or ""):
                     return None
                 return await self._release(key, raw, workspace, span)
             span.set_attributes(
@@ -365,21 +373,6 @@ class Provisioner:
             )
         # A re-plan arrives as a change of the Workspace; the hold ends the wait otherwise.
         return retry_s
-
-    async def _confirmed_going(self, workspace: Workspace) -> bool:
-        """Whether the apiserver agrees the Workspace is going (asked once per uid).
-
-        The view alone must not free a live Workspace's nodes.
-        """
-        meta = workspace.metadata
-        uid = meta.uid or ""
-        if uid in self._going:
-            return True
-        if await confirmed_going(self._kube, meta.namespace or "", meta.name or "", uid):
-            self._going.add(uid)
-            return True
-        log.warning("the view says %s is being deleted, the apiserver does not", meta.name)
-        return False
 
     # ------------------------------------------------------------------ deletion
     async def _release(

@@ -37,12 +37,12 @@ from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import (
+    GoingConfirmation,
     KubeClient,
     Report,
     Reported,
     applied_digest,
     apply_owned,
-    confirmed_going,
     digest_of,
     errors,
     report_conditions,
@@ -157,7 +157,7 @@ class Tuner:
         self._applied: dict[str, _Applied] = {}
         # (Workspace uid, generation, config, method) → the checked config's output_dir
         self._configs: dict[tuple[str, int, str, str], str] = {}
-        self._going: set[str] = set()  # Workspace uids the apiserver said are going
+        self._going = GoingConfirmation(kube)
         self._deleted: dict[str, None] = {}  # uids deleted by this process, until the view agrees
 
     async def reconcile(self, key: str) -> float | None:
@@ -175,7 +175,11 @@ class Tuner:
             return None
         try:
             if raw["metadata"].get("deletionTimestamp"):
-                if await self._confirmed_going(raw):
+                meta = raw["metadata"]
+                # The view alone must not stop a live Workspace's workload: ask the apiserver.
+                if await self._going(
+                    meta.get("namespace") or "", meta["name"], meta.get("uid") or ""
+                ):
                     await self._remove(key, raw)
                 return None
             return await self._reconcile(key, raw)
@@ -342,21 +346,6 @@ class Tuner:
             )
         self._applied[key] = _Applied(owner.uid, digest, job, time.monotonic())
         return job, False, None
-
-    async def _confirmed_going(self, raw: dict[str, Any]) -> bool:
-        """Whether the apiserver agrees the Workspace is going (asked once per uid).
-
-        The view alone must not stop a live Workspace's workload.
-        """
-        meta = raw["metadata"]
-        uid = meta.get("uid") or ""
-        if uid in self._going:
-            return True
-        if await confirmed_going(self._kube, meta.get("namespace") or "", meta["name"], uid):
-            self._going.add(uid)
-            return True
-        log.warning("the view says %s is being deleted, the apiserver does not", meta["name"])
-        return False
 
     async def _remove(self, key: str, raw: dict[str, Any]) -> None:
         """Stop the tuning Job as soon as the Workspace is being deleted (its nodes drain).

@@ -4,6 +4,7 @@ from kairyu_core.kube import errors, events, resources
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.owning import (
     APPLIED_DIGEST_ANNOTATION,
+    GoingConfirmation,
     applied_digest,
     apply_owned,
     confirmed_going,
@@ -23,6 +24,7 @@ from kairyu_core.kube.watching import WatchEvent, watch
 __all__ = [
     "APPLIED_DIGEST_ANNOTATION",
     "JSON",
+    "GoingConfirmation",
     "KubeClient",
     "Report",
     "Reported",

@@ -15,12 +15,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 
 from kairyu_core.kube import errors, resources
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.resources import Resource
 from kairyu_core.workloads import KnownChildren, Owner, check_owned
+
+log = logging.getLogger(__name__)
 
 APPLIED_DIGEST_ANNOTATION = "kairyu.io/applied-digest"
 """On a Workspace's workload (Deployment, StatefulSet, Job): the digest of every object the
@@ -88,6 +91,23 @@ async def apply_owned(
         )
     children.remember(owner, kind, name, applied["metadata"]["uid"])
     return dict(applied)
+
+
+class GoingConfirmation:
+    """`confirmed_going`, asked once per Workspace uid: a deletion, once confirmed, stays so."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+        self._going: set[str] = set()
+
+    async def __call__(self, namespace: str, name: str, uid: str) -> bool:
+        if uid in self._going:
+            return True
+        if await confirmed_going(self._kube, namespace, name, uid):
+            self._going.add(uid)
+            return True
+        log.warning("the view says %s/%s is being deleted, the apiserver does not", namespace, name)
+        return False
 
 
 async def confirmed_going(kube: KubeClient, namespace: str, name: str, uid: str) -> bool:
