@@ -109,10 +109,6 @@ class WorkQueue:
         """Keys waiting now (not those being processed or scheduled)."""
         return len(self._waiting)
 
-    @property
-    def scheduled(self) -> int:
-        return len(self._timers)
-
 
 @dataclass
 class _Failures:

@@ -98,10 +98,3 @@ class View:
 
     def __len__(self) -> int:
         return len(self._objects)
-
-    def counts(self) -> dict[str, int]:
-        """Objects held per kind (for /metrics and logs)."""
-        counted: dict[str, int] = dict.fromkeys(self.kinds, 0)
-        for key in self._objects:
-            counted[key.kind] = counted.get(key.kind, 0) + 1
-        return counted

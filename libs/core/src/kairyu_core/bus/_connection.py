@@ -193,14 +193,16 @@ class Bus:
                 ) from exc
             return
 
-        def limited(name: str, subject: str, **limits: Any) -> StreamConfig:
+        def limited(
+            name: str, subject: str, *, max_age: float | None = spec.max_age_s, **limits: Any
+        ) -> StreamConfig:
             """A file-backed stream kept by limits, with the spec's age and duplicate window."""
             return StreamConfig(
                 name=name,
                 subjects=[subject],
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
-                max_age=spec.max_age_s,
+                max_age=max_age,
                 duplicate_window=spec.duplicate_window_s,
                 **limits,
             )
@@ -226,20 +228,18 @@ class Bus:
             # its own) must not erase the earlier ones; the refused one is retried.
             discard=DiscardPolicy.NEW,
         )
-        states = StreamConfig(
-            name=spec.state_stream,
-            subjects=[all_state_subjects(spec.subjects.prefix)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
+        states = limited(
+            spec.state_stream,
+            all_state_subjects(spec.subjects.prefix),
             # The latest value per object, kept as long as the object lives (no max_age): a
             # subject is one object, and a new value replaces the old one.
+            max_age=None,
             max_msgs_per_subject=1,
             max_bytes=spec.state_max_bytes,
             # When full, refuse: dropping the oldest would silently evict live objects' only
             # value (a stable Node, a Ready Workspace); a refused publish is kept by the watcher
             # and tried again, and says so in its log.
             discard=DiscardPolicy.NEW,
-            duplicate_window=spec.duplicate_window_s,
             # Tombstones expire by their own Nats-TTL header, so deleted objects do not pile up.
             allow_msg_ttl=True,
         )
