@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kairyu_core.kube import KubeClient, resources
+from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.localenv import LocalCluster, LocalNats
 from kairyu_core.localenv.__main__ import start_services
 from kairyu_core.localenv.processes import ManagedProcess
@@ -89,9 +89,24 @@ def _ready(obj: dict[str, Any]) -> bool:
     )
 
 
+async def _list(kube: KubeClient, resource: resources.Resource, **kwargs: Any) -> dict[str, Any]:
+    """List, retrying while the restarted apiserver is still warming up.
+
+    A restarted apiserver answers /readyz before every custom resource is served again: for a
+    few seconds a LIST of Workspaces gets 429 "storage is (re)initializing". The services retry
+    that; the test's own polls must too, or they fail on the chaos they are there to observe.
+    """
+    for _ in range(60):
+        try:
+            return await kube.list(resource, **kwargs)
+        except errors.UnavailableError:
+            await asyncio.sleep(1.0)
+    return await kube.list(resource, **kwargs)
+
+
 async def _claims_per_workspace(kube: KubeClient, namespace: str) -> dict[str, int]:
-    listed = await kube.list(
-        resources.NODECLAIMS, label_selector=f"kaito.sh/workspacenamespace={namespace}"
+    listed = await _list(
+        kube, resources.NODECLAIMS, label_selector=f"kaito.sh/workspacenamespace={namespace}"
     )
     counts: dict[str, int] = {}
     for claim in listed.get("items") or []:
@@ -110,7 +125,7 @@ async def _left_behind(kube: KubeClient, namespace: str) -> list[str]:
         (resources.STATEFULSETS, "kaito.sh/workspace", namespace),
         (resources.WORKSPACES, None, namespace),
     ):
-        listed = await kube.list(resource, namespace=ns, label_selector=selector)
+        listed = await _list(kube, resource, namespace=ns, label_selector=selector)
         left += [f"{resource.kind} {i['metadata']['name']}" for i in listed.get("items") or []]
     return left
 
@@ -118,7 +133,7 @@ async def _left_behind(kube: KubeClient, namespace: str) -> list[str]:
 async def _wait(kube: KubeClient, namespace: str, figures: Figures, until: float) -> set[str]:
     """Poll until every Workspace is Ready (or `until`); record the most NodeClaims seen."""
     while True:
-        listed = await kube.list(resources.WORKSPACES, namespace=namespace)
+        listed = await _list(kube, resources.WORKSPACES, namespace=namespace)
         items = listed.get("items") or []
         ready = {i["metadata"]["name"] for i in items if _ready(i)}
         for name, count in (await _claims_per_workspace(kube, namespace)).items():
@@ -184,7 +199,7 @@ async def test_rollouts_survive_killed_services_and_restarted_nats_and_apiserver
         ready = await _wait(kube, namespace, figures, calm + CONVERGE_S)
         figures.converged_s = time.monotonic() - calm
         if len(ready) < SIZE:
-            listed = await kube.list(resources.WORKSPACES, namespace=namespace)
+            listed = await _list(kube, resources.WORKSPACES, namespace=namespace)
             stuck = [
                 {i["metadata"]["name"]: (i.get("status") or {}).get("conditions")}
                 for i in listed.get("items") or []
