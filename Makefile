@@ -37,7 +37,7 @@ help:
 	@echo "make soak       TOTAL=2000 Workspaces created and deleted in waves of WAVE=200: RSS and streams stay bounded"
 	@echo "make chaos      30 Workspaces rolling out while services are SIGKILLed, NATS and the apiserver restart (make test runs 8)"
 	@echo "make crds       regenerate config/crd from kairyu_core.api"
-	@echo "make snapshots  refresh the event schema snapshots and the chart's golden renders"
+	@echo "make snapshots  regenerate docs/bus.md's topology table and the chart's golden renders"
 
 $(UV):
 	python3 -m venv .tools

@@ -216,26 +216,28 @@ def test_with_a_watch_namespace_the_rights_stop_at_that_namespace(
         helm("uninstall", release, "-n", NAMESPACE, kubeconfig=chart_cluster.kubeconfig)
 
 
-def test_the_watcher_may_take_and_renew_only_its_own_lease(installed: LocalCluster) -> None:
-    # kwok plays the pods here, so no watcher runs: tests/integration/test_leadership.py runs
+@pytest.mark.parametrize("service", ["watcher", "planner", "provisioner", "deployer", "tuner"])
+def test_each_service_may_take_and_renew_only_its_own_lease(
+    installed: LocalCluster, service: str
+) -> None:
+    # kwok plays the pods here, so no service runs: tests/integration/test_leadership.py runs
     # the election itself against a real apiserver.
-    def may(service: str, verb: str, lease: str, namespace: str) -> bool:
-        account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-{service}"
+    def may(who: str, verb: str, lease: str, namespace: str) -> bool:
+        account = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-{who}"
         done = installed.kubectl(
             "auth", "can-i", verb, lease, "-n", namespace, "--as", account, check=False
         )
         return done.stdout.strip() == "yes"
 
-    own = f"leases.coordination.k8s.io/{RELEASE}-watcher"
-    assert may("watcher", "update", own, NAMESPACE)
-    assert may("watcher", "create", "leases.coordination.k8s.io", NAMESPACE)
+    own = f"leases.coordination.k8s.io/{RELEASE}-{service}"
+    assert may(service, "update", own, NAMESPACE)
+    assert may(service, "create", "leases.coordination.k8s.io", NAMESPACE)
     # Not another Lease, not elsewhere: node heartbeats live in Leases too.
-    assert not may("watcher", "update", "leases.coordination.k8s.io/other", NAMESPACE)
-    assert not may(
-        "watcher", "update", f"leases.coordination.k8s.io/{RELEASE}-watcher", "kube-node-lease"
-    )
-    assert not may("watcher", "create", "leases.coordination.k8s.io", "kube-node-lease")
-    assert not may("deployer", "update", own, NAMESPACE)
+    assert not may(service, "update", "leases.coordination.k8s.io/other", NAMESPACE)
+    assert not may(service, "update", own, "kube-node-lease")
+    assert not may(service, "create", "leases.coordination.k8s.io", "kube-node-lease")
+    other = "deployer" if service != "deployer" else "tuner"
+    assert not may(other, "update", own, NAMESPACE)
 
 
 def _planner_kubeconfig(cluster: LocalCluster, directory: Path) -> Path:

@@ -11,7 +11,8 @@ import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
 from kairyu_core import metrics
-from kairyu_core.bus import FOLLOWS
+from kairyu_core.bus import StreamSpec, topology
+from kairyu_core.events import Subjects
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.settings import PlannerSettings
@@ -142,14 +143,25 @@ def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
     assert cluster_bindings == {"kairyu-watcher", "kairyu-provisioner", "kairyu-planner-webhook-ca"}
 
 
-@pytest.mark.parametrize("service", ["provisioner", "deployer", "tuner"])
-def test_a_reconciling_service_runs_as_exactly_one_replica(service: str) -> None:
-    """Until replicas share Workspace keys, two would reconcile the same Workspace at once."""
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_more_replicas_without_leader_election_are_refused(service: str) -> None:
+    """Without a Lease, two replicas would reconcile the same Workspace at once."""
     done = helm(
-        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", f"{service}.replicas=2"
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        f"{service}.replicas=2",
+        "--set",
+        f"{service}.leaderElection.enabled=false",
     )
     assert done.returncode != 0
-    assert f"/{service}/replicas" in done.stderr
+    assert f"{service}.replicas > 1 needs {service}.leaderElection.enabled" in done.stderr
 
 
 def test_replicas_above_one_get_a_disruption_budget() -> None:
@@ -158,23 +170,34 @@ def test_replicas_above_one_get_a_disruption_budget() -> None:
     assert budgets == {"kairyu-planner"}
 
 
-def test_a_standby_watcher_waits_on_a_lease_in_the_release_namespace() -> None:
-    docs = documents(render(None, "--set", "watcher.replicas=2"))
-    (watcher,) = [
-        d for d in docs if d["kind"] == "Deployment" and "watcher" in d["metadata"]["name"]
-    ]
-    env = {e["name"]: e for e in watcher["spec"]["template"]["spec"]["containers"][0]["env"]}
+@pytest.mark.parametrize("service", SERVICES)
+def test_standby_replicas_wait_on_their_services_lease_in_the_release_namespace(
+    service: str,
+) -> None:
+    docs = documents(render(None, "--set", f"{service}.replicas=2"))
+    name = f"kairyu-{service}"
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    assert deployment["spec"]["replicas"] == 2
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KAIRYU_LEADER_ELECTION__ENABLED"]["value"] == "true"
-    assert env["KAIRYU_LEADER_ELECTION__LEASE_NAME"]["value"] == "kairyu-watcher"
-    pod_field = env["KAIRYU_LEADER_ELECTION__IDENTITY"]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert pod_field == "metadata.name"
-    (role,) = [d for d in docs if d["kind"] == "Role" and "watcher" in d["metadata"]["name"]]
+    assert env["KAIRYU_LEADER_ELECTION__LEASE_NAME"]["value"] == f"kairyu-{service}"
+    for name, field in (("IDENTITY", "metadata.name"), ("NAMESPACE", "metadata.namespace")):
+        ref = env[f"KAIRYU_LEADER_ELECTION__{name}"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert ref == field
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    role = roles[f"kairyu-{service}-lease"]
     assert role["metadata"]["namespace"] == "kairyu-system"
-    assert {"kairyu-watcher"} == {
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {"leases"}
+    assert {f"kairyu-{service}"} == {
         name for rule in role["rules"] for name in rule.get("resourceNames", [])
     }
+    bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert bindings[f"kairyu-{service}-lease"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"kairyu-{service}", "namespace": "kairyu-system"}
+    ]
     assert any(
-        d["kind"] == "PodDisruptionBudget" and "watcher" in d["metadata"]["name"] for d in docs
+        d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == f"kairyu-{service}"
+        for d in docs
     )
 
 
@@ -210,8 +233,8 @@ def test_each_pods_environment_is_valid_settings_for_its_service(
             assert settings.azure.cluster_name == "aks-kairyu"
         if isinstance(settings, TunerSettings):
             assert settings.job.tuning_image.endswith("/kairyu-tuning:0.1.0")
-        if isinstance(settings, WatcherSettings):
-            assert settings.leader_election.enabled
+        # Every service elects a leader by default: a rolling update runs two pods for a while.
+        assert settings.leader_election.enabled
 
 
 def test_the_dashboard_queries_metrics_the_services_export() -> None:
@@ -225,8 +248,9 @@ def test_the_dashboard_queries_metrics_the_services_export() -> None:
     exported = {
         metric.name
         for collector in (
-            metrics.EVENTS,
-            metrics.HANDLER_SECONDS,
+            metrics.RECONCILES,
+            metrics.RECONCILE_SECONDS,
+            metrics.STATE_CHANGES,
             metrics.KUBE_REQUESTS,
             metrics.ROLLOUT_PHASE_SECONDS,
         )
@@ -242,27 +266,45 @@ def test_the_dashboard_queries_metrics_the_services_export() -> None:
     assert queried <= exported, queried - exported
 
 
-def test_the_nats_authorization_lets_each_service_follow_exactly_the_kinds_it_follows() -> None:
-    """The template lists each identity's kinds by hand; this keeps them equal to FOLLOWS (the
-    kinds each service reads from the state stream), also with another stream and prefix."""
+def authorization_users(*set_values: str) -> dict[str, list[str]]:
+    """Each NATS user of the rendered authorization block: the subjects it may publish to."""
     (config_map,) = [
         d
-        for d in documents(
-            render(None, "--set", "global.nats.stream=OTHER,global.nats.subjectPrefix=px")
-        )
+        for d in documents(render(None, *set_values))
         if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("nats-authorization")
     ]
     conf = config_map["data"]["authorization.conf"]
-    create = re.compile(r'"\$JS\.API\.CONSUMER\.CREATE\.OTHER_STATE\.\*\.px\.v1\.state\.(\w+)\.>"')
-    blocks = re.split(r"^\s+user: ", conf, flags=re.M)[1:]
-    followed = {
-        json.loads(block.splitlines()[0]).removeprefix("kairyu-"): set(create.findall(block))
-        for block in blocks
+    users: dict[str, list[str]] = {}
+    for block in re.split(r"^\s+user: ", conf, flags=re.M)[1:]:
+        name = json.loads(block.splitlines()[0]).removeprefix("kairyu-")
+        allowed = block.split("publish:", 1)[1].split("subscribe:", 1)[0]
+        users[name] = re.findall(r'"([^"]+)"', allowed)
+    return users
+
+
+def test_the_nats_authorization_grants_each_service_exactly_its_declared_topology() -> None:
+    """The template names each identity's subjects by hand; this holds every user to
+    kairyu_core.bus.topology (also with another stream and prefix): it may publish exactly the
+    subjects it writes, create ordered consumers on exactly the kinds it reads, and use no
+    JetStream API beyond the streams' INFO, the state consumers' INFO and flow control."""
+    spec = StreamSpec(name="OTHER", subjects=Subjects(prefix="px"))
+    users = authorization_users("--set", "global.nats.stream=OTHER,global.nats.subjectPrefix=px")
+    create = "$JS.API.CONSUMER.CREATE.OTHER_STATE.*."
+    assert set(users) == {"admin", *topology.SERVICES}
+    assert sorted(users.pop("admin")) == sorted(
+        f"$JS.API.STREAM.{op}.{stream}"
+        for stream in spec.streams
+        for op in ("CREATE", "UPDATE", "INFO")
+    )
+    infrastructure = {
+        *(f"$JS.API.STREAM.INFO.{stream}" for stream in spec.streams),
+        "$JS.API.CONSUMER.INFO.OTHER_STATE.*",
+        "$JS.FC.OTHER_STATE.>",
     }
-    assert followed == {
-        "admin": set(),
-        **{service: {kind.lower() for kind in kinds} for service, kinds in FOLLOWS.items()},
-    }
-    # Only the watcher writes states.
-    writers = [b.splitlines()[0] for b in blocks if '"px.v1.state.>"' in b]
-    assert writers == ['"kairyu-watcher"']
+    for service, allowed in users.items():
+        follows = [a.removeprefix(create) for a in allowed if a.startswith(create)]
+        subjects = [a for a in allowed if not a.startswith("$")]
+        rest = {a for a in allowed if a.startswith("$") and not a.startswith(create)}
+        assert sorted(follows) == sorted(topology.reads(service, spec)), service
+        assert sorted(subjects) == sorted(topology.publishes(service, spec)), service
+        assert rest == infrastructure, service

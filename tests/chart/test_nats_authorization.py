@@ -1,11 +1,11 @@
 """The chart's NATS identities against a real nats-server running the rendered authorization.
 
 The `authorization` block of the production values is loaded by nats-server as docs/chart.md says,
-with the passwords in its environment. The admin identity sets up the streams and the consumers
-(what each pod's nats-setup sidecar does); each service then works through kairyu's own
-Bus with the settings the chart gives it (the watcher writes states, every service follows the
-kinds `FOLLOWS` lists for it), and a permission matrix checks, with nats-py directly, what each
-identity must not do. The server reports a refused publish or subscription
+with the passwords in its environment. The admin identity sets up the streams (what each pod's
+nats-setup sidecar does); each service then works through kairyu's own Bus with the settings the
+chart gives it (the watcher writes states, every service follows the kinds `FOLLOWS` lists for
+it, the reconciling services record dead letters), and a permission matrix checks, with nats-py
+directly, what each identity must not do. The server reports a refused publish or subscription
 asynchronously (an -ERR naming the subject), not as a failed call, so the matrix collects those.
 """
 
@@ -13,47 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import nats
 import pytest
 from helm import CHART, documents, render
 from pydantic import SecretStr
 
-from kairyu_core.bus import (
-    CONSUMED_BY,
-    FOLLOWS,
-    Bus,
-    Change,
-    Consumer,
-    ConsumerSpec,
-    Delivery,
-    Handler,
-    PermanentError,
-    Snapshot,
-)
+from kairyu_core.bus import FOLLOWS, Bus, Change, Snapshot, topology
 from kairyu_core.bus.setup import set_up
-from kairyu_core.events import (
-    ALL_EVENTS,
-    Event,
-    NodesReady,
-    PlanCreated,
-    Subjects,
-    WorkspaceDeleted,
-    WorkspaceObserved,
-    WorkspaceRef,
-)
+from kairyu_core.events import Subjects
 from kairyu_core.localenv import LocalNats
 from kairyu_core.objectstate import CLUSTER_SCOPED, JSON, KINDS, Kind, ObjectKey
 from kairyu_core.settings import NatsSettings
 
 pytestmark = pytest.mark.integration
-SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
+SERVICES = topology.SERVICES
 IDENTITIES = ("admin", *SERVICES)
-STREAM = "KAIRYU"
+STREAM = "KAIRYU"  # the base name; no stream of this bare name is used any more
 STATE_STREAM = f"{STREAM}_STATE"
+DEAD_LETTER_STREAM = f"{STREAM}_DEADLETTER"
 SUBJECTS = Subjects(prefix="kairyu")
 
 
@@ -70,7 +50,7 @@ def server() -> Iterator[LocalNats]:
     ]
     env = {f"KAIRYU_{i.upper()}_NATS_PASSWORD": password(i) for i in IDENTITIES}
     with LocalNats(config=config_map["data"]["authorization.conf"], env=env) as local:
-        asyncio.run(set_up(settings("admin", local), list(CONSUMED_BY), name="kairyu-nats-setup"))
+        asyncio.run(set_up(settings("admin", local), name="kairyu-nats-setup"))
         yield local
 
 
@@ -82,85 +62,25 @@ def settings(identity: str, server: LocalNats) -> NatsSettings:
         user=user,
         password=SecretStr(password(identity)),
         inbox_prefix=f"_INBOX.{user}",
-        manage_topology=False,
     )
 
 
-def ref() -> WorkspaceRef:
-    uid = uuid.uuid4().hex[:8]
-    return WorkspaceRef(
-        namespace="ml", name=f"ws-{uid}", uid=uid, generation=1, resource_version="1"
-    )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.1)
-
-
-async def test_each_service_works_through_its_own_identity(server: LocalNats) -> None:
-    """The watcher publishes, every consumer gets the event on its own consumer and settles it
-    (the deployer by dead-lettering it), and the planner's plan reaches the provisioner."""
-    workspace = ref()
-    seen: dict[str, list[str]] = {s: [] for s in CONSUMED_BY}
-    buses: list[Bus] = []
-    consumers: list[tuple[Consumer, asyncio.Task[None]]] = []
-
-    def handler(service: str) -> Handler:
-        async def handle(event: Event, delivery: Delivery) -> None:
-            if event.workspace.uid != workspace.uid:
-                return
-            seen[service].append(event.event_name)
-            if service == "deployer":
-                raise PermanentError("cannot deploy this", reason="Refused")
-
-        return handle
-
-    try:
-        for service in CONSUMED_BY:
-            bus = await Bus.connect(settings(service, server), name=f"kairyu-{service}")
-            buses.append(bus)
-            await bus.ensure_stream()  # checks, may not create
-            consumer = Consumer(
-                bus,
-                ConsumerSpec.of_service(service, bus.stream.subjects),
-                service=f"kairyu-{service}",
-                events={e.event_name: e for e in ALL_EVENTS},
-                handler=handler(service),
+@pytest.mark.parametrize("identity", SERVICES)
+async def test_each_service_finds_the_streams_and_records_only_its_dead_letters(
+    server: LocalNats, identity: str
+) -> None:
+    """Through its own identity each service sees that the streams are there (it may not create
+    them), and each reconciling service records a reconcile it gave up on."""
+    async with await Bus.connect(settings(identity, server), name=f"kairyu-{identity}") as bus:
+        await asyncio.wait_for(bus.wait_for_streams(), 10)
+        assert bus.topology_ready
+        if identity in topology.RECONCILERS:
+            key = f"ml/ws-{uuid.uuid4().hex[:8]}"
+            published = await bus.dead_letter_reconcile(
+                topology.identity(identity), key, reason="Refused", error="cannot"
             )
-            consumers.append((consumer, asyncio.create_task(consumer.run())))
-        watcher = await Bus.connect(settings("watcher", server), name="kairyu-watcher")
-        buses.append(watcher)
-        await watcher.publish(WorkspaceObserved(workspace=workspace))
-        planner = buses[list(CONSUMED_BY).index("planner")]
-        await planner.publish(
-            PlanCreated(
-                workspace=workspace,
-                instance_type="Standard_NC24ads_A100_v4",
-                node_count=1,
-                plan_digest="d1",
-            )
-        )
-
-        async def everyone_saw_it() -> bool:
-            observed = all(WorkspaceObserved.event_name in names for names in seen.values())
-            return observed and PlanCreated.event_name in seen["provisioner"]
-
-        await eventually(everyone_saw_it, 20)
-        for bus, service in zip(buses, CONSUMED_BY, strict=False):
-
-            async def settled(bus: Bus = bus, durable: str = f"kairyu-{service}") -> bool:
-                return await bus.consumer_pending(durable) == (0, 0)
-
-            await eventually(settled, 10)
-    finally:
-        for consumer, task in consumers:
-            await consumer.stop(grace_s=1)
-            task.cancel()
-        for bus in buses:
-            await bus.close()
+            assert published.stream == DEAD_LETTER_STREAM
+            assert not published.duplicate
 
 
 def state_key(kind: Kind) -> ObjectKey:
@@ -175,11 +95,13 @@ def state_of(key: ObjectKey, version: str = "1") -> JSON:
     return {"metadata": meta}
 
 
-async def test_the_setup_step_creates_the_state_stream(server: LocalNats) -> None:
+async def test_the_setup_step_creates_the_streams(server: LocalNats) -> None:
     async with await Bus.connect(settings("admin", server), name="kairyu-nats-setup") as admin:
         info = await admin.js.stream_info(STATE_STREAM)
+        letters = await admin.js.stream_info(DEAD_LETTER_STREAM)
     assert info.config.subjects == ["kairyu.v1.state.>"]
     assert info.config.max_msgs_per_subject == 1
+    assert letters.config.subjects == ["kairyu.v1.deadletter.>"]
 
 
 async def test_the_watcher_writes_and_deletes_states(server: LocalNats) -> None:
@@ -227,7 +149,7 @@ async def test_each_service_follows_the_kinds_it_reads(server: LocalNats, identi
         await asyncio.gather(*(follow(kind, key) for kind, key in keys.items()))
 
 
-@pytest.mark.parametrize("identity", list(CONSUMED_BY))
+@pytest.mark.parametrize("identity", topology.RECONCILERS)
 async def test_a_service_cannot_follow_a_kind_it_does_not_read(
     server: LocalNats, identity: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -257,31 +179,35 @@ def denied_to(identity: str) -> tuple[list[str], list[str]]:
     """(subjects this identity must not publish to, subjects it must not subscribe to)."""
     own = f"kairyu-{identity}"
     other = "kairyu-planner" if identity != "planner" else "kairyu-deployer"
+    reconcile = SUBJECTS.reconcile("ml", "ws")
     publish = [
-        f"$JS.API.STREAM.DELETE.{STREAM}",
-        f"$JS.API.STREAM.PURGE.{STREAM}",
-        f"$JS.API.STREAM.MSG.DELETE.{STREAM}",
-        f"$JS.API.STREAM.MSG.GET.{STREAM}",
-        f"$JS.API.DIRECT.GET.{STREAM}",
-        f"$JS.API.CONSUMER.DELETE.{STREAM}.{other}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{other}",
-        f"$JS.ACK.{STREAM}.{other}.1.7.7.1700000000000000000.0",
-        SUBJECTS.dead_letter(other, SUBJECTS.of_event(WorkspaceObserved, "ml", "ws")),
+        # The event stream and its durable consumers are gone: nobody may bring them back.
+        f"$JS.API.STREAM.CREATE.{STREAM}",
+        f"$JS.API.CONSUMER.CREATE.{STREAM}.{own}",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{own}",
+        "kairyu.v1.workspace.observed.ml.ws",
+        "kairyu.v1.state.secret.ml.ws",  # not a kind of the topology, not even for the watcher
+        SUBJECTS.dead_letter(other, reconcile),
     ]
-    # The state stream: nobody deletes, purges, reads it directly or follows every kind at once,
-    # and an ordered consumer is created only with its filter in the subject, for a kind the
-    # identity follows (FOLLOWS; the admin follows none).
+    # Nobody deletes, purges or reads a stream directly, or reads the dead letters.
+    for stream in (STATE_STREAM, DEAD_LETTER_STREAM):
+        publish += [
+            f"$JS.API.STREAM.DELETE.{stream}",
+            f"$JS.API.STREAM.PURGE.{stream}",
+            f"$JS.API.STREAM.MSG.DELETE.{stream}",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}",
+            f"$JS.API.CONSUMER.DELETE.{stream}.{own}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{own}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{own}",
+        ]
+    publish.append(f"$JS.API.CONSUMER.CREATE.{DEAD_LETTER_STREAM}.{own}.kairyu.v1.deadletter.>")
+    # The state stream: nobody follows every kind at once, and an ordered consumer is created
+    # only with its filter in the subject, for a kind the identity follows (FOLLOWS; the admin
+    # follows none).
     create = f"$JS.API.CONSUMER.CREATE.{STATE_STREAM}"
     publish += [
-        f"$JS.API.STREAM.DELETE.{STATE_STREAM}",
-        f"$JS.API.STREAM.PURGE.{STATE_STREAM}",
-        f"$JS.API.STREAM.MSG.DELETE.{STATE_STREAM}",
-        f"$JS.API.STREAM.MSG.GET.{STATE_STREAM}",
-        f"$JS.API.DIRECT.GET.{STATE_STREAM}",
         f"$JS.API.DIRECT.GET.{STATE_STREAM}.kairyu.v1.state.workspace.ml.ws",
-        f"$JS.API.CONSUMER.DELETE.{STATE_STREAM}.{own}",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{STATE_STREAM}.{own}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{STATE_STREAM}.{own}",
         create,  # the filter only in the request, where permissions cannot see it
         f"{create}.{own}",
         f"{create}.{own}.kairyu.v1.state.>",
@@ -292,29 +218,19 @@ def denied_to(identity: str) -> tuple[list[str], list[str]]:
         ),
     ]
     if identity != "admin":
-        publish += [
-            f"$JS.API.STREAM.CREATE.{STREAM}",
-            f"$JS.API.STREAM.UPDATE.{STREAM}",  # a subject transform would forge events
-            f"$JS.API.CONSUMER.CREATE.{STREAM}.{own}",  # its own, with a filter reading all
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.{own}",
-            f"$JS.API.CONSUMER.INFO.{STREAM}.{other}",
-            f"$JS.API.STREAM.CREATE.{STATE_STREAM}",
-            f"$JS.API.STREAM.UPDATE.{STATE_STREAM}",
-        ]
+        for stream in (STATE_STREAM, DEAD_LETTER_STREAM):
+            publish += [f"$JS.API.STREAM.CREATE.{stream}", f"$JS.API.STREAM.UPDATE.{stream}"]
     if identity != "watcher":
-        publish.append(SUBJECTS.of_event(WorkspaceDeleted, "ml", "ws"))
         publish += ["kairyu.v1.state.workspace.ml.ws", "kairyu.v1.state.node._.n1"]
-    if identity != "planner":
-        publish.append(SUBJECTS.of_event(PlanCreated, "ml", "ws"))
-    if identity != "provisioner":
-        publish.append(SUBJECTS.of_event(NodesReady, "ml", "ws"))
+    if identity not in topology.RECONCILERS:
+        publish.append(SUBJECTS.dead_letter(own, reconcile))
     subscribe = [
         "_INBOX.>",
         f"_INBOX.{other}.>",
-        SUBJECTS.all_events,
+        "kairyu.v1.workspace.>",
         SUBJECTS.all_dead_letters,
         "$JS.API.>",
-        f"$JS.ACK.{STREAM}.>",
+        f"$JS.ACK.{STATE_STREAM}.>",
         "kairyu.v1.state.>",
         "$JS.FC.>",
     ]
@@ -362,25 +278,34 @@ async def test_an_identity_cannot_reach_beyond_its_own_rights(
     assert [s for s in allowed if f'"{s.lower()}"' in refused] == []
 
 
-def test_nats_setup_is_a_native_sidecar_that_keeps_the_topology_in_place() -> None:
-    """Each pod's nats-setup runs for the pod's life (`restartPolicy: Always` in initContainers)
-    and sets the topology up again periodically, so a deleted consumer comes back without a pod
-    restart (a restarted service container does not re-run init containers); it has no startup
-    probe, which would hold back the service's start, and the planner's webhook with it, while
-    NATS is down. The services' startup and liveness probes look at /healthz, not at NATS."""
-    deployments = [d for d in documents(render()) if d["kind"] == "Deployment"]
+@pytest.mark.parametrize("auth", ["true", "false"])
+def test_nats_setup_is_a_native_sidecar_that_keeps_the_streams_in_place(auth: str) -> None:
+    """Each pod's nats-setup, with or without NATS authorization, is the one component that
+    creates the streams: it runs for the pod's life (`restartPolicy: Always` in initContainers)
+    and sets them up again periodically, so a deleted stream comes back without a pod restart (a
+    restarted service container does not re-run init containers); it has no startup probe, which
+    would hold back the service's start, and the planner's webhook with it, while NATS is down.
+    Only it gets the admin credentials. The services' startup and liveness probes look at
+    /healthz, not at NATS."""
+    rendered = documents(render(None, "--set", f"global.nats.auth.enabled={auth}"))
+    deployments = [d for d in rendered if d["kind"] == "Deployment"]
     assert len(deployments) == 5
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         (setup_container,) = pod["initContainers"]
-        service = pod["containers"][0]["name"]
         assert setup_container["name"] == "nats-setup"
         assert setup_container["restartPolicy"] == "Always"
         assert "startupProbe" not in setup_container
-        command = setup_container["command"]
-        assert command[:3] == ["python", "-m", "kairyu_core.bus.setup"]
-        assert command[command.index("--every") + 1] == "30"
-        assert command[-1] == service
+        assert setup_container["command"] == [
+            "python", "-m", "kairyu_core.bus.setup", "--every", "30"
+        ]  # fmt: skip
+        users = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for c in [setup_container, *pod["containers"]]
+            for e in c["env"]
+            if e["name"] == "KAIRYU_NATS__USER"
+        }
+        assert ("kairyu-admin-nats" in users) == (auth == "true")
         for container in pod["containers"]:
             assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"

@@ -3,7 +3,8 @@
 Watcher, planner, provisioner (real Karpenter), deployer and tuner run in this process against the
 real apiserver and nats-server, as `make dev` runs them; kwok plays the kubelet. Each Workspace
 must reach its final state, and every span that names it must sit in the one trace its rollout
-started, with spans from every service that handled it.
+started (its ids derived from the Workspace's uid and generation), with spans from every service
+that handled it and the rollout's own root and outcome.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ pytestmark = pytest.mark.e2e
 
 # Instrumentation scopes: which service a span comes from. (No bus spans are expected: the
 # services hand off through the Workspace's status in their views, and consume no events.)
-WATCHER = "kairyu_watcher"
+ROLLOUT = (
+    "kairyu.rollout"  # the root (recorded by the planner) and the outcome (by the last writer)
+)
 PLANNER, PROVISIONER = "kairyu.planner", "kairyu.provisioner"
 DEPLOYER, TUNER = "kairyu.deployer", "kairyu.tuner"
 
@@ -64,9 +67,9 @@ async def test_the_three_seeds_reach_their_final_states_in_one_trace_each(
     spans: InMemorySpanExporter,
 ) -> None:
     rollouts = {
-        "inference": ("Ready", {WATCHER, PLANNER, PROVISIONER, DEPLOYER}),
-        "tuning": ("Succeeded", {WATCHER, PLANNER, PROVISIONER, TUNER}),
-        "adapter": ("Ready", {WATCHER, PLANNER, PROVISIONER, DEPLOYER}),
+        "inference": ("Ready", {ROLLOUT, PLANNER, PROVISIONER, DEPLOYER}),
+        "tuning": ("Succeeded", {ROLLOUT, PLANNER, PROVISIONER, TUNER}),
+        "adapter": ("Ready", {ROLLOUT, PLANNER, PROVISIONER, DEPLOYER}),
     }
     for kind in rollouts:
         await asyncio.to_thread(cluster.apply, _named(kind, f"seed-{kind}", namespace))
@@ -140,4 +143,4 @@ async def test_a_rollout_keeps_its_one_trace_when_every_service_restarts_mid_way
     ]
     assert "ready" in {s.name for s in in_trace}
     services = {s.instrumentation_scope.name for s in in_trace if s.instrumentation_scope}
-    assert {WATCHER, PLANNER, PROVISIONER, DEPLOYER} <= services
+    assert {ROLLOUT, PLANNER, PROVISIONER, DEPLOYER} <= services

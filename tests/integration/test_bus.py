@@ -1,80 +1,26 @@
-"""The bus on a real nats-server: tracing across processes, dedupe, retries, dead letters, kills."""
+"""The bus on a real nats-server: the set-up step, services that wait for it, dead letters,
+outages, credentials and TLS. Following states is tested in test_state_stream.py."""
 
 import asyncio
-import json
+import dataclasses
 import logging
-import subprocess
-import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.js.api import DiscardPolicy
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from nats.js.errors import NotFoundError
 
-from kairyu_core import service
-from kairyu_core.bus import (
-    Bus,
-    BusError,
-    Consumer,
-    ConsumerSpec,
-    Delivery,
-    PermanentError,
-    StreamSpec,
-    TemporaryError,
-    setup,
-)
-from kairyu_core.events import Event, WorkspaceObserved, WorkspaceRef
+from kairyu_core.bus import Bus, BusError, StreamSpec, setup
+from kairyu_core.events import Subjects
 from kairyu_core.localenv import LocalNats, certs
 from kairyu_core.localenv.processes import free_port
+from kairyu_core.objectstate import ObjectKey
 from kairyu_core.settings import NatsSettings
 from kairyu_core.testing.bus import dead_letters
 from kairyu_core.testing.plugin import unique
-
-PEER = Path(__file__).with_name("bus_peer.py")
-EVENTS = {WorkspaceObserved.event_name: WorkspaceObserved}
-Handler = Callable[[Event, Delivery], Awaitable[None]]
-
-
-def ref(uid: str = "uid-1", *, name: str = "ws", rv: str = "1") -> WorkspaceRef:
-    return WorkspaceRef(namespace="ns", name=name, uid=uid, generation=1, resource_version=rv)
-
-
-def consumer_spec(bus: Bus, durable: str = "svc", **overrides: Any) -> ConsumerSpec:
-    return ConsumerSpec(
-        durable=durable, filter_subjects=(bus.stream.subjects.all_events,), **overrides
-    )
-
-
-class Running:
-    """A consumer running in a task of the test's loop."""
-
-    def __init__(self, bus: Bus, handler: Handler, spec: ConsumerSpec | None) -> None:
-        self.consumer = Consumer(
-            bus, spec or consumer_spec(bus), service="svc", events=EVENTS, handler=handler
-        )
-        self.task = asyncio.create_task(self.consumer.run())
-
-    async def stop(self) -> None:
-        await self.consumer.stop(grace_s=1)
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-
-async def running(bus: Bus, handler: Handler, spec: ConsumerSpec | None = None) -> Running:
-    return Running(bus, handler, spec)
-
-
-@pytest.fixture
-async def consumers() -> AsyncIterator[list[Running]]:
-    started: list[Running] = []
-    yield started
-    for run in started:
-        await run.stop()
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -84,379 +30,72 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_trace_context_crosses_processes(
-    bus: Bus,
-    stream_spec: StreamSpec,
-    nats_server: LocalNats,
-    spans: InMemorySpanExporter,
-    consumers: list[Running],
+def fresh_spec() -> StreamSpec:
+    token = unique("s").removeprefix("s-")
+    return StreamSpec(name=f"T{token}", subjects=Subjects(prefix=f"t{token}"))
+
+
+def pod(name: str = "p") -> tuple[ObjectKey, dict[str, object]]:
+    meta = {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": "1"}
+    return ObjectKey("Pod", "ns", name), {"metadata": meta}
+
+
+async def test_setup_is_idempotent_and_updates_in_place(bus: Bus, nats_server: LocalNats) -> None:
+    """The set-up step run again (every pod's sidecar, every 30 s) changes nothing; a new
+    release's limits are applied to the existing streams without losing what they hold."""
+    key, value = pod()
+    await bus.put_state(key, value, digest="d1")
+    await bus.create_streams()
+    bigger = dataclasses.replace(bus.stream, state_max_bytes=2 * bus.stream.state_max_bytes)
+    async with await Bus.connect(nats_server.url, name="release", stream=bigger) as release:
+        await release.create_streams()
+        info = await release.js.stream_info(bigger.state_stream)
+    assert info.config.max_bytes == bigger.state_max_bytes
+    assert info.state.messages == 1
+
+
+async def test_a_service_waits_for_the_streams_until_the_setup_step_creates_them(
+    nats_server: LocalNats, caplog: pytest.LogCaptureFixture
 ) -> None:
-    received: list[Event] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(event)
-
-    consumers.append(await running(bus, handle))
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(PEER),
-            "publish",
-            nats_server.url,
-            stream_spec.name,
-            stream_spec.subjects.prefix,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    producer = json.loads(out.stdout.splitlines()[-1])
-    await until(lambda: len(received) == 1)
-    await until(lambda: any(s.kind == SpanKind.CONSUMER for s in spans.get_finished_spans()))
-    (consumer_span,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
-    assert f"{consumer_span.context.trace_id:032x}" == producer["trace_id"]
-    assert consumer_span.parent is not None
-    assert f"{consumer_span.parent.span_id:016x}" == producer["span_id"]
-    assert producer["name"].endswith(" publish")
-    assert consumer_span.name.endswith(" process")
-
-
-async def test_duplicate_publish_is_dropped(bus: Bus, consumers: list[Running]) -> None:
-    received: list[str] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(event.message_id)
-
-    event = WorkspaceObserved(workspace=ref())
-    first = await bus.publish(event)
-    second = await bus.publish(WorkspaceObserved(workspace=ref()))  # same object version, same fact
-    assert (first.duplicate, second.duplicate) == (False, True)
-    assert second.sequence == first.sequence
-    consumers.append(await running(bus, handle))
-    await until(lambda: len(received) == 1)
-    await asyncio.sleep(1.0)
-    assert received == [event.message_id]
-
-
-async def test_nak_redelivers_after_the_requested_delay(bus: Bus, consumers: list[Running]) -> None:
-    seen: list[float] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        seen.append(time.monotonic())
-        if delivery.num_delivered == 1:
-            raise TemporaryError("not yet", delay=1.5)
-
-    consumers.append(await running(bus, handle))
-    await bus.publish(WorkspaceObserved(workspace=ref()))
-    await until(lambda: len(seen) == 2)
-    assert seen[1] - seen[0] >= 1.4
-    await asyncio.sleep(1.0)
-    assert len(seen) == 2, "acked after the retry: no further delivery"
-
-
-async def test_permanent_failure_lands_on_the_dead_letter_subject_once(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    calls: list[int] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        calls.append(delivery.num_delivered)
-        raise PermanentError("preset nope is unknown", reason="UnknownPreset")
-
-    consumers.append(await running(bus, handle))
-    published = await bus.publish(WorkspaceObserved(workspace=ref()))
-    await until(lambda: len(calls) == 1)
-    letters = await dead_letters(bus)
-    assert len(letters) == 1
-    subject, headers, data = letters[0]
-    assert subject == bus.stream.subjects.dead_letter(
-        "svc", bus.stream.subjects.for_event(WorkspaceObserved(workspace=ref()))
-    )
-    assert headers["Kairyu-Dead-Letter-Reason"] == "UnknownPreset"
-    assert "preset nope is unknown" in headers["Kairyu-Dead-Letter-Error"]
-    assert WorkspaceObserved.model_validate_json(data).workspace == ref()
-    assert published.sequence > 0
-    await asyncio.sleep(1.0)
-    assert calls == [1], "a terminated message is not redelivered"
-
-
-async def test_malformed_message_is_dead_lettered_and_the_consumer_keeps_going(
-    bus: Bus, consumers: list[Running], spans: InMemorySpanExporter
-) -> None:
-    handled: list[str] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        handled.append(event.workspace.uid)
-
-    consumers.append(await running(bus, handle))
-    subject = bus.stream.subjects.for_event(WorkspaceObserved(workspace=ref()))
-    await bus.publish_raw(subject, b'{"not": "an event"', headers={"Nats-Msg-Id": "garbage-1"})
-    await bus.publish(WorkspaceObserved(workspace=ref("uid-good")))
-    await until(lambda: handled == ["uid-good"])
-    (letter,) = await dead_letters(bus)
-    assert letter[1]["Kairyu-Dead-Letter-Reason"] == "MalformedEvent"
-    assert letter[2] == b'{"not": "an event"'
-    errors = [s for s in spans.get_finished_spans() if s.status.status_code == StatusCode.ERROR]
-    assert errors
-    assert "MalformedEvent" in (errors[0].status.description or "")
-
-
-async def test_unexpected_errors_retry_with_backoff_then_dead_letter(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    calls: list[int] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        calls.append(delivery.num_delivered)
-        raise RuntimeError("bug")
-
-    consumers.append(await running(bus, handle, consumer_spec(bus, max_deliver=2)))
-    await bus.publish(WorkspaceObserved(workspace=ref()))
-    await until(lambda: len(calls) == 2, timeout=15)
-    letters = await dead_letters(bus, wait=2.0)
-    assert [h["Kairyu-Dead-Letter-Reason"] for _, h, _ in letters] == ["MaxDeliveriesExceeded"]
-    assert calls == [1, 2]
-
-
-async def test_events_of_one_workspace_are_handled_in_order(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    order: list[str] = []
-    active: set[str] = set()
-    overlap: list[bool] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        key = event.workspace.name
-        overlap.append(key in active)
-        active.add(key)
-        await asyncio.sleep(0.05 * (int(event.workspace.resource_version) % 3))
-        order.append(f"{key}:{event.workspace.resource_version}")
-        active.discard(key)
-
-    for rv in range(1, 9):
-        await bus.publish(WorkspaceObserved(workspace=ref("uid-a", name="a", rv=str(rv))))
-        await bus.publish(WorkspaceObserved(workspace=ref("uid-b", name="b", rv=str(rv))))
-    consumers.append(await running(bus, handle))
-    await until(lambda: len(order) == 16)
-    for key in "ab":
-        assert [o for o in order if o.startswith(key)] == [f"{key}:{rv}" for rv in range(1, 9)]
-    assert not any(overlap), "two events of one workspace ran at the same time"
-
-
-async def test_a_consumer_killed_mid_handling_loses_nothing(
-    bus: Bus, stream_spec: StreamSpec, nats_server: LocalNats, consumers: list[Running]
-) -> None:
-    durable = unique("shared")
-    with subprocess.Popen(
-        [
-            sys.executable,
-            str(PEER),
-            "consume",
-            nats_server.url,
-            stream_spec.name,
-            stream_spec.subjects.prefix,
-            durable,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as peer:
+    """A service never creates a stream: it says which one is missing and who creates it, waits
+    (not ready), and goes on once the set-up step has run."""
+    caplog.set_level(logging.INFO, logger="kairyu_core.bus")
+    spec = fresh_spec()
+    async with await Bus.connect(nats_server.url, name="service", stream=spec) as service:
+        with pytest.raises(BusError, match=r"kairyu_core\.bus\.setup"):
+            await service.check_streams()
+        waiting = asyncio.create_task(service.wait_for_streams())
         try:
-            await bus.publish(WorkspaceObserved(workspace=ref("uid-crash")))
-            line = await asyncio.wait_for(asyncio.to_thread(peer.stdout.readline), timeout=20)  # type: ignore[union-attr]
-            assert json.loads(line) == {"handling": "uid-crash", "delivered": 1}
+            await until(lambda: not service.topology_ready)
+            await asyncio.sleep(0.6)
+            assert not waiting.done()
+            with pytest.raises(NotFoundError):  # nothing created behind the step's back
+                await service.js.stream_info(spec.state_stream)
+            async with await Bus.connect(nats_server.url, name="setup", stream=spec) as admin:
+                await admin.create_streams()
+                await asyncio.wait_for(waiting, 10)
+                assert service.topology_ready
+                await admin.delete_streams()
         finally:
-            peer.kill()  # SIGKILL: no ack, no nak, no goodbye
-    received: list[Delivery] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(delivery)
-
-    consumers.append(
-        await running(bus, handle, consumer_spec(bus, durable=durable, ack_wait_s=2.0))
-    )
-    await until(lambda: len(received) == 1, timeout=15)
-    assert received[0].num_delivered == 2
-    await asyncio.sleep(0.5)  # the ack is asynchronous
-    assert await bus.consumer_pending(durable) == (0, 0)
-
-
-async def test_setup_is_idempotent_and_updates_in_place(bus: Bus) -> None:
-    await bus.ensure_stream()
-    await bus.ensure_consumer(consumer_spec(bus, max_ack_pending=3))
-    await bus.ensure_consumer(consumer_spec(bus, max_ack_pending=5))  # a new release changes it
-    info = await bus.js.consumer_info(bus.stream.name, "svc")
-    assert info.config.max_ack_pending == 5
-
-
-async def test_shutdown_hands_unfinished_work_back_at_once(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    started = asyncio.Event()
-
-    async def stuck(event: Event, delivery: Delivery) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
-    first = await running(bus, stuck)
-    await bus.publish(WorkspaceObserved(workspace=ref()))
-    await asyncio.wait_for(started.wait(), 10)
-    await first.stop()  # grace of 1 s, then cancel and release
-
-    received: list[Delivery] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(delivery)
-
-    consumers.append(await running(bus, handle))
-    began = time.monotonic()
-    await until(lambda: len(received) == 1)
-    assert time.monotonic() - began < 5, "released, not left to the 30 s ack_wait"
-    assert received[0].num_delivered == 2
-
-
-async def test_consumer_survives_a_nats_restart(
-    bus: Bus, nats_server: LocalNats, consumers: list[Running]
-) -> None:
-    received: list[str] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(event.workspace.uid)
-
-    consumers.append(await running(bus, handle))
-    await bus.publish(WorkspaceObserved(workspace=ref("before")))
-    await until(lambda: received == ["before"])
-    nats_server.restart()  # same port, same store: the stream and the consumer survive
-    await until(lambda: bus.is_connected, timeout=20)
-    await bus.publish(WorkspaceObserved(workspace=ref("after")))
-    await until(lambda: received == ["before", "after"], timeout=20)
-
-
-async def test_a_message_queued_behind_a_slow_one_is_not_handed_out_twice(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    seen: list[tuple[str, int]] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        seen.append((event.workspace.resource_version, delivery.num_delivered))
-        if event.workspace.resource_version == "1":
-            await asyncio.sleep(5.0)  # well past the 2 s ack_wait; the heartbeat keeps both alive
-
-    consumers.append(await running(bus, handle, consumer_spec(bus, ack_wait_s=2.0)))
-    await bus.publish(WorkspaceObserved(workspace=ref(rv="1")))
-    await bus.publish(WorkspaceObserved(workspace=ref(rv="2")))
-    await until(lambda: len(seen) >= 2, timeout=15)
-    await asyncio.sleep(2.5)
-    assert seen == [("1", 1), ("2", 1)]
-
-
-async def test_a_temporary_failure_is_retried_past_max_deliver(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    """A TemporaryError longer than max_deliver tries (an apiserver outage) delays, never loses."""
-    calls: list[int] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        calls.append(delivery.num_delivered)
-        if delivery.num_delivered < 3:
-            raise TemporaryError("apiserver unavailable", delay=0.1)
-
-    consumers.append(await running(bus, handle, consumer_spec(bus, max_deliver=1)))
-    await bus.publish(WorkspaceObserved(workspace=ref()))
-    await until(lambda: calls == [1, 2, 3], timeout=15)
-    await asyncio.sleep(0.5)  # the ack is asynchronous
-    assert await bus.consumer_pending("svc") == (0, 0)
-    assert await dead_letters(bus, wait=0.2) == []
-
-
-async def test_a_deleted_stream_and_consumer_come_back(bus: Bus, consumers: list[Running]) -> None:
-    """Deleted under a running service (by hand, or a NATS store lost): both are recreated, and
-    the next event is handled, instead of a consumer that fetches from nothing for ever."""
-    received: list[str] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(event.workspace.uid)
-
-    consumers.append(await running(bus, handle))
-    await bus.publish(WorkspaceObserved(workspace=ref("before")))
-    await until(lambda: received == ["before"])
-    await bus.delete_stream()  # and with it the consumer
-    await bus.publish(WorkspaceObserved(workspace=ref("after")))
-    await until(lambda: received == ["before", "after"], timeout=30)
-    assert await bus.consumer_pending("svc") == (0, 0)
-
-
-async def test_a_service_that_may_not_recreate_its_consumer_waits_for_the_setup_sidecar(
-    bus: Bus, nats_server: LocalNats, stream_spec: StreamSpec
-) -> None:
-    """Under NATS authorization a service may not create consumers. When its consumer is deleted
-    it stays alive and reports not ready (exiting would not help: a restarted container does not
-    re-run init containers), and resumes consuming once the `nats-setup` sidecar's next round has
-    recreated the consumer."""
-    admin = NatsSettings(
-        url=nats_server.url, stream=stream_spec.name, subject_prefix=stream_spec.subjects.prefix
-    )
-    await setup.set_up(admin, ["deployer"], name="admin")
-    bound = await Bus.connect(admin.model_copy(update={"manage_topology": False}), name="bound")
-    readiness = service.Readiness()
-    readiness.bus = bound
-    received: list[str] = []
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        received.append(event.workspace.uid)
-
-    spec = ConsumerSpec.of_service("deployer", bound.stream.subjects)
-    consumer = Consumer(
-        bound, spec, service="deployer", events=EVENTS, handler=handle, verify_every_s=0.2
-    )
-    task = asyncio.create_task(consumer.run())
-    sidecar: asyncio.Task[None] | None = None
-    try:
-        await bus.publish(WorkspaceObserved(workspace=ref("before")))
-        await until(lambda: received == ["before"])
-        assert readiness()
-        await bus.js.delete_consumer(stream_spec.name, spec.durable)
-        await until(lambda: not readiness())
-        await bus.publish(WorkspaceObserved(workspace=ref("while-gone")))
-        await asyncio.sleep(1.0)  # several verify periods: the service must not have given up
-        assert not task.done(), task.exception()
-        sidecar = asyncio.create_task(
-            setup.keep_set_up(admin, ["deployer"], name="nats-setup", every_s=0.2)
-        )
-        await until(readiness, timeout=40)
-        await bus.publish(WorkspaceObserved(workspace=ref("after")))
-        # The recreated consumer delivers everything still in the stream (DeliverPolicy.ALL).
-        await until(lambda: "while-gone" in received and "after" in received, timeout=40)
-    finally:
-        if sidecar is not None:
-            sidecar.cancel()
-            await asyncio.gather(sidecar, return_exceptions=True)
-        await consumer.stop(grace_s=1)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await bound.close()
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+    assert f"stream {spec.state_stream} does not exist" in caplog.text
 
 
 @pytest.mark.integration  # its own nats-server, started late
 async def test_the_setup_sidecar_outlasts_a_nats_that_is_not_there_yet(tmp_path: Path) -> None:
     """The sidecar starts before NATS does (or during an outage): it keeps retrying instead of
-    exiting, and sets the stream up as soon as NATS is there."""
+    exiting, and sets the streams up as soon as NATS is there."""
     later = LocalNats(workdir=tmp_path, port=free_port())  # not started yet
-    settings = NatsSettings(url=later.url, stream=unique("LATE").upper())
-    sidecar = asyncio.create_task(
-        setup.keep_set_up(settings, ["planner"], name="nats-setup", every_s=0.5)
-    )
+    settings = NatsSettings(url=later.url, stream=unique("LATE").upper().replace("-", ""))
+    sidecar = asyncio.create_task(setup.keep_set_up(settings, name="nats-setup", every_s=0.5))
     try:
         await asyncio.sleep(1.5)
         assert not sidecar.done(), sidecar.exception()
         later.start()  # blocks the loop a moment; the sidecar just retries later
         try:
-            spec = StreamSpec(name=settings.stream)
-            async with await Bus.connect(later.url, name="look", stream=spec) as look:
-                deadline = time.monotonic() + 30
-                while await look.missing("kairyu-planner"):
-                    assert time.monotonic() < deadline, "the sidecar never set up the consumer"
-                    await asyncio.sleep(0.2)
+            async with await Bus.connect(settings, name="look") as look:
+                await asyncio.wait_for(look.wait_for_streams(), 30)
         finally:
             later.stop()
     finally:
@@ -464,38 +103,81 @@ async def test_the_setup_sidecar_outlasts_a_nats_that_is_not_there_yet(tmp_path:
         await asyncio.gather(sidecar, return_exceptions=True)
 
 
-async def test_the_stream_is_bounded_and_drops_the_oldest(bus: Bus, nats_server: LocalNats) -> None:
-    """Limits on size and per subject; a full subject drops its oldest event, publishing goes on."""
-    small = StreamSpec(name=bus.stream.name, subjects=bus.stream.subjects, max_msgs_per_subject=2)
-    async with await Bus.connect(nats_server.url, name="limits", stream=small) as limited:
-        await limited.ensure_stream()
-        for rv in ("1", "2", "3"):
-            published = await limited.publish(WorkspaceObserved(workspace=ref(rv=rv)))
-            assert not published.duplicate
-        info = await limited.js.stream_info(bus.stream.name)
-    assert info.config.max_bytes == StreamSpec().max_bytes
-    assert info.state.messages == 2
-    assert info.state.first_seq == 2
+async def test_the_setup_sidecar_brings_a_deleted_stream_back(nats_server: LocalNats) -> None:
+    spec = fresh_spec()
+    settings = NatsSettings(
+        url=nats_server.url, stream=spec.name, subject_prefix=spec.subjects.prefix
+    )
+    sidecar = asyncio.create_task(setup.keep_set_up(settings, name="nats-setup", every_s=0.2))
+    try:
+        async with await Bus.connect(settings, name="look") as look:
+            await asyncio.wait_for(look.wait_for_streams(), 10)
+            await look.js.delete_stream(spec.state_stream)
+            with pytest.raises(BusError):
+                await look.check_streams()
+            await asyncio.wait_for(look.wait_for_streams(), 10)
+            await look.delete_streams()
+    finally:
+        sidecar.cancel()
+        await asyncio.gather(sidecar, return_exceptions=True)
 
 
-async def test_a_flood_of_dead_letters_cannot_push_events_out_of_the_stream(
+async def test_a_reconcile_given_up_on_is_dead_lettered_with_its_reason(bus: Bus) -> None:
+    published = await bus.dead_letter_reconcile(
+        "kairyu-planner", "team-a/phi.3", reason="UnknownPreset", error="no preset phi-9"
+    )
+    assert published.stream == bus.stream.dead_letter_stream
+    ((subject, headers, payload),) = await dead_letters(bus)
+    prefix = bus.stream.subjects.prefix
+    assert subject == f"{prefix}.v1.deadletter.kairyu-planner.workspace.reconcile.team-a.phi_3"
+    assert payload == b"team-a/phi.3"
+    assert headers["Kairyu-Dead-Letter-Reason"] == "UnknownPreset"
+    assert headers["Kairyu-Dead-Letter-Error"] == "no preset phi-9"
+    assert headers["Kairyu-Service"] == "kairyu-planner"
+    assert headers["Kairyu-Original-Subject"] == f"{prefix}.v1.workspace.reconcile.team-a.phi_3"
+
+
+async def test_a_subject_outside_the_topology_is_refused(bus: Bus) -> None:
+    """The event stream is gone: a publish to an event subject finds no stream of kairyu's."""
+    subject = f"{bus.stream.subjects.prefix}.v1.workspace.observed.ns.ws"
+    with pytest.raises(BusError, match="no kairyu stream"):
+        await bus.publish_raw(subject, b"{}", headers={"Nats-Msg-Id": "x"})
+
+
+async def test_a_flood_of_dead_letters_cannot_push_states_out(
     bus: Bus, nats_server: LocalNats
 ) -> None:
-    """Any service may publish dead letters on its own subjects, so a leaked service password
-    could publish many; they go to a stream of their own, and the events stay."""
-    small = StreamSpec(name=bus.stream.name, subjects=bus.stream.subjects, max_bytes=64 * 1024)
+    """Any reconciling service may publish dead letters on its own subjects, so a leaked service
+    password could publish many; they fill only their own stream, which then refuses new ones
+    and keeps the earlier ones, and the states stay."""
+    small = dataclasses.replace(bus.stream, dead_letter_max_bytes=64 * 1024)
     async with await Bus.connect(nats_server.url, name="flood", stream=small) as limited:
-        await limited.ensure_stream()
-        await limited.publish(WorkspaceObserved(workspace=ref("kept")))
-        for n in range(200):  # 200 KiB of dead letters on distinct subjects, > the 64 KiB stream
+        await limited.create_streams()
+        key, value = pod("kept")
+        await limited.put_state(key, value, digest="d1")
+
+        async def letter(n: int) -> None:
             subject = small.subjects.dead_letter("kairyu-deployer", f"kairyu.v1.x.y.ns.w{n}")
             await limited.publish_raw(subject, b"x" * 1024, headers={"Nats-Msg-Id": f"f{n}"})
-        events = await limited.js.stream_info(small.name)
-        assert events.state.messages == 1
-        assert events.state.first_seq == 1
+
+        # 100 KiB of dead letters on distinct subjects, > the 64 KiB stream, sent at once: a
+        # refused one is retried for ~15 s (the server answers "unavailable") before it fails.
+        outcomes = await asyncio.gather(*(letter(n) for n in range(100)), return_exceptions=True)
+        refused = sum(isinstance(o, BusError) for o in outcomes)
+        states = await limited.js.stream_info(small.state_stream)
         letters = await limited.js.stream_info(small.dead_letter_stream)
-    assert letters.state.messages == 200
+    assert refused > 0
+    assert states.state.messages == 1
+    assert letters.state.first_seq == 1
     assert letters.config.discard == DiscardPolicy.NEW
+
+
+async def test_a_write_during_a_nats_restart_is_retried(bus: Bus, nats_server: LocalNats) -> None:
+    """A NATS restart is an outage to ride out: the write is retried until JetStream answers."""
+    nats_server.restart()
+    key, value = pod("after-restart")
+    published = await bus.put_state(key, value, digest="d1")
+    assert published.stream == bus.stream.state_stream
 
 
 def printed(exc: BaseException) -> str:
@@ -548,17 +230,17 @@ async def test_tls_with_a_ca_bundle_and_a_client_certificate(
         f'ca_file: "{ca.cert}", verify: true }}\n'
     )
     with LocalNats(config=config, tls=True) as server:
-        stream = StreamSpec(name=unique("TLS").upper().replace("-", ""))
         settings = NatsSettings(
             url=server.url,
             tls_ca_file=ca.cert,
             tls_cert_file=client.cert,
             tls_key_file=client.key,
-            stream=stream.name,
+            stream=unique("TLS").upper().replace("-", ""),
         )
         async with await Bus.connect(settings, name="tls") as secure:
-            await secure.ensure_stream()
-            assert (await secure.publish(WorkspaceObserved(workspace=ref()))).sequence == 1
+            await secure.create_streams()
+            key, value = pod()
+            assert (await secure.put_state(key, value, digest="d1")).sequence == 1
         # The server requires the client certificate: without it no connection comes up (the
         # bus keeps trying, as for any NATS that is not there yet), and the log says why.
         anonymous = settings.model_copy(update={"tls_cert_file": None, "tls_key_file": None})
@@ -570,8 +252,8 @@ async def test_tls_with_a_ca_bundle_and_a_client_certificate(
 async def test_a_jetstream_that_does_not_answer_is_waited_for_not_fatal(tmp_path: Path) -> None:
     """An account without JetStream answers the JetStream API the way a NATS whose JetStream is
     not up yet does (just after a restart): not at all. That is an outage to wait for, a BusError
-    (which service.connections retries, not ready meanwhile), not an error that ends a service or
-    the planner's webhook with it."""
+    (which a service and the set-up sidecar retry, not ready meanwhile), not an error that ends a
+    service or the planner's webhook with it."""
     server = LocalNats(
         workdir=tmp_path,
         config="accounts { PLAIN: { users: [{user: plain, password: plainpass}] } }",
@@ -582,41 +264,10 @@ async def test_a_jetstream_that_does_not_answer_is_waited_for_not_fatal(tmp_path
         bus = await Bus.connect(url, name="no-jetstream")
         try:
             with pytest.raises(BusError, match="JetStream is not available"):
-                await bus.ensure_stream()
+                await bus.check_streams()
+            with pytest.raises(BusError, match="JetStream is not available"):
+                await bus.create_streams()
         finally:
             await bus.close()
     finally:
         server.stop()
-
-
-async def test_a_shutdown_never_runs_two_messages_of_one_workspace_at_once(
-    bus: Bus, consumers: list[Running]
-) -> None:
-    """stop() cancels the message queued behind a slow one of the same Workspace: the slow one
-    is cancelled with it, and the queued one never starts (it goes back to NATS)."""
-    running_now: list[str] = []
-    overlaps: list[list[str]] = []
-    started = asyncio.Event()
-
-    async def handle(event: Event, delivery: Delivery) -> None:
-        rv = event.workspace.resource_version
-        if running_now:
-            overlaps.append([*running_now, rv])
-        running_now.append(rv)
-        try:
-            started.set()
-            await asyncio.sleep(30)  # slow: still at work when the grace period ends
-        finally:
-            running_now.remove(rv)
-
-    consumer = await running(bus, handle)
-    await bus.publish(WorkspaceObserved(workspace=ref(rv="1")))
-    await bus.publish(WorkspaceObserved(workspace=ref(rv="2")))
-    await asyncio.wait_for(started.wait(), 10)
-    await until(lambda: consumer.consumer._in_flight == 2)  # "2" waits behind "1"
-    await consumer.consumer.stop(grace_s=0.2)
-    await asyncio.sleep(0.5)  # a swallowed cancel would start "2" right here
-    assert overlaps == []
-    assert running_now == [], "a handler outlived stop()"
-    consumer.task.cancel()
-    await asyncio.gather(consumer.task, return_exceptions=True)

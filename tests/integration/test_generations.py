@@ -188,8 +188,8 @@ async def test_a_replan_to_another_sku_never_runs_the_new_plan_on_the_old_nodes(
             what="the new plan",
         )
         assert replanned["status"]["workerNodes"] == [old_node]  # still the old SKU's, Ready
-        # The deployer hears of the new plan within milliseconds (WorkspaceObserved); give it
-        # ample time to do the wrong thing.
+        # The deployer hears of the new plan within milliseconds (the Workspace's new state); give
+        # it ample time to do the wrong thing.
         await until(
             kube,
             namespace,

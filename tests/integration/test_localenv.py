@@ -88,7 +88,8 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                 ("plan", "planner"),
                 ("provision", "provisioner"),
                 ("deploy", "deployer"),
-                ("ready", "watcher"),
+                ("rollout", "planner"),  # the root, whose ids the Workspace's uid gives
+                ("ready", "deployer"),  # its status write finished the rollout
             ):
                 assert any(
                     line.split()[:2] == [phase, service] for line in waterfall.splitlines()

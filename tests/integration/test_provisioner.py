@@ -32,11 +32,11 @@ from kairyu_core.localenv.karpenter import LocalKarpenter
 from kairyu_core.localenv.processes import ManagedProcess
 from kairyu_core.objectstate import ObjectKey, trim
 from kairyu_core.reconciling import Reconcile
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.processes import service_process
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
-from kairyu_core.tracing import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.app import Planner
 from kairyu_planner.settings import PlannerSettings
@@ -215,6 +215,8 @@ def assert_kaito_nodes(nodes: list[dict[str, Any]], namespace: str, name: str, s
 
 # ---------------------------------------------------------------------- karpenter
 
+THEIRS = "example.com/keep"
+
 
 @pytest.mark.usefixtures("karpenter")
 async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
@@ -230,12 +232,13 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
         ProvisionerSettings(namespace=namespace, backend="karpenter", provisioning=FAST), backend
     )
     doc = inference("phi", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3")
+    doc["metadata"]["finalizers"] = [THEIRS]  # a finalizer of the user's, kept beside ours
     cluster.apply(doc)
     obj = await until(kube, namespace, "phi", is_true("ResourceReady"), what="ResourceReady=True")
     workers = obj["status"]["workerNodes"]
     assert len(workers) == 1
     assert condition(obj, "NodesReady")["status"] == "True"
-    assert naming.FINALIZER in obj["metadata"]["finalizers"]
+    assert sorted(obj["metadata"]["finalizers"]) == sorted([THEIRS, naming.FINALIZER])
     claims = await kube.list(
         resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, "phi")
     )
@@ -250,6 +253,18 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     assert obj["status"]["workerNodesPlanDigest"] == obj["status"]["plan"]["digest"]
 
     cluster.kubectl("delete", "workspace", "phi", "-n", namespace, "--wait=false")
+    # Ours goes once the nodes are gone; the user's stays until the user removes it.
+    await until(
+        kube,
+        namespace,
+        "phi",
+        lambda o: o["metadata"].get("finalizers") == [THEIRS],
+        what="only the user's finalizer left",
+    )
+    cluster.kubectl(
+        "patch", "workspace", "phi", "-n", namespace, "--type=json",
+        "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+    )  # fmt: skip
     await gone(kube, namespace, "phi")
     assert await workspace_nodes(kube, namespace, "phi") == []
     left = await kube.list(
@@ -373,7 +388,7 @@ async def test_azure_quota_exceeded_falls_back_to_the_next_cheapest_sku(
     ]
     assert ready_events
     trace_ids = {s.context.trace_id for s in provision}
-    rollout = rollout_context(obj["metadata"]["annotations"])
+    rollout = rollout_context(obj["metadata"]["uid"], obj["metadata"]["generation"])
     rollout_trace_id = trace.get_current_span(rollout).get_span_context().trace_id
     assert trace_ids == {rollout_trace_id}, "the provision spans are not in the rollout's trace"
 

@@ -95,7 +95,7 @@ async def test_tombstones_expire_so_deleted_objects_do_not_pile_up(
 ) -> None:
     spec = dataclasses.replace(stream_spec, tombstone_ttl_s=1.0)
     async with await Bus.connect(nats_server.url, name="pytest", stream=spec) as bus:
-        await bus.ensure_stream()
+        await bus.create_streams()
         try:
             keys = [await put(bus, pod(f"p{i}")) for i in range(20)]
             for key in keys:
@@ -111,7 +111,7 @@ async def test_tombstones_expire_so_deleted_objects_do_not_pile_up(
                 await asyncio.sleep(0.5)
             assert await held() == 0
         finally:
-            await bus.delete_stream()
+            await bus.delete_streams()
 
 
 async def test_an_informer_keeps_the_view_current_and_wakes_the_workspace_concerned(

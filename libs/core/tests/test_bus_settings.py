@@ -4,7 +4,6 @@ import pytest
 from pydantic import ValidationError
 
 from kairyu_core.bus import redact
-from kairyu_core.bus._consuming import retry_delay
 from kairyu_core.settings import ServiceSettings
 
 
@@ -52,9 +51,11 @@ def test_a_password_containing_at_signs_is_redacted_whole() -> None:
     assert shown == "disconnected from nats://***@nats:4222 (retrying)"
 
 
-def test_temporary_failures_back_off_to_a_minute_and_honour_longer_requests() -> None:
-    delays = [retry_delay(5.0, n) for n in range(1, 12)]
-    assert delays[:3] == [5.0, 5.0, 5.0]
-    assert delays == sorted(delays)
-    assert delays[-1] == 60.0
-    assert retry_delay(300.0, 20) == 300.0
+def test_the_settings_of_an_older_chart_are_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The event stream's limits and the per-service topology switch are gone: a leftover
+    variable is an error that names it, not a limit silently not applied."""
+    monkeypatch.setenv("KAIRYU_NATS__MANAGE_TOPOLOGY", "false")
+    with pytest.raises(ValidationError, match="manage_topology"):
+        ServiceSettings()

@@ -1,43 +1,51 @@
-"""Subjects and the event envelope."""
+"""Subject names and the declared topology."""
 
 import pytest
-from pydantic import ValidationError
 
-from kairyu_core.bus import backoff
-from kairyu_core.events import Subjects, WorkspaceDeleted, WorkspaceObserved, WorkspaceRef
+from kairyu_core.bus import FOLLOWS, SUBJECTS, StreamSpec, topology
+from kairyu_core.bus._statestream import key_of_subject, state_subject
+from kairyu_core.events import Subjects
+from kairyu_core.objectstate import CLUSTER_SCOPED, KINDS, ObjectKey
 
-REF = WorkspaceRef(namespace="team-a", name="phi.3", uid="u-1", generation=2, resource_version="77")
+
+def test_state_subjects_name_the_kind_and_the_object() -> None:
+    key = ObjectKey("Pod", "team-a", "phi.3-0")
+    subject = state_subject("kairyu", key)
+    assert subject == "kairyu.v1.state.pod.team-a.phi_3-0"
+    assert key_of_subject(subject) == key
+    node = ObjectKey("Node", CLUSTER_SCOPED, "gpu.1")
+    assert state_subject("kairyu", node) == "kairyu.v1.state.node._.gpu_1"
+    assert Subjects().states_of("NodeClaim") == "kairyu.v1.state.nodeclaim.>"
 
 
-def test_subjects_name_the_event_and_the_workspace() -> None:
+def test_dead_letters_name_the_service_and_the_workspace() -> None:
     subjects = Subjects(prefix="kairyu")
+    original = subjects.reconcile("team-a", "phi.3")
+    assert original == "kairyu.v1.workspace.reconcile.team-a.phi_3"
     assert (
-        subjects.for_event(WorkspaceObserved(workspace=REF))
-        == "kairyu.v1.workspace.observed.team-a.phi_3"
-    )
-    assert subjects.of_event(WorkspaceDeleted) == "kairyu.v1.workspace.deleted.*.*"
-    assert (
-        subjects.dead_letter("planner", "kairyu.v1.workspace.observed.a.b")
-        == "kairyu.v1.deadletter.planner.workspace.observed.a.b"
+        subjects.dead_letter("kairyu-planner", original)
+        == "kairyu.v1.deadletter.kairyu-planner.workspace.reconcile.team-a.phi_3"
     )
 
 
-def test_message_id_changes_with_the_object_version_and_the_event() -> None:
-    observed = WorkspaceObserved(workspace=REF)
-    assert observed.message_id == WorkspaceObserved(workspace=REF).message_id
-    assert observed.message_id != WorkspaceDeleted(workspace=REF).message_id
-    newer = REF.model_copy(update={"resource_version": "78"})
-    assert observed.message_id != WorkspaceObserved(workspace=newer).message_id
+def test_every_subject_kairyu_writes_has_its_stream() -> None:
+    spec = StreamSpec(name="S", subjects=Subjects(prefix="p"))
+    assert spec.stream_of("p.v1.state.pod.ns.a") == "S_STATE"
+    assert spec.stream_of("p.v1.deadletter.kairyu-tuner.workspace.reconcile.ns.a") == "S_DEADLETTER"
+    with pytest.raises(ValueError, match="no kairyu stream"):
+        spec.stream_of("p.v1.workspace.observed.ns.a")  # the event stream is gone
+    for family in spec.families:
+        assert spec.stream_of(family.wildcard.removesuffix(">") + "x") == family.stream
 
 
-def test_events_refuse_unknown_fields_and_future_schema_versions() -> None:
-    data = WorkspaceObserved(workspace=REF).model_dump(mode="json")
-    with pytest.raises(ValidationError):
-        WorkspaceObserved.model_validate({**data, "surprise": 1})
-    with pytest.raises(ValidationError):
-        WorkspaceObserved.model_validate({**data, "schema_version": 2})
-
-
-def test_backoff_doubles_and_caps() -> None:
-    assert [backoff(n) for n in (1, 2, 3, 4)] == [1, 2, 4, 8]
-    assert backoff(50) == 60
+def test_the_topology_has_one_writer_per_family_and_readers_from_follows() -> None:
+    states = [f for f in SUBJECTS if f.stream.endswith("_STATE")]
+    assert len(states) == len(KINDS)
+    for family, kind in zip(states, KINDS, strict=True):
+        assert family.producers == ("watcher",)
+        assert set(family.readers) == {s for s, kinds in FOLLOWS.items() if kind in kinds}
+    letters = [f for f in SUBJECTS if f.stream.endswith("_DEADLETTER")]
+    assert [f.producers for f in letters] == [(s,) for s in topology.RECONCILERS]
+    assert all(f.readers == () for f in letters)
+    assert topology.publishes("watcher") == tuple(f.wildcard for f in states)
+    assert topology.reads("planner") == ("kairyu.v1.state.workspace.>",)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry import trace
+
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.traceview import render, rows, trace_id_of
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -70,8 +73,13 @@ def test_phases_are_merged_and_errors_kept_apart() -> None:
     assert "total 23.0s" in text
 
 
-def test_the_trace_id_comes_from_the_rollout_annotation() -> None:
-    value = f"2;00-{TRACE}-00f067aa0ba902b7-01"
-    assert trace_id_of({"kairyu.io/rollout-trace": value}) == TRACE
-    assert trace_id_of({"kairyu.io/rollout-trace": "2;garbage"}) is None
-    assert trace_id_of(None) is None
+def test_the_trace_id_is_the_one_every_service_derives_from_uid_and_generation() -> None:
+    uid = "0b5e6c1a-2f49-4a4e-9f0e-6a3b1d2c3e4f"
+    meta: dict[str, object] = {"uid": uid, "generation": 2}
+    context = rollout_context(uid, 2)
+    assert context is not None
+    parent = trace.get_current_span(context).get_span_context()
+    assert trace_id_of(meta) == f"{parent.trace_id:032x}"
+    assert trace_id_of({**meta, "generation": 3}) != trace_id_of(meta)  # one trace per generation
+    assert trace_id_of({"generation": 2}) is None
+    assert trace_id_of({"uid": "x"}) is None

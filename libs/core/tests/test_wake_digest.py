@@ -58,11 +58,6 @@ QUIET = {
     "a progress message": lambda d: conditions_of(d)["ResourceReady"].update(
         message="0 of 1 nodes ready (node-a)"
     ),
-    "the rollout-trace annotation": lambda d: (
-        d["metadata"]
-        .setdefault("annotations", {})
-        .update({"kairyu.io/rollout-trace": "1;00-abc-def-01"})
-    ),
     "managedFields": lambda d: d["metadata"].update(managedFields=[{"manager": "x"}]),
 }
 NEWS = {

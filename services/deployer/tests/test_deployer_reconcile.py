@@ -7,6 +7,7 @@ a RecordingKube records every request and refuses reads unless a test allows the
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from kairyu_core.api import Plan
@@ -94,8 +95,10 @@ def view_of(*objects: tuple[Kind, dict[str, Any]]) -> View:
     return view
 
 
-def deployer(view: View, kube: RecordingKube) -> Deployer:
-    return Deployer(settings=DeployerSettings(), kube=kube, view=view, catalog=CATALOG)
+def deployer(view: View, kube: RecordingKube, *, pending_grace_s: float = 0.0) -> Deployer:
+    """A deployer that reports a waiting workload at once, unless `pending_grace_s` says so."""
+    settings = DeployerSettings(pending_grace_s=pending_grace_s)
+    return Deployer(settings=settings, kube=kube, view=view, catalog=CATALOG)
 
 
 def path(resource: resources.Resource, name: str = NAME) -> str:
@@ -165,6 +168,53 @@ async def test_once_the_view_shows_the_workload_and_the_condition_nothing_is_wri
     # A fresh process: nothing remembered, all from the view.
     await deployer(view, kube).reconcile(KEY)
     assert kube.calls == []
+
+
+async def test_a_workload_ready_within_the_grace_goes_straight_to_inference_ready() -> None:
+    """Within `pending_grace_s` a merely waiting workload is not reported: one write, not two."""
+    kube = RecordingKube(allow_reads=True)
+    planned = cond("Planned", "True", "PlanCreated", "planned", 1)
+    view = view_of(("Workspace", workspace(conditions=[planned])))
+    service = deployer(view, kube, pending_grace_s=5.0)
+    again = await service.reconcile(KEY)
+    assert kube.writes_to("/status") == []  # applied, but Pending is not worth a write yet
+    assert again is not None
+    assert 0 < again <= 5.0  # judged again when the grace ends
+    (applied,) = kube.writes_to("/deployments/", "PATCH")
+    now = datetime.now(UTC).isoformat()
+    deployment = stored(
+        applied,
+        uid="d-uid",
+        observedGeneration=1,
+        replicas=1,
+        readyReplicas=1,
+        updatedReplicas=1,
+    )
+    deployment["metadata"]["creationTimestamp"] = now
+    view.apply(ObjectKey.of("Deployment", deployment), trim("Deployment", deployment))
+    await service.reconcile(KEY)
+    (status,) = kube.writes_to("/status", "PATCH")
+    written = written_conditions(status)
+    assert (written["InferenceReady"]["status"], written["WorkspaceReady"]["status"]) == (
+        "True",
+        "True",
+    )  # the summary comes in the same write
+    assert status.body["status"]["state"] == "Ready"
+
+
+async def test_a_workload_waiting_past_the_grace_is_reported_pending() -> None:
+    kube = RecordingKube(allow_reads=True)
+    view = view_of(("Workspace", workspace()))
+    service = deployer(view, kube, pending_grace_s=5.0)
+    await service.reconcile(KEY)
+    (applied,) = kube.writes_to("/deployments/", "PATCH")
+    deployment = stored(applied, uid="d-uid", observedGeneration=1, replicas=1)
+    deployment["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"  # long ago
+    view.apply(ObjectKey.of("Deployment", deployment), trim("Deployment", deployment))
+    await service.reconcile(KEY)
+    (status,) = kube.writes_to("/status", "PATCH")
+    written = written_conditions(status)["InferenceReady"]
+    assert (written["status"], written["reason"]) == ("False", "WorkspaceInferenceStatusPending")
 
 
 async def test_before_the_view_shows_its_own_writes_nothing_is_written_twice() -> None:

@@ -10,13 +10,14 @@ import copy
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import load_catalog
 from kairyu_core.objectstate import ObjectKey, trim
+from kairyu_core.rollout_trace import rollout_ids
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.recording import RecordingKube
-from kairyu_core.tracing import ROLLOUT_ANNOTATION
 from kairyu_core.view import View
 from kairyu_planner import app
 from kairyu_planner.app import Planner
@@ -24,23 +25,24 @@ from kairyu_planner.settings import PlannerSettings
 
 NS, NAME, UID = "ml", "auto", "ws-uid"
 KEY = f"{NS}/{NAME}"
-TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def workspace(*, generation: int = 1, version: str = "1", traced: bool = True) -> dict[str, Any]:
+def workspace(*, generation: int = 1, version: str = "1") -> dict[str, Any]:
     """A Workspace of phi-3 without an instance type, as the watcher publishes it."""
     doc = seed("inference")
     del doc["resource"]["instanceType"]
-    annotations = {ROLLOUT_ANNOTATION: f"{generation};{TRACEPARENT}"} if traced else {}
     doc["metadata"] = {
         "name": NAME,
         "namespace": NS,
         "uid": UID,
         "generation": generation,
         "resourceVersion": version,
-        "annotations": annotations,
     }
     return doc
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
 
 
 def view_of(*objects: dict[str, Any]) -> View:
@@ -85,13 +87,13 @@ async def test_a_plan_is_written_once_without_reading_the_apiserver() -> None:
     assert plan["instanceType"] == "Standard_NC4as_T4_v3"
     assert len(plan["digest"]) == 16
     assert status["targetNodeCount"] == 1
-    (condition,) = status["conditions"]
-    assert (condition["type"], condition["status"], condition["reason"]) == (
-        "Planned",
-        "True",
-        "PlanCreated",
-    )
+    condition = conditions(status)["Planned"]
+    assert (condition["status"], condition["reason"]) == ("True", "PlanCreated")
     assert condition["observedGeneration"] == 1
+    # The same write carries the summary it leads to: no second write for WorkspaceReady.
+    ready = conditions(status)["WorkspaceReady"]
+    assert (ready["status"], ready["message"]) == ("False", "waiting for ResourceReady")
+    assert status["state"] == "Pending"
     # The view now shows the plan: a second reconcile (any change of the Workspace) writes nothing.
     await Planner(
         settings=PlannerSettings(), kube=kube, view=view, catalog=load_catalog()
@@ -109,12 +111,21 @@ async def test_gone_or_deleting_workspaces_are_not_planned() -> None:
     assert kube.calls == []
 
 
-async def test_a_new_generation_waits_briefly_for_its_rollout_trace() -> None:
+async def test_a_new_generation_is_planned_at_once_under_its_derived_rollout_trace(
+    spans: InMemorySpanExporter,
+) -> None:
+    """No annotation to wait for: the root span's ids come from the uid and generation."""
     kube = RecordingKube()
-    view = view_of(workspace(traced=False))
-    again = await planner(view, kube).reconcile(KEY)
-    assert again == pytest.approx(app._TRACE_POLL_S)
-    assert kube.calls == []  # planned once the watcher's annotation names this generation
+    assert await planner(view_of(workspace(generation=3)), kube).reconcile(KEY) is None
+    assert len(kube.writes) == 1  # the plan; nothing written to the Workspace's metadata
+    trace_id, root_id = rollout_ids(UID, 3)
+    finished = spans.get_finished_spans()
+    (root,) = [s for s in finished if s.name == f"rollout {KEY}"]
+    assert (root.context.trace_id, root.context.span_id) == (trace_id, root_id)
+    (plan,) = [s for s in finished if s.name == "plan"]
+    assert plan.context.trace_id == trace_id
+    assert plan.parent is not None
+    assert plan.parent.span_id == root_id
 
 
 async def test_a_replan_request_for_the_current_plan_excludes_its_sku() -> None:
@@ -136,7 +147,7 @@ async def test_a_replan_request_for_the_current_plan_excludes_its_sku() -> None:
     assert plan["digest"] != first["digest"]  # the request is stale by construction
     assert len(plan["replanReason"]) <= app.MAX_REPLAN_REASON
     assert "\n" not in plan["replanReason"]
-    assert status["conditions"][0]["message"].startswith("re-planned after: QuotaExceeded")
+    assert conditions(status)["Planned"]["message"].startswith("re-planned after: QuotaExceeded")
     # The view shows the new plan beside the old request: nothing more is written.
     replanned = with_status(asked, status, "4")
     view.apply(ObjectKey.of("Workspace", replanned), trim("Workspace", replanned))
@@ -183,7 +194,7 @@ async def test_a_refused_sku_with_nothing_else_that_fits_keeps_the_plan_and_says
     status = applied(kube)[-1]
     # Dropping the plan would forget the refused SKUs and plan it again, over and over.
     assert status["plan"]["digest"] == first["digest"]
-    assert "no other SKU fits" in status["conditions"][0]["message"]
+    assert "no other SKU fits" in conditions(status)["Planned"]["message"]
     again = with_status(asked, status, "4")
     view.apply(ObjectKey.of("Workspace", again), trim("Workspace", again))
     writes = len(kube.writes)

@@ -20,7 +20,6 @@ from kairyu_core.kube import JSON, errors, resources
 from kairyu_core.objectstate import Kind, ObjectKey, trim
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.recording import Call, RecordingKube
-from kairyu_core.tracing import ROLLOUT_ANNOTATION
 from kairyu_core.view import View
 from kairyu_provisioner import naming
 from kairyu_provisioner.app import Provisioner
@@ -36,7 +35,6 @@ NS, NAME, UID = "ml", "phi", "ws-uid"
 KEY = f"{NS}/{NAME}"
 SKU = "Standard_NC6s_v3"
 WHEN = "2026-11-30T00:00:00Z"
-TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 SETTINGS = ProvisionerSettings(
     backend="karpenter",
     provisioning=ProvisioningSettings(readiness_timeout_s=600, check_interval_s=7),
@@ -75,7 +73,6 @@ def workspace(
         "uid": UID,
         "generation": generation,
         "resourceVersion": version,
-        "annotations": {ROLLOUT_ANNOTATION: f"{generation};{TRACEPARENT}"},
     }
     if finalized:
         doc["metadata"]["finalizers"] = [naming.FINALIZER]
@@ -175,13 +172,57 @@ async def test_only_missing_nodeclaims_are_created_and_the_finalizer_is_added_on
     created = kube.writes_to(resources.NODECLAIMS.plural, "PATCH")
     assert [c.body["metadata"]["name"] for c in created] == [naming.node_claim_name(UID, SKU, 1)]
     (finalizer,) = [c for c in kube.writes if c.path.endswith(f"/workspaces/{NAME}")]
-    assert {"op": "add", "path": "/metadata/finalizers", "value": [naming.FINALIZER]} in (
-        finalizer.body
-    )
+    # One server-side apply of the set-typed list, guarded by the uid.
+    assert finalizer.body["metadata"]["finalizers"] == [naming.FINALIZER]
+    assert finalizer.body["metadata"]["uid"] == UID
     ready = condition(statuses(kube)[0], "ResourceReady")
     assert (ready["status"], ready["reason"]) == ("Unknown", "Provisioning")
     # Waiting: back when the readiness timeout would expire (no event announces it).
     assert again == pytest.approx(600, abs=1)
+
+
+async def test_progress_messages_alone_are_written_at_most_once_per_interval() -> None:
+    """A claim that launches changes only the message: held, then written once it is due."""
+    kube = RecordingKube()
+    settings = SETTINGS.model_copy(
+        update={
+            "provisioning": SETTINGS.provisioning.model_copy(update={"progress_interval_s": 30})
+        }
+    )
+    ws = workspace()
+    view = view_of(ws)
+    working = provisioner(view, kube, settings=settings)
+    await working.reconcile(KEY)  # claims created, the wait starts: written
+    (first,) = statuses(kube)
+    assert (condition(first, "ResourceReady")["reason"], first["state"]) == (
+        "Provisioning",
+        "Pending",
+    )  # the summary travels with it
+    launched = {"type": "Launched", "status": "True", "lastTransitionTime": WHEN}
+    put(view, "NodeClaim", claim(0, launched=launched))
+    again = await working.reconcile(KEY)  # before the view shows the first write ...
+    put(view, "Workspace", after(ws, first, "6"))
+    put(view, "NodeClaim", claim(1, launched=launched))
+    again = await working.reconcile(KEY)  # ... and after
+    assert len(statuses(kube)) == 1  # only the message would change: held
+    assert again is not None
+    assert 25 < again <= 30  # and written when the interval has passed
+    # Past the interval the latest message goes out.
+    wait, at = working._progress_at[KEY]
+    working._progress_at[KEY] = (wait, at - 31)
+    await working.reconcile(KEY)
+    latest = statuses(kube)[-1]
+    assert len(statuses(kube)) == 2
+    assert (
+        condition(latest, "ResourceReady")["message"]
+        != condition(first, "ResourceReady")["message"]
+    )
+    # A node Ready is a new status, not progress: written at once, whatever the interval.
+    put(view, "Workspace", after(ws, latest, "7"))
+    put(view, "Node", node("n1"))
+    put(view, "Node", node("n2"))
+    await working.reconcile(KEY)
+    assert condition(statuses(kube)[-1], "ResourceReady")["status"] == "True"
 
 
 async def test_nodes_ready_in_the_view_are_reported_once_with_the_plans_digest() -> None:

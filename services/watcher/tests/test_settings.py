@@ -3,6 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
+from kairyu_core.kube.leadership import lease_of
 from kairyu_watcher.settings import WatcherSettings
 
 
@@ -18,7 +19,8 @@ def test_a_renew_deadline_past_the_lease_is_refused_at_start_up(
 def test_the_lease_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAIRYU_LEADER_ELECTION__NAMESPACE", "kairyu-system")
     monkeypatch.setenv("KAIRYU_LEADER_ELECTION__IDENTITY", "kairyu-watcher-7d9f")
-    lease = WatcherSettings().leader_election.lease()
+    settings = WatcherSettings()
+    lease = lease_of(settings.leader_election, service=settings.service_name)
     assert (lease.namespace, lease.identity, lease.name) == (
         "kairyu-system",
         "kairyu-watcher-7d9f",

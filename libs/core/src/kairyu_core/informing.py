@@ -6,9 +6,9 @@ controller's enqueue). `synced` is set once every kind's first snapshot is in, s
 never reconciles from a half-filled view (it would think nodes missing and create them again).
 
 A Workspace change that differs only in what no service decides on is applied to the view but
-wakes nobody (`wake_digest`): the watcher's own summary (`WorkspaceReady`, `status.state`), the
-rollout-trace annotation, and the other conditions' messages and transition times (their type,
-status, reason and observedGeneration count). Every status write gives a Workspace a new
+wakes nobody (`wake_digest`): the summary (`WorkspaceReady`, `status.state`), and the other
+conditions' messages and transition times (their type, status, reason and observedGeneration
+count). Every status write gives a Workspace a new
 version; before this rule a rollout woke every service about 26 times, 19 of them for nothing a
 service acts on.
 """
@@ -26,7 +26,6 @@ from kairyu_core import metrics
 from kairyu_core.api import ConditionType
 from kairyu_core.bus import Bus, Change, Snapshot
 from kairyu_core.objectstate import Kind, content_digest
-from kairyu_core.tracing import ROLLOUT_ANNOTATION
 from kairyu_core.view import View
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def wake_digest(kind: Kind, value: Mapping[str, Any]) -> str:
             meta.get("deletionTimestamp"),
             meta.get("finalizers"),
             meta.get("labels"),
-            {k: v for k, v in annotations.items() if k != ROLLOUT_ANNOTATION},
+            annotations,
         ],
         "status": {k: v for k, v in status.items() if k not in {"conditions", "state"}},
         "conditions": sorted(

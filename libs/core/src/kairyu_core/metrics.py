@@ -1,8 +1,9 @@
 """Prometheus metrics every service exports at /metrics (on the health port).
 
-Event handling is measured where every event passes (the bus consumer), Kubernetes API calls where
-every call passes (KubeClient.request), and rollout phase durations where a rollout ends (the
-watcher), so the services themselves carry no metrics code. One process is one service, so the
+Reconciles are measured where every reconcile passes (the controller), Kubernetes API calls where
+every call passes (KubeClient.request), states where the view takes them (the informer), and
+rollout phase durations where a rollout ends (the watcher), so the services themselves carry no
+metrics code. One process is one service, so the
 default registry is the service's; the `service` label still names it for in-process test stacks.
 """
 
@@ -13,17 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram,
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _PHASE_SECONDS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
-EVENTS = Counter(
-    "kairyu_events",
-    "Events a service handled, by outcome: ok, retried, dead_lettered",
-    ["service", "event", "outcome"],
-)
-HANDLER_SECONDS = Histogram(
-    "kairyu_handler_seconds",
-    "Time a service's handler took for one event (any outcome)",
-    ["service", "event"],
-    buckets=_SECONDS,
-)
 KUBE_REQUESTS = Counter(
     "kairyu_kube_requests",
     "Requests to the Kubernetes API, by method, resource and response class",

@@ -1,9 +1,10 @@
 """What every service's `__main__` does: connect, run until SIGTERM, shut down in order.
 
-Each service differs only in what it runs (a consumer, a watch loop, a webhook, a periodic
-check); the connection set-up, the signal handling and the order of shutdown (stop fetching, let
-in-flight messages finish within the grace period, cancel the rest, close the connections) are the
-same, so they live here once.
+Each service differs only in what it runs (a controller over its view, a watch loop, a webhook,
+a periodic check); the connection set-up, the signal handling and the order of shutdown (cancel
+the work, close the connections) are the same, so they live here once. So does leader election:
+with more than one replica of a service, `leading` runs its reconciles and timers in one replica
+at a time (kube.leadership).
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import Bus, BusError, Consumer, ConsumerSpec, Handler
-from kairyu_core.events import Event
+from kairyu_core.bus import Bus, BusError
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
+from kairyu_core.kube.leadership import lead, lease_of
 from kairyu_core.objectstate import Kind
 from kairyu_core.reconciling import Controller, Reconcile
 from kairyu_core.settings import ServiceSettings
@@ -31,11 +32,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-_WAIT_MAX_S = 30.0  # while NATS or the stream is missing, look at least this often
+_WAIT_MAX_S = 30.0  # while NATS is unreachable, look at least this often
 
 
 class Readiness:
-    """What /readyz reports: the bus once connected, up now, with its stream and consumer there.
+    """What /readyz reports: the bus once connected, up now, with its streams there.
 
     Made before the connection, so that the health server (/healthz: the event loop runs) serves
     from the first second, also while NATS is unreachable; /readyz says whether NATS is usable.
@@ -61,10 +62,10 @@ async def health_server(settings: ServiceSettings) -> AsyncIterator[Readiness]:
 async def connections(
     settings: ServiceSettings, readiness: Readiness | None = None
 ) -> AsyncIterator[tuple[Bus, KubeClient]]:
-    """The bus (with the stream there) and the Kubernetes client, closed on exit.
+    """The bus (with the streams there) and the Kubernetes client, closed on exit.
 
     The health server runs first (unless the caller runs it and passes its `readiness`). NATS
-    unreachable at start, or the stream missing under NATS authorization, is waited for with a
+    unreachable at start, or a stream the set-up step has not created yet, is waited for with a
     capped backoff, not ready meanwhile, instead of ending the service: a restarted container
     would find neither any better.
     """
@@ -79,17 +80,8 @@ async def connections(
         stack.callback(setattr, readiness, "bus", None)
         kube = await KubeClient.connect(settings.kube.kubeconfig, timeouts=settings.kube.timeouts)
         stack.push_async_callback(kube.close)
-        await _retrying(lambda: _ensure_stream(bus), "find the stream")
+        await bus.wait_for_streams()  # created by kairyu_core.bus.setup alone, never here
         yield bus, kube
-
-
-async def _ensure_stream(bus: Bus) -> None:
-    try:
-        await bus.ensure_stream()
-    except BusError:
-        bus.topology_ready = False
-        raise
-    bus.topology_ready = True
 
 
 async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
@@ -106,32 +98,28 @@ async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
 
 async def run_until_stopped(
     *,
-    consumer: Consumer | None = None,
     background: Sequence[Coroutine[Any, Any, None]] = (),
     grace_s: float,
 ) -> None:
-    """Run the consumer and the background work until SIGTERM / SIGINT or until one of them ends.
+    """Run the background work until SIGTERM / SIGINT or until one piece of it ends, then cancel it.
 
-    Then the consumer stops fetching and gets `grace_s` for in-flight messages, and the background
-    work is cancelled. An exception of any of them is raised after the shutdown.
+    An exception of any of it is raised after the shutdown. `grace_s` is unused since the durable
+    consumer (the one thing with messages in flight to finish) went; kept for the callers.
     """
+    del grace_s
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     tasks = [asyncio.create_task(work) for work in background]
-    consuming = asyncio.create_task(consumer.run()) if consumer is not None else None
-    watched = [*tasks, *([consuming] if consuming else [])]
     stop = asyncio.create_task(stopping.wait())
     try:
-        await asyncio.wait([*watched, stop], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop.cancel()
-        if consumer is not None:
-            await consumer.stop(grace_s)
         for task in tasks:
             task.cancel()
-        results = await asyncio.gather(*watched, return_exceptions=True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     for result in results:
@@ -139,26 +127,38 @@ async def run_until_stopped(
             raise result
 
 
-async def serve_consumer(
+async def leading(
     settings: ServiceSettings,
-    *,
-    spec: Callable[[Bus], ConsumerSpec],
-    events: Mapping[str, type[Event]],
-    handler: Callable[[Bus, KubeClient], Handler],
+    kube: KubeClient,
+    term: Callable[[], Sequence[Coroutine[Any, Any, None]]],
 ) -> None:
-    """Run a service that is one consumer and nothing else (the deployer, the tuner).
+    """Run `term()`'s work while this replica leads its service; until cancelled or it ends.
 
-    Connect, consume until SIGTERM, shut down in order.
+    Each term of leadership gets fresh work (a new view, controller and timers: what an earlier
+    term knew may be stale now), which is cancelled as soon as the Lease is lost; the work of a
+    standby has not started. With election off (one replica) the work simply runs.
     """
-    async with connections(settings) as (bus, kube):
-        consumer = Consumer(
-            bus,
-            spec(bus),
-            service=settings.service_name,
-            events=events,
-            handler=handler(bus, kube),
-        )
-        await run_until_stopped(consumer=consumer, grace_s=settings.shutdown_grace_s)
+    election = settings.leader_election
+    if not election.enabled:
+        await until_first_ends(term())
+        return
+    lease = lease_of(election, service=settings.service_name)
+    await lead(kube, lease, lambda: until_first_ends(term()))
+
+
+async def until_first_ends(work: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run `work` together; when one ends (or raises), cancel the rest and return (or raise)."""
+    tasks = [asyncio.ensure_future(one) for one in work]
+    if not tasks:
+        return
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()  # the first error, if one ended with one
 
 
 class Controlled:
@@ -205,18 +205,25 @@ async def serve_controller(
     | None = None,
     workers: int = 8,
 ) -> None:
-    """Run a service that reconciles Workspaces from its view: connect, work until SIGTERM."""
+    """Run a service that reconciles Workspaces from its view: connect, work until SIGTERM.
+
+    The view, the controller and `background` run only while this replica leads (`leading`).
+    """
     async with connections(settings) as (bus, kube):
-        controlled = Controlled(
-            bus,
-            service=settings.service_name,
-            kinds=kinds,
-            reconcile=lambda view: reconcile(bus, kube, view),
-            workers=workers,
-        )
-        extra = background(bus, kube, controlled) if background is not None else ()
+
+        def term() -> list[Coroutine[Any, Any, None]]:
+            controlled = Controlled(
+                bus,
+                service=settings.service_name,
+                kinds=kinds,
+                reconcile=lambda view: reconcile(bus, kube, view),
+                workers=workers,
+            )
+            extra = background(bus, kube, controlled) if background is not None else ()
+            return [*controlled.work(), *extra]
+
         await run_until_stopped(
-            background=[*controlled.work(), *extra], grace_s=settings.shutdown_grace_s
+            background=[leading(settings, kube, term)], grace_s=settings.shutdown_grace_s
         )
 
 

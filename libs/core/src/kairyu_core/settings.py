@@ -6,6 +6,7 @@ configured by the standard OTEL_* variables instead (see `tracing`).
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class NatsSettings(BaseModel):
-    """Where the event bus is, who this service is on it, and what it may set up there.
+    """Where the bus is, who this service is on it, and which streams it uses.
 
     Credentials are fields of their own, never part of `url`: a URL is the thing that ends up in
     logs, error messages and tracebacks (KAIRYU_NATS__USER / __PASSWORD, or __CREDS_FILE).
@@ -37,20 +38,14 @@ class NatsSettings(BaseModel):
     inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     """Subject prefix of this connection's reply inboxes. Under NATS authorization each user gets
     its own (`_INBOX.<user>`), so that no service can read the replies meant for another."""
-    manage_topology: bool = True
-    """Create or update the stream and this service's consumer at start, and recreate them if
-    they disappear. On (the default) for unauthenticated local NATS; the chart turns it off
-    under NATS authorization, where only the admin identity (`python -m kairyu_core.bus.setup`,
-    the pods' init container) may change the stream, and the services only bind to it."""
     stream: str = "KAIRYU"
-    """JetStream stream holding all events."""
+    """Base name of kairyu's JetStream streams: `<stream>_STATE` and `<stream>_DEADLETTER`."""
     subject_prefix: str = "kairyu"
     """First subject token; lets two installations share one NATS."""
-    stream_max_bytes: int = Field(default=1024**3, ge=1024**2)
-    """Size limit of the stream (bytes; 1 GiB). When full, the oldest messages go first."""
-    stream_max_msgs_per_subject: int = Field(default=64, ge=1)
-    """Messages kept per subject, i.e. per event type and Workspace (the oldest go first): one
-    noisy Workspace cannot push the others' events out of the stream."""
+    state_max_bytes: int = Field(default=256 * 1024**2, ge=1024**2)
+    """Size limit of the state stream (bytes; 256 MiB), which the set-up step applies: it bounds
+    how many objects it can hold (about 100 000 at a few KiB each). When full it refuses new
+    states rather than evicting live objects' values."""
 
     @field_validator("url")
     @classmethod
@@ -114,6 +109,40 @@ class LogSettings(BaseModel):
     """json in the cluster (one object per line, with trace ids); text for a terminal."""
 
 
+class LeaderElectionSettings(BaseModel):
+    """`KAIRYU_LEADER_ELECTION__*`: one replica of a service works, the others wait on a Lease.
+
+    Two replicas of a service must never reconcile the same Workspace at once (two writers of
+    the same objects and conditions), so with more than one the chart turns this on; see
+    kairyu_core.kube.leadership for the protocol.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    """Off for one local process (`make dev`), where a Lease would only delay a restart."""
+    namespace: str = "default"
+    """Where the Lease lives: the chart passes the pod's own namespace."""
+    lease_name: str | None = None
+    """The Lease's name; unset: the service's name (`service_name`), one Lease per service."""
+    identity: str = Field(default_factory=socket.gethostname)
+    """This candidate's name in the Lease: the pod name, as the hostname is in a pod."""
+    duration_s: float = Field(default=15.0, gt=0)
+    """A holder that has not renewed for this long has lost it (client-go's default)."""
+    renew_deadline_s: float = Field(default=10.0, gt=0)
+    """The holder stops its work when it could not renew for this long (client-go's default)."""
+    retry_s: float = Field(default=2.0, gt=0)
+    """Seconds between renewals, and between a standby's attempts (client-go's default)."""
+
+    @model_validator(mode="after")
+    def _timing(self) -> LeaderElectionSettings:
+        # Checked here too (kube.leadership.Lease checks it again) so that a bad value fails at
+        # start-up, naming the variable.
+        if not self.retry_s < self.renew_deadline_s < self.duration_s:
+            raise ValueError("need retry_s < renew_deadline_s < duration_s")
+        return self
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has; services subclass it and add their own group."""
 
@@ -135,3 +164,4 @@ class ServiceSettings(BaseSettings):
     """/healthz and /readyz for the kubelet's probes; 0 (the default outside a pod): off."""
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     """Seconds in-flight messages get to finish on SIGTERM before they are handed back to NATS."""
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)

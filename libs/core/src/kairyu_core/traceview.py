@@ -1,9 +1,9 @@
 """A rollout's trace as a waterfall, from Jaeger's query API (pure apart from `fetch`).
 
-`kairyu trace <namespace>/<workspace>` finds the trace id in the Workspace's rollout annotation and
-asks Jaeger for that trace; this module turns Jaeger's JSON into rows (phase, service, start,
-duration, status, reason) and prints them, so "why was this rollout slow, where did it fail" is one
-command and not a UI.
+`kairyu trace <namespace>/<workspace>` derives the trace id from the Workspace's uid and
+generation (kairyu_core.rollout_trace) and asks Jaeger for that trace; this module turns Jaeger's
+JSON into rows (phase, service, start, duration, status, reason) and prints them, so "why was
+this rollout slow, where did it fail" is one command and not a UI.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from kairyu_core.tracing import ROLLOUT_ANNOTATION
+from kairyu_core.rollout_trace import trace_id_hex
 
 # Spans that are plumbing, not phases: message hops are shown only when they failed.
 _HOPS = (" publish", " process")
@@ -30,12 +30,12 @@ class Row:
     count: int = 1
 
 
-def trace_id_of(annotations: dict[str, str] | None) -> str | None:
-    """The trace id in `<generation>;<traceparent>` (`00-<trace id>-<span id>-<flags>`)."""
-    value = (annotations or {}).get(ROLLOUT_ANNOTATION, "")
-    _, _, traceparent = value.partition(";")
-    parts = traceparent.split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None  # noqa: PLR2004
+def trace_id_of(metadata: dict[str, Any]) -> str | None:
+    """The trace id of the rollout of the Workspace's current generation (from its metadata)."""
+    uid, generation = metadata.get("uid"), metadata.get("generation")
+    if not uid or not isinstance(generation, int) or generation < 1:
+        return None
+    return trace_id_hex(str(uid), generation)
 
 
 def fetch(query_url: str, trace_id: str, *, timeout: float = 10.0) -> dict[str, Any]:

@@ -8,18 +8,38 @@ and the message headers) but not exported. The global propagator stays W3C trace
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+FORCED_IDS: ContextVar[tuple[int, int] | None] = ContextVar("kairyu_forced_ids", default=None)
+"""(trace id, span id) the next span started in this context gets, instead of random ones.
+
+Set only around the start of a rollout's root span (kairyu_core.rollout_trace), whose ids every
+service derives from the Workspace's uid and generation."""
+
+
+class _Ids(RandomIdGenerator):
+    """Random ids, except for a span started while FORCED_IDS is set."""
+
+    def generate_span_id(self) -> int:
+        forced = FORCED_IDS.get()
+        return forced[1] if forced is not None else super().generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        forced = FORCED_IDS.get()
+        return forced[0] if forced is not None else super().generate_trace_id()
 
 
 def configure(service: str, *, processors: list[SpanProcessor] | None = None) -> TracerProvider:
     """Install and return the global tracer provider for `service`."""
     provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service)})
+        id_generator=_Ids(),
+        resource=Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", service)}),
     )
     for processor in processors or []:
         provider.add_span_processor(processor)
@@ -31,21 +51,3 @@ def configure(service: str, *, processors: list[SpanProcessor] | None = None) ->
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
-
-
-ROLLOUT_ANNOTATION = "kairyu.io/rollout-trace"
-"""On each Workspace: `<generation>;<traceparent>` of its current rollout's root span. The watcher
-writes it; every service parents its spans on it, so one rollout is one trace (design.md)."""
-
-
-def rollout_generation(annotations: dict[str, str] | None) -> int | None:
-    """The generation whose trace the annotation holds, or None."""
-    value = (annotations or {}).get(ROLLOUT_ANNOTATION, "")
-    generation, _, _ = value.partition(";")
-    return int(generation) if generation.isdigit() else None
-
-
-def rollout_context(annotations: dict[str, str] | None) -> Context | None:
-    """The rollout's trace context from the annotation, or None if there is none."""
-    _, _, traceparent = (annotations or {}).get(ROLLOUT_ANNOTATION, "").partition(";")
-    return propagate.extract({"traceparent": traceparent}) if traceparent else None

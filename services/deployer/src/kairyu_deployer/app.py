@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
@@ -35,7 +36,6 @@ from kairyu_core.api import (
 from kairyu_core.api.workspace import AccessMode
 from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
-from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
@@ -50,7 +50,7 @@ from kairyu_core.kube import (
     stamped,
 )
 from kairyu_core.objectstate import Kind, ObjectKey
-from kairyu_core.tracing import rollout_context
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_core.workloads import (
     MAX_MESSAGE,
@@ -68,12 +68,6 @@ from kairyu_deployer.status import PENDING, Verdict, verdict
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.deployer")
 
-CONSUMED: dict[str, type[Event]] = {
-    e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
-}
-"""The events of the deployer's durable consumer, still declared in
-`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
-consumers are removed; the deployer no longer reads them."""
 
 _RESOURCES = {
     "ConfigMap": resources.CONFIGMAPS,
@@ -88,6 +82,16 @@ _WORKLOADS: tuple[Kind, ...] = ("Deployment", "StatefulSet")
 _SETTLE_S = 10.0
 _RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
 _DELETED_LIMIT = 10_000  # deleted uids remembered; forgetting one costs one DELETE answered 404
+_MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
+
+
+def _age_s(workload: dict[str, Any] | None) -> float:
+    """Seconds since the view's workload was created (0 for one the view does not show yet)."""
+    stamp = (workload or {}).get("metadata", {}).get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    created = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return max((datetime.now(UTC) - created).total_seconds(), 0.0)
 
 
 def inference_of(
@@ -229,7 +233,7 @@ class Deployer:
             return None
         with tracer.start_as_current_span(
             "deploy",
-            context=rollout_context(workspace.metadata.annotations),
+            context=rollout_context(workspace.metadata.uid, workspace.metadata.generation),
             attributes={
                 "kairyu.workspace": key,
                 "kairyu.generation": workspace.metadata.generation or 0,
@@ -243,6 +247,8 @@ class Deployer:
                 # A template the apiserver refuses, a name another object holds: retrying
                 # cannot help, the Workspace (or the other object) has to change.
                 result = _invalid(exc)
+            if result is None:  # only waiting, and not for long yet: nothing to say
+                return again
             if not result.ready and result.reason != PENDING:
                 span.set_status(trace.StatusCode.ERROR, f"{result.reason}: {result.message}")
             await self._write(raw, result, span)
@@ -250,8 +256,12 @@ class Deployer:
 
     async def _deploy(
         self, key: str, inference: manifests.Inference
-    ) -> tuple[Verdict, float | None]:
-        """Apply what differs from the view, delete the other kind of workload, and judge."""
+    ) -> tuple[Verdict | None, float | None]:
+        """Apply what differs from the view, delete the other kind of workload, and judge.
+
+        The verdict is None while the workload is only waiting and younger than
+        `pending_grace_s`; the second value is then when to judge again.
+        """
         owner = inference.owner
         built = manifests.objects(inference, self._settings.workload)
         digest = applied_digest(built)
@@ -283,6 +293,12 @@ class Deployer:
             refusal = await refusal_of(self._kube, workload)
             if refusal is not None:
                 result = Verdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
+        if not result.ready and result.reason == PENDING:
+            waited = _age_s(current)
+            grace = self._settings.pending_grace_s
+            if waited < grace:
+                left = max(grace - waited, _MIN_REQUEUE_S)
+                return None, min(again, left) if again is not None else left
         return result, again
 
     async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:

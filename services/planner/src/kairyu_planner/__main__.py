@@ -6,6 +6,10 @@ own certificate, in the chart's default mode: kairyu_planner.certificates), and 
 for NATS must still answer admission requests. The health server (/healthz for the startup
 and liveness probes) also runs from the start, across NATS outages: a planner whose NATS is down
 is alive and keeps admitting; only /readyz on the health port says NATS is unusable.
+
+With more than one replica, only the one that holds the planner's Lease plans
+(`service.leading`); the webhook and its certificate upkeep are stateless and run on every
+replica, so each keeps answering admission requests behind the webhook's Service.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from kairyu_core import service
 from kairyu_core.bus import FOLLOWS
@@ -119,16 +125,19 @@ async def _plan_until_stopped(
     settings: PlannerSettings, catalog: Catalog, readiness: service.Readiness
 ) -> None:
     async with service.connections(settings, readiness) as (bus, kube):
-        controlled = service.Controlled(
-            bus,
-            service=settings.service_name,
-            kinds=FOLLOWS["planner"],
-            reconcile=lambda view: (
-                Planner(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
-            ),
-        )
+
+        def term() -> list[Coroutine[Any, Any, None]]:
+            return service.Controlled(
+                bus,
+                service=settings.service_name,
+                kinds=FOLLOWS["planner"],
+                reconcile=lambda view: (
+                    Planner(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
+                ),
+            ).work()
+
         await service.run_until_stopped(
-            background=controlled.work(), grace_s=settings.shutdown_grace_s
+            background=[service.leading(settings, kube, term)], grace_s=settings.shutdown_grace_s
         )
 
 

@@ -17,9 +17,8 @@ the condition, since anyone who can write the status could otherwise fill it wit
 or exclude every SKU under invented names. The new plan has another digest, so the request is
 stale once answered.
 
-The plan span joins the rollout's trace, whose context the watcher stores on the Workspace for
-each generation; a Workspace whose annotation does not name its current generation yet is
-planned once it does (or after a short grace, so a watcher that cannot write it delays nothing).
+The planner's first decision about a generation records the root span of its rollout trace,
+whose ids every service derives from the Workspace's uid and generation (kairyu_core.rollout_trace).
 """
 
 from __future__ import annotations
@@ -27,11 +26,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
 from pydantic import ValidationError
 
+from kairyu_core import rollout_trace
 from kairyu_core.api import (
     Condition,
     ConditionStatus,
@@ -44,9 +45,8 @@ from kairyu_core.api import (
 )
 from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
-from kairyu_core.events import Event, ReplanRequested, WorkspaceObserved
-from kairyu_core.kube import KubeClient, apply_status, errors
-from kairyu_core.tracing import rollout_context, rollout_generation
+from kairyu_core.kube import KubeClient, apply_workspace_status, errors
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError, PlanReason
@@ -55,23 +55,10 @@ from kairyu_planner.settings import PlannerSettings, PlanningSettings
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.planner")
 
-CONSUMED: dict[str, type[Event]] = {
-    WorkspaceObserved.event_name: WorkspaceObserved,
-    ReplanRequested.event_name: ReplanRequested,
-}
-"""The events of the planner's durable consumer, still declared in
-`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
-consumers are removed; the planner no longer reads them."""
 
 _MAX_MESSAGE = 2048  # condition messages are shown by kubectl describe; keep them readable
 MAX_REPLAN_REASON = 512  # a cloud's refusal fits; more is not a reason but a payload
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-# The watcher writes the rollout-trace annotation milliseconds after it publishes a new
-# generation; the planner looks again this often (s) while it is missing...
-_TRACE_POLL_S = 0.5
-# ... and plans without it after this long (s): tracing must never hold a rollout up.
-_TRACE_GRACE_S = 5.0
-_UNTRACED_LIMIT = 10_000  # Workspaces remembered while they wait for their annotation
 _RETRY_S = 2.0  # an apiserver error: look again after this (growing per key while it lasts)
 
 
@@ -114,8 +101,6 @@ class Planner:
         self._kube = kube
         self._view = view
         self._catalog = catalog
-        # (uid, generation) → when it was first seen without its rollout-trace annotation
-        self._untraced: dict[tuple[str, int], float] = {}
 
     async def reconcile(self, key: str) -> float | None:
         """Plan the Workspace `namespace/name` and write the result if it differs from the view's.
@@ -127,8 +112,6 @@ class Planner:
             return None  # gone, or going: the provisioner frees its nodes; nothing to plan
         meta = raw["metadata"]
         generation = meta.get("generation") or 0
-        if (wait := self._trace_wait(meta, generation)) is not None:
-            return wait
         started = time.time_ns()
         try:
             outcome = self._decide(raw)
@@ -139,7 +122,7 @@ class Planner:
             return None
         with tracer.start_as_current_span(
             "plan",
-            context=rollout_context(meta.get("annotations")),
+            context=rollout_context(meta.get("uid"), generation),
             start_time=started,
             attributes={"kairyu.workspace": key, "kairyu.generation": generation},
         ) as span:
@@ -149,20 +132,6 @@ class Planner:
                 message = f"cannot write the plan of {key}: {exc}"
                 raise TemporaryError(message, delay=_RETRY_S) from exc
         return None
-
-    def _trace_wait(self, meta: dict[str, Any], generation: int) -> float | None:
-        """Seconds to wait for the watcher's trace annotation of this generation, or None."""
-        ident = (str(meta.get("uid") or ""), generation)
-        if rollout_generation(meta.get("annotations")) == generation:
-            self._untraced.pop(ident, None)
-            return None
-        first = self._untraced.setdefault(ident, time.monotonic())
-        if time.monotonic() - first >= _TRACE_GRACE_S:
-            self._untraced.pop(ident, None)
-            return None
-        if len(self._untraced) > _UNTRACED_LIMIT:  # deleted while waiting: forget the oldest
-            del self._untraced[next(iter(self._untraced))]
-        return _TRACE_POLL_S
 
     def _decide(self, raw: dict[str, Any]) -> _Outcome:
         """What `Planned` and `status.plan` should say for the Workspace `raw` (pure)."""
@@ -258,13 +227,20 @@ class Planner:
                 "condition",
                 {"type": "Planned", "status": status.value, "reason": outcome.reason},
             )
-        try:
-            await apply_status(
-                self._kube,
+        generation = meta.get("generation") or 0
+        first = current is None or current.get("observedGeneration") != generation
+        if first:  # the first decision about this generation starts its rollout trace
+            created = meta.get("creationTimestamp") if generation == 1 else None
+            rollout_trace.start_rollout(
                 namespace=meta["namespace"],
                 name=meta["name"],
-                field_manager=self._settings.service_name,
-                status=body,
+                uid=str(meta.get("uid") or ""),
+                generation=generation,
+                started=datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+            )
+        try:
+            await apply_workspace_status(
+                self._kube, raw, body, field_manager=self._settings.service_name
             )
         except errors.NotFoundError:
             return

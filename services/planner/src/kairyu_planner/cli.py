@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -182,19 +182,19 @@ def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("kairyu: name the Workspace as <namespace>/<name>\n")
         return EXIT_UNREADABLE
 
-    async def annotations() -> dict[str, str]:
+    async def metadata() -> dict[str, Any]:
         kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
         async with await KubeClient.connect(kubeconfig) as kube:
             found = await kube.get(resources.WORKSPACES, name, namespace=namespace)
-        return dict(found["metadata"].get("annotations") or {})
+        return dict(found["metadata"])
 
     try:
-        trace_id = traceview.trace_id_of(asyncio.run(annotations()))
+        trace_id = traceview.trace_id_of(asyncio.run(metadata()))
     except errors.KubeError as exc:
         err.write(f"kairyu: cannot read Workspace {args.workspace}: {exc}\n")
         return EXIT_UNREADABLE
     if trace_id is None:
-        err.write(f"kairyu: {args.workspace} has no rollout trace yet (the watcher starts it)\n")
+        err.write(f"kairyu: {args.workspace} has no rollout trace (no uid or generation)\n")
         return EXIT_REFUSED
     try:
         document = traceview.fetch(args.jaeger, trace_id)

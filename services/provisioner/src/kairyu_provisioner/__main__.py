@@ -2,18 +2,18 @@
 
 The provisioner reconciles each Workspace from its view of Workspaces, Nodes and NodeClaims
 (kairyu_core.service.Controlled); with the azure backend it also scans ARM for orphaned agent
-pools, which have no Kubernetes object to wake it.
+pools, which have no Kubernetes object to wake it. With more than one replica, only the one that
+holds the provisioner's Lease reconciles and scans (`service.leading`).
+
+The Azure SDK (azure-identity, azure-mgmt-containerservice: about 35 MiB resident) is imported only
+when the azure backend is chosen; byo and karpenter never load it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
-
-from azure.core.pipeline.policies import SansIOHTTPPolicy
-from azure.identity.aio import DefaultAzureCredential
-from azure.mgmt.containerservice.aio import ContainerServiceClient
 
 from kairyu_core import service
 from kairyu_core.bus import FOLLOWS
@@ -23,7 +23,6 @@ from kairyu_core.reconciling import Reconcile
 from kairyu_core.view import View
 from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends import Backend
-from kairyu_provisioner.backends.azure import AzureBackend
 from kairyu_provisioner.backends.byo import ByoBackend
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
 from kairyu_provisioner.settings import AzureSettings, ProvisionerSettings
@@ -36,6 +35,12 @@ async def backend_for(settings: ProvisionerSettings, kube: KubeClient) -> AsyncI
     elif settings.backend == "karpenter":
         yield KarpenterBackend(kube, settings.karpenter, field_manager=settings.service_name)
     else:
+        # Here, not at the top: see the module docstring.
+        from azure.core.pipeline.policies import SansIOHTTPPolicy  # noqa: PLC0415
+        from azure.mgmt.containerservice.aio import ContainerServiceClient  # noqa: PLC0415
+
+        from kairyu_provisioner.backends.azure import AzureBackend  # noqa: PLC0415
+
         async with azure_credential(settings.azure) as credential:
             extra: dict[str, Any] = {}
             if settings.azure.credential == "none":
@@ -55,6 +60,8 @@ async def azure_credential(settings: AzureSettings) -> AsyncIterator[object]:
     if settings.credential == "none":
         yield object()
         return
+    from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415 (see the module docstring)
+
     async with DefaultAzureCredential() as credential:
         yield credential
 
@@ -67,24 +74,34 @@ async def serve(settings: ProvisionerSettings) -> None:
         service.connections(settings) as (bus, kube),
         backend_for(settings, kube) as backend,
     ):
-        await backend.prepare()
-        made: list[Provisioner] = []
+        await backend.prepare()  # idempotent (an apply): every replica may, and starts ready
 
-        def reconciler(view: View) -> Reconcile:
-            made.append(
-                Provisioner(
-                    settings=settings, kube=kube, view=view, catalog=catalog, backend=backend
+        def term() -> list[Coroutine[Any, Any, None]]:
+            # Per term of leadership (service.leading): a fresh view, controller and scan.
+            made: list[Provisioner] = []
+
+            def reconciler(view: View) -> Reconcile:
+                made.append(
+                    Provisioner(
+                        settings=settings, kube=kube, view=view, catalog=catalog, backend=backend
+                    )
                 )
-            )
-            return made[-1].reconcile
+                return made[-1].reconcile
 
-        controlled = service.Controlled(
-            bus, service=settings.service_name, kinds=FOLLOWS["provisioner"], reconcile=reconciler
+            controlled = service.Controlled(
+                bus,
+                service=settings.service_name,
+                kinds=FOLLOWS["provisioner"],
+                reconcile=reconciler,
+            )
+            work = controlled.work()
+            if not backend.has_objects:  # agent pools: no Kubernetes object wakes their key
+                work.append(made[0].run_orphan_scan(controlled.informer.synced))
+            return work
+
+        await service.run_until_stopped(
+            background=[service.leading(settings, kube, term)], grace_s=settings.shutdown_grace_s
         )
-        work = controlled.work()
-        if not backend.has_objects:  # agent pools: no Kubernetes object wakes their key
-            work.append(made[0].run_orphan_scan(controlled.informer.synced))
-        await service.run_until_stopped(background=work, grace_s=settings.shutdown_grace_s)
 
 
 def main() -> None:

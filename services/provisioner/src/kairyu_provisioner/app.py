@@ -41,22 +41,15 @@ from kairyu_core.api import (
 )
 from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
-from kairyu_core.events import (
-    Event,
-    ObjectChanged,
-    PlanCreated,
-    WorkspaceDeleted,
-    WorkspaceObserved,
-)
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
-    apply_status,
+    apply_workspace_status,
     errors,
     events,
     resources,
 )
-from kairyu_core.tracing import rollout_context
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends import Backend, Owned, Progress
@@ -68,12 +61,6 @@ from kairyu_provisioner.target import Target, target_of
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.provisioner")
 
-CONSUMED: dict[str, type[Event]] = {
-    e.event_name: e for e in (PlanCreated, WorkspaceObserved, ObjectChanged, WorkspaceDeleted)
-}
-"""The events of the provisioner's durable consumer, still declared in
-`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
-consumers are removed; the provisioner no longer reads them."""
 
 _MAX_MESSAGE = 2048
 _MAX_REPLAN_REASON = 1024  # the CRD's limit on status.replanRequest.reason
@@ -82,6 +69,7 @@ _SETTLE_S = 10.0
 """How long a status write of this process is trusted while the view still shows the version it
 was decided on (s): the watcher publishes the new version within milliseconds."""
 _MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
+_Wait = tuple[str, int | None, str | None]  # a wait for nodes: Workspace uid, generation, plan
 
 
 class Provisioner:
@@ -107,6 +95,8 @@ class Provisioner:
         # namespace/name → (uid, resourceVersion read, body applied, when): a status write the
         # view does not show yet is not sent again for the same version.
         self._written: dict[str, tuple[str, str, dict[str, Any], float]] = {}
+        # namespace/name → the wait of its last progress message, and when it was written
+        self._progress_at: dict[str, tuple[_Wait, float]] = {}
         # uid → when the finalizer was added (the view shows it a moment later)
         self._finalized: dict[str, float] = {}
 
@@ -123,6 +113,7 @@ class Provisioner:
         try:
             if raw is None:
                 self._written.pop(key, None)
+                self._progress_at.pop(key, None)
                 await self._collect(key)
                 return None
             return await self._reconcile(key, raw)
@@ -148,7 +139,7 @@ class Provisioner:
         with tracer.start_as_current_span(
             "provision",
             # The rollout's trace, whichever change or timer led here (design.md).
-            context=rollout_context(meta.annotations),
+            context=rollout_context(meta.uid, meta.generation),
             attributes={
                 "kairyu.workspace": key,
                 "kairyu.generation": meta.generation or 0,
@@ -261,7 +252,7 @@ class Provisioner:
         happened across many reconciles (and maybe provisioner restarts) that each saw only
         part of it.
         """
-        rollout = rollout_context(workspace.metadata.annotations)
+        rollout = rollout_context(workspace.metadata.uid, workspace.metadata.generation)
         for node in self._nodes(key):
             meta = node["metadata"]
             if meta["name"] not in names:
@@ -319,11 +310,38 @@ class Provisioner:
                 raw, span, ready=(ConditionStatus.FALSE, "ProvisioningTimeout", message)
             )
             return poll  # nodes that come later turn it True: their changes wake this key
-        await self._write(raw, span, ready=(ConditionStatus.UNKNOWN, "Provisioning", detail))
+        meta = raw["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        wait = (str(meta.get("uid")), meta.get("generation"), target.plan_digest)
+        hold = self._progress_hold(key, wait)
+        if hold is None:
+            provisioning = (ConditionStatus.UNKNOWN, "Provisioning", detail)
+            if await self._write(raw, span, ready=provisioning):
+                self._progress_at.pop(key, None)
+                self._progress_at[key] = (wait, time.monotonic())
+                if len(self._progress_at) > _RECENT_LIMIT:
+                    del self._progress_at[next(iter(self._progress_at))]
         # Come back when the timeout would expire (the condition's transition time, once the
-        # view shows it, is when the wait started), or sooner while the backend must be polled.
-        expires = max(timeout - waited, _MIN_REQUEUE_S)
-        return min(expires, poll) if poll is not None else expires
+        # view shows it, is when the wait started), or sooner while the backend must be polled,
+        # or when a held progress message may be written.
+        again = max(timeout - waited, _MIN_REQUEUE_S)
+        for sooner in (poll, hold):
+            if sooner is not None:
+                again = min(again, sooner)
+        return again
+
+    def _progress_hold(self, key: str, wait: _Wait) -> float | None:
+        """Seconds before a new progress message of this wait may be written, or None if now.
+
+        Held only after this process wrote a progress message of the same wait (the Workspace's
+        uid, generation and plan), whatever the view shows yet: under load the view may take a
+        while to show that write, and the claims' and nodes' changes keep coming meanwhile.
+        """
+        last = self._progress_at.get(key)
+        if last is None or last[0] != wait:
+            return None  # a new wait (or a restart): its first message is written at once
+        left = self._settings.provisioning.progress_interval_s - (time.monotonic() - last[1])
+        return max(left, _MIN_REQUEUE_S) if left > 0 else None
 
     async def _refused(
         self,
@@ -491,13 +509,12 @@ class Provisioner:
     async def _add_finalizer(self, raw: dict[str, Any]) -> None:
         """Add the finalizer unless the view's Workspace has it (or this process just added it).
 
-        The JSON patch is guarded by the uid (a re-created namesake) and, when the whole list is
-        written, by the resourceVersion (a finalizer added meanwhile). The view's resourceVersion
-        may be older than the live one (the watcher publishes only changes of what it keeps), so
-        a failed guard is answered by reading the live object once and trying again: a read that
-        is the write's precondition, not part of the hot path.
+        One server-side apply of `metadata.finalizers` naming only ours: the list is a set, so
+        finalizers of others stay, whatever version of the Workspace the view holds. The uid in
+        the body is a precondition: a re-created namesake is refused (422), a deleted one too
+        (409), instead of getting a finalizer meant for its predecessor.
         """
-        meta = dict(raw["metadata"])  # the view's value is shared: never edit it
+        meta = raw["metadata"]  # the view's value is shared: never edit it
         uid = str(meta["uid"])
         if naming.FINALIZER in (meta.get("finalizers") or []):
             self._finalized.pop(uid, None)
@@ -505,46 +522,22 @@ class Provisioner:
         added = self._finalized.get(uid)
         if added is not None and time.monotonic() - added < _SETTLE_S:
             return
-        for _ in range(2):
-            finalizers = meta.get("finalizers") or []
-            if naming.FINALIZER in finalizers:
-                return
-            ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
-            if finalizers:
-                ops.append(
-                    {"op": "add", "path": "/metadata/finalizers/-", "value": naming.FINALIZER}
-                )
-            else:
-                ops += [
-                    {
-                        "op": "test",
-                        "path": "/metadata/resourceVersion",
-                        "value": meta["resourceVersion"],
-                    },
-                    {"op": "add", "path": "/metadata/finalizers", "value": [naming.FINALIZER]},
-                ]
-            try:
-                await self._kube.patch(
-                    resources.WORKSPACES,
-                    meta["name"],
-                    ops,
-                    field_manager=self._settings.service_name,
-                    namespace=meta["namespace"],
-                )
-            except (errors.InvalidError, errors.ConflictError):
-                # A failed `test` (the object changed since the view's copy): read it, retry.
-                fresh = await self._kube.get(
-                    resources.WORKSPACES, meta["name"], namespace=meta["namespace"]
-                )
-                if fresh["metadata"].get("uid") != uid:
-                    raise
-                meta = dict(fresh["metadata"])
-                continue
-            self._finalized[uid] = time.monotonic()
-            if len(self._finalized) > _RECENT_LIMIT:
-                del self._finalized[next(iter(self._finalized))]
-            return
-        raise errors.ConflictError(f"could not add the finalizer to {meta['name']}")
+        body = {
+            "apiVersion": resources.WORKSPACES.api_version,
+            "kind": resources.WORKSPACES.kind,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": uid,
+                "finalizers": [naming.FINALIZER],
+            },
+        }
+        await self._kube.apply(
+            resources.WORKSPACES, body, field_manager=self._settings.service_name
+        )
+        self._finalized[uid] = time.monotonic()
+        if len(self._finalized) > _RECENT_LIMIT:
+            del self._finalized[next(iter(self._finalized))]
 
     async def _remove_finalizer(self, raw: dict[str, Any]) -> None:
         """Remove the finalizer, at its index in the view's copy or, if it moved, the live one's."""
@@ -659,12 +652,8 @@ class Provisioner:
         for attributes in transitions:
             span.add_event("condition", attributes)
         try:
-            await apply_status(
-                self._kube,
-                namespace=meta["namespace"],
-                name=meta["name"],
-                field_manager=self._settings.service_name,
-                status=body,
+            await apply_workspace_status(
+                self._kube, raw, body, field_manager=self._settings.service_name
             )
         except errors.NotFoundError:
             return False

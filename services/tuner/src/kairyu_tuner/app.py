@@ -35,7 +35,6 @@ from kairyu_core.api import (
 )
 from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog, Preset
-from kairyu_core.events import Event, NodesReady, ObjectChanged, WorkspaceObserved
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
@@ -50,7 +49,7 @@ from kairyu_core.kube import (
     stamped,
 )
 from kairyu_core.objectstate import ObjectKey
-from kairyu_core.tracing import rollout_context
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_core.workloads import (
     KnownChildren,
@@ -70,12 +69,6 @@ from kairyu_tuner.training_config import CONFIG_KEY, ConfigError, check
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.tuner")
 
-CONSUMED: dict[str, type[Event]] = {
-    e.event_name: e for e in (NodesReady, WorkspaceObserved, ObjectChanged)
-}
-"""The events of the tuner's durable consumer, still declared in
-`kairyu_core.bus.topology.CONSUMED_BY` (and checked against this by tests/contract) until the
-consumers are removed; the tuner no longer reads them."""
 
 _RESOURCES = {"ConfigMap": resources.CONFIGMAPS, "Job": resources.JOBS}
 # How long an apply the view does not show yet is trusted (s): the watcher publishes the
@@ -197,7 +190,7 @@ class Tuner:
             return None
         with tracer.start_as_current_span(
             "tune",
-            context=rollout_context(workspace.metadata.annotations),
+            context=rollout_context(workspace.metadata.uid, workspace.metadata.generation),
             attributes={
                 "kairyu.workspace": key,
                 "kairyu.generation": workspace.metadata.generation or 0,

@@ -9,8 +9,8 @@ stream already holds and lists the cluster against it, so a restart publishes on
 while it was away, and tombstones what was deleted meanwhile; a state it could not store is tried
 again every `resync_interval_s`.
 
-It also starts each generation's rollout trace (the annotation) and writes the summary
-(`WorkspaceReady`, `status.state`).
+It also puts right a summary (`WorkspaceReady`, `status.state`) that the services' own status
+writes, each carrying the summary, left stale (kairyu_core.api.summary).
 """
 
 from __future__ import annotations
@@ -18,26 +18,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import cast
 
-from opentelemetry import context
 from pydantic import ValidationError
 
-from kairyu_core import metrics
 from kairyu_core.api import (
-    Condition,
     ConditionStatus,
     ConditionType,
     Workspace,
     WorkspaceState,
     parse_workspace,
-    set_condition,
+    summary,
 )
 from kairyu_core.bus import Bus, BusError, Snapshot
-from kairyu_core.kube import JSON, KubeClient, WatchEvent, apply_status, errors, resources, watch
+from kairyu_core.kube import (
+    JSON,
+    KubeClient,
+    WatchEvent,
+    apply_workspace_status,
+    errors,
+    resources,
+    watch,
+)
 from kairyu_core.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
-from kairyu_watcher import readiness, rollout_trace
 from kairyu_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
@@ -59,9 +62,14 @@ class StateStreamReplacedError(Exception):
 
 @dataclass(frozen=True)
 class _Written:
+    """A summary this watcher wrote: (status, reason, message, generation) and the state."""
+
     uid: str | None
-    condition: Condition
+    said: tuple[ConditionStatus, str, str, int | None]
     state: WorkspaceState
+
+
+_WRITTEN_LIMIT = 50_000  # summaries remembered; forgetting one costs at most one repeated write
 
 
 class Watcher:
@@ -84,7 +92,7 @@ class Watcher:
     async def run(self) -> None:
         """Watch and resync until cancelled; start over if the state stream was replaced."""
         while True:
-            await self._bus.ensure_stream()
+            await self._bus.wait_for_streams()  # a replaced stream: until the set-up recreates it
             self._stored.clear()
             self._unsent.clear()
             self._seeded.clear()
@@ -173,7 +181,7 @@ class Watcher:
             await self.on_workspace(change)
 
     async def on_workspace(self, change: WatchEvent) -> None:
-        """Start a new generation's trace, and keep the summary current."""
+        """Correct the summary if the services' writes left it stale."""
         try:
             workspace = parse_workspace(change.object)
         except ValidationError:
@@ -183,99 +191,48 @@ class Watcher:
         if change.type == "DELETED":
             self._written.pop(change.key, None)
             return
-        rollout = await self._rollout_context(workspace)
-        token = context.attach(rollout) if rollout is not None else None
-        try:
-            await self._write_summary(change.key, workspace)
-        finally:
-            if token is not None:
-                context.detach(token)
+        await self._write_summary(change.key, change.object, workspace)
 
-    async def _rollout_context(self, workspace: Workspace) -> context.Context | None:
-        meta = workspace.metadata
-        if rollout_trace.stored_generation(meta.annotations) == meta.generation:
-            return rollout_trace.context_of(meta.annotations)
-        value = rollout_trace.start_rollout(
-            namespace=meta.namespace or "",
-            name=meta.name or "",
-            generation=meta.generation or 0,
-            uid=meta.uid or "",
-        )
-        body: JSON = {
-            "apiVersion": resources.WORKSPACES.api_version,
-            "kind": resources.WORKSPACES.kind,
-            "metadata": {
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "annotations": {rollout_trace.ANNOTATION: value},
-            },
-        }
-        try:
-            await self._kube.apply(
-                resources.WORKSPACES, body, field_manager=self._settings.service_name
-            )
-        except errors.KubeError as exc:
-            log.warning(
-                "could not record the rollout trace of %s/%s: %s", meta.namespace, meta.name, exc
-            )
-        return rollout_trace.context_of({rollout_trace.ANNOTATION: value})
+    async def _write_summary(self, key: str, raw: JSON, workspace: Workspace) -> None:
+        """Write the summary if it is not what the Workspace's conditions say.
 
-    async def _write_summary(self, key: str, workspace: Workspace) -> None:
-        written = self._written.get(key)
-        if written is not None and written.uid == workspace.metadata.uid:
-            # The event may predate this watcher's last write; its own summary is the newer one.
-            workspace = readiness.with_summary(workspace, written.condition, written.state)
-        summary = readiness.summarize(workspace)
+        Each service writes the summary with its own status write; two writing at once, each
+        from its own view, can leave one that is stale, and this puts it right.
+        """
         status = workspace.status
         current = {c.type: c for c in (status.conditions if status else None) or []}
+        if not current:
+            return  # no service has written yet: the planner's first write carries the summary
+        wanted = summary.summarize(workspace)
         ready = current.get(ConditionType.WORKSPACE_READY)
-        unchanged = (
+        said = (wanted.status, wanted.reason, wanted.message, workspace.metadata.generation)
+        if (
             ready is not None
-            and (ready.status, ready.reason, ready.message)
-            == (summary.status, summary.reason, summary.message)
-            and ready.observed_generation == workspace.metadata.generation
+            and (ready.status, ready.reason, ready.message, ready.observed_generation) == said
             and status is not None
-            and status.state == summary.state
-        )
-        if unchanged:
+            and status.state == wanted.state
+        ):
             return
-        was = ready.status if ready is not None else None
-        failed = summary.state.value == "Failed" and (
-            status is None or status.state != summary.state
-        )
-        if failed or (summary.status == ConditionStatus.TRUE and was != ConditionStatus.TRUE):
-            rollout_trace.record_outcome(
-                key=f"{workspace.metadata.namespace}/{workspace.metadata.name}",
-                generation=workspace.metadata.generation or 0,
-                state=summary.state.value,
-                ready=not failed,
-            )
-            if not failed:
-                for phase, seconds in readiness.phase_durations(
-                    workspace, datetime.now(UTC)
-                ).items():
-                    metrics.ROLLOUT_PHASE_SECONDS.labels(phase).observe(seconds)
-        condition = set_condition(
-            list(current.values()),
-            type=ConditionType.WORKSPACE_READY,
-            status=summary.status,
-            reason=summary.reason,
-            message=summary.message,
-            observed_generation=workspace.metadata.generation,
-        )
+        written = self._written.get(key)
+        if (
+            written is not None
+            and written.uid == workspace.metadata.uid
+            and written.said == said
+            and written.state == wanted.state
+        ):
+            # Written by this watcher already: the event predates that write.
+            return
         try:
-            await apply_status(
-                self._kube,
-                namespace=workspace.metadata.namespace or "",
-                name=workspace.metadata.name or "",
-                field_manager=self._settings.service_name,
-                status={"conditions": [condition.to_wire()], "state": summary.state.value},
+            await apply_workspace_status(
+                self._kube, raw, {}, field_manager=self._settings.service_name
             )
         except errors.KubeError as exc:  # the Workspace's next change writes it again
             log.warning("could not write the summary of %s: %s", workspace.metadata.name, exc)
             self._written.pop(key, None)
-        else:
-            self._written[key] = _Written(workspace.metadata.uid, condition, summary.state)
+            return
+        self._written[key] = _Written(workspace.metadata.uid, said, wanted.state)
+        if len(self._written) > _WRITTEN_LIMIT:
+            del self._written[next(iter(self._written))]
 
     # ------------------------------------------------------------------ labelled objects
     async def _follow_children(self, resource: resources.Resource) -> None:

@@ -2,7 +2,8 @@
 Everything one kairyu service needs, from its subchart's values: ServiceAccount, least-privilege
 ClusterRole and binding (a Role and RoleBinding in global.watchNamespace when it is set),
 Deployment (restricted Pod Security), NetworkPolicy, PodDisruptionBudget (when replicas > 1),
-and its NATS credentials and nats-setup sidecar when NATS authorization is on. Service
+the Role and binding for its leader-election Lease (_leadership.tpl),
+its nats-setup sidecar, and its NATS credentials when NATS authorization is on. Service
 subcharts contain nothing but `{{ include "kairyu.service" . }}` and their values; this is the
 one loop.
 */}}
@@ -36,6 +37,12 @@ one loop.
 {{- if gt (int .Values.replicas) 1 }}
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.pdb" "ctx" . "merge" dict) }}
+{{- end }}
+{{- if .Values.leaderElection.enabled }}
+---
+{{ include "kairyu.object" (dict "template" "kairyu.leaseRole" "ctx" . "merge" dict) }}
+---
+{{ include "kairyu.object" (dict "template" "kairyu.leaseRoleBinding" "ctx" . "merge" dict) }}
 {{- end }}
 {{- if and .Values.global.nats.auth.enabled .Values.global.nats.auth.createSecrets }}
 ---
@@ -171,12 +178,12 @@ spec:
         - name: {{ . }}
         {{- end }}
       {{- end }}
-      {{- if $g.nats.auth.enabled }}
       initContainers:
-        # The stream and this service's consumer, created or updated by the NATS admin identity,
+        # kairyu's streams, created or updated by the one component that configures them (the
+        # service only waits until they exist), under NATS authorization as the admin identity,
         # whose credentials only this container sees (docs/bus.md, "Who may do what"). A native
-        # sidecar: it runs beside the service for the pod's life and sets the topology up again
-        # every setupEverySeconds, so a deleted consumer comes back without a pod restart (a
+        # sidecar: it runs beside the service for the pod's life and sets the streams up again
+        # every setupEverySeconds, so a deleted stream comes back without a pod restart (a
         # restarted container does not re-run init containers). No startupProbe: it must not hold
         # back the service's start (the planner's webhook must serve while NATS is down).
         - name: nats-setup
@@ -189,7 +196,6 @@ spec:
             - kairyu_core.bus.setup
             - --every
             - {{ $g.nats.auth.setupEverySeconds | default 30 | int | quote }}
-            - {{ .Values.service | quote }}
           securityContext:
             allowPrivilegeEscalation: false
             readOnlyRootFilesystem: true
@@ -208,7 +214,6 @@ spec:
               mountPath: /etc/kairyu/nats-tls
               readOnly: true
           {{- end }}
-      {{- end }}
       containers:
         - name: {{ .Values.service }}
           image: {{ include "kairyu.image" . }}
@@ -237,6 +242,7 @@ spec:
             - name: KAIRYU_NAMESPACE
               value: {{ . | quote }}
             {{- end }}
+            {{- include "kairyu.leaderElectionEnv" . | nindent 12 }}
             - name: OTEL_SERVICE_NAME
               value: kairyu-{{ .Values.service }}
             {{- if $g.otlp.endpoint }}
@@ -363,8 +369,8 @@ spec:
 {{/*
 The NATS settings of a container as the identity `user` (a service's own user, or the admin user
 of the nats-setup sidecar): the URL without credentials, user and password from the
-identity's Secret, its own reply inbox, TLS files, and the stream with its limits. Under NATS
-authorization the services only bind to the stream and their consumer; the admin creates them.
+identity's Secret, its own reply inbox, TLS files, and the streams' base name and limits. Only
+the nats-setup sidecar creates the streams; the services check that they are there.
 */}}
 {{- define "kairyu.natsEnv" -}}
 {{- $g := .ctx.Values.global -}}
@@ -374,10 +380,8 @@ authorization the services only bind to the stream and their consumer; the admin
   value: {{ $g.nats.stream | quote }}
 - name: KAIRYU_NATS__SUBJECT_PREFIX
   value: {{ $g.nats.subjectPrefix | quote }}
-- name: KAIRYU_NATS__STREAM_MAX_BYTES
-  value: {{ $g.nats.streamLimits.maxBytes | int64 | quote }}
-- name: KAIRYU_NATS__STREAM_MAX_MSGS_PER_SUBJECT
-  value: {{ $g.nats.streamLimits.maxMsgsPerSubject | int64 | quote }}
+- name: KAIRYU_NATS__STATE_MAX_BYTES
+  value: {{ $g.nats.streamLimits.stateMaxBytes | int64 | quote }}
 {{- if $g.nats.auth.enabled }}
 - name: KAIRYU_NATS__USER
   valueFrom:
@@ -391,8 +395,6 @@ authorization the services only bind to the stream and their consumer; the admin
       key: password
 - name: KAIRYU_NATS__INBOX_PREFIX
   value: {{ printf "_INBOX.%s" .user | quote }}
-- name: KAIRYU_NATS__MANAGE_TOPOLOGY
-  value: "false"
 {{- end }}
 {{- if $g.nats.tls.secretName }}
 - name: KAIRYU_NATS__TLS_CA_FILE

@@ -341,7 +341,7 @@ class Plan(ApiModel):
         Only the fields that decide which nodes are provisioned and how the runtime runs on them
         count: the explanation (`reason`, `replanReason`), the price, the refused SKUs and the
         generation do not, so a re-plan that lands on the same nodes and arguments keeps its
-        digest (and the PlanCreated message id built from it).
+        digest.
         """
         body = self.model_dump(mode="json", include=set(_DIGESTED))
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,38 +1,35 @@
-"""kairyu's event bus on NATS JetStream; the only package that imports nats.
+"""kairyu's bus on NATS JetStream; the only package that imports nats.
 
-Publish events with `Bus.publish`; consume them with a `Consumer`, whose handler signals the end
-of each message by returning or by raising `TemporaryError` / `PermanentError` (see `errors`).
+The watcher writes each object's latest state (`Bus.put_state` / `delete_state`); every service
+follows the kinds it reads into its view (`Bus.follow_state`); a reconcile given up on is recorded
+as a dead letter (`Bus.dead_letter_reconcile`). `topology` declares every subject, its writer and
+its readers; `setup` is the one step that creates the streams.
 """
 
 from kairyu_core.bus._connection import Bus, Published
-from kairyu_core.bus._consuming import Consumer, Delivery, Handler, backoff
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import Change, Snapshot
 from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
 from kairyu_core.bus.topology import (
-    CONSUMED_BY,
     DEFAULT_STREAM,
     FOLLOWS,
-    ConsumerSpec,
+    SUBJECTS,
     StreamSpec,
+    SubjectFamily,
 )
 
 __all__ = [
-    "CONSUMED_BY",
     "DEFAULT_STREAM",
     "FOLLOWS",
+    "SUBJECTS",
     "Bus",
     "BusError",
     "Change",
-    "Consumer",
-    "ConsumerSpec",
-    "Delivery",
-    "Handler",
     "PermanentError",
     "Published",
     "Snapshot",
     "StreamSpec",
+    "SubjectFamily",
     "TemporaryError",
-    "backoff",
     "redact",
 ]

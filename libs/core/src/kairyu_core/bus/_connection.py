@@ -1,4 +1,10 @@
-"""The NATS connection and JetStream set-up: stream and consumers, created or updated in place."""
+"""The NATS connection: states, dead letters, and the streams that hold them.
+
+The streams are created and updated by one component only, the set-up step
+(`kairyu_core.bus.setup`, `Bus.create_streams`); a service only checks that they exist
+(`Bus.wait_for_streams`), so no two versions of kairyu ever fight over a stream's configuration
+and, under NATS authorization, no service credential may change one.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,6 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
     DiscardPolicy,
     RetentionPolicy,
     StorageType,
@@ -32,33 +35,27 @@ from nats.js.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from opentelemetry import trace
 
-from kairyu_core.bus import _tracing
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import (
     DELETED_HEADER,
     DIGEST_HEADER,
     Change,
     Snapshot,
-    all_state_subjects,
     follow,
     raise_if_cancelled,
     state_subject,
 )
 from kairyu_core.bus.errors import BusError
-from kairyu_core.bus.topology import ConsumerSpec, StreamSpec
-from kairyu_core.events import Event
+from kairyu_core.bus.topology import StreamSpec
 from kairyu_core.objectstate import JSON, Kind, ObjectKey
 from kairyu_core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
-# JetStream error codes: "stream name already in use with a different configuration", "consumer
-# not found", "stream not found".
+# JetStream error code: "stream name already in use with a different configuration".
 _STREAM_NAME_IN_USE = 10058
-_CONSUMER_NOT_FOUND = 10014
-_STREAM_NOT_FOUND = 10059
+_WAIT_MAX_S = 30.0  # while a stream is missing, look at least this often (the set-up's period)
 # Waits between publish attempts while NATS is unavailable: ~15 s in all, longer than a restart.
 _PUBLISH_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 7.0)
 _TRANSIENT = (
@@ -82,19 +79,14 @@ class Published:
 class Bus:
     """A connection to NATS with JetStream; the only object in kairyu that touches nats-py.
 
-    With `manage_topology` the bus creates and updates the stream and consumers it is asked to
-    ensure; without it (a service under NATS authorization, which may not change the stream) it
-    only checks that they exist as declared, and says so when they do not.
-
-    `topology_ready` is False while such a bus waits for its stream or consumer to be (re)created
-    by the admin step; the service's /readyz reports it.
+    `topology_ready` is False while the bus waits for its streams to be (re)created by the
+    set-up step (`wait_for_streams`); the service's /readyz reports it.
     """
 
-    def __init__(self, client: Client, *, stream: StreamSpec, manage_topology: bool = True) -> None:
+    def __init__(self, client: Client, *, stream: StreamSpec) -> None:
         self._nc = client
         self.js: JetStreamContext = client.jetstream()
         self.stream = stream
-        self.manage_topology = manage_topology
         self.topology_ready = True
         self.reconnects = 0
         """Reconnects so far: followers of the state stream take a fresh snapshot after each."""
@@ -111,9 +103,8 @@ class Bus:
         if isinstance(target, NatsSettings):
             url, options = target.url, _connect_options(target)
             stream = stream or StreamSpec.of_settings(target)
-            manage = target.manage_topology
         else:
-            url, options, manage = target, {}, True
+            url, options = target, {}
         shown = redact(url)
 
         async def on_error(exc: Exception) -> None:
@@ -143,7 +134,7 @@ class Bus:
         except Exception as exc:  # noqa: BLE001 - any failure to connect ends the same way
             # Not chained: nats-py's own exception may quote the URL it was given.
             raise BusError(f"cannot connect to NATS at {shown}: {redact(str(exc))}") from None
-        bus = cls(client, stream=stream or StreamSpec(), manage_topology=manage)
+        bus = cls(client, stream=stream or StreamSpec())
         return bus
 
     @property
@@ -167,70 +158,73 @@ class Bus:
     ) -> None:
         await self.close()
 
-    async def ensure_stream(self) -> None:
-        """Create the stream or bring it to the declared configuration.
+    async def check_streams(self) -> None:
+        """Raise BusError unless every stream exists (this bus never creates one).
 
-        Without `manage_topology`, only check that it exists. A NATS that answers but whose
-        JetStream is not up yet (just after a restart: no responders, timeouts) is a BusError like
-        any other outage, so callers wait for it instead of ending.
+        A NATS that answers but whose JetStream is not up yet (just after a restart: no
+        responders, timeouts) is a BusError like a missing stream, so callers wait for it.
+        """
+        for name in self.stream.streams:
+            try:
+                await self.js.stream_info(name)
+            except NotFoundError as exc:
+                raise BusError(
+                    f"stream {name} does not exist; the NATS set-up step "
+                    "(python -m kairyu_core.bus.setup) creates it"
+                ) from exc
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise BusError(f"JetStream is not available: {type(exc).__name__} {exc}") from exc
+
+    async def wait_for_streams(self) -> None:
+        """Return once every stream exists; until then log why and look again, not ready.
+
+        The wait is 0.5 s doubling to 30 s, the set-up step's period in the chart.
+        """
+        delay = 0.5
+        while True:
+            try:
+                await self.check_streams()
+            except BusError as exc:
+                self.topology_ready = False
+                log.warning("%s; looking again in %.1fs (not ready meanwhile)", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _WAIT_MAX_S)
+                continue
+            if not self.topology_ready:
+                log.info("the streams %s are there; going on", ", ".join(self.stream.streams))
+            self.topology_ready = True
+            return
+
+    async def create_streams(self) -> None:
+        """Create the streams or bring them to the declared configuration (the set-up step).
+
+        A NATS whose JetStream is not up yet is a BusError like any other outage.
         """
         try:
-            await self._ensure_stream()
+            for config in self._stream_configs():
+                await self._add_or_update(config)
         except BusError:
             raise
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"JetStream is not available: {type(exc).__name__} {exc}") from exc
 
-    async def _ensure_stream(self) -> None:
+    def _stream_configs(self) -> list[StreamConfig]:
         spec = self.stream
-        if not self.manage_topology:
-            try:
-                await self.js.stream_info(spec.name)
-            except NotFoundError as exc:
-                raise BusError(
-                    f"stream {spec.name} does not exist; the NATS admin step "
-                    "(python -m kairyu_core.bus.setup) creates it"
-                ) from exc
-            return
 
-        def limited(
-            name: str, subject: str, *, max_age: float | None = spec.max_age_s, **limits: Any
-        ) -> StreamConfig:
-            """A file-backed stream kept by limits, with the spec's age and duplicate window."""
+        def limited(name: str, subject: str, **limits: Any) -> StreamConfig:
+            """A file-backed stream kept by limits, with the spec's duplicate window."""
             return StreamConfig(
                 name=name,
                 subjects=[subject],
                 retention=RetentionPolicy.LIMITS,
                 storage=StorageType.FILE,
-                max_age=max_age,
                 duplicate_window=spec.duplicate_window_s,
                 **limits,
             )
 
-        # Dead letters have a stream of their own (StreamSpec.dead_letter_stream); an update in
-        # place moves their subjects out of a stream of an older version first.
-        events = limited(
-            spec.name,
-            spec.subjects.all_events,
-            max_bytes=spec.max_bytes,
-            max_msgs_per_subject=spec.max_msgs_per_subject,
-            # When full, drop the oldest: refusing new events would stop every service until
-            # max_age frees room, while a dropped old event is superseded by a later one (handlers
-            # read the current state; the watcher's resync republishes every Workspace).
-            discard=DiscardPolicy.OLD,
-        )
-        dead_letters = limited(
-            spec.dead_letter_stream,
-            spec.subjects.all_dead_letters,
-            max_bytes=spec.dead_letter_max_bytes,
-            max_msgs=spec.dead_letter_max_msgs,
-            # When full, refuse: a flood of dead letters (a leaked service password may publish
-            # its own) must not erase the earlier ones; the refused one is retried.
-            discard=DiscardPolicy.NEW,
-        )
         states = limited(
             spec.state_stream,
-            all_state_subjects(spec.subjects.prefix),
+            spec.subjects.all_states,
             # The latest value per object, kept as long as the object lives (no max_age): a
             # subject is one object, and a new value replaces the old one.
             max_age=None,
@@ -243,9 +237,17 @@ class Bus:
             # Tombstones expire by their own Nats-TTL header, so deleted objects do not pile up.
             allow_msg_ttl=True,
         )
-        await self._add_or_update(events)
-        await self._add_or_update(dead_letters)
-        await self._add_or_update(states)
+        dead_letters = limited(
+            spec.dead_letter_stream,
+            spec.subjects.all_dead_letters,
+            max_age=spec.dead_letter_max_age_s,
+            max_bytes=spec.dead_letter_max_bytes,
+            max_msgs=spec.dead_letter_max_msgs,
+            # When full, refuse: a flood of dead letters (a leaked service password may publish
+            # its own) must not erase the earlier ones.
+            discard=DiscardPolicy.NEW,
+        )
+        return [states, dead_letters]
 
     async def _add_or_update(self, config: StreamConfig) -> None:
         try:
@@ -255,118 +257,11 @@ class Bus:
                 raise BusError(f"cannot create stream {config.name}: {exc}") from exc
             await self.js.update_stream(config)
 
-    async def delete_stream(self) -> None:
-        """Remove the stream, its dead letters and everything in them (tests, `make dev` resets)."""
-        await self.js.delete_stream(self.stream.name)
-        with contextlib.suppress(NotFoundError):  # a stream of an older version has none
-            await self.js.delete_stream(self.stream.dead_letter_stream)
-        with contextlib.suppress(NotFoundError):
-            await self.js.delete_stream(self.stream.state_stream)
-
-    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
-        """Create the durable consumer or update it in place (JetStream's create is an upsert).
-
-        Without `manage_topology`, only check that it exists with the declared filters.
-        """
-        if not self.manage_topology:
-            await self._check_consumer(spec)
-            return
-        config = ConsumerConfig(
-            durable_name=spec.durable,
-            name=spec.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=spec.ack_wait_s,
-            # JetStream never gives up on a message by itself: after its max_deliver it would stop
-            # delivering without a trace. The bus counts deliveries instead and dead-letters
-            # (unexpected errors) or keeps retrying with a capped backoff (TemporaryError).
-            max_deliver=-1,
-            max_ack_pending=spec.max_ack_pending,
-            filter_subjects=list(spec.filter_subjects),
-        )
-        await self.js.add_consumer(self.stream.name, config)
-
-    async def _check_consumer(self, spec: ConsumerSpec) -> None:
-        try:
-            info = await self.js.consumer_info(self.stream.name, spec.durable)
-        except NotFoundError as exc:
-            raise BusError(
-                f"consumer {spec.durable} on {self.stream.name} does not exist; the NATS admin "
-                "step (python -m kairyu_core.bus.setup) creates it"
-            ) from exc
-        config = info.config
-        found = set(
-            config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
-        )
-        if found != set(spec.filter_subjects):
-            raise BusError(
-                f"consumer {spec.durable} on {self.stream.name} filters {sorted(found)}, this "
-                f"service expects {sorted(spec.filter_subjects)}: rerun the NATS admin step of "
-                "this version"
-            )
-
-    async def restore_stream(self) -> bool:
-        """Recreate the streams if one was deleted and this bus manages them; whether it did."""
-        if not self.manage_topology:
-            return False
-        spec = self.stream
-        for name in (spec.name, spec.dead_letter_stream, spec.state_stream):
-            try:
-                await self.js.stream_info(name)
-            except NotFoundError as exc:
-                if exc.err_code != _STREAM_NOT_FOUND:
-                    return False
-                log.warning("stream %s is gone; creating the streams again", name)
-                await self.ensure_stream()
-                return True
-            except (nats.errors.Error, TimeoutError):
-                return False  # NATS cannot tell now (restarting): nothing to conclude
-        return False
-
-    async def missing(self, durable: str) -> bool:
-        """Whether the consumer (or its whole stream) is gone; False when NATS cannot tell now."""
-        try:
-            await self.js.consumer_info(self.stream.name, durable)
-        except NotFoundError as exc:
-            return exc.err_code in (_CONSUMER_NOT_FOUND, _STREAM_NOT_FOUND)
-        except (nats.errors.Error, TimeoutError):
-            return False
-        return False
-
-    async def consumer_pending(self, durable: str) -> tuple[int, int]:
-        """(messages not yet delivered, messages delivered but not acknowledged) of a consumer."""
-        try:
-            info = await self.js.consumer_info(self.stream.name, durable)
-        except NotFoundError as exc:
-            raise BusError(f"no consumer {durable} on {self.stream.name}") from exc
-        return info.num_pending or 0, info.num_ack_pending or 0
-
-    async def publish(self, event: Event, *, headers: dict[str, str] | None = None) -> Published:
-        """Publish an event inside a PRODUCER span, with Nats-Msg-Id and trace context."""
-        subject = self.stream.subjects.for_event(event)
-        with _tracing.tracer.start_as_current_span(
-            f"{subject} publish", kind=trace.SpanKind.PRODUCER
-        ) as span:
-            span.set_attributes(
-                {
-                    "messaging.system": "nats",
-                    "messaging.operation.type": "publish",
-                    "messaging.destination.name": subject,
-                    "messaging.message.id": event.message_id,
-                    "kairyu.workspace": event.workspace.key,
-                }
-            )
-            all_headers = {
-                "Nats-Msg-Id": event.message_id,
-                "Content-Type": "application/json",
-                "Kairyu-Event": event.event_name,
-                "Kairyu-Schema-Version": str(event.schema_version),
-                **(headers or {}),
-            }
-            _tracing.inject(all_headers)
-            return await self.publish_raw(
-                subject, event.model_dump_json().encode(), headers=all_headers
-            )
+    async def delete_streams(self) -> None:
+        """Remove the streams and everything in them (tests, `make dev` resets)."""
+        for name in self.stream.streams:
+            with contextlib.suppress(NotFoundError):
+                await self.js.delete_stream(name)
 
     async def put_state(self, key: ObjectKey, value: JSON, *, digest: str) -> Published:
         """Store `value` as the latest state of the object `key` (the watcher's write).
@@ -400,7 +295,7 @@ class Bus:
         """Record that `service` gave up reconciling the Workspace `key` (namespace/name)."""
         namespace, _, name = key.partition("/")
         subjects = self.stream.subjects
-        original = f"{subjects.prefix}.v1.workspace.reconcile.{namespace}.{name.replace('.', '_')}"
+        original = subjects.reconcile(namespace, name)
         headers = {
             "Nats-Msg-Id": f"{service}/{key}/{reason}/{time.time_ns()}",
             "Kairyu-Dead-Letter-Reason": reason,
@@ -432,16 +327,18 @@ class Bus:
     async def publish_raw(
         self, subject: str, payload: bytes, *, headers: dict[str, str]
     ) -> Published:
-        """Publish bytes as they are (dead letters, and tests that need malformed messages).
+        """Publish bytes as they are (states, dead letters, and tests' malformed messages).
 
         While NATS restarts (reconnecting, JetStream recovering its streams) the publish is retried
         for a while; the Nats-Msg-Id makes a retry of a publish that did land a no-op.
         """
+        try:
+            stream = self.stream.stream_of(subject)
+        except ValueError as exc:
+            raise BusError(str(exc)) from exc
         for delay in (*_PUBLISH_RETRY_DELAYS_S, None):
             try:
-                ack = await self.js.publish(
-                    subject, payload, headers=headers, stream=self.stream.stream_of(subject)
-                )
+                ack = await self.js.publish(subject, payload, headers=headers, stream=stream)
                 raise_if_cancelled()  # nats-py's request may have swallowed a cancellation
                 return Published(stream=ack.stream, sequence=ack.seq, duplicate=bool(ack.duplicate))
             except _TRANSIENT as exc:
@@ -451,8 +348,6 @@ class Bus:
                     ) from exc
                 log.info("publish to %s not acknowledged (%r); retry in %.1fs", subject, exc, delay)
                 await asyncio.sleep(delay)
-                if isinstance(exc, nats.errors.NoRespondersError):
-                    await self.restore_stream()  # no responder: perhaps no stream any more
             except Exception as exc:
                 raise BusError(f"publish to {subject} failed: {exc!r}") from exc
         raise AssertionError("unreachable")  # pragma: no cover

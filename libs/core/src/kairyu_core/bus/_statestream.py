@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from kairyu_core.bus.errors import BusError
+from kairyu_core.events.subjects import Subjects, token
 from kairyu_core.objectstate import CLUSTER_SCOPED, JSON, Kind, ObjectKey, kind_of
 
 if TYPE_CHECKING:
@@ -63,21 +64,9 @@ class Change:
     digest: str | None
 
 
-def _token(value: str) -> str:
-    # Kubernetes names may hold dots (NATS token separators) but never '_'.
-    return value.replace(".", "_")
-
-
 def state_subject(prefix: str, key: ObjectKey) -> str:
-    return f"{prefix}.v1.state.{key.kind.lower()}.{_token(key.namespace)}.{_token(key.name)}"
-
-
-def kind_subjects(prefix: str, kind: Kind) -> str:
-    return f"{prefix}.v1.state.{kind.lower()}.>"
-
-
-def all_state_subjects(prefix: str) -> str:
-    return f"{prefix}.v1.state.>"
+    kind = Subjects(prefix).states_of(key.kind).removesuffix(">")
+    return f"{kind}{token(key.namespace)}.{token(key.name)}"
 
 
 def key_of_subject(subject: str) -> ObjectKey:
@@ -124,7 +113,7 @@ async def follow(bus: Bus, kind: Kind) -> AsyncGenerator[Snapshot | Change, None
 async def _follow_once(
     bus: Bus, kind: Kind, outdated: Callable[[], bool]
 ) -> AsyncIterator[Snapshot | Change]:
-    subject = kind_subjects(bus.stream.subjects.prefix, kind)
+    subject = bus.stream.subjects.states_of(kind)
     # A consumer name of its own makes nats-py ask for it on the extended subject
     # $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter> rather than on the bare
     # $JS.API.CONSUMER.CREATE.<stream>, so that NATS authorization can allow each service the

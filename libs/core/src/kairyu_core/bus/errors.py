@@ -1,12 +1,11 @@
-"""What a handler raises to say how its message should end (the bus acts on it, handlers never ack).
+"""What a reconcile raises to say how it ended (`kairyu_core.reconciling` acts on it).
 
-| handler outcome        | JetStream action                                              |
-|------------------------|---------------------------------------------------------------|
-| returns                | ack                                                           |
-| TemporaryError(delay)  | nak(delay, growing to 60 s while it lasts); never given up    |
-| PermanentError         | copy to the dead-letter subject, then term                    |
-| any other Exception    | nak with exponential backoff; dead-letter after max_deliver   |
-| cancelled              | nothing: JetStream redelivers after ack_wait                  |
+| reconcile outcome      | action                                                            |
+|------------------------|-------------------------------------------------------------------|
+| returns                | done (or looked at again after its `requeue_after`)               |
+| TemporaryError(delay)  | retried after `delay`, growing while it lasts; never given up     |
+| PermanentError(reason) | given up: logged and recorded as a dead letter, until the next change |
+| any other Exception    | retried with backoff; given up like a PermanentError if it repeats |
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ class TemporaryError(Exception):
 
 
 class PermanentError(Exception):
-    """A failure retries cannot fix (bad data, unknown preset): the message is dead-lettered.
+    """A failure retries cannot fix (bad data, unknown preset): the reconcile is dead-lettered.
 
     `reason` is a CamelCase word for machines (it becomes a header and a condition reason).
     """

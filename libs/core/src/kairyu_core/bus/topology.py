@@ -1,39 +1,27 @@
-"""Declarations of the stream and of each service's durable consumer, created idempotently.
+"""kairyu's topology on NATS, declared once: every subject, who writes it, who reads it, and why.
 
-They are declared here, once, because two parties need them: each service binds to its own
-consumer, and under NATS authorization only the admin identity (`kairyu_core.bus.setup`, run
-before a service starts) may create them. `tests/contract/test_topology.py` keeps this table and
-the events each service handles in step.
+Three parties must agree on it and cannot import one another's code: the services (what they
+write and follow), the set-up step (`kairyu_core.bus.setup`, the one component that creates the
+streams) and the NATS server's authorization (the chart's template, which names each service's
+subjects). So it is declared here, and tests hold the others to it: `tests/contract/
+test_topology.py` checks docs/bus.md's table against `SUBJECTS`, and `tests/chart/
+test_chart_render.py` the chart's per-service permissions. A second transport (issue 20) maps
+the same families onto its own entities: one topic per family, one subscription per reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kairyu_core.events import (
-    Event,
-    NodesReady,
-    ObjectChanged,
-    PlanCreated,
-    ReplanRequested,
-    Subjects,
-    WorkspaceDeleted,
-    WorkspaceObserved,
-)
+from kairyu_core.events import Subjects
 from kairyu_core.objectstate import KINDS, Kind
 from kairyu_core.settings import NatsSettings
 
 DEFAULT_STREAM = "KAIRYU"
 
-CONSUMED_BY: Mapping[str, tuple[type[Event], ...]] = {
-    "planner": (WorkspaceObserved, ReplanRequested),
-    "provisioner": (PlanCreated, WorkspaceObserved, ObjectChanged, WorkspaceDeleted),
-    "deployer": (NodesReady, WorkspaceObserved, ObjectChanged),
-    "tuner": (NodesReady, WorkspaceObserved, ObjectChanged),
-}
-"""The events each consuming service handles (the watcher consumes nothing)."""
-
+SERVICES: tuple[str, ...] = ("watcher", "planner", "provisioner", "deployer", "tuner")
+"""kairyu's services; each is one NATS identity, `kairyu-<service>` (`identity`)."""
 
 FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
     "watcher": KINDS,
@@ -45,27 +33,77 @@ FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
 """The kinds whose states each service reads from the state stream into its view (the watcher
 reads them all at start, to publish only what changed while it was away; it alone writes them)."""
 
+RECONCILERS: tuple[str, ...] = ("planner", "provisioner", "deployer", "tuner")
+"""The services that reconcile Workspaces from their views and dead-letter a reconcile they give
+up on (`Bus.dead_letter_reconcile`); the watcher reconciles nothing."""
+
+
+def identity(service: str) -> str:
+    """The name a service has on the bus: its settings' `service_name` and its dead-letter token."""
+    return f"kairyu-{service}"
+
+
+@dataclass(frozen=True)
+class SubjectFamily:
+    """One family of subjects: where it lives, who writes it, who reads it, and what it carries.
+
+    `subject` is the pattern with the default prefix, `<…>` marking the tokens that vary;
+    `wildcard` is the same with NATS wildcards, as a filter or a permission names it.
+    """
+
+    subject: str
+    wildcard: str
+    stream: str
+    producers: tuple[str, ...]
+    readers: tuple[str, ...]
+    carries: str
+
+
+def _state_family(kind: Kind, subjects: Subjects, stream: str) -> SubjectFamily:
+    readers = tuple(s for s in SERVICES if kind in FOLLOWS[s])
+    namespace = "_" if kind in ("Node", "NodeClaim") else "<namespace>"
+    return SubjectFamily(
+        subject=f"{subjects.state_prefix}.{kind.lower()}.{namespace}.<name>",
+        wildcard=subjects.states_of(kind),
+        stream=stream,
+        producers=("watcher",),
+        readers=readers,
+        carries=f"the latest trimmed {kind}, or its tombstone",
+    )
+
+
+def _dead_letter_family(service: str, subjects: Subjects, stream: str) -> SubjectFamily:
+    token = identity(service)
+    return SubjectFamily(
+        subject=f"{subjects.dead_letters_of(token).removesuffix('>')}"
+        "workspace.reconcile.<namespace>.<name>",
+        wildcard=subjects.dead_letters_of(token),
+        stream=stream,
+        producers=(service,),
+        readers=(),
+        carries="a Workspace key whose reconcile was given up on, the reason in its headers",
+    )
+
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """The JetStream stream of kairyu's events, and the one beside it for their dead letters."""
+    """kairyu's streams: the objects' states, and the dead letters beside them.
+
+    `name` is the base of both names (`<name>_STATE`, `<name>_DEADLETTER`); no stream of that bare
+    name is used any more (it held the events the services consumed before issue 15).
+    """
 
     name: str = DEFAULT_STREAM
     subjects: Subjects = field(default_factory=Subjects)
-    max_age_s: float = 7 * 24 * 3600
-    """How long events are kept (s). A week outlasts any rollout and any outage worth replaying."""
     duplicate_window_s: float = 120.0
     """Window (s) in which a repeated Nats-Msg-Id is dropped; covers a publisher's retries."""
-    max_bytes: int = 1024**3
-    """Size limit (bytes; 1 GiB): the oldest messages are dropped to make room."""
-    max_msgs_per_subject: int = 64
-    """Messages kept per subject (one event type of one Workspace), the oldest dropped first."""
+    dead_letter_max_age_s: float = 7 * 24 * 3600
+    """How long dead letters are kept (s). A week outlasts any outage worth looking into."""
     dead_letter_max_bytes: int = 64 * 1024**2
     """Size limit of the dead-letter stream (bytes; 64 MiB); when full, new dead letters are
-    refused (the message is retried later) rather than old ones dropped."""
+    refused (the give-up is logged all the same) rather than old ones dropped."""
     dead_letter_max_msgs: int = 100_000
     """Message limit of the dead-letter stream, refusing new ones like `dead_letter_max_bytes`."""
-
     state_max_bytes: int = 256 * 1024**2
     """Size limit of the state stream (bytes; 256 MiB): one trimmed object per subject, so this
     bounds the number of objects it can hold (about 100 000 at a few KiB each)."""
@@ -81,56 +119,56 @@ class StreamSpec:
 
     @property
     def dead_letter_stream(self) -> str:
-        """The stream of the dead letters, apart from the events (`<name>_DEADLETTER`).
+        """The stream of the dead letters (`<name>_DEADLETTER`).
 
-        Apart so that dead letters, which any service may publish on its own subjects, can never
-        push unconsumed events out of the event stream: a leaked service password can fill only
-        this one, whose limits refuse new messages instead of dropping old ones.
+        Apart from the states so that dead letters, which any service may publish on its own
+        subjects, can never push a state out: a leaked service password can fill only this one,
+        whose limits refuse new messages instead of dropping old ones.
         """
         return f"{self.name}_DEADLETTER"
 
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Every stream kairyu uses, created by the set-up step alone."""
+        return (self.state_stream, self.dead_letter_stream)
+
     def stream_of(self, subject: str) -> str:
-        """The stream a subject is stored in."""
-        dead_letters = self.subjects.all_dead_letters.removesuffix(">")
-        if subject.startswith(dead_letters):
+        """The stream a subject is stored in; ValueError for a subject outside the topology."""
+        if subject.startswith(self.subjects.all_dead_letters.removesuffix(">")):
             return self.dead_letter_stream
-        if subject.startswith(f"{self.subjects.prefix}.v1.state."):
+        if subject.startswith(self.subjects.all_states.removesuffix(">")):
             return self.state_stream
-        return self.name
+        raise ValueError(f"no kairyu stream holds {subject!r}")
+
+    @property
+    def families(self) -> tuple[SubjectFamily, ...]:
+        """Every subject family kairyu uses, states first (one per kind), then dead letters."""
+        return (
+            *(_state_family(kind, self.subjects, self.state_stream) for kind in KINDS),
+            *(_dead_letter_family(s, self.subjects, self.dead_letter_stream) for s in RECONCILERS),
+        )
 
     @classmethod
     def of_settings(cls, settings: NatsSettings) -> StreamSpec:
-        """The stream that the service's settings name, with their limits."""
+        """The streams that the service's settings name, with their limits."""
         return cls(
             name=settings.stream,
             subjects=Subjects(prefix=settings.subject_prefix),
-            max_bytes=settings.stream_max_bytes,
-            max_msgs_per_subject=settings.stream_max_msgs_per_subject,
+            state_max_bytes=settings.state_max_bytes,
         )
 
 
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """A service's durable pull consumer; the replicas of the service share it."""
+SUBJECTS: tuple[SubjectFamily, ...] = StreamSpec().families
+"""The topology with the default stream and prefix: what docs/bus.md's table shows."""
 
-    durable: str
-    filter_subjects: tuple[str, ...]
-    ack_wait_s: float = 30.0
-    """Time (s) before an unacknowledged message is redelivered; kept alive by in-progress acks."""
-    max_deliver: int = 10
-    """Deliveries after which a message whose handler keeps failing unexpectedly is dead-lettered
-    (counted by the bus; a TemporaryError is retried without limit)."""
-    max_ack_pending: int = 256
-    """Messages in flight across all replicas, bounding memory and concurrent work."""
 
-    @classmethod
-    def of_events(
-        cls, durable: str, events: Iterable[type[Event]], subjects: Subjects
-    ) -> ConsumerSpec:
-        """The consumer of a service that handles exactly these event types."""
-        return cls(durable=durable, filter_subjects=tuple(subjects.of_event(e) for e in events))
+def publishes(service: str, spec: StreamSpec | None = None) -> tuple[str, ...]:
+    """The subjects (with wildcards) that `service` writes: what NATS must let it publish."""
+    families = (spec or StreamSpec()).families
+    return tuple(f.wildcard for f in families if service in f.producers)
 
-    @classmethod
-    def of_service(cls, service: str, subjects: Subjects) -> ConsumerSpec:
-        """The declared consumer of a kairyu service (`planner`, …): durable `kairyu-<service>`."""
-        return cls.of_events(f"kairyu-{service}", CONSUMED_BY[service], subjects)
+
+def reads(service: str, spec: StreamSpec | None = None) -> tuple[str, ...]:
+    """The subjects (with wildcards) that `service` follows: its consumers' filters."""
+    families = (spec or StreamSpec()).families
+    return tuple(f.wildcard for f in families if service in f.readers)

@@ -1,27 +1,10 @@
-"""kairyu's public wire contract: event models and subject names."""
+"""kairyu's wire names: the NATS subjects of states and dead letters (`Subjects`).
 
-from kairyu_core.events.envelope import SCHEMA_VERSION, Event, WorkspaceRef
+The event models that lived here (WorkspaceObserved, PlanCreated, NodesReady, …) went with the
+event stream when the services moved to views of the state stream (issue 15): nothing published
+them any more. The states themselves are trimmed Kubernetes objects (`kairyu_core.objectstate`).
+"""
+
 from kairyu_core.events.subjects import Subjects
-from kairyu_core.events.workspaces import (
-    ALL_EVENTS,
-    NodesReady,
-    ObjectChanged,
-    PlanCreated,
-    ReplanRequested,
-    WorkspaceDeleted,
-    WorkspaceObserved,
-)
 
-__all__ = [
-    "ALL_EVENTS",
-    "SCHEMA_VERSION",
-    "Event",
-    "NodesReady",
-    "ObjectChanged",
-    "PlanCreated",
-    "ReplanRequested",
-    "Subjects",
-    "WorkspaceDeleted",
-    "WorkspaceObserved",
-    "WorkspaceRef",
-]
+__all__ = ["Subjects"]

@@ -1,21 +1,21 @@
-"""NATS subjects: `<prefix>.v1.workspace.<event>.<namespace>.<name>` and the dead-letter subjects.
+"""NATS subject names: `<prefix>.v1.state.<kind>.<namespace>.<name>` and the dead letters.
 
-Namespace and name go into subject tokens so a consumer can filter on one Workspace and JetStream
-can keep per-subject order. A Kubernetes name may contain dots, which NATS reads as token
-separators, so dots are written as '_' (a character Kubernetes names never contain).
+Namespace and name go into subject tokens so that the state stream keeps one message per object
+and a follower can filter on one kind. A Kubernetes name may contain dots, which NATS reads as
+token separators, so dots are written as '_' (a character Kubernetes names never contain).
+Which service writes and reads each subject is declared in `kairyu_core.bus.topology`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kairyu_core.events.envelope import Event
-
 DEFAULT_PREFIX = "kairyu"
 API_VERSION = "v1"
 
 
-def _token(value: str) -> str:
+def token(value: str) -> str:
+    """`value` as one subject token (dots, NATS separators, become '_')."""
     return value.replace(".", "_")
 
 
@@ -26,23 +26,31 @@ class Subjects:
     prefix: str = DEFAULT_PREFIX
 
     @property
-    def all_events(self) -> str:
-        return f"{self.prefix}.{API_VERSION}.workspace.>"
+    def state_prefix(self) -> str:
+        """`<prefix>.v1.state`: the tokens every state subject starts with."""
+        return f"{self.prefix}.{API_VERSION}.state"
+
+    @property
+    def all_states(self) -> str:
+        return f"{self.state_prefix}.>"
+
+    def states_of(self, kind: str) -> str:
+        """Every object of one kind (`Pod`, …): a follower's filter."""
+        return f"{self.state_prefix}.{kind.lower()}.>"
 
     @property
     def all_dead_letters(self) -> str:
         return f"{self.prefix}.{API_VERSION}.deadletter.>"
 
-    def of_event(self, event_type: type[Event], namespace: str = "*", name: str = "*") -> str:
-        """The subject of one event type, for one Workspace or (with wildcards) all of them."""
-        ns = namespace if namespace == "*" else _token(namespace)
-        nm = name if name == "*" else _token(name)
-        return f"{self.prefix}.{API_VERSION}.workspace.{event_type.event_name}.{ns}.{nm}"
+    def dead_letters_of(self, service: str) -> str:
+        """Every dead letter of one service (its identity, `kairyu-<service>`)."""
+        return f"{self.prefix}.{API_VERSION}.deadletter.{token(service)}.>"
 
-    def for_event(self, event: Event) -> str:
-        return self.of_event(type(event), event.workspace.namespace, event.workspace.name)
+    def reconcile(self, namespace: str, name: str) -> str:
+        """The subject a given-up reconcile of the Workspace namespace/name is filed under."""
+        return f"{self.prefix}.{API_VERSION}.workspace.reconcile.{token(namespace)}.{token(name)}"
 
     def dead_letter(self, service: str, original_subject: str) -> str:
-        """Where a message that `service` gave up on is copied, keeping its original subject."""
+        """Where `service` records what it gave up on, keeping the original subject's tail."""
         suffix = original_subject.removeprefix(f"{self.prefix}.{API_VERSION}.")
-        return f"{self.prefix}.{API_VERSION}.deadletter.{_token(service)}.{suffix}"
+        return f"{self.prefix}.{API_VERSION}.deadletter.{token(service)}.{suffix}"

@@ -17,6 +17,7 @@ from kairyu_core.kube.status import (
     apply_condition,
     apply_conditions,
     apply_status,
+    apply_workspace_status,
     report_conditions,
 )
 from kairyu_core.kube.watching import WatchEvent, watch
@@ -34,6 +35,7 @@ __all__ = [
     "apply_conditions",
     "apply_owned",
     "apply_status",
+    "apply_workspace_status",
     "confirmed_going",
     "digest_of",
     "errors",

@@ -17,12 +17,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from kairyu_core import metrics
-from kairyu_core.kube import errors, resources
+from kairyu_core.kube import _sdk, errors, resources
 from kairyu_core.kube.resources import Resource
 from kairyu_core.settings import KubeTimeouts
 
@@ -34,7 +31,7 @@ _IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 class KubeClient:
     """An API client bound to one cluster."""
 
-    def __init__(self, api: k8s.ApiClient, *, timeouts: KubeTimeouts | None = None) -> None:
+    def __init__(self, api: _sdk.ApiClient, *, timeouts: KubeTimeouts | None = None) -> None:
         self.api = api
         self.timeouts = timeouts or KubeTimeouts()
 
@@ -44,12 +41,10 @@ class KubeClient:
     ) -> Self:
         """From `kubeconfig`, else in-cluster (service-account token), else ~/.kube/config."""
         if kubeconfig is None and os.environ.get(_IN_CLUSTER_ENV):
-            configuration = k8s.Configuration()
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return cls(k8s.ApiClient(configuration), timeouts=timeouts)
-        api = await k8s_config.new_client_from_config(
-            config_file=str(kubeconfig) if kubeconfig else None
-        )
+            configuration = _sdk.Configuration()
+            _sdk.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return cls(_sdk.ApiClient(configuration), timeouts=timeouts)
+        api = await _sdk.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
         return cls(api, timeouts=timeouts)
 
     async def close(self) -> None:
@@ -98,7 +93,7 @@ class KubeClient:
                 _preload_content=not stream,
                 _request_timeout=self._client_timeout(stream=stream),
             )
-        except ApiException as exc:
+        except _sdk.ApiException as exc:
             code = f"{exc.status // 100}xx" if exc.status else "error"
             status = _status_of(exc)
             details = status.get("details")
@@ -233,7 +228,7 @@ class KubeClient:
         await self.request("DELETE", resource.path(namespace=namespace, name=name), body=body)
 
 
-def _status_of(exc: ApiException) -> JSON:
+def _status_of(exc: _sdk.ApiException) -> JSON:
     """The apiserver's Status object in an error response; {} when the body is not one."""
     try:
         status = json.loads(exc.body or b"{}")
@@ -242,6 +237,6 @@ def _status_of(exc: ApiException) -> JSON:
     return status if isinstance(status, dict) else {}
 
 
-def _reason(exc: ApiException, status: JSON) -> str:
+def _reason(exc: _sdk.ApiException, status: JSON) -> str:
     # The apiserver's Status message names the field that failed; the HTTP reason does not.
     return str(status.get("message") or exc.reason)

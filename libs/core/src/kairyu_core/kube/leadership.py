@@ -1,10 +1,11 @@
 """Leader election on a coordination.k8s.io Lease, as client-go's leaderelection does it.
 
-The watcher's work must not run twice at once (two sets of watches, two writers of the summary),
-yet a production operator wants a standby replica that takes over in seconds. `lead` runs the
-work only while this process holds the Lease, cancels it as soon as the Lease cannot be renewed
-within the renew deadline (a renewal hanging on a dead connection included), and hands the
-Lease back on shutdown so a rolling update does not wait for it to expire.
+No service's work may run twice at once (two sets of watches in the watcher; two reconciles of one
+Workspace, two writers of its objects and conditions, in the others), yet a production operator
+wants a standby replica that takes over in seconds. `lead` runs the work only while this process
+holds the Lease, cancels it as soon as the Lease cannot be renewed within the renew deadline (a
+renewal hanging on a dead connection included), and hands the Lease back on shutdown so a
+rolling update does not wait for it to expire.
 
 Expiry is judged by the local clock from the moment this process last saw the Lease change, not
 from the renewTime written by another machine, so clock skew between nodes cannot make two
@@ -29,6 +30,7 @@ from typing import Any
 from kairyu_core.kube import errors
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.resources import LEASES
+from kairyu_core.settings import LeaderElectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,18 @@ class Lease:
     def __post_init__(self) -> None:
         if not self.retry_s < self.renew_deadline_s < self.duration_s:
             raise ValueError("need retry_s < renew_deadline_s < duration_s")
+
+
+def lease_of(settings: LeaderElectionSettings, *, service: str) -> Lease:
+    """The Lease `settings` describe; named after `service` unless they name one."""
+    return Lease(
+        name=settings.lease_name or service,
+        namespace=settings.namespace,
+        identity=settings.identity,
+        duration_s=settings.duration_s,
+        renew_deadline_s=settings.renew_deadline_s,
+        retry_s=settings.retry_s,
+    )
 
 
 class LeaseLostError(Exception):

@@ -2,14 +2,32 @@
 
 `status.conditions` is a list-map keyed by type, so each manager owns only the entries it
 applies: the planner's apply of `Planned` leaves the provisioner's `ResourceReady` alone.
+
+A Workspace's status is always written with its summary (`apply_workspace_status`): the
+`WorkspaceReady` condition and `status.state` that the status being written leads to. Every
+writer includes them in every apply, so none of them ever drops the summary by omitting it (a
+field manager's apply removes what it owned and no longer names), and a hand-off is one write.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from kairyu_core.api import Condition, ConditionStatus, set_condition
+from pydantic import ValidationError
+
+from kairyu_core import rollout_trace
+from kairyu_core.api import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    WorkspaceState,
+    parse_workspace,
+    set_condition,
+)
+from kairyu_core.api.summary import phase_durations, summarize
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.errors import NotFoundError
 from kairyu_core.kube.resources import WORKSPACES, Resource
@@ -100,6 +118,103 @@ async def apply_status(
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """A rollout that a status write finishes: Ready, or Failed."""
+
+    ready: bool
+    state: str
+    phases: dict[str, float]
+
+
+def summarized(live: JSON, status: JSON) -> tuple[JSON, Outcome | None]:
+    """`status` with the summary of the Workspace `live` once `status` is applied to it (pure).
+
+    Returns the fields to apply and, when they turn `WorkspaceReady` True for this generation or
+    the Workspace Failed, the rollout outcome to record. A Workspace the models cannot read gets
+    no summary (the planner explains it in `Planned`).
+    """
+    merged = copy.deepcopy(live)
+    now = dict(merged.get("status") or {})
+    written = {c.get("type"): c for c in status.get("conditions") or []}
+    kept = [c for c in now.get("conditions") or [] if c.get("type") not in written]
+    now.update({k: v for k, v in status.items() if k != "conditions"})
+    now["conditions"] = [*kept, *written.values()]
+    merged["status"] = now
+    try:
+        workspace = parse_workspace(merged)
+    except ValidationError:
+        return status, None
+    summary = summarize(workspace)
+    generation = workspace.metadata.generation
+    conditions = workspace.status.conditions if workspace.status else None
+    before = next(
+        (
+            c
+            for c in (live.get("status") or {}).get("conditions") or []
+            if c.get("type") == ConditionType.WORKSPACE_READY
+        ),
+        None,
+    )
+    ready = set_condition(
+        list(conditions or []),
+        type=ConditionType.WORKSPACE_READY,
+        status=summary.status,
+        reason=summary.reason,
+        message=summary.message,
+        observed_generation=generation,
+    )
+    body = {
+        **status,
+        "conditions": [*written.values(), ready.to_wire()],
+        "state": summary.state.value,
+    }
+    outcome = None
+    was_ready = (
+        before is not None
+        and before.get("status") == ConditionStatus.TRUE.value
+        and before.get("observedGeneration") == generation
+    )
+    if summary.status == ConditionStatus.TRUE and not was_ready:
+        phases = phase_durations(workspace, datetime.now(UTC))
+        outcome = Outcome(ready=True, state=summary.state.value, phases=phases)
+    elif summary.state == WorkspaceState.FAILED and (live.get("status") or {}).get("state") != (
+        WorkspaceState.FAILED.value
+    ):
+        outcome = Outcome(ready=False, state=summary.state.value, phases={})
+    return body, outcome
+
+
+async def apply_workspace_status(
+    client: KubeClient, live: JSON, status: JSON, *, field_manager: str
+) -> JSON:
+    """Apply these status fields to the Workspace read as `live`, with the summary they lead to.
+
+    The write that finishes a rollout records its outcome in the rollout's trace and its phase
+    durations in `kairyu_rollout_phase_seconds`.
+    """
+    meta = live["metadata"]
+    body, outcome = summarized(live, status)
+    applied = await apply_status(
+        client,
+        namespace=meta["namespace"],
+        name=meta["name"],
+        field_manager=field_manager,
+        status=body,
+    )
+    if outcome is not None:
+        rollout_trace.record_outcome(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=str(meta.get("uid") or ""),
+            generation=int(meta.get("generation") or 0),
+            state=outcome.state,
+            ready=outcome.ready,
+        )
+        rollout_trace.observe_phases(outcome.phases)
+    return applied
+
+
+@dataclass(frozen=True)
 class Report:
     """What one condition should say."""
 
@@ -155,7 +270,9 @@ async def report_conditions(
     on_transition: Callable[[Report], None] | None = None,
     reported: Reported | None = None,
 ) -> bool:
-    """Apply these conditions to the object read as `live`, unless it already says exactly that.
+    """Apply these conditions to the Workspace read as `live`, unless it already says exactly that.
+
+    They go out with the summary they lead to (`apply_workspace_status`).
 
     A service calls this on every event; skipping identical reports keeps pod heartbeats from
     turning into status writes. `on_transition` hears each condition whose status or reason
@@ -196,12 +313,8 @@ async def report_conditions(
     if unchanged:
         return False
     try:
-        await apply_conditions(
-            client,
-            namespace=meta["namespace"],
-            name=meta["name"],
-            field_manager=field_manager,
-            conditions=wanted,
+        await apply_workspace_status(
+            client, live, {"conditions": [c.to_wire() for c in wanted]}, field_manager=field_manager
         )
     except NotFoundError:
         return False

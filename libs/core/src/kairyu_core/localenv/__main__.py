@@ -13,7 +13,9 @@ import argparse
 import importlib.util
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,7 @@ def start_services(
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "500",  # ms: the waterfall is shown right after Ready
         }
+    set_up_streams(env)
     started = []
     for service in SERVICES:
         module = f"kairyu_{service}"
@@ -74,6 +77,24 @@ def start_services(
         process.start()
         started.append(process)
     return started
+
+
+def set_up_streams(env: dict[str, str]) -> None:
+    """Create the streams with the set-up step, as the chart's nats-setup sidecar does.
+
+    It is the one component that configures them; the services only wait until they exist. The
+    local NATS keeps its storage across restarts, so running it once is enough here.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "kairyu_core.bus.setup"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the NATS set-up step failed:\n{done.stderr[-2000:]}")
 
 
 def start_capacity(
@@ -175,7 +196,7 @@ def watch_rollout(cluster: LocalCluster, workspace: Path, timeout: float = 240.0
 
 def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> None:
     """The rollout's waterfall, once its spans reached Jaeger (exported in batches)."""
-    trace_id = traceview.trace_id_of(obj["metadata"].get("annotations"))
+    trace_id = traceview.trace_id_of(obj["metadata"])
     if trace_id is None:
         return
     # Each service exports its own batches: wait for every phase, not only the watcher's last.

@@ -89,9 +89,9 @@ def stream_spec() -> StreamSpec:
 @pytest.fixture
 async def bus(nats_server: LocalNats, stream_spec: StreamSpec) -> AsyncIterator[Bus]:
     connection = await Bus.connect(nats_server.url, name="pytest", stream=stream_spec)
-    await connection.ensure_stream()
+    await connection.create_streams()  # what the set-up step does before any service starts
     yield connection
-    await connection.delete_stream()
+    await connection.delete_streams()
     await connection.close()
 
 

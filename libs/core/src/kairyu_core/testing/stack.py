@@ -1,4 +1,4 @@
-"""Services in the test's event loop: their consumers and background tasks, stopped in order.
+"""Services in the test's event loop: views, controllers and background tasks, stopped together.
 
 Tests wire the services they need (core does not import services); this only runs them and
 shuts them down the way a service's `__main__` would.
@@ -7,11 +7,10 @@ shuts them down the way a service's `__main__` would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from kairyu_core.bus import Bus, Consumer, ConsumerSpec, Handler
-from kairyu_core.events import Event
+from kairyu_core.bus import Bus
 from kairyu_core.objectstate import Kind
 from kairyu_core.reconciling import Reconcile
 from kairyu_core.service import Controlled
@@ -19,25 +18,11 @@ from kairyu_core.view import View
 
 
 class ServiceStack:
-    """Consumers and tasks of in-process services on one bus."""
+    """Tasks of in-process services on one bus."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self._consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task[Any]] = []
-
-    def consume(
-        self,
-        spec: ConsumerSpec,
-        *,
-        service: str,
-        events: Mapping[str, type[Event]],
-        handler: Handler,
-    ) -> Consumer:
-        consumer = Consumer(self.bus, spec, service=service, events=events, handler=handler)
-        self._consumers.append(consumer)
-        self.run(consumer.run())
-        return consumer
 
     def control(
         self,
@@ -60,10 +45,7 @@ class ServiceStack:
 
     async def stop(self) -> None:
         """Stop everything started so far (again harmless: it is then already stopped)."""
-        consumers, tasks = self._consumers, self._tasks
-        self._consumers, self._tasks = [], []
-        for consumer in consumers:
-            await consumer.stop(grace_s=1)
+        tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

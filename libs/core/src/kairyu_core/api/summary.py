@@ -1,9 +1,13 @@
 """The Workspace's summary: `WorkspaceReady` and `status.state`, derived from the other conditions.
 
-Pure: the watcher calls it on every Workspace it sees and writes the result only when it differs.
-KAITO's state mapping (kaito-facts §1.4) is kept; `WorkspaceReady` (the seed's column) is True when
-every condition the Workspace's kind of work needs is True, and otherwise carries the reason of
-the first one that is not.
+Pure. Every service that writes a Workspace's status writes the summary of the status it leaves
+behind in the same apply (`kairyu_core.kube.apply_workspace_status`), so a hand-off costs one
+write and not a second one for the summary; the watcher checks each Workspace it sees and writes
+only a summary that is stale (two services wrote at once, each from its own view).
+
+KAITO's state mapping (kaito-facts §1.4) is kept; `WorkspaceReady` (the seed's column) is True
+when every condition the Workspace's kind of work needs is True, and otherwise carries the reason
+of the first one that is not.
 
 Only conditions whose observedGeneration is the Workspace's generation count. Right after an edit
 every condition still describes the previous generation; counting them would write
@@ -17,14 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from kairyu_core.api import (
-    Condition,
-    ConditionStatus,
-    ConditionType,
-    Workspace,
-    WorkspaceState,
-    WorkspaceStatus,
-)
+from kairyu_core.api.conditions import ConditionType
+from kairyu_core.api.meta import Condition, ConditionStatus
+from kairyu_core.api.workspace import Workspace, WorkspaceState
 
 _INFERENCE_NEEDS = (
     ConditionType.PLANNED,
@@ -42,7 +41,7 @@ _TUNING_FAILED_REASONS = {"WorkspaceTuningJobStatusFailed", "workspaceFailed"}
 
 @dataclass(frozen=True)
 class Summary:
-    """What the watcher writes: the WorkspaceReady condition's content and the state."""
+    """The WorkspaceReady condition's content and the state."""
 
     status: ConditionStatus
     reason: str
@@ -113,14 +112,6 @@ def _inference_state(workspace: Workspace, ready: bool) -> WorkspaceState:
     if previous in (WorkspaceState.READY, WorkspaceState.NOT_READY):
         return WorkspaceState.NOT_READY  # it was serving once: say it stopped, not that it is new
     return WorkspaceState.PENDING
-
-
-def with_summary(workspace: Workspace, ready: Condition, state: WorkspaceState) -> Workspace:
-    """`workspace` as it reads once `ready` and `state` (the watcher's last write) are in it."""
-    status = workspace.status or WorkspaceStatus()
-    others = [c for c in status.conditions or [] if c.type != ConditionType.WORKSPACE_READY]
-    status = status.model_copy(update={"conditions": [*others, ready], "state": state})
-    return workspace.model_copy(update={"status": status})
 
 
 def phase_durations(workspace: Workspace, now: datetime) -> dict[str, float]:

@@ -1,12 +1,14 @@
 """WorkspaceReady and status.state from the other services' conditions."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from kairyu_core.api import Condition, ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
+from kairyu_core.api import ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
+from kairyu_core.api.summary import phase_durations, summarize
+from kairyu_core.kube.status import summarized
 from kairyu_core.testing import manifests
-from kairyu_watcher.readiness import phase_durations, summarize, with_summary
 
 T, F = "True", "False"
 
@@ -211,21 +213,61 @@ def test_phase_durations_come_from_the_transition_times() -> None:
     assert set(later) == {"provision", "deploy"}
 
 
-def test_the_watchers_last_write_replaces_an_older_events_copy_of_the_summary() -> None:
-    # Queued before the watcher wrote "waiting for ResourceReady": still says "waiting for Planned".
-    stale = workspace(
-        "inference", {"Planned": (T, "Planned"), "WorkspaceReady": (F, "Pending")}, "Pending"
+def _wire(kind: str, status: str, reason: str, generation: int = 1) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": f"{kind} says so",
+        "lastTransitionTime": "2026-11-30T08:00:00Z",
+        "observedGeneration": generation,
+    }
+
+
+def _live(*conditions: dict[str, Any], state: str | None = "Pending") -> dict[str, Any]:
+    doc = manifests.seed("inference")
+    doc["metadata"] |= {
+        "name": "ws",
+        "namespace": "ns",
+        "uid": "u",
+        "generation": 1,
+        "creationTimestamp": "2026-11-30T07:59:00Z",
+    }
+    doc["status"] = {"conditions": list(conditions), "state": state}
+    return doc
+
+
+def test_a_status_write_carries_the_summary_it_leads_to_and_the_outcome_it_finishes() -> None:
+    before = [_wire("Planned", T, "PlanCreated"), _wire("ResourceReady", T, "NodesReady")]
+    inference = _wire("InferenceReady", T, "WorkspaceInferenceStatusSuccess")
+    live = _live(*before)
+    written: dict[str, Any] = {"conditions": [inference]}
+    body, outcome = summarized(live, written)
+    by_type = {c["type"]: c for c in body["conditions"]}
+    assert set(by_type) == {"InferenceReady", "WorkspaceReady"}  # only what this writer says
+    ready = by_type["WorkspaceReady"]
+    assert (ready["status"], ready["observedGeneration"], body["state"]) == (T, 1, "Ready")
+    assert outcome is not None
+    assert outcome.ready
+    assert set(outcome.phases) == {"plan", "provision", "deploy", "total"}
+    # The same write again, once the Workspace says Ready: no second outcome.
+    done = _live(*before, inference, ready, state="Ready")
+    assert summarized(done, written)[1] is None
+
+
+def test_a_step_that_does_not_finish_the_rollout_says_what_is_awaited() -> None:
+    live = _live(_wire("Planned", T, "PlanCreated"))
+    body, outcome = summarized(
+        live, {"conditions": [_wire("ResourceReady", "Unknown", "Provisioning")], "workerNodes": []}
     )
-    last_write = Condition(
-        type="WorkspaceReady",
-        status=ConditionStatus.FALSE,
-        reason="Pending",
-        message="waiting for ResourceReady",
-        last_transition_time=datetime(2026, 1, 1, tzinfo=UTC),
-    )
-    seen = with_summary(stale, last_write, WorkspaceState.PENDING)
-    assert seen.status is not None
-    by_type = {c.type: c for c in seen.status.conditions or []}
-    assert list(by_type) == ["Planned", "WorkspaceReady"]
-    assert by_type["WorkspaceReady"] == last_write  # so its transition time is kept, not renewed
-    assert summarize(seen).message == last_write.message  # nothing to write again
+    ready = {c["type"]: c for c in body["conditions"]}["WorkspaceReady"]
+    assert (ready["status"], ready["reason"]) == (F, "Provisioning")
+    assert body["workerNodes"] == []  # the writer's own fields go out untouched
+    assert outcome is None
+
+
+def test_a_workspace_the_models_cannot_read_gets_no_summary() -> None:
+    live = _live()
+    live["inference"] = "not an object"
+    status = {"conditions": [_wire("Planned", F, "InvalidSpec")]}
+    assert summarized(live, status) == (status, None)
