@@ -84,16 +84,18 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
             waterfall = "".join(
                 shown[next(i for i, text in enumerate(shown) if text.startswith("rollout trace")) :]
             )
+            rows = [line.split() for line in waterfall.splitlines()]
             for phase, service in (
                 ("plan", "planner"),
                 ("provision", "provisioner"),
                 ("deploy", "deployer"),
-                ("rollout", "planner"),  # the root, whose ids the Workspace's uid gives
                 ("ready", "deployer"),  # its status write finished the rollout
             ):
-                assert any(
-                    line.split()[:2] == [phase, service] for line in waterfall.splitlines()
-                ), waterfall
+                assert any(row[:2] == [phase, service] for row in rows), waterfall
+            # The root, whose ids the Workspace's uid and generation give: "rollout <ns>/<name>".
+            assert any(row[:1] == ["rollout"] and row[2:3] == ["planner"] for row in rows), (
+                waterfall
+            )
             # `kairyu trace` reads the same trace, from another terminal's environment.
             env_file = dict(
                 line.removeprefix("export ").split("=", 1)

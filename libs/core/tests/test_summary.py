@@ -266,8 +266,14 @@ def test_a_step_that_does_not_finish_the_rollout_says_what_is_awaited() -> None:
     assert outcome is None
 
 
-def test_a_workspace_the_models_cannot_read_gets_no_summary() -> None:
-    live = _live()
+def test_a_workspace_the_models_cannot_read_still_gets_a_summary_from_the_raw_conditions() -> None:
+    """Never dropped: a writer's apply without it would delete the summary it owned before."""
+    live = _live(state="Ready")
     live["inference"] = "not an object"
     status = {"conditions": [_wire("Planned", F, "InvalidSpec")]}
-    assert summarized(live, status) == (status, None)
+    body, outcome = summarized(live, status)
+    ready = {c["type"]: c for c in body["conditions"]}["WorkspaceReady"]
+    assert (ready["status"], ready["reason"]) == (F, "InvalidSpec")
+    assert ready["message"].startswith("Planned: ")
+    assert body["state"] == "Ready"  # unknown: left as it was
+    assert outcome is None

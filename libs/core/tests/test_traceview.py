@@ -1,4 +1,4 @@
-"""The waterfall from Jaeger's JSON: phases merged per service, errors apart, hops hidden."""
+"""The waterfall from Jaeger's JSON: phases merged per service, errors apart."""
 
 from __future__ import annotations
 
@@ -29,13 +29,12 @@ DOCUMENT = {
         {
             "traceID": TRACE,
             "processes": {
-                "p1": {"serviceName": "kairyu-watcher"},
+                "p1": {"serviceName": "kairyu-deployer"},
                 "p2": {"serviceName": "kairyu-planner"},
                 "p3": {"serviceName": "kairyu-provisioner"},
             },
             "spans": [
-                span("rollout ml/ws", "p1", 0, 0),
-                span("kairyu.v1.workspace.observed.ml.ws publish", "p1", 0.1, 0.01),
+                span("rollout ml/ws", "p2", 0, 0),
                 span("plan", "p2", 0.2, 0.05),
                 span("plan", "p2", 1.0, 0.05),
                 span(
@@ -58,12 +57,12 @@ def test_phases_are_merged_and_errors_kept_apart() -> None:
     table = rows(DOCUMENT)
     by_phase = [(r.phase, r.service, r.count, r.error) for r in table]
     assert by_phase == [
-        ("rollout ml/ws", "watcher", 1, False),
+        ("rollout ml/ws", "planner", 1, False),
         ("plan", "planner", 2, False),
         ("provision", "provisioner", 1, True),
         ("node gpu-0", "provisioner", 1, False),
         ("provision", "provisioner", 1, False),
-        ("ready", "watcher", 1, False),
+        ("ready", "deployer", 1, False),
     ]
     plan = table[1]
     assert (plan.start_s, round(plan.duration_s, 2)) == (0.2, 0.85)

@@ -427,3 +427,36 @@ async def test_a_workspace_gone_from_the_view_is_nothing_to_do() -> None:
     kube = RecordingKube()
     assert await deployer(view_of(), kube).reconcile(KEY) is None
     assert kube.calls == []
+
+
+async def test_a_statefulset_without_pods_is_looked_at_again_until_its_refusal_shows() -> None:
+    """No change in the view announces a FailedCreate event: the deployer polls for it."""
+    kube = RecordingKube(allow_reads=True)
+    multi = workspace(node_count=2, pipeline_parallel_size=2)
+    service = deployer(view_of(("Workspace", multi)), kube)
+    await service.reconcile(KEY)
+    (applied,) = kube.writes_to("/statefulsets/", "PATCH")
+    sts = stored(applied, uid="s-uid", observedGeneration=1, replicas=0)
+    sts["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    view = view_of(("Workspace", multi), ("StatefulSet", sts))
+    service = deployer(view, kube)
+    events = resources.EVENTS.path(namespace=NS)
+    kube.answers[events] = {"items": []}
+    again = await service.reconcile(KEY)
+    assert again is not None
+    assert again <= 15.0  # looked at again: the refusal may come later
+    written = written_conditions(kube.writes_to("/status", "PATCH")[-1])["InferenceReady"]
+    assert written["reason"] == "WorkspaceInferenceStatusPending"
+    kube.answers[events] = {
+        "items": [
+            {
+                "reason": "FailedCreate",
+                "type": "Warning",
+                "message": 'pods "x-0" is forbidden: violates PodSecurity "restricted:latest"',
+                "lastTimestamp": WHEN,
+            }
+        ]
+    }
+    await service.reconcile(KEY)
+    written = written_conditions(kube.writes_to("/status", "PATCH")[-1])["InferenceReady"]
+    assert (written["reason"], "PodSecurity" in written["message"]) == ("FailedCreate", True)

@@ -222,7 +222,13 @@ async def test_progress_messages_alone_are_written_at_most_once_per_interval() -
     put(view, "Node", node("n1"))
     put(view, "Node", node("n2"))
     await working.reconcile(KEY)
-    assert condition(statuses(kube)[-1], "ResourceReady")["status"] == "True"
+    ready = statuses(kube)[-1]
+    assert condition(ready, "ResourceReady")["status"] == "True"
+    # A node lost a moment later: back to waiting at once, not held by the last progress.
+    put(view, "Workspace", after(ws, ready, "8"))
+    put(view, "Node", node("n2", ready=False))
+    await working.reconcile(KEY)
+    assert condition(statuses(kube)[-1], "ResourceReady")["reason"] == "Provisioning"
 
 
 async def test_nodes_ready_in_the_view_are_reported_once_with_the_plans_digest() -> None:

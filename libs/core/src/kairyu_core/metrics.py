@@ -2,7 +2,8 @@
 
 Reconciles are measured where every reconcile passes (the controller), Kubernetes API calls where
 every call passes (KubeClient.request), states where the view takes them (the informer), and
-rollout phase durations where a rollout ends (the watcher), so the services themselves carry no
+rollout phase durations where a rollout ends (the status write that finishes it,
+kairyu_core.kube.apply_workspace_status), so the services themselves carry no
 metrics code. One process is one service, so the
 default registry is the service's; the `service` label still names it for in-process test stacks.
 """

@@ -62,8 +62,8 @@ def start_rollout(
     """Record the root span of a generation's rollout, from `started` (or now) to now.
 
     It ends at once, so it is exported even if this process dies; the rollout's other spans hang
-    beneath it by its derived id. It is recorded twice only if the planner restarts between
-    recording it and writing the plan (Jaeger then flags a duplicate span id).
+    beneath it by its derived id. The planner records it once per process; a planner that
+    restarts before its plan is written records it again (Jaeger flags a duplicate span id).
     """
     trace_id, span_id = rollout_ids(uid, generation)
     if not _sampled(trace_id):

@@ -99,14 +99,12 @@ async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
 async def run_until_stopped(
     *,
     background: Sequence[Coroutine[Any, Any, None]] = (),
-    grace_s: float,
 ) -> None:
     """Run the background work until SIGTERM / SIGINT or until one piece of it ends, then cancel it.
 
-    An exception of any of it is raised after the shutdown. `grace_s` is unused since the durable
-    consumer (the one thing with messages in flight to finish) went; kept for the callers.
+    An exception of any of it is raised after the shutdown. Nothing needs a grace period: a
+    reconcile cut short is level-triggered work that the next leader does again.
     """
-    del grace_s
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -222,9 +220,7 @@ async def serve_controller(
             extra = background(bus, kube, controlled) if background is not None else ()
             return [*controlled.work(), *extra]
 
-        await run_until_stopped(
-            background=[leading(settings, kube, term)], grace_s=settings.shutdown_grace_s
-        )
+        await run_until_stopped(background=[leading(settings, kube, term)])
 
 
 def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]) -> None:

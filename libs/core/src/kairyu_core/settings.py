@@ -162,6 +162,4 @@ class ServiceSettings(BaseSettings):
     log: LogSettings = LogSettings()
     health_port: int = Field(default=0, ge=0, le=65535)
     """/healthz and /readyz for the kubelet's probes; 0 (the default outside a pod): off."""
-    shutdown_grace_s: float = Field(default=20.0, ge=0)
-    """Seconds in-flight messages get to finish on SIGTERM before they are handed back to NATS."""
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)

@@ -15,9 +15,6 @@ from typing import Any
 
 from kairyu_core.rollout_trace import trace_id_hex
 
-# Spans that are plumbing, not phases: message hops are shown only when they failed.
-_HOPS = (" publish", " process")
-
 
 @dataclass(frozen=True)
 class Row:
@@ -68,8 +65,6 @@ def rows(document: dict[str, Any]) -> list[Row]:
         tags = {t["key"]: t.get("value") for t in span.get("tags") or []}
         error = tags.get("otel.status_code") == "ERROR" or tags.get("error") is True
         name = span["operationName"]
-        if name.endswith(_HOPS) and not error:
-            continue
         service = processes.get(span.get("processID", ""), "?").removeprefix("kairyu-")
         start = span["startTime"]
         end = start + span.get("duration", 0)

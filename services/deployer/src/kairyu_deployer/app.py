@@ -83,10 +83,11 @@ _SETTLE_S = 10.0
 _RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
 _DELETED_LIMIT = 10_000  # deleted uids remembered; forgetting one costs one DELETE answered 404
 _MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
+_REFUSAL_POLL_S = 15.0  # a StatefulSet without pods: how often its FailedCreate events are read
 
 
 def _age_s(workload: dict[str, Any] | None) -> float:
-    """Seconds since the view's workload was created (0 for one the view does not show yet)."""
+    """Seconds since the workload was created (0 for one not created yet)."""
     stamp = (workload or {}).get("metadata", {}).get("creationTimestamp")
     if not stamp:
         return 0.0
@@ -286,6 +287,14 @@ class Deployer:
         await self._delete_other_kind(inference)
         pods = self._view.owned("Pod", key)
         result = verdict(workload, pods)
+        if not result.ready and result.reason == PENDING:
+            # Only waiting: worth a write once it has waited a while (from the workload's
+            # creation, as applied or as the view shows it).
+            waited = _age_s(workload)
+            grace = self._settings.pending_grace_s
+            if waited < grace:
+                left = max(grace - waited, _MIN_REQUEUE_S)
+                return None, min(again, left) if again is not None else left
         if workload is not None and workload is current and not pods and result.reason == PENDING:
             # No pod at all: a StatefulSet says why only in an event (a Deployment has the
             # ReplicaFailure condition the verdict reads). Read only in this state, and only
@@ -293,12 +302,9 @@ class Deployer:
             refusal = await refusal_of(self._kube, workload)
             if refusal is not None:
                 result = Verdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
-        if not result.ready and result.reason == PENDING:
-            waited = _age_s(current)
-            grace = self._settings.pending_grace_s
-            if waited < grace:
-                left = max(grace - waited, _MIN_REQUEUE_S)
-                return None, min(again, left) if again is not None else left
+            elif workload.get("kind") == "StatefulSet":
+                # An event announces nothing in the view: look again for a refusal, or a pod.
+                again = min(again, _REFUSAL_POLL_S) if again is not None else _REFUSAL_POLL_S
         return result, again
 
     async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:

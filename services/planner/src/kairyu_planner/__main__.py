@@ -136,9 +136,7 @@ async def _plan_until_stopped(
                 ),
             ).work()
 
-        await service.run_until_stopped(
-            background=[service.leading(settings, kube, term)], grace_s=settings.shutdown_grace_s
-        )
+        await service.run_until_stopped(background=[service.leading(settings, kube, term)])
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ tracer = trace.get_tracer("kairyu.planner")
 _MAX_MESSAGE = 2048  # condition messages are shown by kubectl describe; keep them readable
 MAX_REPLAN_REASON = 512  # a cloud's refusal fits; more is not a reason but a payload
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_STARTED_LIMIT = 10_000  # rollouts remembered; forgetting one risks a duplicate root span
 _RETRY_S = 2.0  # an apiserver error: look again after this (growing per key while it lasts)
 
 
@@ -101,6 +102,7 @@ class Planner:
         self._kube = kube
         self._view = view
         self._catalog = catalog
+        self._started: dict[tuple[str, int], None] = {}  # rollouts whose root span is recorded
 
     async def reconcile(self, key: str) -> float | None:
         """Plan the Workspace `namespace/name` and write the result if it differs from the view's.
@@ -228,8 +230,14 @@ class Planner:
                 {"type": "Planned", "status": status.value, "reason": outcome.reason},
             )
         generation = meta.get("generation") or 0
+        rollout = (str(meta.get("uid") or ""), generation)
         first = current is None or current.get("observedGeneration") != generation
-        if first:  # the first decision about this generation starts its rollout trace
+        if first and rollout not in self._started:
+            # The first decision about this generation starts its rollout trace (once: a retry,
+            # or a view that does not show this write yet, finds it started).
+            self._started[rollout] = None
+            if len(self._started) > _STARTED_LIMIT:
+                del self._started[next(iter(self._started))]
             created = meta.get("creationTimestamp") if generation == 1 else None
             rollout_trace.start_rollout(
                 namespace=meta["namespace"],
@@ -240,7 +248,7 @@ class Planner:
             )
         try:
             await apply_workspace_status(
-                self._kube, raw, body, field_manager=self._settings.service_name
+                self._kube, live=raw, status=body, field_manager=self._settings.service_name
             )
         except errors.NotFoundError:
             return

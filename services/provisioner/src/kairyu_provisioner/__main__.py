@@ -99,9 +99,7 @@ async def serve(settings: ProvisionerSettings) -> None:
                 work.append(made[0].run_orphan_scan(controlled.informer.synced))
             return work
 
-        await service.run_until_stopped(
-            background=[service.leading(settings, kube, term)], grace_s=settings.shutdown_grace_s
-        )
+        await service.run_until_stopped(background=[service.leading(settings, kube, term)])
 
 
 def main() -> None:

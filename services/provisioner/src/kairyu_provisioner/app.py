@@ -653,11 +653,14 @@ class Provisioner:
             span.add_event("condition", attributes)
         try:
             await apply_workspace_status(
-                self._kube, raw, body, field_manager=self._settings.service_name
+                self._kube, live=raw, status=body, field_manager=self._settings.service_name
             )
         except errors.NotFoundError:
             return False
         self._remember_written(meta, body)
+        if ready is None or ready[1] != "Provisioning":
+            # Anything but progress ends the wait: the next progress message is news, not held.
+            self._progress_at.pop(f"{meta['namespace']}/{meta['name']}", None)
         return True
 
     def _already_written(self, meta: dict[str, Any], body: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ async def serve(settings: WatcherSettings) -> None:
         work = service.leading(
             settings, kube, lambda: [Watcher(settings=settings, bus=bus, kube=kube).run()]
         )
-        await service.run_until_stopped(background=[work], grace_s=settings.shutdown_grace_s)
+        await service.run_until_stopped(background=[work])
 
 
 def main() -> None:

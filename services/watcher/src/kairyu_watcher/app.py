@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -69,7 +69,8 @@ class _Written:
     state: WorkspaceState
 
 
-_WRITTEN_LIMIT = 50_000  # summaries remembered; forgetting one costs at most one repeated write
+_WRITTEN_LIMIT = 50_000  # Workspaces remembered; forgetting one costs at most one repeated write
+_T = TypeVar("_T")
 
 
 class Watcher:
@@ -79,8 +80,10 @@ class Watcher:
         self._settings = settings
         self._bus = bus
         self._kube = kube
-        # namespace/name -> the summary this watcher last wrote: newer than a queued event's copy
+        # namespace/name -> the summary this watcher last wrote, until an event shows it
         self._written: dict[str, _Written] = {}
+        # namespace/name -> (uid, generation) seen WorkspaceReady=True: its outcome is recorded
+        self._finished: dict[str, tuple[str | None, int | None]] = {}
         # object -> digest of the state on the stream (kairyu_core.objectstate.content_digest)
         self._stored: dict[ObjectKey, str] = {}
         # object -> a state (None: a tombstone), its digest and uid, whose publish failed; the
@@ -190,6 +193,7 @@ class Watcher:
             return
         if change.type == "DELETED":
             self._written.pop(change.key, None)
+            self._finished.pop(change.key, None)
             return
         await self._write_summary(change.key, change.object, workspace)
 
@@ -199,40 +203,57 @@ class Watcher:
         Each service writes the summary with its own status write; two writing at once, each
         from its own view, can leave one that is stale, and this puts it right.
         """
-        status = workspace.status
+        meta, status = workspace.metadata, workspace.status
         current = {c.type: c for c in (status.conditions if status else None) or []}
-        if not current:
-            return  # no service has written yet: the planner's first write carries the summary
+        if not any(c.observed_generation == meta.generation for c in current.values()):
+            # No service has written about this generation yet (a new Workspace, or an edit):
+            # the planner's first write carries the summary; one from here would race it.
+            return
         wanted = summary.summarize(workspace)
         ready = current.get(ConditionType.WORKSPACE_READY)
-        said = (wanted.status, wanted.reason, wanted.message, workspace.metadata.generation)
+        said = (wanted.status, wanted.reason, wanted.message, meta.generation)
+        rollout = (meta.uid, meta.generation)
+        ended = (
+            ready is not None
+            and ready.status == ConditionStatus.TRUE
+            and ready.observed_generation == meta.generation
+        ) or (status is not None and status.state == WorkspaceState.FAILED)
+        if ended:
+            self._remember(self._finished, key, rollout)  # its outcome is recorded already
         if (
             ready is not None
             and (ready.status, ready.reason, ready.message, ready.observed_generation) == said
             and status is not None
             and status.state == wanted.state
         ):
+            self._written.pop(key, None)  # right as it is: whatever comes next is news
             return
         written = self._written.get(key)
-        if (
-            written is not None
-            and written.uid == workspace.metadata.uid
-            and written.said == said
-            and written.state == wanted.state
-        ):
-            # Written by this watcher already: the event predates that write.
+        if written is not None and written == _Written(meta.uid, said, wanted.state):
+            # This watcher wrote exactly that, and the event predates the write.
             return
         try:
             await apply_workspace_status(
-                self._kube, raw, {}, field_manager=self._settings.service_name
+                self._kube,
+                live=raw,
+                status={},
+                field_manager=self._settings.service_name,
+                # A summary put back to Ready after a stale write hid it: the rollout ended
+                # earlier, and its outcome was recorded then.
+                record=self._finished.get(key) != rollout,
             )
         except errors.KubeError as exc:  # the Workspace's next change writes it again
             log.warning("could not write the summary of %s: %s", workspace.metadata.name, exc)
             self._written.pop(key, None)
             return
-        self._written[key] = _Written(workspace.metadata.uid, said, wanted.state)
-        if len(self._written) > _WRITTEN_LIMIT:
-            del self._written[next(iter(self._written))]
+        self._remember(self._written, key, _Written(meta.uid, said, wanted.state))
+
+    @staticmethod
+    def _remember(memory: dict[str, _T], key: str, value: _T) -> None:
+        memory.pop(key, None)
+        memory[key] = value
+        if len(memory) > _WRITTEN_LIMIT:
+            del memory[next(iter(memory))]
 
     # ------------------------------------------------------------------ labelled objects
     async def _follow_children(self, resource: resources.Resource) -> None:

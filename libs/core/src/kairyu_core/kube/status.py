@@ -47,6 +47,9 @@ async def apply_condition(
 ) -> JSON:
     """Apply one condition as `field_manager`, keeping lastTransitionTime when nothing changed.
 
+    A low-level tool (tests, a person's script): it writes no summary, so the services use
+    `apply_workspace_status` for Workspaces instead.
+
     The live object is read first, and its generation becomes the condition's observedGeneration:
     right for a caller that decides nothing from an earlier read. A service that decided on an
     object it read before names that object's generation instead (`report_conditions`, or
@@ -122,7 +125,7 @@ class Outcome:
     """A rollout that a status write finishes: Ready, or Failed."""
 
     ready: bool
-    state: str
+    state: WorkspaceState
     phases: dict[str, float]
 
 
@@ -130,8 +133,7 @@ def summarized(live: JSON, status: JSON) -> tuple[JSON, Outcome | None]:
     """`status` with the summary of the Workspace `live` once `status` is applied to it (pure).
 
     Returns the fields to apply and, when they turn `WorkspaceReady` True for this generation or
-    the Workspace Failed, the rollout outcome to record. A Workspace the models cannot read gets
-    no summary (the planner explains it in `Planned`).
+    the Workspace Failed, the rollout outcome to record.
     """
     merged = copy.deepcopy(live)
     now = dict(merged.get("status") or {})
@@ -143,18 +145,11 @@ def summarized(live: JSON, status: JSON) -> tuple[JSON, Outcome | None]:
     try:
         workspace = parse_workspace(merged)
     except ValidationError:
-        return status, None
+        return _unreadable(live, status, written), None
     summary = summarize(workspace)
     generation = workspace.metadata.generation
     conditions = workspace.status.conditions if workspace.status else None
-    before = next(
-        (
-            c
-            for c in (live.get("status") or {}).get("conditions") or []
-            if c.get("type") == ConditionType.WORKSPACE_READY
-        ),
-        None,
-    )
+    before = _condition(live, ConditionType.WORKSPACE_READY)
     ready = set_condition(
         list(conditions or []),
         type=ConditionType.WORKSPACE_READY,
@@ -176,21 +171,60 @@ def summarized(live: JSON, status: JSON) -> tuple[JSON, Outcome | None]:
     )
     if summary.status == ConditionStatus.TRUE and not was_ready:
         phases = phase_durations(workspace, datetime.now(UTC))
-        outcome = Outcome(ready=True, state=summary.state.value, phases=phases)
+        outcome = Outcome(ready=True, state=summary.state, phases=phases)
     elif summary.state == WorkspaceState.FAILED and (live.get("status") or {}).get("state") != (
         WorkspaceState.FAILED.value
     ):
-        outcome = Outcome(ready=False, state=summary.state.value, phases={})
+        outcome = Outcome(ready=False, state=summary.state, phases={})
     return body, outcome
 
 
+def _condition(obj: JSON, kind: str) -> JSON | None:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def _unreadable(live: JSON, status: JSON, written: dict[str, JSON]) -> JSON:
+    """The summary of a Workspace the models cannot read (a newer or older CRD admitted it).
+
+    Still written, so that a writer's apply never drops the summary it owned before: the first
+    condition written that is not True says why, and the state stays what it was.
+    """
+    blocking = next((c for c in written.values() if c.get("status") != "True"), None)
+    reason = str((blocking or {}).get("reason") or "Pending")
+    message = (
+        f"{blocking.get('type')}: {blocking.get('message', '')}"
+        if blocking is not None
+        else "the Workspace cannot be read"
+    )
+    old = _condition(live, ConditionType.WORKSPACE_READY)
+    ready = Condition(
+        type=ConditionType.WORKSPACE_READY,
+        status=ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        observed_generation=live["metadata"].get("generation"),
+        last_transition_time=datetime.now(UTC),
+    ).to_wire()
+    if old is not None and old.get("status") == ConditionStatus.FALSE.value:
+        ready["lastTransitionTime"] = old.get("lastTransitionTime") or ready["lastTransitionTime"]
+    state = (live.get("status") or {}).get("state") or WorkspaceState.PENDING.value
+    return {**status, "conditions": [*written.values(), ready], "state": state}
+
+
+_RECORDED_LIMIT = 10_000  # outcomes remembered per process, against recording one twice
+_recorded: dict[tuple[str, int, bool], None] = {}
+
+
 async def apply_workspace_status(
-    client: KubeClient, live: JSON, status: JSON, *, field_manager: str
+    client: KubeClient, *, live: JSON, status: JSON, field_manager: str, record: bool = True
 ) -> JSON:
     """Apply these status fields to the Workspace read as `live`, with the summary they lead to.
 
     The write that finishes a rollout records its outcome in the rollout's trace and its phase
-    durations in `kairyu_rollout_phase_seconds`.
+    durations in `kairyu_rollout_phase_seconds`, once per process (a write from a view that
+    does not show this process's earlier one would otherwise record it again); `record=False`
+    leaves that to whoever finished it.
     """
     meta = live["metadata"]
     body, outcome = summarized(live, status)
@@ -201,13 +235,17 @@ async def apply_workspace_status(
         field_manager=field_manager,
         status=body,
     )
-    if outcome is not None:
+    uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+    if outcome is not None and record and (uid, generation, outcome.ready) not in _recorded:
+        _recorded[(uid, generation, outcome.ready)] = None
+        if len(_recorded) > _RECORDED_LIMIT:
+            del _recorded[next(iter(_recorded))]
         rollout_trace.record_outcome(
             namespace=meta["namespace"],
             name=meta["name"],
-            uid=str(meta.get("uid") or ""),
-            generation=int(meta.get("generation") or 0),
-            state=outcome.state,
+            uid=uid,
+            generation=generation,
+            state=outcome.state.value,
             ready=outcome.ready,
         )
         rollout_trace.observe_phases(outcome.phases)
@@ -314,7 +352,10 @@ async def report_conditions(
         return False
     try:
         await apply_workspace_status(
-            client, live, {"conditions": [c.to_wire() for c in wanted]}, field_manager=field_manager
+            client,
+            live=live,
+            status={"conditions": [c.to_wire() for c in wanted]},
+            field_manager=field_manager,
         )
     except NotFoundError:
         return False
