@@ -17,7 +17,6 @@ its FailedCreate events read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -39,12 +38,14 @@ from kairyu_core.catalog import Catalog
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
+    OnceDeleter,
     Report,
     Reported,
     applied_digest,
     apply_owned,
     digest_of,
     errors,
+    owner_of,
     report_conditions,
     resources,
     stamped,
@@ -81,7 +82,6 @@ _WORKLOADS: tuple[Kind, ...] = ("Deployment", "StatefulSet")
 # applied workload within milliseconds; past this the objects are applied again.
 _SETTLE_S = 10.0
 _RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
-_DELETED_LIMIT = 10_000  # deleted uids remembered; forgetting one costs one DELETE answered 404
 _MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
 _REFUSAL_POLL_S = 15.0  # a StatefulSet without pods: how often its FailedCreate events are read
 
@@ -146,18 +146,6 @@ async def refusal_of(kube: KubeClient, workload: dict[str, Any]) -> str | None:
     return refused_creation(list(events.get("items") or []))
 
 
-def owner_of(raw: dict[str, Any]) -> Owner:
-    """The Workspace `raw` as the owner of its objects."""
-    meta = raw["metadata"]
-    return Owner(
-        namespace=meta.get("namespace") or "",
-        name=meta.get("name") or "",
-        uid=meta.get("uid") or "",
-        api_version=raw.get("apiVersion") or resources.WORKSPACES.api_version,
-        kind=raw.get("kind") or resources.WORKSPACES.kind,
-    )
-
-
 def _invalid(exc: Exception) -> Verdict:
     return Verdict(False, "WorkloadInvalid", str(exc)[:1024])
 
@@ -191,7 +179,7 @@ class Deployer:
         self._reported = Reported()
         self._applied: dict[str, _Applied] = {}
         self._going = GoingConfirmation(kube)
-        self._deleted: dict[str, None] = {}  # uids deleted by this process, until the view agrees
+        self._deleter = OnceDeleter(kube)  # uids deleted by this process, until the view agrees
 
     async def reconcile(self, key: str) -> float | None:
         """Bring the Workspace `namespace/name`'s workload and InferenceReady in line with it.
@@ -355,20 +343,7 @@ class Deployer:
                 await self._delete(other, {"metadata": meta})
 
     async def _delete(self, kind: str, obj: dict[str, Any]) -> None:
-        """Delete `obj` unless it is already going (uid precondition: that object, no other)."""
-        meta = obj["metadata"]
-        uid = meta["uid"]
-        if meta.get("deletionTimestamp") or uid in self._deleted:
-            return
-        with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
-            await self._kube.request(
-                "DELETE",
-                _RESOURCES[kind].path(namespace=meta["namespace"], name=meta["name"]),
-                body={"preconditions": {"uid": uid}},
-            )
-        self._deleted[uid] = None
-        if len(self._deleted) > _DELETED_LIMIT:
-            del self._deleted[next(iter(self._deleted))]
+        await self._deleter(_RESOURCES[kind], obj)
 
     async def _write(self, raw: dict[str, Any], result: Verdict, span: trace.Span) -> None:
         status = ConditionStatus.TRUE if result.ready else ConditionStatus.FALSE

@@ -18,7 +18,6 @@ any pod has its FailedCreate events read.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -38,12 +37,14 @@ from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
+    OnceDeleter,
     Report,
     Reported,
     applied_digest,
     apply_owned,
     digest_of,
     errors,
+    owner_of,
     report_conditions,
     resources,
     stamped,
@@ -53,7 +54,6 @@ from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_core.workloads import (
     KnownChildren,
-    Owner,
     WorkloadError,
     check_owned,
     controller_uid,
@@ -75,7 +75,7 @@ _RESOURCES = {"ConfigMap": resources.CONFIGMAPS, "Job": resources.JOBS}
 # created Job within milliseconds; past this the objects are applied again.
 _SETTLE_S = 10.0
 _RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
-_CACHE_LIMIT = 10_000  # checked configs and deleted uids remembered (oldest forgotten first)
+_CACHE_LIMIT = 10_000  # checked configs remembered (oldest forgotten first)
 
 
 def tuning_of(
@@ -105,18 +105,6 @@ def tuning_of(
             *(spec.input.image_pull_secrets or []),
         ],
         model_access_secret=options.model_access_secret if options else None,
-    )
-
-
-def owner_of(raw: dict[str, Any]) -> Owner:
-    """The Workspace `raw` as the owner of its objects."""
-    meta = raw["metadata"]
-    return Owner(
-        namespace=meta.get("namespace") or "",
-        name=meta.get("name") or "",
-        uid=meta.get("uid") or "",
-        api_version=raw.get("apiVersion") or resources.WORKSPACES.api_version,
-        kind=raw.get("kind") or resources.WORKSPACES.kind,
     )
 
 
@@ -151,7 +139,7 @@ class Tuner:
         # (Workspace uid, generation, config, method) → the checked config's output_dir
         self._configs: dict[tuple[str, int, str, str], str] = {}
         self._going = GoingConfirmation(kube)
-        self._deleted: dict[str, None] = {}  # uids deleted by this process, until the view agrees
+        self._deleter = OnceDeleter(kube)  # uids deleted by this process, until the view agrees
 
     async def reconcile(self, key: str) -> float | None:
         """Bring the Workspace `namespace/name`'s Job and conditions in line with it.
@@ -359,22 +347,8 @@ class Tuner:
             await self._delete({"kind": "ConfigMap", "metadata": meta}, propagation="Background")
 
     async def _delete(self, obj: dict[str, Any], *, propagation: str) -> None:
-        """Delete `obj` unless it is already going (uid precondition: that object, no other)."""
-        meta = obj["metadata"]
-        uid = meta["uid"]
-        if meta.get("deletionTimestamp") or uid in self._deleted:
-            return
-        with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
-            await self._kube.request(
-                "DELETE",
-                _RESOURCES[obj.get("kind") or "Job"].path(
-                    namespace=meta["namespace"], name=meta["name"]
-                ),
-                body={"propagationPolicy": propagation, "preconditions": {"uid": uid}},
-            )
-        self._deleted[uid] = None
-        if len(self._deleted) > _CACHE_LIMIT:
-            del self._deleted[next(iter(self._deleted))]
+        resource = _RESOURCES[obj.get("kind") or "Job"]
+        await self._deleter(resource, obj, propagation=propagation)
 
     async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
         def condition(kind: ConditionType, report: TuningReport) -> Report:

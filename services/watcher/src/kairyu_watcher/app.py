@@ -16,6 +16,7 @@ writes, each carrying the summary, left stale (kairyu_core.api.summary).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -179,6 +180,7 @@ class Watcher:
             resources.WORKSPACES,
             namespace=self._settings.namespace,
             known=self._seeded.pop(resources.WORKSPACES.kind, None),
+            remember=functools.partial(trim, "Workspace"),
         ):
             await self._store("Workspace", change)
             await self.on_workspace(change)
@@ -270,6 +272,8 @@ class Watcher:
             namespace=namespace,
             label_selector=selector,
             known=self._seeded.pop(resource.kind, None),
+            # What is kept of each object is what the stream holds of it: enough to tombstone it.
+            remember=functools.partial(trim, cast(Kind, resource.kind)),
         ):
             await self._store(cast(Kind, resource.kind), change)
 

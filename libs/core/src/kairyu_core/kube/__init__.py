@@ -5,10 +5,12 @@ from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.owning import (
     APPLIED_DIGEST_ANNOTATION,
     GoingConfirmation,
+    OnceDeleter,
     applied_digest,
     apply_owned,
     confirmed_going,
     digest_of,
+    owner_of,
     stamped,
 )
 from kairyu_core.kube.status import (
@@ -27,6 +29,7 @@ __all__ = [
     "JSON",
     "GoingConfirmation",
     "KubeClient",
+    "OnceDeleter",
     "Report",
     "Reported",
     "WatchEvent",
@@ -40,6 +43,7 @@ __all__ = [
     "digest_of",
     "errors",
     "events",
+    "owner_of",
     "report_conditions",
     "resources",
     "stamped",

@@ -12,6 +12,7 @@ trimmed state (annotations kept, pod template dropped) the view holds.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -126,3 +127,48 @@ async def confirmed_going(kube: KubeClient, namespace: str, name: str, uid: str)
         return exc.names(resources.WORKSPACES.plural, name)
     meta = live.get("metadata") or {}
     return meta.get("uid") != uid or bool(meta.get("deletionTimestamp"))
+
+
+def owner_of(raw: JSON) -> Owner:
+    """The Workspace `raw` (as a view holds it) as the owner of its objects."""
+    meta = raw["metadata"]
+    return Owner(
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        uid=meta.get("uid") or "",
+        api_version=raw.get("apiVersion") or resources.WORKSPACES.api_version,
+        kind=raw.get("kind") or resources.WORKSPACES.kind,
+    )
+
+
+class OnceDeleter:
+    """Deletes an object by uid precondition (that object, no other), once per uid.
+
+    A service that reconciles from its view sees an object it deleted until the watcher
+    publishes the deletion; until then this remembers the uid, so the DELETE is not sent again.
+    Bounded: past `limit` uids the oldest is forgotten, which costs one DELETE answered 404.
+    """
+
+    def __init__(self, kube: KubeClient, *, limit: int = 10_000) -> None:
+        self._kube = kube
+        self._limit = limit
+        self._deleted: dict[str, None] = {}
+
+    async def __call__(
+        self, resource: Resource, obj: JSON, *, propagation: str | None = None
+    ) -> None:
+        """Delete `obj` unless it is already going or this process deleted it already."""
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        if meta.get("deletionTimestamp") or uid in self._deleted:
+            return
+        body: JSON = {"preconditions": {"uid": uid}}
+        if propagation is not None:
+            body["propagationPolicy"] = propagation
+        with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+            await self._kube.request(
+                "DELETE", resource.path(namespace=meta["namespace"], name=meta["name"]), body=body
+            )
+        self._deleted[uid] = None
+        if len(self._deleted) > self._limit:
+            del self._deleted[next(iter(self._deleted))]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,14 +52,20 @@ async def watch(
     since: str | None = None,
     timeout_s: int = _WATCH_TIMEOUT_S,
     known: dict[str, JSON] | None = None,
+    remember: Callable[[JSON], JSON] | None = None,
 ) -> AsyncIterator[WatchEvent]:
     """Yield every change of the selected objects, forever (cancel the consumer to stop).
 
     Starts with a list (every object ADDED) unless `since` gives a resourceVersion to resume from.
     `known` (`namespace/name` → object with its resourceVersion) is what the caller already
     knows: the first list then yields only what differs from it, DELETED for what is gone.
+    The last state of every object is kept, to tell a re-list's news from what was yielded and
+    to yield DELETED with it; `remember` (which must keep metadata.resourceVersion) cuts what is
+    kept to what the caller needs of a deleted object: whole pods and nodes, thousands of them,
+    would be most of a watcher's memory.
     """
-    known = dict(known or {})  # key -> last object yielded
+    keep = remember or (lambda obj: obj)
+    known = dict(known or {})  # key -> last object yielded, as `remember` keeps it
     resource_version: str | None = since
     failures = 0
     while True:
@@ -69,7 +75,7 @@ async def watch(
                     resource, namespace=namespace, label_selector=label_selector
                 )
                 resource_version = listed["metadata"]["resourceVersion"]
-                for change in _diff(known, listed.get("items", []), resource):
+                for change in _diff(known, listed.get("items", []), resource, keep):
                     yield change
             async for event in _stream(
                 client,
@@ -89,7 +95,7 @@ async def watch(
                 if event["type"] == "DELETED":
                     known.pop(key, None)
                 else:
-                    known[key] = obj
+                    known[key] = keep(obj)
                 yield WatchEvent(event["type"], obj)
         except errors.GoneError:
             log.info("watch of %s expired (410 Gone); re-listing", resource.plural)
@@ -101,7 +107,12 @@ async def watch(
             await asyncio.sleep(delay)
 
 
-def _diff(known: dict[str, JSON], items: list[JSON], resource: Resource) -> list[WatchEvent]:
+def _diff(
+    known: dict[str, JSON],
+    items: list[JSON],
+    resource: Resource,
+    keep: Callable[[JSON], JSON],
+) -> list[WatchEvent]:
     """Events that bring a consumer from `known` to the listed state; updates `known` in place."""
     events: list[WatchEvent] = []
     seen: set[str] = set()
@@ -115,7 +126,7 @@ def _diff(known: dict[str, JSON], items: list[JSON], resource: Resource) -> list
             events.append(WatchEvent("ADDED", item))
         elif previous["metadata"]["resourceVersion"] != item["metadata"]["resourceVersion"]:
             events.append(WatchEvent("MODIFIED", item))
-        known[key] = item
+        known[key] = keep(item)
     for key in set(known) - seen:
         events.append(WatchEvent("DELETED", known.pop(key)))
     return events
