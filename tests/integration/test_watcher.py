@@ -95,6 +95,19 @@ def live(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
     return result
 
 
+async def planned_without_summary(kube: KubeClient, namespace: str) -> None:
+    """`Planned=True` as a planner reports it, but without the summary it leads to."""
+    await apply_condition(
+        kube,
+        namespace=namespace,
+        name=NAME,
+        field_manager="kairyu-planner",
+        type="Planned",
+        status=ConditionStatus.TRUE,
+        reason="PlanCreated",
+    )
+
+
 async def test_apply_edit_delete_are_kept_on_nats_and_a_stale_summary_is_put_right(
     cluster: LocalCluster,
     kube: KubeClient,
@@ -111,15 +124,7 @@ async def test_apply_edit_delete_are_kept_on_nats_and_a_stale_summary_is_put_rig
     assert "managedFields" not in stored["metadata"]
     # A service's condition without the summary it leads to (an older planner, or one whose
     # write raced another's): the watcher writes the summary the conditions say.
-    await apply_condition(
-        kube,
-        namespace=namespace,
-        name=NAME,
-        field_manager="kairyu-planner",
-        type="Planned",
-        status=ConditionStatus.TRUE,
-        reason="PlanCreated",
-    )
+    await planned_without_summary(kube, namespace)
 
     async def summary_written() -> dict[str, Any]:
         while True:
@@ -360,15 +365,7 @@ async def test_object_states_are_kept_on_nats_and_a_restart_publishes_only_what_
         cluster.kubectl("apply", "-f", str(pod_file))
         key = f"{namespace}/{NAME}"
         await _wait(lambda: view.workspace(key) is not None)
-        await apply_condition(  # a service's report, which the watcher summarises
-            kube,
-            namespace=namespace,
-            name=NAME,
-            field_manager="kairyu-planner",
-            type="Planned",
-            status=ConditionStatus.TRUE,
-            reason="PlanCreated",
-        )
+        await planned_without_summary(kube, namespace)  # a report the watcher summarises
 
         def summarized() -> bool:
             ws = view.workspace(key)
