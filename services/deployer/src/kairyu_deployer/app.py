@@ -50,7 +50,7 @@ from kairyu_core.kube import (
     resources,
     stamped,
 )
-from kairyu_core.objectstate import Kind, ObjectKey
+from kairyu_core.objectstate import Kind, ObjectKey, trim
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_core.workloads import (
@@ -268,7 +268,9 @@ class Deployer:
                 if left > 0:  # applied, and the view does not show it yet
                     workload, again = pending.workload, left
             if again is None:
-                workload = await self._apply(owner, built)
+                # Kept as the view will hold it: the judgement reads no more, and a whole
+                # Deployment per Workspace waiting to show would be most of this memory.
+                workload = trim(kind, await self._apply(owner, built))
                 self._applied[key] = _Applied(owner.uid, digest, workload, time.monotonic())
         else:
             self._applied.pop(key, None)
