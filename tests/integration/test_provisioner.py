@@ -464,12 +464,17 @@ async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
     )
     first = cluster.add_gpu_nodes(a100, count=1, prefix=f"{namespace}-a", labels=label)
     cluster.apply(doc)
+    # The plan can come before kwok has made the first node Ready ("0 of 2"); the provisioner
+    # looks at user nodes again on its timer, and then says what a user sees from then on.
     obj = await until(
         kube,
         namespace,
         "mine",
-        has_reason("ResourceReady", "NotEnoughNodes"),
-        what="NotEnoughNodes",
+        lambda o: (
+            has_reason("ResourceReady", "NotEnoughNodes")(o)
+            and "1 of 2 nodes ready" in condition(o, "ResourceReady").get("message", "")
+        ),
+        what="NotEnoughNodes, 1 of 2 nodes ready",
     )
     message = condition(obj, "ResourceReady")["message"]
     assert "need 2 Ready Standard_NC24ads_A100_v4 node(s)" in message

@@ -27,7 +27,7 @@ def has_reason(kind: str, reason: str) -> Check:
 
 
 def in_state(state: str) -> Check:
-    """`status.state` is the watcher's summary, written after the condition that caused it."""
+    """`status.state`: the summary, written with the condition that caused it."""
     return lambda obj: (obj.get("status") or {}).get("state") == state
 
 
