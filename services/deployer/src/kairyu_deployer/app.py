@@ -195,11 +195,8 @@ class Deployer:
             return None
         try:
             if raw["metadata"].get("deletionTimestamp"):
-                meta = raw["metadata"]
                 # The view alone must not stop a live Workspace's workload: ask the apiserver.
-                if await self._going(
-                    meta.get("namespace") or "", meta["name"], meta.get("uid") or ""
-                ):
+                if await self._going.of(raw):
                     await self._remove(key, raw)
                 return None
             return await self._reconcile(key, raw)

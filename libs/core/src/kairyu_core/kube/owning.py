@@ -110,6 +110,13 @@ class GoingConfirmation:
         log.warning("the view says %s/%s is being deleted, the apiserver does not", namespace, name)
         return False
 
+    async def of(self, raw: JSON) -> bool:
+        """Whether the view's Workspace `raw` is being deleted, confirmed by the apiserver."""
+        meta = raw["metadata"]
+        if not meta.get("deletionTimestamp"):
+            return False
+        return await self(meta.get("namespace") or "", meta["name"], meta.get("uid") or "")
+
 
 async def confirmed_going(kube: KubeClient, namespace: str, name: str, uid: str) -> bool:
     """Whether the apiserver agrees that the Workspace `uid` is being deleted, or is gone.
