@@ -148,8 +148,14 @@ def wave_docs(index: int, size: int) -> list[dict[str, Any]]:
     return docs
 
 
-async def _count(kube: KubeClient, resource: resources.Resource, **query: str) -> int:
-    listed = await kube.list(resource, **query)
+async def _count(
+    kube: KubeClient,
+    resource: resources.Resource,
+    *,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+) -> int:
+    listed = await kube.list(resource, namespace=namespace, label_selector=label_selector)
     return len(listed.get("items") or [])
 
 

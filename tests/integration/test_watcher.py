@@ -30,15 +30,18 @@ class Running:
         self.task = asyncio.create_task(watcher.run())
 
     async def stop(self) -> None:
+        crashed = self.task.done() and not self.task.cancelled() and self.task.exception()
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+        if crashed:  # a watcher that died on its own must fail the test, not hide in the task
+            raise crashed
 
 
 class Followed:
     """What a service would see: a view of the watcher's states, and the keys each change woke."""
 
     def __init__(self, bus: Bus) -> None:
-        self.view = View(["Workspace", "Pod"])
+        self.view = View(["Workspace", "Pod", "Occupant"])
         self.woken: list[str] = []
         self._task = asyncio.create_task(Informer(bus, self.view, self.woken.extend).run())
 
@@ -396,3 +399,35 @@ async def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.1)
+
+
+async def test_a_name_held_by_someone_else_is_an_occupant_until_it_is_freed(
+    cluster: LocalCluster,
+    namespace: str,
+    followed: Followed,
+    start_watcher: Callable[[], Running],
+) -> None:
+    """A user's ConfigMap named as the Workspace's would be: the deployer learns it from the
+    Occupant, without a GET. Freed while the watcher is down, it is tombstoned on its return."""
+    config = f"{NAME}-inference-config"
+    cluster.kubectl("create", "configmap", config, "-n", namespace, "--from-literal=a=b")
+    watcher = start_watcher()
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    key = f"{namespace}/{NAME}"
+    await followed.until(lambda: followed.view.owned("Occupant", key))
+    (held,) = followed.view.owned("Occupant", key)
+    user_uid = cluster.kubectl(
+        "get", "configmap", config, "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+    assert held["spec"] == {
+        "kind": "ConfigMap",
+        "name": config,
+        "uid": user_uid,
+        "controller": None,
+    }
+    await watcher.stop()
+    cluster.kubectl("delete", "configmap", config, "-n", namespace)
+    woken = len(followed.woken)
+    start_watcher()
+    await followed.until(lambda: not followed.view.owned("Occupant", key))
+    assert key in followed.woken[woken:]  # the tombstone wakes the Workspace

@@ -14,7 +14,7 @@ from kairyu_core.api import Plan
 from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION, resources
-from kairyu_core.objectstate import Kind, ObjectKey, trim
+from kairyu_core.objectstate import Kind, ObjectKey, occupant, trim
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.recording import Call, RecordingKube
 from kairyu_core.view import View
@@ -123,7 +123,7 @@ def written_conditions(call: Call) -> dict[str, dict[str, Any]]:
 
 async def first_rollout() -> tuple[RecordingKube, dict[str, Any], dict[str, Any]]:
     """A reconcile with nodes ready: the kube, the Deployment it made, the condition it wrote."""
-    kube = RecordingKube(allow_reads=True)
+    kube = RecordingKube()  # no read allowed
     await deployer(view_of(("Workspace", workspace())), kube).reconcile(KEY)
     (deployment,) = kube.writes_to("/deployments/", "PATCH")
     (status,) = kube.writes_to("/status", "PATCH")
@@ -133,16 +133,12 @@ async def first_rollout() -> tuple[RecordingKube, dict[str, Any], dict[str, Any]
 async def test_nodes_ready_applies_every_object_and_reports_inference_ready() -> None:
     kube, deployment, inference = await first_rollout()
     config = path(resources.CONFIGMAPS, f"{NAME}-inference-config")
-    # Each object's ownership is read once before its first apply (the view holds none of
-    # them); nothing else is read.
+    # No name is held by someone else (the view has no Occupant): one apply per object and
+    # the condition, nothing read.
     assert requests(kube) == [
-        ("GET", config),
         ("PATCH", config),
-        ("GET", path(resources.SERVICES)),
         ("PATCH", path(resources.SERVICES)),
-        ("GET", path(resources.NETWORKPOLICIES)),
         ("PATCH", path(resources.NETWORKPOLICIES)),
-        ("GET", path(resources.DEPLOYMENTS)),
         ("PATCH", path(resources.DEPLOYMENTS)),
         ("PATCH", f"{path(resources.WORKSPACES)}/status"),
     ]
@@ -156,6 +152,28 @@ async def test_nodes_ready_applies_every_object_and_reports_inference_ready() ->
         1,
     )
     assert inference["message"] == "Deployment 0 of 1 replicas ready"
+
+
+async def test_a_name_someone_else_holds_is_reported_and_nothing_is_applied() -> None:
+    """The watcher's Occupant says a user's Service holds the Workspace's name: no apply at all
+    (not even the ConfigMap before it), WorkloadInvalid names the Service; once it goes, the
+    Occupant's tombstone wakes the Workspace and the rollout goes on."""
+    view = view_of(("Workspace", workspace()))
+    taken = occupant(NS, NAME, "Service", NAME, uid="user-svc", controller=None)
+    woken = view.apply(ObjectKey.of("Occupant", taken), taken)
+    assert woken == {KEY}
+    kube = RecordingKube()
+    service = deployer(view, kube)
+    await service.reconcile(KEY)
+    assert requests(kube) == [("PATCH", f"{path(resources.WORKSPACES)}/status")]
+    written = written_conditions(kube.writes[0])["InferenceReady"]
+    assert (written["status"], written["reason"]) == ("False", "WorkloadInvalid")
+    assert written["message"].startswith(
+        f"Service {NS}/{NAME} already exists and is not owned by Workspace {NAME}"
+    )
+    assert view.apply(ObjectKey.of("Occupant", taken), None) == {KEY}  # the user deleted it
+    await service.reconcile(KEY)
+    assert len(kube.writes_to("/services/", "PATCH")) == 1
 
 
 async def test_once_the_view_shows_the_workload_and_the_condition_nothing_is_written() -> None:

@@ -9,6 +9,12 @@ annotations, owner references, finalizers, deletion timestamp, the spec fields a
 handlers decide on), without what only costs bytes and wakes consumers for nothing (managedFields,
 a Node's images and heartbeat times, a workload's pod template).
 
+One kind is not a Kubernetes kind: an `Occupant` is an object that holds a name one of a
+Workspace's generated objects would take (kairyu_core.childnames) and that the Workspace does not
+control, a user's Service named like the Workspace for instance. The watcher computes them from
+the names and owners of every ConfigMap, Service, NetworkPolicy and workload, so the deployer and
+the tuner know before their first apply whether a name is someone else's, without a GET.
+
 Pure: no I/O, so the trimming and the keys are tested without NATS.
 """
 
@@ -22,7 +28,9 @@ from typing import Any, Literal, get_args
 
 JSON = dict[str, Any]
 
-Kind = Literal["Workspace", "Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod"]
+Kind = Literal[
+    "Workspace", "Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod", "Occupant"
+]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 CHILD_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k != "Workspace")
 
@@ -93,6 +101,36 @@ def workspace_key(kind: Kind, obj: Mapping[str, Any]) -> str | None:
     if not name or not namespace:
         return None
     return f"{namespace}/{name}"
+
+
+OCCUPANT_API_VERSION = "kairyu.io/v1"
+
+
+def occupant_key(namespace: str, workspace: str, kind: str, name: str) -> ObjectKey:
+    """The key of the Occupant holding `kind` `name` against the Workspace `workspace`."""
+    return ObjectKey("Occupant", namespace, f"{workspace}.{kind.lower()}.{name}")
+
+
+def occupant(
+    namespace: str, workspace: str, kind: str, name: str, *, uid: str, controller: str | None
+) -> JSON:
+    """The state of an Occupant: which object holds the name, labelled with the Workspace.
+
+    `controller` is the uid of the object's controller (None: it has none); the label makes a
+    view file it under the Workspace it blocks, so its appearance and its removal wake that
+    Workspace.
+    """
+    return {
+        "apiVersion": OCCUPANT_API_VERSION,
+        "kind": "Occupant",
+        "metadata": {
+            "namespace": namespace,
+            "name": occupant_key(namespace, workspace, kind, name).name,
+            "uid": uid,
+            "labels": {WORKSPACE_LABEL: workspace},
+        },
+        "spec": {"kind": kind, "name": name, "uid": uid, "controller": controller},
+    }
 
 
 def trim(kind: Kind, obj: Mapping[str, Any]) -> JSON:

@@ -251,9 +251,18 @@ def check_owned(obj: JSON, owner: Owner) -> None:
     if controller_uid(obj) == owner.uid:
         return
     meta = obj.get("metadata") or {}
-    raise NameTakenError(
-        f"{obj.get('kind') or 'object'} {meta.get('namespace', owner.namespace)}/"
-        f"{meta.get('name')} already exists and is not owned by Workspace {owner.name}; "
+    raise name_taken(
+        str(obj.get("kind") or "object"),
+        str(meta.get("namespace") or owner.namespace),
+        str(meta.get("name")),
+        owner,
+    )
+
+
+def name_taken(kind: str, namespace: str, name: str, owner: Owner) -> NameTakenError:
+    """The error for a name held by an object the Workspace `owner` does not own."""
+    return NameTakenError(
+        f"{kind} {namespace}/{name} already exists and is not owned by Workspace {owner.name}; "
         "kairyu leaves it untouched: delete or rename it, or rename the Workspace"
     )
 

@@ -10,9 +10,10 @@ Workspaces are the tuner's. A Workspace being deleted has its workload deleted a
 provisioner's finalizer keeps it while its nodes drain); the rest goes with it by owner
 references.
 
-Reads of the apiserver left: an object's ownership is checked once per process before its first
-apply when the view does not hold it (`kube.apply_owned`), and a StatefulSet without any pod has
-its FailedCreate events read.
+A name another object holds is known from the view (the watcher's Occupants,
+`kube.check_free`) before anything is applied. Reads of the apiserver left: an object this
+process applied that was replaced since is read once (`kube.apply_owned`), and a StatefulSet
+without any pod has its FailedCreate events read.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from kairyu_core.kube import (
     Reported,
     applied_digest,
     apply_owned,
+    check_free,
     digest_of,
     errors,
     owner_of,
@@ -295,7 +297,8 @@ class Deployer:
         return result, again
 
     async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:
-        """Apply every object (each checked to be the Workspace's); the workload as applied."""
+        """Apply every object (no name someone else's); the workload as applied."""
+        check_free(self._view, built, owner)
         applied: dict[str, Any] = {}
         for obj in built:
             applied = await apply_owned(

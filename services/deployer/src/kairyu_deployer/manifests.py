@@ -28,6 +28,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from kairyu_core import childnames
 from kairyu_core.api import AdapterSpec, Plan
 from kairyu_core.catalog import Preset
 from kairyu_core.workloads import (
@@ -107,7 +108,7 @@ class Inference:
 
     @property
     def config_map(self) -> str:
-        return self.config or f"{self.name}-inference-config"
+        return self.config or self.name + childnames.INFERENCE_CONFIG
 
     @property
     def triton(self) -> bool:
@@ -148,11 +149,10 @@ def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
 def other_names(workspace: str) -> list[tuple[str, str]]:
     """(kind, name) of every object `objects` may make for the Workspace besides its workload."""
     return [
-        ("ConfigMap", f"{workspace}-inference-config"),
-        ("ConfigMap", f"{workspace}-model-repository"),
-        ("Service", workspace),
-        ("Service", f"{workspace}-headless"),
-        ("NetworkPolicy", workspace),
+        (kind, name)
+        for kind, name in childnames.child_names(workspace)
+        if kind in ("ConfigMap", "Service", "NetworkPolicy")
+        and name != workspace + childnames.TUNING_CONFIG
     ]
 
 
@@ -247,7 +247,7 @@ def model_repository(inference: Inference) -> JSON:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(inference, f"{inference.name}-model-repository"),
+        "metadata": _meta(inference, inference.name + childnames.MODEL_REPOSITORY),
         "data": {
             "config.pbtxt": config,
             "model.json": json.dumps(triton_model(inference), indent=2, sort_keys=True),
@@ -279,7 +279,7 @@ def headless_service(inference: Inference) -> JSON:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(inference, f"{inference.name}-headless"),
+        "metadata": _meta(inference, inference.name + childnames.HEADLESS),
         "spec": {
             "clusterIP": "None",
             "selector": dict(inference.labels),
@@ -426,7 +426,7 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
             {
                 "name": "model-repository",
                 "configMap": {
-                    "name": f"{inference.name}-model-repository",
+                    "name": inference.name + childnames.MODEL_REPOSITORY,
                     "items": [
                         {"key": "config.pbtxt", "path": f"{name}/config.pbtxt"},
                         {"key": "model.json", "path": f"{name}/1/model.json"},
@@ -546,7 +546,7 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
             "metadata": _meta(inference, inference.name),
             "spec": {
                 "replicas": inference.plan.node_count,
-                "serviceName": f"{inference.name}-headless",
+                "serviceName": inference.name + childnames.HEADLESS,
                 "podManagementPolicy": "Parallel",
                 "selector": selector,
                 "template": template,

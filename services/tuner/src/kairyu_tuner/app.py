@@ -11,9 +11,9 @@ Workspace is replaced (the template is immutable). Inference Workspaces are the 
 Workspace being deleted has its Job deleted at once (its nodes are draining).
 
 Reads of the apiserver left: the user's `tuning.config` ConfigMap (not in the view), once per
-Workspace generation and process while it is valid; an object's ownership, once per process
-before its first apply when the view does not hold it (`kube.apply_owned`); and a Job without
-any pod has its FailedCreate events read.
+Workspace generation and process while it is valid; an object this process applied that was
+replaced since, once (`kube.apply_owned`; a name another object holds is known from the view's
+Occupants, `kube.check_free`); and a Job without any pod has its FailedCreate events read.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
+from kairyu_core import childnames
 from kairyu_core.api import (
     ConditionStatus,
     ConditionType,
@@ -42,6 +43,7 @@ from kairyu_core.kube import (
     Reported,
     applied_digest,
     apply_owned,
+    check_free,
     digest_of,
     errors,
     owner_of,
@@ -312,6 +314,7 @@ class Tuner:
                 if pending.digest == digest:
                     return pending.job, False, left
                 raise TemporaryError(f"waiting for the view to show the Job of {key}", delay=1.0)
+        check_free(self._view, built, owner)
         job: dict[str, Any] = {}
         for obj in built:
             job = await apply_owned(
@@ -336,7 +339,7 @@ class Tuner:
         for job in self._view.owned("Job", key):
             if controller_uid(job) == owner.uid:
                 await self._delete(job, propagation="Background")
-        name = f"{owner.name}-tuning-config"
+        name = owner.name + childnames.TUNING_CONFIG
         uid = self._children.uid(owner, "ConfigMap", name)
         if uid is not None:
             self._children.forget(owner, "ConfigMap", name)

@@ -24,6 +24,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+from kairyu_core import childnames
 from kairyu_core.api import Plan
 from kairyu_core.catalog import Preset
 from kairyu_core.workloads import (
@@ -76,7 +77,7 @@ class Tuning:
 
     @property
     def config_map(self) -> str:
-        return self.config or f"{self.name}-tuning-config"
+        return self.config or self.name + childnames.TUNING_CONFIG
 
 
 def objects(tuning: Tuning, settings: JobSettings) -> list[JSON]:

@@ -9,6 +9,12 @@ stream already holds and lists the cluster against it, so a restart publishes on
 while it was away, and tombstones what was deleted meanwhile; a state it could not store is tried
 again every `resync_interval_s`.
 
+It also publishes, for each Workspace, the objects that hold a name one of the Workspace's
+generated objects would take and that the Workspace does not control (`occupancy`): it follows
+the names and owners alone (metadata watches) of every ConfigMap, Service and NetworkPolicy, and of
+every workload without the Workspace label, so the deployer and the tuner need no GET before a
+first apply.
+
 It also puts right a summary (`WorkspaceReady`, `status.state`) that the services' own status
 writes, each carrying the summary, left stale (kairyu_core.api.summary).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -42,6 +49,7 @@ from kairyu_core.kube import (
     watch,
 )
 from kairyu_core.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
+from kairyu_watcher.occupancy import Change, Occupancy, identity
 from kairyu_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,16 @@ CHILD_RESOURCES = (
     resources.JOBS,
     resources.PODS,
 )
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "Job"})
+NAMED_RESOURCES = (
+    resources.CONFIGMAPS,
+    resources.SERVICES,
+    resources.NETWORKPOLICIES,
+    resources.DEPLOYMENTS,
+    resources.STATEFULSETS,
+    resources.JOBS,
+)
+"""Whose names and owners are followed for `occupancy`: the kinds kairyu_core.childnames names."""
 
 
 class StateStreamReplacedError(Exception):
@@ -92,6 +110,8 @@ class Watcher:
         self._unsent: dict[ObjectKey, tuple[JSON | None, str | None, str | None]] = {}
         # kind -> namespace/name -> the state stored at start (the first list is diffed to it)
         self._seeded: dict[str, dict[str, JSON]] = {}
+        self._occupancy = Occupancy()
+        self._listed: list[asyncio.Event] = []  # one per watch: its first list was handled
 
     async def run(self) -> None:
         """Watch and resync until cancelled; start over if the state stream was replaced."""
@@ -100,14 +120,22 @@ class Watcher:
             self._stored.clear()
             self._unsent.clear()
             self._seeded.clear()
-            identity = await self._bus.state_stream_identity()
+            self._occupancy = Occupancy()
+            self._listed = []
+            stream = await self._bus.state_stream_identity()
             await self._seed()
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._follow_workspaces())
+                    tasks.create_task(self._follow_workspaces(self._new_listed()))
                     for resource in CHILD_RESOURCES:
-                        tasks.create_task(self._follow_children(resource))
-                    tasks.create_task(self._resync_periodically(identity))
+                        # The Occupants' sweep waits for the lists that feed them (a kind whose
+                        # API is not served, NodeClaims without Karpenter, never lists).
+                        listed = self._new_listed() if resource.kind in WORKLOAD_KINDS else None
+                        tasks.create_task(self._follow_children(resource, listed))
+                    for resource in NAMED_RESOURCES:
+                        tasks.create_task(self._follow_names(resource, self._new_listed()))
+                    tasks.create_task(self._sweep_occupants())
+                    tasks.create_task(self._resync_periodically(stream))
             except* StateStreamReplacedError:
                 # Deleted and created again (by hand, or a NATS without persistent storage):
                 # what this watcher believes stored is gone, so it publishes everything again.
@@ -121,8 +149,8 @@ class Watcher:
         what is unchanged is not sent again.
         """
         namespace = self._settings.namespace
-        for resource in (resources.WORKSPACES, *CHILD_RESOURCES):
-            kind = cast(Kind, resource.kind)
+        for resource in (resources.WORKSPACES, *CHILD_RESOURCES, None):
+            kind = cast(Kind, resource.kind) if resource is not None else "Occupant"
             follow = self._bus.follow_state(kind)
             try:
                 first = await anext(follow)
@@ -131,12 +159,21 @@ class Watcher:
             if not isinstance(first, Snapshot):  # pragma: no cover - follow starts with one
                 raise TypeError("the state stream's first item is not a snapshot")
             self._stored.update(first.digests)
+            if resource is None:
+                continue  # Occupants are computed again; `_sweep_occupants` removes the stale
             self._seeded[resource.kind] = {
                 f"{'' if key.namespace == CLUSTER_SCOPED else key.namespace}/{key.name}": value
                 for key, value in first.values.items()
                 # A watcher of one namespace lists only that one: others' objects are not gone.
                 if namespace is None or not resource.namespaced or key.namespace == namespace
             }
+            # The first lists yield only what changed since: what they will not repeat is what
+            # the occupancy starts from.
+            for value in self._seeded[resource.kind].values():
+                if kind == "Workspace":
+                    self._occupancy.workspace_changed(value, deleted=False)
+                elif kind in WORKLOAD_KINDS:
+                    self._occupancy.object_changed(kind, value, deleted=False, source="labelled")
 
     async def _store(self, kind: Kind, change: WatchEvent) -> None:
         """Bring the object's state on the stream up to date with this change."""
@@ -174,14 +211,18 @@ class Watcher:
             await self._send(key, value, digest, uid=uid)
 
     # ------------------------------------------------------------------ Workspaces
-    async def _follow_workspaces(self) -> None:
+    async def _follow_workspaces(self, listed: asyncio.Event) -> None:
         async for change in watch(
             self._kube,
             resources.WORKSPACES,
             namespace=self._settings.namespace,
             known=self._seeded.pop(resources.WORKSPACES.kind, None),
             remember=functools.partial(trim, "Workspace"),
+            listed=listed,
         ):
+            # Its names' Occupants first: a service that acts on the Workspace finds them.
+            deleted = change.type == "DELETED"
+            await self._publish(self._occupancy.workspace_changed(change.object, deleted=deleted))
             await self._store("Workspace", change)
             await self.on_workspace(change)
 
@@ -258,7 +299,9 @@ class Watcher:
             del memory[next(iter(memory))]
 
     # ------------------------------------------------------------------ labelled objects
-    async def _follow_children(self, resource: resources.Resource) -> None:
+    async def _follow_children(
+        self, resource: resources.Resource, listed: asyncio.Event | None
+    ) -> None:
         # With a namespace set, the chart grants Roles there only: a cluster-wide watch of pods
         # would be refused, and would show this watcher objects it has no business seeing.
         namespace = self._settings.namespace if resource.namespaced else None
@@ -274,19 +317,84 @@ class Watcher:
             known=self._seeded.pop(resource.kind, None),
             # What is kept of each object is what the stream holds of it: enough to tombstone it.
             remember=functools.partial(trim, cast(Kind, resource.kind)),
+            listed=listed,
         ):
             await self._store(cast(Kind, resource.kind), change)
+            if resource.kind in WORKLOAD_KINDS:
+                await self._publish(
+                    self._occupancy.object_changed(
+                        resource.kind,
+                        change.object,
+                        deleted=change.type == "DELETED",
+                        source="labelled",
+                    )
+                )
+
+    # ------------------------------------------------------------------ names held
+    def _new_listed(self) -> asyncio.Event:
+        listed = asyncio.Event()
+        self._listed.append(listed)
+        return listed
+
+    async def _follow_names(self, resource: resources.Resource, listed: asyncio.Event) -> None:
+        """Follow the names and owners of `resource`'s objects, for the Occupants."""
+        namespace = self._settings.namespace if resource.namespaced else None
+        # Labelled workloads come whole through `_follow_children`; the rest by name only.
+        workload = resource.kind in WORKLOAD_KINDS
+        async for change in watch(
+            self._kube,
+            resource,
+            namespace=namespace,
+            label_selector=f"!{WORKSPACE_LABEL}" if workload else None,
+            metadata_only=True,
+            remember=identity,
+            listed=listed,
+        ):
+            await self._publish(
+                self._occupancy.object_changed(
+                    resource.kind,
+                    change.object,
+                    deleted=change.type == "DELETED",
+                    source="names",
+                )
+            )
+
+    async def _sweep_occupants(self) -> None:
+        """Once every watch has listed, tombstone the stored Occupants that no longer hold."""
+        await asyncio.gather(*(listed.wait() for listed in self._listed))
+        current = self._occupancy.current()
+        stale = [k for k in self._stored if k.kind == "Occupant" and k not in current]
+        await self._publish([(key, None) for key in stale])
+
+    async def _publish(self, changes: list[Change]) -> None:
+        """Store Occupant changes, each under a message id of its own.
+
+        The stream drops a message whose id it saw within its duplicate window; an Occupant has
+        no resourceVersion, so each publication gets a random one (which its content digest
+        leaves out), and each tombstone a random uid: one that comes back, goes and comes back
+        again is stored each time, while a retry of the same publication is stored once.
+        """
+        for key, value in changes:
+            if value is None:
+                stored = self._stored.pop(key, None) is not None
+                if self._unsent.pop(key, None) is not None or stored:
+                    await self._send(key, None, None, uid=uuid.uuid4().hex)
+                continue
+            digest = content_digest(value)
+            if self._stored.get(key) != digest:
+                meta = {**value["metadata"], "resourceVersion": uuid.uuid4().hex}
+                await self._send(key, {**value, "metadata": meta}, digest)
 
     # ------------------------------------------------------------------ resync
-    async def _resync_periodically(self, identity: str | None) -> None:
+    async def _resync_periodically(self, stream: str | None) -> None:
         while True:
             await asyncio.sleep(self._settings.resync_interval_s)
             try:
                 now = await self._bus.state_stream_identity()
             except BusError as exc:  # NATS away: nothing to conclude
                 log.info("cannot check the state stream now: %s", exc)
-                now = identity
-            if now != identity:
+                now = stream
+            if now != stream:
                 raise StateStreamReplacedError
             await self.resync()
 

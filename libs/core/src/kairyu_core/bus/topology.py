@@ -27,8 +27,8 @@ FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
     "watcher": KINDS,
     "planner": ("Workspace",),
     "provisioner": ("Workspace", "Node", "NodeClaim"),
-    "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod"),
-    "tuner": ("Workspace", "Job", "Pod"),
+    "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod", "Occupant"),
+    "tuner": ("Workspace", "Job", "Pod", "Occupant"),
 }
 """The kinds whose states each service reads from the state stream into its view (the watcher
 reads them all at start, to publish only what changed while it was away; it alone writes them)."""
@@ -68,7 +68,12 @@ def _state_family(kind: Kind, subjects: Subjects, stream: str) -> SubjectFamily:
         stream=stream,
         producers=("watcher",),
         readers=readers,
-        carries=f"the latest trimmed {kind}, or its tombstone",
+        carries=(
+            "a name a Workspace's object would take, held by an object it does not control, "
+            "or its tombstone"
+            if kind == "Occupant"
+            else f"the latest trimmed {kind}, or its tombstone"
+        ),
     )
 
 

@@ -26,6 +26,10 @@ from kairyu_core.settings import KubeTimeouts
 JSON = dict[str, Any]
 JSONPatch = list[JSON]
 _IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+# Ask for objects as their metadata alone (meta.k8s.io PartialObjectMetadata): a list or watch of
+# every ConfigMap in a cluster then carries names and owners, not the data.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"
+METADATA_WATCH = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"
 
 
 class KubeClient:
@@ -69,6 +73,7 @@ class KubeClient:
         query: dict[str, str | int | bool] | None = None,
         body: JSON | list[JSON] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         stream: bool = False,
     ) -> Any:
         """One API call; errors become kairyu_core.kube.errors types.
@@ -85,7 +90,7 @@ class KubeClient:
                     (k, str(v).lower() if isinstance(v, bool) else v)
                     for k, v in (query or {}).items()
                 ],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
+                header_params={"Accept": accept, "Content-Type": content_type},
                 body=body,
                 response_types_map={200: "object", 201: "object"},
                 auth_settings=["BearerToken"],
@@ -130,12 +135,21 @@ class KubeClient:
         return result
 
     async def list(
-        self, resource: Resource, *, namespace: str | None = None, label_selector: str | None = None
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        metadata_only: bool = False,
     ) -> JSON:
+        """The objects of `resource`; with `metadata_only`, each as its metadata alone."""
         query: dict[str, str | int | bool] = (
             {"labelSelector": label_selector} if label_selector else {}
         )
-        result: JSON = await self.request("GET", resource.path(namespace=namespace), query=query)
+        accept = METADATA_LIST if metadata_only else "application/json"
+        result: JSON = await self.request(
+            "GET", resource.path(namespace=namespace), query=query, accept=accept
+        )
         return result
 
     async def create(

@@ -2,7 +2,9 @@
 
 The deployer and the tuner create their children under deterministic names, so a stranger's object
 of the same name must be reported, not taken over: a forced apply would add our owner reference to
-it, and garbage collection would later delete it with the Workspace.
+it, and garbage collection would later delete it with the Workspace. Whether a name is a
+stranger's comes from the view (the watcher's Occupants, `check_free`), not from a GET before each
+first apply; the apiserver is read only when an object the service applied was replaced since.
 
 A service that reconciles from its view also needs to know, without reading anything back,
 whether what it would apply is already applied: `applied_digest` hashes every object it would
@@ -22,7 +24,9 @@ from collections.abc import Sequence
 from kairyu_core.kube import errors, resources
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.resources import Resource
-from kairyu_core.workloads import KnownChildren, Owner, check_owned
+from kairyu_core.objectstate import occupant_key
+from kairyu_core.view import View
+from kairyu_core.workloads import KnownChildren, Owner, check_owned, name_taken
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,19 @@ def digest_of(obj: JSON | None) -> str | None:
     return str(value) if value is not None else None
 
 
+def check_free(view: View, objects: Sequence[JSON], owner: Owner) -> None:
+    """Raise NameTakenError if the view holds an Occupant for any of `objects`' names.
+
+    The watcher publishes one for each name of a Workspace's generated objects that an object
+    the Workspace does not control holds (kairyu_core.objectstate). Checked for all objects before
+    any is applied, so a taken name leaves nothing half made.
+    """
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if view.get(occupant_key(owner.namespace, owner.name, kind, name)) is not None:
+            raise name_taken(kind, owner.namespace, name, owner)
+
+
 async def apply_owned(
     kube: KubeClient,
     resource: Resource,
@@ -63,35 +80,37 @@ async def apply_owned(
     children: KnownChildren,
     field_manager: str,
 ) -> JSON:
-    """Apply `obj` for `owner`; raises workloads.NameTakenError when someone else owns its name.
+    """Apply `obj` for `owner`, whose name `check_free` found free in the view.
 
-    The first time, the object is read; afterwards it is applied with the uid the last apply
-    returned, which the apiserver holds immutable: an object replaced by a stranger's of the same
-    name fails the apply (422) instead of being taken over, and is then read again, once.
+    Once applied, it is applied with the uid the last apply returned, which the apiserver holds
+    immutable: an object replaced since by a stranger's of the same name fails the apply (422),
+    and only then is it read, once, to tell a stranger's (NameTakenError) from the Workspace's.
     """
     kind, name = obj["kind"], obj["metadata"]["name"]
     known = children.uid(owner, kind, name)
-    if known is None:
+    try:
+        applied = await kube.apply(resource, _with_uid(obj, known), field_manager=field_manager)
+    except (errors.InvalidError, errors.ConflictError):
+        # With a remembered uid: 422 when the object was replaced since, 409 when it is gone.
+        if known is None:
+            raise
+        children.forget(owner, kind, name)
         try:
             current = await kube.get(resource, name, namespace=owner.namespace)
         except errors.NotFoundError:
-            pass
+            known = None
         else:
             check_owned(current, owner)
             known = current["metadata"]["uid"]
-    body = {**obj, "metadata": {**obj["metadata"], **({"uid": known} if known else {})}}
-    try:
-        applied = await kube.apply(resource, body, field_manager=field_manager)
-    except (errors.InvalidError, errors.ConflictError):
-        # With a remembered uid: 422 when the object was replaced since, 409 when it is gone.
-        if children.uid(owner, kind, name) is None:
-            raise
-        children.forget(owner, kind, name)
-        return await apply_owned(
-            kube, resource, obj, owner=owner, children=children, field_manager=field_manager
-        )
+        applied = await kube.apply(resource, _with_uid(obj, known), field_manager=field_manager)
     children.remember(owner, kind, name, applied["metadata"]["uid"])
     return dict(applied)
+
+
+def _with_uid(obj: JSON, uid: str | None) -> JSON:
+    if uid is None:
+        return obj
+    return {**obj, "metadata": {**obj["metadata"], "uid": uid}}
 
 
 class GoingConfirmation:

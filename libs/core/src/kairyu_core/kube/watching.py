@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kairyu_core.kube import errors
-from kairyu_core.kube.client import JSON, KubeClient
+from kairyu_core.kube.client import JSON, METADATA_WATCH, KubeClient
 from kairyu_core.kube.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ async def watch(
     timeout_s: int = _WATCH_TIMEOUT_S,
     known: dict[str, JSON] | None = None,
     remember: Callable[[JSON], JSON] | None = None,
+    metadata_only: bool = False,
+    listed: asyncio.Event | None = None,
 ) -> AsyncIterator[WatchEvent]:
     """Yield every change of the selected objects, forever (cancel the consumer to stop).
 
@@ -62,7 +64,8 @@ async def watch(
     The last state of every object is kept, to tell a re-list's news from what was yielded and
     to yield DELETED with it; `remember` (which must keep metadata.resourceVersion) cuts what is
     kept to what the caller needs of a deleted object: whole pods and nodes, thousands of them,
-    would be most of a watcher's memory.
+    would be most of a watcher's memory. With `metadata_only` each object comes as its metadata
+    alone (PartialObjectMetadata). `listed` is set once the first list's changes were yielded.
     """
     keep = remember or (lambda obj: obj)
     known = dict(known or {})  # key -> last object yielded, as `remember` keeps it
@@ -71,12 +74,18 @@ async def watch(
     while True:
         try:
             if resource_version is None:
-                listed = await client.list(
-                    resource, namespace=namespace, label_selector=label_selector
+                page = await client.list(
+                    resource,
+                    namespace=namespace,
+                    label_selector=label_selector,
+                    metadata_only=metadata_only,
                 )
-                resource_version = listed["metadata"]["resourceVersion"]
-                for change in _diff(known, listed.get("items", []), resource, keep):
+                resource_version = page["metadata"]["resourceVersion"]
+                # An empty metadata-only list says `"items": null`.
+                for change in _diff(known, page.get("items") or [], resource, keep):
                     yield change
+            if listed is not None:
+                listed.set()
             async for event in _stream(
                 client,
                 resource,
@@ -84,6 +93,7 @@ async def watch(
                 label_selector=label_selector,
                 resource_version=resource_version,
                 timeout_s=timeout_s,
+                accept=METADATA_WATCH if metadata_only else "application/json",
             ):
                 failures = 0
                 if event.get("type") == "BOOKMARK":
@@ -140,6 +150,7 @@ async def _stream(
     label_selector: str | None,
     resource_version: str,
     timeout_s: int,
+    accept: str,
 ) -> AsyncIterator[dict[str, Any]]:
     query: dict[str, str | int | bool] = {
         "watch": True,
@@ -150,7 +161,7 @@ async def _stream(
     if label_selector:
         query["labelSelector"] = label_selector
     response = await client.request(
-        "GET", resource.path(namespace=namespace), query=query, stream=True
+        "GET", resource.path(namespace=namespace), query=query, accept=accept, stream=True
     )
     idle_s = client.timeouts.watch_idle_s
     ended = False

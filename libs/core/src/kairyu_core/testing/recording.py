@@ -57,6 +57,7 @@ class RecordingKube(KubeClient):
         query: dict[str, str | int | bool] | None = None,
         body: JSON | list[JSON] | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         stream: bool = False,
     ) -> Any:
         for (failing, part), error in list(self.failures.items()):
