@@ -85,3 +85,30 @@ def test_when_imported_whole_first_kube_still_works() -> None:
         """
     )
     assert out == "ok"
+
+
+def test_no_proxy_or_netrc_lookup_per_request_unless_the_environment_has_one() -> None:
+    """aiohttp's per-request lookups (a worker thread each) are off when they can find nothing."""
+    code = """
+        import asyncio
+        from kairyu_core.kube import KubeClient, _sdk
+
+        async def main():
+            kube = KubeClient(_sdk.ApiClient(_sdk.Configuration()))
+            print(kube.api.rest_client.pool_manager.trust_env)
+            await kube.close()
+
+        asyncio.run(main())
+        """
+    clean = (
+        "import os\n"
+        "for v in [v for v in os.environ if v.lower().endswith('_proxy') or v == 'NETRC']:\n"
+        "    del os.environ[v]\n"
+        "os.environ['HOME'] = '/nonexistent'\n"
+    )
+    quiet = run(clean + textwrap.dedent(code))
+    assert quiet == "False"
+    proxied = run(
+        clean + "os.environ['HTTPS_PROXY'] = 'http://proxy:3128'\n" + textwrap.dedent(code)
+    )
+    assert proxied == "True"

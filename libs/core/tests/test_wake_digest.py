@@ -123,3 +123,36 @@ def test_a_node_heartbeat_wakes_nobody_but_its_readiness_and_gpus_do() -> None:
     gone = node(version="7")
     gone["status"]["allocatable"] = {}
     assert digest(gone) != base
+
+
+def claim(message: str, *, reason: str = "Launching", status: str = "Unknown") -> JSON:
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodeClaim",
+        "metadata": {"name": "c1", "uid": "c-uid", "resourceVersion": message},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Launched",
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": message,
+                }
+            ]
+        },
+    }
+
+
+def test_a_claims_condition_message_wakes_nobody_but_its_status_and_reason_do() -> None:
+    """Karpenter rewrites a launching claim's messages several times; the provisioner acts on a
+    condition's status and reason (and reads the latest message from its view when it does)."""
+
+    def digest(value: JSON) -> str:
+        return wake_digest("NodeClaim", trim("NodeClaim", value))
+
+    base = digest(claim("creating instance"))
+    assert digest(claim("waiting for instance")) == base
+    assert digest(claim("launched", status="True", reason="Launched")) != base
+    refused = claim("quota exceeded", status="False", reason="LaunchFailed")
+    assert digest(refused) != base

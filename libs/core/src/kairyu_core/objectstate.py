@@ -21,10 +21,11 @@ Pure: no I/O, so the trimming and the keys are tested without NATS.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
+
+import orjson
 
 JSON = dict[str, Any]
 
@@ -198,8 +199,8 @@ def content_digest(value: Mapping[str, Any]) -> str:
     resourceVersion but the same digest, and is not published again.
     """
     meta = {k: v for k, v in (value.get("metadata") or {}).items() if k != "resourceVersion"}
-    text = json.dumps({**value, "metadata": meta}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    text = orjson.dumps({**value, "metadata": meta}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(text).hexdigest()[:32]
 
 
 def kind_of(token: str) -> Kind:

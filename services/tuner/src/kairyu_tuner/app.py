@@ -167,6 +167,8 @@ class Tuner:
             raise TemporaryError(f"cannot tune {key}: {exc}", delay=_RETRY_S) from exc
 
     async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
+        if not raw.get("tuning"):  # an inference Workspace (most): not worth parsing
+            return None
         try:
             workspace = parse_workspace(raw)
         except ValidationError:  # the CRD admits only valid ones; an old object may not be

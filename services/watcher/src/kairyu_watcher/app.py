@@ -39,6 +39,7 @@ from kairyu_core.api import (
     summary,
 )
 from kairyu_core.bus import Bus, BusError, Snapshot
+from kairyu_core.informing import wake_digest
 from kairyu_core.kube import (
     JSON,
     KubeClient,
@@ -197,7 +198,10 @@ class Watcher:
             if value is None:
                 await self._bus.delete_state(key, uid=uid)
             else:
-                await self._bus.put_state(key, value, digest=digest or content_digest(value))
+                digest = digest or content_digest(value)
+                # What wakes a service, hashed here once rather than by every service.
+                wake = wake_digest(key.kind, value, content=digest)
+                await self._bus.put_state(key, value, digest=digest, wake=wake)
         except BusError as exc:  # kept for the resync's next round
             log.warning("could not store the state of %s %s: %s", key.kind, key.path, exc)
             self._unsent[key] = (value, digest, uid)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -21,6 +20,7 @@ from typing import Any, Self
 
 import nats
 import nats.errors
+import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -40,6 +40,7 @@ from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import (
     DELETED_HEADER,
     DIGEST_HEADER,
+    WAKE_HEADER,
     Change,
     Snapshot,
     follow,
@@ -263,7 +264,9 @@ class Bus:
             with contextlib.suppress(NotFoundError):
                 await self.js.delete_stream(name)
 
-    async def put_state(self, key: ObjectKey, value: JSON, *, digest: str) -> Published:
+    async def put_state(
+        self, key: ObjectKey, value: JSON, *, digest: str, wake: str | None = None
+    ) -> Published:
         """Store `value` as the latest state of the object `key` (the watcher's write).
 
         The message id is the object's uid and resourceVersion: a retry of the same version is
@@ -275,8 +278,10 @@ class Bus:
             DIGEST_HEADER: digest,
             "Content-Type": "application/json",
         }
+        if wake is not None:
+            headers[WAKE_HEADER] = wake
         subject = state_subject(self.stream.subjects.prefix, key)
-        payload = json.dumps(value, separators=(",", ":")).encode()
+        payload = orjson.dumps(value)
         return await self.publish_raw(subject, payload, headers=headers)
 
     async def delete_state(self, key: ObjectKey, *, uid: str | None) -> Published:

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import nats.errors
+import orjson
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 DELETED_HEADER = "Kairyu-Deleted"
 DIGEST_HEADER = "Kairyu-Digest"
+WAKE_HEADER = "Kairyu-Wake"
+"""The digest of what services decide on (kairyu_core.informing.wake_digest), computed once by
+the watcher so that each service compares two strings instead of hashing every change again."""
 _IDLE_HEARTBEAT_S = 5.0
 _POLL_S = 1.0
 _MAX_BACKOFF_S = 30.0
@@ -53,6 +56,7 @@ class Snapshot:
     kind: Kind
     values: dict[ObjectKey, JSON]
     digests: dict[ObjectKey, str]
+    wakes: dict[ObjectKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Change:
     key: ObjectKey
     value: JSON | None
     digest: str | None
+    wake: str | None = None
 
 
 def state_subject(prefix: str, key: ObjectKey) -> str:
@@ -78,16 +83,16 @@ def key_of_subject(subject: str) -> ObjectKey:
     return ObjectKey(kind_of(tokens[3]), namespace, tokens[5].replace("_", "."))
 
 
-def decode(msg: Msg) -> tuple[ObjectKey, JSON | None, str | None]:
-    """(key, value or None for a tombstone, digest) of a state message; ValueError if malformed."""
+def decode(msg: Msg) -> Change:
+    """The state message as a Change (value None: a tombstone); ValueError if malformed."""
     key = key_of_subject(msg.subject)
     headers = msg.headers or {}
     if headers.get(DELETED_HEADER) or headers.get("Nats-Marker-Reason"):
-        return key, None, None
-    value = json.loads(msg.data)
+        return Change(key, None, None)
+    value = orjson.loads(msg.data)
     if not isinstance(value, dict):
         raise ValueError(f"state of {key} is not an object")  # noqa: TRY004 - malformed data
-    return key, value, headers.get(DIGEST_HEADER)
+    return Change(key, value, headers.get(DIGEST_HEADER), headers.get(WAKE_HEADER))
 
 
 async def follow(bus: Bus, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
@@ -140,6 +145,7 @@ async def _follow_once(
     try:
         values: dict[ObjectKey, JSON] = {}
         digests: dict[ObjectKey, str] = {}
+        wakes: dict[ObjectKey, str] = {}
         while True:  # the snapshot: until the consumer says nothing more is pending
             try:
                 msg = await sub.next_msg(timeout=_POLL_S)
@@ -152,10 +158,10 @@ async def _follow_once(
                     break
                 continue
             raise_if_cancelled()
-            pending = _apply(msg, values, digests)
+            pending = _apply(msg, values, digests, wakes)
             if pending == 0:
                 break
-        yield Snapshot(kind, values, digests)
+        yield Snapshot(kind, values, digests, wakes)
         while not outdated():
             try:
                 msg = await sub.next_msg(timeout=_POLL_S)
@@ -166,11 +172,11 @@ async def _follow_once(
                 continue
             raise_if_cancelled()
             try:
-                key, value, digest = decode(msg)
+                change = decode(msg)
             except ValueError:
                 log.warning("skipping a malformed state message on %s", msg.subject)
                 continue
-            yield Change(key, value, digest)
+            yield change
         log.info("NATS reconnected: following %s states from a fresh snapshot", kind)
     finally:
         with contextlib.suppress(nats.errors.Error, TimeoutError):
@@ -190,18 +196,27 @@ def raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _apply(msg: Msg, values: dict[ObjectKey, JSON], digests: dict[ObjectKey, str]) -> int:
+def _apply(
+    msg: Msg,
+    values: dict[ObjectKey, JSON],
+    digests: dict[ObjectKey, str],
+    wakes: dict[ObjectKey, str],
+) -> int:
     """Put one snapshot message into `values`; the messages still pending after it."""
     try:
-        key, value, digest = decode(msg)
+        change = decode(msg)
     except ValueError:
         log.warning("skipping a malformed state message on %s", msg.subject)
     else:
-        if value is None:
+        key = change.key
+        digests.pop(key, None)
+        wakes.pop(key, None)
+        if change.value is None:
             values.pop(key, None)
-            digests.pop(key, None)
         else:
-            values[key] = value
-            if digest:
-                digests[key] = digest
+            values[key] = change.value
+            if change.digest:
+                digests[key] = change.digest
+            if change.wake:
+                wakes[key] = change.wake
     return int(msg.metadata.num_pending)
