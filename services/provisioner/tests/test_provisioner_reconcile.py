@@ -175,10 +175,10 @@ async def test_only_missing_nodeclaims_are_created_and_the_finalizer_is_added_on
     # One server-side apply of the set-typed list, guarded by the uid.
     assert finalizer.body["metadata"]["finalizers"] == [naming.FINALIZER]
     assert finalizer.body["metadata"]["uid"] == UID
-    ready = condition(statuses(kube)[0], "ResourceReady")
-    assert (ready["status"], ready["reason"]) == ("Unknown", "Provisioning")
-    # Waiting: back when the readiness timeout would expire (no event announces it).
-    assert again == pytest.approx(600, abs=1)
+    # A new Workspace's first progress message waits for the progress interval: nodes Ready
+    # sooner need none. Back then, or when a node's change wakes it.
+    assert statuses(kube) == []
+    assert again == pytest.approx(SETTINGS.provisioning.progress_interval_s, abs=1)
 
 
 async def test_progress_messages_alone_are_written_at_most_once_per_interval() -> None:
@@ -192,7 +192,12 @@ async def test_progress_messages_alone_are_written_at_most_once_per_interval() -
     ws = workspace()
     view = view_of(ws)
     working = provisioner(view, kube, settings=settings)
-    await working.reconcile(KEY)  # claims created, the wait starts: written
+    again = await working.reconcile(KEY)  # claims created, the wait starts: nothing to say yet
+    assert statuses(kube) == []
+    assert again == pytest.approx(30, abs=1)
+    wait, at = working._progress_at[KEY]
+    working._progress_at[KEY] = (wait, at - 31)  # the nodes take longer than the interval
+    await working.reconcile(KEY)
     (first,) = statuses(kube)
     assert (condition(first, "ResourceReady")["reason"], first["state"]) == (
         "Provisioning",
@@ -224,7 +229,8 @@ async def test_progress_messages_alone_are_written_at_most_once_per_interval() -
     await working.reconcile(KEY)
     ready = statuses(kube)[-1]
     assert condition(ready, "ResourceReady")["status"] == "True"
-    # A node lost a moment later: back to waiting at once, not held by the last progress.
+    # A node lost a moment later: back to waiting at once, not held by the last progress
+    # (nor as a first message: the Workspace shows a ResourceReady, which must not stay True).
     put(view, "Workspace", after(ws, ready, "8"))
     put(view, "Node", node("n2", ready=False))
     await working.reconcile(KEY)

@@ -299,8 +299,16 @@ class Provisioner:
             # A node of the user's that appears or turns Ready carries no Workspace label, so
             # no change wakes this Workspace: look again on a timer.
             return interval
+        meta = raw["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        wait = (str(meta.get("uid")), meta.get("generation"), target.plan_digest)
         current = _condition(raw, ConditionType.RESOURCE_READY)
+        # Since the condition says the wait started, or, while its first message is held,
+        # since this process saw it start.
         waited = _seconds_since(current) if _is_provisioning(current, raw) else 0.0
+        started = self._progress_at.get(key)
+        if started is not None and started[0] == wait:
+            waited = max(waited, time.monotonic() - started[1])
         timeout = self._settings.provisioning.readiness_timeout_s
         poll = interval if progress.poll else None
         if waited > timeout or (current or {}).get("reason") == "ProvisioningTimeout":
@@ -310,17 +318,11 @@ class Provisioner:
                 raw, span, ready=(ConditionStatus.FALSE, "ProvisioningTimeout", message)
             )
             return poll  # nodes that come later turn it True: their changes wake this key
-        meta = raw["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
-        wait = (str(meta.get("uid")), meta.get("generation"), target.plan_digest)
-        hold = self._progress_hold(key, wait)
+        hold = self._progress_hold(key, wait, first=current is None)
         if hold is None:
             provisioning = (ConditionStatus.UNKNOWN, "Provisioning", detail)
             if await self._write(raw, span, ready=provisioning):
-                self._progress_at.pop(key, None)
-                self._progress_at[key] = (wait, time.monotonic())
-                if len(self._progress_at) > _RECENT_LIMIT:
-                    del self._progress_at[next(iter(self._progress_at))]
+                self._remember_progress(key, wait)
         # Come back when the timeout would expire (the condition's transition time, once the
         # view shows it, is when the wait started), or sooner while the backend must be polled,
         # or when a held progress message may be written.
@@ -330,18 +332,32 @@ class Provisioner:
                 again = min(again, sooner)
         return again
 
-    def _progress_hold(self, key: str, wait: _Wait) -> float | None:
+    def _progress_hold(self, key: str, wait: _Wait, *, first: bool) -> float | None:
         """Seconds before a new progress message of this wait may be written, or None if now.
 
-        Held only after this process wrote a progress message of the same wait (the Workspace's
-        uid, generation and plan), whatever the view shows yet: under load the view may take a
-        while to show that write, and the claims' and nodes' changes keep coming meanwhile.
+        Held after this process wrote a progress message of the same wait (the Workspace's uid,
+        generation and plan), whatever the view shows yet: under load the view may take a while
+        to show that write, and the claims' and nodes' changes keep coming meanwhile. The first
+        message of a Workspace that has no ResourceReady at all (a new one) is held too, from the
+        start of the wait: nodes Ready within the interval need no message, only their
+        ResourceReady=True. Any other first message (an edit, a re-plan: the condition shown is
+        about an earlier plan) is written at once.
         """
+        interval = self._settings.provisioning.progress_interval_s
         last = self._progress_at.get(key)
         if last is None or last[0] != wait:
-            return None  # a new wait (or a restart): its first message is written at once
-        left = self._settings.provisioning.progress_interval_s - (time.monotonic() - last[1])
+            if not first or interval <= 0:
+                return None
+            self._remember_progress(key, wait)  # the wait starts now, with nothing to say yet
+            return max(interval, _MIN_REQUEUE_S)
+        left = interval - (time.monotonic() - last[1])
         return max(left, _MIN_REQUEUE_S) if left > 0 else None
+
+    def _remember_progress(self, key: str, wait: _Wait) -> None:
+        self._progress_at.pop(key, None)
+        self._progress_at[key] = (wait, time.monotonic())
+        if len(self._progress_at) > _RECENT_LIMIT:
+            del self._progress_at[next(iter(self._progress_at))]
 
     async def _refused(
         self,

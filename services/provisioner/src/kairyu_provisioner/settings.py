@@ -23,11 +23,13 @@ class ProvisioningSettings(BaseModel):
     check_interval_s: float = Field(default=30.0, gt=0)
     """How often waiting Workspaces are re-checked and orphans are looked for. Node and NodeClaim
     changes trigger a check at once; this catches what no event announces (BYO nodes, timeouts)."""
-    progress_interval_s: float = Field(default=30.0, ge=0)
-    """While nodes are being made, ResourceReady=Unknown (Provisioning) is written when the wait
-    starts; a new progress message alone (a claim launched, a node registered) is written at most
-    this often per Workspace, the latest one once the interval has passed. Each message is an
-    apiserver write, a state on NATS and a wake-up of every service; 0 writes every one."""
+    progress_interval_s: float = Field(default=60.0, ge=0)
+    """While nodes are being made, ResourceReady=Unknown (Provisioning) says how far they are: a
+    new Workspace's first message once they have taken this long (nodes Ready sooner need none),
+    an edited one's when the wait starts; then a new progress message alone (a claim launched, a
+    node registered) at most this often per Workspace, the latest one once the interval has
+    passed. Each message is an apiserver write, a state on NATS and a wake-up of every service;
+    0 writes every one at once."""
     refused_retry_s: float = Field(default=300.0, gt=0)
     """After the cloud refuses a SKU that is not replaced (named by the Workspace, or re-plans
     used up), how long before asking for it again; refusals are not retried on every check."""
