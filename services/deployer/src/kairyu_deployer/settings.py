@@ -41,7 +41,7 @@ class DeployerSettings(ServiceSettings):
     namespace: str | None = None
     """Only Workspaces of this namespace; all namespaces when unset."""
     workload: WorkloadSettings = WorkloadSettings()
-    pending_grace_s: float = Field(default=5.0, ge=0)
+    pending_grace_s: float = Field(default=15.0, ge=0)
     """A workload that is only waiting (no pod problem) gets InferenceReady=False/Pending once it
     has waited this long (s, from its creation); one Ready sooner goes straight to True, saving
     an apiserver write, a state on NATS and a wake-up of every service. Problems (an image that
