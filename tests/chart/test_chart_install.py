@@ -138,6 +138,10 @@ ALLOWED = [
     ("watcher", "watch", "workspaces.kaito.sh"),
     ("watcher", "patch", "workspaces.kaito.sh/status"),
     ("watcher", "watch", "pods"),
+    # The names a Workspace's objects would take, for its Occupants (metadata-only watches).
+    ("watcher", "watch", "configmaps"),
+    ("watcher", "list", "services"),
+    ("watcher", "watch", "networkpolicies.networking.k8s.io"),
     ("planner", "patch", "workspaces.kaito.sh/status"),
     ("provisioner", "create", "nodeclaims.karpenter.sh"),
     ("provisioner", "delete", "nodeclaims.karpenter.sh"),
@@ -151,6 +155,7 @@ ALLOWED = [
 ]
 DENIED = [
     ("watcher", "create", "deployments.apps"),
+    ("watcher", "patch", "configmaps"),
     ("watcher", "delete", "workspaces.kaito.sh"),
     ("deployer", "patch", "workspaces.kaito.sh"),
     ("tuner", "patch", "workspaces.kaito.sh"),

@@ -175,3 +175,40 @@ async def test_two_field_managers_keep_each_others_conditions(
         "get", "workspaces.v1alpha1.kaito.sh", NAME, "-n", namespace, "--no-headers"
     ).stdout.split()
     assert row[2] == "True", "RESOURCEREADY column shows the provisioner's condition"
+
+
+async def test_a_metadata_only_watch_lists_in_pages_and_sees_names_and_owners(
+    cluster: LocalCluster, kube: KubeClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ConfigMap of a namespace, two per list request, with its data left at the server;
+    then a deletion comes through the watch."""
+    from kairyu_core.kube import watching  # noqa: PLC0415 - the page size, for this test only
+
+    monkeypatch.setattr(watching, "_PAGE", 2)
+    names = [f"cm-{i}" for i in range(5)]
+    for name in names:
+        cluster.kubectl(
+            "create", "configmap", name, "-n", namespace, "--from-literal=secretish=value"
+        )
+    listed, gone = asyncio.Event(), asyncio.Event()
+    seen: list[WatchEvent] = []
+
+    async def follow() -> None:
+        async for event in watch(
+            kube, resources.CONFIGMAPS, namespace=namespace, metadata_only=True, listed=listed
+        ):
+            seen.append(event)
+            if event.type == "DELETED" and event.object["metadata"]["name"] == "cm-3":
+                gone.set()
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(listed.wait(), 30)
+        listed_names = {e.object["metadata"]["name"] for e in seen if e.type == "ADDED"}
+        assert set(names) <= listed_names  # kube-root-ca.crt too, across three or more pages
+        assert all("data" not in e.object for e in seen)  # names and owners, not the data
+        cluster.kubectl("delete", "configmap", "cm-3", "-n", namespace)
+        await asyncio.wait_for(gone.wait(), 30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

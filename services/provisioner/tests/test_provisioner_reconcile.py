@@ -425,3 +425,20 @@ async def test_claims_of_a_workspace_missing_from_the_view_go_only_when_the_apis
         naming.node_claim_name(UID, SKU, 0)
     ]
     assert len([c for c in gone.calls if c.method == "GET"]) == 2
+
+
+async def test_the_timeout_counts_from_the_waits_start_while_its_first_message_is_held() -> None:
+    """A new Workspace's first progress message is held; its timeout is not."""
+    kube = RecordingKube()
+    provisioning = SETTINGS.provisioning.model_copy(
+        update={"progress_interval_s": 30, "readiness_timeout_s": 45}
+    )
+    settings = SETTINGS.model_copy(update={"provisioning": provisioning})
+    working = provisioner(view_of(workspace()), kube, settings=settings)
+    await working.reconcile(KEY)
+    assert statuses(kube) == []  # held
+    wait, at = working._held_since[KEY]
+    working._held_since[KEY] = (wait, at - 50)  # the nodes have not come for 50 s
+    await working.reconcile(KEY)
+    (status,) = statuses(kube)
+    assert condition(status, "ResourceReady")["reason"] == "ProvisioningTimeout"

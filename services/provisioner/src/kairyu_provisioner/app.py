@@ -97,6 +97,8 @@ class Provisioner:
         self._written: dict[str, tuple[str, str, dict[str, Any], float]] = {}
         # namespace/name → the wait of its last progress message, and when it was written
         self._progress_at: dict[str, tuple[_Wait, float]] = {}
+        # namespace/name → a wait whose first message is held, and when this process saw it start
+        self._held_since: dict[str, tuple[_Wait, float]] = {}
         # uid → when the finalizer was added (the view shows it a moment later)
         self._finalized: dict[str, float] = {}
 
@@ -114,6 +116,7 @@ class Provisioner:
             if raw is None:
                 self._written.pop(key, None)
                 self._progress_at.pop(key, None)
+                self._held_since.pop(key, None)
                 await self._collect(key)
                 return None
             return await self._reconcile(key, raw)
@@ -306,7 +309,7 @@ class Provisioner:
         # Since the condition says the wait started, or, while its first message is held,
         # since this process saw it start.
         waited = _seconds_since(current) if _is_provisioning(current, raw) else 0.0
-        started = self._progress_at.get(key)
+        started = self._held_since.get(key)
         if started is not None and started[0] == wait:
             waited = max(waited, time.monotonic() - started[1])
         timeout = self._settings.provisioning.readiness_timeout_s
@@ -349,6 +352,10 @@ class Provisioner:
             if not first or interval <= 0:
                 return None
             self._remember_progress(key, wait)  # the wait starts now, with nothing to say yet
+            self._held_since.pop(key, None)
+            self._held_since[key] = (wait, time.monotonic())
+            if len(self._held_since) > _RECENT_LIMIT:
+                del self._held_since[next(iter(self._held_since))]
             return max(interval, _MIN_REQUEUE_S)
         left = interval - (time.monotonic() - last[1])
         return max(left, _MIN_REQUEUE_S) if left > 0 else None
@@ -677,6 +684,7 @@ class Provisioner:
         if ready is None or ready[1] != "Provisioning":
             # Anything but progress ends the wait: the next progress message is news, not held.
             self._progress_at.pop(f"{meta['namespace']}/{meta['name']}", None)
+            self._held_since.pop(f"{meta['namespace']}/{meta['name']}", None)
         return True
 
     def _already_written(self, meta: dict[str, Any], body: dict[str, Any]) -> bool:

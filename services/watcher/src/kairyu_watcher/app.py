@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -89,6 +90,7 @@ class _Written:
     state: WorkspaceState
 
 
+_NAMES_PATIENCE_S = 60.0  # lists of names not done by then: say why Workspaces wait
 _WRITTEN_LIMIT = 50_000  # Workspaces remembered; forgetting one costs at most one repeated write
 _T = TypeVar("_T")
 
@@ -113,6 +115,7 @@ class Watcher:
         self._seeded: dict[str, dict[str, JSON]] = {}
         self._occupancy = Occupancy()
         self._listed: list[asyncio.Event] = []  # one per watch: its first list was handled
+        self._publishing = asyncio.Lock()  # one Occupant publication at a time, in order
 
     async def run(self) -> None:
         """Watch and resync until cancelled; start over if the state stream was replaced."""
@@ -127,14 +130,15 @@ class Watcher:
             await self._seed()
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._follow_workspaces(self._new_listed()))
                     for resource in CHILD_RESOURCES:
-                        # The Occupants' sweep waits for the lists that feed them (a kind whose
+                        # Only the lists that feed the Occupants are waited for (a kind whose
                         # API is not served, NodeClaims without Karpenter, never lists).
                         listed = self._new_listed() if resource.kind in WORKLOAD_KINDS else None
                         tasks.create_task(self._follow_children(resource, listed))
                     for resource in NAMED_RESOURCES:
                         tasks.create_task(self._follow_names(resource, self._new_listed()))
+                    names = list(self._listed)
+                    tasks.create_task(self._follow_workspaces(names, self._new_listed()))
                     tasks.create_task(self._sweep_occupants())
                     tasks.create_task(self._resync_periodically(stream))
             except* StateStreamReplacedError:
@@ -212,10 +216,31 @@ class Watcher:
 
     async def _send_unsent(self) -> None:
         for key, (value, digest, uid) in list(self._unsent.items()):
-            await self._send(key, value, digest, uid=uid)
+            if key.kind != "Occupant":  # those are settled from what holds now
+                await self._send(key, value, digest, uid=uid)
 
     # ------------------------------------------------------------------ Workspaces
-    async def _follow_workspaces(self, listed: asyncio.Event) -> None:
+    async def _follow_workspaces(self, names: list[asyncio.Event], listed: asyncio.Event) -> None:
+        """Follow the Workspaces once every name held in the cluster is known.
+
+        A Workspace published before the names are listed could reach the deployer while the
+        Occupant of a name someone else holds is not yet on the stream, and its object would
+        be taken over; so the Workspaces wait (the services keep the views they have). Names
+        that cannot be listed (rights missing) keep them waiting, loudly.
+        """
+        listed_names = asyncio.gather(*(event.wait() for event in names))
+        try:
+            done, _ = await asyncio.wait([listed_names], timeout=_NAMES_PATIENCE_S)
+            if not done:
+                log.error(
+                    "the names of ConfigMaps, Services, NetworkPolicies and workloads are not "
+                    "listed after %.0f s (see the warnings above; the watcher needs list and watch "
+                    "on them): no Workspace is followed until they are",
+                    _NAMES_PATIENCE_S,
+                )
+                await listed_names
+        finally:
+            listed_names.cancel()  # a no-op once done; on shutdown, no waiter left behind
         async for change in watch(
             self._kube,
             resources.WORKSPACES,
@@ -224,7 +249,7 @@ class Watcher:
             remember=functools.partial(trim, "Workspace"),
             listed=listed,
         ):
-            # Its names' Occupants first: a service that acts on the Workspace finds them.
+            # Its names' Occupants are stored before the Workspace's own state.
             deleted = change.type == "DELETED"
             await self._publish(self._occupancy.workspace_changed(change.object, deleted=deleted))
             await self._store("Workspace", change)
@@ -325,14 +350,7 @@ class Watcher:
         ):
             await self._store(cast(Kind, resource.kind), change)
             if resource.kind in WORKLOAD_KINDS:
-                await self._publish(
-                    self._occupancy.object_changed(
-                        resource.kind,
-                        change.object,
-                        deleted=change.type == "DELETED",
-                        source="labelled",
-                    )
-                )
+                await self._name_changed(resource.kind, change, source="labelled")
 
     # ------------------------------------------------------------------ names held
     def _new_listed(self) -> asyncio.Event:
@@ -354,40 +372,57 @@ class Watcher:
             remember=identity,
             listed=listed,
         ):
-            await self._publish(
-                self._occupancy.object_changed(
-                    resource.kind,
-                    change.object,
-                    deleted=change.type == "DELETED",
-                    source="names",
-                )
-            )
+            await self._name_changed(resource.kind, change, source="names")
+
+    async def _name_changed(self, kind: str, change: WatchEvent, *, source: str) -> None:
+        deleted = change.type == "DELETED"
+        held = self._occupancy.object_changed(kind, change.object, deleted=deleted, source=source)
+        await self._publish(held)
 
     async def _sweep_occupants(self) -> None:
-        """Once every watch has listed, tombstone the stored Occupants that no longer hold."""
+        """Once every watch has listed, bring every Occupant on the stream in line."""
         await asyncio.gather(*(listed.wait() for listed in self._listed))
-        current = self._occupancy.current()
-        stale = [k for k in self._stored if k.kind == "Occupant" and k not in current]
-        await self._publish([(key, None) for key in stale])
+        await self._settle_occupants()
 
-    async def _publish(self, changes: list[Change]) -> None:
-        """Store Occupant changes, each under a message id of its own.
+    async def _settle_occupants(self) -> None:
+        """Store what holds now and tombstone what does not, for every Occupant there is or was.
+
+        At start this removes those stored before that hold no more, and stores those found
+        while seeding; at each resync it puts right anything a failed publish left behind.
+        """
+        mine = self._settings.namespace
+        keys = {
+            key
+            for key in (*self._stored, *self._unsent)
+            if key.kind == "Occupant" and (mine is None or key.namespace == mine)
+        }
+        await self._publish(sorted(keys | self._occupancy.current()))
+
+    async def _publish(self, changes: Iterable[Change | ObjectKey]) -> None:
+        """Bring the stream in line with the Occupants of these keys as they are now.
+
+        Several watches change Occupants at once, and a publication waits for its ack: so the
+        value is read again under a lock when its turn comes, and whichever publication runs
+        last stores what holds then, never a value a later change has replaced.
 
         The stream drops a message whose id it saw within its duplicate window; an Occupant has
         no resourceVersion, so each publication gets a random one (which its content digest
         leaves out), and each tombstone a random uid: one that comes back, goes and comes back
         again is stored each time, while a retry of the same publication is stored once.
         """
-        for key, value in changes:
-            if value is None:
-                stored = self._stored.pop(key, None) is not None
-                if self._unsent.pop(key, None) is not None or stored:
-                    await self._send(key, None, None, uid=uuid.uuid4().hex)
-                continue
-            digest = content_digest(value)
-            if self._stored.get(key) != digest:
-                meta = {**value["metadata"], "resourceVersion": uuid.uuid4().hex}
-                await self._send(key, {**value, "metadata": meta}, digest)
+        async with self._publishing:
+            for change in changes:
+                key = change if isinstance(change, ObjectKey) else change[0]
+                value = self._occupancy.value(key)
+                if value is None:
+                    stored = self._stored.pop(key, None) is not None
+                    if self._unsent.pop(key, None) is not None or stored:
+                        await self._send(key, None, None, uid=uuid.uuid4().hex)
+                    continue
+                digest = content_digest(value)
+                if self._stored.get(key) != digest:
+                    meta = {**value["metadata"], "resourceVersion": uuid.uuid4().hex}
+                    await self._send(key, {**value, "metadata": meta}, digest)
 
     # ------------------------------------------------------------------ resync
     async def _resync_periodically(self, stream: str | None) -> None:
@@ -403,5 +438,6 @@ class Watcher:
             await self.resync()
 
     async def resync(self) -> None:
-        """Store again the states whose publish failed (NATS was away)."""
+        """Store again the states whose publish failed (NATS was away), Occupants included."""
         await self._send_unsent()
+        await self._settle_occupants()

@@ -97,6 +97,10 @@ class Occupancy:
         """The keys of every Occupant there is now."""
         return set(self._occupants)
 
+    def value(self, key: ObjectKey) -> JSON | None:
+        """The Occupant `key` as it is now (None: the name is free, or not watched at all)."""
+        return self._occupants.get(key)
+
     def _settle(self, namespace: str, workspace: str, kind: str, name: str) -> list[Change]:
         key = occupant_key(namespace, workspace, kind, name)
         owner = self._workspaces.get((namespace, workspace))

@@ -142,11 +142,20 @@ class KubeClient:
         namespace: str | None = None,
         label_selector: str | None = None,
         metadata_only: bool = False,
+        limit: int | None = None,
+        continue_token: str | None = None,
     ) -> JSON:
-        """The objects of `resource`; with `metadata_only`, each as its metadata alone."""
+        """The objects of `resource`; with `metadata_only`, each as its metadata alone.
+
+        With `limit`, one page: `metadata.continue` then names the next (`continue_token`).
+        """
         query: dict[str, str | int | bool] = (
             {"labelSelector": label_selector} if label_selector else {}
         )
+        if limit is not None:
+            query["limit"] = limit
+        if continue_token:
+            query["continue"] = continue_token
         accept = METADATA_LIST if metadata_only else "application/json"
         result: JSON = await self.request(
             "GET", resource.path(namespace=namespace), query=query, accept=accept

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 _WATCH_TIMEOUT_S = 300  # the server closes each watch after this; we resume from the last version
 _MAX_BACKOFF_S = 30.0
+_PAGE = 500  # objects per list request (client-go's informers list 500 at a time too)
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,19 @@ async def watch(
     while True:
         try:
             if resource_version is None:
-                page = await client.list(
+                listed_at: list[str] = []
+                async for change in _relist(
+                    client,
                     resource,
                     namespace=namespace,
                     label_selector=label_selector,
                     metadata_only=metadata_only,
-                )
-                resource_version = page["metadata"]["resourceVersion"]
-                # An empty metadata-only list says `"items": null`.
-                for change in _diff(known, page.get("items") or [], resource, keep):
+                    known=known,
+                    keep=keep,
+                    listed_at=listed_at,
+                ):
                     yield change
+                resource_version = listed_at[-1]
             if listed is not None:
                 listed.set()
             async for event in _stream(
@@ -118,15 +122,57 @@ async def watch(
             await asyncio.sleep(delay)
 
 
+async def _relist(
+    client: KubeClient,
+    resource: Resource,
+    *,
+    namespace: str | None,
+    label_selector: str | None,
+    metadata_only: bool,
+    known: dict[str, JSON],
+    keep: Callable[[JSON], JSON],
+    listed_at: list[str],
+) -> AsyncIterator[WatchEvent]:
+    """List in pages and yield what changed since `known`; the list's version goes to `listed_at`.
+
+    In pages, so that a list of every ConfigMap of a large cluster is never held whole; all pages
+    are of one snapshot (the apiserver's continue token), and an expired token (410) makes the
+    caller list again.
+    """
+    seen: set[str] = set()
+    token: str | None = None
+    while True:
+        page = await client.list(
+            resource,
+            namespace=namespace,
+            label_selector=label_selector,
+            metadata_only=metadata_only,
+            limit=_PAGE,
+            continue_token=token,
+        )
+        # An empty metadata-only list says `"items": null`.
+        for change in _diff(known, page.get("items") or [], resource, keep, seen):
+            yield change
+        token = page["metadata"].get("continue") or None
+        if token is None:
+            break
+    for key in set(known) - seen:  # gone while this watch was away
+        yield WatchEvent("DELETED", known.pop(key))
+    listed_at.append(page["metadata"]["resourceVersion"])
+
+
 def _diff(
     known: dict[str, JSON],
     items: list[JSON],
     resource: Resource,
     keep: Callable[[JSON], JSON],
+    seen: set[str],
 ) -> list[WatchEvent]:
-    """Events that bring a consumer from `known` to the listed state; updates `known` in place."""
+    """Events that bring a consumer from `known` to one listed page; updates `known` and `seen`.
+
+    What is gone shows only once every page is in (`seen` then lacks it).
+    """
     events: list[WatchEvent] = []
-    seen: set[str] = set()
     for item in items:
         item.setdefault("apiVersion", resource.api_version)
         item.setdefault("kind", resource.kind)
@@ -138,8 +184,6 @@ def _diff(
         elif previous["metadata"]["resourceVersion"] != item["metadata"]["resourceVersion"]:
             events.append(WatchEvent("MODIFIED", item))
         known[key] = keep(item)
-    for key in set(known) - seen:
-        events.append(WatchEvent("DELETED", known.pop(key)))
     return events
 
 
