@@ -185,6 +185,14 @@ async def test_a_metadata_only_watch_lists_in_pages_and_sees_names_and_owners(
     from kairyu_core.kube import watching  # noqa: PLC0415 - the page size, for this test only
 
     monkeypatch.setattr(watching, "_PAGE", 2)
+    tokens: list[str | None] = []  # the continue token of each list request (real ones, counted)
+    real_list = kube.list
+
+    async def counted_list(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        tokens.append(kwargs.get("continue_token"))
+        return await real_list(*args, **kwargs)
+
+    monkeypatch.setattr(kube, "list", counted_list)
     names = [f"cm-{i}" for i in range(5)]
     for name in names:
         cluster.kubectl(
@@ -205,7 +213,10 @@ async def test_a_metadata_only_watch_lists_in_pages_and_sees_names_and_owners(
     try:
         await asyncio.wait_for(listed.wait(), 30)
         listed_names = {e.object["metadata"]["name"] for e in seen if e.type == "ADDED"}
-        assert set(names) <= listed_names  # kube-root-ca.crt too, across three or more pages
+        assert set(names) <= listed_names  # kube-root-ca.crt too
+        assert len(tokens) >= 3  # six ConfigMaps, two a page: one snapshot in three pages
+        assert tokens[0] is None
+        assert all(tokens[1:])
         assert all("data" not in e.object for e in seen)  # names and owners, not the data
         cluster.kubectl("delete", "configmap", "cm-3", "-n", namespace)
         await asyncio.wait_for(gone.wait(), 30)

@@ -51,7 +51,7 @@ from kairyu_core.kube import (
     watch,
 )
 from kairyu_core.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
-from kairyu_watcher.occupancy import Change, Occupancy, identity
+from kairyu_watcher.occupancy import Occupancy, identity
 from kairyu_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
@@ -251,7 +251,8 @@ class Watcher:
         ):
             # Its names' Occupants are stored before the Workspace's own state.
             deleted = change.type == "DELETED"
-            await self._publish(self._occupancy.workspace_changed(change.object, deleted=deleted))
+            changed = self._occupancy.workspace_changed(change.object, deleted=deleted)
+            await self._publish(key for key, _ in changed)
             await self._store("Workspace", change)
             await self.on_workspace(change)
 
@@ -376,8 +377,10 @@ class Watcher:
 
     async def _name_changed(self, kind: str, change: WatchEvent, *, source: str) -> None:
         deleted = change.type == "DELETED"
-        held = self._occupancy.object_changed(kind, change.object, deleted=deleted, source=source)
-        await self._publish(held)
+        changed = self._occupancy.object_changed(
+            kind, change.object, deleted=deleted, source=source
+        )
+        await self._publish(key for key, _ in changed)
 
     async def _sweep_occupants(self) -> None:
         """Once every watch has listed, bring every Occupant on the stream in line."""
@@ -398,7 +401,7 @@ class Watcher:
         }
         await self._publish(sorted(keys | self._occupancy.current()))
 
-    async def _publish(self, changes: Iterable[Change | ObjectKey]) -> None:
+    async def _publish(self, keys: Iterable[ObjectKey]) -> None:
         """Bring the stream in line with the Occupants of these keys as they are now.
 
         Several watches change Occupants at once, and a publication waits for its ack: so the
@@ -411,8 +414,7 @@ class Watcher:
         again is stored each time, while a retry of the same publication is stored once.
         """
         async with self._publishing:
-            for change in changes:
-                key = change if isinstance(change, ObjectKey) else change[0]
+            for key in keys:
                 value = self._occupancy.value(key)
                 if value is None:
                     stored = self._stored.pop(key, None) is not None
