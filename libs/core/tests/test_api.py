@@ -51,17 +51,57 @@ def _walk(node: Any) -> list[dict[str, Any]]:
 def test_generated_schema_is_structural() -> None:
     crd = workspace_crd()
     for version in crd["spec"]["versions"]:
+        defaults = []
         for node in _walk(version["schema"]["openAPIV3Schema"]):
-            assert not {"$ref", "anyOf", "allOf", "oneOf", "title", "default", "const"} & set(node)
+            assert not {"$ref", "anyOf", "allOf", "oneOf", "title", "const"} & set(node)
             if "properties" in node:
                 assert node["type"] == "object"
+            if "default" in node:
+                defaults.append(node["default"])
+        # pydantic's defaults stay out; the only apiserver default is inference.replicas' 1.
+        inference = version["schema"]["openAPIV3Schema"]["properties"]["inference"]
+        assert inference["properties"]["replicas"]["default"] == 1
+        assert defaults == [1]
     assert [v["storage"] for v in crd["spec"]["versions"]] == [False, True]
 
 
+def _columns(version: int, *, wide: bool) -> list[str]:
+    found = workspace_crd()["spec"]["versions"][version]["additionalPrinterColumns"]
+    return [c["name"].upper() for c in found if wide or not c.get("priority")]
+
+
 def test_v1alpha1_printer_columns_are_the_seeds() -> None:
-    v1alpha1 = workspace_crd()["spec"]["versions"][0]
-    names = [c["name"].upper() for c in v1alpha1["additionalPrinterColumns"]]
-    assert names == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
+    assert _columns(0, wide=False) == [
+        "INSTANCE",
+        "RESOURCEREADY",
+        "INFERENCEREADY",
+        "WORKSPACEREADY",
+        "AGE",
+    ]
+
+
+def test_v1beta1_shows_kaitos_columns_and_wide_output_adds_the_plan_after_them() -> None:
+    kaito = [
+        "INSTANCE",
+        "RESOURCEREADY",
+        "INFERENCEREADY",
+        "JOBSTARTED",
+        "WORKSPACESUCCEEDED",
+        "TARGETNODECOUNT",
+        "STATE",
+        "AGE",
+    ]
+    assert _columns(1, wide=False) == kaito
+    assert _columns(1, wide=True) == [*kaito, "PLANNEDINSTANCE", "NODES", "COSTPERHOUR"]
+
+
+def test_both_versions_have_the_scale_subresource_on_inference_replicas() -> None:
+    for version in workspace_crd()["spec"]["versions"]:
+        assert version["subresources"]["scale"] == {
+            "specReplicasPath": ".inference.replicas",
+            "statusReplicasPath": ".status.inference.replicas",
+            "labelSelectorPath": ".status.inference.selector",
+        }
 
 
 def test_the_models_reject_a_wrong_type_naming_the_field() -> None:

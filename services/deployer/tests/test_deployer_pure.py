@@ -14,7 +14,7 @@ from kairyu_core.catalog import load_catalog
 from kairyu_core.workloads import NameTakenError, WorkloadError, check_owned
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import WorkloadSettings
-from kairyu_deployer.status import verdict
+from kairyu_deployer.status import Verdict, replicas_status, succeeded, verdict
 
 SETTINGS = WorkloadSettings()
 PHI = load_catalog().preset("phi-3-mini-4k-instruct")
@@ -503,3 +503,63 @@ def test_ownership_is_the_controller_reference_s_uid_not_the_name() -> None:
     other = manifests.service(inference(uid="u-2"))
     with pytest.raises(NameTakenError):
         check_owned(other, owner)
+
+
+def test_replicas_of_a_single_node_model_are_one_deployment_with_a_pod_per_node() -> None:
+    three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
+    assert not three.multi_node
+    workload = manifests.objects(three, SETTINGS)[-1]
+    assert (workload["kind"], workload["spec"]["replicas"]) == ("Deployment", 3)
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    # Each pod asks for all of its node's GPUs, so no two replicas share a node.
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    terms = json.dumps(workload["spec"]["template"]["spec"]["affinity"]["nodeAffinity"])
+    assert all(f'"{node}"' in terms for node in ("a", "b", "c"))
+
+
+def test_status_reports_replicas_by_replica_not_by_pod_and_a_selector_for_hpa() -> None:
+    labels = {"kaito.sh/workspace": "phi", "kaito.sh/workspacenamespace": "ml"}
+    deployment_status = {"status": {"replicas": 3, "readyReplicas": 2}}
+    assert replicas_status(deployment_status, 1, labels) == {
+        "replicas": 3,
+        "readyReplicas": 2,
+        "selector": "kaito.sh/workspace=phi,kaito.sh/workspacenamespace=ml",
+    }
+    # One replica over 2 nodes is 2 pods; ready only when both are.
+    statefulset_status = {"status": {"replicas": 2, "readyReplicas": 1}}
+    assert replicas_status(statefulset_status, 2, labels)["replicas"] == 1
+    assert replicas_status(statefulset_status, 2, labels)["readyReplicas"] == 0
+    assert replicas_status(None, 1, labels)["replicas"] == 0
+
+
+def test_workspace_succeeded_follows_inference_ready_with_kaito_s_reasons() -> None:
+    ready = succeeded(Verdict(True, "WorkspaceInferenceStatusSuccess", "deployed"))
+    assert (ready.ready, ready.reason, ready.message) == (
+        True,
+        "workspaceSucceeded",
+        "workspace succeeds",
+    )
+    waiting = succeeded(Verdict(False, "WorkspaceInferenceStatusPending", "0 of 1 ready"))
+    assert (waiting.ready, waiting.reason) == (False, "workspacePending")
+    failing = succeeded(Verdict(False, "ImagePullError", "manifest unknown"))
+    assert (failing.ready, failing.reason) == (False, "ImagePullError")
+    assert "manifest unknown" in failing.message
+
+
+def test_runtime_status_names_the_engine_its_image_tag_and_the_quantization() -> None:
+    settings = WorkloadSettings(vllm_image="registry.local/kairyu/vllm:0.11.2@sha256:ab")
+    quantized = inference(plan=plan(quantization="awq"))
+    assert manifests.runtime_status(quantized, settings) == {
+        "engine": "vllm",
+        "version": "0.11.2",
+        "quantization": "awq",
+    }
+    assert manifests.runtime_status(inference(), SETTINGS) == {"engine": "vllm", "version": "0.5.0"}
+    template = inference(template={"spec": {"containers": [{"name": "c", "image": "x"}]}})
+    assert manifests.runtime_status(template, SETTINGS) == {"engine": "template"}
+
+
+def test_a_hugging_face_model_without_preset_sizes_its_volume_from_the_plan() -> None:
+    hf = inference(preset=None, plan=plan(weights_gib=14.96))
+    limit = manifests.weights_limit(hf, SETTINGS)
+    assert limit == f"{math.ceil(14.96 * 1.5) + SETTINGS.scratch_gib}Gi"

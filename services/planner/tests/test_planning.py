@@ -7,6 +7,8 @@ and the formulas in docs/planning.md (case numbers match its table), not from ru
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,3 +241,58 @@ def test_the_cost_ceiling_refuses_a_dearer_plan_and_keeps_a_cheaper_one() -> Non
     assert "ceiling of $5.00/h" in caught.value.message
     result = plan_workspace(parse_workspace(template_workspace(1)), CATALOG, ceiling)
     assert result.plan.estimated_cost_per_hour == "3.06"
+
+
+def test_replicas_multiply_a_single_node_plan_and_its_cost() -> None:
+    one = plan_workspace(parse_workspace(inference("phi-3-mini-4k-instruct", None)), CATALOG, AZURE)
+    doc = inference("phi-3-mini-4k-instruct", None)
+    doc["inference"]["replicas"] = 3
+    three = plan_workspace(parse_workspace(doc), CATALOG, AZURE).plan
+    assert (three.instance_type, three.node_count, three.replicas) == (
+        one.plan.instance_type,
+        3,
+        3,
+    )
+    assert float(three.estimated_cost_per_hour or 0) == pytest.approx(
+        3 * float(one.plan.estimated_cost_per_hour or 0), abs=0.011
+    )
+    assert three.runtime_args == one.plan.runtime_args  # each replica runs the same server
+    assert three.content_digest() != one.plan.content_digest()  # other nodes: another plan
+    assert "3 replicas" in (three.reason or "")
+
+
+def test_a_single_replica_keeps_the_digest_plans_had_before_replicas_existed() -> None:
+    result = plan_workspace(parse_workspace(inference("phi-4", None)), CATALOG, AZURE)
+    body = result.plan.model_dump(
+        mode="json",
+        include={
+            "instance_type",
+            "node_count",
+            "gpus_per_node",
+            "tensor_parallel_size",
+            "pipeline_parallel_size",
+            "dtype",
+            "runtime",
+            "max_model_len",
+            "runtime_args",
+        },
+    )
+    old = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    assert result.plan.content_digest() == old
+
+
+def test_replicas_of_a_model_spanning_nodes_are_refused_with_the_reason() -> None:
+    doc = inference("llama-3.1-8b-instruct", "Standard_NC6s_v3")  # 2 nodes per replica
+    doc["inference"]["replicas"] = 2
+    with pytest.raises(PlanError) as caught:
+        plan_workspace(parse_workspace(doc), CATALOG, AZURE)
+    assert caught.value.reason == PlanReason.REPLICAS_NOT_SUPPORTED
+    assert "spans 2 nodes" in caught.value.message
+
+
+def test_replicas_are_held_to_the_node_limit() -> None:
+    doc = inference("phi-3-mini-4k-instruct", None)
+    doc["inference"]["replicas"] = 5
+    with pytest.raises(PlanError) as caught:
+        plan_workspace(parse_workspace(doc), CATALOG, AZURE)
+    assert caught.value.reason == PlanReason.NODE_LIMIT_EXCEEDED

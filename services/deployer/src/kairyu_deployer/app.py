@@ -66,7 +66,7 @@ from kairyu_core.workloads import (
 )
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_deployer.status import PENDING, Verdict, verdict
+from kairyu_deployer.status import PENDING, Verdict, replicas_status, succeeded, verdict
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.deployer")
@@ -109,7 +109,8 @@ def inference_of(
         return None
     preset = catalog.preset(spec.preset.name) if spec.preset else None
     options = spec.preset.preset_options if spec.preset else None
-    image = preset.image if preset else ""
+    # A Hugging Face id has no preset: the base image, which downloads `--model` at start.
+    image = preset.image if preset else catalog.base_image if spec.preset else ""
     if spec.preset and spec.preset.access_mode == AccessMode.PRIVATE and options and options.image:
         image = options.image
     annotations = meta.annotations or {}
@@ -239,7 +240,7 @@ class Deployer:
                 return again
             if not result.ready and result.reason != PENDING:
                 span.set_status(trace.StatusCode.ERROR, f"{result.reason}: {result.message}")
-            await self._write(raw, result, span)
+            await self._write(raw, result, span, inference)
             return again
 
     async def _deploy(
@@ -347,13 +348,38 @@ class Deployer:
     async def _delete(self, kind: str, obj: dict[str, Any]) -> None:
         await self._deleter(_RESOURCES[kind], obj)
 
-    async def _write(self, raw: dict[str, Any], result: Verdict, span: trace.Span) -> None:
-        status = ConditionStatus.TRUE if result.ready else ConditionStatus.FALSE
-        report = Report(ConditionType.INFERENCE_READY, status, result.reason, result.message)
+    async def _write(
+        self,
+        raw: dict[str, Any],
+        result: Verdict,
+        span: trace.Span,
+        inference: manifests.Inference | None = None,
+    ) -> None:
+        reports = [
+            Report(
+                kind,
+                ConditionStatus.TRUE if verdict.ready else ConditionStatus.FALSE,
+                verdict.reason,
+                verdict.message,
+            )
+            for kind, verdict in (
+                (ConditionType.INFERENCE_READY, result),
+                (ConditionType.WORKSPACE_SUCCEEDED, succeeded(result)),
+            )
+        ]
+        fields: dict[str, Any] = {}
+        if inference is not None:
+            plan = inference.plan
+            kind: Kind = "StatefulSet" if inference.multi_node else "Deployment"
+            workload = self._view.get(ObjectKey(kind, inference.namespace, inference.name))
+            nodes_each = plan.node_count // plan.replicas
+            fields["inference"] = replicas_status(workload, nodes_each, inference.labels)
+            fields["runtime"] = manifests.runtime_status(inference, self._settings.workload)
         await report_conditions(
             self._kube,
             raw,
-            [report],
+            reports,
+            fields=fields,
             field_manager=self._settings.service_name,
             on_transition=lambda r: span.add_event(
                 "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}

@@ -4,7 +4,9 @@ Runtimes: vLLM's OpenAI server (default), transformers (KAITO's runtime server),
 Inference Server with its vLLM backend (kairyu's extension), whose model repository is generated
 into a ConfigMap from the same plan.
 
-One node: a Deployment. Several nodes: a StatefulSet with a headless Service, pod 0 leading.
+A replica on one node: a Deployment of `plan.replicas` pods (one per node: each requests all of
+its node's GPUs). A replica over several nodes: a StatefulSet with a headless Service, pod 0
+leading.
 Always a Service `<name>` (80 → 5000, and 29500 for multi-node), and the inference ConfigMap
 (`inference_config.yaml`): the user's `inference.config` when named, else a default one. Pods
 request the plan's GPUs per node, tolerate the GPU taints, and are pinned to exactly the nodes the
@@ -104,7 +106,15 @@ class Inference:
 
     @property
     def multi_node(self) -> bool:
-        return self.plan.node_count > 1
+        """One replica spans several nodes (pipeline stages, or a template's count)."""
+        return self.plan.node_count > self.plan.replicas
+
+    @property
+    def weights_gib(self) -> float:
+        """The model's weights: the plan's figure (any Hugging Face id), else the preset's."""
+        if self.plan.weights_gib is not None:
+            return self.plan.weights_gib
+        return self.preset.weights_gib if self.preset else 0.0
 
     @property
     def config_map(self) -> str:
@@ -294,7 +304,7 @@ def headless_service(inference: Inference) -> JSON:
 
 def startup_seconds(inference: Inference, settings: WorkloadSettings) -> int:
     """How long the model may take to start: a base plus download and load time of its weights."""
-    weights = inference.preset.weights_gib if inference.preset else 0.0
+    weights = inference.weights_gib
     return settings.startup_base_s + math.ceil(weights * settings.startup_s_per_gib)
 
 
@@ -486,7 +496,7 @@ def weights_limit(inference: Inference, settings: WorkloadSettings) -> str:
 
     The weights, half again (a repository often holds a second format), plus the scratch headroom.
     """
-    weights = inference.preset.weights_gib if inference.preset else 0.0
+    weights = inference.weights_gib
     return f"{math.ceil(weights * 1.5) + settings.scratch_gib}Gi"
 
 
@@ -526,7 +536,7 @@ def _template_labels(inference: Inference) -> dict[str, str]:
 
 
 def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
-    """A Deployment for one node, a StatefulSet for several.
+    """A Deployment of single-node replicas, a StatefulSet for one replica over several nodes.
 
     Raises InvalidTemplateError for a user template that is not a pod template.
     """
@@ -557,7 +567,7 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
         "kind": "Deployment",
         "metadata": _meta(inference, inference.name),
         "spec": {
-            "replicas": 1,
+            "replicas": inference.plan.replicas,
             "selector": selector,
             # The new pod starts before the old one stops: a spec change never leaves the
             # Workspace without a serving replica.
@@ -568,3 +578,17 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
             "template": template,
         },
     }
+
+
+def runtime_status(inference: Inference, settings: WorkloadSettings) -> JSON:
+    """`status.runtime`: the engine, its image's tag, and the weights' quantization."""
+    if inference.template is not None:
+        return {"engine": "template"}
+    image = runtime_image(inference, settings)
+    last = image.rsplit("/", 1)[-1].split("@", 1)[0]
+    status: JSON = {"engine": inference.plan.runtime}
+    if ":" in last:
+        status["version"] = last.split(":", 1)[1]
+    if inference.plan.quantization:
+        status["quantization"] = inference.plan.quantization
+    return status

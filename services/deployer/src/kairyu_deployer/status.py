@@ -1,10 +1,13 @@
-"""InferenceReady from the workload and its pods (pure), with KAITO's reasons.
+"""InferenceReady and WorkspaceSucceeded from the workload and its pods (pure), KAITO's reasons.
 
 The workload's counters say whether it is ready; when it is not, the pods say why: the first pod
 problem found (image pull, crash loop, OOM kill, unschedulable, eviction) becomes the reason, with
 the kubelet's or scheduler's own message, so `kubectl get workspace` shows the real cause instead
 of "pending". Pods that could not even be created (refused by Pod Security admission) show
 through the Deployment's ReplicaFailure condition, with the admission's message.
+
+KAITO v0.12 sets `WorkspaceSucceeded` for inference Workspaces too (True once inference is
+ready), and reports the serving replicas (the scale subresource's status) and the runtime.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from kairyu_core.workloads import MAX_MESSAGE, pod_problem
 
 READY = "WorkspaceInferenceStatusSuccess"
 PENDING = "WorkspaceInferenceStatusPending"
+SUCCEEDED = "workspaceSucceeded"
+SUCCEEDED_PENDING = "workspacePending"
 
 
 @dataclass(frozen=True)
@@ -55,3 +60,29 @@ def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verd
             return Verdict(False, problem.reason, problem.message)
     kind = workload.get("kind", "workload")
     return Verdict(False, PENDING, f"{kind} {ready} of {wanted} replicas ready")
+
+
+def succeeded(inference: Verdict) -> Verdict:
+    """WorkspaceSucceeded of an inference Workspace, from its InferenceReady verdict."""
+    if inference.ready:
+        return Verdict(True, SUCCEEDED, "workspace succeeds")
+    if inference.reason == PENDING:
+        return Verdict(False, SUCCEEDED_PENDING, f"inference is not ready: {inference.message}")
+    return Verdict(False, inference.reason, f"inference is not ready: {inference.message}")
+
+
+def replicas_status(
+    workload: dict[str, Any] | None, nodes_each: int, selector: dict[str, str]
+) -> dict[str, Any]:
+    """`status.inference`: the serving replicas the workload has and how many are ready.
+
+    A replica spanning several nodes is that many pods; it counts once, and as ready only when
+    all its pods are.
+    """
+    status = (workload or {}).get("status") or {}
+    each = max(nodes_each, 1)
+    return {
+        "replicas": int(status.get("replicas") or 0) // each,
+        "readyReplicas": int(status.get("readyReplicas") or 0) // each,
+        "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+    }

@@ -38,6 +38,8 @@ class PlanReason(StrEnum):
     """The plan would use more nodes than KAIRYU_PLANNING__MAX_NODES allows."""
     COST_LIMIT_EXCEEDED = "CostLimitExceeded"
     """The plan would cost more per hour than KAIRYU_PLANNING__MAX_COST_PER_HOUR allows."""
+    REPLICAS_NOT_SUPPORTED = "ReplicasNotSupported"
+    """inference.replicas above 1 for a model that spans several nodes."""
 
 
 class PlanError(Exception):
@@ -380,6 +382,9 @@ def _plan(
             choice += f"{_money(others[0].cost_per_hour)})"
         if exclude:
             choice += f"; skipped as unavailable: {', '.join(sorted(exclude))}"
+    replicas = _replicas(ws, shape.nodes, preset.name)
+    if replicas > 1:
+        choice += f"; {replicas} replicas of {shape.nodes} node each"
     dtype = dtype_for(shape.sku)
     lora = bool(ws.inference.adapters) and preset.lora
     if runtime == Runtime.TRANSFORMERS:
@@ -387,9 +392,11 @@ def _plan(
     else:
         args = _vllm_args(preset, shape, dtype, settings, lora)
     reason = "; ".join([choice, *_explain(preset, shape, dtype, settings)])
+    cost = shape.cost_per_hour
     plan = Plan(
         instance_type=shape.sku.name,
-        node_count=shape.nodes,
+        node_count=shape.nodes * replicas,
+        replicas=replicas,
         gpus_per_node=shape.sku.gpu_count,
         tensor_parallel_size=shape.tensor_parallel,
         pipeline_parallel_size=shape.nodes if runtime != Runtime.TRANSFORMERS else 1,
@@ -397,11 +404,26 @@ def _plan(
         runtime=runtime,
         max_model_len=shape.max_model_len,
         runtime_args=args,
-        estimated_cost_per_hour=_cost(shape.cost_per_hour),
+        model=preset.hf_repo,
+        weights_gib=preset.weights_gib,
+        quantization=preset.quantization,
+        estimated_cost_per_hour=_cost(None if cost is None else cost * replicas),
         reason=reason,
         observed_generation=ws.metadata.generation,
     )
     return PlanResult(plan=plan, warnings=warnings)
+
+
+def _replicas(ws: Workspace, nodes_each: int, what: str) -> int:
+    """inference.replicas (1 when unset); several only of a model that fits one node."""
+    replicas = (ws.inference.replicas if ws.inference else None) or 1
+    if replicas > 1 and nodes_each > 1:
+        raise PlanError(
+            PlanReason.REPLICAS_NOT_SUPPORTED,
+            f"inference.replicas is {replicas}, but {what} spans {nodes_each} nodes; replicas "
+            f"are supported for models that fit one node (use an InferenceSet for more)",
+        )
+    return replicas
 
 
 def _cost(value: float | None) -> str | None:
@@ -489,18 +511,23 @@ def _plan_template(ws: Workspace, catalog: Catalog, settings: PlanningSettings) 
             "resource.instanceType",
         )
     sku = resolve_sku(ws.resource.instance_type, catalog, settings)
-    nodes = ws.resource.count or 1
+    each = ws.resource.count or 1
+    replicas = _replicas(ws, each, "the template")
+    nodes = each * replicas
     cost = None if sku.price is None else sku.price.usd_per_hour * nodes
     plan = Plan(
         instance_type=sku.name,
         node_count=nodes,
+        replicas=replicas,
         gpus_per_node=sku.gpu_count,
         tensor_parallel_size=1,
         pipeline_parallel_size=1,
         dtype="auto",
         runtime="template",
         estimated_cost_per_hour=_cost(cost),
-        reason=f"{nodes} x {sku.name} as named; the template's own container is run unchanged",
+        reason=f"{nodes} x {sku.name} as named"
+        + (f" ({replicas} replicas)" if replicas > 1 else "")
+        + "; the template's own container is run unchanged",
         observed_generation=ws.metadata.generation,
     )
     return PlanResult(plan=plan)

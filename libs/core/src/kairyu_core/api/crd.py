@@ -56,6 +56,30 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         _AGE,
     ],
 }
+# After KAITO's columns, shown by `-o wide` only: what kairyu chose, which KAITO's Instance
+# column (the spec's instanceType) leaves empty when the planner picks the SKU.
+_WIDE = [
+    {
+        "name": "PlannedInstance",
+        "type": "string",
+        "jsonPath": ".status.plan.instanceType",
+        "priority": 1,
+    },
+    {"name": "Nodes", "type": "integer", "jsonPath": ".status.plan.nodeCount", "priority": 1},
+    {
+        "name": "CostPerHour",
+        "type": "string",
+        "jsonPath": ".status.plan.estimatedCostPerHour",
+        "priority": 1,
+    },
+]
+# `kubectl scale workspace` (and an HPA or KEDA) sets inference.replicas; the deployer reports
+# the workload's replicas and the pods' selector.
+SCALE = {
+    "specReplicasPath": ".inference.replicas",
+    "statusReplicasPath": ".status.inference.replicas",
+    "labelSelectorPath": ".status.inference.selector",
+}
 
 
 def structural_schema(model: type[_Workspace]) -> dict[str, Any]:
@@ -87,6 +111,8 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {name: _rewrite(prop, defs) for name, prop in value.items()}
         elif key in ("items", "additionalProperties"):
             out[key] = _rewrite(value, defs)
+        elif key == "x-kairyu-default":  # pydantic's own defaults are not the apiserver's
+            out["default"] = value
         elif key == "description":  # attribute docstrings wrap lines; the CRD wants prose
             out[key] = " ".join(value.split())
         else:
@@ -137,8 +163,8 @@ def workspace_crd() -> dict[str, Any]:
                 # KAITO stores v1beta1; one schema for both versions: no conversion webhook.
                 "storage": model is WorkspaceV1Beta1,
                 "schema": {"openAPIV3Schema": structural_schema(model)},
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": PRINTER_COLUMNS[model.version],
+                "subresources": {"status": {}, "scale": dict(SCALE)},
+                "additionalPrinterColumns": PRINTER_COLUMNS[model.version] + _WIDE,
             }
         )
     return {

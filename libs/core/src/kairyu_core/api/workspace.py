@@ -214,6 +214,11 @@ class InferenceSpec(ApiModel):
     ] = None
     config: str | None = None
     """Name of a ConfigMap in the Workspace's namespace holding inference_config.yaml."""
+    replicas: Annotated[
+        int | None, Field(ge=1, le=MAX_NODE_COUNT, json_schema_extra={"x-kairyu-default": 1})
+    ] = None
+    """Independent serving replicas (default 1), each on its own GPU node(s) of the planned SKU;
+    the scale subresource's spec path, so `kubectl scale workspace --replicas=N` sets it."""
     adapters: Annotated[
         list[AdapterSpec] | None,
         Field(
@@ -310,8 +315,11 @@ class Plan(ApiModel):
 
     instance_type: str
     node_count: Annotated[int, Field(ge=1, le=MAX_NODE_COUNT)]
-    """Capped like resource.count: a status written by hand cannot ask the provisioner for more
-    (the provisioner also refuses a plan above its own KAIRYU_PROVISIONING__MAX_NODES)."""
+    """All nodes of the plan (nodes per replica x replicas). Capped like resource.count: a status
+    written by hand cannot ask the provisioner for more (the provisioner also refuses a plan
+    above its own KAIRYU_PROVISIONING__MAX_NODES)."""
+    replicas: Annotated[int, Field(ge=1, le=MAX_NODE_COUNT)] = 1
+    """Independent serving replicas (inference.replicas); each uses node_count / replicas nodes."""
     gpus_per_node: Annotated[int, Field(ge=1)]
     tensor_parallel_size: Annotated[int, Field(ge=1)]
     pipeline_parallel_size: Annotated[int, Field(ge=1)]
@@ -321,6 +329,12 @@ class Plan(ApiModel):
     """vllm, transformers or triton."""
     max_model_len: Annotated[int | None, Field(ge=1)] = None
     runtime_args: list[str] | None = None
+    model: str | None = None
+    """The Hugging Face repository the runtime loads (`--model`)."""
+    weights_gib: Annotated[float | None, Field(ge=0)] = None
+    """Size of the model's weights: sizes the weights volume and the start-up probe."""
+    quantization: str | None = None
+    """The weights' quantization (the model config's quant_method), when they are quantized."""
     estimated_cost_per_hour: str | None = None
     """List price of all planned nodes per hour, in USD, as a decimal string."""
     reason: str | None = None
@@ -344,12 +358,17 @@ class Plan(ApiModel):
         digest.
         """
         body = self.model_dump(mode="json", include=set(_DIGESTED))
+        if body["replicas"] == 1:
+            # A single replica hashes as plans did before `replicas` existed, so an upgrade
+            # does not re-plan (and re-deploy) every Workspace.
+            del body["replicas"]
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 _DIGESTED = (
     "instance_type",
     "node_count",
+    "replicas",
     "gpus_per_node",
     "tensor_parallel_size",
     "pipeline_parallel_size",
@@ -379,6 +398,26 @@ class ReplanRequest(ApiModel):
     shortens it to one line before it reaches `plan.replanReason`."""
 
 
+class InferenceStatus(ApiModel):
+    """The serving replicas, as the scale subresource reports them (written by the deployer)."""
+
+    replicas: Annotated[int, Field(ge=0)] = 0
+    """Replicas the workload has: the scale subresource's status path."""
+    ready_replicas: Annotated[int, Field(ge=0)] = 0
+    selector: str | None = None
+    """The pods' label selector in string form (the scale subresource's selector, for HPA)."""
+
+
+class RuntimeStatus(ApiModel):
+    """What serves the model (KAITO v0.12 reports the runtime in status)."""
+
+    engine: str
+    """vllm, transformers, triton, or template (the user's own container)."""
+    version: str | None = None
+    """The runtime image's tag."""
+    quantization: str | None = None
+
+
 class WorkspaceStatus(ApiModel):
     """What the services observed; each service owns its own conditions."""
 
@@ -402,6 +441,8 @@ class WorkspaceStatus(ApiModel):
     replan_request: ReplanRequest | None = None
     """The provisioner's request to plan again without a SKU the cloud refused (see
     `ReplanRequest`); stale once `plan.digest` differs from its `planDigest`."""
+    inference: InferenceStatus | None = None
+    runtime: RuntimeStatus | None = None
 
 
 _ROOT_RULES: list[JsonValue] = [

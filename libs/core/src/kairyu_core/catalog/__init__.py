@@ -45,6 +45,8 @@ class Catalog:
     skus: dict[str, GpuSku]
     """Keyed by lower-cased SKU name."""
     price_sources: dict[str, PriceSource]
+    base_image: str = ""
+    """The runtime image of a model without a preset (a Hugging Face id)."""
 
     def preset(self, name: str) -> Preset | None:
         return self.presets.get(name)
@@ -63,7 +65,12 @@ class Catalog:
         by_sku = {s.name.lower(): s for s in skus.skus}
         if len(by_sku) != len(skus.skus):
             raise ValueError("duplicate SKU names in the catalog")
-        return cls(presets=by_name, skus=by_sku, price_sources=dict(skus.price_sources))
+        return cls(
+            presets=by_name,
+            skus=by_sku,
+            price_sources=dict(skus.price_sources),
+            base_image=presets.base_image,
+        )
 
 
 def _read(name: str) -> object:

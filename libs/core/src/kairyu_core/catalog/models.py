@@ -90,6 +90,8 @@ class Preset(_Strict):
     """False where vLLM refuses LoRA adapters for this model."""
     download_auth_required: bool = False
     """Gated on Hugging Face: the Workspace must name a modelAccessSecret."""
+    quantization: str | None = None
+    """The weights' quantization (config.json's quantization_config.quant_method), if any."""
     image: str
     runtime_args: dict[Runtime, list[str]]
     """Model-specific runtime flags, added to the ones the planner derives."""
@@ -143,6 +145,8 @@ class GpuSku(_Strict):
 class PresetFile(_Strict):
     kind: Literal["presets"]
     sources: list[str]
+    base_image: str
+    """The runtime image of models that have no preset (any Hugging Face id)."""
     presets: list[Preset]
     x_args: dict[str, object] | None = Field(default=None, alias="x-args")
     """YAML anchors shared by several presets; not read directly."""

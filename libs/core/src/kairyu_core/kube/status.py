@@ -12,6 +12,7 @@ field manager's apply removes what it owned and no longer names), and a hand-off
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -274,7 +275,7 @@ class Reported:
 
     def __init__(self, limit: int = 50_000) -> None:
         self._limit = limit
-        self._last: dict[tuple[str, str], tuple[str, str, tuple[Report, ...]]] = {}
+        self._last: dict[tuple[str, str], tuple[str, str, tuple[Report, ...], str]] = {}
 
     @staticmethod
     def _key(live: JSON) -> tuple[str, str]:
@@ -286,15 +287,15 @@ class Reported:
         meta = live["metadata"]
         return str(meta.get("uid") or ""), str(meta.get("resourceVersion") or "")
 
-    def covers(self, live: JSON, reports: list[Report]) -> bool:
-        """Whether exactly `reports` were written to the version `live` of the object."""
+    def covers(self, live: JSON, reports: list[Report], fields: str = "") -> bool:
+        """Whether exactly `reports` and `fields` (canonical JSON) went to the version `live`."""
         last = self._last.get(self._key(live))
-        return last is not None and last == (*self._version(live), tuple(reports))
+        return last is not None and last == (*self._version(live), tuple(reports), fields)
 
-    def remember(self, live: JSON, reports: list[Report]) -> None:
+    def remember(self, live: JSON, reports: list[Report], fields: str = "") -> None:
         key = self._key(live)
         self._last.pop(key, None)
-        self._last[key] = (*self._version(live), tuple(reports))
+        self._last[key] = (*self._version(live), tuple(reports), fields)
         if len(self._last) > self._limit:
             del self._last[next(iter(self._last))]
 
@@ -307,8 +308,12 @@ async def report_conditions(
     field_manager: str,
     on_transition: Callable[[Report], None] | None = None,
     reported: Reported | None = None,
+    fields: JSON | None = None,
 ) -> bool:
     """Apply these conditions to the Workspace read as `live`, unless it already says exactly that.
+
+    `fields`: other status fields the service owns (top-level keys of `status`), written with
+    the conditions and compared like them.
 
     They go out with the summary they lead to (`apply_workspace_status`).
 
@@ -319,7 +324,9 @@ async def report_conditions(
     that does not show the service's last write yet: the same reports written to the same
     version are not written again.
     """
-    if reported is not None and reported.covers(live, reports):
+    fields = fields or {}
+    written = _canonical(fields)
+    if reported is not None and reported.covers(live, reports, written):
         return False
     meta = live["metadata"]
     current = [
@@ -348,17 +355,22 @@ async def report_conditions(
                 observed_generation=generation,
             )
         )
-    if unchanged:
+    live_status = live.get("status") or {}
+    if unchanged and all(live_status.get(k) == v for k, v in fields.items()):
         return False
     try:
         await apply_workspace_status(
             client,
             live=live,
-            status={"conditions": [c.to_wire() for c in wanted]},
+            status={**fields, "conditions": [c.to_wire() for c in wanted]},
             field_manager=field_manager,
         )
     except NotFoundError:
         return False
     if reported is not None:
-        reported.remember(live, reports)
+        reported.remember(live, reports, written)
     return True
+
+
+def _canonical(fields: JSON) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
