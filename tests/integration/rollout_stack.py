@@ -14,7 +14,7 @@ from kairyu_core.testing.stack import ServiceStack
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.app import Planner
-from kairyu_planner.settings import PlannerSettings
+from kairyu_planner.settings import HubSettings, PlannerSettings
 from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
 from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
@@ -32,6 +32,7 @@ async def start_node_services(
     namespace: str,
     catalog: Catalog,
     provisioner: bool = True,
+    hub_endpoint: str | None = None,
 ) -> None:
     """The watcher, the planner and (unless told not to) the provisioner: each its view."""
     stack.run(
@@ -41,7 +42,7 @@ async def start_node_services(
             kube=kube,
         ).run()
     )
-    planning = PlannerSettings()
+    planning = PlannerSettings(hub=HubSettings(endpoint=hub_endpoint or HubSettings().endpoint))
     stack.control(
         service=planning.service_name,
         kinds=FOLLOWS["planner"],
@@ -110,11 +111,14 @@ async def rollout_stack(
     deployer: bool = True,
     tuner: bool = True,
     tuning_image: str | None = None,
+    hub_endpoint: str | None = None,
 ) -> ServiceStack:
     """Node services plus the chosen workload services, running; stop the stack when done."""
     stack = ServiceStack(bus)
     catalog = load_catalog()
-    await start_node_services(stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog)
+    await start_node_services(
+        stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog, hub_endpoint=hub_endpoint
+    )
     start_workload_services(
         stack,
         bus=bus,

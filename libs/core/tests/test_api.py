@@ -58,10 +58,10 @@ def test_generated_schema_is_structural() -> None:
                 assert node["type"] == "object"
             if "default" in node:
                 defaults.append(node["default"])
-        # pydantic's defaults stay out; the only apiserver default is inference.replicas' 1.
-        inference = version["schema"]["openAPIV3Schema"]["properties"]["inference"]
-        assert inference["properties"]["replicas"]["default"] == 1
-        assert defaults == [1]
+        # pydantic's defaults stay out; the only apiserver defaults are spec.replicas: 1.
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        assert spec["properties"]["replicas"]["default"] == 1
+        assert defaults == [{}, 1]
     assert [v["storage"] for v in crd["spec"]["versions"]] == [False, True]
 
 
@@ -95,10 +95,10 @@ def test_v1beta1_shows_kaitos_columns_and_wide_output_adds_the_plan_after_them()
     assert _columns(1, wide=True) == [*kaito, "PLANNEDINSTANCE", "NODES", "COSTPERHOUR"]
 
 
-def test_both_versions_have_the_scale_subresource_on_inference_replicas() -> None:
+def test_both_versions_have_the_scale_subresource_on_spec_replicas() -> None:
     for version in workspace_crd()["spec"]["versions"]:
         assert version["subresources"]["scale"] == {
-            "specReplicasPath": ".inference.replicas",
+            "specReplicasPath": ".spec.replicas",
             "statusReplicasPath": ".status.inference.replicas",
             "labelSelectorPath": ".status.inference.selector",
         }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from kairyu_core.catalog import Cloud, KvCache, load_catalog
@@ -55,3 +58,36 @@ def test_architecture_numbers_must_agree_with_bytes_per_token() -> None:
         KvCache(bytes_per_token=131072, layers=32, kv_heads=4, head_dim=128)
     with pytest.raises(ValidationError, match="give all"):
         KvCache(bytes_per_token=131072, layers=32)
+
+
+def test_every_model_of_kaito_s_curated_catalog_and_legacy_name_resolves() -> None:
+    catalog = load_catalog()
+    curated = yaml.safe_load(
+        resources.files("kairyu_core.catalog").joinpath("curated.yaml").read_text()
+    )
+    assert len(curated["models"]) == 60
+    for model in curated["models"]:
+        preset = catalog.preset(model["repo"])
+        assert preset is not None, model["repo"]
+        assert preset.hf_repo.lower() == model["repo"].lower()
+    for legacy, repo in curated["legacy"].items():
+        found = catalog.preset(legacy)
+        assert found is not None
+        assert found.hf_repo == repo
+    # A curated model that is also a preset keeps the preset's (KAITO's) numbers.
+    phi4 = catalog.preset("microsoft/phi-4")
+    assert phi4 is catalog.preset("phi-4")
+    # Multi-head latent attention: 61 layers x (512 + 64) x 2 bytes per token.
+    r1 = catalog.preset("deepseek-r1-0528")
+    assert r1 is not None
+    assert r1.kv_cache.bytes_per_token == 61 * (512 + 64) * 2
+    assert r1.quantization == "fp8"
+
+
+def test_falcon_presets_are_deprecated_and_meta_google_mistral_models_gated() -> None:
+    catalog = load_catalog()
+    assert all(p.deprecated for n, p in catalog.presets.items() if n.startswith("falcon"))
+    assert not any(p.deprecated for n, p in catalog.presets.items() if not n.startswith("falcon"))
+    gemma4 = catalog.preset("google/gemma-4-31B-it")
+    assert gemma4 is not None
+    assert gemma4.download_auth_required

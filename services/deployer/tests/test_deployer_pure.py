@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -563,3 +564,23 @@ def test_a_hugging_face_model_without_preset_sizes_its_volume_from_the_plan() ->
     hf = inference(preset=None, plan=plan(weights_gib=14.96))
     limit = manifests.weights_limit(hf, SETTINGS)
     assert limit == f"{math.ceil(14.96 * 1.5) + SETTINGS.scratch_gib}Gi"
+
+
+def test_scaling_down_keeps_the_pod_template_so_only_surplus_pods_go() -> None:
+    three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
+    current = manifests.objects(three, SETTINGS)[-1]
+    one = inference(plan=plan(node_count=1, replicas=1), worker_nodes=["a"])
+    assert manifests.kept_nodes(one, current) == ["a", "b", "c"]
+    scaled = manifests.objects(replace(one, worker_nodes=["a", "b", "c"]), SETTINGS)[-1]
+    assert scaled["spec"]["template"] == current["spec"]["template"]
+    assert scaled["spec"]["replicas"] == 1
+    # Growing, or moving to other nodes, pins the pods to the new plan's nodes.
+    assert manifests.kept_nodes(three, manifests.objects(one, SETTINGS)[-1]) == ["a", "b", "c"]
+    moved = inference(worker_nodes=["z"])
+    assert manifests.kept_nodes(moved, current) == ["z"]
+
+
+def test_several_replicas_roll_one_at_a_time_without_a_surge_node() -> None:
+    assert manifests.rolling_update(inference()) == {"maxSurge": 1, "maxUnavailable": 0}
+    three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
+    assert manifests.rolling_update(three) == {"maxSurge": 0, "maxUnavailable": 1}

@@ -121,6 +121,15 @@ def written_conditions(call: Call) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in call.body["status"]["conditions"]}
 
 
+def as_written(status: Call, version: str) -> dict[str, Any]:
+    """The Workspace as the view shows it once the deployer's status write `status` is in."""
+    doc = workspace(version=version, conditions=list(status.body["status"]["conditions"]))
+    doc["status"].update(
+        {k: v for k, v in status.body["status"].items() if k not in ("conditions", "state")}
+    )
+    return doc
+
+
 async def first_rollout() -> tuple[RecordingKube, dict[str, Any], dict[str, Any]]:
     """A reconcile with nodes ready: the kube, the Deployment it made, the condition it wrote."""
     kube = RecordingKube()  # no read allowed
@@ -177,11 +186,9 @@ async def test_a_name_someone_else_holds_is_reported_and_nothing_is_applied() ->
 
 
 async def test_once_the_view_shows_the_workload_and_the_condition_nothing_is_written() -> None:
-    _, deployment, inference = await first_rollout()
-    view = view_of(
-        ("Workspace", workspace(version="11", conditions=[inference])),
-        ("Deployment", deployment),
-    )
+    kube, deployment, _ = await first_rollout()
+    (status,) = kube.writes_to("/status", "PATCH")
+    view = view_of(("Workspace", as_written(status, "11")), ("Deployment", deployment))
     kube = RecordingKube()  # no read allowed
     # A fresh process: nothing remembered, all from the view.
     await deployer(view, kube).reconcile(KEY)
@@ -398,7 +405,8 @@ async def test_a_deleting_workspace_also_loses_the_objects_this_process_applied(
 
 
 async def test_the_other_kind_of_workload_is_deleted_only_when_the_view_holds_one() -> None:
-    _, deployment, inference = await first_rollout()
+    first, deployment, _ = await first_rollout()
+    (status,) = first.writes_to("/status", "PATCH")
     sts = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -411,10 +419,7 @@ async def test_the_other_kind_of_workload_is_deleted_only_when_the_view_holds_on
         },
         "spec": {"replicas": 2},
     }
-    base = (
-        ("Workspace", workspace(version="11", conditions=[inference])),
-        ("Deployment", deployment),
-    )
+    base = (("Workspace", as_written(status, "11")), ("Deployment", deployment))
     kube = RecordingKube()
     await deployer(view_of(*base, ("StatefulSet", sts)), kube).reconcile(KEY)
     assert [(c.method, c.path, c.body) for c in kube.calls] == [

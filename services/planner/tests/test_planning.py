@@ -246,7 +246,7 @@ def test_the_cost_ceiling_refuses_a_dearer_plan_and_keeps_a_cheaper_one() -> Non
 def test_replicas_multiply_a_single_node_plan_and_its_cost() -> None:
     one = plan_workspace(parse_workspace(inference("phi-3-mini-4k-instruct", None)), CATALOG, AZURE)
     doc = inference("phi-3-mini-4k-instruct", None)
-    doc["inference"]["replicas"] = 3
+    doc["spec"] = {"replicas": 3}
     three = plan_workspace(parse_workspace(doc), CATALOG, AZURE).plan
     assert (three.instance_type, three.node_count, three.replicas) == (
         one.plan.instance_type,
@@ -283,7 +283,7 @@ def test_a_single_replica_keeps_the_digest_plans_had_before_replicas_existed() -
 
 def test_replicas_of_a_model_spanning_nodes_are_refused_with_the_reason() -> None:
     doc = inference("llama-3.1-8b-instruct", "Standard_NC6s_v3")  # 2 nodes per replica
-    doc["inference"]["replicas"] = 2
+    doc["spec"] = {"replicas": 2}
     with pytest.raises(PlanError) as caught:
         plan_workspace(parse_workspace(doc), CATALOG, AZURE)
     assert caught.value.reason == PlanReason.REPLICAS_NOT_SUPPORTED
@@ -292,7 +292,7 @@ def test_replicas_of_a_model_spanning_nodes_are_refused_with_the_reason() -> Non
 
 def test_replicas_are_held_to_the_node_limit() -> None:
     doc = inference("phi-3-mini-4k-instruct", None)
-    doc["inference"]["replicas"] = 5
+    doc["spec"] = {"replicas": 5}
     with pytest.raises(PlanError) as caught:
         plan_workspace(parse_workspace(doc), CATALOG, AZURE)
     assert caught.value.reason == PlanReason.NODE_LIMIT_EXCEEDED

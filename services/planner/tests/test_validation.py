@@ -357,3 +357,22 @@ def test_resource_count_is_held_to_the_node_limit() -> None:
 def test_a_plan_over_the_cost_ceiling_is_refused_at_admission() -> None:
     verdict = validate(ws(seed("inference")), planning=PlanningSettings(max_cost_per_hour=1.0))
     assert any("more than the ceiling of $1.00/h" in e for e in verdict.errors), verdict.errors
+
+
+def test_a_deprecated_falcon_preset_is_admitted_with_a_warning() -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "falcon-7b-instruct"
+    doc["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
+    verdict = validate(WorkspaceV1Alpha1.model_validate(doc))
+    assert verdict.allowed
+    assert any("deprecated" in w for w in verdict.warnings)
+
+
+def test_a_hugging_face_id_is_admitted_with_a_warning_and_no_resource_check() -> None:
+    doc = seed("inference")
+    doc["inference"]["preset"]["name"] = "unsloth/Llama-3.1-8B-Instruct"
+    verdict = validate(WorkspaceV1Alpha1.model_validate(doc))
+    assert verdict.allowed
+    assert any("sizes it from the Hugging Face Hub" in w for w in verdict.warnings)
+    doc["inference"]["preset"]["name"] = "not a model"
+    assert not validate(WorkspaceV1Alpha1.model_validate(doc)).allowed

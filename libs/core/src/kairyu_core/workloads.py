@@ -90,6 +90,20 @@ def node_affinity(nodes: list[str]) -> JSON:
     }
 
 
+def pinned_nodes(workload: JSON | None) -> list[str]:
+    """The nodes a workload's pod template is pinned to by `node_affinity` (none: empty)."""
+    spec = (((workload or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    found = []
+    for term in required.get("nodeSelectorTerms") or []:
+        for field in term.get("matchFields") or []:
+            if field.get("key") == "metadata.name" and field.get("operator") == "In":
+                found += [str(v) for v in field.get("values") or []]
+    return sorted(found)
+
+
 def image_data_puller(
     *, name: str, image: str, puller_image: str, volume: str, mount: str, target: str
 ) -> JSON:

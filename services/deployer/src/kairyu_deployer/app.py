@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -252,14 +252,15 @@ class Deployer:
         `pending_grace_s`; the second value is then when to judge again.
         """
         owner = inference.owner
-        built = manifests.objects(inference, self._settings.workload)
-        digest = applied_digest(built)
-        built[-1] = stamped(built[-1], digest)
         kind: Kind = "StatefulSet" if inference.multi_node else "Deployment"
         current = self._view.get(ObjectKey(kind, inference.namespace, inference.name))
         if current is not None:
             check_owned(current, owner)  # labelled with the Workspace, but someone else's
             self._children.remember(owner, kind, inference.name, current["metadata"]["uid"])
+            inference = replace(inference, worker_nodes=manifests.kept_nodes(inference, current))
+        built = manifests.objects(inference, self._settings.workload)
+        digest = applied_digest(built)
+        built[-1] = stamped(built[-1], digest)
         workload, again = current, None
         if digest_of(current) != digest:
             pending = self._applied.get(key)

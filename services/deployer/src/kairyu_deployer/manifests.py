@@ -41,6 +41,7 @@ from kairyu_core.workloads import (
     Owner,
     image_data_puller,
     node_affinity,
+    pinned_nodes,
     restrict,
     template_defaults,
 )
@@ -569,15 +570,36 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
         "spec": {
             "replicas": inference.plan.replicas,
             "selector": selector,
-            # The new pod starts before the old one stops: a spec change never leaves the
-            # Workspace without a serving replica.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling_update(inference)},
             "template": template,
         },
     }
+
+
+def rolling_update(inference: Inference) -> JSON:
+    """How a template change rolls out over the replicas' nodes.
+
+    One replica: the new pod starts before the old one stops, so a spec change never leaves the
+    Workspace without a serving replica. Several: each pod takes a whole node and the plan has no
+    spare one, so a surge pod could never be scheduled; one replica at a time is replaced while
+    the others serve.
+    """
+    if inference.plan.replicas > 1:
+        return {"maxSurge": 0, "maxUnavailable": 1}
+    return {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def kept_nodes(inference: Inference, current: JSON | None) -> list[str]:
+    """The nodes to pin the pods to: the workload's current ones when they cover the new plan's.
+
+    Scaling down frees some of the nodes the pods are pinned to; keeping the pin list unchanged
+    keeps the pod template unchanged, so the Deployment only removes pods instead of rolling
+    every replica (which, with no spare node, would restart the replica that stays).
+    """
+    current_nodes = pinned_nodes(current)
+    if current_nodes and set(inference.worker_nodes) <= set(current_nodes):
+        return current_nodes
+    return list(inference.worker_nodes)
 
 
 def runtime_status(inference: Inference, settings: WorkloadSettings) -> JSON:

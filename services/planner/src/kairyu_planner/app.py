@@ -23,10 +23,12 @@ whose ids every service derives from the Workspace's uid and generation (kairyu_
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 from opentelemetry import trace
@@ -45,10 +47,12 @@ from kairyu_core.api import (
 )
 from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
-from kairyu_core.kube import KubeClient, apply_workspace_status, errors
+from kairyu_core.catalog.sizing import SizingError, is_hf_id
+from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resources
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.checked import plan_checked
+from kairyu_planner.hub import HubModels, HubUnavailableError
 from kairyu_planner.planning import PlanError, PlanReason
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
 
@@ -61,6 +65,7 @@ MAX_REPLAN_REASON = 512  # a cloud's refusal fits; more is not a reason but a pa
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _STARTED_LIMIT = 10_000  # rollouts remembered; forgetting one risks a duplicate root span
 _RETRY_S = 2.0  # an apiserver error: look again after this (growing per key while it lasts)
+_HUB_RETRY_S = 30.0  # the Hub (or the token's Secret) could not be read: ask again after this
 
 
 def known_skus(names: list[str], catalog: Catalog, planning: PlanningSettings) -> set[str]:
@@ -96,12 +101,19 @@ class Planner:
     """Reconciles each Workspace's plan from the view."""
 
     def __init__(
-        self, *, settings: PlannerSettings, kube: KubeClient, view: View, catalog: Catalog
+        self,
+        *,
+        settings: PlannerSettings,
+        kube: KubeClient,
+        view: View,
+        catalog: Catalog,
+        hub: HubModels | None = None,
     ) -> None:
         self._settings = settings
         self._kube = kube
         self._view = view
         self._catalog = catalog
+        self._hub = hub or HubModels(settings.hub, image=catalog.base_image)
         self._started: dict[tuple[str, int], None] = {}  # rollouts whose root span is recorded
 
     async def reconcile(self, key: str) -> float | None:
@@ -115,13 +127,20 @@ class Planner:
         meta = raw["metadata"]
         generation = meta.get("generation") or 0
         started = time.time_ns()
+        again: float | None = None
         try:
-            outcome = self._decide(raw)
+            catalog = await self._catalog_for(raw)
+            outcome = self._decide(raw, catalog)
         except ValidationError as exc:
             # Admitted by an older or newer CRD: explain instead of retrying forever.
             outcome = _Outcome(None, PlanReason.INVALID_SPEC, f"cannot read the Workspace: {exc}")
+        except SizingError as exc:
+            outcome = _Outcome(None, PlanReason.MODEL_UNREADABLE, str(exc))
+        except (HubUnavailableError, errors.KubeError) as exc:
+            outcome = _Outcome(None, PlanReason.HUB_UNAVAILABLE, f"{exc}; asking again")
+            again = _HUB_RETRY_S
         if outcome.unchanged_in(raw):
-            return None
+            return again
         with tracer.start_as_current_span(
             "plan",
             context=rollout_context(meta.get("uid"), generation),
@@ -133,23 +152,74 @@ class Planner:
             except errors.KubeError as exc:
                 message = f"cannot write the plan of {key}: {exc}"
                 raise TemporaryError(message, delay=_RETRY_S) from exc
-        return None
+        return again
 
-    def _decide(self, raw: dict[str, Any]) -> _Outcome:
+    async def _catalog_for(self, raw: dict[str, Any]) -> Catalog:
+        """The catalog, with the Workspace's model added when it is a Hugging Face id.
+
+        The model is sized at the commit its current plan names (stable while the id is
+        unchanged: no re-plan because the repository moved on), else at the default branch.
+        Only for a model not read yet is the Hub asked, and only then the Workspace's
+        `modelAccessSecret` read for its token.
+        """
+        preset = (raw.get("inference") or {}).get("preset") or {}
+        name = preset.get("name")
+        if not isinstance(name, str) or self._catalog.preset(name) is not None:
+            return self._catalog
+        if not is_hf_id(name):
+            return self._catalog  # planning says the preset is unknown
+        plan = (raw.get("status") or {}).get("plan") or {}
+        revision = "main"
+        if str(plan.get("model") or "").lower() == name.lower() and plan.get("modelRevision"):
+            revision = str(plan["modelRevision"])
+        found = self._hub.cached(name, revision)
+        if found is None:
+            token = await self._token(raw, preset.get("presetOptions") or {})
+            found = await self._hub.model(name, revision, token)
+        return self._catalog.with_preset(name, found.preset)
+
+    async def _token(self, raw: dict[str, Any], options: dict[str, Any]) -> str | None:
+        """HF_TOKEN of the Workspace's modelAccessSecret, for the Hub request only."""
+        secret = options.get("modelAccessSecret")
+        if not isinstance(secret, str) or not secret:
+            return None
+        try:
+            found = await self._kube.get(
+                resources.SECRETS, secret, namespace=raw["metadata"]["namespace"]
+            )
+        except errors.NotFoundError as exc:
+            raise SizingError(f"modelAccessSecret {secret} does not exist") from exc
+        except errors.KubeError as exc:
+            if exc.status != HTTPStatus.FORBIDDEN:
+                raise
+            raise SizingError(
+                f"the planner may not read modelAccessSecret {secret}, so it cannot read this "
+                f"gated model from the Hub: an admin grants it `get` on secrets "
+                f"(planner.rbac.rules, docs/security.md)"
+            ) from exc
+        encoded = (found.get("data") or {}).get("HF_TOKEN")
+        if not isinstance(encoded, str):
+            raise SizingError(f"modelAccessSecret {secret} has no HF_TOKEN")
+        try:
+            return base64.b64decode(encoded, validate=True).decode().strip()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SizingError(f"HF_TOKEN of modelAccessSecret {secret} is not text") from exc
+
+    def _decide(self, raw: dict[str, Any], catalog: Catalog) -> _Outcome:
         """What `Planned` and `status.plan` should say for the Workspace `raw` (pure)."""
         workspace = parse_workspace(raw)
         status = workspace.status
         stored = status.plan if status else None
         planning = self._settings.planning
         stored_exclude = stored.excluded_instance_types or [] if stored else []
-        exclude = known_skus(stored_exclude, self._catalog, planning)
+        exclude = known_skus(stored_exclude, catalog, planning)
         replan_reason = None
         if stored and stored.replan_reason:
             replan_reason = clean_reason(stored.replan_reason)
         request = current_request(workspace)
         requested: set[str] = set()
         if request is not None:
-            requested = known_skus([request.instance_type], self._catalog, planning) - exclude
+            requested = known_skus([request.instance_type], catalog, planning) - exclude
             if not requested and request.instance_type not in exclude:
                 log.warning(
                     "ignoring a re-plan request for %s/%s: %s is no %s SKU kairyu knows",
@@ -162,13 +232,13 @@ class Planner:
             if request is not None and requested:
                 try:
                     result = plan_checked(
-                        workspace, self._catalog, planning, frozenset(exclude | requested)
+                        workspace, catalog, planning, frozenset(exclude | requested)
                     )
                 except PlanError as exc:
                     # Nothing else fits: keep the current plan (its SKU may be had later; the
                     # provisioner retries it) and say why, rather than drop the plan and, with
                     # it, the refused SKUs it remembers.
-                    result = plan_checked(workspace, self._catalog, planning, frozenset(exclude))
+                    result = plan_checked(workspace, catalog, planning, frozenset(exclude))
                     note = (
                         f"the cloud refused {request.instance_type} "
                         f"({clean_reason(request.reason)}), and no other SKU fits: {exc.message}"
@@ -178,7 +248,7 @@ class Planner:
                     exclude |= requested
                     replan_reason = clean_reason(request.reason)
             else:
-                result = plan_checked(workspace, self._catalog, planning, frozenset(exclude))
+                result = plan_checked(workspace, catalog, planning, frozenset(exclude))
         except PlanError as exc:
             return _Outcome(None, exc.reason, exc.message)
         plan = result.plan

@@ -13,6 +13,7 @@ from enum import StrEnum
 
 from kairyu_core.api import Plan, Workspace
 from kairyu_core.catalog import Catalog, GpuSku, Preset, Runtime
+from kairyu_core.catalog.sizing import is_hf_id, served_name
 from kairyu_planner import estimator
 from kairyu_planner.settings import PlanningSettings
 
@@ -26,6 +27,10 @@ class PlanReason(StrEnum):
 
     PLAN_CREATED = "PlanCreated"
     UNKNOWN_PRESET = "UnknownPreset"
+    MODEL_UNREADABLE = "ModelMetadataUnreadable"
+    """A Hugging Face model whose architecture or size cannot be read from the Hub."""
+    HUB_UNAVAILABLE = "HubUnavailable"
+    """The Hub could not be asked about a Hugging Face model; the planner asks again."""
     UNSUPPORTED_INSTANCE_TYPE = "UnsupportedInstanceType"
     INSUFFICIENT_GPU_MEMORY = "InsufficientGPUMemory"
     NO_SUITABLE_SKU = "NoSuitableSKU"
@@ -39,7 +44,7 @@ class PlanReason(StrEnum):
     COST_LIMIT_EXCEEDED = "CostLimitExceeded"
     """The plan would cost more per hour than KAIRYU_PLANNING__MAX_COST_PER_HOUR allows."""
     REPLICAS_NOT_SUPPORTED = "ReplicasNotSupported"
-    """inference.replicas above 1 for a model that spans several nodes."""
+    """spec.replicas above 1 for a model that spans several nodes."""
 
 
 class PlanError(Exception):
@@ -115,9 +120,10 @@ def resolve_sku(name: str, catalog: Catalog, settings: PlanningSettings) -> GpuS
 def resolve_preset(name: str, catalog: Catalog) -> Preset:
     preset = catalog.preset(name)
     if preset is None:
+        hint = " or a Hugging Face model id (org/model)" if not is_hf_id(name) else ""
         raise PlanError(
             PlanReason.UNKNOWN_PRESET,
-            f"Unknown preset {name}: kairyu can size only the models in its catalog "
+            f"Unknown preset {name}: name a model of kairyu's catalog{hint} "
             f"({', '.join(sorted(catalog.presets))})",
         )
     return preset
@@ -257,7 +263,7 @@ def _vllm_args(
 ) -> list[str]:
     args = [
         f"--model={preset.hf_repo}",
-        f"--served-model-name={preset.name}",
+        f"--served-model-name={served_name(preset.hf_repo)}",
         f"--dtype={dtype}",
         f"--gpu-memory-utilization={settings.gpu_memory_utilization:g}",
         f"--tensor-parallel-size={shape.tensor_parallel}",
@@ -266,6 +272,8 @@ def _vllm_args(
         args.append(f"--max-model-len={shape.max_model_len}")
     if shape.nodes > 1:
         args += [f"--pipeline-parallel-size={shape.nodes}", "--distributed-executor-backend=ray"]
+    if preset.revision:
+        args.append(f"--revision={preset.revision}")
     if lora:
         args.append("--enable-lora")
     return args + list(preset.runtime_args.get(Runtime.VLLM, []))
@@ -277,8 +285,9 @@ def _transformers_args(preset: Preset, dtype: str) -> list[str]:
         # Presets name hub repositories; the runtime refuses to download unless told to (KAITO
         # passes this flag for every download-at-runtime model).
         "--allow_remote_files",
-        f"--served_model_name={preset.name}",
+        f"--served_model_name={served_name(preset.hf_repo)}",
         f"--torch_dtype={dtype}",
+        *([f"--revision={preset.revision}"] if preset.revision else []),
         *preset.runtime_args.get(Runtime.TRANSFORMERS, []),
     ]
 
@@ -405,6 +414,7 @@ def _plan(
         max_model_len=shape.max_model_len,
         runtime_args=args,
         model=preset.hf_repo,
+        model_revision=preset.revision,
         weights_gib=preset.weights_gib,
         quantization=preset.quantization,
         estimated_cost_per_hour=_cost(None if cost is None else cost * replicas),
@@ -415,12 +425,12 @@ def _plan(
 
 
 def _replicas(ws: Workspace, nodes_each: int, what: str) -> int:
-    """inference.replicas (1 when unset); several only of a model that fits one node."""
-    replicas = (ws.inference.replicas if ws.inference else None) or 1
+    """spec.replicas (1 when unset); several only of a model that fits one node."""
+    replicas = (ws.spec.replicas if ws.spec else None) or 1
     if replicas > 1 and nodes_each > 1:
         raise PlanError(
             PlanReason.REPLICAS_NOT_SUPPORTED,
-            f"inference.replicas is {replicas}, but {what} spans {nodes_each} nodes; replicas "
+            f"spec.replicas is {replicas}, but {what} spans {nodes_each} nodes; replicas "
             f"are supported for models that fit one node (use an InferenceSet for more)",
         )
     return replicas

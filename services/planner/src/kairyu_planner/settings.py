@@ -40,6 +40,21 @@ class PlanningSettings(BaseModel):
     concurrency: int = Field(default=1, ge=1)
 
 
+class HubSettings(BaseModel):
+    """Where the planner reads model metadata (KAIRYU_HUB__*)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str = "https://huggingface.co"
+    """The Hub, or a mirror that speaks its API."""
+    timeout_s: float = Field(default=20.0, gt=0)
+    resolve_ttl_s: float = Field(default=3600.0, ge=0)
+    """How long a branch's resolution to a commit is reused."""
+    cache_size: int = Field(default=1024, ge=1)
+    """Models (id and commit) whose metadata is kept."""
+    concurrency: int = Field(default=4, ge=1)
+
+
 class SelfIssuedSettings(BaseModel):
     """The webhook certificate the planner issues and renews (KAIRYU_WEBHOOK__SELF_ISSUED__*).
 
@@ -91,3 +106,4 @@ class PlannerSettings(ServiceSettings):
     service_name: str = "kairyu-planner"
     planning: PlanningSettings = PlanningSettings()
     webhook: WebhookSettings = WebhookSettings()
+    hub: HubSettings = HubSettings()

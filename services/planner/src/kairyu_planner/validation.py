@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from kairyu_core.api import Workspace
 from kairyu_core.catalog import Catalog, Cloud, load_catalog
+from kairyu_core.catalog.sizing import is_hf_id
 from kairyu_planner import podsafety
 from kairyu_planner.planning import PlanError, PlanReason, plan_workspace, supported_skus
 from kairyu_planner.settings import PlanningSettings
@@ -103,7 +104,7 @@ def validate(
     _check_adapters(new, verdict)
     _check_tuning(new, verdict)
     _check_node_count(new, verdict, planning)
-    if resource_checks and not verdict.errors:
+    if resource_checks and not verdict.errors and not _from_hub(new, catalog):
         _check_resources(new, verdict, catalog, planning)
     return verdict
 
@@ -150,9 +151,21 @@ def _check_presets(ws: Workspace, verdict: Verdict, catalog: Catalog) -> None:
     if ws.inference is not None and ws.inference.preset is not None:
         spec = ws.inference.preset
         preset = catalog.preset(spec.name)
+        if preset is None and is_hf_id(spec.name):
+            verdict.warnings.append(
+                f"{spec.name} is not in kairyu's catalog: the planner sizes it from the Hugging "
+                f"Face Hub (its config.json and weights) when it plans; if they cannot be read, "
+                f"Planned=False says why"
+            )
+            return
         if preset is None:
             verdict.errors.append(_unknown_preset(spec.name, catalog))
             return
+        if preset.deprecated:
+            verdict.warnings.append(
+                f"preset {spec.name} is deprecated (KAITO v0.11) and will be removed; it is "
+                f"still served"
+            )
         secret = spec.preset_options.model_access_secret if spec.preset_options else None
         if preset.download_auth_required and not secret:
             verdict.errors.append(
@@ -167,6 +180,15 @@ def _check_presets(ws: Workspace, verdict: Verdict, catalog: Catalog) -> None:
             verdict.errors.append(_unknown_preset(ws.tuning.preset.name, catalog))
         elif not tuned.tuning:
             verdict.errors.append(f"preset {tuned.name} does not support tuning")
+
+
+def _from_hub(ws: Workspace, catalog: Catalog) -> bool:
+    """Whether the model is a Hugging Face id outside the catalog, sized when it is planned.
+
+    Not here: the webhook must answer within its timeout, without asking the Hub.
+    """
+    preset = ws.inference.preset if ws.inference else None
+    return preset is not None and catalog.preset(preset.name) is None and is_hf_id(preset.name)
 
 
 def _unknown_preset(name: str, catalog: Catalog) -> str:

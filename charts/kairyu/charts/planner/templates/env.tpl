@@ -8,6 +8,8 @@
 {{- end }}
 - name: KAIRYU_PLANNING__ALLOW_HOST_ACCESS
   value: {{ .Values.planning.allowHostAccess | quote }}
+- name: KAIRYU_HUB__ENDPOINT
+  value: {{ .Values.hub.endpoint | quote }}
 {{- $tls := .Values.webhook }}
 {{- if not (or $tls.certManager.enabled $tls.tls.secretName) }}
 {{- /* The default mode: the planner issues its own webhook certificate (kairyu_planner.certificates). */}}

@@ -73,10 +73,10 @@ _WIDE = [
         "priority": 1,
     },
 ]
-# `kubectl scale workspace` (and an HPA or KEDA) sets inference.replicas; the deployer reports
-# the workload's replicas and the pods' selector.
+# `kubectl scale workspace` (and an HPA or KEDA) sets spec.replicas; the deployer reports the
+# workload's replicas and the pods' selector.
 SCALE = {
-    "specReplicasPath": ".inference.replicas",
+    "specReplicasPath": ".spec.replicas",
     "statusReplicasPath": ".status.inference.replicas",
     "labelSelectorPath": ".status.inference.selector",
 }

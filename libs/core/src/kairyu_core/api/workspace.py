@@ -214,11 +214,6 @@ class InferenceSpec(ApiModel):
     ] = None
     config: str | None = None
     """Name of a ConfigMap in the Workspace's namespace holding inference_config.yaml."""
-    replicas: Annotated[
-        int | None, Field(ge=1, le=MAX_NODE_COUNT, json_schema_extra={"x-kairyu-default": 1})
-    ] = None
-    """Independent serving replicas (default 1), each on its own GPU node(s) of the planned SKU;
-    the scale subresource's spec path, so `kubectl scale workspace --replicas=N` sets it."""
     adapters: Annotated[
         list[AdapterSpec] | None,
         Field(
@@ -299,6 +294,20 @@ class TuningSpec(ApiModel):
     output: DataDestination
 
 
+class ScaleSpec(ApiModel):
+    """The scale subresource's spec: `kubectl scale workspace --replicas=N` writes it.
+
+    KAITO's Workspace has no `spec`, but the apiserver wants a scale subresource's spec path
+    under `.spec`; this object holds that one field, and nothing else.
+    """
+
+    replicas: Annotated[
+        int | None, Field(ge=1, le=MAX_NODE_COUNT, json_schema_extra={"x-kairyu-default": 1})
+    ] = None
+    """Independent serving replicas of an inference Workspace (default 1), each on its own GPU
+    node of the planned SKU."""
+
+
 class WorkspaceState(StrEnum):
     """The summary state KAITO reports in status.state."""
 
@@ -319,7 +328,7 @@ class Plan(ApiModel):
     written by hand cannot ask the provisioner for more (the provisioner also refuses a plan
     above its own KAIRYU_PROVISIONING__MAX_NODES)."""
     replicas: Annotated[int, Field(ge=1, le=MAX_NODE_COUNT)] = 1
-    """Independent serving replicas (inference.replicas); each uses node_count / replicas nodes."""
+    """Independent serving replicas (spec.replicas); each uses node_count / replicas nodes."""
     gpus_per_node: Annotated[int, Field(ge=1)]
     tensor_parallel_size: Annotated[int, Field(ge=1)]
     pipeline_parallel_size: Annotated[int, Field(ge=1)]
@@ -331,6 +340,8 @@ class Plan(ApiModel):
     runtime_args: list[str] | None = None
     model: str | None = None
     """The Hugging Face repository the runtime loads (`--model`)."""
+    model_revision: str | None = None
+    """The repository commit a model read from the Hub was sized at (`--revision`)."""
     weights_gib: Annotated[float | None, Field(ge=0)] = None
     """Size of the model's weights: sizes the weights volume and the start-up probe."""
     quantization: str | None = None
@@ -450,6 +461,12 @@ _ROOT_RULES: list[JsonValue] = [
         _exactly_one("inference", "tuning"), "exactly one of inference or tuning must be specified"
     ),
     cel(
+        "!has(self.tuning) || !has(self.spec) || !has(self.spec.replicas) "
+        "|| self.spec.replicas == 1",
+        "spec.replicas (kubectl scale) applies to inference Workspaces; tuning runs one job",
+        field_path=".spec.replicas",
+    ),
+    cel(
         f"self.metadata.name.size() <= 63 && self.metadata.name.matches('{DNS1123_LABEL}')",
         "metadata.name must be a DNS-1123 label (lowercase letters, digits and '-', at most 63)",
     ),
@@ -464,6 +481,7 @@ class _Workspace(ApiModel):
 
     kind: Literal["Workspace"] = "Workspace"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: Annotated[ScaleSpec | None, Field(json_schema_extra={"x-kairyu-default": {}})] = None
     resource: ResourceSpec
     inference: InferenceSpec | None = None
     tuning: TuningSpec | None = None

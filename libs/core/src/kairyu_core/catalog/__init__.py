@@ -6,14 +6,16 @@ Lookups are case-insensitive for SKUs (clouds and KAITO treat `standard_nc6s_v3`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 
 import yaml
 
+from kairyu_core.catalog import sizing
 from kairyu_core.catalog.models import (
     Cloud,
+    CuratedFile,
     GpuSku,
     KvCache,
     Preset,
@@ -23,6 +25,7 @@ from kairyu_core.catalog.models import (
     Runtime,
     SkuFile,
 )
+from kairyu_core.catalog.sizing import preset_from_config
 
 __all__ = [
     "Catalog",
@@ -49,7 +52,18 @@ class Catalog:
     """The runtime image of a model without a preset (a Hugging Face id)."""
 
     def preset(self, name: str) -> Preset | None:
-        return self.presets.get(name)
+        """A preset by its name, or by the Hugging Face id it serves (KAITO accepts both)."""
+        found = self.presets.get(name)
+        if found is None and "/" in name:
+            found = self._by_repo().get(name.lower())
+        return found
+
+    def _by_repo(self) -> dict[str, Preset]:
+        return {p.hf_repo.lower(): p for p in self.presets.values()}
+
+    def with_preset(self, key: str, preset: Preset) -> Catalog:
+        """This catalog and one more preset under `key` (a model sized from the Hub)."""
+        return replace(self, presets={**self.presets, key: preset})
 
     def sku(self, name: str) -> GpuSku | None:
         return self.skus.get(name.lower())
@@ -58,10 +72,31 @@ class Catalog:
         return [s for s in self.skus.values() if s.cloud == cloud]
 
     @classmethod
-    def build(cls, presets: PresetFile, skus: SkuFile) -> Catalog:
+    def build(
+        cls, presets: PresetFile, skus: SkuFile, curated: CuratedFile | None = None
+    ) -> Catalog:
         by_name = {p.name: p for p in presets.presets}
         if len(by_name) != len(presets.presets):
             raise ValueError("duplicate preset names in the catalog")
+        known = {p.hf_repo.lower() for p in presets.presets}
+        for model in curated.models if curated else []:
+            if model.repo.lower() in known:
+                continue  # a preset: KAITO's preset numbers and runtime flags
+            preset = preset_from_config(
+                model.repo,
+                model.config(),
+                int(model.weights_gib * sizing.GIB),
+                image=presets.base_image,
+                gated=model.gated,
+            )
+            if preset.name in by_name:
+                raise ValueError(f"curated model {model.repo} is served as {preset.name}, taken")
+            by_name[preset.name] = preset
+            known.add(model.repo.lower())
+        repos = {p.hf_repo.lower(): p for p in by_name.values()}
+        for legacy, repo in (curated.legacy if curated else {}).items():
+            if legacy not in by_name:
+                by_name[legacy] = repos[repo.lower()]
         by_sku = {s.name.lower(): s for s in skus.skus}
         if len(by_sku) != len(skus.skus):
             raise ValueError("duplicate SKU names in the catalog")
@@ -83,4 +118,5 @@ def load_catalog() -> Catalog:
     return Catalog.build(
         PresetFile.model_validate(_read("presets.yaml")),
         SkuFile.model_validate(_read("skus.yaml")),
+        CuratedFile.model_validate(_read("curated.yaml")),
     )

@@ -92,6 +92,11 @@ class Preset(_Strict):
     """Gated on Hugging Face: the Workspace must name a modelAccessSecret."""
     quantization: str | None = None
     """The weights' quantization (config.json's quantization_config.quant_method), if any."""
+    deprecated: bool = False
+    """KAITO deprecated the preset (Falcon, v0.11): served, with a warning on use."""
+    revision: str | None = None
+    """The repository commit the preset was sized at (models read from the Hub): the runtime
+    downloads exactly that one."""
     image: str
     runtime_args: dict[Runtime, list[str]]
     """Model-specific runtime flags, added to the ones the planner derives."""
@@ -101,6 +106,49 @@ class Preset(_Strict):
         if self.tuning and self.tuning_gib is None:
             raise ValueError(f"{self.name}: a tunable preset needs tuning_gib")
         return self
+
+
+class CuratedModel(_Strict):
+    """One model of KAITO's curated catalog: its size and config.json numbers."""
+
+    repo: str
+    weights_gib: Annotated[float, Field(gt=0)]
+    architecture: str
+    tokens: Annotated[int, Field(gt=0)]
+    hidden: Annotated[int, Field(gt=0)]
+    layers: Annotated[int, Field(gt=0)]
+    heads: Annotated[int, Field(gt=0)]
+    kv_heads: Annotated[int, Field(gt=0)]
+    head_dim: Annotated[int | None, Field(gt=0)] = None
+    kv_lora_rank: Annotated[int | None, Field(gt=0)] = None
+    quant_method: str | None = None
+    quant_bits: Annotated[int | None, Field(gt=0)] = None
+    gated: bool = False
+
+    def config(self) -> dict[str, object]:
+        """The config.json fields sizing reads."""
+        config: dict[str, object] = {
+            "architectures": [self.architecture],
+            "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "max_position_embeddings": self.tokens,
+        }
+        if self.head_dim is not None:
+            config["head_dim"] = self.head_dim
+        if self.kv_lora_rank is not None:
+            config["kv_lora_rank"] = self.kv_lora_rank
+        if self.quant_method is not None:
+            config["quantization_config"] = {"quant_method": self.quant_method}
+        return config
+
+
+class CuratedFile(_Strict):
+    kind: Literal["curated"]
+    legacy: dict[str, str] = Field(default_factory=dict)
+    """KAITO's legacy preset names, each to the repository it serves."""
+    models: list[CuratedModel]
 
 
 class Price(_Strict):

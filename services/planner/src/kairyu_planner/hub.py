@@ -1,0 +1,143 @@
+"""Reads a Hugging Face model's metadata from the Hub, once per model id and revision.
+
+A Workspace may name any Hugging Face model (`inference.preset.name: org/model`, KAITO v0.9+).
+The planner sizes it from the repository itself: `model_info` (with file sizes) resolves the
+revision to a commit and lists the safetensors files, and `config.json` of that commit gives the
+architecture (kairyu_core.catalog.sizing). Both go through `huggingface_hub`'s own client against
+`KAIRYU_HUB__ENDPOINT`, so a private mirror works as huggingface.co does.
+
+What the Hub said about one commit never changes, so results are kept by (id, commit) for as
+long as the process lives (bounded), and the plan records the commit (`--revision`), so what was
+sized is what the runtime downloads. A branch name ("main") is resolved again only after
+`resolve_ttl_s`. The client is synchronous; calls run in a worker thread, at most
+`concurrency` at a time, each bounded by `timeout_s`.
+
+The token of a gated model is the HF_TOKEN of the Workspace's `modelAccessSecret`: read by the
+planner for this request only, sent to the Hub, never stored or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import huggingface_hub
+from huggingface_hub import errors as hub_errors
+
+from kairyu_core.catalog import Preset
+from kairyu_core.catalog.sizing import SizingError, preset_from_config, weights_bytes
+from kairyu_planner.settings import HubSettings
+
+_CONFIG_LIMIT = 1 << 20  # a config.json is a few KiB; more is not a config
+
+
+class HubUnavailableError(Exception):
+    """The Hub could not be asked (network, 5xx): worth asking again later."""
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """What the Hub says about one commit of a model, sized."""
+
+    repo: str
+    commit: str
+    preset: Preset
+
+
+class HubModels:
+    """Model metadata from the Hub, cached by id and commit."""
+
+    def __init__(self, settings: HubSettings, *, image: str) -> None:
+        self._settings = settings
+        self._image = image
+        self._api = huggingface_hub.HfApi(endpoint=settings.endpoint.rstrip("/"))
+        self._models: OrderedDict[tuple[str, str], HubModel] = OrderedDict()
+        self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
+        self._slots = asyncio.Semaphore(settings.concurrency)
+
+    def cached(self, repo: str, revision: str) -> HubModel | None:
+        """The sized model if known without asking the Hub (a commit, or a fresh branch)."""
+        commit = revision
+        resolved = self._resolved.get((repo, revision))
+        if resolved is not None and time.monotonic() - resolved[1] < self._settings.resolve_ttl_s:
+            commit = resolved[0]
+        found = self._models.get((repo, commit))
+        if found is not None:
+            self._models.move_to_end((repo, commit))
+        return found
+
+    async def model(self, repo: str, revision: str, token: str | None) -> HubModel:
+        """The sized model `repo` at `revision` (a branch or a commit).
+
+        Raises SizingError for what asking again will not change (no such model, no access, no
+        config.json, a config the arithmetic cannot read) and HubUnavailableError otherwise.
+        """
+        found = self.cached(repo, revision)
+        if found is not None:
+            return found
+        async with self._slots:
+            model = await asyncio.to_thread(self._read, repo, revision, token)
+        self._resolved[(repo, revision)] = (model.commit, time.monotonic())
+        self._models[(repo, model.commit)] = model
+        while len(self._models) > self._settings.cache_size:
+            self._models.popitem(last=False)
+        if len(self._resolved) > self._settings.cache_size:
+            self._resolved.pop(next(iter(self._resolved)))
+        return model
+
+    def _read(self, repo: str, revision: str, token: str | None) -> HubModel:
+        timeout = self._settings.timeout_s
+        try:
+            info = self._api.model_info(
+                repo, revision=revision, files_metadata=True, timeout=timeout, token=token or False
+            )
+            commit = info.sha or revision
+            files = [(s.rfilename, s.size) for s in info.siblings or []]
+            url = huggingface_hub.hf_hub_url(
+                repo, "config.json", revision=commit, endpoint=self._api.endpoint
+            )
+            response = huggingface_hub.get_session().get(
+                url,
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+                timeout=timeout,
+                follow_redirects=True,
+            )
+            huggingface_hub.hf_raise_for_status(response)
+        except hub_errors.GatedRepoError as exc:
+            raise SizingError(
+                f"{repo} is gated on Hugging Face: name a Secret with an HF_TOKEN that has "
+                f"access in inference.preset.presetOptions.modelAccessSecret ({_first_line(exc)})"
+            ) from exc
+        except hub_errors.RepositoryNotFoundError as exc:
+            raise SizingError(f"no model {repo} on the Hub, or no access to it") from exc
+        except hub_errors.RevisionNotFoundError as exc:
+            raise SizingError(f"{repo} has no revision {revision}") from exc
+        except hub_errors.EntryNotFoundError as exc:
+            raise SizingError(
+                f"{repo} has no config.json, so its architecture and size cannot be read"
+            ) from exc
+        except hub_errors.HfHubHTTPError as exc:
+            raise HubUnavailableError(f"the Hub refused {repo}: {_first_line(exc)}") from exc
+        except Exception as exc:  # the client's transport errors (httpx's), OSError
+            raise HubUnavailableError(f"cannot reach the Hub for {repo}: {exc}") from exc
+        body = response.content
+        if len(body) > _CONFIG_LIMIT:
+            raise SizingError(f"{repo}'s config.json is larger than {_CONFIG_LIMIT} bytes")
+        try:
+            config = json.loads(body)
+        except ValueError as exc:
+            raise SizingError(f"{repo}'s config.json is not JSON: {exc}") from exc
+        if not isinstance(config, dict):
+            raise SizingError(f"{repo}'s config.json is not an object")
+        gated = bool(info.gated)
+        preset = preset_from_config(
+            repo, config, weights_bytes(files), image=self._image, gated=gated, revision=commit
+        )
+        return HubModel(repo=repo, commit=commit, preset=preset)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,239 @@
+"""What a KAITO v0.12 user does with a Workspace, through all five services on a real apiserver.
+
+`kubectl scale workspace` (the scale subresource on `spec.replicas`) adds and frees GPU
+nodes of the planned SKU; `kubectl get workspace` shows WorkspaceSucceeded for a ready inference
+Workspace, and `-o wide` the SKU kairyu chose when the Workspace names none. A Hugging Face model
+id is sized from the Hub (a local endpoint speaking its API, read by the real huggingface_hub
+client) and served with `--model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from rollout_stack import rollout_stack
+
+from kairyu_core.bus import Bus
+from kairyu_core.kube import KubeClient, resources
+from kairyu_core.localenv import LocalCluster
+from kairyu_core.testing.fakehub import GATED_1B, LLAMA_8B, LLAMA_70B, NO_CONFIG, TOKEN, FakeHub
+from kairyu_core.testing.manifests import seed
+from kairyu_core.testing.stack import ServiceStack
+from kairyu_core.testing.workspaces import has_reason, is_true, until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[FakeHub]:
+    with FakeHub() as running:
+        yield running
+
+
+@pytest.fixture
+async def system(
+    karpenter: object, bus: Bus, kube: KubeClient, namespace: str, hub: FakeHub
+) -> AsyncIterator[ServiceStack]:
+    stack = await rollout_stack(bus, kube, namespace, hub_endpoint=hub.endpoint)
+    yield stack
+    await stack.stop()
+
+
+def _unnamed_sku(name: str, namespace: str) -> dict[str, Any]:
+    doc = seed("inference")
+    doc["apiVersion"] = "kaito.sh/v1beta1"
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    del doc["resource"]["instanceType"]
+    return doc
+
+
+def _table(cluster: LocalCluster, namespace: str, *extra: str) -> dict[str, str]:
+    """The first row of `kubectl get workspace` as kubectl prints it, by column.
+
+    Cut at the header's column starts, since an empty cell (KAITO's Instance, when the
+    Workspace names no SKU) leaves only spaces.
+    """
+    out = cluster.kubectl("get", "workspace", "-n", namespace, *extra).stdout.splitlines()
+    header, row = out[0], out[1]
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
+
+
+async def _claims(kube: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"kaito.sh/workspace={name},kaito.sh/workspacenamespace={namespace}"
+    listed = await kube.list(resources.NODECLAIMS, label_selector=selector)
+    return [c for c in listed["items"] if not c["metadata"].get("deletionTimestamp")]
+
+
+async def _until_replicas(
+    kube: KubeClient, namespace: str, name: str, replicas: int, timeout: float = 90
+) -> dict[str, Any]:
+    def ready(obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        inference = status.get("inference") or {}
+        generation = obj["metadata"]["generation"]
+        return (
+            inference.get("replicas") == replicas
+            and inference.get("readyReplicas") == replicas
+            and is_true("WorkspaceReady")(obj)
+            and (status.get("plan") or {}).get("observedGeneration") == generation
+        )
+
+    return await until(kube, namespace, name, ready, what=f"{replicas} replicas", timeout=timeout)
+
+
+async def test_kubectl_scale_adds_and_frees_gpu_nodes_and_get_shows_kaito_s_columns(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+) -> None:
+    await asyncio.to_thread(cluster.apply, _unnamed_sku("scaled", namespace))
+    ready = await _until_replicas(kube, namespace, "scaled", 1)
+    sku = ready["status"]["plan"]["instanceType"]
+    assert ready["spec"]["replicas"] == 1  # the apiserver's default
+
+    row = await asyncio.to_thread(_table, cluster, namespace)
+    assert (row["INSTANCE"], row["WORKSPACESUCCEEDED"], row["STATE"]) == ("", "True", "Ready")
+    assert "PLANNEDINSTANCE" not in row  # KAITO's columns only, unless -o wide
+    wide = await asyncio.to_thread(_table, cluster, namespace, "-o", "wide")
+    assert (wide["PLANNEDINSTANCE"], wide["NODES"]) == (sku, "1")
+    assert ready["status"]["runtime"]["engine"] == "vllm"
+
+    await asyncio.to_thread(
+        cluster.kubectl, "scale", "workspace", "scaled", "-n", namespace, "--replicas=3"
+    )
+    three = await _until_replicas(kube, namespace, "scaled", 3)
+    assert three["status"]["plan"]["instanceType"] == sku  # more nodes of the same SKU
+    assert len(three["status"]["workerNodes"]) == 3
+    assert len(await _claims(kube, namespace, "scaled")) == 3
+    scale = json.loads(
+        (
+            await asyncio.to_thread(
+                cluster.kubectl,
+                "get",
+                "workspace",
+                "scaled",
+                "-n",
+                namespace,
+                "--subresource=scale",
+                "-o",
+                "json",
+            )
+        ).stdout
+    )
+    assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (3, 3)
+    assert "kaito.sh/workspace=scaled" in scale["status"]["selector"]
+    deployment = await kube.get(resources.DEPLOYMENTS, "scaled", namespace=namespace)
+    assert deployment["spec"]["replicas"] == 3
+
+    await asyncio.to_thread(
+        cluster.kubectl, "scale", "workspace", "scaled", "-n", namespace, "--replicas=1"
+    )
+    one = await _until_replicas(kube, namespace, "scaled", 1)
+    assert len(one["status"]["workerNodes"]) == 1
+    for _ in range(300):  # the two surplus NodeClaims are deleted (their nodes freed)
+        if len(await _claims(kube, namespace, "scaled")) == 1:
+            break
+        await asyncio.sleep(0.2)
+    assert len(await _claims(kube, namespace, "scaled")) == 1
+
+
+async def test_scaling_a_workspace_to_zero_is_refused_by_the_apiserver(
+    cluster: LocalCluster, namespace: str, kube: KubeClient
+) -> None:
+    await asyncio.to_thread(cluster.apply, _unnamed_sku("nonzero", namespace))
+    refused = await asyncio.to_thread(
+        cluster.kubectl,
+        "scale",
+        "workspace",
+        "nonzero",
+        "-n",
+        namespace,
+        "--replicas=0",
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "spec.replicas" in refused.stderr
+
+
+def _hf(name: str, namespace: str, repo: str, sku: str | None = None) -> dict[str, Any]:
+    doc = _unnamed_sku(name, namespace)
+    doc["inference"]["preset"] = {"name": repo}
+    if sku is not None:
+        doc["resource"]["instanceType"] = sku
+    return doc
+
+
+async def test_hugging_face_ids_are_sized_from_the_hub_and_served_with_model(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+) -> None:
+    await asyncio.to_thread(cluster.apply, _hf("llama8b", namespace, LLAMA_8B.repo))
+    await asyncio.to_thread(
+        cluster.apply, _hf("llama70b", namespace, LLAMA_70B.repo, "Standard_NC24ads_A100_v4")
+    )
+    small = await until(
+        kube, namespace, "llama8b", is_true("WorkspaceReady"), what="8B", timeout=90
+    )
+    big = await until(
+        kube, namespace, "llama70b", is_true("WorkspaceReady"), what="70B", timeout=90
+    )
+
+    plan = small["status"]["plan"]
+    # As its catalog twin llama-3.1-8b-instruct is planned: the cheapest fit is two 16 GiB T4
+    # nodes ($1.05/h), pipeline-parallel.
+    assert (plan["instanceType"], plan["nodeCount"]) == ("Standard_NC4as_T4_v3", 2)
+    assert f"--model={LLAMA_8B.repo}" in plan["runtimeArgs"]
+    assert f"--revision={LLAMA_8B.commit}" in plan["runtimeArgs"]
+    workload = await kube.get(resources.STATEFULSETS, "llama8b", namespace=namespace)
+    command = workload["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert f"--model={LLAMA_8B.repo}" in command
+    assert "--served-model-name=llama-3.1-8b-instruct" in command
+
+    # 131.42 GiB of weights on 80 GiB A100s: two nodes, pipeline-parallel, one StatefulSet.
+    plan = big["status"]["plan"]
+    assert (plan["nodeCount"], plan["pipelineParallelSize"]) == (2, 2)
+    assert len(big["status"]["workerNodes"]) == 2
+    statefulset = await kube.get(resources.STATEFULSETS, "llama70b", namespace=namespace)
+    assert statefulset["spec"]["replicas"] == 2
+
+
+async def test_a_model_the_hub_cannot_size_or_open_gets_planned_false_with_the_reason(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+) -> None:
+    await asyncio.to_thread(cluster.apply, _hf("noconfig", namespace, NO_CONFIG.repo))
+    refused = await until(
+        kube,
+        namespace,
+        "noconfig",
+        has_reason("Planned", "ModelMetadataUnreadable"),
+        what="Planned=False",
+    )
+    planned = next(c for c in refused["status"]["conditions"] if c["type"] == "Planned")
+    assert planned["status"] == "False"
+    assert "has no config.json" in planned["message"]
+    assert "plan" not in refused["status"]
+
+    gated = _hf("gated", namespace, GATED_1B.repo)
+    await asyncio.to_thread(cluster.apply, gated)
+    locked = await until(
+        kube, namespace, "gated", has_reason("Planned", "ModelMetadataUnreadable"), what="gated"
+    )
+    assert "modelAccessSecret" in str(locked["status"]["conditions"])
+    # With the token in the Secret the Workspace names, the planner can read the model.
+    await asyncio.to_thread(
+        cluster.kubectl,
+        "create",
+        "secret",
+        "generic",
+        "hf-token",
+        "-n",
+        namespace,
+        f"--from-literal=HF_TOKEN={TOKEN}",
+    )
+    gated["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
+    await asyncio.to_thread(cluster.apply, gated)
+    opened = await until(kube, namespace, "gated", is_true("Planned"), what="gated, with token")
+    assert opened["status"]["plan"]["model"] == GATED_1B.repo
