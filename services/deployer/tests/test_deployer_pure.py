@@ -12,6 +12,7 @@ import pytest
 
 from kairyu_core.api import AdapterSpec, Plan
 from kairyu_core.catalog import load_catalog
+from kairyu_core.objectstate import trim
 from kairyu_core.workloads import NameTakenError, WorkloadError, check_owned
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import WorkloadSettings
@@ -571,6 +572,8 @@ def test_scaling_down_keeps_the_pod_template_so_only_surplus_pods_go() -> None:
     current = manifests.objects(three, SETTINGS)[-1]
     one = inference(plan=plan(node_count=1, replicas=1), worker_nodes=["a"])
     assert manifests.kept_nodes(one, current) == ["a", "b", "c"]
+    # The view keeps no pod template; the workload's annotation says where its pods are pinned.
+    assert manifests.kept_nodes(one, trim("Deployment", current)) == ["a", "b", "c"]
     scaled = manifests.objects(replace(one, worker_nodes=["a", "b", "c"]), SETTINGS)[-1]
     assert scaled["spec"]["template"] == current["spec"]["template"]
     assert scaled["spec"]["replicas"] == 1

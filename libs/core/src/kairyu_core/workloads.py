@@ -90,8 +90,16 @@ def node_affinity(nodes: list[str]) -> JSON:
     }
 
 
+PINNED_NODES_ANNOTATION = "kairyu.io/pinned-nodes"
+"""On a workload (not its pods): the nodes its pod template is pinned to, comma-separated, so a
+view that keeps no pod template still knows them."""
+
+
 def pinned_nodes(workload: JSON | None) -> list[str]:
     """The nodes a workload's pod template is pinned to by `node_affinity` (none: empty)."""
+    annotations = ((workload or {}).get("metadata") or {}).get("annotations") or {}
+    if annotation := annotations.get(PINNED_NODES_ANNOTATION):
+        return sorted(n for n in str(annotation).split(",") if n)
     spec = (((workload or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
     required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution"

@@ -36,6 +36,7 @@ from kairyu_core.catalog import Preset
 from kairyu_core.workloads import (
     GPU_TOLERATIONS,
     JSON,
+    PINNED_NODES_ANNOTATION,
     WORKSPACE_LABEL,
     InvalidTemplateError,
     Owner,
@@ -563,10 +564,12 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
                 "template": template,
             },
         }
+    metadata = _meta(inference, inference.name)
+    metadata["annotations"] = {PINNED_NODES_ANNOTATION: ",".join(sorted(inference.worker_nodes))}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(inference, inference.name),
+        "metadata": metadata,
         "spec": {
             "replicas": inference.plan.replicas,
             "selector": selector,
