@@ -113,8 +113,10 @@ chaos: sync cluster karpenter
 		$(UV) run pytest tests/chaos -q -s
 
 crds: sync
-	$(UV) run python -m kairyu_core.api > config/crd/kaito.sh_workspaces.yaml
-	cp config/crd/kaito.sh_workspaces.yaml charts/kairyu/charts/crds/files/
+	$(UV) run python -m kairyu_core.api workspaces > config/crd/kaito.sh_workspaces.yaml
+	$(UV) run python -m kairyu_core.api inferencesets > config/crd/kaito.sh_inferencesets.yaml
+	cp config/crd/kaito.sh_workspaces.yaml config/crd/kaito.sh_inferencesets.yaml \
+		charts/kairyu/charts/crds/files/
 
 snapshots: sync helm
 	KAIRYU_UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contract -q

@@ -372,7 +372,8 @@ def start_system(backend: Backend, nodes: int = 0) -> System:
         cluster.start()
         nats.start()
         cluster.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
-        cluster.wait_for_crds("workspaces.kaito.sh")
+        cluster.apply(repo_root() / "config/crd/kaito.sh_inferencesets.yaml")
+        cluster.wait_for_crds("workspaces.kaito.sh", "inferencesets.kaito.sh")
         # As `make dev` gets them (byo: one seed node too, labelled for no bench Workspace).
         capacity: list[ManagedProcess | LocalKarpenter] = []
         provisioner_env = start_capacity(backend, cluster, capacity)

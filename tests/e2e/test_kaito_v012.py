@@ -51,13 +51,15 @@ def _unnamed_sku(name: str, namespace: str) -> dict[str, Any]:
     return doc
 
 
-def _table(cluster: LocalCluster, namespace: str, *extra: str) -> dict[str, str]:
-    """The first row of `kubectl get workspace` as kubectl prints it, by column.
+def _table(
+    cluster: LocalCluster, namespace: str, *extra: str, kind: str = "workspace"
+) -> dict[str, str]:
+    """The first row of `kubectl get <kind>` as kubectl prints it, by column.
 
     Cut at the header's column starts, since an empty cell (KAITO's Instance, when the
     Workspace names no SKU) leaves only spaces.
     """
-    out = cluster.kubectl("get", "workspace", "-n", namespace, *extra).stdout.splitlines()
+    out = cluster.kubectl("get", kind, "-n", namespace, *extra).stdout.splitlines()
     header, row = out[0], out[1]
     starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
     bounds = [*starts[1:], None]
@@ -237,3 +239,132 @@ async def test_a_model_the_hub_cannot_size_or_open_gets_planned_false_with_the_r
     await asyncio.to_thread(cluster.apply, gated)
     opened = await until(kube, namespace, "gated", is_true("Planned"), what="gated, with token")
     assert opened["status"]["plan"]["model"] == GATED_1B.repo
+
+
+def _inference_set(name: str, namespace: str, replicas: int) -> dict[str, Any]:
+    """KAITO's documented InferenceSet shape; no instanceType, so kairyu picks the SKU."""
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "InferenceSet",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "labelSelector": {"matchLabels": {"apps": name}},
+            "template": {"inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}},
+        },
+    }
+
+
+async def _until_set(
+    kube: KubeClient, namespace: str, name: str, ready: int, timeout: float = 120
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    found: dict[str, Any] = {}
+    while loop.time() < deadline:
+        found = await kube.get(resources.INFERENCESETS, name, namespace=namespace)
+        status = found.get("status") or {}
+        condition = next(
+            (c for c in status.get("conditions") or [] if c["type"] == "InferenceSetReady"), {}
+        )
+        if (
+            status.get("readyReplicas") == ready
+            and status.get("replicas") == ready
+            and condition.get("status") == "True"
+        ):
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(
+        f"{name}: {ready} ready replicas not reached; status {found.get('status')}"
+    )
+
+
+async def _namespace_claims(kube: KubeClient, namespace: str) -> list[dict[str, Any]]:
+    """Every NodeClaim of the namespace's Workspaces, being deleted or not."""
+    selector = f"kaito.sh/workspacenamespace={namespace}"
+    return list((await kube.list(resources.NODECLAIMS, label_selector=selector))["items"])
+
+
+async def _until_claims(kube: KubeClient, namespace: str, count: int, timeout: float = 90) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    claims: list[dict[str, Any]] = []
+    while loop.time() < deadline:
+        claims = await _namespace_claims(kube, namespace)
+        if len(claims) == count:
+            return
+        await asyncio.sleep(0.3)
+    names = [c["metadata"]["name"] for c in claims]
+    raise AssertionError(f"{count} NodeClaims expected, {len(claims)} there: {names}")
+
+
+async def _scale(cluster: LocalCluster, namespace: str, name: str, replicas: int) -> None:
+    await asyncio.to_thread(
+        cluster.kubectl,
+        "scale",
+        "inferenceset",
+        name,
+        "-n",
+        namespace,
+        f"--replicas={replicas}",
+    )
+
+
+async def test_an_inference_set_scales_its_gpu_nodes_to_zero_and_back_and_leaves_nothing(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+) -> None:
+    await asyncio.to_thread(cluster.apply, _inference_set("phi", namespace, 3))
+    three = await _until_set(kube, namespace, "phi", 3)
+    await _until_claims(kube, namespace, 3)
+    assert three["status"]["selector"] == "inferenceset.kaito.sh/created-by=phi"
+    # One cost figure for the set: three times the cheapest fit for phi-3-mini ($0.53/h each).
+    assert three["status"]["estimatedCostPerHour"] == "1.59"
+    row = await asyncio.to_thread(_table, cluster, namespace, kind="inferenceset")
+    assert (row["REPLICAS"], row["READYREPLICAS"]) == ("3", "3")
+    children = await kube.list(
+        resources.WORKSPACES,
+        namespace=namespace,
+        label_selector="inferenceset.kaito.sh/created-by=phi",
+    )
+    names = sorted(c["metadata"]["name"] for c in children["items"])
+    assert len(names) == 3
+    oldest = min(
+        (c["metadata"]["creationTimestamp"], c["metadata"]["name"]) for c in children["items"]
+    )[1]
+    assert all(n.startswith("phi-") and len(n) == len("phi-") + 5 for n in names)
+
+    await _scale(cluster, namespace, "phi", 5)
+    await _until_set(kube, namespace, "phi", 5)
+    await _until_claims(kube, namespace, 5)
+
+    await _scale(cluster, namespace, "phi", 1)
+    one = await _until_set(kube, namespace, "phi", 1)
+    await _until_claims(kube, namespace, 1)
+    kept = await kube.list(
+        resources.WORKSPACES,
+        namespace=namespace,
+        label_selector="inferenceset.kaito.sh/created-by=phi",
+    )
+    live = [c for c in kept["items"] if not c["metadata"].get("deletionTimestamp")]
+    assert [c["metadata"]["name"] for c in live] == [oldest]  # the newest went first
+    assert one["status"]["estimatedCostPerHour"] == "0.53"
+
+    await _scale(cluster, namespace, "phi", 0)
+    await _until_claims(kube, namespace, 0)  # every GPU node freed
+    zero = await kube.get(resources.INFERENCESETS, "phi", namespace=namespace)
+    assert zero["status"]["replicas"] == 0
+
+    await _scale(cluster, namespace, "phi", 2)
+    await _until_set(kube, namespace, "phi", 2)
+    await _until_claims(kube, namespace, 2)
+
+    await asyncio.to_thread(
+        cluster.kubectl, "delete", "inferenceset", "phi", "-n", namespace, "--wait=false"
+    )
+    await _until_claims(kube, namespace, 0)
+    for _ in range(300):
+        left = await kube.list(resources.WORKSPACES, namespace=namespace)
+        if not left["items"]:
+            break
+        await asyncio.sleep(0.3)
+    assert left["items"] == []

@@ -30,7 +30,15 @@ import orjson
 JSON = dict[str, Any]
 
 Kind = Literal[
-    "Workspace", "Node", "NodeClaim", "Deployment", "StatefulSet", "Job", "Pod", "Occupant"
+    "Workspace",
+    "Node",
+    "NodeClaim",
+    "Deployment",
+    "StatefulSet",
+    "Job",
+    "Pod",
+    "Occupant",
+    "InferenceSet",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 CHILD_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k != "Workspace")
@@ -105,6 +113,23 @@ def workspace_key(kind: Kind, obj: Mapping[str, Any]) -> str | None:
 
 
 OCCUPANT_API_VERSION = "kairyu.io/v1"
+
+
+INFERENCESET_LABEL = "inferenceset.kaito.sh/created-by"
+INFERENCESET_PREFIX = "InferenceSet/"
+"""Reconcile keys of InferenceSets: `InferenceSet/<namespace>/<name>` (a Workspace's key is
+`<namespace>/<name>`), so one controller's queue holds both without a clash."""
+
+
+def inferenceset_key(kind: Kind, obj: Mapping[str, Any]) -> str | None:
+    """The reconcile key of the InferenceSet an object concerns: its own, or its parent's."""
+    meta = obj.get("metadata") or {}
+    if kind == "InferenceSet":
+        return f"{INFERENCESET_PREFIX}{meta.get('namespace')}/{meta.get('name')}"
+    if kind != "Workspace":
+        return None
+    parent = (meta.get("labels") or {}).get(INFERENCESET_LABEL)
+    return f"{INFERENCESET_PREFIX}{meta.get('namespace')}/{parent}" if parent else None
 
 
 def occupant_key(namespace: str, workspace: str, kind: str, name: str) -> ObjectKey:

@@ -18,7 +18,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from kairyu_core.objectstate import JSON, Kind, ObjectKey, workspace_key
+from kairyu_core.objectstate import (
+    INFERENCESET_PREFIX,
+    JSON,
+    Kind,
+    ObjectKey,
+    inferenceset_key,
+    workspace_key,
+)
 
 
 class View:
@@ -32,11 +39,14 @@ class View:
         self._owned: defaultdict[str, defaultdict[Kind, set[ObjectKey]]] = defaultdict(
             lambda: defaultdict(set)
         )
+        self._set_of: dict[ObjectKey, str] = {}  # Workspace → its InferenceSet's key
+        self._members: defaultdict[str, set[ObjectKey]] = defaultdict(set)
 
     # ------------------------------------------------------------------ changes
     def apply(self, key: ObjectKey, value: JSON | None) -> set[str]:
         """Store `value` as the object's state (None: it is gone); the Workspaces it concerns."""
         affected: set[str] = set()
+        affected |= self._regroup(key, value)
         before = self._owner.pop(key, None)
         if before is not None:
             affected.add(before)
@@ -54,6 +64,31 @@ class View:
             self._owner[key] = owner
             self._owned[owner][key.kind].add(key)
             affected.add(owner)
+        return affected
+
+    def _regroup(self, key: ObjectKey, value: JSON | None) -> set[str]:
+        """Keep the InferenceSet index; the set keys the change concerns.
+
+        Only in a view that follows InferenceSets (the planner's): other services' controllers
+        know Workspace keys only.
+        """
+        if key.kind not in ("Workspace", "InferenceSet") or "InferenceSet" not in self.kinds:
+            return set()
+        affected: set[str] = set()
+        before = self._set_of.pop(key, None)
+        if before is not None:
+            affected.add(before)
+            self._members[before].discard(key)
+            if not self._members[before]:
+                del self._members[before]
+        now = inferenceset_key(key.kind, value) if value is not None else None
+        if key.kind == "InferenceSet":
+            own = f"{INFERENCESET_PREFIX}{key.namespace}/{key.name}"
+            return affected | {own}
+        if now is not None:
+            self._set_of[key] = now
+            self._members[now].add(key)
+            affected.add(now)
         return affected
 
     def replace(self, kind: Kind, values: Mapping[ObjectKey, JSON]) -> set[str]:
@@ -80,6 +115,15 @@ class View:
         """The Workspace `namespace/name`, or None if the view does not hold it."""
         namespace, _, name = ws_key.partition("/")
         return self._objects.get(ObjectKey("Workspace", namespace, name))
+
+    def inferenceset(self, set_key: str) -> JSON | None:
+        """The InferenceSet of the key `InferenceSet/<namespace>/<name>`, if the view holds it."""
+        namespace, _, name = set_key.removeprefix(INFERENCESET_PREFIX).partition("/")
+        return self._objects.get(ObjectKey("InferenceSet", namespace, name))
+
+    def members(self, set_key: str) -> list[JSON]:
+        """The Workspaces labelled as made by the InferenceSet `set_key`, by name."""
+        return [self._objects[k] for k in sorted(self._members.get(set_key) or ())]
 
     def owned(self, kind: Kind, ws_key: str) -> list[JSON]:
         """The objects of `kind` labelled with the Workspace `namespace/name`, by name."""

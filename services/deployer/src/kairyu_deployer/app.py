@@ -52,6 +52,7 @@ from kairyu_core.kube import (
     resources,
     stamped,
 )
+from kairyu_core.objectstate import INFERENCESET_LABEL as CREATED_BY_LABEL
 from kairyu_core.objectstate import Kind, ObjectKey, trim
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
@@ -133,6 +134,7 @@ def inference_of(
         ingress_from=manifests.ingress_namespaces(
             annotations.get(manifests.ALLOW_INGRESS_ANNOTATION)
         ),
+        pod_labels={k: v for k, v in (meta.labels or {}).items() if k == CREATED_BY_LABEL and v},
     )
 
 

@@ -105,6 +105,8 @@ class Inference:
     """The Secret holding the runtime's API key (annotation kairyu.io/api-key-secret)."""
     ingress_from: list[str] = field(default_factory=list)
     """Namespaces whose pods may call the model, besides its own (kairyu.io/allow-ingress-from)."""
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    """Labels of the Workspace its pods carry too: an InferenceSet's, which selects its pods."""
 
     @property
     def multi_node(self) -> bool:
@@ -543,7 +545,7 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
     Raises InvalidTemplateError for a user template that is not a pod template.
     """
     template_labels = _template_labels(inference) if inference.template is not None else {}
-    pod_labels = {**template_labels, **inference.labels}
+    pod_labels = {**template_labels, **inference.pod_labels, **inference.labels}
     spec = (
         _template_spec(inference)
         if inference.template is not None

@@ -49,11 +49,13 @@ from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
 from kairyu_core.catalog.sizing import SizingError, is_hf_id
 from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resources
+from kairyu_core.objectstate import INFERENCESET_PREFIX
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.hub import HubModels, HubUnavailableError
 from kairyu_planner.planning import PlanError, PlanReason
+from kairyu_planner.setcontrol import InferenceSetController
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
 
 log = logging.getLogger(__name__)
@@ -114,13 +116,19 @@ class Planner:
         self._view = view
         self._catalog = catalog
         self._hub = hub or HubModels(settings.hub, image=catalog.base_image)
+        self._sets = InferenceSetController(
+            kube=kube, view=view, field_manager=settings.service_name
+        )
         self._started: dict[tuple[str, int], None] = {}  # rollouts whose root span is recorded
 
     async def reconcile(self, key: str) -> float | None:
         """Plan the Workspace `namespace/name` and write the result if it differs from the view's.
 
         Returns seconds after which to look again, or None to wait for the next change.
+        An InferenceSet's key (`InferenceSet/<namespace>/<name>`) goes to its controller.
         """
+        if key.startswith(INFERENCESET_PREFIX):
+            return await self._sets.reconcile(key)
         raw = self._view.workspace(key)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return None  # gone, or going: the provisioner frees its nodes; nothing to plan

@@ -1,4 +1,4 @@
-"""The validating admission webhook for Workspaces, served over TLS (AdmissionReview v1).
+"""The validating admission webhook for Workspaces and InferenceSets, over TLS (AdmissionReview v1).
 
 The apiserver posts every Workspace CREATE and UPDATE here; `validation.validate` decides. An
 object the models cannot read is refused with the reason rather than crashing the handler, and
@@ -32,6 +32,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from kairyu_core.api import Workspace, parse_workspace
+from kairyu_core.api.inferenceset import INFERENCESET_KIND, parse_inferenceset
+from kairyu_planner.inferencesets import child_manifest
 from kairyu_planner.validation import Verdict, validate
 
 Validator = Callable[[Workspace, Workspace | None], Verdict]
@@ -69,16 +71,20 @@ def review(request: dict[str, Any], validator: Validator = validate) -> dict[str
     if _admit_without_checks(req):
         allowed = {"uid": uid, "allowed": True}
         return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": allowed}
+    kind = (req.get("object") or {}).get("kind") if isinstance(req.get("object"), dict) else None
     try:
-        new = parse_workspace(req["object"])
-        old = (
-            parse_workspace(req["oldObject"])
-            if req.get("operation") == "UPDATE" and req.get("oldObject")
-            else None
-        )
-        verdict = validator(new, old)
+        if kind == INFERENCESET_KIND:
+            verdict = _review_set(req, validator)
+        else:
+            new = parse_workspace(req["object"])
+            old = (
+                parse_workspace(req["oldObject"])
+                if req.get("operation") == "UPDATE" and req.get("oldObject")
+                else None
+            )
+            verdict = validator(new, old)
     except (KeyError, ValidationError) as exc:
-        verdict = Verdict(errors=[f"cannot read the Workspace: {exc}"])
+        verdict = Verdict(errors=[f"cannot read the {kind or 'Workspace'}: {exc}"])
     response: dict[str, Any] = {"uid": uid, "allowed": verdict.allowed}
     if verdict.warnings:
         response["warnings"] = verdict.warnings
@@ -89,6 +95,28 @@ def review(request: dict[str, Any], validator: Validator = validate) -> dict[str
             "message": "; ".join(verdict.errors)[:_MAX_MESSAGE],
         }
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+def _review_set(req: Mapping[str, Any], validator: Validator) -> Verdict:
+    """An InferenceSet is judged as the Workspace its template makes (KAITO v0.12).
+
+    On CREATE every Workspace rule applies; on an UPDATE, which existing children never see
+    (template edits are not rolled out), only the safety rules of what the new template's
+    children would run.
+    """
+    obj = req["object"]
+    parse_inferenceset(obj)
+    name = f"{(obj.get('metadata') or {}).get('name', 'set')}-check"
+    child = child_manifest({**obj, "metadata": {"uid": "", **(obj.get("metadata") or {})}}, name)
+    child["metadata"].pop("ownerReferences", None)
+    workspace = parse_workspace(child)
+    creating = req.get("operation") != "UPDATE"
+    verdict = validator(workspace, None if creating else workspace)
+    prefix = "spec.template: "
+    return Verdict(
+        errors=[prefix + e for e in verdict.errors],
+        warnings=[prefix + w for w in verdict.warnings],
+    )
 
 
 _VALIDATOR: web.AppKey[Validator] = web.AppKey("validator")

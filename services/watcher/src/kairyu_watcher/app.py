@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 WORKSPACE_LABEL = "kaito.sh/workspace"
 CHILD_RESOURCES = (
+    resources.INFERENCESETS,
     resources.NODES,
     resources.NODECLAIMS,
     resources.DEPLOYMENTS,
@@ -338,7 +339,9 @@ class Watcher:
         # Every Node, not only labelled ones: the byo backend chooses among existing GPU nodes by
         # the Workspace's own labelSelector, so the provisioner's view must hold them all. A
         # node's heartbeats do not change its trimmed state, so they are not published.
-        selector = None if resource is resources.NODES else WORKSPACE_LABEL
+        # InferenceSets are the users' own objects, followed whole like Workspaces.
+        unlabelled = (resources.NODES, resources.INFERENCESETS)
+        selector = None if resource in unlabelled else WORKSPACE_LABEL
         async for change in watch(
             self._kube,
             resource,

@@ -1,7 +1,7 @@
-"""Prints the generated Workspace CRD (`make crds` writes it to config/crd/)."""
+"""Prints a generated CRD: `python -m kairyu_core.api [workspaces|inferencesets]` (`make crds`)."""
 
 import sys
 
 from kairyu_core.api.crd import render_yaml
 
-sys.stdout.write(render_yaml())
+sys.stdout.write(render_yaml(*sys.argv[1:2]))

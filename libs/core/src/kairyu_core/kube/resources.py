@@ -54,6 +54,7 @@ def label_of(path: str) -> str:
 
 
 WORKSPACES = Resource("kaito.sh", "v1beta1", "workspaces", "Workspace")
+INFERENCESETS = Resource("kaito.sh", "v1beta1", "inferencesets", "InferenceSet")
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")

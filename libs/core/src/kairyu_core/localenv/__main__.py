@@ -302,7 +302,8 @@ def main() -> int:
         nats.start()
         jaeger.start()
         cluster.apply(root / "config/crd/kaito.sh_workspaces.yaml")
-        cluster.wait_for_crds("workspaces.kaito.sh")
+        cluster.apply(root / "config/crd/kaito.sh_inferencesets.yaml")
+        cluster.wait_for_crds("workspaces.kaito.sh", "inferencesets.kaito.sh")
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
         services.extend(

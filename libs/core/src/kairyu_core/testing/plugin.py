@@ -46,7 +46,8 @@ def cluster() -> Iterator[LocalCluster]:
     """The session's control plane, with the Workspace CRD installed."""
     with LocalCluster(Binaries.locate()) as local:
         local.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
-        local.wait_for_crds("workspaces.kaito.sh")
+        local.apply(repo_root() / "config/crd/kaito.sh_inferencesets.yaml")
+        local.wait_for_crds("workspaces.kaito.sh", "inferencesets.kaito.sh")
         yield local
 
 

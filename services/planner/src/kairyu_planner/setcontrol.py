@@ -1,0 +1,115 @@
+"""The InferenceSet controller, in the planner: children and status from the view (thin I/O).
+
+Why the planner and not a service of its own: a set's decisions are planning decisions (how many
+replicas its node limit allows, what the whole set costs, both read from the children's plans),
+the planner's view already holds every Workspace, and a sixth service would be a sixth
+Deployment, NATS identity and RBAC role for a loop that writes a few objects per scale event.
+Its keys share the planner's work queue as `InferenceSet/<namespace>/<name>`.
+
+Each reconcile reads the set and its children from the view (kairyu_core.view `members`),
+decides (kairyu_planner.inferencesets), creates the missing children (their names are
+deterministic: an AlreadyExists means a view that does not show them yet), deletes the surplus
+ones by uid, and writes the status only when it differs from the view's.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kairyu_core.bus import TemporaryError
+from kairyu_core.kube import KubeClient, OnceDeleter, apply_status, errors, resources
+from kairyu_core.view import View
+from kairyu_planner.inferencesets import READY_TYPE, child_manifest, decide
+
+log = logging.getLogger(__name__)
+_RETRY_S = 2.0
+_INVALID_REASON = "InvalidTemplate"
+_OWNED = (
+    "replicas",
+    "readyReplicas",
+    "selector",
+    "nodeCount",
+    "estimatedCostPerHour",
+    "observedGeneration",
+)
+"""The status fields this controller writes besides its condition (others' are left alone)."""
+
+
+class InferenceSetController:
+    """Reconciles InferenceSets from the planner's view."""
+
+    def __init__(self, *, kube: KubeClient, view: View, field_manager: str) -> None:
+        self._kube = kube
+        self._view = view
+        self._field_manager = field_manager
+        self._deleter = OnceDeleter(kube)
+
+    async def reconcile(self, key: str) -> float | None:
+        inference_set = self._view.inferenceset(key)
+        if inference_set is None:
+            return None  # gone: its children go with it (owner references)
+        decision = decide(inference_set, self._view.members(key))
+        meta = inference_set["metadata"]
+        try:
+            for name in decision.create:
+                try:
+                    await self._kube.create(
+                        resources.WORKSPACES,
+                        child_manifest(inference_set, name),
+                        namespace=meta["namespace"],
+                        field_manager=self._field_manager,
+                    )
+                    log.info("%s: created Workspace %s", key, name)
+                except errors.ConflictError:
+                    pass  # made before; the view does not show it yet
+                except errors.InvalidError as exc:
+                    # The template is no valid Workspace (no webhook ran): say so on the set.
+                    refused = decision.status["conditions"][0]
+                    refused.update(
+                        {
+                            "status": "False",
+                            "reason": _INVALID_REASON,
+                            "message": f"a replica cannot be created: {exc}"[:1024],
+                        }
+                    )
+                    break
+            for child in decision.delete:
+                await self._deleter(resources.WORKSPACES, child)
+                log.info("%s: deleted Workspace %s", key, child["metadata"]["name"])
+            await self._write(inference_set, decision.status)
+        except errors.KubeError as exc:
+            raise TemporaryError(f"cannot reconcile {key}: {exc}", delay=_RETRY_S) from exc
+        return None
+
+    async def _write(self, inference_set: dict[str, Any], status: dict[str, Any]) -> None:
+        current = inference_set.get("status") or {}
+        old = next(
+            (c for c in current.get("conditions") or [] if c.get("type") == READY_TYPE), None
+        )
+        new = status["conditions"][0]
+        same_condition = old is not None and all(
+            old.get(k) == new.get(k) for k in ("status", "reason", "message", "observedGeneration")
+        )
+        same_fields = all(current.get(k) == status.get(k) for k in _OWNED)
+        if same_condition and same_fields:
+            return
+        keep_time = old is not None and old.get("status") == new["status"]
+        new["lastTransitionTime"] = (
+            old.get("lastTransitionTime")
+            if keep_time and old is not None
+            else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+        meta = inference_set["metadata"]
+        try:
+            await apply_status(
+                self._kube,
+                namespace=meta["namespace"],
+                name=meta["name"],
+                field_manager=self._field_manager,
+                status=status,
+                resource=resources.INFERENCESETS,
+            )
+        except errors.NotFoundError:
+            return
