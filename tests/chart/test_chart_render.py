@@ -40,16 +40,21 @@ def test_render_matches_its_golden_file(values: Path) -> None:
     assert rendered == golden.read_text(), f"run `make snapshots` if {golden.name} should change"
 
 
-def test_chart_crd_is_the_generated_one() -> None:
-    generated = (repo_root() / "config/crd/kaito.sh_workspaces.yaml").read_text()
-    copy = (CHART / "charts/crds/files/kaito.sh_workspaces.yaml").read_text()
-    assert copy == generated, "run `make crds`: the chart's CRD differs from the models"
+def test_chart_crds_are_the_generated_ones() -> None:
+    for plural in ("workspaces", "inferencesets"):
+        generated = (repo_root() / f"config/crd/kaito.sh_{plural}.yaml").read_text()
+        copy = (CHART / f"charts/crds/files/kaito.sh_{plural}.yaml").read_text()
+        assert copy == generated, "run `make crds`: the chart's CRD differs from the models"
 
 
-def test_the_crd_is_kept_on_uninstall() -> None:
-    (crd,) = [d for d in documents(render()) if d["kind"] == "CustomResourceDefinition"]
-    assert crd["metadata"]["name"] == "workspaces.kaito.sh"
-    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+def test_the_crds_are_kept_on_uninstall() -> None:
+    crds = [d for d in documents(render()) if d["kind"] == "CustomResourceDefinition"]
+    assert sorted(c["metadata"]["name"] for c in crds) == [
+        "inferencesets.kaito.sh",
+        "workspaces.kaito.sh",
+    ]
+    for crd in crds:
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_bad_values_are_refused_with_the_field() -> None:
