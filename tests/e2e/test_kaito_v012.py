@@ -264,7 +264,7 @@ async def _until_set(
     while loop.time() < deadline:
         found = await kube.get(resources.INFERENCESETS, name, namespace=namespace)
         status = found.get("status") or {}
-        condition = next(
+        condition: dict[str, Any] = next(
             (c for c in status.get("conditions") or [] if c["type"] == "InferenceSetReady"), {}
         )
         if (

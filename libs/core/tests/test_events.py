@@ -48,4 +48,7 @@ def test_the_topology_has_one_writer_per_family_and_readers_from_follows() -> No
     assert [f.producers for f in letters] == [(s,) for s in topology.RECONCILERS]
     assert all(f.readers == () for f in letters)
     assert topology.publishes("watcher") == tuple(f.wildcard for f in states)
-    assert topology.reads("planner") == ("kairyu.v1.state.workspace.>",)
+    assert topology.reads("planner") == (
+        "kairyu.v1.state.workspace.>",
+        "kairyu.v1.state.inferenceset.>",
+    )
