@@ -218,3 +218,19 @@ def test_the_plan_digest_covers_what_the_nodes_and_workload_run_not_the_explanat
     for change in changes:
         assert plan.model_copy(update=change).content_digest() != plan.content_digest()
     assert NEW_PLAN["digest"] != OLD_PLAN["digest"]
+
+
+def test_no_inference_set_name_or_category_shadows_a_workspace_name() -> None:
+    """kubectl resolves a category before a kind: a shared one breaks `kubectl get workspace x`."""
+    from kairyu_core.api.crd import inferenceset_crd
+
+    workspace = workspace_crd()["spec"]["names"]
+    names = inferenceset_crd()["spec"]["names"]
+    workspace_words = {workspace["singular"], workspace["plural"], *workspace["shortNames"]}
+    set_words = {
+        names["singular"],
+        names["plural"],
+        *names["shortNames"],
+        *names.get("categories", []),
+    }
+    assert not workspace_words & set_words

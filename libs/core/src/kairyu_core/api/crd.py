@@ -243,7 +243,8 @@ def inferenceset_crd() -> dict[str, Any]:
                 "plural": INFERENCESET_PLURAL,
                 "singular": INFERENCESET_KIND.lower(),
                 "shortNames": ["is", "isets"],
-                "categories": ["workspace"],
+                # No "workspace" category: kubectl would then read `kubectl get workspace` as
+                # the category (both kinds) and refuse `kubectl delete workspace x`.
             },
             "scope": "Namespaced",
             "versions": versions,
