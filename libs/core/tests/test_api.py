@@ -17,6 +17,7 @@ from kairyu_core.api import (
     set_condition,
     workspace_crd,
 )
+from kairyu_core.api.crd import inferenceset_crd
 
 ROOT = Path(__file__).resolve().parents[3]
 SEEDS = sorted((ROOT / "tests/manifests").glob("seed-*.yaml"))
@@ -222,8 +223,6 @@ def test_the_plan_digest_covers_what_the_nodes_and_workload_run_not_the_explanat
 
 def test_no_inference_set_name_or_category_shadows_a_workspace_name() -> None:
     """kubectl resolves a category before a kind: a shared one breaks `kubectl get workspace x`."""
-    from kairyu_core.api.crd import inferenceset_crd
-
     workspace = workspace_crd()["spec"]["names"]
     names = inferenceset_crd()["spec"]["names"]
     workspace_words = {workspace["singular"], workspace["plural"], *workspace["shortNames"]}
