@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import WorkspaceV1Alpha1
+from kairyu_core.api import WorkspaceV1Alpha1, WorkspaceV1Beta1
 from kairyu_core.catalog import Cloud
 from kairyu_core.testing.manifests import seed
 from kairyu_planner.settings import PlanningSettings
@@ -375,4 +375,26 @@ def test_a_hugging_face_id_is_admitted_with_a_warning_and_no_resource_check() ->
     assert verdict.allowed
     assert any("sizes it from the Hugging Face Hub" in w for w in verdict.warnings)
     doc["inference"]["preset"]["name"] = "not a model"
+    assert not validate(WorkspaceV1Alpha1.model_validate(doc)).allowed
+
+
+def test_v1beta1_deprecated_fields_are_accepted_with_kaito_s_warnings() -> None:
+    doc = seed("inference")
+    doc["apiVersion"] = "kaito.sh/v1beta1"
+    doc["resource"]["count"] = 1
+    doc["resource"]["preferredNodes"] = ["node-a"]
+    verdict = validate(WorkspaceV1Beta1.model_validate(doc))
+    assert verdict.allowed
+    assert any("resource.count is deprecated in v1beta1" in w for w in verdict.warnings)
+    assert any("resource.preferredNodes is deprecated in v1beta1" in w for w in verdict.warnings)
+    doc["apiVersion"] = "kaito.sh/v1alpha1"
+    older = validate(WorkspaceV1Alpha1.model_validate(doc))
+    assert not any("deprecated" in w for w in older.warnings)
+
+
+def test_the_node_image_family_annotation_is_read_as_kaito_s_examples_write_it() -> None:
+    doc = seed("inference")
+    doc["metadata"]["annotations"] = {"kaito.sh/node-image-family": "AzureLinux"}
+    assert validate(WorkspaceV1Alpha1.model_validate(doc)).allowed
+    doc["metadata"]["annotations"] = {"kaito.sh/node-image-family": "windows"}
     assert not validate(WorkspaceV1Alpha1.model_validate(doc)).allowed

@@ -53,6 +53,9 @@ def child_manifest(inference_set: JSON, name: str) -> JSON:
         value = (template.get("resource") or {}).get(key)
         if value:
             resource[key] = value
+    mig = (template.get("resource") or {}).get("mig") or {}
+    if mig.get("profile") and "partition" not in resource:
+        resource["partition"] = {"mode": "mig", "profile": mig["profile"]}
     metadata: JSON = {
         "name": name,
         "namespace": meta["namespace"],

@@ -34,6 +34,7 @@ ANNOTATION_VALUES = {
     "kaito.sh/use-local-weights": {"true", "false"},
     "kaito.sh/runtime": {"vllm", "transformers", "triton"},
 }
+_CASELESS_ANNOTATIONS = {"kaito.sh/node-image-family"}
 RESERVED_LABELS = {
     "kaito.sh/workspace",
     "kaito.sh/ragengine",
@@ -98,6 +99,7 @@ def validate(
         _check_update(old, new, verdict)
         return verdict
     _check_annotations(new, verdict)
+    _check_deprecated_fields(new, verdict)
     _check_label_selector(new, verdict)
     _check_instance_type(new, verdict, catalog, planning)
     _check_presets(new, verdict, catalog)
@@ -212,10 +214,36 @@ def _check_resources(
 def _check_annotations(ws: Workspace, verdict: Verdict) -> None:
     for key, allowed in ANNOTATION_VALUES.items():
         value = (ws.metadata.annotations or {}).get(key)
+        if key in _CASELESS_ANNOTATIONS and value is not None:
+            value = value.lower()  # KAITO's own examples write "AzureLinux"
         if value is not None and value not in allowed:
             verdict.errors.append(
                 f"invalid value {value!r} for annotation {key}: must be one of {sorted(allowed)}"
             )
+
+
+def _check_deprecated_fields(ws: Workspace, verdict: Verdict) -> None:
+    """KAITO v1beta1 deprecates these; they still work, with a warning."""
+    if ws.version != "v1beta1":
+        return
+    if ws.resource.count is not None:
+        verdict.warnings.append(
+            "resource.count is deprecated in v1beta1 and will be removed: the planner computes "
+            "the node count (status.targetNodeCount)"
+        )
+    if ws.resource.preferred_nodes:
+        verdict.warnings.append("resource.preferredNodes is deprecated in v1beta1")
+    preset = (ws.inference.preset if ws.inference else None) or (
+        ws.tuning.preset if ws.tuning else None
+    )
+    options = preset.preset_options if preset else None
+    if preset and (
+        preset.access_mode or (options and (options.image or options.image_pull_secrets))
+    ):
+        verdict.warnings.append(
+            "preset.accessMode and presetOptions.image / imagePullSecrets are deprecated in "
+            "v1beta1: model weights are downloaded at run time"
+        )
 
 
 def _check_label_selector(ws: Workspace, verdict: Verdict) -> None:

@@ -37,11 +37,19 @@ class TemplateMeta(ApiModel):
     annotations: dict[str, str] | None = None
 
 
+class MigSpec(ApiModel):
+    """A MIG profile for each child (KAITO's mixed-strategy example writes `resource.mig`)."""
+
+    profile: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class TemplateResource(ApiModel):
     """The GPU nodes of each child: its SKU (kairyu picks one when absent) and partition."""
 
     instance_type: Annotated[str | None, Field(max_length=128)] = None
     partition: PartitionSpec | None = None
+    mig: MigSpec | None = None
+    """The same as `partition: {mode: mig, profile: ...}`."""
 
 
 class InferenceSetTemplate(ApiModel):

@@ -88,6 +88,7 @@ class Catalog:
                 int(model.weights_gib * sizing.GIB),
                 image=presets.base_image,
                 gated=model.gated,
+                deprecated=model.deprecated,
             )
             if preset.name in by_name:
                 raise ValueError(f"curated model {model.repo} is served as {preset.name}, taken")

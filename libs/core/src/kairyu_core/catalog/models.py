@@ -124,6 +124,7 @@ class CuratedModel(_Strict):
     quant_method: str | None = None
     quant_bits: Annotated[int | None, Field(gt=0)] = None
     gated: bool = False
+    deprecated: bool = False
 
     def config(self) -> dict[str, object]:
         """The config.json fields sizing reads."""

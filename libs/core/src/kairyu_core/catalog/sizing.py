@@ -117,6 +117,7 @@ def preset_from_config(
     image: str,
     gated: bool = False,
     revision: str | None = None,
+    deprecated: bool = False,
 ) -> Preset:
     """The preset of the Hugging Face model `repo`, from its config.json and weights' bytes."""
     architecture(config)
@@ -138,6 +139,7 @@ def preset_from_config(
         disk_gib=max(80, math.ceil(weights_gib * 2)),
         distributed=True,
         download_auth_required=gated,
+        deprecated=deprecated,
         quantization=quantization(config),
         revision=revision,
         image=image,
