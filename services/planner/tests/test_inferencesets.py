@@ -41,7 +41,7 @@ def child(ordinal: int, *, ready: bool = True, nodes: int = 1, cost: str = "3.67
         "creationTimestamp": f"2026-11-30T10:00:0{ordinal}Z",
     }
     conditions = [
-        {"type": "WorkspaceReady", "status": "True" if ready else "False", "observedGeneration": 1}
+        {"type": "InferenceReady", "status": "True" if ready else "False", "observedGeneration": 1}
     ]
     doc["status"] = {
         "state": "Ready" if ready else "Pending",

@@ -97,10 +97,15 @@ def _controlled_by(child: JSON, uid: str) -> bool:
 
 
 def _ready(child: JSON) -> bool:
+    """InferenceReady for the child's generation.
+
+    A condition whose change wakes the planner; the summary (WorkspaceReady, state) wakes nobody
+    (docs/watcher.md).
+    """
     status = child.get("status") or {}
     generation = (child.get("metadata") or {}).get("generation")
-    return status.get("state") == "Ready" and any(
-        c.get("type") == "WorkspaceReady"
+    return any(
+        c.get("type") == "InferenceReady"
         and c.get("status") == "True"
         and c.get("observedGeneration") == generation
         for c in status.get("conditions") or []
