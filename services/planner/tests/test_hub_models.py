@@ -12,6 +12,7 @@ from kairyu_core.catalog import load_catalog
 from kairyu_core.catalog.sizing import SizingError, is_hf_id, preset_from_config
 from kairyu_core.testing.fakehub import (
     GATED_1B,
+    HUGE_CONFIG,
     LLAMA_8B,
     LLAMA_70B,
     NO_CONFIG,
@@ -144,3 +145,22 @@ def test_a_config_without_layers_is_refused_naming_the_field() -> None:
         )
     with pytest.raises(SizingError, match="architecture"):
         preset_from_config("acme/odd", {"num_hidden_layers": 2}, 1 << 30, image="x")
+
+
+async def test_a_config_json_larger_than_any_real_one_is_abandoned(hub: FakeHub) -> None:
+    with pytest.raises(SizingError, match="larger than"):
+        await models(hub).model(HUGE_CONFIG.repo, "main", None)
+
+
+async def test_a_gated_model_read_with_one_namespace_s_token_is_not_another_s(
+    hub: FakeHub,
+) -> None:
+    hub_models = models(hub)
+    mine = await hub_models.model(GATED_1B.repo, "main", TOKEN, "team-a/hf-token")
+    assert hub_models.cached(GATED_1B.repo, mine.commit, "team-a/hf-token") is mine
+    assert hub_models.cached(GATED_1B.repo, mine.commit, "team-b/hf-token") is None
+    with pytest.raises(SizingError, match="gated"):
+        await hub_models.model(GATED_1B.repo, "main", None, "team-b/other")
+    # An open model is shared: nobody's access is needed to know it.
+    open_model = await hub_models.model(LLAMA_8B.repo, "main", None, "")
+    assert hub_models.cached(LLAMA_8B.repo, open_model.commit, "team-b/x") is open_model

@@ -151,3 +151,19 @@ def test_the_webhook_judges_a_set_s_template_as_a_workspace() -> None:
     bad = inference_set()
     bad["spec"]["template"]["resource"]["instanceType"] = "m5.large"
     assert not _admission(bad)["allowed"]
+
+
+def test_with_a_node_limit_one_replica_is_made_until_its_plan_shows_its_nodes() -> None:
+    first = decide(inference_set(3, nodeCountLimit=4), [])
+    assert len(first.create) == 1
+    unplanned = child(0)
+    unplanned["status"].pop("plan")
+    assert decide(inference_set(3, nodeCountLimit=4), [unplanned]).create == []
+    # Planned at 2 nodes a replica: 2 replicas fit the limit of 4.
+    planned = decide(inference_set(3, nodeCountLimit=4), [child(0, nodes=2)])
+    assert planned.create == [child_name("phi", UID, 1)]
+
+
+def test_a_name_another_workspace_holds_is_skipped() -> None:
+    taken = frozenset({child_name("phi", UID, 0)})
+    assert decide(inference_set(1), [], taken).create == [child_name("phi", UID, 1)]

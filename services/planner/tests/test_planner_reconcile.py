@@ -200,3 +200,21 @@ async def test_a_refused_sku_with_nothing_else_that_fits_keeps_the_plan_and_says
     writes = len(kube.writes)
     await Planner(settings=settings, kube=kube, view=view, catalog=load_catalog()).reconcile(KEY)
     assert len(kube.writes) == writes
+
+
+async def test_a_refusal_keeps_the_last_plan_for_what_still_runs() -> None:
+    """Planned=False for a new generation leaves the earlier generation's plan in the status."""
+    kube = RecordingKube()
+    first = workspace(generation=1)
+    await planner(view_of(first), kube).reconcile(KEY)
+    (write,) = kube.writes_to("/status")
+    planned = write.body["status"]["plan"]
+    edited = workspace(generation=2)
+    edited["status"] = {"plan": planned, "conditions": write.body["status"]["conditions"]}
+    edited["inference"]["preset"]["name"] = "no-such-model"
+    kube = RecordingKube()
+    await planner(view_of(edited), kube).reconcile(KEY)
+    (refusal,) = kube.writes_to("/status")
+    condition = next(c for c in refusal.body["status"]["conditions"] if c["type"] == "Planned")
+    assert (condition["status"], condition["observedGeneration"]) == ("False", 2)
+    assert refusal.body["status"]["plan"] == planned  # still the plan of generation 1

@@ -6,7 +6,8 @@ writes `Planned`, `status.plan` and `status.targetNodeCount` only when they diff
 view's Workspace says; the status change is the hand-off (the provisioner sees it in its view).
 `status.plan.digest` names the plan, so the provisioner and the deployer can tell its nodes and
 workload from an earlier plan's. A spec that cannot be planned gets `Planned=False` with the
-reason, and no plan.
+reason; a plan made for an earlier generation stays in the status (what still runs), and no
+service acts on it for the new one.
 
 Re-plans need no event: when the cloud refuses the plan's SKU, the provisioner writes
 `status.replanRequest` (the plan's digest, the SKU, the cloud's message). It is a request, not a
@@ -147,6 +148,11 @@ class Planner:
         except (HubUnavailableError, errors.KubeError) as exc:
             outcome = _Outcome(None, PlanReason.HUB_UNAVAILABLE, f"{exc}; asking again")
             again = _HUB_RETRY_S
+        if outcome.plan is None:
+            # The last plan stays, for the generation it was made for: the nodes and workload
+            # that run it stay (no service acts on a plan of another generation), its cost stays
+            # visible, and a Hugging Face model stays pinned to the commit it was sized at.
+            outcome.kept = (raw.get("status") or {}).get("plan")
         if outcome.unchanged_in(raw):
             return again
         with tracer.start_as_current_span(
@@ -180,10 +186,13 @@ class Planner:
         revision = "main"
         if str(plan.get("model") or "").lower() == name.lower() and plan.get("modelRevision"):
             revision = str(plan["modelRevision"])
-        found = self._hub.cached(name, revision)
+        options = preset.get("presetOptions") or {}
+        secret = options.get("modelAccessSecret")
+        reader = f"{raw['metadata']['namespace']}/{secret}" if secret else ""
+        found = self._hub.cached(name, revision, reader)
         if found is None:
-            token = await self._token(raw, preset.get("presetOptions") or {})
-            found = await self._hub.model(name, revision, token)
+            token = await self._token(raw, options)
+            found = await self._hub.model(name, revision, token, reader)
         return self._catalog.with_preset(name, found.preset)
 
     async def _token(self, raw: dict[str, Any], options: dict[str, Any]) -> str | None:
@@ -302,6 +311,10 @@ class Planner:
         if plan is not None:
             body["plan"] = plan.to_wire()
             body["targetNodeCount"] = plan.node_count
+        elif outcome.kept is not None:
+            body["plan"] = outcome.kept
+            if live_status.get("targetNodeCount") is not None:
+                body["targetNodeCount"] = live_status["targetNodeCount"]
         if current is None or current.get("status") != status.value:
             span.add_event(
                 "condition",
@@ -339,6 +352,8 @@ class _Outcome:
         self.plan = plan
         self.reason = reason
         self.message = message[:_MAX_MESSAGE]
+        self.kept: dict[str, Any] | None = None
+        """A refusal's: the plan already in the status, written back unchanged."""
 
     @property
     def status(self) -> ConditionStatus:
@@ -349,7 +364,7 @@ class _Outcome:
         live_status = raw.get("status") or {}
         conditions = live_status.get("conditions") or []
         current = next((c for c in conditions if c.get("type") == ConditionType.PLANNED), None)
-        new_plan = self.plan.to_wire() if self.plan is not None else None
+        new_plan = self.plan.to_wire() if self.plan is not None else self.kept
         return (
             current is not None
             and (current.get("status"), current.get("reason"), current.get("message"))

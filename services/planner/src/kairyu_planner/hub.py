@@ -45,6 +45,8 @@ class HubModel:
     repo: str
     commit: str
     preset: Preset
+    restricted: bool = False
+    """Gated or private: what was read with one Workspace's token is not another's to reuse."""
 
 
 class HubModels:
@@ -56,34 +58,48 @@ class HubModels:
         self._api = huggingface_hub.HfApi(endpoint=settings.endpoint.rstrip("/"))
         self._models: OrderedDict[tuple[str, str], HubModel] = OrderedDict()
         self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
+        # (repo, commit) of a restricted model → who read it: "<namespace>/<Secret name>"
+        self._readers: dict[tuple[str, str], set[str]] = {}
         self._slots = asyncio.Semaphore(settings.concurrency)
 
-    def cached(self, repo: str, revision: str) -> HubModel | None:
-        """The sized model if known without asking the Hub (a commit, or a fresh branch)."""
+    def cached(self, repo: str, revision: str, reader: str = "") -> HubModel | None:
+        """The sized model if known without asking the Hub (a commit, or a fresh branch).
+
+        A gated or private model only to the `reader` (namespace and Secret) whose token read
+        it: another namespace must not learn of it, nor plan with someone else's access.
+        """
         commit = revision
         resolved = self._resolved.get((repo, revision))
         if resolved is not None and time.monotonic() - resolved[1] < self._settings.resolve_ttl_s:
             commit = resolved[0]
         found = self._models.get((repo, commit))
-        if found is not None:
-            self._models.move_to_end((repo, commit))
+        if found is None:
+            return None
+        if found.restricted and reader not in self._readers.get((repo, commit), set()):
+            return None
+        self._models.move_to_end((repo, commit))
         return found
 
-    async def model(self, repo: str, revision: str, token: str | None) -> HubModel:
-        """The sized model `repo` at `revision` (a branch or a commit).
+    async def model(
+        self, repo: str, revision: str, token: str | None, reader: str = ""
+    ) -> HubModel:
+        """The sized model `repo` at `revision` (a branch or a commit), read with `token`.
 
         Raises SizingError for what asking again will not change (no such model, no access, no
         config.json, a config the arithmetic cannot read) and HubUnavailableError otherwise.
         """
-        found = self.cached(repo, revision)
+        found = self.cached(repo, revision, reader)
         if found is not None:
             return found
         async with self._slots:
             model = await asyncio.to_thread(self._read, repo, revision, token)
         self._resolved[(repo, revision)] = (model.commit, time.monotonic())
         self._models[(repo, model.commit)] = model
+        if model.restricted:
+            self._readers.setdefault((repo, model.commit), set()).add(reader)
         while len(self._models) > self._settings.cache_size:
-            self._models.popitem(last=False)
+            forgotten, _ = self._models.popitem(last=False)
+            self._readers.pop(forgotten, None)
         if len(self._resolved) > self._settings.cache_size:
             self._resolved.pop(next(iter(self._resolved)))
         return model
@@ -99,13 +115,7 @@ class HubModels:
             url = huggingface_hub.hf_hub_url(
                 repo, "config.json", revision=commit, endpoint=self._api.endpoint
             )
-            response = huggingface_hub.get_session().get(
-                url,
-                headers={"Authorization": f"Bearer {token}"} if token else {},
-                timeout=timeout,
-                follow_redirects=True,
-            )
-            huggingface_hub.hf_raise_for_status(response)
+            body = self._config_bytes(repo, url, token)
         except hub_errors.GatedRepoError as exc:
             raise SizingError(
                 f"{repo} is gated on Hugging Face: name a Secret with an HF_TOKEN that has "
@@ -119,13 +129,12 @@ class HubModels:
             raise SizingError(
                 f"{repo} has no config.json, so its architecture and size cannot be read"
             ) from exc
+        except SizingError:
+            raise
         except hub_errors.HfHubHTTPError as exc:
             raise HubUnavailableError(f"the Hub refused {repo}: {_first_line(exc)}") from exc
         except Exception as exc:  # the client's transport errors (httpx's), OSError
             raise HubUnavailableError(f"cannot reach the Hub for {repo}: {exc}") from exc
-        body = response.content
-        if len(body) > _CONFIG_LIMIT:
-            raise SizingError(f"{repo}'s config.json is larger than {_CONFIG_LIMIT} bytes")
         try:
             config = json.loads(body)
         except ValueError as exc:
@@ -136,7 +145,32 @@ class HubModels:
         preset = preset_from_config(
             repo, config, weights_bytes(files), image=self._image, gated=gated, revision=commit
         )
-        return HubModel(repo=repo, commit=commit, preset=preset)
+        restricted = gated or bool(getattr(info, "private", False))
+        return HubModel(repo=repo, commit=commit, preset=preset, restricted=restricted)
+
+    def _config_bytes(self, repo: str, url: str, token: str | None) -> bytes:
+        """config.json, read in chunks and abandoned past `_CONFIG_LIMIT`.
+
+        A repository's author chooses what it holds: a huge file must not fill the planner's
+        memory.
+        """
+        session = huggingface_hub.get_session()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with session.stream(
+            "GET", url, headers=headers, timeout=self._settings.timeout_s, follow_redirects=True
+        ) as response:
+            if response.status_code >= 400:  # noqa: PLR2004 - an HTTP error: its small body says why
+                response.read()
+                huggingface_hub.hf_raise_for_status(response)
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > _CONFIG_LIMIT:
+                raise SizingError(f"{repo}'s config.json is larger than {_CONFIG_LIMIT} bytes")
+            body = b""
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > _CONFIG_LIMIT:
+                    raise SizingError(f"{repo}'s config.json is larger than {_CONFIG_LIMIT} bytes")
+        return body
 
 
 def _first_line(exc: Exception) -> str:

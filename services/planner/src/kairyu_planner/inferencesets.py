@@ -13,7 +13,7 @@ AlreadyExists makes it harmless (random names would make a second child).
 Scaling down removes the newest children first (creation time, then name), and with them their
 GPU nodes; `replicas: 0` removes all. As in KAITO, template edits are not rolled out to existing
 children. `nodeCountLimit` caps the set's nodes: replicas are added only while the nodes their
-plans need (known from a planned child) stay within it.
+plans need (known from a planned child) stay within it; until a child is planned, only one.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def child_manifest(inference_set: JSON, name: str) -> JSON:
                 "kind": "InferenceSet",
                 "name": meta["name"],
                 "uid": meta["uid"],
+                # No blockOwnerDeletion: it would need `update` on inferencesets/finalizers
+                # where OwnerReferencesPermissionEnforcement is on; nothing waits on children.
                 "controller": True,
-                "blockOwnerDeletion": True,
             }
         ],
     }
@@ -117,8 +118,13 @@ def _age(child: JSON) -> tuple[str, str]:
     return (str(meta.get("creationTimestamp") or "~"), str(meta.get("name") or ""))
 
 
-def decide(inference_set: JSON, members: list[JSON]) -> Decision:
-    """What to do for `inference_set` given the Workspaces labelled as its children."""
+def decide(
+    inference_set: JSON, members: list[JSON], foreign: frozenset[str] = frozenset()
+) -> Decision:
+    """What to do for `inference_set` given the Workspaces labelled as its children.
+
+    `foreign`: names held by Workspaces that are not the set's (skipped when naming replicas).
+    """
     meta = inference_set["metadata"]
     spec = inference_set.get("spec") or {}
     uid = str(meta.get("uid") or "")
@@ -132,11 +138,15 @@ def decide(inference_set: JSON, members: list[JSON]) -> Decision:
     per_replica = max((int(p.get("nodeCount") or 0) for p in plans), default=0) or 1
     limit = int(spec.get("nodeCountLimit") or 0)
     allowed = wanted if not limit else min(wanted, limit // per_replica)
+    if limit and not any(p.get("nodeCount") for p in plans):
+        # How many nodes a replica takes is known once one is planned: until then one replica,
+        # so the set never orders more nodes than the limit allows.
+        allowed = min(allowed, max(len(live), 1))
     decision = Decision()
     if len(live) > allowed:
         decision.delete = live[allowed:][::-1]  # the newest first
     elif len(live) < allowed and not meta.get("deletionTimestamp"):
-        taken = {c["metadata"]["name"] for c in children}
+        taken = {c["metadata"]["name"] for c in children} | foreign
         ordinal = 0
         while len(decision.create) < allowed - len(live):
             name = child_name(meta["name"], uid, ordinal)
@@ -150,7 +160,9 @@ def decide(inference_set: JSON, members: list[JSON]) -> Decision:
     )
     costs = [((c.get("status") or {}).get("plan") or {}).get("estimatedCostPerHour") for c in kept]
     message = f"{ready}/{wanted} replicas are ready"
-    if allowed < wanted:
+    if allowed < wanted and not any(p.get("nodeCount") for p in plans):
+        message += "; more once the first replica is planned (nodeCountLimit)"
+    elif allowed < wanted:
         message += (
             f"; limited to {allowed} replicas of {per_replica} node(s) by nodeCountLimit {limit}"
         )

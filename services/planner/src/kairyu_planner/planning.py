@@ -416,6 +416,7 @@ def _plan(
         model=preset.hf_repo,
         model_revision=preset.revision,
         weights_gib=preset.weights_gib,
+        disk_gib=preset.disk_gib,
         quantization=preset.quantization,
         estimated_cost_per_hour=_cost(None if cost is None else cost * replicas),
         reason=reason,

@@ -25,6 +25,8 @@ from kairyu_planner.inferencesets import READY_TYPE, child_manifest, decide
 
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0
+_FOREIGN_RETRY_S = 0.1  # a replica's name was someone else's: try the next one soon
+_FOREIGN_LIMIT = 10_000  # sets whose foreign names are remembered
 _INVALID_REASON = "InvalidTemplate"
 _OWNED = (
     "replicas",
@@ -45,13 +47,18 @@ class InferenceSetController:
         self._view = view
         self._field_manager = field_manager
         self._deleter = OnceDeleter(kube)
+        # set key → names Workspaces that are not its children hold (a 409 that is not ours)
+        self._foreign: dict[str, set[str]] = {}
 
     async def reconcile(self, key: str) -> float | None:
         inference_set = self._view.inferenceset(key)
         if inference_set is None:
+            self._foreign.pop(key, None)
             return None  # gone: its children go with it (owner references)
-        decision = decide(inference_set, self._view.members(key))
+        foreign = frozenset(self._foreign.get(key, ()))
+        decision = decide(inference_set, self._view.members(key), foreign)
         meta = inference_set["metadata"]
+        again: float | None = None
         try:
             for name in decision.create:
                 try:
@@ -63,7 +70,10 @@ class InferenceSetController:
                     )
                     log.info("%s: created Workspace %s", key, name)
                 except errors.ConflictError:
-                    pass  # made before; the view does not show it yet
+                    if await self._held_by_another(inference_set, name):
+                        self._remember_foreign(key, name)
+                        again = _FOREIGN_RETRY_S  # another name, at once
+                    # else: made before; the view does not show it yet
                 except errors.InvalidError as exc:
                     # The template is no valid Workspace (no webhook ran): say so on the set.
                     refused = decision.status["conditions"][0]
@@ -81,7 +91,23 @@ class InferenceSetController:
             await self._write(inference_set, decision.status)
         except errors.KubeError as exc:
             raise TemporaryError(f"cannot reconcile {key}: {exc}", delay=_RETRY_S) from exc
-        return None
+        return again
+
+    async def _held_by_another(self, inference_set: dict[str, Any], name: str) -> bool:
+        """Whether the Workspace `name` exists and is not this set's (a create answered 409)."""
+        meta = inference_set["metadata"]
+        try:
+            found = await self._kube.get(resources.WORKSPACES, name, namespace=meta["namespace"])
+        except errors.NotFoundError:
+            return False  # gone meanwhile: the next create makes it
+        refs = (found.get("metadata") or {}).get("ownerReferences") or []
+        return not any(r.get("controller") and r.get("uid") == meta.get("uid") for r in refs)
+
+    def _remember_foreign(self, key: str, name: str) -> None:
+        names = self._foreign.setdefault(key, set())
+        names.add(name)
+        if len(self._foreign) > _FOREIGN_LIMIT:
+            del self._foreign[next(iter(self._foreign))]
 
     async def _write(self, inference_set: dict[str, Any], status: dict[str, Any]) -> None:
         current = inference_set.get("status") or {}

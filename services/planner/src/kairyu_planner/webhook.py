@@ -32,7 +32,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from kairyu_core.api import Workspace, parse_workspace
-from kairyu_core.api.inferenceset import INFERENCESET_KIND, parse_inferenceset
+from kairyu_core.api.inferenceset import INFERENCESET_KIND, MAX_NAME, parse_inferenceset
 from kairyu_planner.inferencesets import child_manifest
 from kairyu_planner.validation import Verdict, validate
 
@@ -100,18 +100,23 @@ def review(request: dict[str, Any], validator: Validator = validate) -> dict[str
 def _review_set(req: Mapping[str, Any], validator: Validator) -> Verdict:
     """An InferenceSet is judged as the Workspace its template makes (KAITO v0.12).
 
-    On CREATE every Workspace rule applies; on an UPDATE, which existing children never see
-    (template edits are not rolled out), only the safety rules of what the new template's
-    children would run.
+    On CREATE, and on an UPDATE that changes the template (the next replica is made from it),
+    every Workspace rule applies; on other UPDATEs only the safety rules.
     """
     obj = req["object"]
     parse_inferenceset(obj)
-    name = f"{(obj.get('metadata') or {}).get('name', 'set')}-check"
+    name = f"{str((obj.get('metadata') or {}).get('name', 'set'))[:MAX_NAME]}-check"
     child = child_manifest({**obj, "metadata": {"uid": "", **(obj.get("metadata") or {})}}, name)
     child["metadata"].pop("ownerReferences", None)
     workspace = parse_workspace(child)
-    creating = req.get("operation") != "UPDATE"
-    verdict = validator(workspace, None if creating else workspace)
+    old = req.get("oldObject") if req.get("operation") == "UPDATE" else None
+    same_template = isinstance(old, dict) and (old.get("spec") or {}).get("template") == (
+        obj.get("spec") or {}
+    ).get("template")
+    # A new template is judged in full (the next replica is made from it); otherwise (a replica
+    # count, a selector) only the safety rules, so a set admitted under older settings stays
+    # editable.
+    verdict = validator(workspace, workspace if same_template else None)
     prefix = "spec.template: "
     return Verdict(
         errors=[prefix + e for e in verdict.errors],

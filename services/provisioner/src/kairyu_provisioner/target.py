@@ -57,7 +57,8 @@ def target_of(workspace: Workspace, catalog: Catalog) -> Target | None:
         generation=meta.generation or 0,
         instance_type=plan.instance_type,
         node_count=plan.node_count,
-        disk_gib=preset.disk_gib if preset else DEFAULT_DISK_GIB,
+        # The plan's own figure first: a Hugging Face model sized from the Hub has no preset.
+        disk_gib=plan.disk_gib or (preset.disk_gib if preset else DEFAULT_DISK_GIB),
         selector=resource.label_selector,
         preferred_nodes=tuple(resource.preferred_nodes or ()),
         current_nodes=tuple(status.worker_nodes or ()) if status else (),

@@ -26,6 +26,8 @@ INFERENCESET_KIND = "InferenceSet"
 INFERENCESET_PLURAL = "inferencesets"
 CREATED_BY_LABEL = "inferenceset.kaito.sh/created-by"
 """On each child Workspace (and its pods): the name of the InferenceSet that made it."""
+MAX_NAME = 57
+"""A set's longest name: its children are `<name>-` and 5 characters, a DNS label of at most 63."""
 MAX_REPLICAS = MAX_NODE_COUNT
 """The most child Workspaces a set may ask for; each needs at least one GPU node."""
 
@@ -147,9 +149,9 @@ class _InferenceSet(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.metadata.name.size() <= 58",
-                    "metadata.name must be at most 58 characters (children add a 5-character "
-                    "suffix)",
+                    f"self.metadata.name.size() <= {MAX_NAME}",
+                    f"metadata.name must be at most {MAX_NAME} characters: each replica is a "
+                    f"Workspace named <name>-xxxxx, at most 63",
                 ),
             ]
         }

@@ -344,6 +344,8 @@ class Plan(ApiModel):
     """The repository commit a model read from the Hub was sized at (`--revision`)."""
     weights_gib: Annotated[float | None, Field(ge=0)] = None
     """Size of the model's weights: sizes the weights volume and the start-up probe."""
+    disk_gib: Annotated[int | None, Field(ge=1, le=65536)] = None
+    """OS disk each node needs for the model (the weights are downloaded to it)."""
     quantization: str | None = None
     """The weights' quantization (the model config's quant_method), when they are quantized."""
     estimated_cost_per_hour: str | None = None

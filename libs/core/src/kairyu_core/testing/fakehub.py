@@ -123,9 +123,15 @@ GATED_1B = HubRepo(
 )
 NO_CONFIG = HubRepo("acme/weights-only", None, weights_bytes=int(3 * GIB))
 """Weights without a config.json: its architecture and size cannot be read."""
+HUGE_CONFIG = HubRepo(
+    "acme/huge-config",
+    {"architectures": ["LlamaForCausalLM"], "padding": "x" * (2 << 20)},
+    weights_bytes=int(1 * GIB),
+)
+"""A config.json of 2 MiB: more than any real one, to be abandoned, not read whole."""
 TOKEN = "hf_test_token_for_the_fake_hub"  # noqa: S105 - a made-up token the fake hub accepts
 
-MODELS = (LLAMA_8B, LLAMA_70B, QWEN3_AWQ, GATED_1B, NO_CONFIG)
+MODELS = (LLAMA_8B, LLAMA_70B, QWEN3_AWQ, GATED_1B, NO_CONFIG, HUGE_CONFIG)
 
 
 class FakeHub:
