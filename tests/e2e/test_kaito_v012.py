@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import huggingface_hub
 import pytest
 from rollout_stack import rollout_stack
 
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.e2e
 def hub() -> Iterator[FakeHub]:
     with FakeHub() as running:
         yield running
+    # The client's pooled connections to the endpoint just closed: close them, not the GC later.
+    huggingface_hub.close_session()
 
 
 @pytest.fixture

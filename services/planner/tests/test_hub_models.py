@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import huggingface_hub
 import pytest
 
 from kairyu_core.api import parse_workspace
@@ -33,6 +34,8 @@ AZURE = PlanningSettings()
 def hub() -> Iterator[FakeHub]:
     with FakeHub() as running:
         yield running
+    # The client's pooled connections to the endpoint just closed: close them, not the GC later.
+    huggingface_hub.close_session()
 
 
 def models(hub: FakeHub) -> HubModels:
