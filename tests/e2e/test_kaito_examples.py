@@ -13,42 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import huggingface_hub
 import pytest
-from rollout_stack import rollout_stack
 
-from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.localenv.cluster import KubectlError
-from kairyu_core.testing.fakehub import FakeHub
 from kairyu_core.testing.stack import ServiceStack
 
 pytestmark = pytest.mark.e2e
 
 JSON = dict[str, Any]
 A100 = "Standard_NC24ads_A100_v4"
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as running:
-        yield running
-    # The client's pooled connections to the endpoint just closed: close them, not the GC later.
-    huggingface_hub.close_session()
-
-
-@pytest.fixture
-async def system(
-    karpenter: object, bus: Bus, kube: KubeClient, namespace: str, hub: FakeHub
-) -> AsyncIterator[ServiceStack]:
-    stack = await rollout_stack(bus, kube, namespace, hub_endpoint=hub.endpoint)
-    yield stack
-    await stack.stop()
 
 
 def workspace(
@@ -591,7 +569,7 @@ async def _until_ended(
 
 @pytest.mark.timeout(600)
 async def test_kaito_v012_examples_end_as_under_kaito(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
 ) -> None:
     watched = await _apply_all(cluster, namespace, EXAMPLES)
     await _until_ended(kube, namespace, watched)

@@ -11,39 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import huggingface_hub
 import pytest
-from rollout_stack import rollout_stack
 
-from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient, resources
 from kairyu_core.localenv import LocalCluster
-from kairyu_core.testing.fakehub import GATED_1B, LLAMA_8B, LLAMA_70B, NO_CONFIG, TOKEN, FakeHub
+from kairyu_core.testing.fakehub import GATED_1B, LLAMA_8B, LLAMA_70B, NO_CONFIG, TOKEN
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import has_reason, is_true, until
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as running:
-        yield running
-    # The client's pooled connections to the endpoint just closed: close them, not the GC later.
-    huggingface_hub.close_session()
-
-
-@pytest.fixture
-async def system(
-    karpenter: object, bus: Bus, kube: KubeClient, namespace: str, hub: FakeHub
-) -> AsyncIterator[ServiceStack]:
-    stack = await rollout_stack(bus, kube, namespace, hub_endpoint=hub.endpoint)
-    yield stack
-    await stack.stop()
 
 
 def _unnamed_sku(name: str, namespace: str) -> dict[str, Any]:
@@ -93,7 +72,7 @@ async def _until_replicas(
 
 
 async def test_kubectl_scale_adds_and_frees_gpu_nodes_and_get_shows_kaito_s_columns(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
 ) -> None:
     await asyncio.to_thread(cluster.apply, _unnamed_sku("scaled", namespace))
     ready = await _until_replicas(kube, namespace, "scaled", 1)
@@ -173,7 +152,7 @@ def _hf(name: str, namespace: str, repo: str, sku: str | None = None) -> dict[st
 
 
 async def test_hugging_face_ids_are_sized_from_the_hub_and_served_with_model(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
 ) -> None:
     await asyncio.to_thread(cluster.apply, _hf("llama8b", namespace, LLAMA_8B.repo))
     await asyncio.to_thread(
@@ -206,7 +185,7 @@ async def test_hugging_face_ids_are_sized_from_the_hub_and_served_with_model(
 
 
 async def test_a_model_the_hub_cannot_size_or_open_gets_planned_false_with_the_reason(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
 ) -> None:
     await asyncio.to_thread(cluster.apply, _hf("noconfig", namespace, NO_CONFIG.repo))
     refused = await until(
@@ -314,7 +293,7 @@ async def _scale(cluster: LocalCluster, namespace: str, name: str, replicas: int
 
 
 async def test_an_inference_set_scales_its_gpu_nodes_to_zero_and_back_and_leaves_nothing(
-    cluster: LocalCluster, namespace: str, kube: KubeClient, system: ServiceStack
+    cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
 ) -> None:
     await asyncio.to_thread(cluster.apply, _inference_set("phi", namespace, 3))
     three = await _until_set(kube, namespace, "phi", 3)

@@ -162,42 +162,65 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def workspace_crd() -> dict[str, Any]:
-    """The Workspace CustomResourceDefinition serving v1alpha1 and v1beta1 (storage)."""
-    versions = []
-    for model in (WorkspaceV1Alpha1, WorkspaceV1Beta1):
-        versions.append(
-            {
-                "name": model.version,
-                "served": True,
-                # KAITO stores v1beta1; one schema for both versions: no conversion webhook.
-                "storage": model is WorkspaceV1Beta1,
-                "schema": {"openAPIV3Schema": structural_schema(model)},
-                "subresources": {"status": {}, "scale": dict(SCALE)},
-                "additionalPrinterColumns": PRINTER_COLUMNS[model.version] + _WIDE,
-            }
-        )
+def _crd(  # noqa: PLR0917 - one call per CRD, each argument named by its position's meaning
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    categories: list[str],
+    models: tuple[type[_Workspace], type[_Workspace]] | tuple[type[_InferenceSet], ...],
+    subresources: dict[str, Any],
+    columns: dict[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """A kaito.sh CRD serving v1alpha1 and v1beta1 from one schema.
+
+    v1beta1 is stored, as KAITO does; one schema for both versions needs no conversion webhook.
+    """
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": kind.lower(),
+        "shortNames": short_names,
+    }
+    if categories:
+        names["categories"] = categories
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": KIND.lower(),
-                "shortNames": ["wk", "wks"],
-                "categories": ["workspace"],
-            },
+            "names": names,
             "scope": "Namespaced",
-            "versions": versions,
+            "versions": [
+                {
+                    "name": model.version,
+                    "served": True,
+                    "storage": model.version == "v1beta1",
+                    "schema": {"openAPIV3Schema": structural_schema(model)},
+                    "subresources": subresources,
+                    "additionalPrinterColumns": columns[model.version],
+                }
+                for model in models
+            ],
         },
     }
 
 
-INFERENCESET_COLUMNS = [
+def workspace_crd() -> dict[str, Any]:
+    """The Workspace CustomResourceDefinition serving v1alpha1 and v1beta1 (storage)."""
+    return _crd(
+        KIND,
+        PLURAL,
+        ["wk", "wks"],
+        ["workspace"],
+        (WorkspaceV1Alpha1, WorkspaceV1Beta1),
+        {"status": {}, "scale": dict(SCALE)},
+        {version: columns + _WIDE for version, columns in PRINTER_COLUMNS.items()},
+    )
+
+
+INFERENCESET_COLUMNS: list[dict[str, Any]] = [
     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
     {"name": "ReadyReplicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
     _AGE,
@@ -213,43 +236,24 @@ INFERENCESET_COLUMNS = [
 
 def inferenceset_crd() -> dict[str, Any]:
     """The InferenceSet CustomResourceDefinition serving v1alpha1 and v1beta1 (storage)."""
-    versions = [
+    return _crd(
+        INFERENCESET_KIND,
+        INFERENCESET_PLURAL,
+        ["is", "isets"],
+        # No "workspace" category: kubectl would then read `kubectl get workspace` as the
+        # category (both kinds) and refuse `kubectl delete workspace x`.
+        [],
+        (InferenceSetV1Alpha1, InferenceSetV1Beta1),
         {
-            "name": model.version,
-            "served": True,
-            "storage": model is InferenceSetV1Beta1,
-            "schema": {"openAPIV3Schema": structural_schema(model)},
-            "subresources": {
-                "status": {},
-                "scale": {
-                    "specReplicasPath": ".spec.replicas",
-                    "statusReplicasPath": ".status.replicas",
-                    "labelSelectorPath": ".status.selector",
-                },
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
             },
-            "additionalPrinterColumns": INFERENCESET_COLUMNS,
-        }
-        for model in (InferenceSetV1Alpha1, InferenceSetV1Beta1)
-    ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{INFERENCESET_PLURAL}.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {
-                "kind": INFERENCESET_KIND,
-                "listKind": f"{INFERENCESET_KIND}List",
-                "plural": INFERENCESET_PLURAL,
-                "singular": INFERENCESET_KIND.lower(),
-                "shortNames": ["is", "isets"],
-                # No "workspace" category: kubectl would then read `kubectl get workspace` as
-                # the category (both kinds) and refuse `kubectl delete workspace x`.
-            },
-            "scope": "Namespaced",
-            "versions": versions,
         },
-    }
+        {"v1alpha1": INFERENCESET_COLUMNS, "v1beta1": INFERENCESET_COLUMNS},
+    )
 
 
 class _NoAliasDumper(yaml.SafeDumper):
