@@ -24,9 +24,6 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import huggingface_hub
-from huggingface_hub import errors as hub_errors
-
 from kairyu_core.catalog import Preset
 from kairyu_core.catalog.sizing import SizingError, preset_from_config, weights_bytes
 from kairyu_planner.settings import HubSettings
@@ -55,7 +52,7 @@ class HubModels:
     def __init__(self, settings: HubSettings, *, image: str) -> None:
         self._settings = settings
         self._image = image
-        self._api = huggingface_hub.HfApi(endpoint=settings.endpoint.rstrip("/"))
+        self._endpoint = settings.endpoint.rstrip("/")
         self._models: OrderedDict[tuple[str, str], HubModel] = OrderedDict()
         self._resolved: dict[tuple[str, str], tuple[str, float]] = {}
         # (repo, commit) of a restricted model → who read it: "<namespace>/<Secret name>"
@@ -105,15 +102,21 @@ class HubModels:
         return model
 
     def _read(self, repo: str, revision: str, token: str | None) -> HubModel:
+        # Imported on first use: 15 MiB of the planner's memory, for Workspaces that name a
+        # Hugging Face model (most name a catalog preset and never need it).
+        import huggingface_hub  # noqa: PLC0415
+        from huggingface_hub import errors as hub_errors  # noqa: PLC0415
+
         timeout = self._settings.timeout_s
+        api = huggingface_hub.HfApi(endpoint=self._endpoint)
         try:
-            info = self._api.model_info(
+            info = api.model_info(
                 repo, revision=revision, files_metadata=True, timeout=timeout, token=token or False
             )
             commit = info.sha or revision
             files = [(s.rfilename, s.size) for s in info.siblings or []]
             url = huggingface_hub.hf_hub_url(
-                repo, "config.json", revision=commit, endpoint=self._api.endpoint
+                repo, "config.json", revision=commit, endpoint=self._endpoint
             )
             body = self._config_bytes(repo, url, token)
         except hub_errors.GatedRepoError as exc:
@@ -154,6 +157,8 @@ class HubModels:
         A repository's author chooses what it holds: a huge file must not fill the planner's
         memory.
         """
+        import huggingface_hub  # noqa: PLC0415 - loaded by `_read`, which calls this
+
         session = huggingface_hub.get_session()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         with session.stream(
