@@ -22,6 +22,7 @@ writes, each carrying the summary, left stale (kairyu_core.api.summary).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import uuid
@@ -242,20 +243,22 @@ class Watcher:
                 await listed_names
         finally:
             listed_names.cancel()  # a no-op once done; on shutdown, no waiter left behind
-        async for change in watch(
+        workspaces = watch(
             self._kube,
             resources.WORKSPACES,
             namespace=self._settings.namespace,
             known=self._seeded.pop(resources.WORKSPACES.kind, None),
             remember=functools.partial(trim, "Workspace"),
             listed=listed,
-        ):
-            # Its names' Occupants are stored before the Workspace's own state.
-            deleted = change.type == "DELETED"
-            changed = self._occupancy.workspace_changed(change.object, deleted=deleted)
-            await self._publish(key for key, _ in changed)
-            await self._store("Workspace", change)
-            await self.on_workspace(change)
+        )
+        async with contextlib.aclosing(workspaces) as changes:
+            async for change in changes:
+                # Its names' Occupants are stored before the Workspace's own state.
+                deleted = change.type == "DELETED"
+                changed = self._occupancy.workspace_changed(change.object, deleted=deleted)
+                await self._publish(key for key, _ in changed)
+                await self._store("Workspace", change)
+                await self.on_workspace(change)
 
     async def on_workspace(self, change: WatchEvent) -> None:
         """Correct the summary if the services' writes left it stale."""
@@ -342,7 +345,7 @@ class Watcher:
         # InferenceSets are the users' own objects, followed whole like Workspaces.
         unlabelled = (resources.NODES, resources.INFERENCESETS)
         selector = None if resource in unlabelled else WORKSPACE_LABEL
-        async for change in watch(
+        children = watch(
             self._kube,
             resource,
             namespace=namespace,
@@ -351,10 +354,13 @@ class Watcher:
             # What is kept of each object is what the stream holds of it: enough to tombstone it.
             remember=functools.partial(trim, cast(Kind, resource.kind)),
             listed=listed,
-        ):
-            await self._store(cast(Kind, resource.kind), change)
-            if resource.kind in WORKLOAD_KINDS:
-                await self._name_changed(resource.kind, change, source="labelled")
+        )
+        # Closed when this task stops (cancelled mid-event too): its connection with it.
+        async with contextlib.aclosing(children) as changes:
+            async for change in changes:
+                await self._store(cast(Kind, resource.kind), change)
+                if resource.kind in WORKLOAD_KINDS:
+                    await self._name_changed(resource.kind, change, source="labelled")
 
     # ------------------------------------------------------------------ names held
     def _new_listed(self) -> asyncio.Event:
@@ -367,7 +373,7 @@ class Watcher:
         namespace = self._settings.namespace if resource.namespaced else None
         # Labelled workloads come whole through `_follow_children`; the rest by name only.
         workload = resource.kind in WORKLOAD_KINDS
-        async for change in watch(
+        names = watch(
             self._kube,
             resource,
             namespace=namespace,
@@ -375,8 +381,10 @@ class Watcher:
             metadata_only=True,
             remember=identity,
             listed=listed,
-        ):
-            await self._name_changed(resource.kind, change, source="names")
+        )
+        async with contextlib.aclosing(names) as changes:
+            async for change in changes:
+                await self._name_changed(resource.kind, change, source="names")
 
     async def _name_changed(self, kind: str, change: WatchEvent, *, source: str) -> None:
         deleted = change.type == "DELETED"

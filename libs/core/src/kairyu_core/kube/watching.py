@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,7 +58,7 @@ async def watch(
     remember: Callable[[JSON], JSON] | None = None,
     metadata_only: bool = False,
     listed: asyncio.Event | None = None,
-) -> AsyncIterator[WatchEvent]:
+) -> AsyncGenerator[WatchEvent, None]:
     """Yield every change of the selected objects, forever (cancel the consumer to stop).
 
     Starts with a list (every object ADDED) unless `since` gives a resourceVersion to resume from.
@@ -77,21 +78,26 @@ async def watch(
         try:
             if resource_version is None:
                 listed_at: list[str] = []
-                async for change in _relist(
-                    client,
-                    resource,
-                    namespace=namespace,
-                    label_selector=label_selector,
-                    metadata_only=metadata_only,
-                    known=known,
-                    keep=keep,
-                    listed_at=listed_at,
-                ):
-                    yield change
+                async with contextlib.aclosing(
+                    _relist(
+                        client,
+                        resource,
+                        namespace=namespace,
+                        label_selector=label_selector,
+                        metadata_only=metadata_only,
+                        known=known,
+                        keep=keep,
+                        listed_at=listed_at,
+                    )
+                ) as changes:
+                    async for change in changes:
+                        yield change
                 resource_version = listed_at[-1]
             if listed is not None:
                 listed.set()
-            async for event in _stream(
+            # Closed with this generator (aclosing): a consumer stopped while it handles an
+            # event must not leave the stream's connection to the garbage collector.
+            stream = _stream(
                 client,
                 resource,
                 namespace=namespace,
@@ -99,19 +105,21 @@ async def watch(
                 resource_version=resource_version,
                 timeout_s=timeout_s,
                 accept=METADATA_WATCH if metadata_only else "application/json",
-            ):
-                failures = 0
-                if event.get("type") == "BOOKMARK":
-                    resource_version = event["object"]["metadata"]["resourceVersion"]
-                    continue
-                obj = event["object"]
-                resource_version = obj["metadata"]["resourceVersion"]
-                key = WatchEvent("ADDED", obj).key
-                if event["type"] == "DELETED":
-                    known.pop(key, None)
-                else:
-                    known[key] = keep(obj)
-                yield WatchEvent(event["type"], obj)
+            )
+            async with contextlib.aclosing(stream) as events:
+                async for event in events:
+                    failures = 0
+                    if event.get("type") == "BOOKMARK":
+                        resource_version = event["object"]["metadata"]["resourceVersion"]
+                        continue
+                    obj = event["object"]
+                    resource_version = obj["metadata"]["resourceVersion"]
+                    key = WatchEvent("ADDED", obj).key
+                    if event["type"] == "DELETED":
+                        known.pop(key, None)
+                    else:
+                        known[key] = keep(obj)
+                    yield WatchEvent(event["type"], obj)
         except errors.GoneError:
             log.info("watch of %s expired (410 Gone); re-listing", resource.plural)
             resource_version = None
@@ -132,7 +140,7 @@ async def _relist(
     known: dict[str, JSON],
     keep: Callable[[JSON], JSON],
     listed_at: list[str],
-) -> AsyncIterator[WatchEvent]:
+) -> AsyncGenerator[WatchEvent, None]:
     """List in pages and yield what changed since `known`; the list's version goes to `listed_at`.
 
     In pages, so that a list of every ConfigMap of a large cluster is never held whole; all pages
@@ -196,7 +204,7 @@ async def _stream(
     resource_version: str,
     timeout_s: int,
     accept: str,
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     query: dict[str, str | int | bool] = {
         "watch": True,
         "resourceVersion": resource_version,
