@@ -113,10 +113,10 @@ chaos: sync cluster karpenter
 		$(UV) run pytest tests/chaos -q -s
 
 crds: sync
-	$(UV) run python -m kairyu_core.api workspaces > config/crd/kaito.sh_workspaces.yaml
-	$(UV) run python -m kairyu_core.api inferencesets > config/crd/kaito.sh_inferencesets.yaml
-	cp config/crd/kaito.sh_workspaces.yaml config/crd/kaito.sh_inferencesets.yaml \
-		charts/kairyu/charts/crds/files/
+	for plural in workspaces inferencesets multiroleinferences; do \
+		$(UV) run python -m kairyu_core.api $$plural > config/crd/kaito.sh_$$plural.yaml || exit 1; \
+		cp config/crd/kaito.sh_$$plural.yaml charts/kairyu/charts/crds/files/; \
+	done
 
 snapshots: sync helm
 	KAIRYU_UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contract -q

@@ -371,9 +371,7 @@ def start_system(backend: Backend, nodes: int = 0) -> System:
     try:
         cluster.start()
         nats.start()
-        cluster.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
-        cluster.apply(repo_root() / "config/crd/kaito.sh_inferencesets.yaml")
-        cluster.wait_for_crds("workspaces.kaito.sh", "inferencesets.kaito.sh")
+        cluster.install_crds(repo_root())
         # As `make dev` gets them (byo: one seed node too, labelled for no bench Workspace).
         capacity: list[ManagedProcess | LocalKarpenter] = []
         provisioner_env = start_capacity(backend, cluster, capacity)

@@ -11,6 +11,7 @@ import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
 from kairyu_core import metrics
+from kairyu_core.api.crd import CRDS
 from kairyu_core.bus import StreamSpec, topology
 from kairyu_core.events import Subjects
 from kairyu_core.localenv.binaries import repo_root
@@ -41,7 +42,7 @@ def test_render_matches_its_golden_file(values: Path) -> None:
 
 
 def test_chart_crds_are_the_generated_ones() -> None:
-    for plural in ("workspaces", "inferencesets"):
+    for plural in CRDS:
         generated = (repo_root() / f"config/crd/kaito.sh_{plural}.yaml").read_text()
         copy = (CHART / f"charts/crds/files/kaito.sh_{plural}.yaml").read_text()
         assert copy == generated, "run `make crds`: the chart's CRD differs from the models"
@@ -51,6 +52,7 @@ def test_the_crds_are_kept_on_uninstall() -> None:
     crds = [d for d in documents(render()) if d["kind"] == "CustomResourceDefinition"]
     assert sorted(c["metadata"]["name"] for c in crds) == [
         "inferencesets.kaito.sh",
+        "multiroleinferences.kaito.sh",
         "workspaces.kaito.sh",
     ]
     for crd in crds:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -208,3 +209,26 @@ def test_multi_node_script_refuses_bad_arguments(args: list[str], message: str) 
     done = subprocess.run(["sh", str(SCRIPT), *args], capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_a_prefill_or_decode_server_moves_its_kv_cache_over_nixl(tmp_path: Path) -> None:
+    plain, _ = vllm_command(DEPLOYER_ARGS, {}, config_text=None, adapters_dir=tmp_path)
+    assert not [a for a in plain if a.startswith("--kv-transfer-config")]
+    for role in ("prefill", "decode"):
+        args, _ = vllm_command(
+            DEPLOYER_ARGS, {"KAITO_INFERENCE_ROLE": role}, config_text=None, adapters_dir=tmp_path
+        )
+        (flag,) = [a for a in args if a.startswith("--kv-transfer-config=")]
+        assert json.loads(flag.partition("=")[2]) == {
+            "kv_connector": "NixlConnector",
+            "kv_role": "kv_both",
+            "kv_load_failure_policy": "fail",
+        }
+    # The user's inference config names its own connector: it is kept, not doubled.
+    config = 'vllm:\n  kv-transfer-config: \'{"kv_connector":"LMCacheConnectorV1"}\'\n'
+    args, _ = vllm_command(
+        DEPLOYER_ARGS, {"KAITO_INFERENCE_ROLE": "decode"}, config_text=config, adapters_dir=tmp_path
+    )
+    assert [a for a in args if a.startswith("--kv-transfer-config")] == [
+        '--kv-transfer-config={"kv_connector":"LMCacheConnectorV1"}'
+    ]

@@ -17,15 +17,16 @@ from kairyu_core.api import (
     set_condition,
     workspace_crd,
 )
-from kairyu_core.api.crd import inferenceset_crd
+from kairyu_core.api.crd import CRDS, inferenceset_crd
 
 ROOT = Path(__file__).resolve().parents[3]
 SEEDS = sorted((ROOT / "tests/manifests").glob("seed-*.yaml"))
 
 
-def test_committed_crd_matches_the_models() -> None:
-    committed = (ROOT / "config/crd/kaito.sh_workspaces.yaml").read_text()
-    assert committed == render_yaml(), (
+@pytest.mark.parametrize("plural", sorted(CRDS))
+def test_committed_crd_matches_the_models(plural: str) -> None:
+    committed = (ROOT / f"config/crd/kaito.sh_{plural}.yaml").read_text()
+    assert committed == render_yaml(plural), (
         "CRD drifted from kairyu_core.api: run `make crds` and commit the result"
     )
 

@@ -44,6 +44,10 @@ KAIRYU_API_KEY = "KAIRYU_RUNTIME_API_KEY"
 VLLM_API_KEY = "VLLM_API_KEY"
 SECRET_FLAGS = {"--api-key"}
 KEY_MIDDLEWARE = "kairyu_runtime.guards.VllmApiKey"
+ROLE_ENV = "KAITO_INFERENCE_ROLE"
+# A MultiRoleInference's prefill and decode servers move the KV cache over NIXL, each side able
+# to send and receive; a failed load fails the request rather than recomputing silently (KAITO).
+KV_TRANSFER = '{"kv_connector":"NixlConnector","kv_role":"kv_both","kv_load_failure_policy":"fail"}'
 
 
 class ConfigError(ValueError):
@@ -179,8 +183,15 @@ def vllm_env(env: Mapping[str, str], flag_key: str | None = None) -> dict[str, s
 def vllm_command(
     argv: list[str], env: Mapping[str, str], *, config_text: str | None, adapters_dir: Path
 ) -> tuple[list[str], dict[str, str]]:
-    """The arguments and environment vLLM gets; with a key, the middleware that checks it."""
+    """The arguments and environment vLLM gets; with a key, the middleware that checks it.
+
+    A prefill or decode server (KAITO_INFERENCE_ROLE) gets KAITO's KV transfer over NIXL unless
+    its flags or inference config already name one.
+    """
     args = vllm_args(argv, config_text=config_text, adapters_dir=adapters_dir)
+    names = {flag_name(a) for a in args if a.startswith("--")}
+    if env.get(ROLE_ENV) in ("prefill", "decode") and "--kv-transfer-config" not in names:
+        args.append(f"--kv-transfer-config={KV_TRANSFER}")
     flag_keys = [v for v in flag_values(args, SECRET_FLAGS) if v]
     args = without(args, SECRET_FLAGS)
     environment = vllm_env(env, flag_keys[-1] if flag_keys else None)

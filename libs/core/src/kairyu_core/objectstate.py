@@ -39,6 +39,7 @@ Kind = Literal[
     "Pod",
     "Occupant",
     "InferenceSet",
+    "MultiRoleInference",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 CHILD_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k != "Workspace")
@@ -116,20 +117,34 @@ OCCUPANT_API_VERSION = "kairyu.io/v1"
 
 
 INFERENCESET_LABEL = "inferenceset.kaito.sh/created-by"
-INFERENCESET_PREFIX = "InferenceSet/"
-"""Reconcile keys of InferenceSets: `InferenceSet/<namespace>/<name>` (a Workspace's key is
-`<namespace>/<name>`), so one controller's queue holds both without a clash."""
+MULTIROLE_LABEL = "multiroleinference.kaito.sh/created-by"
+
+PARENTS: Mapping[Kind, tuple[Kind, str]] = {
+    "Workspace": ("InferenceSet", INFERENCESET_LABEL),
+    "InferenceSet": ("MultiRoleInference", MULTIROLE_LABEL),
+}
+"""Which kind makes objects of a kind, and the label on each child that names its parent:
+an InferenceSet makes Workspaces, a MultiRoleInference makes InferenceSets."""
+PARENT_KINDS: tuple[Kind, ...] = tuple(parent for parent, _ in PARENTS.values())
 
 
-def inferenceset_key(kind: Kind, obj: Mapping[str, Any]) -> str | None:
-    """The reconcile key of the InferenceSet an object concerns: its own, or its parent's."""
-    meta = obj.get("metadata") or {}
-    if kind == "InferenceSet":
-        return f"{INFERENCESET_PREFIX}{meta.get('namespace')}/{meta.get('name')}"
-    if kind != "Workspace":
+def parent_key(kind: Kind, namespace: str, name: str) -> str:
+    """The reconcile key of the parent object `kind` `namespace/name`: `<kind>/<ns>/<name>`.
+
+    A Workspace's key is `<namespace>/<name>`, so one controller's queue holds both without a
+    clash (a namespace is never named like a kind: kinds have capitals).
+    """
+    return f"{kind}/{namespace}/{name}"
+
+
+def parent_of(kind: Kind, obj: Mapping[str, Any]) -> str | None:
+    """The reconcile key of the object that made `obj` (by its created-by label), if any."""
+    if kind not in PARENTS:
         return None
-    parent = (meta.get("labels") or {}).get(INFERENCESET_LABEL)
-    return f"{INFERENCESET_PREFIX}{meta.get('namespace')}/{parent}" if parent else None
+    meta = obj.get("metadata") or {}
+    parent, label = PARENTS[kind]
+    name = (meta.get("labels") or {}).get(label)
+    return parent_key(parent, str(meta.get("namespace")), name) if name else None
 
 
 def occupant_key(namespace: str, workspace: str, kind: str, name: str) -> ObjectKey:

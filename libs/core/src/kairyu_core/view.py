@@ -19,11 +19,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from kairyu_core.objectstate import (
-    INFERENCESET_PREFIX,
     JSON,
+    PARENT_KINDS,
+    PARENTS,
     Kind,
     ObjectKey,
-    inferenceset_key,
+    parent_key,
+    parent_of,
     workspace_key,
 )
 
@@ -39,7 +41,7 @@ class View:
         self._owned: defaultdict[str, defaultdict[Kind, set[ObjectKey]]] = defaultdict(
             lambda: defaultdict(set)
         )
-        self._set_of: dict[ObjectKey, str] = {}  # Workspace → its InferenceSet's key
+        self._parent: dict[ObjectKey, str] = {}  # child → its parent's reconcile key
         self._members: defaultdict[str, set[ObjectKey]] = defaultdict(set)
 
     # ------------------------------------------------------------------ changes
@@ -67,26 +69,26 @@ class View:
         return affected
 
     def _regroup(self, key: ObjectKey, value: JSON | None) -> set[str]:
-        """Keep the InferenceSet index; the set keys the change concerns.
+        """Keep the parent index (objectstate.PARENTS); the parents' keys the change concerns.
 
-        Only in a view that follows InferenceSets (the planner's): other services' controllers
-        know Workspace keys only.
+        A parent (an InferenceSet, a MultiRoleInference) is its own key's concern, and each of
+        its children's, by the created-by label. Only in a view that follows the parent's kind
+        (the planner's): other services' controllers know Workspace keys only.
         """
-        if key.kind not in ("Workspace", "InferenceSet") or "InferenceSet" not in self.kinds:
-            return set()
         affected: set[str] = set()
-        before = self._set_of.pop(key, None)
+        if key.kind in PARENT_KINDS and key.kind in self.kinds:
+            affected.add(parent_key(key.kind, key.namespace, key.name))
+        if key.kind not in PARENTS or PARENTS[key.kind][0] not in self.kinds:
+            return affected
+        before = self._parent.pop(key, None)
         if before is not None:
             affected.add(before)
             self._members[before].discard(key)
             if not self._members[before]:
                 del self._members[before]
-        now = inferenceset_key(key.kind, value) if value is not None else None
-        if key.kind == "InferenceSet":
-            own = f"{INFERENCESET_PREFIX}{key.namespace}/{key.name}"
-            return affected | {own}
+        now = parent_of(key.kind, value) if value is not None else None
         if now is not None:
-            self._set_of[key] = now
+            self._parent[key] = now
             self._members[now].add(key)
             affected.add(now)
         return affected
@@ -116,14 +118,17 @@ class View:
         namespace, _, name = ws_key.partition("/")
         return self._objects.get(ObjectKey("Workspace", namespace, name))
 
-    def inferenceset(self, set_key: str) -> JSON | None:
-        """The InferenceSet of the key `InferenceSet/<namespace>/<name>`, if the view holds it."""
-        namespace, _, name = set_key.removeprefix(INFERENCESET_PREFIX).partition("/")
-        return self._objects.get(ObjectKey("InferenceSet", namespace, name))
+    def parent(self, key: str) -> JSON | None:
+        """The object of a parent's key (`InferenceSet/<namespace>/<name>`, …), if held."""
+        kind = next((k for k in PARENT_KINDS if key.startswith(f"{k}/")), None)
+        if kind is None:
+            return None
+        namespace, _, name = key.removeprefix(f"{kind}/").partition("/")
+        return self._objects.get(ObjectKey(kind, namespace, name))
 
-    def members(self, set_key: str) -> list[JSON]:
-        """The Workspaces labelled as made by the InferenceSet `set_key`, by name."""
-        return [self._objects[k] for k in sorted(self._members.get(set_key) or ())]
+    def members(self, key: str) -> list[JSON]:
+        """The children labelled as made by the parent `key`, by name."""
+        return [self._objects[k] for k in sorted(self._members.get(key) or ())]
 
     def owned(self, kind: Kind, ws_key: str) -> list[JSON]:
         """The objects of `kind` labelled with the Workspace `namespace/name`, by name."""

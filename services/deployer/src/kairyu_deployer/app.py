@@ -33,6 +33,7 @@ from kairyu_core.api import (
     Workspace,
     parse_workspace,
 )
+from kairyu_core.api.multiroleinference import ROLE_LABEL
 from kairyu_core.api.workspace import AccessMode
 from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
@@ -52,8 +53,7 @@ from kairyu_core.kube import (
     resources,
     stamped,
 )
-from kairyu_core.objectstate import INFERENCESET_LABEL as CREATED_BY_LABEL
-from kairyu_core.objectstate import Kind, ObjectKey, trim
+from kairyu_core.objectstate import INFERENCESET_LABEL, MULTIROLE_LABEL, Kind, ObjectKey, trim
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_core.workloads import (
@@ -134,8 +134,13 @@ def inference_of(
         ingress_from=manifests.ingress_namespaces(
             annotations.get(manifests.ALLOW_INGRESS_ANNOTATION)
         ),
-        pod_labels={k: v for k, v in (meta.labels or {}).items() if k == CREATED_BY_LABEL and v},
+        pod_labels={k: v for k, v in (meta.labels or {}).items() if k in _POD_LABELS and v},
     )
+
+
+_POD_LABELS = frozenset({INFERENCESET_LABEL, MULTIROLE_LABEL, ROLE_LABEL})
+"""Labels of a Workspace its pods carry too: an InferenceSet's, which selects its pods, and a
+MultiRoleInference's with the role, which tell the runtime it is a prefill or decode server."""
 
 
 async def refusal_of(kube: KubeClient, workload: dict[str, Any]) -> str | None:

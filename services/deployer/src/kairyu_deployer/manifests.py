@@ -32,6 +32,7 @@ from typing import Any
 
 from kairyu_core import childnames
 from kairyu_core.api import AdapterSpec, Plan
+from kairyu_core.api.multiroleinference import ROLE_LABEL, ROLES
 from kairyu_core.catalog import Preset
 from kairyu_core.workloads import (
     GPU_TOLERATIONS,
@@ -64,6 +65,7 @@ CONFIG_DIR = "/mnt/config"
 ADAPTER_DIR = "/mnt/adapter"
 WEIGHTS_DIR = "/workspace/weights"
 MODEL_REPOSITORY = "/mnt/models"
+ROLE_ENV = "KAITO_INFERENCE_ROLE"
 # vLLM engine arguments Triton's vLLM backend accepts in model.json; the OpenAI front end's flags
 # (chat template, tool parsers) have no meaning there.
 _TRITON_ENGINE_ARGS = {
@@ -106,7 +108,14 @@ class Inference:
     ingress_from: list[str] = field(default_factory=list)
     """Namespaces whose pods may call the model, besides its own (kairyu.io/allow-ingress-from)."""
     pod_labels: dict[str, str] = field(default_factory=dict)
-    """Labels of the Workspace its pods carry too: an InferenceSet's, which selects its pods."""
+    """Labels of the Workspace its pods carry too: an InferenceSet's, which selects its pods,
+    and a MultiRoleInference's (kairyu_deployer.app)."""
+
+    @property
+    def role(self) -> str | None:
+        """`prefill` or `decode` for a MultiRoleInference's Workspace, else None."""
+        role = self.pod_labels.get(ROLE_LABEL)
+        return role if role in ROLES else None
 
     @property
     def multi_node(self) -> bool:
@@ -409,6 +418,16 @@ def pod_spec(inference: Inference, settings: WorkloadSettings) -> JSON:
         ref = {"secretKeyRef": {"name": inference.api_key_secret, "key": API_KEY_SECRET_KEY}}
         env += [{"name": n, "valueFrom": dict(ref)} for n in API_KEY_ENV]
     env += [{"name": a.source.name, "value": a.strength or "1.0"} for a in inference.adapters]
+    if inference.role is not None:
+        # KAITO's contract with its runtime: the role makes the vLLM wrapper connect the KV
+        # cache over NIXL (kairyu_runtime.vllm_entry), reachable at the pod's own address.
+        env += [
+            {"name": ROLE_ENV, "value": inference.role},
+            {
+                "name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+            },
+        ]
     if inference.multi_node:
         env.append(
             {

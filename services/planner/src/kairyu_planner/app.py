@@ -50,12 +50,13 @@ from kairyu_core.bus import TemporaryError
 from kairyu_core.catalog import Catalog
 from kairyu_core.catalog.sizing import SizingError, is_hf_id
 from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resources
-from kairyu_core.objectstate import INFERENCESET_PREFIX
+from kairyu_core.objectstate import PARENT_KINDS
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.hub import HubModels, HubUnavailableError
 from kairyu_planner.planning import PlanError, PlanReason
+from kairyu_planner.rolecontrol import MultiRoleController
 from kairyu_planner.setcontrol import InferenceSetController
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
 
@@ -117,19 +118,26 @@ class Planner:
         self._view = view
         self._catalog = catalog
         self._hub = hub or HubModels(settings.hub, image=catalog.base_image)
-        self._sets = InferenceSetController(
-            kube=kube, view=view, field_manager=settings.service_name
-        )
+        self._parents: dict[str, InferenceSetController | MultiRoleController] = {
+            "InferenceSet": InferenceSetController(
+                kube=kube, view=view, field_manager=settings.service_name
+            ),
+            "MultiRoleInference": MultiRoleController(
+                kube=kube, view=view, field_manager=settings.service_name
+            ),
+        }
         self._started: dict[tuple[str, int], None] = {}  # rollouts whose root span is recorded
 
     async def reconcile(self, key: str) -> float | None:
         """Plan the Workspace `namespace/name` and write the result if it differs from the view's.
 
         Returns seconds after which to look again, or None to wait for the next change.
-        An InferenceSet's key (`InferenceSet/<namespace>/<name>`) goes to its controller.
+        A parent's key (`InferenceSet/<namespace>/<name>`, `MultiRoleInference/…`) goes to its
+        kind's controller.
         """
-        if key.startswith(INFERENCESET_PREFIX):
-            return await self._sets.reconcile(key)
+        for kind in PARENT_KINDS:
+            if key.startswith(f"{kind}/"):
+                return await self._parents[kind].reconcile(key)
         raw = self._view.workspace(key)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return None  # gone, or going: the provisioner frees its nodes; nothing to plan

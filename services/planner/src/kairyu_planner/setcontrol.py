@@ -15,13 +15,13 @@ ones by uid, and writes the status only when it differs from the view's.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from kairyu_core.bus import TemporaryError
-from kairyu_core.kube import KubeClient, OnceDeleter, apply_status, errors, resources
+from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
 from kairyu_core.view import View
-from kairyu_planner.inferencesets import READY_TYPE, child_manifest, decide
+from kairyu_planner.inferencesets import child_manifest, decide
+from kairyu_planner.parentstatus import write_status
 
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0
@@ -51,7 +51,7 @@ class InferenceSetController:
         self._foreign: dict[str, set[str]] = {}
 
     async def reconcile(self, key: str) -> float | None:
-        inference_set = self._view.inferenceset(key)
+        inference_set = self._view.parent(key)
         if inference_set is None:
             self._foreign.pop(key, None)
             return None  # gone: its children go with it (owner references)
@@ -110,32 +110,11 @@ class InferenceSetController:
             del self._foreign[next(iter(self._foreign))]
 
     async def _write(self, inference_set: dict[str, Any], status: dict[str, Any]) -> None:
-        current = inference_set.get("status") or {}
-        old = next(
-            (c for c in current.get("conditions") or [] if c.get("type") == READY_TYPE), None
+        await write_status(
+            self._kube,
+            resources.INFERENCESETS,
+            inference_set,
+            status,
+            fields=_OWNED,
+            field_manager=self._field_manager,
         )
-        new = status["conditions"][0]
-        same_condition = old is not None and all(
-            old.get(k) == new.get(k) for k in ("status", "reason", "message", "observedGeneration")
-        )
-        same_fields = all(current.get(k) == status.get(k) for k in _OWNED)
-        if same_condition and same_fields:
-            return
-        keep_time = old is not None and old.get("status") == new["status"]
-        new["lastTransitionTime"] = (
-            old.get("lastTransitionTime")
-            if keep_time and old is not None
-            else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
-        meta = inference_set["metadata"]
-        try:
-            await apply_status(
-                self._kube,
-                namespace=meta["namespace"],
-                name=meta["name"],
-                field_manager=self._field_manager,
-                status=status,
-                resource=resources.INFERENCESETS,
-            )
-        except errors.NotFoundError:
-            return

@@ -1,6 +1,7 @@
-"""The validating admission webhook for Workspaces and InferenceSets, over TLS (AdmissionReview v1).
+"""The validating admission webhook for kaito.sh objects, over TLS (AdmissionReview v1).
 
-The apiserver posts every Workspace CREATE and UPDATE here; `validation.validate` decides. An
+The apiserver posts every Workspace, InferenceSet and MultiRoleInference CREATE and UPDATE here;
+`validation.validate` decides for a Workspace, and for the Workspaces the others would make. An
 object the models cannot read is refused with the reason rather than crashing the handler, and
 warnings (reserved labels) travel back to kubectl.
 
@@ -33,7 +34,9 @@ from pydantic import ValidationError
 
 from kairyu_core.api import Workspace, parse_workspace
 from kairyu_core.api.inferenceset import INFERENCESET_KIND, MAX_NAME, parse_inferenceset
+from kairyu_core.api.multiroleinference import MULTIROLE_KIND, parse_multirole
 from kairyu_planner.inferencesets import child_manifest
+from kairyu_planner.multiroles import multirole_errors, role_set
 from kairyu_planner.validation import Verdict, validate
 
 Validator = Callable[[Workspace, Workspace | None], Verdict]
@@ -75,6 +78,8 @@ def review(request: dict[str, Any], validator: Validator = validate) -> dict[str
     try:
         if kind == INFERENCESET_KIND:
             verdict = _review_set(req, validator)
+        elif kind == MULTIROLE_KIND:
+            verdict = _review_multirole(req, validator)
         else:
             new = parse_workspace(req["object"])
             old = (
@@ -98,30 +103,60 @@ def review(request: dict[str, Any], validator: Validator = validate) -> dict[str
 
 
 def _review_set(req: Mapping[str, Any], validator: Validator) -> Verdict:
-    """An InferenceSet is judged as the Workspace its template makes (KAITO v0.12).
-
-    On CREATE, and on an UPDATE that changes the template (the next replica is made from it),
-    every Workspace rule applies; on other UPDATEs only the safety rules.
-    """
+    """An InferenceSet is judged as the Workspace its template makes (KAITO v0.12)."""
     obj = req["object"]
     parse_inferenceset(obj)
+    old = req.get("oldObject") if req.get("operation") == "UPDATE" else None
+    return _judge_template(obj, old if isinstance(old, dict) else None, validator, "spec.template")
+
+
+def _judge_template(
+    obj: dict[str, Any], old: dict[str, Any] | None, validator: Validator, where: str
+) -> Verdict:
+    """The InferenceSet `obj` judged as the Workspace its template makes.
+
+    On CREATE, and on an UPDATE that changes the template (the next replica is made from it),
+    every Workspace rule applies; on other UPDATEs (a replica count, a selector) only the safety
+    rules, so a set admitted under older settings stays editable.
+    """
     name = f"{str((obj.get('metadata') or {}).get('name', 'set'))[:MAX_NAME]}-check"
     child = child_manifest({**obj, "metadata": {"uid": "", **(obj.get("metadata") or {})}}, name)
     child["metadata"].pop("ownerReferences", None)
     workspace = parse_workspace(child)
-    old = req.get("oldObject") if req.get("operation") == "UPDATE" else None
-    same_template = isinstance(old, dict) and (old.get("spec") or {}).get("template") == (
+    same_template = old is not None and (old.get("spec") or {}).get("template") == (
         obj.get("spec") or {}
     ).get("template")
-    # A new template is judged in full (the next replica is made from it); otherwise (a replica
-    # count, a selector) only the safety rules, so a set admitted under older settings stays
-    # editable.
     verdict = validator(workspace, workspace if same_template else None)
-    prefix = "spec.template: "
     return Verdict(
-        errors=[prefix + e for e in verdict.errors],
-        warnings=[prefix + w for w in verdict.warnings],
+        errors=[f"{where}: {e}" for e in verdict.errors],
+        warnings=[f"{where}: {w}" for w in verdict.warnings],
     )
+
+
+def _review_multirole(req: Mapping[str, Any], validator: Validator) -> Verdict:
+    """KAITO's MultiRoleInference rules, then each role judged as the Workspaces it makes."""
+    obj = req["object"]
+    parse_multirole(obj)
+    old = req.get("oldObject") if req.get("operation") == "UPDATE" else None
+    old = old if isinstance(old, dict) else None
+    errors = multirole_errors(obj, old)
+    if errors:
+        return Verdict(errors=errors)
+    meta = {"uid": "", **(obj.get("metadata") or {})}
+    parent = {**obj, "metadata": meta}
+    before = {r.get("type"): r for r in (old.get("spec") or {}).get("roles") or []} if old else {}
+    verdict = Verdict()
+    for role in (obj.get("spec") or {}).get("roles") or []:
+        kind = str(role.get("type"))
+        previous = (
+            role_set({**old, "metadata": meta}, before[kind])
+            if old is not None and kind in before
+            else None
+        )
+        judged = _judge_template(role_set(parent, role), previous, validator, f"spec.roles[{kind}]")
+        verdict.errors += judged.errors
+        verdict.warnings += judged.warnings
+    return verdict
 
 
 _VALIDATOR: web.AppKey[Validator] = web.AppKey("validator")

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 WORKSPACE_LABEL = "kaito.sh/workspace"
 CHILD_RESOURCES = (
     resources.INFERENCESETS,
+    resources.MULTIROLEINFERENCES,
     resources.NODES,
     resources.NODECLAIMS,
     resources.DEPLOYMENTS,
@@ -342,8 +343,9 @@ class Watcher:
         # Every Node, not only labelled ones: the byo backend chooses among existing GPU nodes by
         # the Workspace's own labelSelector, so the provisioner's view must hold them all. A
         # node's heartbeats do not change its trimmed state, so they are not published.
-        # InferenceSets are the users' own objects, followed whole like Workspaces.
-        unlabelled = (resources.NODES, resources.INFERENCESETS)
+        # InferenceSets and MultiRoleInferences are the users' own objects, followed whole like
+        # Workspaces.
+        unlabelled = (resources.NODES, resources.INFERENCESETS, resources.MULTIROLEINFERENCES)
         selector = None if resource in unlabelled else WORKSPACE_LABEL
         children = watch(
             self._kube,

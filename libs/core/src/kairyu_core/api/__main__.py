@@ -1,4 +1,8 @@
-"""Prints a generated CRD: `python -m kairyu_core.api [workspaces|inferencesets]` (`make crds`)."""
+"""Prints a generated CRD: `python -m kairyu_core.api <plural>` (`make crds`).
+
+The plural is one of kairyu_core.api.crd.CRDS: workspaces (the default), inferencesets,
+multiroleinferences.
+"""
 
 import sys
 

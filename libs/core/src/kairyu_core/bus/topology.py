@@ -25,7 +25,7 @@ SERVICES: tuple[str, ...] = ("watcher", "planner", "provisioner", "deployer", "t
 
 FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
     "watcher": KINDS,
-    "planner": ("Workspace", "InferenceSet"),
+    "planner": ("Workspace", "InferenceSet", "MultiRoleInference"),
     "provisioner": ("Workspace", "Node", "NodeClaim"),
     "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod", "Occupant"),
     "tuner": ("Workspace", "Job", "Pod", "Occupant"),

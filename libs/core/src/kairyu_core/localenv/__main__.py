@@ -301,9 +301,7 @@ def main() -> int:
         cluster.start()
         nats.start()
         jaeger.start()
-        cluster.apply(root / "config/crd/kaito.sh_workspaces.yaml")
-        cluster.apply(root / "config/crd/kaito.sh_inferencesets.yaml")
-        cluster.wait_for_crds("workspaces.kaito.sh", "inferencesets.kaito.sh")
+        cluster.install_crds(root)
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
         services.extend(

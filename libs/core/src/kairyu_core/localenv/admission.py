@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kairyu_core.api.crd import CRDS
 from kairyu_core.localenv import certs
 from kairyu_core.localenv.processes import free_port
 
@@ -68,7 +69,7 @@ def prepare(directory: Path, host: str = "127.0.0.1") -> WebhookEndpoint:
 def registration(
     endpoint: WebhookEndpoint, *, name: str = "kairyu-planner", namespace: str | None = None
 ) -> dict[str, Any]:
-    """The ValidatingWebhookConfiguration for Workspaces (only `namespace`'s when given)."""
+    """The ValidatingWebhookConfiguration for kaito.sh kinds (only `namespace`'s when given)."""
     webhook: dict[str, Any] = {
         "name": WEBHOOK_NAME,
         "admissionReviewVersions": ["v1"],
@@ -83,7 +84,8 @@ def registration(
             {
                 "apiGroups": ["kaito.sh"],
                 "apiVersions": ["v1alpha1", "v1beta1"],
-                "resources": ["workspaces"],
+                # Workspaces, and the InferenceSets and MultiRoleInferences that make them.
+                "resources": list(CRDS),
                 "operations": ["CREATE", "UPDATE"],
             }
         ],

@@ -25,6 +25,8 @@ from typing import Any, Self
 
 import yaml
 
+from kairyu_core.api import GROUP
+from kairyu_core.api.crd import CRDS
 from kairyu_core.localenv import certs
 from kairyu_core.localenv.binaries import Binaries
 from kairyu_core.localenv.nodes import GpuNodeSpec, gpu_node_manifest
@@ -394,6 +396,12 @@ class LocalCluster:
             if "accessor error" not in result.stderr or time.monotonic() > deadline:
                 raise KubectlError(f"CRDs {', '.join(names)} not established: {result.stderr}")
             time.sleep(0.2)
+
+    def install_crds(self, root: Path) -> None:
+        """Apply kairyu's kaito.sh CRDs from the checkout `root` and wait until they serve."""
+        for plural in CRDS:
+            self.apply(root / f"config/crd/kaito.sh_{plural}.yaml")
+        self.wait_for_crds(*(f"{plural}.{GROUP}" for plural in CRDS))
 
     def apply(self, manifest: dict[str, Any] | str | Path) -> None:
         """`kubectl apply --server-side` a manifest (a dict, YAML text or a file)."""

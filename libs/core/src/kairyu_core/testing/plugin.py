@@ -45,9 +45,7 @@ def unique(prefix: str) -> str:
 def cluster() -> Iterator[LocalCluster]:
     """The session's control plane, with the Workspace CRD installed."""
     with LocalCluster(Binaries.locate()) as local:
-        local.apply(repo_root() / "config/crd/kaito.sh_workspaces.yaml")
-        local.apply(repo_root() / "config/crd/kaito.sh_inferencesets.yaml")
-        local.wait_for_crds("workspaces.kaito.sh", "inferencesets.kaito.sh")
+        local.install_crds(repo_root())
         yield local
 
 
