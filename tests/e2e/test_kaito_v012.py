@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.kube import KubeClient, resources
+from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.fakehub import GATED_1B, LLAMA_8B, LLAMA_70B, NO_CONFIG, TOKEN
 from kairyu_core.testing.manifests import seed
@@ -349,4 +349,116 @@ async def test_an_inference_set_scales_its_gpu_nodes_to_zero_and_back_and_leaves
         if not left["items"]:
             break
         await asyncio.sleep(0.3)
+    assert left["items"] == []
+
+
+def _multirole(name: str, namespace: str) -> dict[str, Any]:
+    """KAITO's phi-4-mini MultiRoleInference example, with two decode replicas."""
+    return {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "MultiRoleInference",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "labelSelector": {"matchLabels": {"apps": name}},
+            "model": {"name": "phi-4-mini-instruct"},
+            "roles": [
+                {"type": "prefill", "replicas": 1, "instanceType": "Standard_NC24ads_A100_v4"},
+                {"type": "decode", "replicas": 2, "instanceType": "Standard_NC24ads_A100_v4"},
+            ],
+        },
+    }
+
+
+async def _until_multirole(
+    kube: KubeClient, namespace: str, name: str, decode: int, timeout: float = 120
+) -> dict[str, Any]:
+    """The MultiRoleInference once Ready with `decode` ready decode replicas."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    found: dict[str, Any] = {}
+    while loop.time() < deadline:
+        await asyncio.sleep(0.3)
+        try:
+            found = await kube.get(resources.MULTIROLEINFERENCES, name, namespace=namespace)
+            sets = await kube.list(resources.INFERENCESETS, namespace=namespace)
+        except errors.UnavailableError:
+            continue  # a CRD's storage the apiserver (re)initializes: a moment later
+        said = {c["type"]: c["status"] for c in (found.get("status") or {}).get("conditions") or []}
+        decoding = next((s for s in sets["items"] if s["metadata"]["name"] == f"{name}-decode"), {})
+        if (
+            said.get("Ready") == "True"
+            and (decoding.get("status") or {}).get("readyReplicas") == decode
+        ):
+            return found
+    raise AssertionError(f"{name}: not Ready with {decode} decode replicas; {found.get('status')}")
+
+
+async def test_a_multirole_inference_serves_prefill_and_decode_and_leaves_nothing(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
+) -> None:
+    await asyncio.to_thread(cluster.apply, _multirole("phi-pd", namespace))
+    ready = await _until_multirole(kube, namespace, "phi-pd", decode=2)
+    said = {c["type"]: (c["status"], c["reason"]) for c in ready["status"]["conditions"]}
+    assert said == {
+        "PrefillReady": ("True", "PrefillReady"),
+        "DecodeReady": ("True", "DecodeReady"),
+        "InferencePoolReady": ("True", "InferencePoolReady"),
+        "Ready": ("True", "Ready"),
+    }
+    await _until_claims(kube, namespace, 3)  # one A100 node per replica of either role
+    # One cost figure for the pair: its sets' together, three A100 nodes at the catalog's price.
+    sets = (await kube.list(resources.INFERENCESETS, namespace=namespace))["items"]
+    costs = [float(s["status"]["estimatedCostPerHour"]) for s in sets]
+    assert len(costs) == 2
+    pair = float(ready["status"]["estimatedCostPerHour"])
+    assert pair == pytest.approx(sum(costs), abs=0.001)
+    assert pair == pytest.approx(3 * 3.67, abs=0.02)
+    assert ready["status"]["nodeCount"] == 3
+    row = await asyncio.to_thread(_table, cluster, namespace, kind="multiroleinference")
+    assert (row["MODEL"], row["READY"]) == ("phi-4-mini-instruct", "True")
+    # Each role's pods are started as that role: the runtime moves the KV cache over NIXL.
+    for role, count in (("prefill", 1), ("decode", 2)):
+        pods = await kube.list(
+            resources.PODS, namespace=namespace, label_selector=f"kaito.sh/inference-role={role}"
+        )
+        assert len(pods["items"]) == count
+        for pod in pods["items"]:
+            assert pod["metadata"]["labels"]["multiroleinference.kaito.sh/created-by"] == "phi-pd"
+            env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+            assert env["KAITO_INFERENCE_ROLE"]["value"] == role
+            assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"]["fieldRef"] == {
+                "apiVersion": "v1",
+                "fieldPath": "status.podIP",
+            }
+
+    # A role's replicas are the parent's to set: one decode replica frees a GPU node.
+    patch = {"spec": {"roles": [
+        {"type": "prefill", "replicas": 1, "instanceType": "Standard_NC24ads_A100_v4"},
+        {"type": "decode", "replicas": 1, "instanceType": "Standard_NC24ads_A100_v4"},
+    ]}}  # fmt: skip
+    await asyncio.to_thread(
+        cluster.kubectl,
+        "patch",
+        "multiroleinference",
+        "phi-pd",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+    await _until_claims(kube, namespace, 2)
+    await _until_multirole(kube, namespace, "phi-pd", decode=1)
+
+    await asyncio.to_thread(
+        cluster.kubectl, "delete", "multiroleinference", "phi-pd", "-n", namespace, "--wait=false"
+    )
+    await _until_claims(kube, namespace, 0)
+    for _ in range(300):
+        sets = await kube.list(resources.INFERENCESETS, namespace=namespace)
+        left = await kube.list(resources.WORKSPACES, namespace=namespace)
+        if not sets["items"] and not left["items"]:
+            break
+        await asyncio.sleep(0.3)
+    assert sets["items"] == []
     assert left["items"] == []

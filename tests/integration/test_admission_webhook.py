@@ -292,3 +292,48 @@ async def test_workspaces_are_admitted_while_nats_is_down(
             await kubectl(cluster, "apply", "-n", namespace, "-f", "-", manifest=seed("inference"))
     finally:
         planner.stop()
+
+
+def _multirole(namespace: str, model: str = "phi-4-mini-instruct") -> dict[str, Any]:
+    return {
+        "apiVersion": "kaito.sh/v1alpha1",
+        "kind": "MultiRoleInference",
+        "metadata": {"name": "phi-4-pd", "namespace": namespace},
+        "spec": {
+            "labelSelector": {"matchLabels": {"apps": "phi-4-pd"}},
+            "model": {"name": model},
+            "roles": [
+                {"type": "prefill", "replicas": 1, "instanceType": "Standard_NC24ads_A100_v4"},
+                {"type": "decode", "replicas": 1, "instanceType": "Standard_NC24ads_A100_v4"},
+            ],
+        },
+    }
+
+
+async def test_a_multirole_inference_is_judged_by_kaitos_rules_and_its_roles_workspaces(
+    cluster: LocalCluster, registered: str
+) -> None:
+    with pytest.raises(KubectlError, match=r"spec\.roles\[prefill\]: Unsupported preset name"):
+        await kubectl(cluster, "apply", "-f", "-", manifest=_multirole(registered, "no-such"))
+    two_prefills = _multirole(registered)
+    two_prefills["spec"]["roles"][1]["type"] = "prefill"
+    with pytest.raises(KubectlError, match="exactly one prefill and one decode role required"):
+        await kubectl(cluster, "apply", "-f", "-", manifest=two_prefills)
+    await kubectl(cluster, "apply", "-f", "-", manifest=_multirole(registered))
+    renamed = json.dumps({"spec": {"model": {"name": "phi-4"}}})
+    with pytest.raises(KubectlError, match='model name is immutable, was "phi-4-mini-instruct"'):
+        await kubectl(
+            cluster,
+            "patch",
+            "multiroleinference",
+            "phi-4-pd",
+            "-n",
+            registered,
+            "--type=merge",
+            "-p",
+            renamed,
+        )
+    # A role's replicas may change: only the safety rules judge the unchanged template.
+    scaled = _multirole(registered)
+    scaled["spec"]["roles"][1]["replicas"] = 3
+    await kubectl(cluster, "apply", "-f", "-", manifest=scaled)
