@@ -88,6 +88,22 @@ def test_bad_values_are_refused_with_the_field() -> None:
     )
     assert two_workers.returncode != 0
     assert "watcher.replicas > 1 needs watcher.leaderElection.enabled" in two_workers.stderr
+    half_byo = helm(
+        "template", "x", str(CHART), "--kube-version", "1.36.3", "--set", "provisioner.backend=byo"
+    )
+    assert half_byo.returncode != 0
+    assert "provisioner.backend byo needs global.nodeProvisioner: byo" in half_byo.stderr
+
+
+def test_byo_reaches_the_provisioner_and_the_planner() -> None:
+    env: dict[tuple[str, str], str | None] = {}
+    for doc in documents(render(CHART / "ci/byo-values.yaml")):
+        if doc["kind"] == "Deployment":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                for var in container.get("env") or []:
+                    env[(doc["metadata"]["name"], var["name"])] = var.get("value")
+    assert env[("kairyu-provisioner", "KAIRYU_BACKEND")] == "byo"
+    assert env[("kairyu-planner", "KAIRYU_PLANNING__NODE_PROVISIONER")] == "byo"
 
 
 def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:

@@ -384,7 +384,9 @@ async def _until_multirole(
         except errors.UnavailableError:
             continue  # a CRD's storage the apiserver (re)initializes: a moment later
         said = {c["type"]: c["status"] for c in (found.get("status") or {}).get("conditions") or []}
-        decoding = next((s for s in sets["items"] if s["metadata"]["name"] == f"{name}-decode"), {})
+        decoding: dict[str, Any] = next(
+            (s for s in sets["items"] if s["metadata"]["name"] == f"{name}-decode"), {}
+        )
         if (
             said.get("Ready") == "True"
             and (decoding.get("status") or {}).get("readyReplicas") == decode

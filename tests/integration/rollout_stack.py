@@ -13,7 +13,7 @@ from kairyu_core.kube import KubeClient
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_planner.app import Planner
+from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import HubSettings, PlannerSettings
 from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
@@ -45,7 +45,7 @@ async def start_node_services(
     planning = PlannerSettings(hub=HubSettings(endpoint=hub_endpoint or HubSettings().endpoint))
     stack.control(
         service=planning.service_name,
-        kinds=FOLLOWS["planner"],
+        kinds=followed(planning.planning),
         reconcile=lambda view: (
             Planner(settings=planning, kube=kube, view=view, catalog=catalog).reconcile
         ),

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.bus import FOLLOWS, Bus
+from kairyu_core.bus import Bus
 from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, apply_status, errors, resources
 from kairyu_core.localenv import LocalCluster
 from kairyu_core.testing.manifests import seed
 from kairyu_core.testing.stack import ServiceStack
-from kairyu_planner.app import Planner
+from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
@@ -34,7 +34,7 @@ async def services(bus: Bus, kube: KubeClient, namespace: str) -> AsyncIterator[
     )
     stack.control(
         service=settings.service_name,
-        kinds=FOLLOWS["planner"],
+        kinds=followed(settings.planning),
         reconcile=lambda view: (
             Planner(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
         ),

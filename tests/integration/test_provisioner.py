@@ -38,8 +38,8 @@ from kairyu_core.testing.processes import service_process
 from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 from kairyu_core.view import View
-from kairyu_planner.app import Planner
-from kairyu_planner.settings import PlannerSettings
+from kairyu_planner.app import Planner, followed
+from kairyu_planner.settings import PlannerSettings, PlanningSettings
 from kairyu_provisioner import naming
 from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends import Backend
@@ -63,10 +63,16 @@ FAST = ProvisioningSettings(check_interval_s=1.0, readiness_timeout_s=60.0, gone
 class Stack(ServiceStack):
     """Watcher and planner on the test's stream; the test adds the provisioner it needs."""
 
-    def __init__(self, bus: Bus, kube: KubeClient, namespace: str) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        kube: KubeClient,
+        namespace: str,
+        planning: PlanningSettings | None = None,
+    ) -> None:
         super().__init__(bus)
         self.kube = kube
-        planner_settings = PlannerSettings()
+        planner_settings = PlannerSettings(planning=planning or PlanningSettings())
         catalog = load_catalog()
         watcher = Watcher(
             settings=WatcherSettings(namespace=namespace, resync_interval_s=3600),
@@ -76,7 +82,7 @@ class Stack(ServiceStack):
         self.run(watcher.run())
         self.control(
             service=planner_settings.service_name,
-            kinds=FOLLOWS["planner"],
+            kinds=followed(planner_settings.planning),
             reconcile=lambda view: (
                 Planner(settings=planner_settings, kube=kube, view=view, catalog=catalog).reconcile
             ),
@@ -489,6 +495,45 @@ async def test_byo_uses_existing_nodes_and_says_when_too_few_match(
         n["metadata"]["name"]
         for n in (await kube.list(resources.NODES, label_selector=f"apps={namespace}"))["items"]
     ) == sorted(first + second), "byo must never delete the user's nodes"
+
+
+async def test_byo_sizes_a_workspace_from_its_nodes_gpu_labels_as_they_come(
+    cluster: LocalCluster, namespace: str, kube: KubeClient, bus: Bus
+) -> None:
+    stack = Stack(bus, kube, namespace, planning=PlanningSettings(node_provisioner="byo"))
+    try:
+        stack.add_provisioner(
+            ProvisionerSettings(namespace=namespace, backend="byo", provisioning=FAST),
+            ByoBackend(),
+        )
+        label = {"apps": namespace}
+        doc = inference("own", namespace, "phi-3-mini-4k-instruct", None)  # KAITO's BYO: no SKU
+        doc["resource"]["labelSelector"] = {"matchLabels": label}
+        cluster.apply(doc)
+        obj = await until(
+            kube, namespace, "own", has_reason("Planned", "NoMatchingNodes"), what="no nodes yet"
+        )
+        assert condition(obj, "Planned")["message"].startswith(
+            "No nodes found matching the specified label selector"
+        )
+        t4 = GpuNodeSpec(
+            instance_type="Standard_NC4as_T4_v3",
+            gpu_product="Tesla-T4",
+            gpu_count=1,
+            gpu_memory_mib=16384,
+        )
+        (mine,) = cluster.add_gpu_nodes(t4, count=1, prefix=f"{namespace}-t4", labels=label)
+        # Nodes wake no Workspace (they carry none's label): the plan comes on the next look.
+        obj = await until(
+            kube, namespace, "own", is_true("ResourceReady"), what="ResourceReady", timeout=60
+        )
+        plan = obj["status"]["plan"]
+        assert (plan["instanceType"], plan["nodeCount"]) == ("Standard_NC4as_T4_v3", 1)
+        assert "estimatedCostPerHour" not in plan  # your nodes: kairyu knows no price
+        assert plan["reason"].startswith("your nodes matching resource.labelSelector")
+        assert obj["status"]["workerNodes"] == [mine]
+    finally:
+        await stack.stop()
 
 
 # ---------------------------------------------------------------------- timeouts and orphans

@@ -52,4 +52,5 @@ def test_the_topology_has_one_writer_per_family_and_readers_from_follows() -> No
         "kairyu.v1.state.workspace.>",
         "kairyu.v1.state.inferenceset.>",
         "kairyu.v1.state.multiroleinference.>",
+        "kairyu.v1.state.node.>",
     )

@@ -13,7 +13,7 @@ from kairyu_provisioner import app, naming
 from kairyu_provisioner.backends.azure import TAG_UID, agent_pool
 from kairyu_provisioner.backends.karpenter import claim_state, node_claim
 from kairyu_provisioner.failures import classify
-from kairyu_provisioner.readiness import matches, select, why_unusable
+from kairyu_provisioner.readiness import select, why_unusable
 from kairyu_provisioner.settings import AzureSettings, KarpenterSettings, ProvisionerSettings
 from kairyu_provisioner.target import Target
 
@@ -157,7 +157,7 @@ def test_unregistered_karpenter_nodes_do_not_count_yet() -> None:
 def test_label_selectors_follow_kubernetes_semantics(
     selector: LabelSelector, labels: dict[str, str], expected: bool
 ) -> None:
-    assert matches(selector, labels) is expected
+    assert selector.matches(labels) is expected
 
 
 def test_byo_selection_filters_by_the_selector() -> None:

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from kairyu_core import service
-from kairyu_core.bus import FOLLOWS
 from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_planner import certificates, webhook
-from kairyu_planner.app import Planner
+from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings
 from kairyu_planner.validation import validate
 
@@ -130,7 +129,7 @@ async def _plan_until_stopped(
             return service.Controlled(
                 bus,
                 service=settings.service_name,
-                kinds=FOLLOWS["planner"],
+                kinds=followed(settings.planning),
                 reconcile=lambda view: (
                     Planner(settings=settings, kube=kube, view=view, catalog=catalog).reconcile
                 ),

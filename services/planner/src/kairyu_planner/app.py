@@ -40,19 +40,21 @@ from kairyu_core.api import (
     Condition,
     ConditionStatus,
     ConditionType,
+    LabelSelector,
     Plan,
     ReplanRequest,
     Workspace,
     parse_workspace,
     set_condition,
 )
-from kairyu_core.bus import TemporaryError
-from kairyu_core.catalog import Catalog
+from kairyu_core.bus import FOLLOWS, TemporaryError
+from kairyu_core.catalog import Catalog, GpuSku
 from kairyu_core.catalog.sizing import SizingError, is_hf_id
 from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resources
-from kairyu_core.objectstate import PARENT_KINDS
+from kairyu_core.objectstate import PARENT_KINDS, Kind
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
+from kairyu_planner.byonodes import byo_sku
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.hub import HubModels, HubUnavailableError
 from kairyu_planner.planning import PlanError, PlanReason
@@ -70,6 +72,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _STARTED_LIMIT = 10_000  # rollouts remembered; forgetting one risks a duplicate root span
 _RETRY_S = 2.0  # an apiserver error: look again after this (growing per key while it lasts)
 _HUB_RETRY_S = 30.0  # the Hub (or the token's Secret) could not be read: ask again after this
+# Your own nodes (byo) do not match or lack GPU labels: look again after this. Node changes wake
+# no Workspace (nodes carry no Workspace's label), so this is how a new node is noticed.
+_NODES_RETRY_S = 10.0
+
+
+def followed(planning: PlanningSettings) -> tuple[Kind, ...]:
+    """The kinds the planner's view follows: Nodes only for byo plans, which alone read them.
+
+    A cluster's nodes change often; the other modes would be woken by them for nothing.
+    """
+    return tuple(k for k in FOLLOWS["planner"] if k != "Node" or planning.byo)
 
 
 def known_skus(names: list[str], catalog: Catalog, planning: PlanningSettings) -> set[str]:
@@ -147,7 +160,11 @@ class Planner:
         again: float | None = None
         try:
             catalog = await self._catalog_for(raw)
-            outcome = self._decide(raw, catalog)
+            byo = self._byo_sku(raw)
+            outcome = self._decide(raw, catalog, byo)
+        except PlanError as exc:  # your own nodes do not (yet) say what they offer
+            outcome = _Outcome(None, exc.reason, exc.message)
+            again = _NODES_RETRY_S
         except ValidationError as exc:
             # Admitted by an older or newer CRD: explain instead of retrying forever.
             outcome = _Outcome(None, PlanReason.INVALID_SPEC, f"cannot read the Workspace: {exc}")
@@ -230,7 +247,19 @@ class Planner:
         except (ValueError, UnicodeDecodeError) as exc:
             raise SizingError(f"HF_TOKEN of modelAccessSecret {secret} is not text") from exc
 
-    def _decide(self, raw: dict[str, Any], catalog: Catalog) -> _Outcome:
+    def _byo_sku(self, raw: dict[str, Any]) -> GpuSku | None:
+        """What the user's nodes matching the Workspace's selector offer, if planned for them.
+
+        Only in byo mode for a Workspace that names no instance type; PlanError when no usable
+        nodes match.
+        """
+        resource = raw.get("resource") or {}
+        if not self._settings.planning.byo or resource.get("instanceType"):
+            return None
+        selector = LabelSelector.model_validate(resource.get("labelSelector") or {})
+        return byo_sku(self._view.all("Node"), selector, self._settings.planning.cloud)
+
+    def _decide(self, raw: dict[str, Any], catalog: Catalog, byo: GpuSku | None) -> _Outcome:
         """What `Planned` and `status.plan` should say for the Workspace `raw` (pure)."""
         workspace = parse_workspace(raw)
         status = workspace.status
@@ -257,13 +286,13 @@ class Planner:
             if request is not None and requested:
                 try:
                     result = plan_checked(
-                        workspace, catalog, planning, frozenset(exclude | requested)
+                        workspace, catalog, planning, frozenset(exclude | requested), byo
                     )
                 except PlanError as exc:
                     # Nothing else fits: keep the current plan (its SKU may be had later; the
                     # provisioner retries it) and say why, rather than drop the plan and, with
                     # it, the refused SKUs it remembers.
-                    result = plan_checked(workspace, catalog, planning, frozenset(exclude))
+                    result = plan_checked(workspace, catalog, planning, frozenset(exclude), byo)
                     note = (
                         f"the cloud refused {request.instance_type} "
                         f"({clean_reason(request.reason)}), and no other SKU fits: {exc.message}"
@@ -273,7 +302,7 @@ class Planner:
                     exclude |= requested
                     replan_reason = clean_reason(request.reason)
             else:
-                result = plan_checked(workspace, catalog, planning, frozenset(exclude))
+                result = plan_checked(workspace, catalog, planning, frozenset(exclude), byo)
         except PlanError as exc:
             return _Outcome(None, exc.reason, exc.message)
         plan = result.plan

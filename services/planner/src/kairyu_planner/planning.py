@@ -45,6 +45,12 @@ class PlanReason(StrEnum):
     """The plan would cost more per hour than KAIRYU_PLANNING__MAX_COST_PER_HOUR allows."""
     REPLICAS_NOT_SUPPORTED = "ReplicasNotSupported"
     """spec.replicas above 1 for a model that spans several nodes."""
+    NO_MATCHING_NODES = "NoMatchingNodes"
+    """Bring-your-own nodes: none matches the Workspace's labelSelector (yet)."""
+    GPU_LABELS_MISSING = "GPULabelsMissing"
+    """Bring-your-own nodes without the GPU Feature Discovery labels kairyu sizes them from."""
+    NODES_NOT_UNIFORM = "NodesNotUniform"
+    """Bring-your-own nodes matching the selector differ in their GPUs."""
 
 
 class PlanError(Exception):
@@ -317,21 +323,27 @@ def plan_workspace(
     catalog: Catalog,
     settings: PlanningSettings,
     exclude: frozenset[str] = frozenset(),
+    byo: GpuSku | None = None,
 ) -> PlanResult:
     """The plan for `ws`, or PlanError.
 
     `exclude`: SKUs the cloud refused, never chosen again (a SKU the Workspace names is used
-    regardless: the user asked for it).
+    regardless: the user asked for it). `byo`: what the user's own nodes offer
+    (kairyu_planner.byonodes), used when the Workspace names no instance type.
     """
-    result = _plan(ws, catalog, settings, exclude)
-    check_limits(result.plan, settings)
+    byo = byo if not ws.resource.instance_type else None
+    result = _plan(ws, catalog, settings, exclude, byo)
+    check_limits(result.plan, settings, owned=byo is not None)
     if exclude:
         result.plan.excluded_instance_types = sorted(exclude)
     return result
 
 
-def check_limits(plan: Plan, settings: PlanningSettings) -> None:
-    """The admin's ceilings, which no annotation waives: nodes per Workspace and cost per hour."""
+def check_limits(plan: Plan, settings: PlanningSettings, *, owned: bool = False) -> None:
+    """The admin's ceilings, which no annotation waives: nodes per Workspace and cost per hour.
+
+    `owned`: the plan runs on the user's own nodes, which have no price to hold to a ceiling.
+    """
     if plan.node_count > settings.max_nodes:
         raise PlanError(
             PlanReason.NODE_LIMIT_EXCEEDED,
@@ -339,7 +351,7 @@ def check_limits(plan: Plan, settings: PlanningSettings) -> None:
             f"{settings.max_nodes} nodes per Workspace (KAIRYU_PLANNING__MAX_NODES)",
         )
     ceiling = settings.max_cost_per_hour
-    if ceiling is None:
+    if ceiling is None or owned:
         return
     if plan.estimated_cost_per_hour is None:
         raise PlanError(
@@ -357,21 +369,38 @@ def check_limits(plan: Plan, settings: PlanningSettings) -> None:
         )
 
 
+def _named(
+    ws: Workspace, catalog: Catalog, settings: PlanningSettings, byo: GpuSku | None
+) -> tuple[GpuSku, str] | None:
+    """The SKU the Workspace runs on whatever fits, and why: named, or the user's nodes."""
+    if byo is not None:
+        what = f"{byo.gpu_count} x {byo.gpu_model} ({byo.gpu_memory_gib:g} GiB)"
+        return byo, f"your nodes matching resource.labelSelector: {byo.name}, {what} each"
+    if ws.resource.instance_type:
+        sku = resolve_sku(ws.resource.instance_type, catalog, settings)
+        return sku, f"{sku.name} as named in resource.instanceType"
+    return None
+
+
 def _plan(
-    ws: Workspace, catalog: Catalog, settings: PlanningSettings, exclude: frozenset[str]
+    ws: Workspace,
+    catalog: Catalog,
+    settings: PlanningSettings,
+    exclude: frozenset[str],
+    byo: GpuSku | None,
 ) -> PlanResult:
     if ws.tuning is not None:
-        return _plan_tuning(ws, catalog, settings, exclude)
+        return _plan_tuning(ws, catalog, settings, exclude, byo)
     if ws.inference is None:  # the CRD requires exactly one of inference or tuning
         raise PlanError(PlanReason.UNKNOWN_PRESET, "the Workspace has neither inference nor tuning")
     if ws.inference.preset is None:
-        return _plan_template(ws, catalog, settings)
+        return _plan_template(ws, catalog, settings, byo)
     preset = resolve_preset(ws.inference.preset.name, catalog)
     runtime = runtime_of(ws)
     warnings: list[str] = []
-    named = ws.resource.instance_type
+    named = _named(ws, catalog, settings, byo)
     if named:
-        sku = resolve_sku(named, catalog, settings)
+        sku, choice = named
         try:
             shape = shape_for(preset, sku, runtime, settings)
         except PlanError as exc:
@@ -381,7 +410,6 @@ def _plan(
             shape = Shape(
                 sku=sku, nodes=ws.resource.count or 1, tensor_parallel=1, max_model_len=None
             )
-        choice = f"{sku.name} as named in resource.instanceType"
     else:
         shape, others = cheapest_shape(preset, runtime, catalog, settings, exclude)
         choice = f"cheapest of {len(others) + 1} allowed SKUs that fit: {shape.sku.name} at "
@@ -448,7 +476,11 @@ def _tuning_fits(preset: Preset, sku: GpuSku, method: str, model: PlanningSettin
 
 
 def _plan_tuning(
-    ws: Workspace, catalog: Catalog, settings: PlanningSettings, exclude: frozenset[str]
+    ws: Workspace,
+    catalog: Catalog,
+    settings: PlanningSettings,
+    exclude: frozenset[str],
+    byo: GpuSku | None,
 ) -> PlanResult:
     tuning = ws.tuning
     if tuning is None:
@@ -462,8 +494,9 @@ def _plan_tuning(
         )
     method = tuning.method.lower()
     warnings: list[str] = []
-    if ws.resource.instance_type:
-        sku = resolve_sku(ws.resource.instance_type, catalog, settings)
+    named = _named(ws, catalog, settings, byo)
+    if named:
+        sku, choice = named
         if not _tuning_fits(preset, sku, method, settings):
             message = (
                 f"{method} tuning of {preset.name} must at least load its weights "
@@ -480,7 +513,6 @@ def _plan_tuning(
                 f"KAITO recommends {preset.tuning_gib:g} GiB of GPU memory to tune {preset.name}; "
                 f"{sku.name} has {total:g} GiB, so training may run out of memory"
             )
-        choice = f"{sku.name} as named in resource.instanceType"
     else:
         fitting = [
             s
@@ -514,14 +546,17 @@ def _plan_tuning(
     return PlanResult(plan=plan, warnings=warnings)
 
 
-def _plan_template(ws: Workspace, catalog: Catalog, settings: PlanningSettings) -> PlanResult:
-    if not ws.resource.instance_type:
+def _plan_template(
+    ws: Workspace, catalog: Catalog, settings: PlanningSettings, byo: GpuSku | None
+) -> PlanResult:
+    named = _named(ws, catalog, settings, byo)
+    if named is None:
         raise PlanError(
             PlanReason.INSTANCE_TYPE_REQUIRED,
             "an inference template runs a custom workload kairyu cannot size: name "
             "resource.instanceType",
         )
-    sku = resolve_sku(ws.resource.instance_type, catalog, settings)
+    sku = named[0]
     each = ws.resource.count or 1
     replicas = _replicas(ws, each, "the template")
     nodes = each * replicas
@@ -536,7 +571,7 @@ def _plan_template(ws: Workspace, catalog: Catalog, settings: PlanningSettings) 
         dtype="auto",
         runtime="template",
         estimated_cost_per_hour=_cost(cost),
-        reason=f"{nodes} x {sku.name} as named"
+        reason=f"{nodes} x {sku.name} {'of your nodes' if byo else 'as named'}"
         + (f" ({replicas} replicas)" if replicas > 1 else "")
         + "; the template's own container is run unchanged",
         observed_generation=ws.metadata.generation,

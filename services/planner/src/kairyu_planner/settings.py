@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +19,16 @@ class PlanningSettings(BaseModel):
 
     cloud: Cloud = Cloud.AZURE
     """The cloud whose SKUs are valid instance types and candidates for automatic choice."""
+    node_provisioner: Literal["karpenter", "azure", "byo"] = "karpenter"
+    """Where GPU nodes come from (the provisioner's backend; the chart sets both from
+    `global.nodeProvisioner`). With `byo` (KAITO's disableNodeAutoProvisioning) a new Workspace
+    names no instance type, and the planner sizes it from the GPU labels of the nodes its
+    labelSelector matches (kairyu_planner.byonodes)."""
+
+    @property
+    def byo(self) -> bool:
+        return self.node_provisioner == "byo"
+
     allowed_skus: frozenset[str] | None = None
     """SKUs the planner may pick when a Workspace names none (all priced SKUs of the cloud when
     unset). A JSON list in the environment."""

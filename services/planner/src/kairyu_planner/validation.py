@@ -85,11 +85,14 @@ def validate(
     catalog: Catalog | None = None,
     planning: PlanningSettings | None = None,
     resource_checks: bool = True,
+    admission: bool = True,
 ) -> Verdict:
     """Check `new` (a CREATE when `old` is None, an UPDATE otherwise).
 
     `resource_checks=False` skips the GPU memory checks, for callers that plan right after and
-    report the planner's own, more specific reason.
+    report the planner's own, more specific reason. `admission=False` skips the rules KAITO
+    applies only when an object is created, for the planner, which judges every generation as
+    new: a Workspace admitted before keeps being planned.
     """
     catalog = catalog or load_catalog()
     planning = planning or PlanningSettings()
@@ -101,12 +104,21 @@ def validate(
     _check_annotations(new, verdict)
     _check_deprecated_fields(new, verdict)
     _check_label_selector(new, verdict)
+    if admission and planning.byo and new.resource.instance_type:
+        verdict.errors.append(
+            "instanceType must be empty when node auto-provisioning is disabled (BYO scenario): "
+            "resource.instanceType (kairyu sizes the Workspace from the GPU labels of the nodes "
+            "its labelSelector matches)"
+        )
     _check_instance_type(new, verdict, catalog, planning)
     _check_presets(new, verdict, catalog)
     _check_adapters(new, verdict)
     _check_tuning(new, verdict)
     _check_node_count(new, verdict, planning)
-    if resource_checks and not verdict.errors and not _from_hub(new, catalog):
+    # Your own nodes (byo, no instanceType) are sized from their labels at plan time, and a
+    # Hub model from the Hub: the planner reports what does not fit.
+    own_nodes = planning.byo and not new.resource.instance_type
+    if resource_checks and not verdict.errors and not _from_hub(new, catalog) and not own_nodes:
         _check_resources(new, verdict, catalog, planning)
     return verdict
 

@@ -15,6 +15,7 @@ from typing import Any
 from kairyu_core.api import LabelSelector
 
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -40,25 +41,6 @@ class Selection:
         return text
 
 
-def matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
-    """metav1.LabelSelector semantics; an empty selector matches everything."""
-    for key, value in (selector.match_labels or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.match_expressions or []:
-        values = set(expr.values or [])
-        present = expr.key in labels
-        ok = {
-            "In": present and labels.get(expr.key) in values,
-            "NotIn": not present or labels.get(expr.key) not in values,
-            "Exists": present,
-            "DoesNotExist": not present,
-        }.get(expr.operator, False)
-        if not ok:
-            return False
-    return True
-
-
 def gpus(node: Mapping[str, Any]) -> int:
     raw = ((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE, "0")
     try:
@@ -78,10 +60,10 @@ def why_unusable(
     if (node.get("spec") or {}).get("unschedulable"):
         return "cordoned"
     node_type = labels.get(INSTANCE_TYPE_LABEL)
-    if (
-        meta.get("name") not in set(preferred)
-        and (node_type or "").lower() != instance_type.lower()
-    ):
+    # A plan for your own nodes (the planner's byo mode) names their instance type, or, for
+    # nodes without that label, their GPU product.
+    kinds = {(node_type or "").lower(), labels.get(GPU_PRODUCT_LABEL, "").lower()} - {""}
+    if meta.get("name") not in set(preferred) and instance_type.lower() not in kinds:
         return f"instance type {node_type or 'unknown'}, not {instance_type}"
     conditions = (node.get("status") or {}).get("conditions") or []
     ready = next((c for c in conditions if c.get("type") == "Ready"), None)
@@ -112,7 +94,7 @@ def select(
     for node in nodes:
         meta = node.get("metadata") or {}
         name = str(meta.get("name"))
-        if selector is not None and not matches(selector, meta.get("labels") or {}):
+        if selector is not None and not selector.matches(meta.get("labels") or {}):
             continue
         reason = why_unusable(node, instance_type, preferred)
         if reason is None:

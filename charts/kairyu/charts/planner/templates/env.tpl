@@ -6,6 +6,8 @@
 - name: KAIRYU_PLANNING__MAX_COST_PER_HOUR
   value: {{ .Values.planning.maxCostPerHour | quote }}
 {{- end }}
+- name: KAIRYU_PLANNING__NODE_PROVISIONER
+  value: {{ .Values.global.nodeProvisioner | default "karpenter" | quote }}
 - name: KAIRYU_PLANNING__ALLOW_HOST_ACCESS
   value: {{ .Values.planning.allowHostAccess | quote }}
 - name: KAIRYU_HUB__ENDPOINT

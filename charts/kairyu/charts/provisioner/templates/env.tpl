@@ -1,10 +1,10 @@
 {{/* The provisioner's backend settings as KAIRYU_* variables (see docs/provisioner.md). */}}
 {{- define "kairyu.provisioner.env" -}}
 - name: KAIRYU_BACKEND
-  value: {{ .Values.backend | quote }}
+  value: {{ (coalesce .Values.global.nodeProvisioner .Values.backend) | quote }}
 - name: KAIRYU_PROVISIONING__MAX_NODES
   value: {{ coalesce .Values.global.maxNodes .Values.maxNodes | quote }}
-{{- if eq .Values.backend "karpenter" }}
+{{- if eq (coalesce .Values.global.nodeProvisioner .Values.backend) "karpenter" }}
 - name: KAIRYU_KARPENTER__NODE_POOL
   value: {{ .Values.karpenter.nodePool | quote }}
 - name: KAIRYU_KARPENTER__NODE_CLASS_GROUP
@@ -14,7 +14,7 @@
 - name: KAIRYU_KARPENTER__NODE_CLASS_NAME
   value: {{ .Values.karpenter.nodeClassName | quote }}
 {{- end }}
-{{- if eq .Values.backend "azure" }}
+{{- if eq (coalesce .Values.global.nodeProvisioner .Values.backend) "azure" }}
 - name: KAIRYU_AZURE__SUBSCRIPTION_ID
   value: {{ required "provisioner.azure.subscriptionId is required for the azure backend" .Values.azure.subscriptionId | quote }}
 - name: KAIRYU_AZURE__RESOURCE_GROUP

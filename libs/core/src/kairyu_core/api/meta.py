@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -48,6 +49,24 @@ class LabelSelector(ApiModel):
 
     match_labels: dict[str, str] | None = None
     match_expressions: list[LabelSelectorRequirement] | None = None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """metav1.LabelSelector semantics; an empty selector matches everything."""
+        for key, value in (self.match_labels or {}).items():
+            if labels.get(key) != value:
+                return False
+        for expr in self.match_expressions or []:
+            values = set(expr.values or [])
+            present = expr.key in labels
+            ok = {
+                "In": present and labels.get(expr.key) in values,
+                "NotIn": not present or labels.get(expr.key) not in values,
+                "Exists": present,
+                "DoesNotExist": not present,
+            }.get(expr.operator, False)
+            if not ok:
+                return False
+        return True
 
 
 class ConditionStatus(StrEnum):

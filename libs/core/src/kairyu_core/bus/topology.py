@@ -25,7 +25,8 @@ SERVICES: tuple[str, ...] = ("watcher", "planner", "provisioner", "deployer", "t
 
 FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
     "watcher": KINDS,
-    "planner": ("Workspace", "InferenceSet", "MultiRoleInference"),
+    # Nodes only with byo (`planning.node_provisioner`): what the user's nodes offer.
+    "planner": ("Workspace", "InferenceSet", "MultiRoleInference", "Node"),
     "provisioner": ("Workspace", "Node", "NodeClaim"),
     "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod", "Occupant"),
     "tuner": ("Workspace", "Job", "Pod", "Occupant"),

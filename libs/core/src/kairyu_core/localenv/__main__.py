@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from kairyu_core import traceview
 from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_core.localenv.binaries import repo_root
@@ -134,6 +136,20 @@ def start_capacity(
         }
     cluster.add_gpu_nodes(EXAMPLE_NODES, count=1, prefix="gpu-v100", labels={"apps": "phi-3"})
     return common
+
+
+def apply_example(cluster: LocalCluster, workspace: Path, backend: str) -> None:
+    """Apply the Workspace to show; on your own nodes (byo) without its instanceType.
+
+    That is KAITO's rule for bring-your-own nodes: the planner reads the GPU labels of the
+    nodes the selector matches instead.
+    """
+    if backend != "byo":
+        cluster.kubectl("apply", "-f", str(workspace))
+        return
+    doc = yaml.safe_load(workspace.read_text())
+    (doc.get("resource") or {}).pop("instanceType", None)
+    cluster.apply(doc)
 
 
 def register_webhook(
@@ -304,17 +320,18 @@ def main() -> int:
         cluster.install_crds(root)
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
+        planner_env = endpoint.env() | {"KAIRYU_PLANNING__NODE_PROVISIONER": args.backend}
         services.extend(
             start_services(
                 cluster,
                 nats,
-                {"planner": endpoint.env(), "provisioner": provisioner_env},
+                {"planner": planner_env, "provisioner": provisioner_env},
                 otlp_endpoint=jaeger.otlp_endpoint,
             )
         )
         register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
-        cluster.kubectl("apply", "-f", str(workspace))
+        apply_example(cluster, workspace, args.backend)
         sys.stdout.write(f"{workspace.name}: conditions as they change\n")
         final = watch_rollout(cluster, workspace)
 
