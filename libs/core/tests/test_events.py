@@ -50,7 +50,7 @@ def test_the_topology_has_one_writer_per_family_and_readers_from_follows() -> No
     assert topology.publishes("watcher") == tuple(f.wildcard for f in states)
     assert topology.reads("planner") == (
         "kairyu.v1.state.workspace.>",
+        "kairyu.v1.state.node.>",
         "kairyu.v1.state.inferenceset.>",
         "kairyu.v1.state.multiroleinference.>",
-        "kairyu.v1.state.node.>",
     )
