@@ -113,7 +113,7 @@ chaos: sync cluster karpenter
 		$(UV) run pytest tests/chaos -q -s
 
 crds: sync
-	for plural in workspaces inferencesets multiroleinferences; do \
+	for plural in $$($(UV) run python -c 'from kairyu_core.api.crd import CRDS; print(*CRDS)'); do \
 		$(UV) run python -m kairyu_core.api $$plural > config/crd/kaito.sh_$$plural.yaml || exit 1; \
 		cp config/crd/kaito.sh_$$plural.yaml charts/kairyu/charts/crds/files/; \
 	done

@@ -10,6 +10,7 @@ client) and served with `--model`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -395,10 +396,74 @@ async def _until_multirole(
     raise AssertionError(f"{name}: not Ready with {decode} decode replicas; {found.get('status')}")
 
 
+def _said(obj: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _applied_spec(cluster: LocalCluster, doc: dict[str, Any]) -> dict[str, Any]:
+    """The spec the apiserver holds for what `doc` applied (defaults included), by a dry run."""
+    out = cluster.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-o", "json", "-f", "-",
+        input=json.dumps(doc),
+    )  # fmt: skip
+    spec: dict[str, Any] = json.loads(out.stdout)["spec"]
+    return spec
+
+
+async def _until_condition(
+    kube: KubeClient, namespace: str, name: str, kind: str, *, says: str, timeout: float = 60
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    found: dict[str, Any] = {}
+    while loop.time() < deadline:
+        with contextlib.suppress(errors.NotFoundError, errors.UnavailableError):
+            found = await kube.get(resources.MULTIROLEINFERENCES, name, namespace=namespace)
+            conditions = (found.get("status") or {}).get("conditions") or []
+            if any(c["type"] == kind and says in c.get("message", "") for c in conditions):
+                return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{name}: {kind} never said {says!r}; {found.get('status')}")
+
+
+async def _until_set_spec(
+    kube: KubeClient, namespace: str, name: str, replicas: int, timeout: float = 60
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    found: dict[str, Any] = {}
+    while loop.time() < deadline:
+        found = await kube.get(resources.INFERENCESETS, name, namespace=namespace)
+        if found["spec"].get("replicas") == replicas:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(
+        f"{name}: replicas {found.get('spec', {}).get('replicas')}, not {replicas}"
+    )
+
+
+@pytest.mark.timeout(300)  # its waits are bounded; together they pass the default of 120 s
 async def test_a_multirole_inference_serves_prefill_and_decode_and_leaves_nothing(
     cluster: LocalCluster, namespace: str, kube: KubeClient, hub_system: ServiceStack
 ) -> None:
+    # A set of someone else's already holds the prefill role's name: never written over.
+    stranger = _inference_set("phi-pd-prefill", namespace, 0)
+    await asyncio.to_thread(cluster.apply, stranger)
     await asyncio.to_thread(cluster.apply, _multirole("phi-pd", namespace))
+    blocked = await _until_condition(
+        kube,
+        namespace,
+        "phi-pd",
+        "PrefillReady",
+        says="exists and is not this MultiRoleInference's",
+    )
+    assert _said(blocked)["Ready"] == "False"
+    held = await kube.get(resources.INFERENCESETS, "phi-pd-prefill", namespace=namespace)
+    assert "ownerReferences" not in held["metadata"]
+    assert held["spec"] == (await asyncio.to_thread(_applied_spec, cluster, stranger))
+    await asyncio.to_thread(
+        cluster.kubectl, "delete", "inferenceset", "phi-pd-prefill", "-n", namespace
+    )
     ready = await _until_multirole(kube, namespace, "phi-pd", decode=2)
     said = {c["type"]: (c["status"], c["reason"]) for c in ready["status"]["conditions"]}
     assert said == {
@@ -432,6 +497,10 @@ async def test_a_multirole_inference_serves_prefill_and_decode_and_leaves_nothin
                 "apiVersion": "v1",
                 "fieldPath": "status.podIP",
             }
+
+    # The parent wins over an edit of its set, as KAITO's: scaled by hand, it is set back.
+    await _scale(cluster, namespace, "phi-pd-decode", 3)
+    await _until_set_spec(kube, namespace, "phi-pd-decode", replicas=2)
 
     # A role's replicas are the parent's to set: one decode replica frees a GPU node.
     patch = {"spec": {"roles": [

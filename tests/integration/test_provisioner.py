@@ -532,6 +532,21 @@ async def test_byo_sizes_a_workspace_from_its_nodes_gpu_labels_as_they_come(
         assert "estimatedCostPerHour" not in plan  # your nodes: kairyu knows no price
         assert plan["reason"].startswith("your nodes matching resource.labelSelector")
         assert obj["status"]["workerNodes"] == [mine]
+        # The plan stays while the spec does: GPU Feature Discovery restarting (its labels gone
+        # for a while) does not unplan a serving Workspace when something else wakes it.
+        cluster.kubectl("label", "node", mine, "nvidia.com/gpu.product-")
+        cluster.kubectl("annotate", "workspace", "own", "-n", namespace, "team=ml")
+        await until(
+            kube,
+            namespace,
+            "own",
+            lambda o: (o["metadata"].get("annotations") or {}).get("team") == "ml",
+            what="the annotation",
+        )
+        await asyncio.sleep(1.0)  # the planner's turn on the annotated Workspace
+        obj = await kube.get(resources.WORKSPACES, "own", namespace=namespace)
+        assert condition(obj, "Planned")["status"] == "True"
+        assert obj["status"]["plan"]["instanceType"] == "Standard_NC4as_T4_v3"
     finally:
         await stack.stop()
 

@@ -222,7 +222,6 @@ def test_a_prefill_or_decode_server_moves_its_kv_cache_over_nixl(tmp_path: Path)
         assert json.loads(flag.partition("=")[2]) == {
             "kv_connector": "NixlConnector",
             "kv_role": "kv_both",
-            "kv_load_failure_policy": "fail",
         }
     # The user's inference config names its own connector: it is kept, not doubled.
     config = 'vllm:\n  kv-transfer-config: \'{"kv_connector":"LMCacheConnectorV1"}\'\n'

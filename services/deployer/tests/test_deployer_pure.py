@@ -468,6 +468,24 @@ def test_the_network_policy_admits_the_namespace_and_the_listed_ones_to_the_serv
     assert every["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
 
 
+def test_a_multirole_role_runs_as_its_role_and_lets_the_other_role_in() -> None:
+    marks = {"multiroleinference.kaito.sh/created-by": "pd", "kaito.sh/inference-role": "decode"}
+    decode = inference(pod_labels=marks)
+    env = {e["name"]: e for e in manifests.pod_spec(decode, SETTINGS)["containers"][0]["env"]}
+    assert env["KAITO_INFERENCE_ROLE"]["value"] == "decode"
+    assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "status.podIP"
+    )
+    # NIXL's side channel and KV transfers come from the prefill pods, another Workspace's.
+    rules = manifests.network_policy(decode)["spec"]["ingress"]
+    assert rules[-1] == {
+        "from": [{"podSelector": {"matchLabels": {"multiroleinference.kaito.sh/created-by": "pd"}}}]
+    }
+    plain = inference()
+    assert len(manifests.network_policy(plain)["spec"]["ingress"]) == 2
+    assert "KAITO_INFERENCE_ROLE" not in str(manifests.pod_spec(plain, SETTINGS))
+
+
 def test_an_ingress_annotation_with_a_bad_namespace_name_is_refused() -> None:
     with pytest.raises(WorkloadError, match="'Team_A' is not a namespace name"):
         manifests.ingress_namespaces("ok,Team_A")

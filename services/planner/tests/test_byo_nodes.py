@@ -126,6 +126,8 @@ def test_a_workspace_is_planned_on_its_own_nodes_without_a_price() -> None:
         "presetOptions": {"modelAccessSecret": "hf-token"},
     }
     assert plan_checked(parse_workspace(big), catalog, BYO, byo=sku).plan.node_count == 2
-    # A Workspace that names its SKU (admitted before byo) is planned on that SKU.
-    named = plan_checked(parse_workspace(seed("inference")), catalog, PlanningSettings(), byo=sku)
+    # A Workspace that names its SKU (admitted before byo) is planned on that SKU, its nodes'
+    # labels notwithstanding.
+    unbounded = PlanningSettings(node_provisioner="byo")
+    named = plan_checked(parse_workspace(seed("inference")), catalog, unbounded, byo=sku)
     assert named.plan.instance_type == seed("inference")["resource"]["instanceType"]

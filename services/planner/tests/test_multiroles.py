@@ -6,11 +6,11 @@ import copy
 from typing import Any
 
 from kairyu_core.api.inferenceset import parse_inferenceset
-from kairyu_core.api.multiroleinference import CREATED_BY_LABEL, ROLE_LABEL, parse_multirole
+from kairyu_core.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, parse_multirole
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION
-from kairyu_core.objectstate import ObjectKey
+from kairyu_core.objectstate import ObjectKey, trim
 from kairyu_core.view import View
-from kairyu_planner.multiroles import decide, multirole_errors, role_set
+from kairyu_planner.multiroles import decide_roles, failed, multirole_errors, role_set
 from kairyu_planner.webhook import review
 
 UID = "mri-uid-1"
@@ -41,11 +41,14 @@ def multirole(**roles: dict[str, Any]) -> dict[str, Any]:
 
 
 def applied(parent: dict[str, Any], role: str, *, ready: bool, cost: str = "3.67") -> dict:
-    """The role's set as the view would hold it after the apply, with a status."""
-    decision = decide(parent, [], {})
-    (doc,) = [d for d in decision.apply if d["metadata"]["name"].endswith(role)]
+    """The role's set as the view holds it after the create: as the apiserver stores it (uid,
+    generation, the default replica count) and the watcher trims it, with a status."""
+    decision = decide_roles(parent, [], {})
+    (doc,) = [d for d in decision.create if d["metadata"]["name"].endswith(role)]
     doc = copy.deepcopy(doc)
-    doc["metadata"]["generation"] = 1
+    doc["metadata"] |= {"generation": 1, "uid": f"{role}-uid", "resourceVersion": "7"}
+    doc["metadata"]["managedFields"] = [{"manager": "kairyu-planner"}]
+    doc["spec"].setdefault("replicas", 1)
     doc["status"] = {
         "nodeCount": 1 if role == "prefill" else 2,
         "estimatedCostPerHour": cost,
@@ -58,7 +61,7 @@ def applied(parent: dict[str, Any], role: str, *, ready: bool, cost: str = "3.67
             }
         ],
     }
-    return doc
+    return trim("InferenceSet", doc)
 
 
 def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -72,7 +75,7 @@ def test_each_role_is_an_inferenceset_of_the_shared_model_as_kaito_makes_it() ->
     parse_inferenceset(decode)  # a valid InferenceSet
     meta = decode["metadata"]
     assert meta["name"] == "phi-4-mini-decode"
-    marks = {CREATED_BY_LABEL: "phi-4-mini", ROLE_LABEL: "decode"}
+    marks = {MULTIROLE_LABEL: "phi-4-mini", ROLE_LABEL: "decode"}
     assert meta["labels"] == marks
     owner = meta["ownerReferences"][0]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("MultiRoleInference", UID, True)
@@ -98,20 +101,25 @@ def test_each_role_is_an_inferenceset_of_the_shared_model_as_kaito_makes_it() ->
     assert "resource" not in prefill["spec"]["template"]
 
 
-def test_sets_are_applied_once_and_again_only_when_the_parent_changes() -> None:
+def test_sets_are_created_once_and_written_again_only_when_the_parent_changes() -> None:
     parent = multirole()
-    first = decide(parent, [], {})
-    assert sorted(d["metadata"]["name"] for d in first.apply) == [
+    first = decide_roles(parent, [], {})
+    assert first.update == []
+    assert sorted(d["metadata"]["name"] for d in first.create) == [
         "phi-4-mini-decode",
         "phi-4-mini-prefill",
     ]
-    assert all(APPLIED_DIGEST_ANNOTATION in d["metadata"]["annotations"] for d in first.apply)
+    assert all(APPLIED_DIGEST_ANNOTATION in d["metadata"]["annotations"] for d in first.create)
     assert conditions(first.status)["Ready"] == ("False", "NotReady")
     assert conditions(first.status)["PrefillReady"] == ("False", "PrefillNotFound")
     sets = [applied(parent, "prefill", ready=True), applied(parent, "decode", ready=False)]
     by_name = {s["metadata"]["name"]: s for s in sets}
-    settled = decide(parent, sets, by_name)
-    assert settled.apply == []  # nothing new to write: a child's status change costs no apply
+    view = View(("InferenceSet", "MultiRoleInference"))
+    for held in sets:  # as the planner's view holds them
+        view.apply(ObjectKey.of("InferenceSet", held), held)
+    key = "MultiRoleInference/ml/phi-4-mini"
+    settled = decide_roles(parent, view.members(key), by_name)
+    assert settled.create == settled.update == []  # a child's status change costs no write
     assert settled.delete == []
     said = conditions(settled.status)
     assert said["PrefillReady"] == ("True", "PrefillReady")
@@ -123,9 +131,27 @@ def test_sets_are_applied_once_and_again_only_when_the_parent_changes() -> None:
     )
     assert decode_message == "Decode InferenceSet is not ready: 0/2 replicas are ready"
     scaled = multirole(decode={"replicas": 3})
-    again = decide(scaled, sets, by_name)
-    assert [d["metadata"]["name"] for d in again.apply] == ["phi-4-mini-decode"]
-    assert again.apply[0]["spec"]["replicas"] == 3
+    again = decide_roles(scaled, sets, by_name)
+    assert [d["metadata"]["name"] for d in again.update] == ["phi-4-mini-decode"]
+    assert again.update[0]["spec"]["replicas"] == 3
+    # Written over its own set only, which must still be the one the view showed.
+    assert again.update[0]["metadata"]["uid"] == "decode-uid"
+
+
+def test_the_parent_wins_over_an_edit_of_its_set_but_leaves_a_scaler_its_count() -> None:
+    parent = multirole()
+    decode = applied(parent, "decode", ready=True)
+    decode["spec"]["replicas"] = 5  # kubectl scale of the set
+    drifted = decide_roles(parent, [decode], {decode["metadata"]["name"]: decode})
+    assert [d["spec"]["replicas"] for d in drifted.update] == [2]  # the role's 2 again
+    # A role without replicas: whoever scales the set keeps its count, also when the parent
+    # stops naming one (a server-side apply without the field would reset it to 1).
+    free = multirole(decode={"replicas": None})
+    written = decide_roles(free, [decode], {decode["metadata"]["name"]: decode})
+    assert [d["spec"]["replicas"] for d in written.update] == [5]
+    free_decode = applied(free, "decode", ready=True)
+    free_decode["spec"]["replicas"] = 7
+    assert decide_roles(free, [free_decode], {"phi-4-mini-decode": free_decode}).update == []
 
 
 def test_ready_when_both_roles_are_with_one_cost_for_the_pair() -> None:
@@ -134,8 +160,13 @@ def test_ready_when_both_roles_are_with_one_cost_for_the_pair() -> None:
         applied(parent, "prefill", ready=True, cost="3.67"),
         applied(parent, "decode", ready=True, cost="7.35"),
     ]
-    decision = decide(parent, sets, {s["metadata"]["name"]: s for s in sets})
+    decision = decide_roles(parent, sets, {s["metadata"]["name"]: s for s in sets})
     assert conditions(decision.status)["Ready"] == ("True", "Ready")
+    messages = {c["type"]: c["message"] for c in decision.status["conditions"]}
+    assert messages["PrefillReady"] == "Prefill InferenceSet is ready"  # KAITO's words
+    assert messages["Ready"] == "All components are ready"
+    refused = failed(decision.status, "phi-4-mini-decode", "spec.replicas: Invalid value")
+    assert conditions(refused)["Ready"] == ("False", "ReconcileFailed")
     assert decision.status["nodeCount"] == 3
     assert decision.status["estimatedCostPerHour"] == "11.02"
     assert decision.status["observedGeneration"] == 1
@@ -145,8 +176,10 @@ def test_a_strangers_set_of_the_same_name_is_never_taken_over() -> None:
     parent = multirole()
     stranger = applied(parent, "prefill", ready=True)
     stranger["metadata"]["ownerReferences"] = []
-    decision = decide(parent, [], {stranger["metadata"]["name"]: stranger})
-    assert [d["metadata"]["name"] for d in decision.apply] == ["phi-4-mini-decode"]
+    decision = decide_roles(parent, [], {stranger["metadata"]["name"]: stranger})
+    assert [d["metadata"]["name"] for d in decision.create] == ["phi-4-mini-decode"]
+    assert decision.update == []
+    assert decision.taken  # looked at again: the stranger's removal wakes nothing
     prefill = next(c for c in decision.status["conditions"] if c["type"] == "PrefillReady")
     assert prefill["status"] == "False"
     assert "exists and is not this MultiRoleInference's" in prefill["message"]
@@ -155,7 +188,7 @@ def test_a_strangers_set_of_the_same_name_is_never_taken_over() -> None:
 def test_a_deleting_parent_applies_nothing() -> None:
     parent = multirole()
     parent["metadata"]["deletionTimestamp"] = "2026-11-30T10:00:00Z"
-    assert decide(parent, [], {}).apply == []
+    assert decide_roles(parent, [], {}).create == []
 
 
 def test_kaitos_webhook_rules_with_kaitos_messages() -> None:

@@ -46,8 +46,9 @@ SECRET_FLAGS = {"--api-key"}
 KEY_MIDDLEWARE = "kairyu_runtime.guards.VllmApiKey"
 ROLE_ENV = "KAITO_INFERENCE_ROLE"
 # A MultiRoleInference's prefill and decode servers move the KV cache over NIXL, each side able
-# to send and receive; a failed load fails the request rather than recomputing silently (KAITO).
-KV_TRANSFER = '{"kv_connector":"NixlConnector","kv_role":"kv_both","kv_load_failure_policy":"fail"}'
+# to send and receive. KAITO also sets kv_load_failure_policy "fail", a key the pinned vLLM may
+# not know (its config refuses unknown keys); vLLM's own default is "fail" where it has the key.
+KV_TRANSFER = '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'
 
 
 class ConfigError(ValueError):

@@ -14,6 +14,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+NodeProvisioner = Literal["karpenter", "azure", "byo"]
+"""Where GPU nodes come from: the provisioner's backend, and what the planner plans for (byo:
+your own nodes, under KAITO's bring-your-own rules). The chart sets both from one value."""
+
 
 class NatsSettings(BaseModel):
     """Where the bus is, who this service is on it, and which streams it uses.

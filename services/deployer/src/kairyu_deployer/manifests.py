@@ -32,7 +32,7 @@ from typing import Any
 
 from kairyu_core import childnames
 from kairyu_core.api import AdapterSpec, Plan
-from kairyu_core.api.multiroleinference import ROLE_LABEL, ROLES
+from kairyu_core.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
 from kairyu_core.catalog import Preset
 from kairyu_core.workloads import (
     GPU_TOLERATIONS,
@@ -199,7 +199,9 @@ def network_policy(inference: Inference) -> JSON:
     """Who may reach the inference pods.
 
     The serving port from the namespace and the listed ones; every port (Ray, torch.distributed)
-    only from the Workspace's own pods.
+    only from the Workspace's own pods, and for a MultiRoleInference's Workspace from the pods
+    of both its roles too (NIXL's side channel and KV transfers go between prefill and decode
+    pods, which belong to different Workspaces).
     """
     peers: list[JSON] = [{"podSelector": {}}]
     if "*" in inference.ingress_from:
@@ -210,6 +212,13 @@ def network_policy(inference: Inference) -> JSON:
             for n in inference.ingress_from
             if n != inference.namespace
         ]
+    ingress: list[JSON] = [
+        {"from": peers, "ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
+        {"from": [{"podSelector": {"matchLabels": dict(inference.labels)}}]},
+    ]
+    parent = inference.pod_labels.get(MULTIROLE_LABEL)
+    if inference.role is not None and parent:
+        ingress.append({"from": [{"podSelector": {"matchLabels": {MULTIROLE_LABEL: parent}}}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -217,10 +226,7 @@ def network_policy(inference: Inference) -> JSON:
         "spec": {
             "podSelector": {"matchLabels": dict(inference.labels)},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": peers, "ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
-                {"from": [{"podSelector": {"matchLabels": dict(inference.labels)}}]},
-            ],
+            "ingress": ingress,
         },
     }
 

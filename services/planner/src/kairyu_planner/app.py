@@ -54,7 +54,7 @@ from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resourc
 from kairyu_core.objectstate import PARENT_KINDS, Kind
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
-from kairyu_planner.byonodes import byo_sku
+from kairyu_planner.byonodes import NodesUnusableError, byo_sku
 from kairyu_planner.checked import plan_checked
 from kairyu_planner.hub import HubModels, HubUnavailableError
 from kairyu_planner.planning import PlanError, PlanReason
@@ -156,13 +156,15 @@ class Planner:
             return None  # gone, or going: the provisioner frees its nodes; nothing to plan
         meta = raw["metadata"]
         generation = meta.get("generation") or 0
+        if self._planned_on_own_nodes(raw, generation):
+            return None
         started = time.time_ns()
         again: float | None = None
         try:
             catalog = await self._catalog_for(raw)
             byo = self._byo_sku(raw)
             outcome = self._decide(raw, catalog, byo)
-        except PlanError as exc:  # your own nodes do not (yet) say what they offer
+        except NodesUnusableError as exc:  # your own nodes do not (yet) say what they offer
             outcome = _Outcome(None, exc.reason, exc.message)
             again = _NODES_RETRY_S
         except ValidationError as exc:
@@ -246,6 +248,27 @@ class Planner:
             return base64.b64decode(encoded, validate=True).decode().strip()
         except (ValueError, UnicodeDecodeError) as exc:
             raise SizingError(f"HF_TOKEN of modelAccessSecret {secret} is not text") from exc
+
+    def _planned_on_own_nodes(self, raw: dict[str, Any], generation: int) -> bool:
+        """A byo Workspace planned for this generation: its plan stays while the spec does.
+
+        Its nodes change under it (a node relabelled, replaced, its GPU labels briefly gone
+        while GPU Feature Discovery restarts); sizing it again from them on every event would
+        flip a serving Workspace to Planned=False, or rename its SKU, for nothing it asked.
+        KAITO too looks at the nodes only when a Workspace is created.
+        """
+        if not self._settings.planning.byo or (raw.get("resource") or {}).get("instanceType"):
+            return False
+        status = raw.get("status") or {}
+        planned: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == ConditionType.PLANNED),
+            {},
+        )
+        return (
+            planned.get("status") == "True"
+            and planned.get("observedGeneration") == generation
+            and (status.get("plan") or {}).get("observedGeneration") == generation
+        )
 
     def _byo_sku(self, raw: dict[str, Any]) -> GpuSku | None:
         """What the user's nodes matching the Workspace's selector offer, if planned for them.

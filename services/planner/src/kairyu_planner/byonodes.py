@@ -33,6 +33,10 @@ _UNKNOWN_CC = 7.0
 """Compute capability assumed without the CUDA labels: float16, which every GPU runs."""
 
 
+class NodesUnusableError(PlanError):
+    """The nodes the selector matches do not (yet) say what they offer; asked again later."""
+
+
 def _labels(node: Mapping[str, Any]) -> Mapping[str, str]:
     labels: Mapping[str, str] = (node.get("metadata") or {}).get("labels") or {}
     return labels
@@ -56,7 +60,7 @@ def byo_sku(nodes: Iterable[Mapping[str, Any]], selector: LabelSelector, cloud: 
         key=_name,
     )
     if not matching:
-        raise PlanError(
+        raise NodesUnusableError(
             PlanReason.NO_MATCHING_NODES,
             "No nodes found matching the specified label selector (bring-your-own nodes: "
             "label your GPU nodes to match resource.labelSelector)",
@@ -66,7 +70,7 @@ def byo_sku(nodes: Iterable[Mapping[str, Any]], selector: LabelSelector, cloud: 
         labels = _labels(node)
         missing = [k for k in _REQUIRED if not labels.get(k)]
         if missing:
-            raise PlanError(
+            raise NodesUnusableError(
                 PlanReason.GPU_LABELS_MISSING,
                 f"node {_name(node)} lacks the GPU label(s) {', '.join(missing)}, which NVIDIA's "
                 f"GPU Feature Discovery sets: kairyu sizes your nodes from them",
@@ -78,7 +82,7 @@ def byo_sku(nodes: Iterable[Mapping[str, Any]], selector: LabelSelector, cloud: 
             f"{', '.join(names[:3])}: {count} x {product} ({memory} MiB)"
             for (product, count, memory), names in sorted(shapes.items())
         )
-        raise PlanError(
+        raise NodesUnusableError(
             PlanReason.NODES_NOT_UNIFORM,
             f"the nodes matching the label selector differ in GPU product, count or memory "
             f"({kinds}): narrow resource.labelSelector to one kind",
@@ -88,13 +92,13 @@ def byo_sku(nodes: Iterable[Mapping[str, Any]], selector: LabelSelector, cloud: 
         count = int(count_text)
         memory_gib = int(memory_text) / 1024
     except ValueError as exc:
-        raise PlanError(
+        raise NodesUnusableError(
             PlanReason.GPU_LABELS_MISSING,
             f"node {_name(matching[0])} has GPU labels that are not numbers: "
             f"{GPU_COUNT}={count_text!r}, {GPU_MEMORY}={memory_text!r}",
         ) from exc
     if count <= 0 or memory_gib <= 0:
-        raise PlanError(
+        raise NodesUnusableError(
             PlanReason.GPU_LABELS_MISSING,
             f"node {_name(matching[0])} reports {count} GPU(s) of {memory_gib:g} GiB",
         )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairyu_core.api.inferenceset import CREATED_BY_LABEL
+from kairyu_core.workloads import controller_uid
 
 JSON = dict[str, Any]
 READY_TYPE = "InferenceSetReady"
@@ -92,11 +93,6 @@ class Decision:
     status: JSON = field(default_factory=dict)
 
 
-def _controlled_by(child: JSON, uid: str) -> bool:
-    refs = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("controller") and r.get("uid") == uid for r in refs)
-
-
 def _ready(child: JSON) -> bool:
     """InferenceReady for the child's generation.
 
@@ -132,7 +128,7 @@ def decide(
     wanted = int(replicas) if isinstance(replicas, int) else 1
     # Only children this very set controls: a same-named set created again must not adopt (or
     # delete) its predecessor's children, which the garbage collector is removing.
-    children = [c for c in members if _controlled_by(c, uid)]
+    children = [c for c in members if controller_uid(c) == uid]
     live = sorted((c for c in children if not c["metadata"].get("deletionTimestamp")), key=_age)
     plans = [(c.get("status") or {}).get("plan") or {} for c in live]
     per_replica = max((int(p.get("nodeCount") or 0) for p in plans), default=0) or 1

@@ -9,9 +9,15 @@ and the parent's node selector with the role added. Both carry
 selector, and the parent is their controlling owner: deleting it deletes the sets, their
 Workspaces and, through the provisioner, their GPU nodes.
 
-A set is applied only when what kairyu would write differs from what it last wrote (a digest in
-an annotation the view holds), so a status change of a child costs no write. A role without
-`replicas` leaves the set's replica count to whoever scales it (HPA, KEDA), as in KAITO.
+A set is written only when what kairyu would write differs from what it last wrote (a digest in
+an annotation the view holds) or from what the set now says (someone edited or scaled it: the
+parent wins, as KAITO's CreateOrUpdate does), so a status change of a child costs no write. A
+role without `replicas` leaves the set's replica count to whoever scales it (HPA, KEDA), as in
+KAITO; the count the set has is then written back unchanged, because dropping the field from
+a server-side apply would reset it to the default of 1.
+
+A set of that name the parent does not control is never written: the role's condition says so,
+and the parent looks again while the name is taken.
 
 kairyu deploys no Gateway API Inference Extension (InferencePool, endpoint picker), which KAITO
 too leaves off by default (`gatewayAPIInferenceExtension`); `InferencePoolReady` then says so,
@@ -25,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairyu_core.api.meta import DNS1123_LABEL
-from kairyu_core.api.multiroleinference import CREATED_BY_LABEL, ROLE_LABEL, ROLES
+from kairyu_core.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
 from kairyu_core.kube import applied_digest, digest_of, stamped
+from kairyu_core.workloads import controller_uid
 
 JSON = dict[str, Any]
 PREFILL_READY = "PrefillReady"
@@ -88,7 +95,7 @@ def role_set(parent: JSON, role: JSON) -> JSON:
     spec = parent.get("spec") or {}
     model = spec.get("model") or {}
     kind = str(role.get("type"))
-    marks = {CREATED_BY_LABEL: meta["name"], ROLE_LABEL: kind}
+    marks = {MULTIROLE_LABEL: meta["name"], ROLE_LABEL: kind}
     selector = dict(spec.get("labelSelector") or {})
     selector["matchLabels"] = {**(selector.get("matchLabels") or {}), **marks}
     preset: JSON = {"name": model.get("name")}
@@ -131,17 +138,30 @@ def role_set(parent: JSON, role: JSON) -> JSON:
 
 
 @dataclass
-class Decision:
-    """Sets to apply (stamped with their digest), sets to delete, and the status to write."""
+class RoleDecision:
+    """What to do for a MultiRoleInference.
 
-    apply: list[JSON] = field(default_factory=list)
+    `create`: sets that do not exist (created, never applied over a stranger's); `update`: its
+    own sets to apply again (carrying the uid they have, a precondition); both stamped with their
+    digest. `delete`: sets of roles it no longer has. `taken`: a role's name is held by a set it
+    does not control.
+    """
+
+    create: list[JSON] = field(default_factory=list)
+    update: list[JSON] = field(default_factory=list)
     delete: list[JSON] = field(default_factory=list)
     status: JSON = field(default_factory=dict)
+    taken: bool = False
 
 
-def _controlled_by(child: JSON, uid: str) -> bool:
-    refs = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("controller") and r.get("uid") == uid for r in refs)
+def _drifted(held: JSON, desired: JSON) -> bool:
+    """Whether the set no longer says what kairyu wrote (an edit, a `kubectl scale`)."""
+    spec = held.get("spec") or {}
+    labels = (held.get("metadata") or {}).get("labels") or {}
+    wanted = desired["metadata"]["labels"]
+    return any(spec.get(k) != v for k, v in desired["spec"].items()) or any(
+        labels.get(k) != v for k, v in wanted.items()
+    )
 
 
 def _set_ready(child: JSON) -> tuple[bool, str]:
@@ -164,7 +184,23 @@ def _condition(kind: str, ok: bool, reason: str, message: str, generation: Any) 
     }
 
 
-def decide(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> Decision:
+def _write(decision: RoleDecision, desired: JSON, held: JSON | None) -> None:
+    """Add the set `desired` to what `decision` creates or updates, if it needs a write."""
+    digest = applied_digest([desired])
+    if held is None:
+        decision.create.append(stamped(desired, digest))
+        return
+    if digest_of(held) == digest and not _drifted(held, desired):
+        return
+    body = stamped(desired, digest)
+    body["metadata"]["uid"] = held["metadata"].get("uid")
+    count = (held.get("spec") or {}).get("replicas")
+    if "replicas" not in body["spec"] and isinstance(count, int):
+        body["spec"]["replicas"] = count  # the scaler's, kept (see the module's docstring)
+    decision.update.append(body)
+
+
+def decide_roles(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> RoleDecision:
     """What to do for the MultiRoleInference `parent`.
 
     `members`: the InferenceSets labelled as its children; `others`: InferenceSets holding the
@@ -174,9 +210,9 @@ def decide(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> Decisi
     uid = str(meta.get("uid") or "")
     generation = meta.get("generation")
     roles = {str(r.get("type")): r for r in (parent.get("spec") or {}).get("roles") or []}
-    decision = Decision()
+    decision = RoleDecision()
     wanted = {set_name(meta["name"], role) for role in roles}
-    ours = [c for c in members if _controlled_by(c, uid)]
+    ours = [c for c in members if controller_uid(c) == uid]
     decision.delete = [
         c
         for c in ours
@@ -190,7 +226,8 @@ def decide(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> Decisi
         kind = _ROLE_CONDITION[role]
         title = role.capitalize()
         held = others.get(name)
-        if held is not None and not _controlled_by(held, uid):
+        if held is not None and controller_uid(held) != uid:
+            decision.taken = True
             conditions.append(
                 _condition(
                     kind,
@@ -202,10 +239,7 @@ def decide(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> Decisi
             )
             continue
         if role in roles and not meta.get("deletionTimestamp"):
-            desired = role_set(parent, roles[role])
-            digest = applied_digest([desired])
-            if held is None or digest_of(held) != digest:
-                decision.apply.append(stamped(desired, digest))
+            _write(decision, role_set(parent, roles[role]), held)
         if held is None:
             conditions.append(
                 _condition(
@@ -217,9 +251,9 @@ def decide(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> Decisi
         held_status = held.get("status") or {}
         nodes += int(held_status.get("nodeCount") or 0)
         costs.append(held_status.get("estimatedCostPerHour"))
-        message = f"{title} InferenceSet is {'ready' if ready else 'not ready'}"
-        if said:
-            message += f": {said}"
+        message = f"{title} InferenceSet is ready"
+        if not ready:
+            message = f"{title} InferenceSet is not ready" + (f": {said}" if said else "")
         reason = f"{title}Ready" if ready else f"{title}NotReady"
         conditions.append(_condition(kind, ready, reason, message, generation))
     conditions.append(_condition(POOL_READY, True, POOL_READY, _NO_POOL, generation))
@@ -238,3 +272,19 @@ def decide(parent: JSON, members: list[JSON], others: dict[str, JSON]) -> Decisi
         status["estimatedCostPerHour"] = f"{sum(float(c) for c in costs):.2f}"
     decision.status = status
     return decision
+
+
+def failed(status: JSON, name: str, error: str) -> JSON:
+    """`status` with Ready False because the apiserver refused the set `name` (KAITO's reason)."""
+    conditions = [
+        {
+            **c,
+            "status": "False",
+            "reason": "ReconcileFailed",
+            "message": f"Failed to reconcile {name}: {error}"[:1024],
+        }
+        if c["type"] == READY
+        else c
+        for c in status["conditions"]
+    ]
+    return {**status, "conditions": conditions}

@@ -4,8 +4,13 @@ In the planner for the reason the InferenceSet controller is (kairyu_planner.set
 decisions read objects the planner's view already holds (the role sets, and through them the
 Workspaces' plans), and its keys (`MultiRoleInference/<namespace>/<name>`) share the planner's
 work queue. Each reconcile reads the parent and its sets from the view, decides
-(kairyu_planner.multiroles), server-side applies a set whose digest differs from what it last
-applied, deletes a set of a role it no longer has, and writes the status when it changed.
+(kairyu_planner.multiroles), and then:
+
+- creates a set the view does not show (a POST: an AlreadyExists means a set the view does not
+  show yet, the parent's or a stranger's, so it looks again rather than write over it);
+- server-side applies its own set again when it differs, with the set's uid as a precondition,
+  so a set replaced meanwhile (deleted, and created by someone else) is refused, not taken over;
+- deletes a set of a role it no longer has, and writes the status when it changed.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
 from kairyu_core.objectstate import ObjectKey
 from kairyu_core.view import View
-from kairyu_planner.multiroles import READY, decide, set_name
+from kairyu_planner.multiroles import decide_roles, failed, set_name
 from kairyu_planner.parentstatus import write_status
 
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0
+_TAKEN_RETRY_S = 10.0
+"""While a role's name is held by a set the parent does not control: a stranger's set carries no
+label of the parent, so its removal wakes nothing; the parent looks again after this."""
 _OWNED = ("observedGeneration", "nodeCount", "estimatedCostPerHour")
 
 
@@ -45,29 +53,32 @@ class MultiRoleController:
             held = self._view.get(ObjectKey("InferenceSet", meta["namespace"], name))
             if held is not None:
                 others[name] = held
-        decision = decide(parent, self._view.members(key), others)
+        decision = decide_roles(parent, self._view.members(key), others)
+        status = decision.status
+        again = _TAKEN_RETRY_S if decision.taken else None
         try:
-            for child in decision.apply:
+            writes = [(c, True) for c in decision.create] + [(c, False) for c in decision.update]
+            for child, new in writes:
+                name = child["metadata"]["name"]
                 try:
-                    # Forced, as KAITO's CreateOrUpdate: a role's replicas win over a
-                    # `kubectl scale` of its set (a role without replicas leaves them alone).
-                    # Never a stranger's set: decide() applies only to absent or own ones.
-                    await self._kube.apply(
-                        resources.INFERENCESETS, child, field_manager=self._field_manager
-                    )
+                    if new:
+                        await self._kube.create(
+                            resources.INFERENCESETS,
+                            child,
+                            namespace=meta["namespace"],
+                            field_manager=self._field_manager,
+                        )
+                    else:
+                        await self._kube.apply(
+                            resources.INFERENCESETS, child, field_manager=self._field_manager
+                        )
+                except errors.ConflictError:
+                    again = _RETRY_S  # a set the view does not show yet, or one replaced
+                    continue
                 except errors.InvalidError as exc:
-                    # The parent makes no valid InferenceSet (no webhook ran): say so.
-                    ready = next(c for c in decision.status["conditions"] if c["type"] == READY)
-                    ready.update(
-                        {
-                            "reason": "ReconcileFailed",
-                            "message": (f"Failed to reconcile {child['metadata']['name']}: {exc}")[
-                                :1024
-                            ],
-                        }
-                    )
+                    status = failed(status, name, str(exc))  # no webhook ran: say so
                     break
-                log.info("%s: applied InferenceSet %s", key, child["metadata"]["name"])
+                log.info("%s: wrote InferenceSet %s", key, name)
             for child in decision.delete:
                 await self._deleter(resources.INFERENCESETS, child)
                 log.info("%s: deleted InferenceSet %s", key, child["metadata"]["name"])
@@ -75,10 +86,10 @@ class MultiRoleController:
                 self._kube,
                 resources.MULTIROLEINFERENCES,
                 parent,
-                decision.status,
+                status,
                 fields=_OWNED,
                 field_manager=self._field_manager,
             )
         except errors.KubeError as exc:
             raise TemporaryError(f"cannot reconcile {key}: {exc}", delay=_RETRY_S) from exc
-        return None
+        return again

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kairyu_core.api import MAX_NODE_COUNT
 from kairyu_core.catalog import Cloud
-from kairyu_core.settings import ServiceSettings
+from kairyu_core.settings import NodeProvisioner, ServiceSettings
 
 
 class PlanningSettings(BaseModel):
@@ -19,7 +18,7 @@ class PlanningSettings(BaseModel):
 
     cloud: Cloud = Cloud.AZURE
     """The cloud whose SKUs are valid instance types and candidates for automatic choice."""
-    node_provisioner: Literal["karpenter", "azure", "byo"] = "karpenter"
+    node_provisioner: NodeProvisioner = "karpenter"
     """Where GPU nodes come from (the provisioner's backend; the chart sets both from
     `global.nodeProvisioner`). With `byo` (KAITO's disableNodeAutoProvisioning) a new Workspace
     names no instance type, and the planner sizes it from the GPU labels of the nodes its

@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kairyu_core.api import MAX_NODE_COUNT
-from kairyu_core.settings import ServiceSettings
+from kairyu_core.settings import NodeProvisioner, ServiceSettings
 
-Backend = Literal["byo", "karpenter", "azure"]
+Backend = NodeProvisioner
 
 
 class ProvisioningSettings(BaseModel):

@@ -157,15 +157,17 @@ class Watcher:
         what is unchanged is not sent again.
         """
         namespace = self._settings.namespace
-        for resource in (resources.WORKSPACES, *CHILD_RESOURCES, None):
-            kind = cast(Kind, resource.kind) if resource is not None else "Occupant"
-            follow = self._bus.follow_state(kind)
-            try:
-                first = await anext(follow)
-            finally:
-                await follow.aclose()
-            if not isinstance(first, Snapshot):  # pragma: no cover - follow starts with one
-                raise TypeError("the state stream's first item is not a snapshot")
+        kinds = [
+            (resource, cast(Kind, resource.kind) if resource is not None else "Occupant")
+            for resource in (resources.WORKSPACES, *CHILD_RESOURCES, None)
+        ]
+        # All at once: a kind with no states ends its snapshot only after a poll interval
+        # without messages, so reading them one after the other delayed the first watch (and
+        # every plan after a start) by that interval per kind.
+        async with asyncio.TaskGroup() as tasks:
+            reads = [tasks.create_task(self._snapshot(kind)) for _, kind in kinds]
+        for (resource, kind), read in zip(kinds, reads, strict=True):
+            first = read.result()
             self._stored.update(first.digests)
             if resource is None:
                 continue  # Occupants are computed again; `_sweep_occupants` removes the stale
@@ -182,6 +184,17 @@ class Watcher:
                     self._occupancy.workspace_changed(value, deleted=False)
                 elif kind in WORKLOAD_KINDS:
                     self._occupancy.object_changed(kind, value, deleted=False, source="labelled")
+
+    async def _snapshot(self, kind: Kind) -> Snapshot:
+        """What the state stream holds of `kind` now."""
+        follow = self._bus.follow_state(kind)
+        try:
+            first = await anext(follow)
+        finally:
+            await follow.aclose()
+        if not isinstance(first, Snapshot):  # pragma: no cover - follow starts with one
+            raise TypeError("the state stream's first item is not a snapshot")
+        return first
 
     async def _store(self, kind: Kind, change: WatchEvent) -> None:
         """Bring the object's state on the stream up to date with this change."""

@@ -6,6 +6,7 @@
 - name: KAIRYU_PLANNING__MAX_COST_PER_HOUR
   value: {{ .Values.planning.maxCostPerHour | quote }}
 {{- end }}
+{{- /* The planner tells only byo from the others; the provisioner reads its backend itself. */}}
 - name: KAIRYU_PLANNING__NODE_PROVISIONER
   value: {{ .Values.global.nodeProvisioner | default "karpenter" | quote }}
 - name: KAIRYU_PLANNING__ALLOW_HOST_ACCESS

@@ -22,7 +22,7 @@ from kairyu_core.api.workspace import cel
 
 MULTIROLE_KIND = "MultiRoleInference"
 MULTIROLE_PLURAL = "multiroleinferences"
-CREATED_BY_LABEL = "multiroleinference.kaito.sh/created-by"
+MULTIROLE_LABEL = "multiroleinference.kaito.sh/created-by"
 """On each role's InferenceSet, and from there its Workspaces and pods: the parent's name."""
 ROLE_LABEL = "kaito.sh/inference-role"
 """`prefill` or `decode`, on the same objects: how the deployer knows a Workspace's role."""
