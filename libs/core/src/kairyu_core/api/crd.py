@@ -232,10 +232,8 @@ def workspace_crd() -> dict[str, Any]:
     )
 
 
-INFERENCESET_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
-    {"name": "ReadyReplicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
-    _AGE,
+# After KAITO's columns of a kind that makes Workspaces, with `-o wide`: its nodes and its cost.
+_WIDE_PARENT = [
     {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodeCount", "priority": 1},
     {
         "name": "CostPerHour",
@@ -243,6 +241,12 @@ INFERENCESET_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.estimatedCostPerHour",
         "priority": 1,
     },
+]
+INFERENCESET_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+    {"name": "ReadyReplicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    _AGE,
+    *_WIDE_PARENT,
 ]
 
 
@@ -272,13 +276,7 @@ MULTIROLE_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     _condition_column("Ready", "Ready"),
     _AGE,
-    {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodeCount", "priority": 1},
-    {
-        "name": "CostPerHour",
-        "type": "string",
-        "jsonPath": ".status.estimatedCostPerHour",
-        "priority": 1,
-    },
+    *_WIDE_PARENT,
 ]
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, TypeAdapter
 
 from kairyu_core.api._base import ApiModel
-from kairyu_core.api.meta import Condition, LabelSelector, ObjectMeta
+from kairyu_core.api.meta import Conditions, LabelSelector, ObjectMeta
 from kairyu_core.api.workspace import (
     MAX_NODE_COUNT,
     InferenceSpec,
@@ -121,15 +121,7 @@ class InferenceSetStatus(ApiModel):
     ready_replicas: Annotated[int, Field(ge=0)] = 0
     selector: str | None = None
     """The children's pods' label selector in string form (for HPA and KEDA)."""
-    conditions: Annotated[
-        list[Condition] | None,
-        Field(
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            }
-        ),
-    ] = None
+    conditions: Conditions = None
     performance: Annotated[
         dict[str, Any] | None,
         Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),

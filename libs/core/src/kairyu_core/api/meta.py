@@ -102,3 +102,16 @@ def preserve_unknown(description: str) -> dict[str, Any]:
         "description": description,
         "json_schema_extra": {"x-kubernetes-preserve-unknown-fields": True},
     }
+
+
+Conditions = Annotated[
+    list[Condition] | None,
+    Field(
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        }
+    ),
+]
+"""A status's conditions: a list-map keyed by type, so each writer's server-side apply keeps
+the others' conditions."""

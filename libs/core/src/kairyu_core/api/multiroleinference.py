@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field
 from kairyu_core.api._base import ApiModel
 from kairyu_core.api.inferenceset import MAX_NAME as MAX_SET_NAME
 from kairyu_core.api.inferenceset import MAX_REPLICAS
-from kairyu_core.api.meta import Condition, LabelSelector, ObjectMeta
+from kairyu_core.api.meta import Conditions, LabelSelector, ObjectMeta
 from kairyu_core.api.workspace import cel
 
 MULTIROLE_KIND = "MultiRoleInference"
@@ -82,15 +82,7 @@ class MultiRoleInferenceSpec(ApiModel):
 class MultiRoleInferenceStatus(ApiModel):
     """Written by kairyu's planner (the MultiRoleInference's controller)."""
 
-    conditions: Annotated[
-        list[Condition] | None,
-        Field(
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            }
-        ),
-    ] = None
+    conditions: Conditions = None
     observed_generation: Annotated[int | None, Field(ge=0)] = None
     node_count: Annotated[int | None, Field(ge=0)] = None
     """GPU nodes both roles' plans use together (kairyu)."""

@@ -22,7 +22,7 @@ from kairyu_core.api._base import ApiModel
 from kairyu_core.api.meta import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
-    Condition,
+    Conditions,
     ConditionStatus,
     LabelSelector,
     ObjectMeta,
@@ -434,15 +434,7 @@ class RuntimeStatus(ApiModel):
 class WorkspaceStatus(ApiModel):
     """What the services observed; each service owns its own conditions."""
 
-    conditions: Annotated[
-        list[Condition] | None,
-        Field(
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            }
-        ),
-    ] = None
+    conditions: Conditions = None
     worker_nodes: list[str] | None = None
     worker_nodes_plan_digest: str | None = None
     """The `plan.digest` of the plan the provisioner chose `workerNodes` for; written with them
