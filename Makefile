@@ -5,8 +5,8 @@
 # Both install what they need: uv (pinned, into .tools/), the Python environment (uv.lock), and the
 # Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
 # (tools/karpenter/build.sh), the OCI registry the tuning tests push to (tools/registry/build.sh)
-# helm (tools/helm/build.sh) and Jaeger v2 (tools/jaeger/build.sh), each cached by version under
-# ~/.cache/kairyu.
+# helm (tools/helm/build.sh), Jaeger v2 (tools/jaeger/build.sh) and KEDA, its operator and
+# external-metrics server (tools/keda/build.sh), each cached by version under ~/.cache/kairyu.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,9 +19,10 @@ KARPENTER_DIR = $(shell bash tools/karpenter/build.sh | tail -n 1)
 REGISTRY_DIR = $(shell bash tools/registry/build.sh | tail -n 1)
 HELM_DIR = $(shell bash tools/helm/build.sh | tail -n 1)
 JAEGER_DIR = $(shell bash tools/jaeger/build.sh | tail -n 1)
+KEDA_DIR = $(shell bash tools/keda/build.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help bench soak chaos sync sync-images cluster karpenter registry helm jaeger lint lint-images test test-images test-unit dev crds \
+.PHONY: help bench soak chaos sync sync-images cluster karpenter registry helm jaeger keda lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev fuzz
 
 help:
@@ -65,6 +66,9 @@ helm:
 jaeger:
 	@bash tools/jaeger/build.sh
 
+keda:
+	@bash tools/keda/build.sh
+
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
@@ -74,9 +78,10 @@ lint: sync
 lint-images: sync-images
 	$(UV) run --frozen --directory images mypy
 
-test: lint lint-images cluster karpenter registry helm jaeger
+test: lint lint-images cluster karpenter registry helm jaeger keda
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
-		KAIRYU_HELM_DIR="$(HELM_DIR)" KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" $(UV) run pytest
+		KAIRYU_HELM_DIR="$(HELM_DIR)" KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" \
+		KAIRYU_KEDA_DIR="$(KEDA_DIR)" $(UV) run pytest
 	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
 test-images: lint-images registry

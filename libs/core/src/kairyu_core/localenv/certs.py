@@ -92,8 +92,12 @@ def issue(
     dns_names: tuple[str, ...] = (),
     ip_addresses: tuple[str, ...] = (),
     server: bool = False,
+    client: bool = False,
 ) -> KeyPair:
-    """A leaf certificate signed by `ca`: a serving cert (server=True) or a client identity."""
+    """A leaf certificate signed by `ca`: a serving cert (server=True) or a client identity.
+
+    `server` and `client` together: both, for a peer of mutual TLS that dials and listens.
+    """
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -103,7 +107,8 @@ def issue(
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     builder = _builder(x509.Name(attributes), ca_cert.subject, key, ca=False).add_extension(
         x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            [ExtendedKeyUsageOID.SERVER_AUTH] * server
+            + [ExtendedKeyUsageOID.CLIENT_AUTH] * (client or not server)
         ),
         critical=False,
     )

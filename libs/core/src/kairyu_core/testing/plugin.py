@@ -21,6 +21,7 @@ from kairyu_core.kube import KubeClient
 from kairyu_core.localenv import Binaries, LocalCluster, LocalNats
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_core.localenv.karpenter import LocalKarpenter
+from kairyu_core.localenv.keda import LocalKeda
 
 _INTEGRATION_FIXTURES = {"cluster", "nats_server"}
 _EXPORTER = InMemorySpanExporter()
@@ -53,6 +54,13 @@ def cluster() -> Iterator[LocalCluster]:
 def karpenter(cluster: LocalCluster) -> Iterator[LocalKarpenter]:
     """Real Karpenter (kwok provider) turning NodeClaims into kwok GPU nodes of the cluster."""
     with LocalKarpenter(cluster) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def keda(cluster: LocalCluster) -> Iterator[LocalKeda]:
+    """Real KEDA: its operator, and its metrics server behind the apiserver's aggregation layer."""
+    with LocalKeda(cluster) as running:
         yield running
 
 
