@@ -39,10 +39,9 @@ class Load:
         app.router.add_get("/load", metric)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/load"
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/load"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -131,9 +130,8 @@ async def test_keda_scales_an_inference_set_with_the_load_to_zero_gpu_nodes_and_
     }
     await asyncio.to_thread(cluster.apply, inference_set)
     await _until(kube, namespace, "busy", replicas=1, claims=1)
-    await asyncio.to_thread(cluster.apply, _scaled_object("busy", namespace, load.url))
-
     load.waiting = 3  # three requests queued, one per replica wanted
+    await asyncio.to_thread(cluster.apply, _scaled_object("busy", namespace, load.url))
     await _until(kube, namespace, "busy", replicas=3, claims=3)
     # Above one replica it is the HPA KEDA made, reading the metric through the apiserver.
     hpa = json.loads(
@@ -154,3 +152,17 @@ async def test_keda_scales_an_inference_set_with_the_load_to_zero_gpu_nodes_and_
 
     load.waiting = 1  # a request again: back from zero
     await _until(kube, namespace, "busy", replicas=1, claims=1)
+
+    # Without its ScaledObject the set is left alone: KEDA removes the HPA it made (and stops
+    # polling the load source before it goes away).
+    await asyncio.to_thread(
+        cluster.kubectl, "delete", "scaledobject", "busy", "-n", namespace, "--wait=true"
+    )
+    for _ in range(120):
+        gone = await asyncio.to_thread(
+            cluster.kubectl, "get", "hpa", "keda-hpa-busy", "-n", namespace, check=False
+        )
+        if gone.returncode != 0:
+            break
+        await asyncio.sleep(0.5)
+    assert gone.returncode != 0, "KEDA left its HPA behind"

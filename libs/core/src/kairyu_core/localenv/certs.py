@@ -82,6 +82,15 @@ def make_ca(directory: Path, common_name: str = "kairyu-local-ca") -> KeyPair:
     return pair
 
 
+def _usages(*, server: bool, client: bool) -> list[x509.ObjectIdentifier]:
+    usages = []
+    if server:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if client or not server:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    return usages
+
+
 def issue(
     ca: KeyPair,
     directory: Path,
@@ -106,10 +115,7 @@ def issue(
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     builder = _builder(x509.Name(attributes), ca_cert.subject, key, ca=False).add_extension(
-        x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH] * server
-            + [ExtendedKeyUsageOID.CLIENT_AUTH] * (client or not server)
-        ),
+        x509.ExtendedKeyUsage(_usages(server=server, client=client)),
         critical=False,
     )
     sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]

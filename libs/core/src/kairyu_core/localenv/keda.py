@@ -10,14 +10,16 @@ KEDA is built from the Go module proxy (tools/keda/build.sh) and runs as two chi
 
 Out of a cluster there is no kube-proxy and no Service IP to reach, so the APIService's Service
 has an EndpointSlice at this machine's own address (the apiserver's aggregator dials endpoints,
-`--enable-aggregator-routing`, and refuses loopback ones), where the metrics server listens.
-One CA signs the gRPC pair and the metrics server's serving certificate.
+`--enable-aggregator-routing`; an EndpointSlice may not hold a loopback or link-local address),
+where the metrics server listens. This machine therefore needs a non-loopback interface. One CA
+signs the gRPC pair and the metrics server's serving certificate.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import os
 import shutil
 import socket
@@ -54,9 +56,19 @@ def host_address() -> str:
     with contextlib.suppress(OSError):
         candidates += socket.gethostbyname_ex(socket.gethostname())[2]
     for address in candidates:
-        if not address.startswith("127."):
+        ip = ipaddress.ip_address(address)
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
             return address
-    raise RuntimeError("KEDA's metrics server needs a non-loopback address on this machine")
+    raise RuntimeError(
+        "KEDA's metrics server needs a non-loopback, non-link-local address on this machine "
+        "(an EndpointSlice may not point elsewhere)"
+    )
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 class LocalKeda:
@@ -71,6 +83,7 @@ class LocalKeda:
             "metrics": free_port(),
             "health": free_port(),
             "apiserver": free_port(),
+            "adapter-metrics": free_port(),
         }
         self._certs = cluster.workdir / "keda-certs"
         self._processes: list[ManagedProcess] = []
@@ -152,6 +165,14 @@ class LocalKeda:
         self.cluster.apply(apiservice)
 
     def start(self, timeout: float = 90.0) -> None:
+        """Install, start both processes and register the API; on any failure, undo it all."""
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         self.install()
         pair = self._make_certs()
         env = {
@@ -183,11 +204,18 @@ class LocalKeda:
             timeout=timeout,
             what="the KEDA operator's /healthz",
         )
+        # /healthz answers before the gRPC listener the metrics server needs is bound.
+        operator.wait_until(
+            lambda: _listening(self.ports["grpc"]),
+            timeout=timeout,
+            what="the KEDA operator's metrics gRPC service",
+        )
         adapter = ManagedProcess(
             "keda-metrics-apiserver",
             [
                 str(self.directory / "keda-adapter"),
                 f"--secure-port={self.ports['apiserver']}",
+                f"--port={self.ports['adapter-metrics']}",  # its own /metrics; 8080 by default
                 f"--bind-address={self.address}",
                 f"--cert-dir={self._certs}",
                 f"--tls-cert-file={pair.cert}",
@@ -217,6 +245,16 @@ class LocalKeda:
         return done.returncode == 0
 
     def stop(self) -> None:
+        # An APIService whose server is gone fails discovery (and stalls namespace deletion).
+        if self._processes:
+            self.cluster.kubectl(
+                "delete",
+                "apiservice",
+                APISERVICE,
+                "--ignore-not-found",
+                "--wait=false",
+                check=False,
+            )
         for process in reversed(self._processes):
             process.stop()
         self._processes.clear()
