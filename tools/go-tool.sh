@@ -2,7 +2,7 @@
 # Builds one Go command pinned by a wrapper module (tools/<name>/go.mod) from the Go module proxy,
 # into a cache directory keyed by the module's version and the wrapper's content, and prints that
 # directory as its last line of stdout. Used by the single-binary tools (registry, helm); the
-# control plane and Karpenter have build scripts of their own because they also copy files.
+# control plane, Karpenter and KEDA have build scripts of their own because they also copy files.
 #
 # Usage: go-tool.sh <wrapper dir> <module> <package> <binary> [-- <ldflags>]
 # Environment: KAIRYU_CACHE_DIR (default ${XDG_CACHE_HOME:-~/.cache}/kairyu).
