@@ -525,7 +525,9 @@ async def test_a_multirole_inference_serves_prefill_and_decode_and_leaves_nothin
         cluster.kubectl, "delete", "multiroleinference", "phi-pd", "-n", namespace, "--wait=false"
     )
     await _until_claims(kube, namespace, 0)
-    for _ in range(300):
+    # Two levels of garbage collection (parent → sets → Workspaces), then each Workspace's
+    # finalizer: on a loaded machine this has taken over 90 s once.
+    for _ in range(600):
         sets = await kube.list(resources.INFERENCESETS, namespace=namespace)
         left = await kube.list(resources.WORKSPACES, namespace=namespace)
         if not sets["items"] and not left["items"]:
