@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kairyu_activator.settings import ActivatorSettings
 from kairyu_core.bus import FOLLOWS, SUBJECTS, SubjectFamily, topology
 from kairyu_core.settings import ServiceSettings
 from kairyu_deployer.settings import DeployerSettings
@@ -27,6 +28,7 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
     "provisioner": ProvisionerSettings,
     "deployer": DeployerSettings,
     "tuner": TunerSettings,
+    "activator": ActivatorSettings,
 }
 
 

@@ -7,14 +7,22 @@ services they need on top.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
+from kairyu_activator.app import Activator
+from kairyu_activator.serving import serving
+from kairyu_activator.settings import ActivatorHttpSettings, ActivatorSettings
 from kairyu_core.bus import FOLLOWS, Bus
 from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
+from kairyu_core.reconciling import Reconcile
 from kairyu_core.testing.stack import ServiceStack
+from kairyu_core.view import View
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.app import Planner, followed
-from kairyu_planner.settings import HubSettings, PlannerSettings
+from kairyu_planner.settings import AutoscalingSettings, HubSettings, PlannerSettings
 from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
 from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
@@ -33,6 +41,7 @@ async def start_node_services(
     catalog: Catalog,
     provisioner: bool = True,
     hub_endpoint: str | None = None,
+    activator_url: str | None = None,
 ) -> None:
     """The watcher, the planner and (unless told not to) the provisioner: each its view."""
     stack.run(
@@ -42,7 +51,12 @@ async def start_node_services(
             kube=kube,
         ).run()
     )
-    planning = PlannerSettings(hub=HubSettings(endpoint=hub_endpoint or HubSettings().endpoint))
+    planning = PlannerSettings(
+        hub=HubSettings(endpoint=hub_endpoint or HubSettings().endpoint),
+        autoscaling=AutoscalingSettings(
+            activator_url=activator_url or AutoscalingSettings().activator_url
+        ),
+    )
     stack.control(
         service=planning.service_name,
         kinds=followed(planning.planning),
@@ -103,6 +117,46 @@ def start_workload_services(
         )
 
 
+def start_activator(
+    stack: ServiceStack,
+    *,
+    kube: KubeClient,
+    settings: ActivatorHttpSettings,
+    address_of: Callable[[str], str] | None = None,
+) -> Activator:
+    """The activator, its view and controller, and both listeners (on the ports `settings` name).
+
+    `address_of`: how a pod's runtime is reached; kwok's pods run nothing, so tests point it
+    at stand-ins that serve vLLM's /metrics in the pods' place.
+    """
+    service_name = ActivatorSettings().service_name
+    made: list[Activator] = []
+
+    def reconcile(view: View) -> Reconcile:
+        activator = Activator(
+            settings=settings,
+            kube=kube,
+            view=view,
+            field_manager=service_name,
+            address_of=address_of,
+        )
+        made.append(activator)
+        return activator.reconcile
+
+    stack.control(service=service_name, kinds=FOLLOWS["activator"], reconcile=reconcile)
+    (activator,) = made
+
+    async def listen() -> None:
+        try:
+            async with serving(activator, settings):
+                await asyncio.Event().wait()
+        finally:
+            await activator.close()
+
+    stack.run(listen())
+    return activator
+
+
 async def rollout_stack(
     bus: Bus,
     kube: KubeClient,
@@ -112,12 +166,19 @@ async def rollout_stack(
     tuner: bool = True,
     tuning_image: str | None = None,
     hub_endpoint: str | None = None,
+    activator_url: str | None = None,
 ) -> ServiceStack:
     """Node services plus the chosen workload services, running; stop the stack when done."""
     stack = ServiceStack(bus)
     catalog = load_catalog()
     await start_node_services(
-        stack, bus=bus, kube=kube, namespace=namespace, catalog=catalog, hub_endpoint=hub_endpoint
+        stack,
+        bus=bus,
+        kube=kube,
+        namespace=namespace,
+        catalog=catalog,
+        hub_endpoint=hub_endpoint,
+        activator_url=activator_url,
     )
     start_workload_services(
         stack,

@@ -51,7 +51,8 @@ def test_trimming_keeps_what_services_read_and_drops_the_rest() -> None:
     assert pod["metadata"]["labels"] == {"kaito.sh/workspace": "ws"}
     assert "managedFields" not in pod["metadata"]
     assert pod["spec"] == {"nodeName": "n1"}
-    assert pod["status"] == {"phase": "Running"}
+    # hostIP and the like go; podIP stays (the activator asks a pod for its load there).
+    assert pod["status"] == {"phase": "Running", "podIP": "10.0.0.1"}
 
 
 def test_a_node_heartbeat_does_not_change_the_digest_but_readiness_does() -> None:

@@ -66,6 +66,7 @@ _METADATA_KEPT = (
 _DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
 _POD_STATUS_KEPT = (
     "phase",
+    "podIP",  # where the activator asks a pod for its load
     "reason",
     "message",
     "conditions",

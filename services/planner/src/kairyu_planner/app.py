@@ -133,7 +133,10 @@ class Planner:
         self._hub = hub or HubModels(settings.hub, image=catalog.base_image)
         self._parents: dict[str, InferenceSetController | MultiRoleController] = {
             "InferenceSet": InferenceSetController(
-                kube=kube, view=view, field_manager=settings.service_name
+                kube=kube,
+                view=view,
+                field_manager=settings.service_name,
+                autoscaling=settings.autoscaling,
             ),
             "MultiRoleInference": MultiRoleController(
                 kube=kube, view=view, field_manager=settings.service_name

@@ -18,9 +18,18 @@ JSON = dict[str, Any]
 _COMPARED = ("status", "reason", "message", "observedGeneration")
 
 
-def unchanged(current: JSON, status: JSON, fields: Iterable[str]) -> bool:
-    """Whether `status` says what the current status says (conditions and `fields`)."""
+def unchanged(
+    current: JSON, status: JSON, fields: Iterable[str], conditions: Iterable[str] = ()
+) -> bool:
+    """Whether `status` says what the current status says (conditions and `fields`).
+
+    `conditions`: the types the writer owns; one of them present now but not in `status` is a
+    change (its removal).
+    """
     old = {c.get("type"): c for c in current.get("conditions") or []}
+    new_types = {c["type"] for c in status.get("conditions") or []}
+    if any(t in old and t not in new_types for t in conditions):
+        return False
     for new in status.get("conditions") or []:
         before = old.get(new["type"])
         if before is None or any(before.get(k) != new.get(k) for k in _COMPARED):
@@ -49,11 +58,12 @@ async def write_status(
     *,
     fields: Iterable[str],
     field_manager: str,
+    conditions: Iterable[str] = (),
 ) -> None:
     """Apply `status` to `obj` (as the view holds it) unless it says nothing new."""
     current = obj.get("status") or {}
     fields = tuple(fields)
-    if unchanged(current, status, fields):
+    if unchanged(current, status, fields, conditions):
         return
     meta = obj["metadata"]
     try:

@@ -20,8 +20,11 @@ from typing import Any
 from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
 from kairyu_core.view import View
-from kairyu_planner.inferencesets import child_manifest, decide
+from kairyu_planner.autoscaling import CONDITION as AUTOSCALING_TYPE
+from kairyu_planner.inferencesets import READY_TYPE, child_manifest, decide
 from kairyu_planner.parentstatus import write_status
+from kairyu_planner.scalercontrol import ScalerControl
+from kairyu_planner.settings import AutoscalingSettings
 
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0
@@ -36,16 +39,28 @@ _OWNED = (
     "estimatedCostPerHour",
     "observedGeneration",
 )
-"""The status fields this controller writes besides its condition (others' are left alone)."""
+"""The status fields this controller writes besides its conditions (others' are left alone)."""
+_CONDITIONS = (READY_TYPE, AUTOSCALING_TYPE)
+"""The conditions it writes: one it leaves out is removed (server-side apply drops it)."""
 
 
 class InferenceSetController:
     """Reconciles InferenceSets from the planner's view."""
 
-    def __init__(self, *, kube: KubeClient, view: View, field_manager: str) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        view: View,
+        field_manager: str,
+        autoscaling: AutoscalingSettings | None = None,
+    ) -> None:
         self._kube = kube
         self._view = view
         self._field_manager = field_manager
+        self._scaler = ScalerControl(
+            kube=kube, settings=autoscaling or AutoscalingSettings(), field_manager=field_manager
+        )
         self._deleter = OnceDeleter(kube)
         # set key → names Workspaces that are not its children hold (a 409 that is not ours)
         self._foreign: dict[str, set[str]] = {}
@@ -88,6 +103,11 @@ class InferenceSetController:
             for child in decision.delete:
                 await self._deleter(resources.WORKSPACES, child)
                 log.info("%s: deleted Workspace %s", key, child["metadata"]["name"])
+            scaling, retry = await self._scaler.reconcile(inference_set)
+            if scaling is not None:
+                decision.status["conditions"].append(scaling)
+            if retry is not None:
+                again = retry if again is None else min(again, retry)
             await self._write(inference_set, decision.status)
         except errors.KubeError as exc:
             raise TemporaryError(f"cannot reconcile {key}: {exc}", delay=_RETRY_S) from exc
@@ -117,4 +137,5 @@ class InferenceSetController:
             status,
             fields=_OWNED,
             field_manager=self._field_manager,
+            conditions=_CONDITIONS,
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kairyu_core.api import MAX_NODE_COUNT
+from kairyu_core.api.inferenceset import MAX_REPLICAS
 from kairyu_core.catalog import Cloud
 from kairyu_core.settings import NodeProvisioner, ServiceSettings
 
@@ -48,6 +49,18 @@ class PlanningSettings(BaseModel):
     overhead_gib: float = Field(default=2.3, ge=0)
     min_model_len: int = Field(default=2048, ge=1)
     concurrency: int = Field(default=1, ge=1)
+
+
+class AutoscalingSettings(BaseModel):
+    """ScaledObjects of annotated InferenceSets (KAIRYU_AUTOSCALING__*; .autoscaling)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    activator_url: str = "http://kairyu-activator.kairyu-system.svc:8080"
+    """Where KEDA reads a set's load: the activator's address as KEDA's operator reaches it."""
+    max_replicas: int = Field(default=16, ge=1, le=MAX_REPLICAS)
+    """Most replicas a set's `scaledobject.kaito.sh/max-replicas` may ask for; each replica is
+    a Workspace with GPU nodes of its own, so an annotation never orders an unbounded number."""
 
 
 class HubSettings(BaseModel):
@@ -117,3 +130,4 @@ class PlannerSettings(ServiceSettings):
     planning: PlanningSettings = PlanningSettings()
     webhook: WebhookSettings = WebhookSettings()
     hub: HubSettings = HubSettings()
+    autoscaling: AutoscalingSettings = AutoscalingSettings()

@@ -30,6 +30,18 @@ MAX_NAME = 57
 """A set's longest name: its children are `<name>-` and 5 characters, a DNS label of at most 63."""
 MAX_REPLICAS = MAX_NODE_COUNT
 """The most child Workspaces a set may ask for; each needs at least one GPU node."""
+AUTO_PROVISION_ANNOTATION = "scaledobject.kaito.sh/auto-provision"
+"""KAITO's opt-in to autoscaling: `"true"` on a set gives it a KEDA ScaledObject (the planner's
+kairyu_planner.autoscaling) and, in kairyu, a Service the activator serves while it is at zero."""
+
+LOAD_METRICS = ("vllm:num_requests_waiting", "vllm:num_requests_running")
+"""The load gauges both runtimes export under vLLM's names: the ones a set may scale on."""
+
+
+def autoscaled(inference_set: dict[str, Any]) -> bool:
+    """Whether the set opts in to autoscaling (`scaledobject.kaito.sh/auto-provision: "true"`)."""
+    annotations = (inference_set.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(AUTO_PROVISION_ANNOTATION, "")).lower() == "true"
 
 
 class TemplateMeta(ApiModel):

@@ -20,7 +20,14 @@ from kairyu_core.settings import NatsSettings
 
 DEFAULT_STREAM = "KAIRYU"
 
-SERVICES: tuple[str, ...] = ("watcher", "planner", "provisioner", "deployer", "tuner")
+SERVICES: tuple[str, ...] = (
+    "watcher",
+    "planner",
+    "provisioner",
+    "deployer",
+    "tuner",
+    "activator",
+)
 """kairyu's services; each is one NATS identity, `kairyu-<service>` (`identity`)."""
 
 FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
@@ -30,11 +37,13 @@ FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
     "provisioner": ("Workspace", "Node", "NodeClaim"),
     "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod", "Occupant"),
     "tuner": ("Workspace", "Job", "Pod", "Occupant"),
+    # The sets, their replicas and the replicas' pods: which sets are cold, and where to ask.
+    "activator": ("Workspace", "InferenceSet", "Pod"),
 }
 """The kinds whose states each service reads from the state stream into its view (the watcher
 reads them all at start, to publish only what changed while it was away; it alone writes them)."""
 
-RECONCILERS: tuple[str, ...] = ("planner", "provisioner", "deployer", "tuner")
+RECONCILERS: tuple[str, ...] = ("planner", "provisioner", "deployer", "tuner", "activator")
 """The services that reconcile Workspaces from their views and dead-letter a reconcile they give
 up on (`Bus.dead_letter_reconcile`); the watcher reconciles nothing."""
 

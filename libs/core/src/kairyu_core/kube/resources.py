@@ -56,6 +56,8 @@ def label_of(path: str) -> str:
 WORKSPACES = Resource("kaito.sh", "v1beta1", "workspaces", "Workspace")
 INFERENCESETS = Resource("kaito.sh", "v1beta1", "inferencesets", "InferenceSet")
 MULTIROLEINFERENCES = Resource("kaito.sh", "v1alpha1", "multiroleinferences", "MultiRoleInference")
+SCALEDOBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 PODS = Resource("", "v1", "pods", "Pod")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")

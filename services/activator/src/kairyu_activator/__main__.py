@@ -1,0 +1,53 @@
+"""`python -m kairyu_activator`: serve the autoscaled sets' load and cold requests until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from kairyu_activator.app import Activator
+from kairyu_activator.serving import serving
+from kairyu_activator.settings import ActivatorSettings
+from kairyu_core import service
+from kairyu_core.bus import FOLLOWS, Bus
+from kairyu_core.kube import KubeClient
+from kairyu_core.reconciling import Reconcile
+from kairyu_core.view import View
+
+
+async def serve(settings: ActivatorSettings) -> None:
+    activators: list[Activator] = []
+
+    def make(bus: Bus, kube: KubeClient, view: View) -> Reconcile:
+        activator = Activator(
+            settings=settings.activator, kube=kube, view=view, field_manager=settings.service_name
+        )
+        activators.append(activator)
+        return activator.reconcile
+
+    def listen(
+        bus: Bus, kube: KubeClient, controlled: service.Controlled
+    ) -> Sequence[Coroutine[Any, Any, None]]:
+        return [_listen(activators[-1], settings)]
+
+    await service.serve_controller(
+        settings, kinds=FOLLOWS["activator"], reconcile=make, background=listen
+    )
+
+
+async def _listen(activator: Activator, settings: ActivatorSettings) -> None:
+    """Both listeners while this replica leads (its view is the one they answer from)."""
+    try:
+        async with serving(activator, settings.activator):
+            await asyncio.Event().wait()
+    finally:
+        await activator.close()
+
+
+def main() -> None:
+    service.main(ActivatorSettings, serve)
+
+
+if __name__ == "__main__":
+    main()
