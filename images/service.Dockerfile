@@ -21,6 +21,7 @@ COPY services/planner/pyproject.toml services/planner/pyproject.toml
 COPY services/provisioner/pyproject.toml services/provisioner/pyproject.toml
 COPY services/deployer/pyproject.toml services/deployer/pyproject.toml
 COPY services/tuner/pyproject.toml services/tuner/pyproject.toml
+COPY services/activator/pyproject.toml services/activator/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     test -n "$SERVICE" && \
     uv sync --frozen --no-dev --package "kairyu-${SERVICE}" --no-install-workspace

@@ -21,7 +21,7 @@ import yaml
 from helm import CHART, NAMESPACE, RELEASE, helm
 
 from kairyu_core.kube import KubeClient
-from kairyu_core.localenv import LocalCluster, karpenter
+from kairyu_core.localenv import LocalCluster, karpenter, keda
 from kairyu_core.localenv.binaries import Binaries
 from kairyu_core.localenv.nodes import kwok_node_manifest
 from kairyu_core.localenv.processes import free_port
@@ -30,7 +30,7 @@ from kairyu_planner import certificates, webhook
 
 pytestmark = pytest.mark.integration
 
-SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,9 @@ def chart_cluster() -> Iterator[LocalCluster]:
         for crd in ("karpenter.sh_nodeclaims.yaml", "karpenter.sh_nodepools.yaml"):
             cluster.apply(karpenter.locate() / "crds" / crd)
         cluster.wait_for_crds("nodeclaims.karpenter.sh", "nodepools.karpenter.sh")
+        # KEDA's ScaledObject CRD, for the planner's rights on autoscaled InferenceSets.
+        cluster.apply(keda.locate() / "crds" / "keda.sh_scaledobjects.yaml")
+        cluster.wait_for_crds("scaledobjects.keda.sh")
         cluster.create_namespace(NAMESPACE)
         cluster.kubectl(
             "label",
@@ -162,6 +165,14 @@ ALLOWED = [
     ("deployer", "create", "services"),
     ("tuner", "create", "jobs.batch"),
     ("tuner", "create", "configmaps"),
+    # An autoscaled InferenceSet's ScaledObject (the planner) and its Service and activator
+    # EndpointSlice while it is cold (the activator, server-side apply).
+    ("planner", "create", "scaledobjects.keda.sh"),
+    ("planner", "delete", "scaledobjects.keda.sh"),
+    ("activator", "create", "services"),
+    ("activator", "patch", "services"),
+    ("activator", "create", "endpointslices.discovery.k8s.io"),
+    ("activator", "delete", "endpointslices.discovery.k8s.io"),
 ]
 DENIED = [
     ("watcher", "create", "deployments.apps"),
@@ -181,6 +192,12 @@ DENIED = [
     ("deployer", "create", "nodeclaims.karpenter.sh"),
     ("tuner", "create", "deployments.apps"),
     ("tuner", "delete", "nodes"),
+    ("activator", "delete", "services"),
+    ("activator", "create", "deployments.apps"),
+    ("activator", "patch", "workspaces.kaito.sh"),
+    ("activator", "list", "pods"),
+    ("activator", "create", "scaledobjects.keda.sh"),
+    ("deployer", "create", "endpointslices.discovery.k8s.io"),
     *((service, verb, "secrets") for service in SERVICES for verb in ("get", "list")),
     *((service, "create", "pods") for service in SERVICES),
     *((service, "create", "clusterrolebindings.rbac.authorization.k8s.io") for service in SERVICES),
@@ -220,6 +237,8 @@ def test_with_a_watch_namespace_the_rights_stop_at_that_namespace(
             ("tuner", "create", "jobs.batch"),
             ("watcher", "watch", "pods"),
             ("provisioner", "patch", "workspaces.kaito.sh"),
+            ("activator", "create", "endpointslices.discovery.k8s.io"),
+            ("planner", "create", "scaledobjects.keda.sh"),
         ]
         for case in cases:
             assert can(chart_cluster, *case, release=release), case
@@ -234,7 +253,7 @@ def test_with_a_watch_namespace_the_rights_stop_at_that_namespace(
         helm("uninstall", release, "-n", NAMESPACE, kubeconfig=chart_cluster.kubeconfig)
 
 
-@pytest.mark.parametrize("service", ["watcher", "planner", "provisioner", "deployer", "tuner"])
+@pytest.mark.parametrize("service", SERVICES)
 def test_each_service_may_take_and_renew_only_its_own_lease(
     installed: LocalCluster, service: str
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
+from kairyu_activator.settings import ActivatorSettings
 from kairyu_core import metrics
 from kairyu_core.api.crd import CRDS
 from kairyu_core.bus import StreamSpec, topology
@@ -131,6 +132,20 @@ def test_every_pod_is_restricted_and_nobody_may_read_secrets() -> None:
                     assert "*" not in rule["resources"]
 
 
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator")
+
+
+def test_the_chart_runs_every_service_of_the_topology() -> None:
+    """One Deployment per service that kairyu_core.bus.topology declares, and each can be
+    switched off with `<service>.enabled`, its NATS user with it."""
+    assert set(SERVICES) == set(topology.SERVICES)
+    deployments = {d["metadata"]["name"] for d in documents(render()) if d["kind"] == "Deployment"}
+    assert deployments == {f"kairyu-{service}" for service in SERVICES}
+    docs = documents(render(None, "--set", "activator.enabled=false"))
+    assert not [d for d in docs if d["metadata"]["name"].startswith("kairyu-activator")]
+    assert "activator" not in authorization_users("--set", "activator.enabled=false")
+
+
 def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
     docs = documents(render(None, "--set", "global.watchNamespace=ml"))
     cluster_wide = {
@@ -143,15 +158,19 @@ def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
     # and the planner's own webhook configuration, by name (its caBundle; docs/chart.md)
     assert cluster_wide == {"nodes", "nodeclaims", "nodepools", "validatingwebhookconfigurations"}
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
-    services = ("watcher", "planner", "provisioner", "deployer", "tuner")
-    for service in services:
+    for service in SERVICES:
         role = roles[f"kairyu-{service}"]
         assert role["metadata"]["namespace"] == "ml"
-        assert {"workspaces"} <= {r for rule in role["rules"] for r in rule["resources"]}
+        if service != "activator":  # the activator reads the sets from NATS only
+            assert {"workspaces"} <= {r for rule in role["rules"] for r in rule["resources"]}
     deployer = {r for rule in roles["kairyu-deployer"]["rules"] for r in rule["resources"]}
     assert {"deployments", "statefulsets", "services"} <= deployer
+    activator = {r for rule in roles["kairyu-activator"]["rules"] for r in rule["resources"]}
+    assert activator == {"services", "endpointslices"}
+    planner = {r for rule in roles["kairyu-planner"]["rules"] for r in rule["resources"]}
+    assert "scaledobjects" in planner
     bindings = {d["metadata"]["name"]: d for d in docs if d["kind"] == "RoleBinding"}
-    for service in services:
+    for service in SERVICES:
         binding = bindings[f"kairyu-{service}"]
         assert binding["metadata"]["namespace"] == "ml"
         assert binding["roleRef"] == {
@@ -164,9 +183,6 @@ def test_with_a_watch_namespace_only_node_rights_are_cluster_wide() -> None:
         ]
     cluster_bindings = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterRoleBinding"}
     assert cluster_bindings == {"kairyu-watcher", "kairyu-provisioner", "kairyu-planner-webhook-ca"}
-
-
-SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -230,6 +246,7 @@ SETTINGS = {
     "provisioner": ProvisionerSettings,
     "deployer": DeployerSettings,
     "tuner": TunerSettings,
+    "activator": ActivatorSettings,
 }
 
 
@@ -256,6 +273,15 @@ def test_each_pods_environment_is_valid_settings_for_its_service(
             assert settings.azure.cluster_name == "aks-kairyu"
         if isinstance(settings, TunerSettings):
             assert settings.job.tuning_image.endswith("/kairyu-tuning:0.1.0")
+        if isinstance(settings, ActivatorSettings):
+            # Not the settings' default 8080 for the load: that is the pod's health port.
+            assert (settings.activator.load_port, settings.activator.port) == (8082, 8081)
+            # status.podIP, from the downward API (test_activator_chart.py)
+            assert settings.activator.address == "from-a-secret"
+        if isinstance(settings, PlannerSettings):
+            assert settings.autoscaling.activator_url == (
+                "http://kairyu-activator.kairyu-system.svc:8080"
+            )
         # Every service elects a leader by default: a rolling update runs two pods for a while.
         assert settings.leader_election.enabled
 

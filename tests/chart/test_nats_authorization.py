@@ -289,7 +289,7 @@ def test_nats_setup_is_a_native_sidecar_that_keeps_the_streams_in_place(auth: st
     /healthz, not at NATS."""
     rendered = documents(render(None, "--set", f"global.nats.auth.enabled={auth}"))
     deployments = [d for d in rendered if d["kind"] == "Deployment"]
-    assert len(deployments) == 5
+    assert len(deployments) == len(SERVICES)
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         (setup_container,) = pod["initContainers"]

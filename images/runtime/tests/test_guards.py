@@ -338,6 +338,41 @@ def test_token_id_lists_are_capped_in_total(
     assert "at most 4096" in response.json()["detail"]
 
 
+def test_the_load_is_exported_under_vllm_s_names_for_autoscaling(server: Server) -> None:
+    wait_idle(server)
+    wait_worker_idle(server)
+    labels = f'{{model_name="{MODEL_NAME}"}}'
+    assert metric(server, "vllm:num_requests_waiting", labels) == 0
+    body = {
+        "prompt": "hi",
+        "generate_kwargs": {"max_new_tokens": LONG, "min_new_tokens": LONG, "max_length": 256},
+    }
+    answers: list[httpx.Response] = []
+    workers = [
+        threading.Thread(
+            target=lambda: answers.append(httpx.post(f"{server.url}/chat", json=body, timeout=120))
+        )
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while metric(server, "kairyu_runtime_generations_admitted") < 3:
+            assert time.monotonic() < deadline, "the three requests were never admitted"
+            time.sleep(0.01)
+        # One generating, two queued behind it: what KEDA's trigger reads through the activator.
+        assert metric(server, "vllm:num_requests_running", labels) == 1
+        assert metric(server, "vllm:num_requests_waiting", labels) == 2
+    finally:
+        for worker in workers:
+            worker.join()
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    wait_worker_idle(server)
+    assert metric(server, "vllm:num_requests_running", labels) == 0
+    assert metric(server, "vllm:num_requests_waiting", labels) == 0
+
+
 def test_a_full_queue_answers_429_with_retry_after(guarded: Server) -> None:
     wait_idle(guarded)
     first: list[httpx.Response] = []

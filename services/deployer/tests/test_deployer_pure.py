@@ -466,6 +466,13 @@ def test_the_network_policy_admits_the_namespace_and_the_listed_ones_to_the_serv
     assert internal == {"from": [{"podSelector": {"matchLabels": own}}]}
     every = manifests.network_policy(inference(ingress_from=["*"]))
     assert every["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
+    # kairyu's activator reads each pod's /metrics on the serving port, from its own namespace
+    # only (a pod labelled like it elsewhere is not let in).
+    scraped = manifests.network_policy(inference(), "kairyu-system")
+    assert scraped["spec"]["ingress"][0]["from"][-1] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kairyu-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kairyu-activator"}},
+    }
 
 
 def test_a_multirole_role_runs_as_its_role_and_lets_the_other_role_in() -> None:

@@ -6,7 +6,11 @@ from typing import Any
 
 from kairyu_core.api import parse_workspace
 from kairyu_core.api.inferenceset import CREATED_BY_LABEL, parse_inferenceset
+from kairyu_core.objectstate import ObjectKey
+from kairyu_core.testing.recording import RecordingKube
+from kairyu_core.view import View
 from kairyu_planner.inferencesets import child_manifest, child_name, decide
+from kairyu_planner.setcontrol import InferenceSetController
 from kairyu_planner.webhook import review
 
 UID = "set-uid-1"
@@ -167,3 +171,24 @@ def test_with_a_node_limit_one_replica_is_made_until_its_plan_shows_its_nodes() 
 def test_a_name_another_workspace_holds_is_skipped() -> None:
     taken = frozenset({child_name("phi", UID, 0)})
     assert decide(inference_set(1), [], taken).create == [child_name("phi", UID, 1)]
+
+
+async def test_a_set_the_apiserver_no_longer_holds_gets_no_new_child() -> None:
+    """Its deletion shows in the view first as a child going: that child is not replaced."""
+    body = inference_set(replicas=1)
+    going = child(0)
+    going["metadata"]["deletionTimestamp"] = "2026-11-30T10:01:00Z"
+    view = View(("Workspace", "InferenceSet"))
+    view.apply(ObjectKey.of("InferenceSet", body), body)
+    view.apply(ObjectKey.of("Workspace", going), going)
+    kube = RecordingKube(allow_reads=True)
+    controller = InferenceSetController(kube=kube, view=view, field_manager="kairyu-planner")
+    path = "/apis/kaito.sh/v1beta1/namespaces/ml/inferencesets/phi"
+
+    await controller.reconcile("InferenceSet/ml/phi")  # the apiserver: 404
+    assert kube.writes == []
+
+    kube.answers[path] = body  # still there: the child a user deleted is replaced
+    await controller.reconcile("InferenceSet/ml/phi")
+    (created,) = kube.writes_to("/workspaces", "POST")
+    assert created.body["metadata"]["name"] == child_name("phi", UID, 1)

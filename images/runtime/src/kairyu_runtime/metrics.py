@@ -66,6 +66,20 @@ class Metrics:
             "generations running or waiting on the worker",
             registry=self.registry,
         )
+        # vLLM's own names, so one autoscaling trigger reads vLLM, this server and Triton's vLLM
+        # backend alike (kairyu's activator sums them over a set's pods for KEDA).
+        self.vllm_running = Gauge(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches (vLLM's name).",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self.vllm_waiting = Gauge(
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed (vLLM's name).",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.adapters = Gauge(
             "kairyu_runtime_adapter_strength",
             "LoRA adapters merged into the model, by strength",

@@ -94,6 +94,11 @@ def create_app(  # noqa: PLR0915 - one route table
     for adapter in engine.adapters:
         metrics.adapters.labels(adapter.name).set(adapter.strength)
     metrics.admitted.set_function(lambda: runner.admitted)
+    # One worker generates one request at a time: the others it admitted wait.
+    metrics.vllm_running.labels(settings.model_name).set_function(lambda: min(runner.admitted, 1))
+    metrics.vllm_waiting.labels(settings.model_name).set_function(
+        lambda: max(runner.admitted - 1, 0)
+    )
     # Added innermost first: Measure sees every answer, the key is checked before the body is read.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.api_key is not None and settings.api_key.get_secret_value():

@@ -58,6 +58,8 @@ ALLOW_INGRESS_ANNOTATION = "kairyu.io/allow-ingress-from"
 Workspace's own namespace; `*` admits every namespace."""
 API_KEY_ENV = ("KAIRYU_RUNTIME_API_KEY", "VLLM_API_KEY")
 HTTP_PORT = 5000
+ACTIVATOR_NAME = "kairyu-activator"
+"""The chart's `app.kubernetes.io/name` of the activator's pods."""
 TORCH_PORT = 29500
 RAY_PORT = 6379
 CONFIG_KEY = "inference_config.yaml"
@@ -164,7 +166,7 @@ def objects(inference: Inference, settings: WorkloadSettings) -> list[JSON]:
     built.append(service(inference))
     if inference.multi_node:
         built.append(headless_service(inference))
-    built.append(network_policy(inference))
+    built.append(network_policy(inference, settings.activator_namespace))
     built.append(workload(inference, settings))
     return built
 
@@ -195,10 +197,12 @@ def ingress_namespaces(annotation: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def network_policy(inference: Inference) -> JSON:
+def network_policy(inference: Inference, activator_namespace: str | None = None) -> JSON:
     """Who may reach the inference pods.
 
-    The serving port from the namespace and the listed ones; every port (Ray, torch.distributed)
+    The serving port from the namespace and the listed ones, and from kairyu's activator (its
+    pods in `activator_namespace`), which reads each pod's `/metrics` there for autoscaling;
+    every port (Ray, torch.distributed)
     only from the Workspace's own pods, and for a MultiRoleInference's Workspace from the pods
     of both its roles too (NIXL's side channel and KV transfers go between prefill and decode
     pods, which belong to different Workspaces).
@@ -212,6 +216,15 @@ def network_policy(inference: Inference) -> JSON:
             for n in inference.ingress_from
             if n != inference.namespace
         ]
+    if activator_namespace and "*" not in inference.ingress_from:
+        peers.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": activator_namespace}
+                },
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": ACTIVATOR_NAME}},
+            }
+        )
     ingress: list[JSON] = [
         {"from": peers, "ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
         {"from": [{"podSelector": {"matchLabels": dict(inference.labels)}}]},

@@ -32,6 +32,9 @@ class WorkloadSettings(BaseModel):
     """Startup allowance before the weights: process start, CUDA init, graph capture."""
     startup_s_per_gib: int = Field(default=10, ge=0)
     """Download and load time per GiB of weights (about 100 MiB/s)."""
+    activator_namespace: str | None = None
+    """kairyu's namespace, where its activator runs: the inference pods' NetworkPolicy lets the
+    activator's pods read their /metrics (the chart sets it; unset: no such rule)."""
 
 
 class DeployerSettings(ServiceSettings):

@@ -1,5 +1,7 @@
 """Writes the status of an object that makes others (InferenceSet, MultiRoleInference).
 
+And asks, before it makes a child, whether the parent still exists (`still_there`).
+
 Both controllers decide a whole status from the view (conditions and a few counts) and write it
 only when it differs from what the view holds, keeping a condition's lastTransitionTime while its
 status stays the same. Server-side apply as the planner: it owns exactly the fields it writes.
@@ -77,3 +79,20 @@ async def write_status(
         )
     except errors.NotFoundError:
         return  # deleted meanwhile
+
+
+async def still_there(kube: KubeClient, resource: Resource, obj: JSON) -> bool:
+    """Whether the apiserver still holds `obj` (same uid) and is not deleting it.
+
+    Asked only before a child is created. The view follows each kind on its own stream, so
+    when a parent is deleted it may show a child going (the garbage collector's work) before
+    it shows the parent gone; replacing that child would make a Workspace the garbage collector
+    must find and delete again, GPU nodes and all.
+    """
+    meta = obj["metadata"]
+    try:
+        live = await kube.get(resource, meta["name"], namespace=meta["namespace"])
+    except errors.NotFoundError:
+        return False
+    live_meta = live.get("metadata") or {}
+    return live_meta.get("uid") == meta.get("uid") and not live_meta.get("deletionTimestamp")

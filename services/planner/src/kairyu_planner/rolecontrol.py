@@ -23,7 +23,7 @@ from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
 from kairyu_core.objectstate import ObjectKey
 from kairyu_core.view import View
 from kairyu_planner.multiroles import decide_roles, failed, set_name
-from kairyu_planner.parentstatus import write_status
+from kairyu_planner.parentstatus import still_there, write_status
 
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0
@@ -57,6 +57,10 @@ class MultiRoleController:
         status = decision.status
         again = _TAKEN_RETRY_S if decision.taken else None
         try:
+            if decision.create and not await still_there(
+                self._kube, resources.MULTIROLEINFERENCES, parent
+            ):
+                return None  # being deleted: its sets go, none is made again
             writes = [(c, True) for c in decision.create] + [(c, False) for c in decision.update]
             for child, new in writes:
                 name = child["metadata"]["name"]

@@ -22,7 +22,7 @@ from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
 from kairyu_core.view import View
 from kairyu_planner.autoscaling import CONDITION as AUTOSCALING_TYPE
 from kairyu_planner.inferencesets import READY_TYPE, child_manifest, decide
-from kairyu_planner.parentstatus import write_status
+from kairyu_planner.parentstatus import still_there, write_status
 from kairyu_planner.scalercontrol import ScalerControl
 from kairyu_planner.settings import AutoscalingSettings
 
@@ -75,6 +75,10 @@ class InferenceSetController:
         meta = inference_set["metadata"]
         again: float | None = None
         try:
+            if decision.create and not await still_there(
+                self._kube, resources.INFERENCESETS, inference_set
+            ):
+                return None  # being deleted: its children go, none is replaced
             for name in decision.create:
                 try:
                     await self._kube.create(

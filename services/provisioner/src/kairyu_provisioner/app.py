@@ -597,6 +597,9 @@ class Provisioner:
                 continue
             self._finalized.pop(str(meta["uid"]), None)
             return
+        # Moved under us twice: look again soon rather than leave the finalizer until the
+        # Workspace's next change (it may have none).
+        raise TemporaryError("the finalizer moved twice while being removed", delay=_RETRY_S)
 
     async def _write(
         self,

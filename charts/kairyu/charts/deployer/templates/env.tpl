@@ -12,4 +12,7 @@
   value: {{ .Values.workload.tritonImage | quote }}
 - name: KAIRYU_WORKLOAD__ADAPTER_PULLER_IMAGE
   value: {{ .Values.workload.adapterPullerImage | quote }}
+{{- /* The activator runs here: the inference pods let it read their /metrics. */}}
+- name: KAIRYU_WORKLOAD__ACTIVATOR_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
 {{- end -}}

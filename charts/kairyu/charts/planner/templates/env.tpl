@@ -13,6 +13,10 @@
   value: {{ .Values.planning.allowHostAccess | quote }}
 - name: KAIRYU_HUB__ENDPOINT
   value: {{ .Values.hub.endpoint | quote }}
+{{- /* The activator's Service as kairyu.name names it (charts/activator), its load port. */}}
+{{- $activator := printf "%s-activator" .Release.Name | trunc 63 | trimSuffix "-" }}
+- name: KAIRYU_AUTOSCALING__ACTIVATOR_URL
+  value: {{ .Values.autoscaling.activatorUrl | default (printf "http://%s.%s.svc:8080" $activator .Release.Namespace) | quote }}
 {{- $tls := .Values.webhook }}
 {{- if not (or $tls.certManager.enabled $tls.tls.secretName) }}
 {{- /* The default mode: the planner issues its own webhook certificate (kairyu_planner.certificates). */}}

@@ -29,10 +29,11 @@ from kairyu_core.localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats,
 from kairyu_core.localenv.binaries import repo_root
 from kairyu_core.localenv.jaeger import LocalJaeger
 from kairyu_core.localenv.karpenter import LocalKarpenter
+from kairyu_core.localenv.keda import LocalKeda, host_address
 from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
 
 log = logging.getLogger("kairyu.dev")
-SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner")
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator")
 
 # The seed's example SKU (one V100 16 GB), labelled to match the seed Workspace's labelSelector.
 EXAMPLE_NODES = GpuNodeSpec(
@@ -79,6 +80,37 @@ def start_services(
         process.start()
         started.append(process)
     return started
+
+
+def service_env(
+    backend: str, webhook_env: dict[str, str], provisioner_env: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Each service's own settings in `make dev`, beyond the cluster's and NATS's."""
+    activator_env = activator_settings()
+    planner_env = webhook_env | {
+        "KAIRYU_PLANNING__NODE_PROVISIONER": backend,
+        "KAIRYU_AUTOSCALING__ACTIVATOR_URL": "http://127.0.0.1:"
+        + activator_env["KAIRYU_ACTIVATOR__LOAD_PORT"],
+    }
+    return {"planner": planner_env, "provisioner": provisioner_env, "activator": activator_env}
+
+
+def activator_settings() -> dict[str, str]:
+    """The activator's ports, and the address the sets' Services point at while cold.
+
+    An EndpointSlice may not name a loopback address: without another one on this machine the
+    activator leaves the Services alone (it still serves the load and its 503s).
+    """
+    try:
+        address = host_address()
+    except RuntimeError:
+        address = ""
+    return {
+        "KAIRYU_ACTIVATOR__HOST": "0.0.0.0",  # noqa: S104 - KEDA dials 127.0.0.1, Services this address
+        "KAIRYU_ACTIVATOR__LOAD_PORT": str(free_port()),
+        "KAIRYU_ACTIVATOR__PORT": str(free_port()),
+        "KAIRYU_ACTIVATOR__ADDRESS": address,
+    }
 
 
 def set_up_streams(env: dict[str, str]) -> None:
@@ -288,7 +320,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=Path("dev-cluster"))
     parser.add_argument("--workspace", type=Path, default=None, help="Workspace manifest to apply")
@@ -299,12 +331,21 @@ def main() -> int:
         help="where the provisioner gets GPU nodes (default: real Karpenter, kwok provider)",
     )
     parser.add_argument(
+        "--keda",
+        action="store_true",
+        help="run KEDA too, so annotated InferenceSets scale on load (docs/autoscaling.md); "
+        "built on first use, about 10 minutes",
+    )
+    parser.add_argument(
         "--exit-after-ready", action="store_true", help="stop once everything is up (CI smoke run)"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _arguments()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     signal.signal(signal.SIGTERM, _raise_interrupt)
-
     root = repo_root()
     args.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -313,6 +354,7 @@ def main() -> int:
     jaeger = LocalJaeger()
     services: list[ManagedProcess] = []
     capacity: list[ManagedProcess | LocalKarpenter] = []
+    keda: LocalKeda | None = None
     try:
         cluster.start()
         nats.start()
@@ -320,14 +362,12 @@ def main() -> int:
         cluster.install_crds(root)
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
-        planner_env = endpoint.env() | {"KAIRYU_PLANNING__NODE_PROVISIONER": args.backend}
+        if args.keda:
+            keda = LocalKeda(cluster)
+            keda.start()
+        extra_env = service_env(args.backend, endpoint.env(), provisioner_env)
         services.extend(
-            start_services(
-                cluster,
-                nats,
-                {"planner": planner_env, "provisioner": provisioner_env},
-                otlp_endpoint=jaeger.otlp_endpoint,
-            )
+            start_services(cluster, nats, extra_env, otlp_endpoint=jaeger.otlp_endpoint)
         )
         register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
@@ -357,6 +397,8 @@ def main() -> int:
             service.stop()
         for part in reversed(capacity):
             part.stop()
+        if keda is not None:
+            keda.stop()
         nats.stop()
         jaeger.stop()
         cluster.stop()
