@@ -2,14 +2,15 @@
 
 Why the planner and not a service of its own: a set's decisions are planning decisions (how many
 replicas its node limit allows, what the whole set costs, both read from the children's plans),
-the planner's view already holds every Workspace, and a sixth service would be a sixth
-Deployment, NATS identity and RBAC role for a loop that writes a few objects per scale event.
-Its keys share the planner's work queue as `InferenceSet/<namespace>/<name>`.
+and the planner's view already holds every Workspace. Its keys share the planner's work queue as `InferenceSet/<namespace>/<name>`.
 
 Each reconcile reads the set and its children from the view (kairyu_core.view `members`),
 decides (kairyu_planner.inferencesets), creates the missing children (their names are
 deterministic: an AlreadyExists means a view that does not show them yet), deletes the surplus
-ones by uid, and writes the status only when it differs from the view's.
+ones by uid, keeps the set's ScaledObject when it is annotated for autoscaling
+(kairyu_planner.scalercontrol), and writes the status only when it differs from the view's.
+Before it creates a child it asks the apiserver whether the set still exists (one GET per
+scale-up): a view may show a deleted set's children going before it shows the set gone.
 """
 
 from __future__ import annotations
