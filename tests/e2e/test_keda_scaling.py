@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rollout_stack import rollout_stack, start_activator
 
 from kairyu_activator.settings import ActivatorHttpSettings
@@ -171,6 +172,21 @@ async def _until(
     raise AssertionError(f"busy: (replicas, NodeClaims, ready pods) {seen}, not {want}")
 
 
+async def _until_span(spans: InMemorySpanExporter, name: str, key: str) -> int:
+    """The span id of the set's span `name`, once recorded."""
+    for _ in range(60):
+        for span in spans.get_finished_spans():
+            if (
+                span.name == name
+                and span.attributes
+                and span.attributes.get("kairyu.inferenceset") == key
+                and span.context is not None
+            ):
+                return int(span.context.span_id)
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"no span {name!r} of {key}")
+
+
 async def _slices(kube: KubeClient, namespace: str) -> list[dict[str, Any]]:
     found = await kube.list(
         resources.ENDPOINTSLICES,
@@ -199,8 +215,10 @@ async def test_an_annotated_set_scales_on_its_pods_load_to_zero_gpu_nodes_and_a_
     cluster: LocalCluster,
     namespace: str,
     kube: KubeClient,
+    *,
     pods: PodStandIns,
     scaling_system: tuple[ServiceStack, ActivatorHttpSettings],
+    spans: InMemorySpanExporter,
 ) -> None:
     _, activator = scaling_system
     pods.waiting = 1  # one request in flight on each pod
@@ -233,6 +251,17 @@ async def test_an_annotated_set_scales_on_its_pods_load_to_zero_gpu_nodes_and_a_
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "InferenceSet"
     (read,) = hpa["status"]["currentMetrics"]
     assert read["type"] == "External"
+    # The step is a trace of the set's: each added replica with its wait for a GPU node.
+    step = await _until_span(spans, "scale 1→3", f"{namespace}/busy")
+    replicas = [s for s in spans.get_finished_spans() if s.parent and s.parent.span_id == step]
+    assert len(replicas) == 2, [s.name for s in replicas]
+    for added in replicas:
+        parts = {
+            s.name.split()[0]
+            for s in spans.get_finished_spans()
+            if s.parent and s.parent.span_id == added.context.span_id
+        }
+        assert parts == {"nodes", "model"}, (added.name, parts)
 
     # Idle: after the cooldown KEDA takes the set to zero and every GPU node goes; the set's
     # Service now points at the activator.

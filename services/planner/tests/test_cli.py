@@ -86,3 +86,10 @@ def test_hostile_input_exits_2_quickly_with_a_message(
     assert time.monotonic() - started < 5
     assert "cannot read" in err.getvalue()
     assert message in err.getvalue().lower()
+
+
+@pytest.mark.parametrize("named", ["ml", "ml/phi/x", "workspace/ml/phi", "inferenceset/ml/"])
+def test_trace_names_a_workspace_or_an_inference_set(named: str) -> None:
+    err = io.StringIO()
+    assert run(["trace", named], out=io.StringIO(), err=err) == EXIT_UNREADABLE
+    assert "inferenceset/<namespace>/<name>" in err.getvalue()

@@ -57,9 +57,17 @@ def rollout_context(uid: str | None, generation: int | None) -> Context | None:
 
 
 def start_rollout(
-    *, namespace: str, name: str, uid: str, generation: int, started: datetime | None
+    *,
+    namespace: str,
+    name: str,
+    uid: str,
+    generation: int,
+    started: datetime | None,
+    kind: str = "Workspace",
 ) -> None:
     """Record the root span of a generation's rollout, from `started` (or now) to now.
+
+    `kind`: a Workspace's, or an InferenceSet's (a scale step, kairyu_planner.scalesteps).
 
     It ends at once, so it is exported even if this process dies; the rollout's other spans hang
     beneath it by its derived id. The planner records it once per process; a planner that
@@ -70,15 +78,18 @@ def start_rollout(
         return
     token = FORCED_IDS.set((trace_id, span_id))
     try:
+        prefix = f"kairyu.{kind.lower()}"
         span = _tracer.start_span(
-            f"rollout {namespace}/{name}",
+            f"rollout {namespace}/{name}"
+            if kind == "Workspace"
+            else f"rollout {kind} {namespace}/{name}",
             context=Context(),  # a root: not a child of whatever change led here
             start_time=int(started.timestamp() * 1e9) if started is not None else None,
             attributes={
-                "kairyu.workspace.namespace": namespace,
-                "kairyu.workspace.name": name,
-                "kairyu.workspace.uid": uid,
-                "kairyu.workspace.generation": generation,
+                f"{prefix}.namespace": namespace,
+                f"{prefix}.name": name,
+                f"{prefix}.uid": uid,
+                f"{prefix}.generation": generation,
             },
         )
     finally:

@@ -7,7 +7,8 @@ as a Workspace (also, quickly and with a message: a file over 8 MiB, invalid UTF
 nesting deeper than 64 levels, integers longer than Python reads).
 
 `kairyu trace <namespace>/<name>` prints the Workspace's current rollout as a waterfall from
-Jaeger's query API (`--jaeger`, or KAIRYU_JAEGER_URL). Exit status: 0 printed, 1 no trace (yet),
+Jaeger's query API (`--jaeger`, or KAIRYU_JAEGER_URL); `kairyu trace inferenceset/<ns>/<name>`
+prints an InferenceSet's current scale step the same way. Exit status: 0 printed, 1 no trace (yet),
 2 the Workspace or Jaeger cannot be reached.
 """
 
@@ -49,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument("--cloud", choices=[c.value for c in Cloud], help="plan for this cloud")
     plan.add_argument("--allowed-skus", help="comma-separated SKUs the planner may choose from")
-    trace = commands.add_parser("trace", help="print a Workspace's rollout as a waterfall")
-    trace.add_argument("workspace", help="<namespace>/<name>")
+    trace = commands.add_parser(
+        "trace", help="print a Workspace's rollout (or an InferenceSet's scale step) as a waterfall"
+    )
+    trace.add_argument("workspace", help="<namespace>/<name>, or inferenceset/<namespace>/<name>")
     trace.add_argument(
         "--jaeger",
         default=os.environ.get("KAIRYU_JAEGER_URL", "http://127.0.0.1:16686"),
@@ -176,22 +179,32 @@ def run(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr)
     return status
 
 
+_SET_NAMES = ("inferenceset", "inferencesets", "is")
+
+
 def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    namespace, _, name = args.workspace.partition("/")
+    parts = args.workspace.split("/")
+    resource = resources.WORKSPACES
+    if len(parts) == 3 and parts[0].lower() in _SET_NAMES:  # noqa: PLR2004 - kind/ns/name
+        resource, parts = resources.INFERENCESETS, parts[1:]
+    namespace, name = (parts[0], parts[1]) if len(parts) == 2 else ("", "")  # noqa: PLR2004
     if not namespace or not name:
-        err.write("kairyu: name the Workspace as <namespace>/<name>\n")
+        err.write(
+            "kairyu: name the Workspace as <namespace>/<name>, "
+            "or an InferenceSet as inferenceset/<namespace>/<name>\n"
+        )
         return EXIT_UNREADABLE
 
     async def metadata() -> dict[str, Any]:
         kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
         async with await KubeClient.connect(kubeconfig) as kube:
-            found = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+            found = await kube.get(resource, name, namespace=namespace)
         return dict(found["metadata"])
 
     try:
         trace_id = traceview.trace_id_of(asyncio.run(metadata()))
     except errors.KubeError as exc:
-        err.write(f"kairyu: cannot read Workspace {args.workspace}: {exc}\n")
+        err.write(f"kairyu: cannot read {resource.kind} {namespace}/{name}: {exc}\n")
         return EXIT_UNREADABLE
     if trace_id is None:
         err.write(f"kairyu: {args.workspace} has no rollout trace (no uid or generation)\n")

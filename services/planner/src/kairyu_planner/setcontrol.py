@@ -2,7 +2,8 @@
 
 Why the planner and not a service of its own: a set's decisions are planning decisions (how many
 replicas its node limit allows, what the whole set costs, both read from the children's plans),
-and the planner's view already holds every Workspace. Its keys share the planner's work queue as `InferenceSet/<namespace>/<name>`.
+and the planner's view already holds every Workspace. Its keys share the planner's work queue
+as `InferenceSet/<namespace>/<name>`.
 
 Each reconcile reads the set and its children from the view (kairyu_core.view `members`),
 decides (kairyu_planner.inferencesets), creates the missing children (their names are
@@ -18,19 +19,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from opentelemetry import trace
+
 from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
+from kairyu_core.rollout_trace import rollout_context, start_rollout
 from kairyu_core.view import View
 from kairyu_planner.autoscaling import CONDITION as AUTOSCALING_TYPE
-from kairyu_planner.inferencesets import READY_TYPE, child_manifest, decide
+from kairyu_planner.inferencesets import READY_TYPE, Decision, child_manifest, decide
 from kairyu_planner.parentstatus import still_there, write_status
 from kairyu_planner.scalercontrol import ScalerControl
+from kairyu_planner.scalesteps import ScaleStep, SpanPlan, step_spans, utc_now
 from kairyu_planner.settings import AutoscalingSettings
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("kairyu.planner")
 _RETRY_S = 2.0
 _FOREIGN_RETRY_S = 0.1  # a replica's name was someone else's: try the next one soon
 _FOREIGN_LIMIT = 10_000  # sets whose foreign names are remembered
+_STEP_LIMIT = 10_000  # sets whose scale step in progress is remembered
 _INVALID_REASON = "InvalidTemplate"
 _OWNED = (
     "replicas",
@@ -65,6 +72,7 @@ class InferenceSetController:
         self._deleter = OnceDeleter(kube)
         # set key → names Workspaces that are not its children hold (a 409 that is not ours)
         self._foreign: dict[str, set[str]] = {}
+        self._steps: dict[str, ScaleStep] = {}  # set uid → its scale step in progress
 
     async def reconcile(self, key: str) -> float | None:
         inference_set = self._view.parent(key)
@@ -72,8 +80,10 @@ class InferenceSetController:
             self._foreign.pop(key, None)
             return None  # gone: its children go with it (owner references)
         foreign = frozenset(self._foreign.get(key, ()))
-        decision = decide(inference_set, self._view.members(key), foreign)
+        members = self._view.members(key)
+        decision = decide(inference_set, members, foreign)
         meta = inference_set["metadata"]
+        step = self._step(key, inference_set, decision, members)
         again: float | None = None
         try:
             if decision.create and not await still_there(
@@ -89,6 +99,8 @@ class InferenceSetController:
                         field_manager=self._field_manager,
                     )
                     log.info("%s: created Workspace %s", key, name)
+                    if step is not None and name not in step.created:
+                        step.created.append(name)
                 except errors.ConflictError:
                     if await self._held_by_another(inference_set, name):
                         self._remember_foreign(key, name)
@@ -108,6 +120,8 @@ class InferenceSetController:
             for child in decision.delete:
                 await self._deleter(resources.WORKSPACES, child)
                 log.info("%s: deleted Workspace %s", key, child["metadata"]["name"])
+                if step is not None and child["metadata"]["name"] not in step.removed:
+                    step.removed.append(child["metadata"]["name"])
             scaling, retry = await self._scaler.reconcile(inference_set)
             if scaling is not None:
                 decision.status["conditions"].append(scaling)
@@ -117,6 +131,61 @@ class InferenceSetController:
         except errors.KubeError as exc:
             raise TemporaryError(f"cannot reconcile {key}: {exc}", delay=_RETRY_S) from exc
         return again
+
+    def _step(
+        self,
+        key: str,
+        inference_set: dict[str, Any],
+        decision: Decision,
+        members: list[dict[str, Any]],
+    ) -> ScaleStep | None:
+        """The set's scale step in progress, if any.
+
+        It begins when children are to be added or removed, and is recorded as spans once every
+        wanted replica is ready (kairyu_planner.scalesteps).
+        """
+        meta = inference_set["metadata"]
+        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        step = self._steps.get(uid)
+        if step is not None and step.generation != generation:
+            self._record(step, members, superseded=True)  # scaled again before it was done
+            del self._steps[uid]
+            step = None
+        if step is None and (decision.create or decision.delete):
+            replicas = (inference_set.get("spec") or {}).get("replicas")
+            step = ScaleStep(
+                key=key.removeprefix("InferenceSet/"),
+                uid=uid,
+                generation=generation,
+                started=utc_now(),
+                before=int(decision.status.get("replicas") or 0) + len(decision.delete),
+                wanted=int(replicas) if isinstance(replicas, int) else 1,
+            )
+            self._steps[uid] = step
+            if len(self._steps) > _STEP_LIMIT:
+                del self._steps[next(iter(self._steps))]
+            return step
+        done = decision.status["conditions"][0]["status"] == "True"
+        if step is not None and done and not decision.create and not decision.delete:
+            self._record(step, members)
+            del self._steps[uid]
+            return None
+        return step
+
+    def _record(
+        self, step: ScaleStep, members: list[dict[str, Any]], *, superseded: bool = False
+    ) -> None:
+        namespace, _, name = step.key.partition("/")
+        start_rollout(
+            namespace=namespace,
+            name=name,
+            uid=step.uid,
+            generation=step.generation,
+            started=step.started,
+            kind="InferenceSet",
+        )
+        plan = step_spans(step, members, now=utc_now(), superseded=superseded)
+        _emit(plan, rollout_context(step.uid, step.generation))
 
     async def _held_by_another(self, inference_set: dict[str, Any], name: str) -> bool:
         """Whether the Workspace `name` exists and is not this set's (a create answered 409)."""
@@ -144,3 +213,19 @@ class InferenceSetController:
             field_manager=self._field_manager,
             conditions=_CONDITIONS,
         )
+
+
+def _nanos(moment: Any) -> int:
+    return int(moment.timestamp() * 1e9)
+
+
+def _emit(plan: SpanPlan, context: Any) -> None:
+    """Record `plan` and the spans beneath it, with their own times."""
+    span = tracer.start_span(
+        plan.name, context=context, start_time=_nanos(plan.start), attributes=plan.attributes
+    )
+    if plan.error is not None:
+        span.set_status(trace.StatusCode.ERROR, plan.error)
+    for child in plan.children:
+        _emit(child, trace.set_span_in_context(span))
+    span.end(end_time=_nanos(plan.end))
