@@ -69,7 +69,8 @@ def test_one_node_is_a_deployment_with_a_service_and_the_default_config() -> Non
         ("Deployment", "phi"),
     ]
     deployment = objs[-1]
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    # One node and no spare: an update replaces the pod in place.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     owner = deployment["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "Workspace",
@@ -609,6 +610,10 @@ def test_scaling_down_keeps_the_pod_template_so_only_surplus_pods_go() -> None:
 
 
 def test_several_replicas_roll_one_at_a_time_without_a_surge_node() -> None:
-    assert manifests.rolling_update(inference()) == {"maxSurge": 1, "maxUnavailable": 0}
+    # One replica: beside the old pod on the spare node the provisioner added for the update,
+    # else in place (the old pod holds its node's GPUs).
+    spare = inference(worker_nodes=["node-a", "node-b"])
+    assert manifests.rolling_update(spare) == {"maxSurge": 1, "maxUnavailable": 0}
+    assert manifests.rolling_update(inference()) == {"maxSurge": 0, "maxUnavailable": 1}
     three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
     assert manifests.rolling_update(three) == {"maxSurge": 0, "maxUnavailable": 1}

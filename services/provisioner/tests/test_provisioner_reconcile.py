@@ -442,3 +442,90 @@ async def test_the_timeout_counts_from_the_waits_start_while_its_first_message_i
     await working.reconcile(KEY)
     (status,) = statuses(kube)
     assert condition(status, "ResourceReady")["reason"] == "ProvisioningTimeout"
+
+
+def _serving_one_node(generation: int = 2) -> dict[str, Any]:
+    """A one-node Workspace whose node `a` was chosen for its previous plan; planned anew."""
+    ws = workspace(
+        generation=generation,
+        workerNodes=["a"],
+        workerNodesPlanDigest="previous-plan",
+        conditions=[
+            {
+                "type": "InferenceReady",
+                "status": "True",
+                "reason": "WorkspaceInferenceStatusSuccess",
+                "observedGeneration": generation - 1,
+                "lastTransitionTime": WHEN,
+            }
+        ],
+    )
+    ws["status"]["plan"] = plan(generation, count=1)
+    return ws
+
+
+def _on(index: int, node_name: str) -> dict[str, Any]:
+    made = claim(index)
+    made["status"]["nodeName"] = node_name
+    return made
+
+
+async def test_an_update_of_a_serving_node_gets_a_spare_which_replaces_it_once_served() -> None:
+    kube = RecordingKube()
+    ws = _serving_one_node()
+    view = view_of(ws, ("NodeClaim", _on(0, "a")), ("Node", node("a")))
+    working = provisioner(view, kube)
+    await working.reconcile(KEY)
+    # A second NodeClaim of the same SKU; the old one stays; the record names the replaced node.
+    (created,) = kube.writes_to("/nodeclaims", "PATCH")
+    assert created.body["metadata"]["name"] == naming.node_claim_name(UID, SKU, 1)
+    assert not kube.writes_to("/nodeclaims", "DELETE")
+    # (A progress message while it comes is held a moment: the old node is still reported.)
+    assert all(s.get("surgeReplaces") == "a" for s in statuses(kube))
+
+    # The spare is up: both are the new plan's nodes, and ResourceReady says why there are two.
+    kube.calls.clear()
+    put(view, "NodeClaim", _on(1, "b"))
+    put(view, "Node", node("b"))
+    await working.reconcile(KEY)
+    (both,) = statuses(kube)
+    assert both["workerNodes"] == ["a", "b"]
+    assert both["workerNodesPlanDigest"] == ws["status"]["plan"]["digest"]
+    assert both["surgeReplaces"] == "a"
+    assert "a spare node for the update" in condition(both, "ResourceReady")["message"]
+
+    # The deployer reports the new generation serving (on the spare): the old node goes.
+    kube.calls.clear()
+    served = after(ws, both, "7")
+    served["status"]["conditions"] = [
+        c for c in served["status"]["conditions"] if c["type"] != "InferenceReady"
+    ] + [
+        {
+            "type": "InferenceReady",
+            "status": "True",
+            "reason": "WorkspaceInferenceStatusSuccess",
+            "observedGeneration": 2,
+            "lastTransitionTime": WHEN,
+        }
+    ]
+    put(view, "Workspace", served)
+    await working.reconcile(KEY)
+    (deleted,) = kube.writes_to("/nodeclaims", "DELETE")
+    assert deleted.path.endswith(naming.node_claim_name(UID, SKU, 0))
+    (final,) = statuses(kube)
+    assert final["workerNodes"] == ["b"]
+    assert "surgeReplaces" not in final
+
+
+async def test_an_update_without_a_spare_node_says_it_goes_in_place_with_downtime() -> None:
+    kube = RecordingKube()
+    ws = _serving_one_node()
+    ws["resource"]["labelSelector"] = {"matchLabels": {"apps": "phi-3"}}
+    view = view_of(ws, ("Node", node("a", labels={"apps": "phi-3"})))
+    await provisioner(view, kube, byo=True).reconcile(KEY)
+    (status,) = statuses(kube)
+    assert status["workerNodes"] == ["a"]
+    assert "surgeReplaces" not in status
+    message = condition(status, "ResourceReady")["message"]
+    assert "no spare node for the update (the byo backend makes no spare node)" in message
+    assert "replaced in place, with downtime" in message

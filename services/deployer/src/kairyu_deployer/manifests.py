@@ -312,7 +312,9 @@ def service(inference: Inference) -> JSON:
             "type": "ClusterIP",
             "selector": selector,
             "ports": ports,
-            "publishNotReadyAddresses": True,
+            # Only ready pods serve, so an update moves traffic once the new pod is ready. A
+            # multi-node leader is published before: its workers reach its torch port first.
+            "publishNotReadyAddresses": inference.multi_node,
         },
     }
 
@@ -622,14 +624,18 @@ def workload(inference: Inference, settings: WorkloadSettings) -> JSON:
 def rolling_update(inference: Inference) -> JSON:
     """How a template change rolls out over the replicas' nodes.
 
-    One replica: the new pod starts before the old one stops, so a spec change never leaves the
-    Workspace without a serving replica. Several: each pod takes a whole node and the plan has no
-    spare one, so a surge pod could never be scheduled; one replica at a time is replaced while
-    the others serve.
+    One replica with a spare node (the provisioner adds one for the update of a serving
+    Workspace, kairyu_provisioner.surge): the new pod starts there before the old one stops, so
+    the Workspace keeps serving. One replica without a spare: the old pod holds the node's GPUs,
+    so a new one could never start beside it; it is replaced in place, with downtime (the
+    provisioner's ResourceReady message says so). Several: each pod takes a whole node and the
+    plan has no spare one; one replica at a time is replaced while the others serve.
     """
     if inference.plan.replicas > 1:
         return {"maxSurge": 0, "maxUnavailable": 1}
-    return {"maxSurge": 1, "maxUnavailable": 0}
+    if len(inference.worker_nodes) > inference.plan.node_count:
+        return {"maxSurge": 1, "maxUnavailable": 0}
+    return {"maxSurge": 0, "maxUnavailable": 1}
 
 
 def kept_nodes(inference: Inference, current: JSON | None) -> list[str]:

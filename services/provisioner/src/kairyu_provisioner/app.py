@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,7 @@ from kairyu_provisioner.backends import Backend, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure
 from kairyu_provisioner.readiness import Selection, select
 from kairyu_provisioner.settings import ProvisionerSettings
+from kairyu_provisioner.surge import surge_of
 from kairyu_provisioner.target import Target, target_of
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,13 @@ _SETTLE_S = 10.0
 """How long a status write of this process is trusted while the view still shows the version it
 was decided on (s): the watcher publishes the new version within milliseconds."""
 _MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
+
+
+class _Keep:
+    """`_write`'s default for status.surgeReplaces: what the Workspace says now."""
+
+
+_KEEP = _Keep()
 _Wait = tuple[str, int | None, str | None]  # a wait for nodes: Workspace uid, generation, plan
 
 
@@ -101,6 +110,8 @@ class Provisioner:
         self._held_since: dict[str, tuple[_Wait, float]] = {}
         # uid → when the finalizer was added (the view shows it a moment later)
         self._finalized: dict[str, float] = {}
+        # (uid, plan digest) → why its update goes without a spare node (the cloud refused one)
+        self._no_surge: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------------ one Workspace
     async def reconcile(self, key: str) -> float | None:
@@ -135,9 +146,13 @@ class Provisioner:
             return None  # not planned (yet) for this generation
         if deleting and naming.FINALIZER not in (meta.finalizers or []):
             return None  # nothing of ours to free
+        note = None
+        if target is not None:
+            target, note = self._with_surge(key, raw, target)
         if target is not None and _settled(raw):
             selection = self._select(key, target)
-            if selection.complete and selection.nodes == list(target.current_nodes):
+            reported = sorted((raw.get("status") or {}).get("workerNodes") or [])
+            if selection.complete and selection.nodes == reported:
                 return None  # still as reported: nothing to do, nothing to write
         with tracer.start_as_current_span(
             "provision",
@@ -163,22 +178,76 @@ class Provisioner:
             if target.node_count > self._settings.provisioning.max_nodes:
                 await self._over_limit(raw, target, span)
                 return None
-            return await self._provision(key, raw, workspace, target, span)
+            return await self._provision(key, raw, workspace, target, span, note=note)
+
+    def _with_surge(
+        self, key: str, raw: dict[str, Any], target: Target
+    ) -> tuple[Target, str | None]:
+        """The target during an update of a serving single-node Workspace (.surge).
+
+        And a note for ResourceReady's message, on a spare node or on its absence.
+        """
+        surge = surge_of(raw)
+        if surge.phase == "none":
+            return target, None
+        spare = "a spare node for the update, freed after it"
+        if surge.phase == "rolling":
+            return replace(target, node_count=2, replacing=surge.replaces), spare
+        if surge.phase == "done":
+            return replace(target, current_nodes=surge.nodes, keep_nodes=surge.nodes), None
+        # begin: one node serves (or served) the previous plan
+        serving = replace(target, current_nodes=surge.nodes, keep_nodes=surge.nodes)
+        why = None
+        if not self._backend.surges:
+            why = f"the {self._backend.name} backend makes no spare node"
+        elif self._settings.provisioning.max_nodes < 2:  # noqa: PLR2004 - the node and a spare
+            why = "the node limit (KAIRYU_PROVISIONING__MAX_NODES) is 1"
+        elif not _same_sku(self._view.owned("Node", key), surge.nodes, target.instance_type):
+            return target, None  # another SKU: new nodes come anyway
+        else:
+            why = self._no_surge.get((target.uid, target.plan_digest or ""))
+        if why is not None:
+            return serving, (
+                f"no spare node for the update ({why}): the model's pod is replaced in place, "
+                "with downtime until the new one is ready"
+            )
+        return replace(serving, node_count=2, replacing=surge.replaces), spare
 
     async def _provision(
-        self, key: str, raw: dict[str, Any], workspace: Workspace, target: Target, span: trace.Span
+        self,
+        key: str,
+        raw: dict[str, Any],
+        workspace: Workspace,
+        target: Target,
+        span: trace.Span,
+        *,
+        note: str | None = None,
     ) -> float | None:
         if self._backend.creates_nodes:
             await self._add_finalizer(raw)
         if (held := self._on_hold(target)) is not None:
             return held  # refused: wait for a new plan, or for the retry interval to pass
         progress = await self._backend.ensure(target, self._view.owned("NodeClaim", key))
+        if progress.failure is not None and target.node_count == 2 and note and target.keep_nodes:  # noqa: PLR2004
+            # The spare was refused: update in place rather than move the Workspace elsewhere.
+            reason = f"{progress.failure.reason}: {progress.failure.message}"[:200]
+            self._no_surge[(target.uid, target.plan_digest or "")] = f"refused, {reason}"
+            if len(self._no_surge) > _RECENT_LIMIT:
+                del self._no_surge[next(iter(self._no_surge))]
+            span.add_event("spare node refused", {"reason": reason})
+            return _MIN_REQUEUE_S
         if progress.failure is not None:
             return await self._refused(raw, workspace, target, progress.failure, span)
         selection = self._select(key, target)
         if selection.complete:
             await self._ready(
-                key=key, raw=raw, workspace=workspace, target=target, selection=selection, span=span
+                key=key,
+                raw=raw,
+                workspace=workspace,
+                target=target,
+                selection=selection,
+                span=span,
+                note=note,
             )
             return None
         return await self._waiting(raw, target, selection, progress, span)
@@ -232,13 +301,17 @@ class Provisioner:
         target: Target,
         selection: Selection,
         span: trace.Span,
+        note: str | None = None,
     ) -> None:
         message = f"{len(selection.nodes)} {target.instance_type} node(s) Ready with GPUs"
+        if note:
+            message += f"; {note}"
         written = await self._write(
             raw,
             span,
             ready=(ConditionStatus.TRUE, "NodesReady", message),
             nodes=(selection.nodes, target.plan_digest),
+            replaces=target.replacing,
         )
         current = _condition(raw, ConditionType.RESOURCE_READY)
         if written and (current is None or current.get("status") != ConditionStatus.TRUE.value):
@@ -318,13 +391,16 @@ class Provisioner:
             message = f"nodes not Ready after {timeout:.0f}s: {detail}"
             span.set_status(trace.StatusCode.ERROR, f"ProvisioningTimeout: {message}")
             await self._write(
-                raw, span, ready=(ConditionStatus.FALSE, "ProvisioningTimeout", message)
+                raw,
+                span,
+                ready=(ConditionStatus.FALSE, "ProvisioningTimeout", message),
+                replaces=target.replacing,
             )
             return poll  # nodes that come later turn it True: their changes wake this key
         hold = self._progress_hold(key, wait, first=current is None)
         if hold is None:
             provisioning = (ConditionStatus.UNKNOWN, "Provisioning", detail)
-            if await self._write(raw, span, ready=provisioning):
+            if await self._write(raw, span, ready=provisioning, replaces=target.replacing):
                 self._remember_progress(key, wait)
         # Come back when the timeout would expire (the condition's transition time, once the
         # view shows it, is when the wait started), or sooner while the backend must be polled,
@@ -610,6 +686,7 @@ class Provisioner:
         deleting: tuple[ConditionStatus, str, str] | None = None,
         nodes: tuple[list[str], str | None] | None = None,
         replan: dict[str, str] | None = None,
+        replaces: str | _Keep | None = _KEEP,
     ) -> bool:
         """Apply the provisioner's status fields (all of them: it owns exactly what it applies).
 
@@ -617,8 +694,9 @@ class Provisioner:
         in the same apply as ResourceReady, whose observedGeneration is the generation of `raw`,
         the object this decision was made on (not whatever the Workspace is at write time).
         `replan` is a new re-plan request; without one, a request about the current plan is kept
-        (the planner may not have answered it yet) and a stale one is dropped. Returns whether
-        anything was written.
+        (the planner may not have answered it yet) and a stale one is dropped. `replaces` is
+        status.surgeReplaces (None drops it); by default it is kept as the Workspace says it.
+        Returns whether anything was written.
         """
         meta = raw["metadata"]
         live = raw.get("status") or {}
@@ -627,11 +705,13 @@ class Provisioner:
         wanted, kept = _wanted(raw, ready, deleting)
         worker_nodes, plan_digest = _worker_nodes(live, ready, nodes)
         request = replan if replan is not None else _current_request(live)
+        surge = live.get("surgeReplaces") if isinstance(replaces, _Keep) else replaces
         written = []
         changed = (
             worker_nodes != list(live.get("workerNodes") or [])
             or plan_digest != live.get("workerNodesPlanDigest")
             or request != live.get("replanRequest")
+            or surge != live.get("surgeReplaces")
         )
         transitions = []
         for kind_name, (status, reason, full_message) in wanted.items():
@@ -673,6 +753,8 @@ class Provisioner:
             body["workerNodesPlanDigest"] = plan_digest
         if request is not None:
             body["replanRequest"] = request
+        if surge:
+            body["surgeReplaces"] = surge
         if self._already_written(meta, body):
             return False  # written already; the view has not shown it yet
         for attributes in transitions:
@@ -780,6 +862,16 @@ def _worker_nodes(
 def _condition(raw: dict[str, Any], kind: str) -> dict[str, Any] | None:
     conditions = (raw.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), None)
+
+
+def _same_sku(nodes: list[dict[str, Any]], names: tuple[str, ...], instance_type: str) -> bool:
+    """Whether the nodes `names` are of `instance_type` (their well-known label)."""
+    types = {
+        ((n.get("metadata") or {}).get("labels") or {}).get("node.kubernetes.io/instance-type", "")
+        for n in nodes
+        if (n.get("metadata") or {}).get("name") in names
+    }
+    return bool(types) and {t.lower() for t in types} == {instance_type.lower()}
 
 
 def _settled(raw: dict[str, Any]) -> bool:

@@ -30,6 +30,11 @@ class Target:
     """The selector's matchLabels: provisioned nodes carry them so the workload's affinity holds."""
     plan_digest: str | None = None
     """status.plan.digest: recorded as status.workerNodesPlanDigest beside the nodes chosen."""
+    replacing: str | None = None
+    """status.surgeReplaces to report: the node an update's spare replaces (.surge)."""
+    keep_nodes: tuple[str, ...] = ()
+    """The nodes whose claims stay when the count shrinks (a surge's spare; kairyu_provisioner
+    .surge); empty: the lowest-numbered claims stay."""
 
     @property
     def key(self) -> str:

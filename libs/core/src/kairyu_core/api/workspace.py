@@ -440,6 +440,9 @@ class WorkspaceStatus(ApiModel):
     """The `plan.digest` of the plan the provisioner chose `workerNodes` for; written with them
     and with `ResourceReady`, in one apply. Nodes are the current plan's only when it equals
     `plan.digest` (a re-plan to another SKU must not run on the old SKU's nodes)."""
+    surge_replaces: str | None = None
+    """kairyu: while an update of a single-node Workspace runs on a spare node, the worker node
+    the spare replaces; the provisioner frees it once the new generation serves."""
     state: WorkspaceState | None = None
     target_node_count: Annotated[int | None, Field(ge=0, le=MAX_NODE_COUNT)] = None
     plan: Plan | None = None

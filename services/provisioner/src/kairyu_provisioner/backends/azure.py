@@ -72,6 +72,7 @@ def _failure_of_error(exc: HttpResponseError, instance_type: str) -> CloudFailur
 
 class AzureBackend:
     name = "azure"
+    surges = False  # an agent pool scaled down removes a node of its own choosing
     creates_nodes = True
     has_objects = False  # agent pools live in ARM: orphans are looked for there
 

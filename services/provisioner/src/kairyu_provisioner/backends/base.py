@@ -52,6 +52,9 @@ class Backend(Protocol):
     name: str
     creates_nodes: bool
     """False for byo: nothing to create, nothing to free, no finalizer needed."""
+    surges: bool
+    """Whether it can add a spare node for an update and then free the old one
+    (kairyu_provisioner.surge)."""
     has_objects: bool
     """True when what it makes are Kubernetes objects in the view (NodeClaims); False when they
     live only in the cloud (agent pools), so orphans must be looked for there."""

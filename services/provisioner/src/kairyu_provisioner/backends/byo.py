@@ -13,6 +13,7 @@ from kairyu_provisioner.target import Target
 
 class ByoBackend:
     name = "byo"
+    surges = False  # the user's nodes: no spare is made
     creates_nodes = False
     has_objects = True  # nothing of its own, so nothing to look for outside the view
 

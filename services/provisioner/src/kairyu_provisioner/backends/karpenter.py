@@ -74,6 +74,37 @@ def node_claim(target: Target, index: int, settings: KarpenterSettings) -> JSON:
     }
 
 
+def wanted_claims(target: Target, claims: Claims) -> dict[str, int]:
+    """The NodeClaims the target needs: name → index.
+
+    Claims are numbered; the live ones of this Workspace and SKU are kept (the ones on
+    `keep_nodes` first, then the lowest-numbered), and the free lowest numbers fill the rest.
+    So a surge's spare (a second number) can outlive the node it replaced, and the next surge
+    takes the free number again.
+    """
+    indexes = {
+        naming.node_claim_name(target.uid, target.instance_type, i): i
+        for i in range(2 * target.node_count + 2)
+    }
+    live = {
+        indexes[c["metadata"]["name"]]: c
+        for c in claims
+        if c["metadata"]["name"] in indexes
+        and not c["metadata"].get("deletionTimestamp")
+        and (c["metadata"].get("annotations") or {}).get(naming.UID_KEY) == target.uid
+    }
+    # Those on keep_nodes first, then the other live ones by number, then free numbers.
+    kept = sorted(
+        live,
+        key=lambda i: ((live[i].get("status") or {}).get("nodeName") not in target.keep_nodes, i),
+    )
+    chosen = kept[: target.node_count]
+    free = (i for i in range(len(indexes)) if i not in live)
+    while len(chosen) < target.node_count:
+        chosen.append(next(free))
+    return {naming.node_claim_name(target.uid, target.instance_type, i): i for i in sorted(chosen)}
+
+
 def node_pool(settings: KarpenterSettings) -> JSON:
     """The pool every claim names.
 
@@ -132,6 +163,7 @@ class KarpenterBackend:
     name = "karpenter"
     creates_nodes = True
     has_objects = True
+    surges = True  # a spare NodeClaim for an update, and the old one deleted after
 
     def __init__(self, kube: KubeClient, settings: KarpenterSettings, *, field_manager: str):
         self._kube = kube
@@ -167,11 +199,8 @@ class KarpenterBackend:
         self._remember(name, "deleted")
 
     async def ensure(self, target: Target, claims: Claims) -> Progress:
-        wanted = {
-            naming.node_claim_name(target.uid, target.instance_type, i): i
-            for i in range(target.node_count)
-        }
         existing = {c["metadata"]["name"]: c for c in claims}
+        wanted = wanted_claims(target, claims)
         for name, claim in existing.items():
             owner = (claim["metadata"].get("annotations") or {}).get(naming.UID_KEY)
             if (name not in wanted or owner != target.uid) and not claim["metadata"].get(
