@@ -117,7 +117,10 @@ async def test_a_preset_change_of_a_serving_workspace_keeps_serving_and_ends_on_
         after = await until(kube, namespace, NAME, updated, what="updated on one node", timeout=180)
         (new_node,) = after["status"]["workerNodes"]
         for _ in range(120):  # the old node goes
-            nodes = await kube.list(resources.NODES, label_selector=f"kaito.sh/workspace={NAME}")
+            nodes = await kube.list(
+                resources.NODES,
+                label_selector=f"kaito.sh/workspace={NAME},kaito.sh/workspacenamespace={namespace}",
+            )
             names = {n["metadata"]["name"] for n in nodes["items"]}
             if names == {new_node}:
                 break

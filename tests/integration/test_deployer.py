@@ -165,33 +165,61 @@ async def test_an_image_pull_failure_is_the_inference_reason_within_seconds(
     assert condition(obj, "WorkspaceReady")["status"] == "False"
 
 
-async def test_a_spec_change_keeps_the_serving_replica_until_its_successor_can_run(
+async def test_a_spec_change_keeps_the_serving_replica_until_its_successor_serves(
     cluster: LocalCluster, namespace: str, kube: KubeClient, services: ServiceStack
 ) -> None:
     name = "workspace-phi-3-mini"
     doc = in_namespace(seed("inference"), namespace)
     await asyncio.to_thread(cluster.apply, doc)
-    await until(kube, namespace, name, is_true("InferenceReady"), what="InferenceReady")
+    ready = await until(kube, namespace, name, is_true("InferenceReady"), what="InferenceReady")
+    (old_node,) = ready["status"]["workerNodes"]
     selector = f"kaito.sh/workspace={name}"
     (serving,) = (await kube.list(resources.PODS, namespace=namespace, label_selector=selector))[
         "items"
     ]
-    doc["inference"]["config"] = "tuned-config"  # a new pod template
+    doc["inference"]["config"] = "tuned-config"  # a new pod template, the same SKU
     await asyncio.to_thread(cluster.apply, doc)
-    # The node's only GPU is held by the serving pod, so the new one cannot be scheduled; the
-    # Deployment must not delete the old one to make room.
-    obj = await until(
+    # The node's only GPU is held by the serving pod: the new one starts on a spare node, and
+    # the old one serves until then.
+    spare = await until(
         kube,
         namespace,
         name,
-        has_reason("InferenceReady", "Unschedulable"),
-        what="the new pod waiting",
+        lambda obj: len((obj.get("status") or {}).get("workerNodes") or []) == 2,
+        what="a spare node reported",
+        timeout=60,
     )
-    assert "nvidia.com/gpu" in condition(obj, "InferenceReady")["message"]
+    assert "a spare node for the update" in condition(spare, "ResourceReady")["message"]
+    assert spare["status"]["surgeReplaces"] == old_node
+    generation = spare["metadata"]["generation"]
+    obj = spare
+
+    def done(obj: dict[str, Any]) -> bool:
+        served = condition(obj, "InferenceReady")
+        nodes = (obj.get("status") or {}).get("workerNodes") or []
+        return served.get("observedGeneration") == generation and nodes not in ([], [old_node])
+
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, f"the update did not end on one node: {obj['status']}"
+        pods = (await kube.list(resources.PODS, namespace=namespace, label_selector=selector))[
+            "items"
+        ]
+        assert any(
+            p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+            for p in pods
+        ), "no pod serves during the update"
+        obj = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+        if done(obj) and len(obj["status"]["workerNodes"]) == 1:
+            break
+        await asyncio.sleep(0.2)
+    (new_node,) = obj["status"]["workerNodes"]
+    assert new_node != old_node
+    assert "surgeReplaces" not in obj["status"]
     pods = (await kube.list(resources.PODS, namespace=namespace, label_selector=selector))["items"]
-    phases = {p["metadata"]["name"]: p["status"].get("phase") for p in pods}
-    assert phases[serving["metadata"]["name"]] == "Running"
-    assert sorted(phases.values()) == ["Pending", "Running"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["nodeName"] for p in live] == [new_node]
+    assert serving["metadata"]["name"] not in {p["metadata"]["name"] for p in live}
 
 
 async def test_a_crashing_custom_model_reports_its_crash_loop(

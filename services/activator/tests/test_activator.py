@@ -18,6 +18,7 @@ from kairyu_activator.load import Demand, MetricsFormatError, gauge_sum
 from kairyu_activator.routing import set_of_host
 from kairyu_activator.serving import serving
 from kairyu_activator.settings import ActivatorHttpSettings
+from kairyu_core.kube import errors
 from kairyu_core.objectstate import ObjectKey
 from kairyu_core.testing.recording import RecordingKube
 from kairyu_core.view import View
@@ -161,7 +162,21 @@ async def test_a_set_that_is_not_autoscaled_is_left_alone() -> None:
     view = view_of(("InferenceSet", inference_set(autoscaled=False)))
     activator = Activator(settings=SETTINGS, kube=kube, view=view, field_manager="kairyu-activator")
     await activator.reconcile(SET_KEY)
+    # Once after a start: a slice it may have made before the annotation went goes.
+    (dropped,) = kube.calls
+    assert (dropped.method, dropped.path.rsplit("/", 1)[-1]) == ("DELETE", "phi-activator")
+    kube.calls.clear()
+    await activator.reconcile(SET_KEY)
     assert kube.calls == []
+
+
+async def test_a_service_name_someone_else_holds_gets_no_slice() -> None:
+    kube = RecordingKube()
+    kube.fail_with("PATCH", "/services/phi", errors.ConflictError("phi: conflict", status=409))
+    view = view_of(("InferenceSet", inference_set()))
+    activator = Activator(settings=SETTINGS, kube=kube, view=view, field_manager="kairyu-activator")
+    assert await activator.reconcile(SET_KEY) == 60.0  # looked at again later
+    assert not kube.writes_to("/endpointslices", "PATCH")
 
 
 class Pods:

@@ -612,8 +612,11 @@ def test_scaling_down_keeps_the_pod_template_so_only_surplus_pods_go() -> None:
 def test_several_replicas_roll_one_at_a_time_without_a_surge_node() -> None:
     # One replica: beside the old pod on the spare node the provisioner added for the update,
     # else in place (the old pod holds its node's GPUs).
-    spare = inference(worker_nodes=["node-a", "node-b"])
+    spare = inference(worker_nodes=["node-a", "node-b"], spare_node=True)
     assert manifests.rolling_update(spare) == {"maxSurge": 1, "maxUnavailable": 0}
     assert manifests.rolling_update(inference()) == {"maxSurge": 0, "maxUnavailable": 1}
+    # Pinned to both nodes still after the spare replaced the old one: no spare any more.
+    after = inference(worker_nodes=["node-a", "node-b"])
+    assert manifests.rolling_update(after) == {"maxSurge": 0, "maxUnavailable": 1}
     three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
     assert manifests.rolling_update(three) == {"maxSurge": 0, "maxUnavailable": 1}

@@ -7,6 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from kairyu_core.kube import errors
+from kairyu_core.testing.recording import RecordingKube
 from kairyu_planner.autoscaling import (
     AutoscalingError,
     load_url,
@@ -14,6 +16,8 @@ from kairyu_planner.autoscaling import (
     scaling_of,
     wanted,
 )
+from kairyu_planner.scalercontrol import ScalerControl
+from kairyu_planner.settings import AutoscalingSettings
 
 KAITO = {
     "scaledobject.kaito.sh/auto-provision": "true",
@@ -93,6 +97,7 @@ def test_only_auto_provision_true_opts_in() -> None:
         ({"scaledobject.kaito.sh/max-replicas": None}, "max-replicas is required"),
         ({"scaledobject.kaito.sh/threshold": None}, "threshold is required"),
         ({"scaledobject.kaito.sh/max-replicas": "lots"}, "must be a whole number, not 'lots'"),
+        ({"scaledobject.kaito.sh/max-replicas": "²"}, "must be a whole number, not '²'"),
         ({"scaledobject.kaito.sh/max-replicas": "0"}, "between 1 and 16, not 0"),
         # An annotation cannot order an unbounded number of GPU nodes.
         ({"scaledobject.kaito.sh/max-replicas": "10000"}, "between 1 and 16, not 10000"),
@@ -125,3 +130,34 @@ def test_bad_annotations_are_named_with_what_is_wrong(
 def test_the_load_url_quotes_what_it_names() -> None:
     url = load_url("http://a/", "ml", "phi", "vllm:num_requests_waiting")
     assert url == "http://a/v1/load/ml/phi?metric=vllm%3Anum_requests_waiting"
+
+
+async def test_a_set_made_invalid_loses_its_scaled_object_and_a_refusal_is_a_condition() -> None:
+    body = annotated()
+    body["status"] = {"conditions": [{"type": "AutoscalingReady", "status": "True"}]}
+    kube = RecordingKube(allow_reads=True)
+    path = "/apis/keda.sh/v1alpha1/namespaces/ml/scaledobjects/phi"
+    kube.answers[path] = {
+        "metadata": {
+            "name": "phi",
+            "uid": "so-1",
+            "annotations": {"scaledobject.kaito.sh/managed-by": "kairyu"},
+            "ownerReferences": [{"uid": "u1", "controller": True}],
+        }
+    }
+    control = ScalerControl(kube=kube, settings=AutoscalingSettings(), field_manager="p")
+    body["metadata"]["annotations"]["scaledobject.kaito.sh/threshold"] = "none"
+    made, _ = await control.reconcile(body)
+    assert made is not None
+    assert (made["status"], made["reason"]) == ("False", "InvalidAutoscaling")
+    (deleted,) = kube.writes_to("/scaledobjects", "DELETE")
+    assert deleted.body == {"preconditions": {"uid": "so-1"}}
+
+    # KEDA's webhook refuses it (say, an HPA already scales the set): said, and tried again.
+    kube = RecordingKube()
+    kube.fail_with("PATCH", "/scaledobjects/phi", errors.from_status(403, "denied by webhook"))
+    control = ScalerControl(kube=kube, settings=AutoscalingSettings(), field_manager="p")
+    refused, again = await control.reconcile(annotated())
+    assert refused is not None
+    assert (refused["reason"], again) == ("ScaledObjectRefused", 60.0)
+    assert "denied by webhook" in refused["message"]

@@ -73,6 +73,19 @@ def test_with_both_nodes_reported_it_rolls_until_the_new_generation_serves() -> 
     done = workspace(nodes=["b", "a"], reported_for="new", serving_generation=2, replaces="a")
     # The new generation serves on the spare: it stays, the replaced node goes.
     assert (surge_of(done).phase, surge_of(done).nodes) == ("done", ("b",))
+    assert surge_of(done, [pod("b")]).nodes == ("b",)
+    # The update needed no new pod (its template did not change): the pod stayed on the old
+    # node, which stays; the spare goes.
+    assert surge_of(done, [pod("a")]).nodes == ("a",)
+    assert surge_of(done, [pod("a"), pod("b")]).nodes == ("b",)
+
+
+def pod(node_name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"p-{node_name}"},
+        "spec": {"nodeName": node_name},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
 
 
 def target(count: int, keep: tuple[str, ...] = ()) -> Target:

@@ -66,8 +66,8 @@ class Metrics:
             "generations running or waiting on the worker",
             registry=self.registry,
         )
-        # vLLM's own names, so one autoscaling trigger reads vLLM, this server and Triton's vLLM
-        # backend alike (kairyu's activator sums them over a set's pods for KEDA).
+        # vLLM's own names, so one autoscaling trigger reads vLLM and this server alike
+        # (kairyu's activator sums them over a set's pods for KEDA).
         self.vllm_running = Gauge(
             "vllm:num_requests_running",
             "Number of requests in model execution batches (vLLM's name).",

@@ -45,6 +45,8 @@ JSON = dict[str, Any]
 log = logging.getLogger(__name__)
 _RETRY_S = 2.0
 _LIMIT = 10_000  # sets whose applied objects are remembered
+_TAKEN_RETRY_S = 60.0  # a set whose Service name is taken: look again
+_METRICS_MAX = 1 << 20  # bytes of a pod's /metrics read; a larger answer counts as nothing
 
 
 def pod_url(runtime_port: int) -> Callable[[str], str]:
@@ -120,10 +122,14 @@ class Activator:
         try:
             if not autoscaled(inference_set):
                 self._demand.pop(skey, None)
-                if self._cold.get(uid):  # it was autoscaled a moment ago
+                if self._cold.get(uid, True):  # it may have been autoscaled (before a restart)
                     await self._drop_slice(inference_set, uid)
                 return None
-            await self._apply_service(inference_set, uid)
+            if not await self._apply_service(inference_set, uid):
+                # Someone else's Service of that name: no slice is added to it, ever.
+                if self._cold.get(uid, True):
+                    await self._drop_slice(inference_set, uid)
+                return _TAKEN_RETRY_S
             if self.ready(skey):
                 self._demand.pop(skey, None)  # served: its load is its pods' now
                 if self._cold.get(uid, True):
@@ -139,11 +145,12 @@ class Activator:
             raise TemporaryError(f"cannot reconcile {skey}: {exc}", delay=_RETRY_S) from exc
         return None
 
-    async def _apply_service(self, inference_set: JSON, uid: str) -> None:
+    async def _apply_service(self, inference_set: JSON, uid: str) -> bool:
+        """Apply the set's Service if it changed; False when the name is someone else's."""
         body = set_service(inference_set, self._settings.runtime_port)
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         if self._applied.get(uid) == digest:
-            return
+            return True
         meta = inference_set["metadata"]
         try:
             await self._kube.apply(
@@ -157,7 +164,9 @@ class Activator:
                 meta["name"],
                 meta["name"],
             )
+            return False
         self._remember(self._applied, uid, digest)
+        return True
 
     async def _drop_slice(self, inference_set: JSON, uid: str) -> None:
         meta = inference_set["metadata"]
@@ -207,7 +216,10 @@ class Activator:
         addresses = self.ready(key)
         values = await asyncio.gather(*(self._scrape(ip, metric) for ip in addresses))
         demand = self._demand.get(key)
-        waiting = demand.count(self._clock()) if demand is not None else 0
+        # At most one: requests at zero ask for a replica, not for as many as they are, so a
+        # flood of them (or a client retrying) cannot order more GPU nodes than one; once a pod
+        # serves, its own queue says how many more.
+        waiting = min(demand.count(self._clock()), 1) if demand is not None else 0
         return sum(values) + waiting
 
     async def _scrape(self, ip: str, metric: str) -> float:
@@ -223,7 +235,10 @@ class Activator:
         try:
             async with self._session.get(f"{self._address_of(ip)}/metrics") as response:
                 response.raise_for_status()
-                value = gauge_sum(await response.text(), metric)
+                # Bounded: a pod runs the user's image, whose /metrics may be anything.
+                body = await response.content.read(_METRICS_MAX + 1)
+                if len(body) <= _METRICS_MAX:
+                    value = gauge_sum(body.decode("utf-8"), metric)
         except (aiohttp.ClientError, TimeoutError, MetricsFormatError, UnicodeDecodeError) as exc:
             log.debug("pod %s: no %s (%s)", ip, metric, exc)
         self._scraped[(ip, metric)] = (now, value)

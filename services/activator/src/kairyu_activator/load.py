@@ -1,9 +1,10 @@
 """A set's load as KEDA reads it: its pods' vLLM gauge plus the requests waiting for it (pure).
 
 Both runtimes export vLLM's own names (`vllm:num_requests_waiting`, `vllm:num_requests_running`),
-so one parser serves vLLM, the transformers server and Triton's vLLM backend. A set at zero has
-no pod to ask: the requests that reached the activator meanwhile are its load, and any of them
-lifts it above KEDA's activation threshold (0), which wakes the set.
+so one parser serves vLLM and the transformers server. A set at zero has
+no pod to ask: the requests that reached the activator meanwhile are its load (at most 1: they
+ask for a replica, and a flood of them must not order more), which lifts it above KEDA's
+activation threshold (0) and wakes the set.
 """
 
 from __future__ import annotations

@@ -123,6 +123,8 @@ def inference_of(
         kind=raw.get("kind", resources.WORKSPACES.kind),
         plan=status.plan,
         worker_nodes=list(status.worker_nodes or []),
+        # From the report, not from the nodes the pods stay pinned to (manifests.kept_nodes).
+        spare_node=len(status.worker_nodes or []) > status.plan.node_count,
         image=image,
         preset=preset,
         adapters=list(spec.adapters or []),

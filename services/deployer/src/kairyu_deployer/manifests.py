@@ -109,6 +109,9 @@ class Inference:
     """The Secret holding the runtime's API key (annotation kairyu.io/api-key-secret)."""
     ingress_from: list[str] = field(default_factory=list)
     """Namespaces whose pods may call the model, besides its own (kairyu.io/allow-ingress-from)."""
+    spare_node: bool = False
+    """The provisioner reported more worker nodes than the plan's: a spare for this update
+    (kairyu_provisioner.surge), so the new pod can start beside the old one."""
     pod_labels: dict[str, str] = field(default_factory=dict)
     """Labels of the Workspace its pods carry too: an InferenceSet's, which selects its pods,
     and a MultiRoleInference's (kairyu_deployer.app)."""
@@ -633,7 +636,7 @@ def rolling_update(inference: Inference) -> JSON:
     """
     if inference.plan.replicas > 1:
         return {"maxSurge": 0, "maxUnavailable": 1}
-    if len(inference.worker_nodes) > inference.plan.node_count:
+    if inference.spare_node:
         return {"maxSurge": 1, "maxUnavailable": 0}
     return {"maxSurge": 0, "maxUnavailable": 1}
 

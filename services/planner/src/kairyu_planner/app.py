@@ -25,6 +25,8 @@ whose ids every service derives from the Workspace's uid and generation (kairyu_
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import logging
 import re
 import time
@@ -340,6 +342,7 @@ class Planner:
             message += "; warnings: " + "; ".join(result.warnings)
         # Stored with the plan: the provisioner names it beside the nodes it chose, and the
         # deployer and tuner run a plan only on nodes chosen for that digest (nodes_ready).
+        plan.workload_digest = workload_digest(raw)
         plan.digest = plan.content_digest()
         return _Outcome(plan, PlanReason.PLAN_CREATED, message)
 
@@ -406,6 +409,22 @@ class Planner:
             )
         except errors.NotFoundError:
             return
+
+
+_WORKLOAD_INPUTS = ("adapters", "config", "template")
+_WORKLOAD_ANNOTATIONS = ("kairyu.io/api-key-secret",)
+
+
+def workload_digest(raw: dict[str, Any]) -> str | None:
+    """A hash of the inference inputs besides the plan that shape the pods, if any are set."""
+    inference = raw.get("inference") or {}
+    annotations = (raw.get("metadata") or {}).get("annotations") or {}
+    inputs = {k: inference[k] for k in _WORKLOAD_INPUTS if inference.get(k)}
+    inputs |= {k: annotations[k] for k in _WORKLOAD_ANNOTATIONS if annotations.get(k)}
+    if not inputs:
+        return None
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class _Outcome:

@@ -23,7 +23,7 @@ replicas. `metricName` is one of vLLM's load gauges, nothing else: it names a se
 activator reads, not a query.
 
 Bad annotations never reach KEDA: the set gets an `AutoscalingReady=False` condition that names
-the annotation and what is wrong with it, and no ScaledObject.
+the annotation and what is wrong with it, and no ScaledObject (one made before is deleted).
 """
 
 from __future__ import annotations
@@ -59,13 +59,15 @@ APPLIED = "ScaledObjectApplied"
 INVALID = "InvalidAutoscaling"
 TAKEN = "ScaledObjectTaken"
 UNAVAILABLE = "KedaUnavailable"
+REFUSED = "ScaledObjectRefused"
 
 _COOLDOWN_DEFAULT = 300
 _INITIAL_COOLDOWN_DEFAULT = 900  # a GPU node, then the weights: a first pod's start
 _POLLING_DEFAULT = 5
 _POLLING_MAX = 3600
 _COOLDOWN_MAX = 7 * 24 * 3600
-_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+_NUMBER = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+_WHOLE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes "²"
 
 
 class AutoscalingError(ValueError):
@@ -105,7 +107,7 @@ def _integer(
             raise AutoscalingError(f"{key} is required with {AUTO_PROVISION}")
         return default
     text = str(raw).strip()
-    if not text.isdigit():
+    if not _WHOLE.fullmatch(text):
         raise AutoscalingError(f"{key} must be a whole number, not {raw!r}")
     value = int(text)
     if not low <= value <= high:
@@ -128,7 +130,11 @@ def scaling_of(annotations: dict[str, str], *, replica_limit: int) -> Scaling:
     if raw is None:
         raise AutoscalingError(f"{THRESHOLD} is required with {AUTO_PROVISION}")
     threshold = str(raw).strip()
-    if not _NUMBER.match(threshold) or not math.isfinite(float(threshold)) or float(threshold) <= 0:
+    if (
+        not _NUMBER.fullmatch(threshold)
+        or not math.isfinite(float(threshold))
+        or float(threshold) <= 0
+    ):
         raise AutoscalingError(f"{THRESHOLD} must be a number above 0, not {raw!r}")
     return Scaling(
         min_replicas=minimum,

@@ -5,8 +5,9 @@ ScaledObjects: it applies one when what it wants differs from what this process 
 (one apply per set after a restart, none for a status change of the set), and its condition on
 the set (`AutoscalingReady`) is the record that kairyu made one, so that removing the
 annotations deletes it even after a restart. A ScaledObject of that name that is not the set's
-is never written (`ScaledObjectTaken`); a cluster without KEDA gets `KedaUnavailable` and is
-tried again every minute.
+is never written (`ScaledObjectTaken`); a cluster without KEDA gets `KedaUnavailable`, and one
+whose KEDA refuses it (its webhook: a target another ScaledObject or HPA scales) gets
+`ScaledObjectRefused`; both are tried again every minute.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kairyu_planner.autoscaling import (
     INVALID,
     MANAGED_BY,
     MANAGER,
+    REFUSED,
     TAKEN,
     UNAVAILABLE,
     AutoscalingError,
@@ -66,6 +68,9 @@ class ScalerControl:
         try:
             scaling = scaling_of(annotations, replica_limit=self._settings.max_replicas)
         except AutoscalingError as exc:
+            if _had_condition(inference_set):
+                await self._delete(inference_set)  # no stale ScaledObject scales it meanwhile
+            self._applied.pop(uid, None)
             return condition(False, INVALID, str(exc), generation), None
         body = scaled_object(inference_set, scaling, activator_url=self._settings.activator_url)
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -84,6 +89,12 @@ class ScalerControl:
                     f"ScaledObject {meta['name']} exists and is not this set's; it is left alone"
                 )
                 return condition(False, TAKEN, message, generation), _AGAIN_S
+            except errors.KubeError as exc:
+                if exc.status is None or not 400 <= exc.status < 500:  # noqa: PLR2004
+                    raise  # the apiserver's trouble: retried with backoff
+                # Refused (KEDA's webhook: a target another ScaledObject or HPA scales, ...).
+                message = f"ScaledObject {meta['name']} was refused: {exc}"
+                return condition(False, REFUSED, message, generation), _AGAIN_S
             self._applied[uid] = digest
             if len(self._applied) > _LIMIT:
                 del self._applied[next(iter(self._applied))]

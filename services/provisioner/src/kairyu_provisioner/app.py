@@ -187,11 +187,14 @@ class Provisioner:
 
         And a note for ResourceReady's message, on a spare node or on its absence.
         """
-        surge = surge_of(raw)
+        surge = surge_of(raw, self._view.owned("Pod", key))
         if surge.phase == "none":
             return target, None
         spare = "a spare node for the update, freed after it"
+        nodes = self._view.owned("Node", key)
         if surge.phase == "rolling":
+            if not _same_sku(nodes, surge.nodes, target.instance_type):
+                return target, None  # planned again on another SKU: new nodes come anyway
             return replace(target, node_count=2, replacing=surge.replaces), spare
         if surge.phase == "done":
             return replace(target, current_nodes=surge.nodes, keep_nodes=surge.nodes), None
@@ -202,7 +205,7 @@ class Provisioner:
             why = f"the {self._backend.name} backend makes no spare node"
         elif self._settings.provisioning.max_nodes < 2:  # noqa: PLR2004 - the node and a spare
             why = "the node limit (KAIRYU_PROVISIONING__MAX_NODES) is 1"
-        elif not _same_sku(self._view.owned("Node", key), surge.nodes, target.instance_type):
+        elif not _same_sku(nodes, surge.nodes, target.instance_type):
             return target, None  # another SKU: new nodes come anyway
         else:
             why = self._no_surge.get((target.uid, target.plan_digest or ""))
@@ -228,14 +231,15 @@ class Provisioner:
         if (held := self._on_hold(target)) is not None:
             return held  # refused: wait for a new plan, or for the retry interval to pass
         progress = await self._backend.ensure(target, self._view.owned("NodeClaim", key))
-        if progress.failure is not None and target.node_count == 2 and note and target.keep_nodes:  # noqa: PLR2004
-            # The spare was refused: update in place rather than move the Workspace elsewhere.
+        if progress.failure is not None and target.replacing is not None:
+            # The spare was refused: update in place rather than move the Workspace elsewhere
+            # (the serving node is never part of a fallback to another SKU).
             reason = f"{progress.failure.reason}: {progress.failure.message}"[:200]
             self._no_surge[(target.uid, target.plan_digest or "")] = f"refused, {reason}"
             if len(self._no_surge) > _RECENT_LIMIT:
                 del self._no_surge[next(iter(self._no_surge))]
             span.add_event("spare node refused", {"reason": reason})
-            return _MIN_REQUEUE_S
+            return self._settings.provisioning.check_interval_s
         if progress.failure is not None:
             return await self._refused(raw, workspace, target, progress.failure, span)
         selection = self._select(key, target)

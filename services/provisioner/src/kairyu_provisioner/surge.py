@@ -6,7 +6,8 @@ config or runtime change) on the same SKU while its node was chosen for the prev
 provisioner asks for one more node of that SKU
 and reports both as `status.workerNodes`; the deployer's Deployment (`maxSurge: 1`) starts the
 new pod on the spare node, moves traffic once it is ready and stops the old pod. When the
-deployer reports the new generation `InferenceReady`, the provisioner frees the old node. The old
+deployer reports the new generation `InferenceReady`, the provisioner frees the node no ready
+pod of the Workspace is on (the old one; or the spare, if the pod never had to move). The old
 node is recorded as `status.surgeReplaces` from the start (the spare has no name before it
 exists, and `workerNodes` is empty while it is being made), so the surge is told apart from a
 scale-down, and survives a restart of the provisioner.
@@ -54,8 +55,23 @@ def _single(raw: JSON) -> bool:
     )
 
 
-def surge_of(raw: JSON) -> Surge:
-    """The surge phase of the Workspace `raw` (as the view holds it)."""
+def _serving_on(pods: list[JSON]) -> set[str]:
+    """The nodes of the Workspace's ready, running pods."""
+    nodes = set()
+    for pod in pods:
+        status = pod.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        node = (pod.get("spec") or {}).get("nodeName")
+        if ready and node and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            nodes.add(str(node))
+    return nodes
+
+
+def surge_of(raw: JSON, pods: list[JSON] | None = None) -> Surge:
+    """The surge phase of the Workspace `raw` (as the view holds it), given its pods."""
     if not _single(raw):
         return Surge("none")
     status = raw.get("status") or {}
@@ -73,7 +89,13 @@ def surge_of(raw: JSON) -> Surge:
                 == (raw.get("metadata") or {}).get("generation")
             )
             if done:
-                return Surge("done", tuple(n for n in current if n != replaces))
+                # Keep the node the serving pod is on: the spare, unless the update needed no
+                # new pod (its template did not change) and the pod stayed where it was.
+                spare = tuple(n for n in current if n != replaces)
+                serving_on = _serving_on(pods or [])
+                if replaces in serving_on and not serving_on & set(spare):
+                    return Surge("done", (replaces,))
+                return Surge("done", spare)
             # Rolling; or planned again meanwhile: the same two nodes serve the newer plan.
             return Surge("rolling", current, replaces)
         return Surge("begin", (replaces,), replaces)  # the spare is still coming

@@ -357,6 +357,10 @@ class Plan(ApiModel):
     replan_reason: str | None = None
     """The cloud's refusal that made the planner choose again."""
     observed_generation: Annotated[int | None, Field(ge=0)] = None
+    workload_digest: str | None = None
+    """kairyu: a hash of what else shapes the Workspace's pods (adapters, its own ConfigMap, a
+    template), when it has any; part of `digest`, so such an edit is a new plan for the
+    provisioner too (a serving single-node Workspace gets a spare node for it)."""
     digest: str | None = None
     """`content_digest()` of this plan, written by the planner: what the provisioner records in
     `status.workerNodesPlanDigest`, so the deployer and the tuner can tell nodes chosen for this
@@ -375,6 +379,8 @@ class Plan(ApiModel):
             # A single replica hashes as plans did before `replicas` existed, so an upgrade
             # does not re-plan (and re-deploy) every Workspace.
             del body["replicas"]
+        if body["workload_digest"] is None:
+            del body["workload_digest"]  # likewise for a Workspace with none of those inputs
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -389,6 +395,7 @@ _DIGESTED = (
     "runtime",
     "max_model_len",
     "runtime_args",
+    "workload_digest",
 )
 
 

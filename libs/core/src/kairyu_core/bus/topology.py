@@ -34,7 +34,8 @@ FOLLOWS: Mapping[str, tuple[Kind, ...]] = {
     "watcher": KINDS,
     # Nodes only with byo (`planning.node_provisioner`): what the user's nodes offer.
     "planner": ("Workspace", "InferenceSet", "MultiRoleInference", "Node"),
-    "provisioner": ("Workspace", "Node", "NodeClaim"),
+    # Pods: which of an update's two nodes the serving pod is on (kairyu_provisioner.surge).
+    "provisioner": ("Workspace", "Node", "NodeClaim", "Pod"),
     "deployer": ("Workspace", "Deployment", "StatefulSet", "Pod", "Occupant"),
     "tuner": ("Workspace", "Job", "Pod", "Occupant"),
     # The sets, their replicas and the replicas' pods: which sets are cold, and where to ask.

@@ -231,6 +231,8 @@ class KarpenterBackend:
         return progress
 
     async def discard(self, target: Target) -> None:
+        # The plan's numbers; a claim of this SKU with another one (a surge's spare, kept after
+        # it) goes with the re-plan to another SKU that follows (`ensure` drops other SKUs').
         for i in range(target.node_count):
             name = naming.node_claim_name(target.uid, target.instance_type, i)
             self._recent.pop(name, None)
