@@ -110,7 +110,10 @@ async def test_the_seed_runs_on_its_gpu_node_and_the_workspace_turns_ready(
                 resource, namespace=namespace, label_selector=f"kaito.sh/workspace={name}"
             )
             left += [f"{resource.kind}/{i['metadata']['name']}" for i in listed["items"]]
-        nodes = await kube.list(resources.NODES, label_selector=f"kaito.sh/workspace={name}")
+        nodes = await kube.list(  # this namespace's: another test's Workspace may share the name
+            resources.NODES,
+            label_selector=f"kaito.sh/workspace={name},kaito.sh/workspacenamespace={namespace}",
+        )
         left += [f"Node/{i['metadata']['name']}" for i in nodes["items"]]
         if not left:
             break

@@ -245,11 +245,15 @@ async def test_karpenter_seed_gets_a_labelled_tainted_gpu_node(
     assert len(workers) == 1
     assert condition(obj, "NodesReady")["status"] == "True"
     assert sorted(obj["metadata"]["finalizers"]) == sorted([THEIRS, naming.FINALIZER])
-    claims = await kube.list(
-        resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, "phi")
-    )
-    assert len(claims["items"]) == 1
-    claim = claims["items"][0]
+    for _ in range(40):  # Karpenter names the node in the claim's status a moment later
+        claims = await kube.list(
+            resources.NODECLAIMS, label_selector=naming.workspace_selector(namespace, "phi")
+        )
+        assert len(claims["items"]) == 1
+        claim = claims["items"][0]
+        if claim.get("status", {}).get("nodeName"):
+            break
+        await asyncio.sleep(0.25)
     assert claim["status"]["nodeName"] == workers[0]
     disk = load_catalog().preset("phi-3-mini-4k-instruct").disk_gib  # type: ignore[union-attr]
     assert claim["spec"]["resources"]["requests"]["storage"] == f"{disk}Gi"
