@@ -228,8 +228,11 @@ class Activator:
         if cached is not None and now - cached[0] < self._settings.scrape_ttl_s:
             return cached[1]
         if self._session is None:
+            # No kept-alive connections: pods come and go (a pool would hold sockets to pods
+            # long gone), and one read per pod per KEDA poll costs nothing to connect anew.
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._settings.scrape_timeout_s)
+                timeout=aiohttp.ClientTimeout(total=self._settings.scrape_timeout_s),
+                connector=aiohttp.TCPConnector(force_close=True),
             )
         value = 0.0
         try:
