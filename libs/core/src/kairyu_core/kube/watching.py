@@ -245,5 +245,11 @@ async def _stream(
     finally:
         if ended:
             response.release()
-        else:  # a silent or broken connection must not go back to the pool
+        else:  # a silent, broken or abandoned connection must not go back to the pool
+            # Aborted, not closed politely: a TLS close waits for the apiserver's answer, and a
+            # watch stopped with its service (or its test's event loop) left the socket open.
+            connection = response.connection
+            transport = connection.transport if connection is not None else None
+            if transport is not None:
+                transport.abort()
             response.close()
