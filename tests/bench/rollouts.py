@@ -1,6 +1,6 @@
 """`make bench`: N Workspaces at once through the whole system, and what it costs.
 
-For each N: a fresh local control plane, NATS and the five services as their own processes, as
+For each N: a fresh local control plane, NATS and the services as their own processes, as
 `make dev` runs them, with GPU nodes from real Karpenter (kwok provider, no registration delay;
 `--backend karpenter`, the default) or made up front, one per Workspace (`--backend byo`), so
 Karpenter's share of the cost is visible. N inference Workspaces (phi-3-mini on
@@ -347,7 +347,7 @@ def make_nodes(cluster: LocalCluster, n: int) -> None:
 
 @dataclass
 class System:
-    """The local system as `make dev` runs it: control plane, NATS, capacity, the five services."""
+    """The local system as `make dev` runs it: control plane, NATS, capacity, the services."""
 
     cluster: LocalCluster
     nats: LocalNats
@@ -610,7 +610,7 @@ def table(results: list[Result]) -> str:
 
 
 def kairyu_cpu_s(cpu_s: dict[str, float]) -> float:
-    """The five services' CPU seconds together (those that ran)."""
+    """The services' CPU seconds together (those that ran)."""
     return sum(cpu_s.get(service, 0.0) for service in SERVICES)
 
 
@@ -642,8 +642,8 @@ def _cpu_rows(results: list[Result]) -> list[str]:
     )
     rows += [
         "",
-        f"CPU seconds per Workspace of kairyu's five services together: {together}; of every "
-        f"process of the system but this script: {everything}.",
+        f"CPU seconds per Workspace of kairyu's {len(SERVICES)} services together: {together}; "
+        f"of every process of the system but this script: {everything}.",
     ]
     return rows
 
