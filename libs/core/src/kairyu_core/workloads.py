@@ -256,6 +256,25 @@ class InvalidTemplateError(WorkloadError):
     """A user-written pod template that is not a pod template."""
 
 
+def controller_reference(obj: JSON, *, kind: str, api_version: str) -> JSON:
+    """An owner reference that makes `obj` the controller of what carries it.
+
+    The garbage collector deletes that with `obj`. `kind` and `api_version` are `obj`'s when it
+    names none (a manifest as a test writes it).
+
+    No blockOwnerDeletion: it would need `update` on the owner's finalizers where
+    OwnerReferencesPermissionEnforcement is on, and nothing waits on these children.
+    """
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj.get("apiVersion", api_version),
+        "kind": obj.get("kind", kind),
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+
+
 def controller_uid(obj: JSON) -> str | None:
     """The uid of the object's controller (the owner reference marked `controller: true`)."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kairyu_core.objectstate import INFERENCESET_LABEL
+from kairyu_core.workloads import controller_reference
 
 JSON = dict[str, Any]
 MANAGED_BY = "activator.kairyu.io"
@@ -68,15 +69,8 @@ def ready_addresses(pods: Iterable[JSON], set_name: str) -> list[str]:
 
 
 def _owner(inference_set: JSON) -> list[JSON]:
-    meta = inference_set["metadata"]
     return [
-        {
-            "apiVersion": inference_set.get("apiVersion", "kaito.sh/v1beta1"),
-            "kind": "InferenceSet",
-            "name": meta["name"],
-            "uid": meta["uid"],
-            "controller": True,
-        }
+        controller_reference(inference_set, kind="InferenceSet", api_version="kaito.sh/v1beta1")
     ]
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kairyu_core.api.inferenceset import AUTO_PROVISION_ANNOTATION, LOAD_METRICS, autoscaled
+from kairyu_core.workloads import controller_reference
 
 JSON = dict[str, Any]
 
@@ -168,13 +169,9 @@ def scaled_object(inference_set: JSON, scaling: Scaling, *, activator_url: str) 
             "namespace": meta["namespace"],
             "annotations": {MANAGED_BY: MANAGER},
             "ownerReferences": [
-                {
-                    "apiVersion": inference_set.get("apiVersion", "kaito.sh/v1beta1"),
-                    "kind": "InferenceSet",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                }
+                controller_reference(
+                    inference_set, kind="InferenceSet", api_version="kaito.sh/v1beta1"
+                )
             ],
         },
         "spec": {

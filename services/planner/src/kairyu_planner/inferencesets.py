@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairyu_core.api.inferenceset import CREATED_BY_LABEL
-from kairyu_core.workloads import controller_uid
+from kairyu_core.workloads import controller_reference, controller_uid
 
 JSON = dict[str, Any]
+SET_VERSION = "kaito.sh/v1beta1"
 READY_TYPE = "InferenceSetReady"
 READY_REASON = "InferencesetReady"
 NOT_READY_REASON = "inferencesetNotReady"
@@ -62,15 +63,7 @@ def child_manifest(inference_set: JSON, name: str) -> JSON:
         "namespace": meta["namespace"],
         "labels": {**(template_meta.get("labels") or {}), CREATED_BY_LABEL: meta["name"]},
         "ownerReferences": [
-            {
-                "apiVersion": inference_set.get("apiVersion", "kaito.sh/v1beta1"),
-                "kind": "InferenceSet",
-                "name": meta["name"],
-                "uid": meta["uid"],
-                # No blockOwnerDeletion: it would need `update` on inferencesets/finalizers
-                # where OwnerReferencesPermissionEnforcement is on; nothing waits on children.
-                "controller": True,
-            }
+            controller_reference(inference_set, kind="InferenceSet", api_version=SET_VERSION)
         ],
     }
     if template_meta.get("annotations"):
