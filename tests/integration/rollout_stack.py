@@ -7,11 +7,10 @@ services they need on top.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from kairyu_activator.app import Activator
-from kairyu_activator.serving import serving
+from kairyu_activator.serving import listen
 from kairyu_activator.settings import ActivatorHttpSettings, ActivatorSettings
 from kairyu_core.bus import FOLLOWS, Bus
 from kairyu_core.catalog import Catalog, load_catalog
@@ -146,14 +145,7 @@ def start_activator(
     stack.control(service=service_name, kinds=FOLLOWS["activator"], reconcile=reconcile)
     (activator,) = made
 
-    async def listen() -> None:
-        try:
-            async with serving(activator, settings):
-                await asyncio.Event().wait()
-        finally:
-            await activator.close()
-
-    stack.run(listen())
+    stack.run(listen(activator, settings))
     return activator
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from kairyu_activator.app import Activator
-from kairyu_activator.serving import serving
+from kairyu_activator.serving import listen
 from kairyu_activator.settings import ActivatorSettings
 from kairyu_core import service
 from kairyu_core.bus import FOLLOWS, Bus
@@ -26,23 +25,14 @@ async def serve(settings: ActivatorSettings) -> None:
         activators.append(activator)
         return activator.reconcile
 
-    def listen(
+    def listeners(
         bus: Bus, kube: KubeClient, controlled: service.Controlled
     ) -> Sequence[Coroutine[Any, Any, None]]:
-        return [_listen(activators[-1], settings)]
+        return [listen(activators[-1], settings.activator)]
 
     await service.serve_controller(
-        settings, kinds=FOLLOWS["activator"], reconcile=make, background=listen
+        settings, kinds=FOLLOWS["activator"], reconcile=make, background=listeners
     )
-
-
-async def _listen(activator: Activator, settings: ActivatorSettings) -> None:
-    """Both listeners while this replica leads (its view is the one they answer from)."""
-    try:
-        async with serving(activator, settings.activator):
-            await asyncio.Event().wait()
-    finally:
-        await activator.close()
 
 
 def main() -> None:

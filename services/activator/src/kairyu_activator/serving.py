@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,3 +105,15 @@ async def serving(
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def listen(activator: Activator, settings: ActivatorHttpSettings) -> None:
+    """Both listeners until cancelled, then the activator's client to the pods closed.
+
+    Run while this replica leads: its view is the one they answer from.
+    """
+    try:
+        async with serving(activator, settings):
+            await asyncio.Event().wait()
+    finally:
+        await activator.close()
