@@ -37,7 +37,7 @@ help:
 	@echo "                (ARGS=--backend=byo: on pre-made nodes, no Karpenter; default: real Karpenter)"
 	@echo "make soak       TOTAL=2000 Workspaces created and deleted in waves of WAVE=200: RSS and streams stay bounded"
 	@echo "make chaos      30 Workspaces rolling out while services are SIGKILLed, NATS and the apiserver restart (make test runs 8)"
-	@echo "make crds       regenerate config/crd from kairyu_core.api"
+	@echo "make crds       regenerate config/crd from kairyu_contracts.api"
 	@echo "make snapshots  regenerate docs/bus.md's topology table and the chart's golden renders"
 
 $(UV):
@@ -97,7 +97,7 @@ fuzz: sync
 dev: sync cluster karpenter jaeger
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
 		KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" \
-		$(UV) run python -m kairyu_core.localenv $(ARGS)
+		$(UV) run python -m kairyu_localenv $(ARGS)
 
 N ?= 10 100 500
 bench: sync cluster karpenter
@@ -118,8 +118,8 @@ chaos: sync cluster karpenter
 		$(UV) run pytest tests/chaos -q -s
 
 crds: sync
-	for plural in $$($(UV) run python -c 'from kairyu_core.api.crd import CRDS; print(*CRDS)'); do \
-		$(UV) run python -m kairyu_core.api $$plural > config/crd/kaito.sh_$$plural.yaml || exit 1; \
+	for plural in $$($(UV) run python -c 'from kairyu_contracts.api.crd import CRDS; print(*CRDS)'); do \
+		$(UV) run python -m kairyu_contracts.api $$plural > config/crd/kaito.sh_$$plural.yaml || exit 1; \
 		cp config/crd/kaito.sh_$$plural.yaml charts/kairyu/charts/crds/files/; \
 	done
 

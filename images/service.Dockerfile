@@ -15,6 +15,7 @@ ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/kairyu U
 WORKDIR /src
 # The lock and every member's pyproject first, so dependency layers survive code changes.
 COPY pyproject.toml uv.lock ./
+COPY libs/contracts/pyproject.toml libs/contracts/pyproject.toml
 COPY libs/core/pyproject.toml libs/core/pyproject.toml
 COPY services/watcher/pyproject.toml services/watcher/pyproject.toml
 COPY services/planner/pyproject.toml services/planner/pyproject.toml
@@ -22,6 +23,10 @@ COPY services/provisioner/pyproject.toml services/provisioner/pyproject.toml
 COPY services/deployer/pyproject.toml services/deployer/pyproject.toml
 COPY services/tuner/pyproject.toml services/tuner/pyproject.toml
 COPY services/activator/pyproject.toml services/activator/pyproject.toml
+# The CLI and the dev environment are workspace members too; uv reads their metadata, never installs
+# them here (tests/contract/test_service_wheels.py checks what a service's environment holds).
+COPY cli/pyproject.toml cli/pyproject.toml
+COPY devenv/pyproject.toml devenv/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     test -n "$SERVICE" && \
     uv sync --frozen --no-dev --package "kairyu-${SERVICE}" --no-install-workspace

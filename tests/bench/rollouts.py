@@ -36,16 +36,16 @@ from typing import Any, Literal, Protocol, get_args
 
 from kairyu_core import metrics
 from kairyu_core.kube import JSON, KubeClient, apply_status, resources, watch
-from kairyu_core.localenv import Binaries, LocalCluster, LocalNats, gpu_node_manifest
-from kairyu_core.localenv.__main__ import (
+from kairyu_localenv import Binaries, LocalCluster, LocalNats, gpu_node_manifest
+from kairyu_localenv.__main__ import (
     EXAMPLE_NODES,
     SERVICES,
     start_capacity,
     start_services,
 )
-from kairyu_core.localenv.binaries import repo_root
-from kairyu_core.localenv.karpenter import LocalKarpenter
-from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_localenv.binaries import repo_root
+from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 
 log = logging.getLogger("kairyu.bench")
 NAMESPACE = "bench"

@@ -36,12 +36,12 @@ from typing import Any, get_args
 
 import rollouts
 
+from kairyu_contracts.objectstate import KINDS, Kind
 from kairyu_core.bus import Bus, Snapshot
 from kairyu_core.kube import KubeClient, errors, resources
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.localenv.binaries import repo_root
-from kairyu_core.localenv.processes import ManagedProcess
-from kairyu_core.objectstate import KINDS, Kind
+from kairyu_localenv import LocalCluster
+from kairyu_localenv.binaries import repo_root
+from kairyu_localenv.processes import ManagedProcess
 
 log = logging.getLogger("kairyu.soak")
 MARKER = "<!-- bench:soak -->"

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from kairyu_core.kube import KubeClient, errors, resources
-from kairyu_core.localenv import LocalCluster, LocalNats
-from kairyu_core.localenv.__main__ import start_services
-from kairyu_core.localenv.processes import ManagedProcess
+from kairyu_localenv import LocalCluster, LocalNats
+from kairyu_localenv.__main__ import start_services
+from kairyu_localenv.processes import ManagedProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kairyu_core.localenv.binaries import repo_root, run_build
+from kairyu_localenv.binaries import repo_root, run_build
 
 CHART = repo_root() / "charts/kairyu"
 KUBE_VERSION = "1.36.3"

@@ -21,12 +21,12 @@ import yaml
 from helm import CHART, NAMESPACE, RELEASE, helm
 
 from kairyu_core.kube import KubeClient
-from kairyu_core.localenv import LocalCluster, karpenter, keda
-from kairyu_core.localenv.binaries import Binaries
-from kairyu_core.localenv.nodes import kwok_node_manifest
-from kairyu_core.localenv.processes import free_port
-from kairyu_core.testing.manifests import seed
+from kairyu_localenv import LocalCluster, karpenter, keda
+from kairyu_localenv.binaries import Binaries
+from kairyu_localenv.nodes import kwok_node_manifest
+from kairyu_localenv.processes import free_port
 from kairyu_planner import certificates, webhook
+from kairyu_testing.manifests import seed
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import pytest
 from helm import CHART, documents, helm, render, stable, values_files
 
 from kairyu_activator.settings import ActivatorSettings
+from kairyu_contracts.api.crd import CRDS
+from kairyu_contracts.events import Subjects
 from kairyu_core import metrics
-from kairyu_core.api.crd import CRDS
 from kairyu_core.bus import StreamSpec, topology
-from kairyu_core.events import Subjects
-from kairyu_core.localenv.binaries import repo_root
 from kairyu_deployer.settings import DeployerSettings
+from kairyu_localenv.binaries import repo_root
 from kairyu_planner.settings import PlannerSettings
 from kairyu_provisioner.settings import ProvisionerSettings
 from kairyu_tuner.settings import TunerSettings

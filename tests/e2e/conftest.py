@@ -10,13 +10,13 @@ from rollout_stack import rollout_stack
 
 from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient
-from kairyu_core.testing.fakehub import FakeHub
-from kairyu_core.testing.stack import ServiceStack
+from kairyu_testing.fakehub import FakeHub
+from kairyu_testing.stack import ServiceStack
 
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[FakeHub]:
-    """The Hub's model API on 127.0.0.1 (kairyu_core.testing.fakehub)."""
+    """The Hub's model API on 127.0.0.1 (kairyu_testing.fakehub)."""
     with FakeHub() as running:
         yield running
     # The client's pooled connections to the endpoint just closed: close them, not the GC later.

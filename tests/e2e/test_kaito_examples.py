@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from kairyu_core.kube import KubeClient, resources
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.localenv.cluster import KubectlError
-from kairyu_core.testing.stack import ServiceStack
+from kairyu_localenv import LocalCluster
+from kairyu_localenv.cluster import KubectlError
+from kairyu_testing.stack import ServiceStack
 
 pytestmark = pytest.mark.e2e
 

@@ -28,11 +28,11 @@ from rollout_stack import rollout_stack, start_activator
 from kairyu_activator.settings import ActivatorHttpSettings
 from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient, errors, resources
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.localenv.keda import host_address
-from kairyu_core.localenv.processes import free_port
-from kairyu_core.testing.fakehub import FakeHub
-from kairyu_core.testing.stack import ServiceStack
+from kairyu_localenv import LocalCluster
+from kairyu_localenv.keda import host_address
+from kairyu_localenv.processes import free_port
+from kairyu_testing.fakehub import FakeHub
+from kairyu_testing.stack import ServiceStack
 
 pytestmark = pytest.mark.e2e
 

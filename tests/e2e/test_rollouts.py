@@ -20,10 +20,10 @@ from rollout_stack import rollout_stack
 
 from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.stack import ServiceStack
-from kairyu_core.testing.workspaces import is_true, until
+from kairyu_localenv import LocalCluster
+from kairyu_testing.manifests import seed
+from kairyu_testing.stack import ServiceStack
+from kairyu_testing.workspaces import is_true, until
 
 pytestmark = pytest.mark.e2e
 

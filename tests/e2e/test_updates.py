@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from kairyu_core.kube import KubeClient, resources
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.stack import ServiceStack
-from kairyu_core.testing.workspaces import is_true, until
+from kairyu_localenv import LocalCluster
+from kairyu_testing.manifests import seed
+from kairyu_testing.stack import ServiceStack
+from kairyu_testing.workspaces import is_true, until
 
 pytestmark = pytest.mark.e2e
 NAME = "workspace-phi-3-mini"

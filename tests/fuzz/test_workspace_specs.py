@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kairyu_core.api import parse_workspace
-from kairyu_core.catalog import load_catalog
+from kairyu_contracts.api import parse_workspace
+from kairyu_contracts.catalog import load_catalog
 from kairyu_deployer import manifests as deployer_manifests
 from kairyu_deployer.app import inference_of
 from kairyu_deployer.settings import WorkloadSettings

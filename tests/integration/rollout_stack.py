@@ -12,11 +12,10 @@ from collections.abc import Callable
 from kairyu_activator.app import Activator
 from kairyu_activator.serving import listen
 from kairyu_activator.settings import ActivatorHttpSettings, ActivatorSettings
+from kairyu_contracts.catalog import Catalog, load_catalog
 from kairyu_core.bus import FOLLOWS, Bus
-from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_core.reconciling import Reconcile
-from kairyu_core.testing.stack import ServiceStack
 from kairyu_core.view import View
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
@@ -25,6 +24,7 @@ from kairyu_planner.settings import AutoscalingSettings, HubSettings, PlannerSet
 from kairyu_provisioner.app import Provisioner
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
 from kairyu_provisioner.settings import KarpenterSettings, ProvisionerSettings, ProvisioningSettings
+from kairyu_testing.stack import ServiceStack
 from kairyu_tuner.app import Tuner
 from kairyu_tuner.settings import JobSettings, TunerSettings
 from kairyu_watcher.app import Watcher

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import Workspace
-from kairyu_core.catalog import Cloud
-from kairyu_core.localenv import LocalCluster, admission, certs
-from kairyu_core.localenv.cluster import KubectlError
-from kairyu_core.localenv.processes import ManagedProcess, free_port, http_ok
-from kairyu_core.testing.manifests import seed
+from kairyu_contracts.api import Workspace
+from kairyu_contracts.catalog import Cloud
+from kairyu_localenv import LocalCluster, admission, certs
+from kairyu_localenv.cluster import KubectlError
+from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 from kairyu_planner import webhook
 from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validation import Verdict, validate
+from kairyu_testing.manifests import seed
 
 
 async def kubectl(cluster: LocalCluster, *args: str, manifest: dict[str, Any] | None = None) -> str:

@@ -13,14 +13,14 @@ import pytest
 from nats.js.api import DiscardPolicy
 from nats.js.errors import NotFoundError
 
+from kairyu_contracts.events import Subjects
+from kairyu_contracts.objectstate import ObjectKey
 from kairyu_core.bus import Bus, BusError, StreamSpec, setup
-from kairyu_core.events import Subjects
-from kairyu_core.localenv import LocalNats, certs
-from kairyu_core.localenv.processes import free_port
-from kairyu_core.objectstate import ObjectKey
 from kairyu_core.settings import NatsSettings
-from kairyu_core.testing.bus import dead_letters
-from kairyu_core.testing.plugin import unique
+from kairyu_localenv import LocalNats, certs
+from kairyu_localenv.processes import free_port
+from kairyu_testing.bus import dead_letters
+from kairyu_testing.plugin import unique
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

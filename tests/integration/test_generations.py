@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 from rollout_stack import rollout_stack, start_node_services, start_workload_services
 
+from kairyu_contracts.catalog import load_catalog
 from kairyu_core.bus import Bus
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, resources, watch
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.stack import ServiceStack
-from kairyu_core.testing.workspaces import condition, is_true, until
+from kairyu_localenv import LocalCluster
+from kairyu_testing.manifests import seed
+from kairyu_testing.stack import ServiceStack
+from kairyu_testing.workspaces import condition, is_true, until
 
 # Not the seed's name: nodes are cluster-scoped, and other tests find the seed's by that label.
 NAME = "generations"

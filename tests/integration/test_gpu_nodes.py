@@ -4,8 +4,8 @@ import json
 import time
 from typing import Any
 
-from kairyu_core.localenv import GpuNodeSpec, LocalCluster
-from kairyu_core.testing.plugin import unique
+from kairyu_localenv import GpuNodeSpec, LocalCluster
+from kairyu_testing.plugin import unique
 
 V100 = GpuNodeSpec(
     instance_type="Standard_NC6s_v3",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kairyu_core.kube import KubeClient
-from kairyu_core.localenv import LocalCluster
+from kairyu_localenv import LocalCluster
 
 
 def service_account_token(cluster: LocalCluster, namespace: str) -> str:

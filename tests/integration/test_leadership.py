@@ -20,13 +20,13 @@ from kairyu_core.bus import Bus, StreamSpec
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.kube.leadership import Lease, lead
-from kairyu_core.localenv import LocalCluster, LocalNats
-from kairyu_core.localenv.processes import ManagedProcess, free_port
 from kairyu_core.settings import KubeTimeouts, LeaderElectionSettings, ServiceSettings
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.processes import service_process
-from kairyu_core.testing.proxy import SilentProxy
 from kairyu_core.view import View
+from kairyu_localenv import LocalCluster, LocalNats
+from kairyu_localenv.processes import ManagedProcess, free_port
+from kairyu_testing.manifests import seed
+from kairyu_testing.processes import service_process
+from kairyu_testing.proxy import SilentProxy
 
 pytestmark = pytest.mark.integration
 

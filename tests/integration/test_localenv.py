@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kairyu_core.localenv import Binaries, LocalCluster, LocalNats
+from kairyu_localenv import Binaries, LocalCluster, LocalNats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,7 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
     with (
         log.open("w") as stderr,
         subprocess.Popen(
-            [sys.executable, "-m", "kairyu_core.localenv", "--state-dir", str(tmp_path)],
+            [sys.executable, "-m", "kairyu_localenv", "--state-dir", str(tmp_path)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -105,7 +105,7 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                 [
                     sys.executable,
                     "-m",
-                    "kairyu_planner.cli",
+                    "kairyu_cli.commands",
                     "trace",
                     "default/workspace-phi-3-mini",
                 ],

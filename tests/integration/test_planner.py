@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
+from kairyu_contracts.catalog import load_catalog
 from kairyu_core.bus import Bus
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, apply_status, errors, resources
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.stack import ServiceStack
+from kairyu_localenv import LocalCluster
 from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings
+from kairyu_testing.manifests import seed
+from kairyu_testing.stack import ServiceStack
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 

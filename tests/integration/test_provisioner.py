@@ -22,22 +22,18 @@ from azure.mgmt.containerservice.aio import ContainerServiceClient
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kairyu_core.api import LabelSelector
+from kairyu_contracts.api import LabelSelector
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.objectstate import ObjectKey, trim
 from kairyu_core.bus import FOLLOWS, Bus, StreamSpec
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient, apply_status, errors, resources
-from kairyu_core.localenv import GpuNodeSpec, LocalCluster, LocalNats
-from kairyu_core.localenv.fake_arm import FakeArm
-from kairyu_core.localenv.karpenter import LocalKarpenter
-from kairyu_core.localenv.processes import ManagedProcess
-from kairyu_core.objectstate import ObjectKey, trim
 from kairyu_core.reconciling import Reconcile
 from kairyu_core.rollout_trace import rollout_context
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.processes import service_process
-from kairyu_core.testing.stack import ServiceStack
-from kairyu_core.testing.workspaces import condition, has_reason, is_true, until
 from kairyu_core.view import View
+from kairyu_localenv import GpuNodeSpec, LocalCluster, LocalNats
+from kairyu_localenv.fake_arm import FakeArm
+from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.processes import ManagedProcess
 from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
 from kairyu_provisioner import naming
@@ -53,6 +49,10 @@ from kairyu_provisioner.settings import (
     ProvisioningSettings,
 )
 from kairyu_provisioner.target import Target
+from kairyu_testing.manifests import seed
+from kairyu_testing.processes import service_process
+from kairyu_testing.stack import ServiceStack
+from kairyu_testing.workspaces import condition, has_reason, is_true, until
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from kairyu_contracts.objectstate import ObjectKey, content_digest, trim
 from kairyu_core.bus import Bus, Change, Snapshot, StreamSpec
 from kairyu_core.informing import Informer
-from kairyu_core.localenv import LocalNats
-from kairyu_core.objectstate import ObjectKey, content_digest, trim
 from kairyu_core.view import View
+from kairyu_localenv import LocalNats
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from kairyu_core.api import ConditionStatus
+from kairyu_contracts.api import ConditionStatus
 from kairyu_core.bus import Bus
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient, apply_condition
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.localenv.binaries import repo_root
-from kairyu_core.testing.manifests import seed_path
 from kairyu_core.view import View
+from kairyu_localenv import LocalCluster
+from kairyu_localenv.binaries import repo_root
+from kairyu_testing.manifests import seed_path
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 

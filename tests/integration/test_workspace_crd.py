@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.localenv import LocalCluster
-from kairyu_core.localenv.cluster import KubectlError
-from kairyu_core.testing.manifests import seed, seed_path
-from kairyu_core.testing.plugin import unique
+from kairyu_localenv import LocalCluster
+from kairyu_localenv.cluster import KubectlError
+from kairyu_testing.manifests import seed, seed_path
+from kairyu_testing.plugin import unique
 
 SPEC_FIELDS = ("resource", "inference", "tuning")
 

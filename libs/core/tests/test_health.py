@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from kairyu_core.health import serving
-from kairyu_core.localenv.processes import free_port
+from kairyu_localenv.processes import free_port
 
 
 async def test_readiness_follows_the_bus_connection() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kairyu_core.objectstate import ObjectKey, content_digest, trim, workspace_key
+from kairyu_contracts.objectstate import ObjectKey, content_digest, trim, workspace_key
 from kairyu_core.view import View
 
 

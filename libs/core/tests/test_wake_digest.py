@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from kairyu_contracts.objectstate import trim
 from kairyu_core.informing import wake_digest
-from kairyu_core.objectstate import trim
-from kairyu_core.testing import manifests
+from kairyu_testing import manifests
 
 JSON = dict[str, Any]
 

@@ -18,10 +18,10 @@ from kairyu_activator.load import Demand, MetricsFormatError, gauge_sum
 from kairyu_activator.routing import set_of_host
 from kairyu_activator.serving import serving
 from kairyu_activator.settings import ActivatorHttpSettings
+from kairyu_contracts.objectstate import ObjectKey
 from kairyu_core.kube import errors
-from kairyu_core.objectstate import ObjectKey
-from kairyu_core.testing.recording import RecordingKube
 from kairyu_core.view import View
+from kairyu_testing.recording import RecordingKube
 
 SET_KEY = "InferenceSet/ml/phi"
 VLLM_METRICS = """\

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import AdapterSpec, Plan
-from kairyu_core.catalog import load_catalog
-from kairyu_core.objectstate import trim
-from kairyu_core.workloads import NameTakenError, WorkloadError, check_owned
+from kairyu_contracts.api import AdapterSpec, Plan
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.objectstate import trim
+from kairyu_contracts.workloads import NameTakenError, WorkloadError, check_owned
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import WorkloadSettings
 from kairyu_deployer.status import Verdict, replicas_status, succeeded, verdict

@@ -10,16 +10,16 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from kairyu_core.api import Plan
+from kairyu_contracts.api import Plan
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.objectstate import Kind, ObjectKey, occupant, trim
 from kairyu_core.bus import FOLLOWS
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION, resources
-from kairyu_core.objectstate import Kind, ObjectKey, occupant, trim
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.recording import Call, RecordingKube
 from kairyu_core.view import View
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
+from kairyu_testing.manifests import seed
+from kairyu_testing.recording import Call, RecordingKube
 
 NS, NAME, UID = "ml", "phi", "ws-uid"
 KEY = f"{NS}/{NAME}"

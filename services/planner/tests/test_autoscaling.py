@@ -8,7 +8,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from kairyu_core.kube import errors
-from kairyu_core.testing.recording import RecordingKube
 from kairyu_planner.autoscaling import (
     AutoscalingError,
     load_url,
@@ -18,6 +17,7 @@ from kairyu_planner.autoscaling import (
 )
 from kairyu_planner.scalercontrol import ScalerControl
 from kairyu_planner.settings import AutoscalingSettings
+from kairyu_testing.recording import RecordingKube
 
 KAITO = {
     "scaledobject.kaito.sh/auto-provision": "true",

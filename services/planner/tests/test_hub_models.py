@@ -1,5 +1,5 @@
 """Any Hugging Face model id, sized from the Hub: the real huggingface_hub client against a local
-endpoint that speaks the Hub's API (kairyu_core.testing.fakehub), then planned like a preset."""
+endpoint that speaks the Hub's API (kairyu_testing.fakehub), then planned like a preset."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from collections.abc import Iterator
 import huggingface_hub
 import pytest
 
-from kairyu_core.api import parse_workspace
-from kairyu_core.catalog import load_catalog
-from kairyu_core.catalog.sizing import SizingError, is_hf_id, preset_from_config
-from kairyu_core.testing.fakehub import (
+from kairyu_contracts.api import parse_workspace
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.catalog.sizing import SizingError, is_hf_id, preset_from_config
+from kairyu_planner.hub import HubModels, HubSettings, HubUnavailableError
+from kairyu_planner.planning import plan_workspace
+from kairyu_planner.settings import PlanningSettings
+from kairyu_testing.fakehub import (
     GATED_1B,
     HUGE_CONFIG,
     LLAMA_8B,
@@ -21,10 +24,7 @@ from kairyu_core.testing.fakehub import (
     TOKEN,
     FakeHub,
 )
-from kairyu_core.testing.manifests import seed
-from kairyu_planner.hub import HubModels, HubSettings, HubUnavailableError
-from kairyu_planner.planning import plan_workspace
-from kairyu_planner.settings import PlanningSettings
+from kairyu_testing.manifests import seed
 
 CATALOG = load_catalog()
 AZURE = PlanningSettings()

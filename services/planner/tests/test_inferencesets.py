@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from kairyu_core.api import parse_workspace
-from kairyu_core.api.inferenceset import CREATED_BY_LABEL, parse_inferenceset
-from kairyu_core.objectstate import ObjectKey
-from kairyu_core.testing.recording import RecordingKube
+from kairyu_contracts.api import parse_workspace
+from kairyu_contracts.api.inferenceset import CREATED_BY_LABEL, parse_inferenceset
+from kairyu_contracts.objectstate import ObjectKey
 from kairyu_core.view import View
 from kairyu_planner.inferencesets import child_manifest, child_name, decide
 from kairyu_planner.setcontrol import InferenceSetController
 from kairyu_planner.webhook import review
+from kairyu_testing.recording import RecordingKube
 
 UID = "set-uid-1"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kairyu_core.api.inferenceset import parse_inferenceset
-from kairyu_core.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, parse_multirole
+from kairyu_contracts.api.inferenceset import parse_inferenceset
+from kairyu_contracts.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, parse_multirole
+from kairyu_contracts.objectstate import ObjectKey, trim
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION
-from kairyu_core.objectstate import ObjectKey, trim
 from kairyu_core.view import View
 from kairyu_planner.multiroles import decide_roles, failed, multirole_errors, role_set
 from kairyu_planner.webhook import review

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.objectstate import ObjectKey, trim
 from kairyu_core.bus import FOLLOWS
-from kairyu_core.catalog import load_catalog
-from kairyu_core.objectstate import ObjectKey, trim
 from kairyu_core.rollout_trace import rollout_ids
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.recording import RecordingKube
 from kairyu_core.view import View
 from kairyu_planner import app
 from kairyu_planner.app import Planner
 from kairyu_planner.settings import PlannerSettings
+from kairyu_testing.manifests import seed
+from kairyu_testing.recording import RecordingKube
 
 NS, NAME, UID = "ml", "auto", "ws-uid"
 KEY = f"{NS}/{NAME}"

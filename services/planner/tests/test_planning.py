@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import parse_workspace
-from kairyu_core.catalog import Cloud, load_catalog
-from kairyu_core.testing.manifests import seed
+from kairyu_contracts.api import parse_workspace
+from kairyu_contracts.catalog import Cloud, load_catalog
 from kairyu_planner.planning import PlanError, PlanReason, plan_workspace
 from kairyu_planner.settings import PlanningSettings
+from kairyu_testing.manifests import seed
 
 CATALOG = load_catalog()
 AZURE = PlanningSettings()

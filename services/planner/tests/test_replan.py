@@ -1,6 +1,6 @@
 """What the planner takes from a ReplanRequested: known SKUs only, a bounded one-line reason."""
 
-from kairyu_core.catalog import Cloud, load_catalog
+from kairyu_contracts.catalog import Cloud, load_catalog
 from kairyu_planner.app import MAX_REPLAN_REASON, clean_reason, known_skus
 from kairyu_planner.settings import PlanningSettings
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kairyu_core.objectstate import ObjectKey
+from kairyu_contracts.objectstate import ObjectKey
 from kairyu_core.rollout_trace import rollout_ids
-from kairyu_core.testing.recording import RecordingKube
 from kairyu_core.view import View
 from kairyu_planner.inferencesets import child_manifest, child_name
 from kairyu_planner.scalesteps import ScaleStep, step_spans
 from kairyu_planner.setcontrol import InferenceSetController
+from kairyu_testing.recording import RecordingKube
 
 UID = "set-uid-7"
 SET_PATH = "/apis/kaito.sh/v1beta1/namespaces/ml/inferencesets/phi"

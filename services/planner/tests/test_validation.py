@@ -5,12 +5,12 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import WorkspaceV1Alpha1, WorkspaceV1Beta1
-from kairyu_core.catalog import Cloud
-from kairyu_core.testing.manifests import seed
+from kairyu_contracts.api import WorkspaceV1Alpha1, WorkspaceV1Beta1
+from kairyu_contracts.catalog import Cloud
 from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validation import Verdict, unsafe_url_reason, validate
 from kairyu_planner.webhook import review
+from kairyu_testing.manifests import seed
 
 
 def ws(doc: dict[str, Any]) -> WorkspaceV1Alpha1:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kairyu_core.localenv import certs
+from kairyu_localenv import certs
 from kairyu_planner import webhook
 
 

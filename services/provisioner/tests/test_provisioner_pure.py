@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import ConditionStatus, LabelSelector
-from kairyu_core.api.meta import LabelSelectorRequirement
+from kairyu_contracts.api import ConditionStatus, LabelSelector
+from kairyu_contracts.api.meta import LabelSelectorRequirement
 from kairyu_provisioner import app, naming
 from kairyu_provisioner.backends.azure import TAG_UID, agent_pool
 from kairyu_provisioner.backends.karpenter import claim_state, node_claim

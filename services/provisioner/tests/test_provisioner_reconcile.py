@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import Plan
+from kairyu_contracts.api import Plan
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.objectstate import Kind, ObjectKey, trim
 from kairyu_core.bus import FOLLOWS
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import JSON, errors, resources
-from kairyu_core.objectstate import Kind, ObjectKey, trim
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.recording import Call, RecordingKube
 from kairyu_core.view import View
 from kairyu_provisioner import naming
 from kairyu_provisioner.app import Provisioner
@@ -30,6 +28,8 @@ from kairyu_provisioner.settings import (
     ProvisionerSettings,
     ProvisioningSettings,
 )
+from kairyu_testing.manifests import seed
+from kairyu_testing.recording import Call, RecordingKube
 
 NS, NAME, UID = "ml", "phi", "ws-uid"
 KEY = f"{NS}/{NAME}"

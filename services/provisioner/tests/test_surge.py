@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kairyu_core.api import LabelSelector
+from kairyu_contracts.api import LabelSelector
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends.karpenter import wanted_claims
 from kairyu_provisioner.surge import surge_of

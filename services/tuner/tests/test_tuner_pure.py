@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from kairyu_core.api import Plan
-from kairyu_core.catalog import load_catalog
-from kairyu_core.workloads import Owner, redact_urls, refused_creation
+from kairyu_contracts.api import Plan
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.workloads import Owner, redact_urls, refused_creation
 from kairyu_tuner import manifests
 from kairyu_tuner.settings import JobSettings
 from kairyu_tuner.status import tuning_status

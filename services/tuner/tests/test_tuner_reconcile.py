@@ -9,14 +9,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kairyu_core.api import Plan
+from kairyu_contracts.api import Plan
+from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.objectstate import Kind, ObjectKey, trim
 from kairyu_core.bus import FOLLOWS
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION, resources
-from kairyu_core.objectstate import Kind, ObjectKey, trim
-from kairyu_core.testing.manifests import seed
-from kairyu_core.testing.recording import Call, RecordingKube
 from kairyu_core.view import View
+from kairyu_testing.manifests import seed
+from kairyu_testing.recording import Call, RecordingKube
 from kairyu_tuner import manifests
 from kairyu_tuner.app import Tuner
 from kairyu_tuner.settings import TunerSettings

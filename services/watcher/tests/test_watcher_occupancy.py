@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kairyu_core.childnames import claimants
-from kairyu_core.objectstate import occupant_key
+from kairyu_contracts.childnames import claimants
+from kairyu_contracts.objectstate import occupant_key
 from kairyu_watcher.occupancy import Occupancy, identity
 
 NS = "ml"

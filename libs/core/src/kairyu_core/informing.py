@@ -28,10 +28,10 @@ from typing import Any
 
 import orjson
 
+from kairyu_contracts.api import ConditionType
+from kairyu_contracts.objectstate import Kind, ObjectKey, content_digest
 from kairyu_core import metrics
-from kairyu_core.api import ConditionType
 from kairyu_core.bus import Bus, Change, Snapshot
-from kairyu_core.objectstate import Kind, ObjectKey, content_digest
 from kairyu_core.view import View
 
 log = logging.getLogger(__name__)

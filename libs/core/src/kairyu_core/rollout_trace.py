@@ -116,6 +116,6 @@ def record_outcome(
 
 
 def observe_phases(durations: dict[str, float]) -> None:
-    """Add a finished rollout's phase durations (kairyu_core.api.summary) to the histogram."""
+    """Add a finished rollout's phase durations (kairyu_contracts.api.summary) to the histogram."""
     for phase, seconds in durations.items():
         metrics.ROLLOUT_PHASE_SECONDS.labels(phase).observe(seconds)

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
+from kairyu_contracts.objectstate import Kind
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
 from kairyu_core.bus import Bus, BusError
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
 from kairyu_core.kube.leadership import lead, lease_of
-from kairyu_core.objectstate import Kind
 from kairyu_core.reconciling import Controller, Reconcile
 from kairyu_core.settings import ServiceSettings
 from kairyu_core.view import View

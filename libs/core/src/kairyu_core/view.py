@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
-from kairyu_core.objectstate import (
+from kairyu_contracts.objectstate import (
     JSON,
     PARENT_KINDS,
     PARENTS,

@@ -1,7 +1,7 @@
 """The activator's state and reconcile: each autoscaled set's Service, its cold slice, its load.
 
 Reconcile keys are the sets' (`InferenceSet/<namespace>/<name>`); a change of a child Workspace
-or of one of its pods wakes its set. For an autoscaled set (kairyu_core.api.inferenceset
+or of one of its pods wakes its set. For an autoscaled set (kairyu_contracts.api.inferenceset
 `autoscaled`) the reconcile applies the set's Service when it differs from what this process
 applied last, and keeps the `<set>-activator` EndpointSlice exactly while no pod of the set is
 ready (kairyu_activator.routing). Nothing is read from the apiserver: the view has the sets, the
@@ -35,10 +35,10 @@ from kairyu_activator.routing import (
     set_service,
 )
 from kairyu_activator.settings import ActivatorHttpSettings
-from kairyu_core.api.inferenceset import autoscaled
+from kairyu_contracts.api.inferenceset import autoscaled
+from kairyu_contracts.objectstate import INFERENCESET_LABEL, parent_of
 from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import KubeClient, errors, resources
-from kairyu_core.objectstate import INFERENCESET_LABEL, parent_of
 from kairyu_core.view import View
 
 JSON = dict[str, Any]

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kairyu_core.objectstate import INFERENCESET_LABEL
-from kairyu_core.workloads import controller_reference
+from kairyu_contracts.objectstate import INFERENCESET_LABEL
+from kairyu_contracts.workloads import controller_reference
 
 JSON = dict[str, Any]
 MANAGED_BY = "activator.kairyu.io"

@@ -22,7 +22,7 @@ from aiohttp import web
 from kairyu_activator.app import Activator
 from kairyu_activator.routing import set_key
 from kairyu_activator.settings import ActivatorHttpSettings
-from kairyu_core.api.inferenceset import LOAD_METRICS as METRICS
+from kairyu_contracts.api.inferenceset import LOAD_METRICS as METRICS
 
 log = logging.getLogger(__name__)
 _SWITCHING_S = 1

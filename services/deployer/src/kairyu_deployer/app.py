@@ -27,16 +27,26 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from kairyu_core.api import (
+from kairyu_contracts.api import (
     ConditionStatus,
     ConditionType,
     Workspace,
     parse_workspace,
 )
-from kairyu_core.api.multiroleinference import ROLE_LABEL
-from kairyu_core.api.workspace import AccessMode
+from kairyu_contracts.api.multiroleinference import ROLE_LABEL
+from kairyu_contracts.api.workspace import AccessMode
+from kairyu_contracts.catalog import Catalog
+from kairyu_contracts.objectstate import INFERENCESET_LABEL, MULTIROLE_LABEL, Kind, ObjectKey, trim
+from kairyu_contracts.workloads import (
+    MAX_MESSAGE,
+    KnownChildren,
+    Owner,
+    WorkloadError,
+    check_owned,
+    controller_uid,
+    refused_creation,
+)
 from kairyu_core.bus import TemporaryError
-from kairyu_core.catalog import Catalog
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
@@ -53,18 +63,8 @@ from kairyu_core.kube import (
     resources,
     stamped,
 )
-from kairyu_core.objectstate import INFERENCESET_LABEL, MULTIROLE_LABEL, Kind, ObjectKey, trim
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
-from kairyu_core.workloads import (
-    MAX_MESSAGE,
-    KnownChildren,
-    Owner,
-    WorkloadError,
-    check_owned,
-    controller_uid,
-    refused_creation,
-)
 from kairyu_deployer import manifests
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_deployer.status import PENDING, Verdict, replicas_status, succeeded, verdict

@@ -13,12 +13,13 @@ request the plan's GPUs per node, tolerate the GPU taints, and are pinned to exa
 provisioner reported in `status.workerNodes`. Adapters are copied in by init containers and passed
 to the runtime. Every object is owned by the Workspace, so Kubernetes removes them with it.
 
-Generated pods run with the `restricted` Pod Security defaults (kairyu_core.workloads.restrict);
-a user's template keeps what the user wrote and gets the pod-level defaults it left out. A
-NetworkPolicy admits the serving port from the Workspace's namespace and the namespaces the
-`kairyu.io/allow-ingress-from` annotation lists, and everything else only from the Workspace's own
-pods (Ray and torch.distributed between the nodes of a multi-node plan). The
-`kairyu.io/api-key-secret` annotation names a Secret whose `api-key` the runtime then requires.
+Generated pods run with the `restricted` Pod Security defaults
+(kairyu_contracts.workloads.restrict); a user's template keeps what the user wrote and gets the
+pod-level defaults it left out. A NetworkPolicy admits the serving port from the Workspace's
+namespace and the namespaces the `kairyu.io/allow-ingress-from` annotation lists, and everything
+else only from the Workspace's own pods (Ray and torch.distributed between the nodes of a multi-node
+plan). The `kairyu.io/api-key-secret` annotation names a Secret whose `api-key` the runtime then
+requires.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairyu_core import childnames
-from kairyu_core.api import AdapterSpec, Plan
-from kairyu_core.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
-from kairyu_core.catalog import Preset
-from kairyu_core.workloads import (
+from kairyu_contracts import childnames
+from kairyu_contracts.api import AdapterSpec, Plan
+from kairyu_contracts.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
+from kairyu_contracts.catalog import Preset
+from kairyu_contracts.workloads import (
     GPU_TOLERATIONS,
     JSON,
     PINNED_NODES_ANNOTATION,

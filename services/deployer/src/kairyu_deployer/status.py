@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kairyu_core.workloads import MAX_MESSAGE, pod_problem
+from kairyu_contracts.workloads import MAX_MESSAGE, pod_problem
 
 READY = "WorkspaceInferenceStatusSuccess"
 PENDING = "WorkspaceInferenceStatusPending"

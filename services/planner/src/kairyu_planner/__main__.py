@@ -23,8 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from kairyu_contracts.catalog import Catalog, load_catalog
 from kairyu_core import service
-from kairyu_core.catalog import Catalog, load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_planner import certificates, webhook
 from kairyu_planner.app import Planner, followed

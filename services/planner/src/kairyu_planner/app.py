@@ -37,8 +37,7 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from kairyu_core import rollout_trace
-from kairyu_core.api import (
+from kairyu_contracts.api import (
     Condition,
     ConditionStatus,
     ConditionType,
@@ -49,11 +48,12 @@ from kairyu_core.api import (
     parse_workspace,
     set_condition,
 )
+from kairyu_contracts.catalog import Catalog, GpuSku
+from kairyu_contracts.catalog.sizing import SizingError, is_hf_id
+from kairyu_contracts.objectstate import PARENT_KINDS, Kind
+from kairyu_core import rollout_trace
 from kairyu_core.bus import FOLLOWS, TemporaryError
-from kairyu_core.catalog import Catalog, GpuSku
-from kairyu_core.catalog.sizing import SizingError, is_hf_id
 from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resources
-from kairyu_core.objectstate import PARENT_KINDS, Kind
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.byonodes import NodesUnusableError, byo_sku

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from kairyu_core.api.inferenceset import AUTO_PROVISION_ANNOTATION, LOAD_METRICS, autoscaled
-from kairyu_core.workloads import controller_reference
+from kairyu_contracts.api.inferenceset import AUTO_PROVISION_ANNOTATION, LOAD_METRICS, autoscaled
+from kairyu_contracts.workloads import controller_reference
 
 JSON = dict[str, Any]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kairyu_core.api import LabelSelector
-from kairyu_core.catalog import Cloud, GpuSku
+from kairyu_contracts.api import LabelSelector
+from kairyu_contracts.catalog import Cloud, GpuSku
 from kairyu_planner.planning import PlanError, PlanReason
 
 GPU_PRODUCT = "nvidia.com/gpu.product"

@@ -6,8 +6,8 @@ more precise reason); a refusal by either becomes a `PlanError`.
 
 from __future__ import annotations
 
-from kairyu_core.api import Workspace
-from kairyu_core.catalog import Catalog, GpuSku
+from kairyu_contracts.api import Workspace
+from kairyu_contracts.catalog import Catalog, GpuSku
 from kairyu_planner.planning import PlanError, PlanReason, PlanResult, plan_workspace
 from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validation import validate

@@ -18,7 +18,7 @@ matters for small models that fit with room to spare.
 
 from __future__ import annotations
 
-from kairyu_core.catalog import GpuSku, Preset
+from kairyu_contracts.catalog import GpuSku, Preset
 from kairyu_planner.settings import PlanningSettings
 
 GIB = 1 << 30

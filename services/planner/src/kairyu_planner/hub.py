@@ -3,8 +3,8 @@
 A Workspace may name any Hugging Face model (`inference.preset.name: org/model`, KAITO v0.9+).
 The planner sizes it from the repository itself: `model_info` (with file sizes) resolves the
 revision to a commit and lists the safetensors files, and `config.json` of that commit gives the
-architecture (kairyu_core.catalog.sizing). Both go through `huggingface_hub`'s own client against
-`KAIRYU_HUB__ENDPOINT`, so a private mirror works as huggingface.co does.
+architecture (kairyu_contracts.catalog.sizing). Both go through `huggingface_hub`'s own client
+against `KAIRYU_HUB__ENDPOINT`, so a private mirror works as huggingface.co does.
 
 What the Hub said about one commit never changes, so results are kept by (id, commit) for as
 long as the process lives (bounded), and the plan records the commit (`--revision`), so what was
@@ -24,8 +24,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from kairyu_core.catalog import Preset
-from kairyu_core.catalog.sizing import SizingError, preset_from_config, weights_bytes
+from kairyu_contracts.catalog import Preset
+from kairyu_contracts.catalog.sizing import SizingError, preset_from_config, weights_bytes
 from kairyu_planner.settings import HubSettings
 
 _CONFIG_LIMIT = 1 << 20  # a config.json is a few KiB; more is not a config

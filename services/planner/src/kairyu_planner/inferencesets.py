@@ -22,8 +22,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairyu_core.api.inferenceset import CREATED_BY_LABEL
-from kairyu_core.workloads import controller_reference, controller_uid
+from kairyu_contracts.api.inferenceset import CREATED_BY_LABEL
+from kairyu_contracts.workloads import controller_reference, controller_uid
 
 JSON = dict[str, Any]
 SET_VERSION = "kaito.sh/v1beta1"

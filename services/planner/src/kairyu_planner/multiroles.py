@@ -30,10 +30,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairyu_core.api.meta import DNS1123_LABEL
-from kairyu_core.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
+from kairyu_contracts.api.meta import DNS1123_LABEL
+from kairyu_contracts.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
+from kairyu_contracts.workloads import controller_uid
 from kairyu_core.kube import applied_digest, digest_of, stamped
-from kairyu_core.workloads import controller_uid
 
 JSON = dict[str, Any]
 PREFILL_READY = "PrefillReady"

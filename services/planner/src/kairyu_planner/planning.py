@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kairyu_core.api import Plan, Workspace
-from kairyu_core.catalog import Catalog, GpuSku, Preset, Runtime
-from kairyu_core.catalog.sizing import is_hf_id, served_name
+from kairyu_contracts.api import Plan, Workspace
+from kairyu_contracts.catalog import Catalog, GpuSku, Preset, Runtime
+from kairyu_contracts.catalog.sizing import is_hf_id, served_name
 from kairyu_planner import estimator
 from kairyu_planner.settings import PlanningSettings
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from kairyu_core.api import Workspace
+from kairyu_contracts.api import Workspace
 
 SAFE_VOLUME_TYPES = frozenset(
     {

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 
-from kairyu_core.api.multiroleinference import ROLES
+from kairyu_contracts.api.multiroleinference import ROLES
+from kairyu_contracts.objectstate import ObjectKey
 from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import KubeClient, OnceDeleter, errors, resources
-from kairyu_core.objectstate import ObjectKey
 from kairyu_core.view import View
 from kairyu_planner.multiroles import decide_roles, failed, set_name
 from kairyu_planner.parentstatus import still_there, write_status

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kairyu_core.api import MAX_NODE_COUNT
-from kairyu_core.api.inferenceset import MAX_REPLICAS
-from kairyu_core.catalog import Cloud
+from kairyu_contracts.api import MAX_NODE_COUNT
+from kairyu_contracts.api.inferenceset import MAX_REPLICAS
+from kairyu_contracts.catalog import Cloud
 from kairyu_core.settings import NodeProvisioner, ServiceSettings
 
 

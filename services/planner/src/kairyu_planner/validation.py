@@ -21,9 +21,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from kairyu_core.api import Workspace
-from kairyu_core.catalog import Catalog, Cloud, load_catalog
-from kairyu_core.catalog.sizing import is_hf_id
+from kairyu_contracts.api import Workspace
+from kairyu_contracts.catalog import Catalog, Cloud, load_catalog
+from kairyu_contracts.catalog.sizing import is_hf_id
 from kairyu_planner import podsafety
 from kairyu_planner.planning import PlanError, PlanReason, plan_workspace, supported_skus
 from kairyu_planner.settings import PlanningSettings

@@ -32,9 +32,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from kairyu_core.api import Workspace, parse_workspace
-from kairyu_core.api.inferenceset import INFERENCESET_KIND, MAX_NAME, parse_inferenceset
-from kairyu_core.api.multiroleinference import MULTIROLE_KIND, parse_multirole
+from kairyu_contracts.api import Workspace, parse_workspace
+from kairyu_contracts.api.inferenceset import INFERENCESET_KIND, MAX_NAME, parse_inferenceset
+from kairyu_contracts.api.multiroleinference import MULTIROLE_KIND, parse_multirole
 from kairyu_planner.inferencesets import child_manifest
 from kairyu_planner.multiroles import multirole_errors, role_set
 from kairyu_planner.validation import Verdict, validate

@@ -15,9 +15,9 @@ import contextlib
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
+from kairyu_contracts.catalog import load_catalog
 from kairyu_core import service
 from kairyu_core.bus import FOLLOWS
-from kairyu_core.catalog import load_catalog
 from kairyu_core.kube import KubeClient
 from kairyu_core.reconciling import Reconcile
 from kairyu_core.view import View

@@ -32,7 +32,7 @@ from azure.core.exceptions import AzureError
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from kairyu_core.api import (
+from kairyu_contracts.api import (
     Condition,
     ConditionStatus,
     ConditionType,
@@ -40,8 +40,8 @@ from kairyu_core.api import (
     parse_workspace,
     set_condition,
 )
+from kairyu_contracts.catalog import Catalog
 from kairyu_core.bus import TemporaryError
-from kairyu_core.catalog import Catalog
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,

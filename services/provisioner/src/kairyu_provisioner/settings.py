@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kairyu_core.api import MAX_NODE_COUNT
+from kairyu_contracts.api import MAX_NODE_COUNT
 from kairyu_core.settings import NodeProvisioner, ServiceSettings
 
 Backend = NodeProvisioner

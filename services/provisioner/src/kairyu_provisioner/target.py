@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kairyu_core.api import LabelSelector, Workspace
-from kairyu_core.catalog import Catalog
+from kairyu_contracts.api import LabelSelector, Workspace
+from kairyu_contracts.catalog import Catalog
 
 DEFAULT_DISK_GIB = 1024
 """Storage asked for when the model is not a preset (KAITO's default)."""

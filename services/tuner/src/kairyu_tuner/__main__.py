@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from kairyu_contracts.catalog import load_catalog
 from kairyu_core import service
 from kairyu_core.bus import FOLLOWS
-from kairyu_core.catalog import load_catalog
 from kairyu_tuner.app import Tuner
 from kairyu_tuner.settings import TunerSettings
 

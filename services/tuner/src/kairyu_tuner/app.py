@@ -26,15 +26,24 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from kairyu_core import childnames
-from kairyu_core.api import (
+from kairyu_contracts import childnames
+from kairyu_contracts.api import (
     ConditionStatus,
     ConditionType,
     Workspace,
     parse_workspace,
 )
+from kairyu_contracts.catalog import Catalog, Preset
+from kairyu_contracts.objectstate import ObjectKey
+from kairyu_contracts.workloads import (
+    KnownChildren,
+    WorkloadError,
+    check_owned,
+    controller_uid,
+    redact_urls,
+    refused_creation,
+)
 from kairyu_core.bus import TemporaryError
-from kairyu_core.catalog import Catalog, Preset
 from kairyu_core.kube import (
     GoingConfirmation,
     KubeClient,
@@ -51,17 +60,8 @@ from kairyu_core.kube import (
     resources,
     stamped,
 )
-from kairyu_core.objectstate import ObjectKey
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
-from kairyu_core.workloads import (
-    KnownChildren,
-    WorkloadError,
-    check_owned,
-    controller_uid,
-    redact_urls,
-    refused_creation,
-)
 from kairyu_tuner import manifests
 from kairyu_tuner.settings import TunerSettings
 from kairyu_tuner.status import FAILED, PENDING, TuningStatus, tuning_status

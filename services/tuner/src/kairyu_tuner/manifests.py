@@ -24,10 +24,10 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairyu_core import childnames
-from kairyu_core.api import Plan
-from kairyu_core.catalog import Preset
-from kairyu_core.workloads import (
+from kairyu_contracts import childnames
+from kairyu_contracts.api import Plan
+from kairyu_contracts.catalog import Preset
+from kairyu_contracts.workloads import (
     GPU_TOLERATIONS,
     JSON,
     Owner,

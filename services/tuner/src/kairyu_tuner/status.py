@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kairyu_core.workloads import pod_problem
+from kairyu_contracts.workloads import pod_problem
 
 STARTED = "WorkspaceTuningJobStatusStarted"
 JOB_FAILED = "WorkspaceTuningJobStatusFailed"

@@ -1,8 +1,8 @@
 """The watcher: the only component holding Kubernetes watches.
 
 It keeps the latest trimmed state of every Workspace, of every Node and of every object labelled
-`kaito.sh/workspace` on the state stream (kairyu_core.objectstate, docs/views.md), from which the
-other services build their views: the change of a state is the event that wakes them, so each
+`kaito.sh/workspace` on the state stream (kairyu_contracts.objectstate, docs/views.md), from which
+the other services build their views: the change of a state is the event that wakes them, so each
 hand-off (a status a service wrote) is announced once. A value is written only when what the
 services read changed, a tombstone when the object is deleted. At start the watcher reads what the
 stream already holds and lists the cluster against it, so a restart publishes only what changed
@@ -16,7 +16,7 @@ every workload without the Workspace label, so the deployer and the tuner need n
 first apply.
 
 It also puts right a summary (`WorkspaceReady`, `status.state`) that the services' own status
-writes, each carrying the summary, left stale (kairyu_core.api.summary).
+writes, each carrying the summary, left stale (kairyu_contracts.api.summary).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TypeVar, cast
 
 from pydantic import ValidationError
 
-from kairyu_core.api import (
+from kairyu_contracts.api import (
     ConditionStatus,
     ConditionType,
     Workspace,
@@ -40,6 +40,7 @@ from kairyu_core.api import (
     parse_workspace,
     summary,
 )
+from kairyu_contracts.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
 from kairyu_core.bus import Bus, BusError, Snapshot
 from kairyu_core.informing import wake_digest
 from kairyu_core.kube import (
@@ -51,7 +52,6 @@ from kairyu_core.kube import (
     resources,
     watch,
 )
-from kairyu_core.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
 from kairyu_watcher.occupancy import Occupancy, identity
 from kairyu_watcher.settings import WatcherSettings
 
@@ -77,7 +77,8 @@ NAMED_RESOURCES = (
     resources.STATEFULSETS,
     resources.JOBS,
 )
-"""Whose names and owners are followed for `occupancy`: the kinds kairyu_core.childnames names."""
+"""Whose names and owners are followed for `occupancy`: the kinds that kairyu_contracts.childnames
+names."""
 
 
 class StateStreamReplacedError(Exception):
@@ -109,7 +110,7 @@ class Watcher:
         self._written: dict[str, _Written] = {}
         # namespace/name -> (uid, generation) seen WorkspaceReady=True: its outcome is recorded
         self._finished: dict[str, tuple[str | None, int | None]] = {}
-        # object -> digest of the state on the stream (kairyu_core.objectstate.content_digest)
+        # object -> digest of the state on the stream (kairyu_contracts.objectstate.content_digest)
         self._stored: dict[ObjectKey, str] = {}
         # object -> a state (None: a tombstone), its digest and uid, whose publish failed; the
         # resync tries again

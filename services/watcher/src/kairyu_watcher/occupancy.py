@@ -1,10 +1,10 @@
 """Which objects hold the names a Workspace's generated objects would take (pure).
 
 The deployer and the tuner must never take over an object of someone else's that happens to
-carry the name they would give theirs (kairyu_core.childnames): a forced apply would add their
+carry the name they would give theirs (kairyu_contracts.childnames): a forced apply would add their
 owner reference, and the garbage collector would later delete it with the Workspace. Instead of
 a GET before each first apply, the watcher follows the names and owners of every object of those
-kinds and publishes, for each Workspace, an `Occupant` state (kairyu_core.objectstate) per name
+kinds and publishes, for each Workspace, an `Occupant` state (kairyu_contracts.objectstate) per name
 that an object the Workspace does not control holds. Its tombstone, when that object goes or the
 Workspace is deleted, wakes the Workspace again.
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kairyu_core.childnames import child_names, claimants
-from kairyu_core.objectstate import JSON, ObjectKey, occupant, occupant_key
-from kairyu_core.workloads import controller_uid
+from kairyu_contracts.childnames import child_names, claimants
+from kairyu_contracts.objectstate import JSON, ObjectKey, occupant, occupant_key
+from kairyu_contracts.workloads import controller_uid
 
 Change = tuple[ObjectKey, JSON | None]
 

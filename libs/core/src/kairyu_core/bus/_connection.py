@@ -36,6 +36,7 @@ from nats.js.errors import (
     ServiceUnavailableError,
 )
 
+from kairyu_contracts.objectstate import JSON, Kind, ObjectKey
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import (
     DELETED_HEADER,
@@ -49,7 +50,6 @@ from kairyu_core.bus._statestream import (
 )
 from kairyu_core.bus.errors import BusError
 from kairyu_core.bus.topology import StreamSpec
-from kairyu_core.objectstate import JSON, Kind, ObjectKey
 from kairyu_core.settings import NatsSettings
 
 log = logging.getLogger(__name__)

@@ -21,12 +21,12 @@ import json
 import logging
 from collections.abc import Sequence
 
+from kairyu_contracts.objectstate import occupant_key
+from kairyu_contracts.workloads import KnownChildren, Owner, check_owned, name_taken
 from kairyu_core.kube import errors, resources
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.resources import Resource
-from kairyu_core.objectstate import occupant_key
 from kairyu_core.view import View
-from kairyu_core.workloads import KnownChildren, Owner, check_owned, name_taken
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def check_free(view: View, objects: Sequence[JSON], owner: Owner) -> None:
     """Raise NameTakenError if the view holds an Occupant for any of `objects`' names.
 
     The watcher publishes one for each name of a Workspace's generated objects that an object
-    the Workspace does not control holds (kairyu_core.objectstate). Checked for all objects before
-    any is applied, so a taken name leaves nothing half made.
+    the Workspace does not control holds (kairyu_contracts.objectstate). Checked for all objects
+    before any is applied, so a taken name leaves nothing half made.
     """
     for obj in objects:
         kind, name = obj["kind"], obj["metadata"]["name"]

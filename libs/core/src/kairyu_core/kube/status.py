@@ -19,8 +19,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from kairyu_core import rollout_trace
-from kairyu_core.api import (
+from kairyu_contracts.api import (
     Condition,
     ConditionStatus,
     ConditionType,
@@ -28,7 +27,8 @@ from kairyu_core.api import (
     parse_workspace,
     set_condition,
 )
-from kairyu_core.api.summary import phase_durations, summarize
+from kairyu_contracts.api.summary import phase_durations, summarize
+from kairyu_core import rollout_trace
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.errors import NotFoundError
 from kairyu_core.kube.resources import WORKSPACES, Resource

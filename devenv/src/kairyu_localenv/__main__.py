@@ -1,0 +1,411 @@
+"""`make dev`: bring up the local control plane, GPU capacity and NATS, and keep them until Ctrl-C.
+
+GPU nodes come the way the chosen provisioner backend gets them: from real Karpenter with its kwok
+provider (`karpenter`, the default), from the local ARM endpoint that plays AKS (`azure`), or as
+nodes made up front for the seed (`byo`). The kubeconfig and the NATS URL are written under
+./dev-cluster/ (stable paths, so another terminal can use them while this runs); everything else
+lives in a temporary directory removed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from kairyu_cli import traceview
+from kairyu_localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
+from kairyu_localenv.binaries import repo_root
+from kairyu_localenv.jaeger import LocalJaeger
+from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.keda import LocalKeda, host_address
+from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
+
+log = logging.getLogger("kairyu.dev")
+SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator")
+
+# The seed's example SKU (one V100 16 GB), labelled to match the seed Workspace's labelSelector.
+EXAMPLE_NODES = GpuNodeSpec(
+    instance_type="Standard_NC6s_v3",
+    gpu_product="Tesla-V100-PCIE-16GB",
+    gpu_count=1,
+    gpu_memory_mib=16384,
+    cpu="6",
+    memory="112Gi",
+)
+
+
+def start_services(
+    cluster: LocalCluster,
+    nats: LocalNats,
+    extra_env: dict[str, dict[str, str]],
+    *,
+    otlp_endpoint: str | None = None,
+) -> list[ManagedProcess]:
+    """Start every kairyu service, pointed at this cluster and NATS (and Jaeger for its spans)."""
+    env = {
+        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
+        "KAIRYU_NATS__URL": nats.url,
+        "KAIRYU_LOG__FORMAT": "text",
+    }
+    if otlp_endpoint:
+        env |= {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_BSP_SCHEDULE_DELAY": "500",  # ms: the waterfall is shown right after Ready
+        }
+    set_up_streams(env)
+    started = []
+    for service in SERVICES:
+        module = f"kairyu_{service}"
+        if importlib.util.find_spec(f"{module}.__main__") is None:
+            continue  # the service's issue has not landed yet
+        process = ManagedProcess(
+            module,
+            [sys.executable, "-m", module],
+            log_dir=cluster.logs,
+            env={**env, **extra_env.get(service, {})},
+        )
+        process.start()
+        started.append(process)
+    return started
+
+
+def service_env(
+    backend: str, webhook_env: dict[str, str], provisioner_env: dict[str, str]
+) -> dict[str, dict[str, str]]:
+    """Each service's own settings in `make dev`, beyond the cluster's and NATS's."""
+    activator_env = activator_settings()
+    planner_env = webhook_env | {
+        "KAIRYU_PLANNING__NODE_PROVISIONER": backend,
+        "KAIRYU_AUTOSCALING__ACTIVATOR_URL": "http://127.0.0.1:"
+        + activator_env["KAIRYU_ACTIVATOR__LOAD_PORT"],
+    }
+    return {"planner": planner_env, "provisioner": provisioner_env, "activator": activator_env}
+
+
+def activator_settings() -> dict[str, str]:
+    """The activator's ports, and the address the sets' Services point at while cold.
+
+    An EndpointSlice may not name a loopback address: without another one on this machine the
+    activator leaves the Services alone (it still serves the load and its 503s).
+    """
+    try:
+        address = host_address()
+    except RuntimeError:
+        address = ""
+    return {
+        "KAIRYU_ACTIVATOR__HOST": "0.0.0.0",  # noqa: S104 - KEDA dials 127.0.0.1, Services this address
+        "KAIRYU_ACTIVATOR__LOAD_PORT": str(free_port()),
+        "KAIRYU_ACTIVATOR__PORT": str(free_port()),
+        "KAIRYU_ACTIVATOR__ADDRESS": address,
+    }
+
+
+def set_up_streams(env: dict[str, str]) -> None:
+    """Create the streams with the set-up step, as the chart's nats-setup sidecar does.
+
+    It is the one component that configures them; the services only wait until they exist. The
+    local NATS keeps its storage across restarts, so running it once is enough here.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "kairyu_core.bus.setup"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the NATS set-up step failed:\n{done.stderr[-2000:]}")
+
+
+def start_capacity(
+    backend: str, cluster: LocalCluster, stack: list[ManagedProcess | LocalKarpenter]
+) -> dict[str, str]:
+    """Whatever gives the backend its GPU nodes; returns the provisioner's settings for it."""
+    common = {"KAIRYU_BACKEND": backend, "KAIRYU_PROVISIONING__CHECK_INTERVAL_S": "5"}
+    if backend == "karpenter":
+        karpenter = LocalKarpenter(cluster)
+        stack.append(karpenter)
+        karpenter.start()
+        return common
+    if backend == "azure":
+        port = free_port()
+        arm = ManagedProcess(
+            "fake-arm",
+            [
+                sys.executable,
+                "-m",
+                "kairyu_localenv.fake_arm",
+                f"--kubeconfig={cluster.kubeconfig}",
+                f"--port={port}",
+            ],
+            log_dir=cluster.logs,
+        )
+        stack.append(arm)
+        arm.start()
+        url = f"http://127.0.0.1:{port}"
+        arm.wait_until(http_ok(f"{url}/healthz"), timeout=30, what="the local ARM endpoint")
+        return common | {
+            "KAIRYU_AZURE__SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+            "KAIRYU_AZURE__RESOURCE_GROUP": "kairyu-dev",
+            "KAIRYU_AZURE__CLUSTER_NAME": "kairyu-dev",
+            "KAIRYU_AZURE__ENDPOINT": url,
+            "KAIRYU_AZURE__CREDENTIAL": "none",
+            "KAIRYU_AZURE__POLLING_INTERVAL_S": "1",
+        }
+    cluster.add_gpu_nodes(EXAMPLE_NODES, count=1, prefix="gpu-v100", labels={"apps": "phi-3"})
+    return common
+
+
+def apply_example(cluster: LocalCluster, workspace: Path, backend: str) -> None:
+    """Apply the Workspace to show; on your own nodes (byo) without its instanceType.
+
+    That is KAITO's rule for bring-your-own nodes: the planner reads the GPU labels of the
+    nodes the selector matches instead.
+    """
+    if backend != "byo":
+        cluster.kubectl("apply", "-f", str(workspace))
+        return
+    doc = yaml.safe_load(workspace.read_text())
+    (doc.get("resource") or {}).pop("instanceType", None)
+    cluster.apply(doc)
+
+
+def register_webhook(
+    cluster: LocalCluster, services: list[ManagedProcess], endpoint: admission.WebhookEndpoint
+) -> None:
+    """Once the planner answers on its webhook port, let the apiserver call it."""
+    planner = next((p for p in services if p.name == "kairyu_planner"), None)
+    if planner is None:
+        return
+    planner.wait_until(
+        http_ok(endpoint.health_url, context=endpoint.client_context()),
+        timeout=60,
+        what="the planner's admission webhook",
+    )
+    cluster.apply(admission.registration(endpoint))
+
+
+_COLUMNS = ("Planned", "ResourceReady", "InferenceReady", "JobStarted", "WorkspaceReady")
+
+
+def progress_row(obj: dict[str, Any]) -> str:
+    """One line of the live table: each condition's status (and reason when not True), the state."""
+    status = obj.get("status") or {}
+    found = {c["type"]: c for c in status.get("conditions") or []}
+    cells = []
+    for kind in _COLUMNS:
+        cond = found.get(kind)
+        if cond is None:
+            cells.append(f"{kind}=-")
+        elif cond["status"] == "True":
+            cells.append(f"{kind}=True")
+        else:
+            cells.append(f"{kind}={cond['status']}({cond.get('reason', '')})")
+    return "  ".join([*cells, f"state={status.get('state') or '-'}"])
+
+
+def watch_rollout(cluster: LocalCluster, workspace: Path, timeout: float = 240.0) -> dict[str, Any]:
+    """Print a row each time the Workspace's conditions change, until WorkspaceReady=True."""
+    began = time.monotonic()
+    last = ""
+    obj: dict[str, Any] = {}
+    while time.monotonic() - began < timeout:
+        got = cluster.kubectl("get", "-f", str(workspace), "-o", "json", check=False)
+        if got.returncode == 0:
+            obj = json.loads(got.stdout)
+            row = progress_row(obj)
+            if row != last:
+                sys.stdout.write(f"  +{time.monotonic() - began:5.1f}s  {row}\n")
+                sys.stdout.flush()
+                last = row
+            ready = any(
+                c["type"] == "WorkspaceReady" and c["status"] == "True"
+                for c in (obj.get("status") or {}).get("conditions") or []
+            )
+            if ready and (obj.get("status") or {}).get("state"):
+                return obj
+        time.sleep(0.5)
+    raise TimeoutError(f"{workspace.name} not WorkspaceReady after {timeout:.0f}s: {last}")
+
+
+def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> None:
+    """The rollout's waterfall, once its spans reached Jaeger (exported in batches)."""
+    trace_id = traceview.trace_id_of(obj["metadata"])
+    if trace_id is None:
+        return
+    # Each service exports its own batches: wait for every phase, not only the watcher's last.
+    phases = {"plan", "provision", "tune" if obj.get("tuning") else "deploy", "ready"}
+    table: list[traceview.Row] = []
+    for _ in range(40):
+        try:
+            table = traceview.rows(traceview.fetch(jaeger.query_url, trace_id))
+        except OSError:
+            table = []
+        seen = {r.phase for r in table}
+        if "failed" in seen or phases <= seen:
+            break
+        time.sleep(0.5)
+    sys.stdout.write(f"rollout trace {trace_id}:\n{traceview.render(table)}\n")
+
+
+def write_state(
+    state_dir: Path, cluster: LocalCluster, nats: LocalNats, jaeger: LocalJaeger
+) -> Path:
+    """Write the kubeconfig and a shell env file where another terminal can find them."""
+    kubeconfig = (state_dir / "kubeconfig").resolve()
+    kubeconfig.write_text(cluster.kubeconfig.read_text())
+    kubeconfig.chmod(0o600)
+    (state_dir / "env").write_text(
+        f"export KUBECONFIG={kubeconfig}\n"
+        f"export KAIRYU_NATS__URL={nats.url}\n"
+        f"export KAIRYU_JAEGER_URL={jaeger.query_url}\n"
+        f"export PATH={cluster.binaries.directory}:$PATH\n"
+    )
+    return kubeconfig
+
+
+def report(
+    cluster: LocalCluster,
+    nats: LocalNats,
+    jaeger: LocalJaeger,
+    *,
+    services: list[ManagedProcess],
+    state_dir: Path,
+    kubeconfig: Path,
+) -> None:
+    """Tell the user where everything is and show the Workspace."""
+    log.info("  apiserver  %s", cluster.server)
+    log.info("  nats       %s", nats.url)
+    log.info("  jaeger     %s (query API; the UI is not in the Go module)", jaeger.query_url)
+    nodes = cluster.kubectl(
+        "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}", check=False
+    ).stdout.split()
+    log.info("  GPU nodes  %s", ", ".join(nodes) or "none")
+    log.info("  services   %s", ", ".join(p.name for p in services) or "none yet")
+    log.info("  logs       %s", cluster.logs)
+    log.info("in another terminal:  source %s/env && kubectl get workspace", state_dir)
+    log.info("  the rollout as a waterfall:  uv run kairyu trace default/<workspace>")
+    for example in sorted((repo_root() / "examples").glob("*.yaml")):
+        log.info("  another example:  kubectl apply -f examples/%s", example.name)
+    sys.stdout.write(cluster.kubectl("get", "workspaces.v1alpha1.kaito.sh", "-A").stdout)
+    plans = cluster.kubectl(
+        "get", "workspaces", "-A", "-o",
+        "custom-columns=NAME:.metadata.name,PLANNED:.status.conditions[?(@.type=='Planned')].status,"
+        "SKU:.status.plan.instanceType,NODES:.status.plan.nodeCount,"
+        "COST/H:.status.plan.estimatedCostPerHour,WORKERS:.status.workerNodes",
+    )  # fmt: skip
+    sys.stdout.write(plans.stdout)
+    sys.stdout.write(
+        json.dumps({"apiserver": cluster.server, "nats": nats.url, "kubeconfig": str(kubeconfig)})
+        + "\n"
+    )
+    sys.stdout.flush()
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", type=Path, default=Path("dev-cluster"))
+    parser.add_argument("--workspace", type=Path, default=None, help="Workspace manifest to apply")
+    parser.add_argument(
+        "--backend",
+        choices=("karpenter", "azure", "byo"),
+        default="karpenter",
+        help="where the provisioner gets GPU nodes (default: real Karpenter, kwok provider)",
+    )
+    parser.add_argument(
+        "--keda",
+        action="store_true",
+        help="run KEDA too, so annotated InferenceSets scale on load (docs/autoscaling.md); "
+        "built on first use, about 10 minutes",
+    )
+    parser.add_argument(
+        "--exit-after-ready", action="store_true", help="stop once everything is up (CI smoke run)"
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _arguments()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    root = repo_root()
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    cluster = LocalCluster(Binaries.locate())
+    nats = LocalNats()
+    jaeger = LocalJaeger()
+    services: list[ManagedProcess] = []
+    capacity: list[ManagedProcess | LocalKarpenter] = []
+    keda: LocalKeda | None = None
+    try:
+        cluster.start()
+        nats.start()
+        jaeger.start()
+        cluster.install_crds(root)
+        provisioner_env = start_capacity(args.backend, cluster, capacity)
+        endpoint = admission.prepare(cluster.workdir / "webhook")
+        if args.keda:
+            keda = LocalKeda(cluster)
+            keda.start()
+        extra_env = service_env(args.backend, endpoint.env(), provisioner_env)
+        services.extend(
+            start_services(cluster, nats, extra_env, otlp_endpoint=jaeger.otlp_endpoint)
+        )
+        register_webhook(cluster, services, endpoint)
+        workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
+        apply_example(cluster, workspace, args.backend)
+        sys.stdout.write(f"{workspace.name}: conditions as they change\n")
+        final = watch_rollout(cluster, workspace)
+
+        kubeconfig = write_state(args.state_dir, cluster, nats, jaeger)
+        log.info("local cluster ready in %.1fs", time.monotonic() - started)
+        show_trace(final, jaeger)
+        report(
+            cluster,
+            nats,
+            jaeger,
+            services=services,
+            state_dir=args.state_dir,
+            kubeconfig=kubeconfig,
+        )
+        if not args.exit_after_ready:
+            log.info("running until Ctrl-C")
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log.info("stopping")
+        for service in reversed(services):
+            service.stop()
+        for part in reversed(capacity):
+            part.stop()
+        if keda is not None:
+            keda.stop()
+        nats.stop()
+        jaeger.stop()
+        cluster.stop()
+        (args.state_dir / "kubeconfig").unlink(missing_ok=True)
+        (args.state_dir / "env").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
