@@ -1,4 +1,4 @@
-"""What a service image installs: its own package and the product libraries, nothing of the dev side.
+"""What a service image installs: its package and the product libraries, nothing of the dev side.
 
 Each service's environment is built the way images/service.Dockerfile builds it (`uv sync --frozen
 --no-dev --package kairyu-<service> --no-editable`: the workspace members become wheels), into a
@@ -23,8 +23,11 @@ SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator
 PRODUCT_LIBRARIES = {"kairyu-contracts", "kairyu-core"}
 DEV_ONLY = {"kairyu-devenv", "kairyu-cli", "pytest", "trustme", "hypothesis", "mypy", "ruff"}
 DEV_MODULES = {"kairyu_localenv", "kairyu_testing", "kairyu_cli"}
-WORKSPACE_MEMBERS = ("kairyu-contracts", "kairyu-core", "kairyu-cli") + tuple(
-    f"kairyu-{service}" for service in SERVICES
+WORKSPACE_MEMBERS = (
+    "kairyu-contracts",
+    "kairyu-core",
+    "kairyu-cli",
+    *(f"kairyu-{service}" for service in SERVICES),
 )
 
 # Run by the environment's own interpreter: the installed distributions, and every kairyu module
@@ -70,8 +73,17 @@ def _environment(package: str, where: Path) -> Installed:
     # refresh, a module changed since the last build would not be in the wheel tested here.
     refresh = [f"--reinstall-package={member}" for member in WORKSPACE_MEMBERS]
     subprocess.run(
-        [_uv(), "sync", "--frozen", "--no-dev", "--no-editable", "--quiet", "--package", package]
-        + refresh,
+        [
+            _uv(),
+            "sync",
+            "--frozen",
+            "--no-dev",
+            "--no-editable",
+            "--quiet",
+            "--package",
+            package,
+            *refresh,
+        ],
         cwd=ROOT,
         env=env,
         check=True,
@@ -121,4 +133,3 @@ def test_the_cli_installs_the_planner_it_previews_with_but_no_dev_environment(
     assert not dists & (DEV_ONLY - {"kairyu-cli"})
     assert found["failures"] == {}
     assert (tmp_path / "env/bin/kairyu").exists()
-
