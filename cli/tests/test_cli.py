@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kairyu_cli.commands import EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE, run
-from kairyu_testing.manifests import seed, seed_path
+from kairyu_testing.seeds import seed, seed_path
 
 
 def test_the_seed_plan_is_printed_as_a_table() -> None:

@@ -44,7 +44,7 @@ from kairyu_localenv.__main__ import (
     start_services,
 )
 from kairyu_localenv.binaries import repo_root
-from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 
 log = logging.getLogger("kairyu.bench")

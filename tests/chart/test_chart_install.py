@@ -21,12 +21,12 @@ import yaml
 from helm import CHART, NAMESPACE, RELEASE, helm
 
 from kairyu_core.kube import KubeClient
-from kairyu_localenv import LocalCluster, karpenter, keda
+from kairyu_localenv import LocalCluster, karpenter_kwok, keda
 from kairyu_localenv.binaries import Binaries
 from kairyu_localenv.nodes import kwok_node_manifest
 from kairyu_localenv.processes import free_port
 from kairyu_planner import certificates, webhook
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def chart_cluster() -> Iterator[LocalCluster]:
         cluster.kubectl("wait", "--for=condition=Ready", "--timeout=60s", "node/system-0")
         # Karpenter's CRDs, so that `kubectl auth can-i` knows the NodeClaim resource.
         for crd in ("karpenter.sh_nodeclaims.yaml", "karpenter.sh_nodepools.yaml"):
-            cluster.apply(karpenter.locate() / "crds" / crd)
+            cluster.apply(karpenter_kwok.locate() / "crds" / crd)
         cluster.wait_for_crds("nodeclaims.karpenter.sh", "nodepools.karpenter.sh")
         # KEDA's ScaledObject CRD, for the planner's rights on autoscaled InferenceSets.
         cluster.apply(keda.locate() / "crds" / "keda.sh_scaledobjects.yaml")
@@ -295,7 +295,7 @@ async def test_the_planner_issues_a_webhook_certificate_the_apiserver_can_trust(
     # kwok plays the planner's pod, so its certificate step runs here, with the planner's own
     # ServiceAccount: the chart's RBAC is enough for it, and no more (below).
     name = f"{RELEASE}-planner"
-    target = certificates.Target(
+    target = certificates.CertificateTarget(
         namespace=NAMESPACE,
         secret=f"{name}-webhook-tls",
         service=name,

@@ -12,7 +12,7 @@ from helm import CHART, documents, helm, render, stable, values_files
 
 from kairyu_activator.settings import ActivatorSettings
 from kairyu_contracts.api.crd import CRDS
-from kairyu_contracts.events import Subjects
+from kairyu_contracts.subjects import Subjects
 from kairyu_core import metrics
 from kairyu_core.bus import StreamSpec, topology
 from kairyu_deployer.settings import DeployerSettings

@@ -21,8 +21,8 @@ import pytest
 from helm import CHART, documents, render
 from pydantic import SecretStr
 
-from kairyu_contracts.events import Subjects
 from kairyu_contracts.objectstate import CLUSTER_SCOPED, JSON, KINDS, Kind, ObjectKey
+from kairyu_contracts.subjects import Subjects
 from kairyu_core.bus import FOLLOWS, Bus, Change, Snapshot, topology
 from kairyu_core.bus.setup import set_up
 from kairyu_core.settings import NatsSettings

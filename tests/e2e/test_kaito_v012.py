@@ -19,7 +19,7 @@ import pytest
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_localenv import LocalCluster
 from kairyu_testing.fakehub import GATED_1B, LLAMA_8B, LLAMA_70B, NO_CONFIG, TOKEN
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 from kairyu_testing.stack import ServiceStack
 from kairyu_testing.workspaces import has_reason, is_true, until
 

@@ -17,7 +17,7 @@ import pytest
 
 from kairyu_core.kube import KubeClient, resources
 from kairyu_localenv import LocalCluster
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 from kairyu_testing.stack import ServiceStack
 from kairyu_testing.workspaces import is_true, until
 

@@ -28,15 +28,15 @@ from pydantic import ValidationError
 
 from kairyu_contracts.api import parse_workspace
 from kairyu_contracts.catalog import load_catalog
-from kairyu_deployer import manifests as deployer_manifests
+from kairyu_deployer import inference_manifests as deployer_manifests
 from kairyu_deployer.app import inference_of
 from kairyu_deployer.settings import WorkloadSettings
 from kairyu_planner import podsafety
-from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
+from kairyu_planner.validated_plan import plan_checked
 from kairyu_planner.webhook import review
-from kairyu_tuner import manifests as tuner_manifests
+from kairyu_tuner import tuning_manifests as tuner_manifests
 from kairyu_tuner.app import tuning_of
 from kairyu_tuner.settings import JobSettings
 

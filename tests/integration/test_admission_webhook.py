@@ -26,7 +26,7 @@ from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 from kairyu_planner import webhook
 from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validation import Verdict, validate
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 
 async def kubectl(cluster: LocalCluster, *args: str, manifest: dict[str, Any] | None = None) -> str:

@@ -13,8 +13,8 @@ import pytest
 from nats.js.api import DiscardPolicy
 from nats.js.errors import NotFoundError
 
-from kairyu_contracts.events import Subjects
 from kairyu_contracts.objectstate import ObjectKey
+from kairyu_contracts.subjects import Subjects
 from kairyu_core.bus import Bus, BusError, StreamSpec, setup
 from kairyu_core.settings import NatsSettings
 from kairyu_localenv import LocalNats, certs

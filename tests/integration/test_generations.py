@@ -25,7 +25,7 @@ from kairyu_contracts.catalog import load_catalog
 from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient, resources, watch
 from kairyu_localenv import LocalCluster
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 from kairyu_testing.stack import ServiceStack
 from kairyu_testing.workspaces import condition, is_true, until
 

@@ -12,8 +12,8 @@ from kairyu_contracts.api import ConditionStatus
 from kairyu_core.kube import KubeClient, WatchEvent, apply_condition, resources, watch
 from kairyu_core.settings import KubeTimeouts
 from kairyu_localenv import LocalCluster
-from kairyu_testing.manifests import seed
 from kairyu_testing.proxy import SilentProxy
+from kairyu_testing.seeds import seed
 
 SEED = seed("inference")
 NAME = SEED["metadata"]["name"]

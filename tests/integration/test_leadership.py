@@ -24,9 +24,9 @@ from kairyu_core.settings import KubeTimeouts, LeaderElectionSettings, ServiceSe
 from kairyu_core.view import View
 from kairyu_localenv import LocalCluster, LocalNats
 from kairyu_localenv.processes import ManagedProcess, free_port
-from kairyu_testing.manifests import seed
-from kairyu_testing.processes import service_process
 from kairyu_testing.proxy import SilentProxy
+from kairyu_testing.seeds import seed
+from kairyu_testing.service_processes import service_process
 
 pytestmark = pytest.mark.integration
 

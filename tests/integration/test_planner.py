@@ -13,7 +13,7 @@ from kairyu_core.kube import KubeClient, apply_status, errors, resources
 from kairyu_localenv import LocalCluster
 from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 from kairyu_testing.stack import ServiceStack
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings

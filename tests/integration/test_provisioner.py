@@ -32,7 +32,7 @@ from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_localenv import GpuNodeSpec, LocalCluster, LocalNats
 from kairyu_localenv.fake_arm import FakeArm
-from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.processes import ManagedProcess
 from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
@@ -42,15 +42,15 @@ from kairyu_provisioner.backends import Backend
 from kairyu_provisioner.backends.azure import AzureBackend
 from kairyu_provisioner.backends.byo import ByoBackend
 from kairyu_provisioner.backends.karpenter import KarpenterBackend
+from kairyu_provisioner.node_target import NodeTarget
 from kairyu_provisioner.settings import (
     AzureSettings,
     KarpenterSettings,
     ProvisionerSettings,
     ProvisioningSettings,
 )
-from kairyu_provisioner.target import Target
-from kairyu_testing.manifests import seed
-from kairyu_testing.processes import service_process
+from kairyu_testing.seeds import seed
+from kairyu_testing.service_processes import service_process
 from kairyu_testing.stack import ServiceStack
 from kairyu_testing.workspaces import condition, has_reason, is_true, until
 from kairyu_watcher.app import Watcher
@@ -594,7 +594,7 @@ async def test_orphaned_pools_are_removed_once_the_view_is_synced(
 ) -> None:
     arm, url = fake_arm
     settings = azure_settings(url)
-    orphan = Target(
+    orphan = NodeTarget(
         namespace=namespace,
         name="gone",
         uid="00000000-dead-beef-0000-000000000000",
@@ -645,7 +645,7 @@ async def test_a_workspace_missing_from_the_view_or_a_missing_crd_frees_nothing_
     arm, url = fake_arm
     cluster.apply(inference("live", namespace, "phi-3-mini-4k-instruct", "Standard_NC6s_v3"))
     meta = (await kube.get(resources.WORKSPACES, "live", namespace=namespace))["metadata"]
-    target = Target(
+    target = NodeTarget(
         namespace=namespace,
         name="live",
         uid=meta["uid"],

@@ -17,7 +17,7 @@ from rollout_stack import rollout_stack
 from kairyu_core.bus import Bus
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_localenv import LocalCluster
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 from kairyu_testing.stack import ServiceStack
 from kairyu_testing.workspaces import condition, has_reason, in_state, is_true, until
 

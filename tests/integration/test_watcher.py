@@ -16,7 +16,7 @@ from kairyu_core.kube import KubeClient, apply_condition
 from kairyu_core.view import View
 from kairyu_localenv import LocalCluster
 from kairyu_localenv.binaries import repo_root
-from kairyu_testing.manifests import seed_path
+from kairyu_testing.seeds import seed_path
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 

@@ -48,7 +48,7 @@ def _webhook(name: str, namespace: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def target(kube: KubeClient, namespace: str) -> AsyncIterator[certificates.Target]:
+async def target(kube: KubeClient, namespace: str) -> AsyncIterator[certificates.CertificateTarget]:
     name = f"kairyu-{namespace}"
     config = {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -57,7 +57,7 @@ async def target(kube: KubeClient, namespace: str) -> AsyncIterator[certificates
         "webhooks": [_webhook("a.kairyu.test", namespace), _webhook("b.kairyu.test", namespace)],
     }
     await kube.create(resources.VALIDATING_WEBHOOKS, config, field_manager="test")
-    yield certificates.Target(
+    yield certificates.CertificateTarget(
         namespace=namespace,
         secret="planner-webhook-tls",
         service="planner",
@@ -67,7 +67,9 @@ async def target(kube: KubeClient, namespace: str) -> AsyncIterator[certificates
     await kube.delete(resources.VALIDATING_WEBHOOKS, name)
 
 
-async def _state(kube: KubeClient, target: certificates.Target) -> tuple[dict[str, Any], ...]:
+async def _state(
+    kube: KubeClient, target: certificates.CertificateTarget
+) -> tuple[dict[str, Any], ...]:
     secret = await kube.get(resources.SECRETS, target.secret, namespace=target.namespace)
     config = await kube.get(resources.VALIDATING_WEBHOOKS, target.configuration)
     return secret, config
@@ -89,7 +91,7 @@ def _check_signed(material: certificates.Material, dns_names: tuple[str, ...]) -
 
 
 async def test_the_planner_issues_keeps_and_renews_its_webhook_certificate(
-    kube: KubeClient, target: certificates.Target
+    kube: KubeClient, target: certificates.CertificateTarget
 ) -> None:
     with pytest.raises(errors.NotFoundError):
         await kube.get(resources.SECRETS, target.secret, namespace=target.namespace)
@@ -129,7 +131,7 @@ async def test_the_planner_issues_keeps_and_renews_its_webhook_certificate(
 
 
 async def test_a_caBundle_someone_else_changed_is_set_back(  # noqa: N802 - the field's name
-    kube: KubeClient, target: certificates.Target
+    kube: KubeClient, target: certificates.CertificateTarget
 ) -> None:
     issued = await certificates.ensure(kube, target, field_manager="kairyu-planner")
     # A `helm upgrade` of a chart that renders caBundle: "" (or an Argo CD sync) empties it.

@@ -8,8 +8,8 @@ import pytest
 
 from kairyu_localenv import LocalCluster
 from kairyu_localenv.cluster import KubectlError
-from kairyu_testing.manifests import seed, seed_path
 from kairyu_testing.plugin import unique
+from kairyu_testing.seeds import seed, seed_path
 
 SPEC_FIELDS = ("resource", "inference", "tuning")
 

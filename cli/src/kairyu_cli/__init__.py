@@ -1,4 +1,4 @@
-"""The `kairyu` command: `kairyu plan` (a plan preview, with the planner's own code) and `kairyu trace`.
+"""The `kairyu` command: `kairyu plan` (a plan preview by the planner's own code), `kairyu trace`.
 
 A user's tool, installed apart from every service image.
 """

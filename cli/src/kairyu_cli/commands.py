@@ -29,9 +29,9 @@ from kairyu_cli import traceview
 from kairyu_contracts.api import Plan, Workspace, parse_workspace
 from kairyu_contracts.catalog import Cloud, load_catalog
 from kairyu_core.kube import KubeClient, errors, resources
-from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
+from kairyu_planner.validated_plan import plan_checked
 
 EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # a few Workspaces; the apiserver takes 3 MiB per object

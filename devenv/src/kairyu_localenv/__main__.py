@@ -28,7 +28,7 @@ from kairyu_cli import traceview
 from kairyu_localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_localenv.binaries import repo_root
 from kairyu_localenv.jaeger import LocalJaeger
-from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.keda import LocalKeda, host_address
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 

@@ -14,13 +14,13 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kairyu_contracts.events import Subjects
+from kairyu_contracts.subjects import Subjects
 from kairyu_core import tracing
 from kairyu_core.bus import Bus, StreamSpec
 from kairyu_core.kube import KubeClient
 from kairyu_localenv import Binaries, LocalCluster, LocalNats
 from kairyu_localenv.binaries import repo_root
-from kairyu_localenv.karpenter import LocalKarpenter
+from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.keda import LocalKeda
 
 _INTEGRATION_FIXTURES = {"cluster", "nats_server"}

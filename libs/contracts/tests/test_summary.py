@@ -7,8 +7,8 @@ import pytest
 
 from kairyu_contracts.api import ConditionStatus, WorkspaceState, WorkspaceV1Alpha1
 from kairyu_contracts.api.summary import phase_durations, summarize
-from kairyu_core.kube.status import summarized
-from kairyu_testing import manifests
+from kairyu_core.kube.status_writes import summarized
+from kairyu_testing import seeds
 
 T, F = "True", "False"
 
@@ -23,7 +23,7 @@ def workspace(
 ) -> WorkspaceV1Alpha1:
     """The seed at `generation`; each condition observed that generation unless `observed` says
     otherwise (None: written without observedGeneration)."""
-    doc = manifests.seed(seed)
+    doc = seeds.seed(seed)
     doc["metadata"]["generation"] = generation
     now = datetime.now(UTC).isoformat()
     doc["status"] = {
@@ -191,7 +191,7 @@ def test_tuning_state_follows_kaitos_mapping(
 
 def test_phase_durations_come_from_the_transition_times() -> None:
     start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-    doc = manifests.seed("inference")
+    doc = seeds.seed("inference")
     doc["metadata"] |= {"creationTimestamp": start.isoformat(), "generation": 1}
     doc["status"] = {
         "conditions": [
@@ -225,7 +225,7 @@ def _wire(kind: str, status: str, reason: str, generation: int = 1) -> dict[str,
 
 
 def _live(*conditions: dict[str, Any], state: str | None = "Pending") -> dict[str, Any]:
-    doc = manifests.seed("inference")
+    doc = seeds.seed("inference")
     doc["metadata"] |= {
         "name": "ws",
         "namespace": "ns",

@@ -9,7 +9,7 @@ import pytest
 
 from kairyu_contracts.objectstate import trim
 from kairyu_core.informing import wake_digest
-from kairyu_testing import manifests
+from kairyu_testing import seeds
 
 JSON = dict[str, Any]
 
@@ -26,7 +26,7 @@ def condition(kind: str, status: str, reason: str, message: str = "", at: str = 
 
 
 def provisioning() -> JSON:
-    doc = manifests.seed("inference")
+    doc = seeds.seed("inference")
     doc["metadata"].update(uid="u1", generation=1, resourceVersion="10", finalizers=["f"])
     doc["status"] = {
         "conditions": [

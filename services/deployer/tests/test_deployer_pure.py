@@ -14,9 +14,14 @@ from kairyu_contracts.api import AdapterSpec, Plan
 from kairyu_contracts.catalog import load_catalog
 from kairyu_contracts.objectstate import trim
 from kairyu_contracts.workloads import NameTakenError, WorkloadError, check_owned
-from kairyu_deployer import manifests
+from kairyu_deployer import inference_manifests
+from kairyu_deployer.inference_status import (
+    InferenceVerdict,
+    inference_verdict,
+    replicas_status,
+    succeeded,
+)
 from kairyu_deployer.settings import WorkloadSettings
-from kairyu_deployer.status import Verdict, replicas_status, succeeded, verdict
 
 SETTINGS = WorkloadSettings()
 PHI = load_catalog().preset("phi-3-mini-4k-instruct")
@@ -37,7 +42,7 @@ def plan(**overrides: Any) -> Plan:
     return Plan.model_validate(values | overrides)
 
 
-def inference(**overrides: Any) -> manifests.Inference:
+def inference(**overrides: Any) -> inference_manifests.Inference:
     values: dict[str, Any] = {
         "namespace": "ml",
         "name": "phi",
@@ -49,7 +54,7 @@ def inference(**overrides: Any) -> manifests.Inference:
         "image": "mcr.microsoft.com/aks/kaito/kaito-base:0.5.0",
         "preset": PHI,
     }
-    return manifests.Inference(**(values | overrides))
+    return inference_manifests.Inference(**(values | overrides))
 
 
 def adapter(name: str, **source: Any) -> AdapterSpec:
@@ -61,7 +66,7 @@ def kinds(objs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def test_one_node_is_a_deployment_with_a_service_and_the_default_config() -> None:
-    objs = manifests.objects(inference(), SETTINGS)
+    objs = inference_manifests.objects(inference(), SETTINGS)
     assert kinds(objs) == [
         ("ConfigMap", "phi-inference-config"),
         ("Service", "phi"),
@@ -92,7 +97,7 @@ def test_one_node_is_a_deployment_with_a_service_and_the_default_config() -> Non
 
 
 def test_the_vllm_command_carries_the_plan_and_kaito_s_flags() -> None:
-    args = manifests.command(inference())
+    args = inference_manifests.command(inference())
     assert args == (
         "python3 /workspace/vllm/inference_api.py --model=microsoft/Phi-3-mini-4k-instruct "
         "--dtype=float16 --kaito-config-file=/mnt/config/inference_config.yaml "
@@ -104,7 +109,7 @@ def test_transformers_runs_through_accelerate_with_the_plan_s_arguments() -> Non
     tf = plan(
         runtime="transformers", runtime_args=["--torch_dtype=float16", "--pipeline=text-generation"]
     )
-    args = manifests.command(inference(plan=tf))
+    args = inference_manifests.command(inference(plan=tf))
     assert args.startswith("accelerate launch --num_processes=1")
     assert args.endswith(
         "/workspace/tfs/inference_api.py --torch_dtype=float16 --pipeline=text-generation "
@@ -119,7 +124,7 @@ def test_several_nodes_are_a_statefulset_led_by_pod_0() -> None:
         pipeline_parallel_size=2,
         runtime_args=["--model=meta-llama/Llama-3.3-70B-Instruct", "--pipeline-parallel-size=2"],
     )
-    objs = manifests.objects(
+    objs = inference_manifests.objects(
         inference(name="big", plan=big, preset=LLAMA, worker_nodes=["b", "a"]), SETTINGS
     )
     assert kinds(objs) == [
@@ -155,7 +160,7 @@ def test_adapters_are_pulled_or_mounted_and_passed_to_vllm_with_their_strength()
         adapter("style", image="registry.example/style:1", imagePullSecrets=["pull"]),
         adapter("legal", volumeSource={"persistentVolumeClaim": {"claimName": "legal"}}),
     ]
-    spec = manifests.pod_spec(inference(adapters=adapters), SETTINGS)
+    spec = inference_manifests.pod_spec(inference(adapters=adapters), SETTINGS)
     (init,) = spec["initContainers"]
     assert init["name"] == "puller-style"
     assert init["image"] == SETTINGS.adapter_puller_image
@@ -175,7 +180,7 @@ def test_adapters_are_pulled_or_mounted_and_passed_to_vllm_with_their_strength()
 
 
 def test_a_user_config_map_is_mounted_instead_of_the_default() -> None:
-    objs = manifests.objects(inference(config="my-config"), SETTINGS)
+    objs = inference_manifests.objects(inference(config="my-config"), SETTINGS)
     assert "ConfigMap" not in [k for k, _ in kinds(objs)]
     volumes = objs[-1]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "config-volume", "configMap": {"name": "my-config"}} in volumes
@@ -186,7 +191,7 @@ def test_a_user_template_runs_as_is_on_the_workspace_s_nodes() -> None:
         "metadata": {"labels": {"app": "custom"}},
         "spec": {"containers": [{"name": "mine", "image": "example/server:1"}]},
     }
-    deployment = manifests.workload(inference(template=template, preset=None), SETTINGS)
+    deployment = inference_manifests.workload(inference(template=template, preset=None), SETTINGS)
     pod = deployment["spec"]["template"]
     assert pod["spec"]["containers"] == [{"name": "mine", "image": "example/server:1"}]
     assert pod["metadata"]["labels"]["app"] == "custom"
@@ -196,13 +201,15 @@ def test_a_user_template_runs_as_is_on_the_workspace_s_nodes() -> None:
 
 
 def test_the_startup_allowance_grows_with_the_weights() -> None:
-    small = manifests.startup_seconds(inference(), SETTINGS)
-    large = manifests.startup_seconds(inference(preset=LLAMA), SETTINGS)
+    small = inference_manifests.startup_seconds(inference(), SETTINGS)
+    large = inference_manifests.startup_seconds(inference(preset=LLAMA), SETTINGS)
     assert PHI is not None
     assert LLAMA is not None
     assert small == 600 + round(PHI.weights_gib * 10 + 0.5)
     assert large > small
-    probe = manifests.pod_spec(inference(preset=LLAMA), SETTINGS)["containers"][0]["startupProbe"]
+    probe = inference_manifests.pod_spec(inference(preset=LLAMA), SETTINGS)["containers"][0][
+        "startupProbe"
+    ]
     assert probe["failureThreshold"] * probe["periodSeconds"] >= large
 
 
@@ -234,18 +241,18 @@ def waiting(reason: str, message: str = "") -> dict[str, Any]:
 
 
 def test_ready_replicas_at_the_current_revision_make_inference_ready() -> None:
-    result = verdict(deployment(1), [pod()])
+    result = inference_verdict(deployment(1), [pod()])
     assert (result.ready, result.reason) == (True, "WorkspaceInferenceStatusSuccess")
 
 
 def test_a_workload_not_yet_ready_without_a_pod_problem_is_pending() -> None:
-    result = verdict(deployment(0), [pod(phase="Pending")])
+    result = inference_verdict(deployment(0), [pod(phase="Pending")])
     assert (result.ready, result.reason, result.message) == (
         False,
         "WorkspaceInferenceStatusPending",
         "Deployment 0 of 1 replicas ready",
     )
-    assert verdict(None, []).reason == "WorkspaceInferenceStatusPending"
+    assert inference_verdict(None, []).reason == "WorkspaceInferenceStatusPending"
 
 
 def test_pod_problems_become_kaito_s_reasons_with_the_real_message() -> None:
@@ -318,7 +325,7 @@ def test_pod_problems_become_kaito_s_reasons_with_the_real_message() -> None:
         ),
     ]
     for broken, reason, text in cases:
-        result = verdict(deployment(0), [broken])
+        result = inference_verdict(deployment(0), [broken])
         assert (result.ready, result.reason) == (False, reason)
         assert text in result.message
         assert result.message.startswith("pod phi-1")
@@ -328,9 +335,9 @@ def test_a_stuck_rollout_reports_the_new_pod_s_problem() -> None:
     old = pod("phi-old", phase="Running")
     new = pod("phi-new", containerStatuses=[waiting("ErrImagePull", "not found")])
     # The surge pod counts as updated at once, while the old replica still serves.
-    result = verdict(deployment(1, updated=1, total=2), [old, new])
+    result = inference_verdict(deployment(1, updated=1, total=2), [old, new])
     assert (result.ready, result.reason) == (False, "ImagePullError")
-    assert verdict(deployment(1), [old, new]).ready  # finished rollouts are ready
+    assert inference_verdict(deployment(1), [old, new]).ready  # finished rollouts are ready
 
 
 def test_triton_serves_the_plan_through_a_generated_model_repository() -> None:
@@ -346,7 +353,7 @@ def test_triton_serves_the_plan_through_a_generated_model_repository() -> None:
             "--chat-template=/workspace/chat_templates/x.jinja",
         ],
     )
-    objs = manifests.objects(inference(plan=triton), SETTINGS)
+    objs = inference_manifests.objects(inference(plan=triton), SETTINGS)
     assert kinds(objs) == [
         ("ConfigMap", "phi-inference-config"),
         ("ConfigMap", "phi-model-repository"),
@@ -383,9 +390,9 @@ def test_kairyu_runtime_images_replace_the_presets_when_configured() -> None:
         update={"vllm_image": "kairyu/vllm:1", "transformers_image": "kairyu/runtime:1"}
     )
     tf = plan(runtime="transformers", runtime_args=[])
-    assert manifests.runtime_image(inference(), SETTINGS) == inference().image
-    assert manifests.runtime_image(inference(), ours) == "kairyu/vllm:1"
-    assert manifests.runtime_image(inference(plan=tf), ours) == "kairyu/runtime:1"
+    assert inference_manifests.runtime_image(inference(), SETTINGS) == inference().image
+    assert inference_manifests.runtime_image(inference(), ours) == "kairyu/vllm:1"
+    assert inference_manifests.runtime_image(inference(plan=tf), ours) == "kairyu/runtime:1"
 
 
 def emptydirs(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -393,7 +400,7 @@ def emptydirs(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_generated_pods_meet_the_restricted_pod_security_level() -> None:
-    spec = manifests.pod_spec(inference(adapters=[adapter("a", image="r/a:1")]), SETTINGS)
+    spec = inference_manifests.pod_spec(inference(adapters=[adapter("a", image="r/a:1")]), SETTINGS)
     assert spec["automountServiceAccountToken"] is False
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     for c in spec["containers"] + spec["initContainers"]:
@@ -406,7 +413,7 @@ def test_generated_pods_meet_the_restricted_pod_security_level() -> None:
     # A preset's image (KAITO's, root) keeps its user; kairyu's own image runs as its UID 1000.
     assert "runAsNonRoot" not in spec["securityContext"]
     ours = WorkloadSettings(transformers_image="ghcr.io/kairyu/runtime:1")
-    tfs = manifests.pod_spec(inference(plan=plan(runtime="transformers")), ours)
+    tfs = inference_manifests.pod_spec(inference(plan=plan(runtime="transformers")), ours)
     assert tfs["securityContext"]["runAsNonRoot"] is True
     assert tfs["securityContext"]["runAsUser"] == 1000
     assert tfs["containers"][0]["securityContext"]["runAsNonRoot"] is True
@@ -420,11 +427,11 @@ def test_a_user_template_keeps_its_settings_and_gets_the_missing_pod_defaults() 
             "containers": [{"name": "mine", "image": "example/server:1"}],
         }
     }
-    pod = manifests.workload(inference(template=template, preset=None), SETTINGS)["spec"]
+    pod = inference_manifests.workload(inference(template=template, preset=None), SETTINGS)["spec"]
     assert pod["template"]["spec"]["securityContext"] == mine
     assert pod["template"]["spec"]["automountServiceAccountToken"] is False
     bare = {"spec": {"containers": [{"name": "mine", "image": "example/server:1"}]}}
-    pod = manifests.workload(inference(template=bare, preset=None), SETTINGS)["spec"]
+    pod = inference_manifests.workload(inference(template=bare, preset=None), SETTINGS)["spec"]
     assert pod["template"]["spec"]["securityContext"] == {
         "seccompProfile": {"type": "RuntimeDefault"}
     }
@@ -444,14 +451,16 @@ def test_a_user_template_keeps_its_settings_and_gets_the_missing_pod_defaults() 
 )
 def test_a_malformed_template_is_refused_with_a_message(template: Any, message: str) -> None:
     with pytest.raises(WorkloadError, match=re.escape(message)):
-        manifests.workload(inference(template=template, preset=None), SETTINGS)
+        inference_manifests.workload(inference(template=template, preset=None), SETTINGS)
 
 
 def test_the_network_policy_admits_the_namespace_and_the_listed_ones_to_the_serving_port() -> None:
-    listed = manifests.ingress_namespaces(" gateway, ml ,monitoring")
+    listed = inference_manifests.ingress_namespaces(" gateway, ml ,monitoring")
     assert listed == ["gateway", "ml", "monitoring"]
     big = inference(plan=plan(node_count=2), preset=LLAMA, ingress_from=listed)
-    policy = next(o for o in manifests.objects(big, SETTINGS) if o["kind"] == "NetworkPolicy")
+    policy = next(
+        o for o in inference_manifests.objects(big, SETTINGS) if o["kind"] == "NetworkPolicy"
+    )
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     spec = policy["spec"]
     own = {"kaito.sh/workspace": "phi", "kaito.sh/workspacenamespace": "ml"}
@@ -465,11 +474,11 @@ def test_the_network_policy_admits_the_namespace_and_the_listed_ones_to_the_serv
     ]
     # Ray and torch.distributed (29500, 6379 and Ray's others): the Workspace's own pods only.
     assert internal == {"from": [{"podSelector": {"matchLabels": own}}]}
-    every = manifests.network_policy(inference(ingress_from=["*"]))
+    every = inference_manifests.network_policy(inference(ingress_from=["*"]))
     assert every["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {}}]
     # kairyu's activator reads each pod's /metrics on the serving port, from its own namespace
     # only (a pod labelled like it elsewhere is not let in).
-    scraped = manifests.network_policy(inference(), "kairyu-system")
+    scraped = inference_manifests.network_policy(inference(), "kairyu-system")
     assert scraped["spec"]["ingress"][0]["from"][-1] == {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kairyu-system"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kairyu-activator"}},
@@ -479,33 +488,35 @@ def test_the_network_policy_admits_the_namespace_and_the_listed_ones_to_the_serv
 def test_a_multirole_role_runs_as_its_role_and_lets_the_other_role_in() -> None:
     marks = {"multiroleinference.kaito.sh/created-by": "pd", "kaito.sh/inference-role": "decode"}
     decode = inference(pod_labels=marks)
-    env = {e["name"]: e for e in manifests.pod_spec(decode, SETTINGS)["containers"][0]["env"]}
+    env = {
+        e["name"]: e for e in inference_manifests.pod_spec(decode, SETTINGS)["containers"][0]["env"]
+    }
     assert env["KAITO_INFERENCE_ROLE"]["value"] == "decode"
     assert env["VLLM_NIXL_SIDE_CHANNEL_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "status.podIP"
     )
     # NIXL's side channel and KV transfers come from the prefill pods, another Workspace's.
-    rules = manifests.network_policy(decode)["spec"]["ingress"]
+    rules = inference_manifests.network_policy(decode)["spec"]["ingress"]
     assert rules[-1] == {
         "from": [{"podSelector": {"matchLabels": {"multiroleinference.kaito.sh/created-by": "pd"}}}]
     }
     plain = inference()
-    assert len(manifests.network_policy(plain)["spec"]["ingress"]) == 2
-    assert "KAITO_INFERENCE_ROLE" not in str(manifests.pod_spec(plain, SETTINGS))
+    assert len(inference_manifests.network_policy(plain)["spec"]["ingress"]) == 2
+    assert "KAITO_INFERENCE_ROLE" not in str(inference_manifests.pod_spec(plain, SETTINGS))
 
 
 def test_an_ingress_annotation_with_a_bad_namespace_name_is_refused() -> None:
     with pytest.raises(WorkloadError, match="'Team_A' is not a namespace name"):
-        manifests.ingress_namespaces("ok,Team_A")
+        inference_manifests.ingress_namespaces("ok,Team_A")
 
 
 def test_an_api_key_secret_reaches_the_runtime_by_reference() -> None:
-    spec = manifests.pod_spec(inference(api_key_secret="phi-key"), SETTINGS)
+    spec = inference_manifests.pod_spec(inference(api_key_secret="phi-key"), SETTINGS)
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     ref = {"secretKeyRef": {"name": "phi-key", "key": "api-key"}}
     assert env["KAIRYU_RUNTIME_API_KEY"]["valueFrom"] == ref
     assert env["VLLM_API_KEY"]["valueFrom"] == ref
-    plain = manifests.pod_spec(inference(), SETTINGS)["containers"][0]["env"]
+    plain = inference_manifests.pod_spec(inference(), SETTINGS)["containers"][0]["env"]
     assert "VLLM_API_KEY" not in {e["name"] for e in plain}
 
 
@@ -518,17 +529,17 @@ def test_pods_refused_at_creation_show_the_admission_message() -> None:
     refused["status"]["conditions"] = [
         {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}
     ]
-    result = verdict(refused, [])
+    result = inference_verdict(refused, [])
     assert (result.ready, result.reason, result.message) == (False, "FailedCreate", message)
 
 
 def test_ownership_is_the_controller_reference_s_uid_not_the_name() -> None:
     owner = inference().owner
-    check_owned(manifests.service(inference()), owner)
+    check_owned(inference_manifests.service(inference()), owner)
     foreign = {"kind": "Deployment", "metadata": {"name": "phi", "namespace": "ml"}}
     with pytest.raises(NameTakenError, match="Deployment ml/phi already exists and is not owned"):
         check_owned(foreign, owner)
-    other = manifests.service(inference(uid="u-2"))
+    other = inference_manifests.service(inference(uid="u-2"))
     with pytest.raises(NameTakenError):
         check_owned(other, owner)
 
@@ -536,7 +547,7 @@ def test_ownership_is_the_controller_reference_s_uid_not_the_name() -> None:
 def test_replicas_of_a_single_node_model_are_one_deployment_with_a_pod_per_node() -> None:
     three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
     assert not three.multi_node
-    workload = manifests.objects(three, SETTINGS)[-1]
+    workload = inference_manifests.objects(three, SETTINGS)[-1]
     assert (workload["kind"], workload["spec"]["replicas"]) == ("Deployment", 3)
     container = workload["spec"]["template"]["spec"]["containers"][0]
     # Each pod asks for all of its node's GPUs, so no two replicas share a node.
@@ -561,15 +572,15 @@ def test_status_reports_replicas_by_replica_not_by_pod_and_a_selector_for_hpa() 
 
 
 def test_workspace_succeeded_follows_inference_ready_with_kaito_s_reasons() -> None:
-    ready = succeeded(Verdict(True, "WorkspaceInferenceStatusSuccess", "deployed"))
+    ready = succeeded(InferenceVerdict(True, "WorkspaceInferenceStatusSuccess", "deployed"))
     assert (ready.ready, ready.reason, ready.message) == (
         True,
         "workspaceSucceeded",
         "workspace succeeds",
     )
-    waiting = succeeded(Verdict(False, "WorkspaceInferenceStatusPending", "0 of 1 ready"))
+    waiting = succeeded(InferenceVerdict(False, "WorkspaceInferenceStatusPending", "0 of 1 ready"))
     assert (waiting.ready, waiting.reason) == (False, "workspacePending")
-    failing = succeeded(Verdict(False, "ImagePullError", "manifest unknown"))
+    failing = succeeded(InferenceVerdict(False, "ImagePullError", "manifest unknown"))
     assert (failing.ready, failing.reason) == (False, "ImagePullError")
     assert "manifest unknown" in failing.message
 
@@ -577,46 +588,51 @@ def test_workspace_succeeded_follows_inference_ready_with_kaito_s_reasons() -> N
 def test_runtime_status_names_the_engine_its_image_tag_and_the_quantization() -> None:
     settings = WorkloadSettings(vllm_image="registry.local/kairyu/vllm:0.11.2@sha256:ab")
     quantized = inference(plan=plan(quantization="awq"))
-    assert manifests.runtime_status(quantized, settings) == {
+    assert inference_manifests.runtime_status(quantized, settings) == {
         "engine": "vllm",
         "version": "0.11.2",
         "quantization": "awq",
     }
-    assert manifests.runtime_status(inference(), SETTINGS) == {"engine": "vllm", "version": "0.5.0"}
+    assert inference_manifests.runtime_status(inference(), SETTINGS) == {
+        "engine": "vllm",
+        "version": "0.5.0",
+    }
     template = inference(template={"spec": {"containers": [{"name": "c", "image": "x"}]}})
-    assert manifests.runtime_status(template, SETTINGS) == {"engine": "template"}
+    assert inference_manifests.runtime_status(template, SETTINGS) == {"engine": "template"}
 
 
 def test_a_hugging_face_model_without_preset_sizes_its_volume_from_the_plan() -> None:
     hf = inference(preset=None, plan=plan(weights_gib=14.96))
-    limit = manifests.weights_limit(hf, SETTINGS)
+    limit = inference_manifests.weights_limit(hf, SETTINGS)
     assert limit == f"{math.ceil(14.96 * 1.5) + SETTINGS.scratch_gib}Gi"
 
 
 def test_scaling_down_keeps_the_pod_template_so_only_surplus_pods_go() -> None:
     three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
-    current = manifests.objects(three, SETTINGS)[-1]
+    current = inference_manifests.objects(three, SETTINGS)[-1]
     one = inference(plan=plan(node_count=1, replicas=1), worker_nodes=["a"])
-    assert manifests.kept_nodes(one, current) == ["a", "b", "c"]
+    assert inference_manifests.kept_nodes(one, current) == ["a", "b", "c"]
     # The view keeps no pod template; the workload's annotation says where its pods are pinned.
-    assert manifests.kept_nodes(one, trim("Deployment", current)) == ["a", "b", "c"]
-    scaled = manifests.objects(replace(one, worker_nodes=["a", "b", "c"]), SETTINGS)[-1]
+    assert inference_manifests.kept_nodes(one, trim("Deployment", current)) == ["a", "b", "c"]
+    scaled = inference_manifests.objects(replace(one, worker_nodes=["a", "b", "c"]), SETTINGS)[-1]
     assert scaled["spec"]["template"] == current["spec"]["template"]
     assert scaled["spec"]["replicas"] == 1
     # Growing, or moving to other nodes, pins the pods to the new plan's nodes.
-    assert manifests.kept_nodes(three, manifests.objects(one, SETTINGS)[-1]) == ["a", "b", "c"]
+    assert inference_manifests.kept_nodes(
+        three, inference_manifests.objects(one, SETTINGS)[-1]
+    ) == ["a", "b", "c"]
     moved = inference(worker_nodes=["z"])
-    assert manifests.kept_nodes(moved, current) == ["z"]
+    assert inference_manifests.kept_nodes(moved, current) == ["z"]
 
 
 def test_several_replicas_roll_one_at_a_time_without_a_surge_node() -> None:
     # One replica: beside the old pod on the spare node the provisioner added for the update,
     # else in place (the old pod holds its node's GPUs).
     spare = inference(worker_nodes=["node-a", "node-b"], spare_node=True)
-    assert manifests.rolling_update(spare) == {"maxSurge": 1, "maxUnavailable": 0}
-    assert manifests.rolling_update(inference()) == {"maxSurge": 0, "maxUnavailable": 1}
+    assert inference_manifests.rolling_update(spare) == {"maxSurge": 1, "maxUnavailable": 0}
+    assert inference_manifests.rolling_update(inference()) == {"maxSurge": 0, "maxUnavailable": 1}
     # Pinned to both nodes still after the spare replaced the old one: no spare any more.
     after = inference(worker_nodes=["node-a", "node-b"])
-    assert manifests.rolling_update(after) == {"maxSurge": 0, "maxUnavailable": 1}
+    assert inference_manifests.rolling_update(after) == {"maxSurge": 0, "maxUnavailable": 1}
     three = inference(plan=plan(node_count=3, replicas=3), worker_nodes=["a", "b", "c"])
-    assert manifests.rolling_update(three) == {"maxSurge": 0, "maxUnavailable": 1}
+    assert inference_manifests.rolling_update(three) == {"maxSurge": 0, "maxUnavailable": 1}

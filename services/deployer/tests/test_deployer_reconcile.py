@@ -18,8 +18,8 @@ from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION, resources
 from kairyu_core.view import View
 from kairyu_deployer.app import Deployer
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_testing.manifests import seed
 from kairyu_testing.recording import Call, RecordingKube
+from kairyu_testing.seeds import seed
 
 NS, NAME, UID = "ml", "phi", "ws-uid"
 KEY = f"{NS}/{NAME}"

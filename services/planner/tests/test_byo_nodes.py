@@ -10,11 +10,11 @@ from kairyu_contracts.api import LabelSelector, parse_workspace
 from kairyu_contracts.catalog import Cloud, load_catalog
 from kairyu_localenv.nodes import GpuNodeSpec, gpu_node_manifest
 from kairyu_planner.byonodes import byo_sku
-from kairyu_planner.checked import plan_checked
 from kairyu_planner.planning import PlanError, PlanReason
 from kairyu_planner.settings import PlanningSettings
+from kairyu_planner.validated_plan import plan_checked
 from kairyu_planner.validation import validate
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 BYO = PlanningSettings(node_provisioner="byo", max_cost_per_hour=1.0)
 SELECTOR = LabelSelector(match_labels={"apps": "phi-3"})

@@ -24,7 +24,7 @@ from kairyu_testing.fakehub import (
     TOKEN,
     FakeHub,
 )
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 CATALOG = load_catalog()
 AZURE = PlanningSettings()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kairyu_contracts.api import parse_workspace
-from kairyu_contracts.api.inferenceset import CREATED_BY_LABEL, parse_inferenceset
+from kairyu_contracts.api.inferenceset import parse_inferenceset
+from kairyu_contracts.labels import INFERENCESET_LABEL
 from kairyu_contracts.objectstate import ObjectKey
 from kairyu_core.view import View
 from kairyu_planner.inferencesets import child_manifest, child_name, decide
@@ -65,7 +66,7 @@ def test_children_are_kaito_s_workspaces_with_the_set_s_selector_and_label() -> 
     workspace = parse_workspace(doc)
     assert workspace.resource.instance_type == "Standard_NC24ads_A100_v4"
     assert workspace.resource.label_selector.match_labels == {"apps": "phi-4-mini"}
-    assert doc["metadata"]["labels"] == {"team": "ml", CREATED_BY_LABEL: "phi"}
+    assert doc["metadata"]["labels"] == {"team": "ml", INFERENCESET_LABEL: "phi"}
     assert doc["metadata"]["annotations"] == {"kaito.sh/runtime": "vllm"}
     (owner,) = doc["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("InferenceSet", UID, True)
@@ -77,7 +78,7 @@ def test_missing_replicas_are_created_and_status_counts_the_ready_ones() -> None
     assert decision.delete == []
     status = decision.status
     assert (status["replicas"], status["readyReplicas"]) == (2, 1)
-    assert status["selector"] == f"{CREATED_BY_LABEL}=phi"
+    assert status["selector"] == f"{INFERENCESET_LABEL}=phi"
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == (
         "InferenceSetReady",

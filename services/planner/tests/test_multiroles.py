@@ -6,7 +6,8 @@ import copy
 from typing import Any
 
 from kairyu_contracts.api.inferenceset import parse_inferenceset
-from kairyu_contracts.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, parse_multirole
+from kairyu_contracts.api.multiroleinference import parse_multirole
+from kairyu_contracts.labels import MULTIROLE_LABEL, ROLE_LABEL
 from kairyu_contracts.objectstate import ObjectKey, trim
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION
 from kairyu_core.view import View

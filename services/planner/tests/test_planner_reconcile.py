@@ -20,8 +20,8 @@ from kairyu_core.view import View
 from kairyu_planner import app
 from kairyu_planner.app import Planner
 from kairyu_planner.settings import PlannerSettings
-from kairyu_testing.manifests import seed
 from kairyu_testing.recording import RecordingKube
+from kairyu_testing.seeds import seed
 
 NS, NAME, UID = "ml", "auto", "ws-uid"
 KEY = f"{NS}/{NAME}"

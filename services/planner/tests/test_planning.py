@@ -18,7 +18,7 @@ from kairyu_contracts.api import parse_workspace
 from kairyu_contracts.catalog import Cloud, load_catalog
 from kairyu_planner.planning import PlanError, PlanReason, plan_workspace
 from kairyu_planner.settings import PlanningSettings
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 CATALOG = load_catalog()
 AZURE = PlanningSettings()

@@ -10,7 +10,7 @@ from kairyu_contracts.catalog import Cloud
 from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validation import Verdict, unsafe_url_reason, validate
 from kairyu_planner.webhook import review
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 
 def ws(doc: dict[str, Any]) -> WorkspaceV1Alpha1:

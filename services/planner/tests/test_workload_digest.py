@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kairyu_planner.app import workload_digest
-from kairyu_testing.manifests import seed
+from kairyu_testing.seeds import seed
 
 
 def test_only_pod_shaping_inputs_count_and_a_plain_preset_has_none() -> None:

@@ -13,14 +13,14 @@ from kairyu_provisioner import app, naming
 from kairyu_provisioner.backends.azure import TAG_UID, agent_pool
 from kairyu_provisioner.backends.karpenter import claim_state, node_claim
 from kairyu_provisioner.failures import classify
+from kairyu_provisioner.node_target import NodeTarget
 from kairyu_provisioner.readiness import select, why_unusable
 from kairyu_provisioner.settings import AzureSettings, KarpenterSettings, ProvisionerSettings
-from kairyu_provisioner.target import Target
 
 UID = "5f1e2d3c-0000-4000-8000-000000000001"
 
 
-def target(**overrides: Any) -> Target:
+def target(**overrides: Any) -> NodeTarget:
     values: dict[str, Any] = {
         "namespace": "ml",
         "name": "phi",
@@ -32,7 +32,7 @@ def target(**overrides: Any) -> Target:
         "selector": LabelSelector(match_labels={"apps": "phi-3"}),
         "match_labels": {"apps": "phi-3"},
     }
-    return Target(**(values | overrides))
+    return NodeTarget(**(values | overrides))
 
 
 def node(

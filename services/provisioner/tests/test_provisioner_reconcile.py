@@ -28,8 +28,8 @@ from kairyu_provisioner.settings import (
     ProvisionerSettings,
     ProvisioningSettings,
 )
-from kairyu_testing.manifests import seed
 from kairyu_testing.recording import Call, RecordingKube
+from kairyu_testing.seeds import seed
 
 NS, NAME, UID = "ml", "phi", "ws-uid"
 KEY = f"{NS}/{NAME}"

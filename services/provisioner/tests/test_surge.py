@@ -7,8 +7,8 @@ from typing import Any
 from kairyu_contracts.api import LabelSelector
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends.karpenter import wanted_claims
+from kairyu_provisioner.node_target import NodeTarget
 from kairyu_provisioner.surge import surge_of
-from kairyu_provisioner.target import Target
 
 
 def workspace(
@@ -88,8 +88,8 @@ def pod(node_name: str) -> dict[str, Any]:
     }
 
 
-def target(count: int, keep: tuple[str, ...] = ()) -> Target:
-    return Target(
+def target(count: int, keep: tuple[str, ...] = ()) -> NodeTarget:
+    return NodeTarget(
         namespace="ml",
         name="ws",
         uid="u1",

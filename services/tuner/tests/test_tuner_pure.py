@@ -9,17 +9,17 @@ import pytest
 from kairyu_contracts.api import Plan
 from kairyu_contracts.catalog import load_catalog
 from kairyu_contracts.workloads import Owner, redact_urls, refused_creation
-from kairyu_tuner import manifests
+from kairyu_tuner import tuning_manifests
 from kairyu_tuner.settings import JobSettings
-from kairyu_tuner.status import tuning_status
-from kairyu_tuner.training_config import ConfigError, check, default_config
+from kairyu_tuner.training_config import TrainingConfigError, check, default_config
+from kairyu_tuner.tuning_status import tuning_status
 
 SETTINGS = JobSettings()
 PHI = load_catalog().preset("phi-3-mini-4k-instruct")
 OWNER = Owner("ml", "tune", "u-1", "kaito.sh/v1beta1", "Workspace")
 
 
-def tuning(**overrides: Any) -> manifests.Tuning:
+def tuning(**overrides: Any) -> tuning_manifests.Tuning:
     assert PHI is not None
     plan = Plan.model_validate(
         {
@@ -42,7 +42,7 @@ def tuning(**overrides: Any) -> manifests.Tuning:
         "output_image": "registry.example.com/adapters/phi:1",
         "push_secret": "push",
     }
-    return manifests.Tuning(**(values | overrides))
+    return tuning_manifests.Tuning(**(values | overrides))
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_one_process_per_gpu_then_push_only_after_success() -> None:
-    script = manifests.command(tuning())
+    script = tuning_manifests.command(tuning())
     train, push = script.split(" && ")
     assert train.startswith("accelerate launch --num_processes=2 -m kairyu_tuning.train ")
     assert "--method=lora" in train
@@ -60,7 +60,7 @@ def test_one_process_per_gpu_then_push_only_after_success() -> None:
 
 
 def test_a_volume_output_is_the_results_volume_and_nothing_is_pushed() -> None:
-    job = manifests.job(
+    job = tuning_manifests.job(
         tuning(
             output_image=None,
             push_secret=None,
@@ -75,7 +75,7 @@ def test_a_volume_output_is_the_results_volume_and_nothing_is_pushed() -> None:
 
 
 def test_an_image_input_is_pulled_into_the_data_volume() -> None:
-    job = manifests.job(tuning(urls=[], input_image="registry.example.com/data:1"), SETTINGS)
+    job = tuning_manifests.job(tuning(urls=[], input_image="registry.example.com/data:1"), SETTINGS)
     (puller,) = job["spec"]["template"]["spec"]["initContainers"]
     assert puller["name"] == "data-puller"
     assert "skopeo copy docker://registry.example.com/data:1" in puller["command"][2]
@@ -83,7 +83,7 @@ def test_an_image_input_is_pulled_into_the_data_volume() -> None:
 
 
 def test_phi3_gets_kaitos_target_modules_and_the_gpu_placement() -> None:
-    job = manifests.job(tuning(), SETTINGS)
+    job = tuning_manifests.job(tuning(), SETTINGS)
     env = {e["name"]: e.get("value") for e in container(job)["env"]}
     assert env["DEFAULT_TARGET_MODULES"].startswith("k_proj,q_proj")
     spec = job["spec"]["template"]["spec"]
@@ -94,9 +94,9 @@ def test_phi3_gets_kaitos_target_modules_and_the_gpu_placement() -> None:
 
 
 def test_the_spec_digest_changes_with_what_the_job_runs() -> None:
-    first = manifests.job(tuning(), SETTINGS)["metadata"]["annotations"]
-    again = manifests.job(tuning(), SETTINGS)["metadata"]["annotations"]
-    other = manifests.job(tuning(method="qlora"), SETTINGS)["metadata"]["annotations"]
+    first = tuning_manifests.job(tuning(), SETTINGS)["metadata"]["annotations"]
+    again = tuning_manifests.job(tuning(), SETTINGS)["metadata"]["annotations"]
+    other = tuning_manifests.job(tuning(method="qlora"), SETTINGS)["metadata"]["annotations"]
     assert first == again
     assert first != other
 
@@ -119,12 +119,12 @@ def test_default_configs_pass_their_own_checks() -> None:
     ],
 )
 def test_bad_configs_are_explained(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(TrainingConfigError, match=message):
         check(text, "lora")
 
 
 def test_qlora_needs_quantization() -> None:
-    with pytest.raises(ConfigError, match=r"qlora needs QuantizationConfig\.load_in_4bit"):
+    with pytest.raises(TrainingConfigError, match=r"qlora needs QuantizationConfig\.load_in_4bit"):
         check(default_config("lora"), "qlora")
 
 
@@ -191,7 +191,7 @@ def test_a_pod_that_cannot_start_says_why() -> None:
 
 def test_the_job_runs_non_root_restricted_bounded_and_with_a_deadline() -> None:
     settings = JobSettings(active_deadline_s=3600)
-    job = manifests.job(tuning(), settings)
+    job = tuning_manifests.job(tuning(), settings)
     assert job["spec"]["activeDeadlineSeconds"] == 3600
     spec = job["spec"]["template"]["spec"]
     assert spec["automountServiceAccountToken"] is False

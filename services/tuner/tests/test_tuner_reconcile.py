@@ -15,9 +15,9 @@ from kairyu_contracts.objectstate import Kind, ObjectKey, trim
 from kairyu_core.bus import FOLLOWS
 from kairyu_core.kube import APPLIED_DIGEST_ANNOTATION, resources
 from kairyu_core.view import View
-from kairyu_testing.manifests import seed
 from kairyu_testing.recording import Call, RecordingKube
-from kairyu_tuner import manifests
+from kairyu_testing.seeds import seed
+from kairyu_tuner import tuning_manifests
 from kairyu_tuner.app import Tuner
 from kairyu_tuner.settings import TunerSettings
 
@@ -161,7 +161,7 @@ async def test_nodes_ready_applies_the_config_and_the_job_and_reports() -> None:
     assert requests(kube) == [("PATCH", CONFIG), ("PATCH", JOB), ("PATCH", STATUS)]
     annotations = job["metadata"]["annotations"]
     assert len(annotations[APPLIED_DIGEST_ANNOTATION]) == 16
-    assert manifests.SPEC_ANNOTATION in annotations
+    assert tuning_manifests.SPEC_ANNOTATION in annotations
     reported = by_type(conditions)
     assert (reported["JobStarted"]["reason"], reported["JobStarted"]["observedGeneration"]) == (
         "workspacePending",

@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kairyu_core.bus import Bus
 from kairyu_core.kube import WatchEvent
-from kairyu_testing.manifests import seed
 from kairyu_testing.recording import RecordingKube
+from kairyu_testing.seeds import seed
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 

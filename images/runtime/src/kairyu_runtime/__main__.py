@@ -15,8 +15,8 @@ import uvicorn
 
 from kairyu_runtime import engine, logs
 from kairyu_runtime.adapters import AdapterError
-from kairyu_runtime.metrics import Metrics
 from kairyu_runtime.server import create_app
+from kairyu_runtime.serving_metrics import Metrics
 from kairyu_runtime.settings import RuntimeSettings
 
 log = logging.getLogger("kairyu_runtime")

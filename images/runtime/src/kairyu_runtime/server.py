@@ -27,7 +27,6 @@ from kairyu_runtime import kserve, sampling
 from kairyu_runtime.engine import BusyError, Completion, Runner
 from kairyu_runtime.guards import CLIENT_GONE, ApiError, ApiKey, BodyLimit, error_body
 from kairyu_runtime.kaito_schema import ChatRequest
-from kairyu_runtime.metrics import Measure, Metrics
 from kairyu_runtime.openai_schema import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -37,6 +36,7 @@ from kairyu_runtime.openai_schema import (
     now,
 )
 from kairyu_runtime.sampling import GenerateRequest, RequestError
+from kairyu_runtime.serving_metrics import Measure, Metrics
 from kairyu_runtime.settings import RuntimeSettings
 
 VERSION = "0.1.0"

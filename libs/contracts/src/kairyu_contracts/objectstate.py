@@ -27,6 +27,13 @@ from typing import Any, Literal, get_args
 
 import orjson
 
+from kairyu_contracts.labels import (
+    INFERENCESET_LABEL,
+    MULTIROLE_LABEL,
+    WORKSPACE_LABEL,
+    WORKSPACE_NAMESPACE_LABEL,
+)
+
 JSON = dict[str, Any]
 
 Kind = Literal[
@@ -44,8 +51,6 @@ Kind = Literal[
 KINDS: tuple[Kind, ...] = get_args(Kind)
 CHILD_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k != "Workspace")
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 CLUSTER_SCOPED = "_"
 """The namespace token of a cluster-scoped object (Node, NodeClaim): never a namespace name."""
 
@@ -116,9 +121,6 @@ def workspace_key(kind: Kind, obj: Mapping[str, Any]) -> str | None:
 
 OCCUPANT_API_VERSION = "kairyu.io/v1"
 
-
-INFERENCESET_LABEL = "inferenceset.kaito.sh/created-by"
-MULTIROLE_LABEL = "multiroleinference.kaito.sh/created-by"
 
 PARENTS: Mapping[Kind, tuple[Kind, str]] = {
     "Workspace": ("InferenceSet", INFERENCESET_LABEL),

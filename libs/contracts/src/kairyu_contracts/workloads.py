@@ -12,9 +12,13 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from kairyu_contracts.labels import (
+    PINNED_NODES_ANNOTATION,
+    WORKSPACE_LABEL,
+    WORKSPACE_NAMESPACE_LABEL,
+)
+
 JSON = dict[str, Any]
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
 GPU_TOLERATIONS: list[JSON] = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
@@ -88,11 +92,6 @@ def node_affinity(nodes: list[str]) -> JSON:
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
         }
     }
-
-
-PINNED_NODES_ANNOTATION = "kairyu.io/pinned-nodes"
-"""On a workload (not its pods): the nodes its pod template is pinned to, comma-separated, so a
-view that keeps no pod template still knows them."""
 
 
 def pinned_nodes(workload: JSON | None) -> list[str]:

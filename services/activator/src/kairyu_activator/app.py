@@ -36,7 +36,8 @@ from kairyu_activator.routing import (
 )
 from kairyu_activator.settings import ActivatorHttpSettings
 from kairyu_contracts.api.inferenceset import autoscaled
-from kairyu_contracts.objectstate import INFERENCESET_LABEL, parent_of
+from kairyu_contracts.labels import INFERENCESET_LABEL
+from kairyu_contracts.objectstate import parent_of
 from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_core.view import View

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kairyu_contracts.objectstate import INFERENCESET_LABEL
+from kairyu_contracts.labels import INFERENCESET_LABEL
 from kairyu_contracts.workloads import controller_reference
 
 JSON = dict[str, Any]

@@ -1,14 +1,14 @@
 """The deployer service: runs the inference workload on the Workspace's nodes.
 
 One `reconcile(key)` per Workspace, level-triggered, reading the Workspace, its workload and its
-pods from the service's view (kairyu_core.view, fed over NATS), never from the apiserver. When
-the provisioner has reported the nodes for the current generation and plan, the objects of
-`manifests.objects` are applied by server-side apply, unless the view's workload already carries
-their digest (`kairyu.io/applied-digest`); `status.verdict` turns the workload and its pods into
-`InferenceReady`, written only when it differs from what the view's Workspace says. Tuning
-Workspaces are the tuner's. A Workspace being deleted has its workload deleted at once (the
-provisioner's finalizer keeps it while its nodes drain); the rest goes with it by owner
-references.
+pods from the service's view (kairyu_core.view, fed over NATS), never from the apiserver. When the
+provisioner has reported the nodes for the current generation and plan, the objects of
+`inference_manifests.objects` are applied by server-side apply, unless the view's workload already
+carries their digest (`kairyu.io/applied-digest`); `inference_status.inference_verdict` turns the
+workload and its pods into `InferenceReady`, written only when it differs from what the view's
+Workspace says. Tuning Workspaces are the tuner's. A Workspace being deleted has its workload
+deleted at once (the provisioner's finalizer keeps it while its nodes drain); the rest goes with it
+by owner references.
 
 A name another object holds is known from the view (the watcher's Occupants,
 `kube.check_free`) before anything is applied. Reads of the apiserver left: an object this
@@ -33,10 +33,16 @@ from kairyu_contracts.api import (
     Workspace,
     parse_workspace,
 )
-from kairyu_contracts.api.multiroleinference import ROLE_LABEL
 from kairyu_contracts.api.workspace import AccessMode
 from kairyu_contracts.catalog import Catalog
-from kairyu_contracts.objectstate import INFERENCESET_LABEL, MULTIROLE_LABEL, Kind, ObjectKey, trim
+from kairyu_contracts.labels import (
+    ALLOW_INGRESS_ANNOTATION,
+    API_KEY_ANNOTATION,
+    INFERENCESET_LABEL,
+    MULTIROLE_LABEL,
+    ROLE_LABEL,
+)
+from kairyu_contracts.objectstate import Kind, ObjectKey, trim
 from kairyu_contracts.workloads import (
     MAX_MESSAGE,
     KnownChildren,
@@ -65,9 +71,15 @@ from kairyu_core.kube import (
 )
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
-from kairyu_deployer import manifests
+from kairyu_deployer import inference_manifests
+from kairyu_deployer.inference_status import (
+    PENDING,
+    InferenceVerdict,
+    inference_verdict,
+    replicas_status,
+    succeeded,
+)
 from kairyu_deployer.settings import DeployerSettings
-from kairyu_deployer.status import PENDING, Verdict, replicas_status, succeeded, verdict
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.deployer")
@@ -100,7 +112,7 @@ def _age_s(workload: dict[str, Any] | None) -> float:
 
 def inference_of(
     workspace: Workspace, raw: dict[str, Any], catalog: Catalog
-) -> manifests.Inference | None:
+) -> inference_manifests.Inference | None:
     """What to deploy, or None while there is nothing to deploy (not inference, nodes not ready).
 
     Raises workloads.WorkloadError for annotations that cannot be honoured.
@@ -115,7 +127,7 @@ def inference_of(
     if spec.preset and spec.preset.access_mode == AccessMode.PRIVATE and options and options.image:
         image = options.image
     annotations = meta.annotations or {}
-    return manifests.Inference(
+    return inference_manifests.Inference(
         namespace=meta.namespace or "",
         name=meta.name or "",
         uid=meta.uid or "",
@@ -123,7 +135,8 @@ def inference_of(
         kind=raw.get("kind", resources.WORKSPACES.kind),
         plan=status.plan,
         worker_nodes=list(status.worker_nodes or []),
-        # From the report, not from the nodes the pods stay pinned to (manifests.kept_nodes).
+        # From the report, not from the nodes the pods stay pinned to
+        # (inference_manifests.kept_nodes).
         spare_node=len(status.worker_nodes or []) > status.plan.node_count,
         image=image,
         preset=preset,
@@ -132,9 +145,9 @@ def inference_of(
         model_access_secret=options.model_access_secret if options else None,
         image_pull_secrets=list(options.image_pull_secrets or []) if options else [],
         template=spec.template,
-        api_key_secret=annotations.get(manifests.API_KEY_ANNOTATION) or None,
-        ingress_from=manifests.ingress_namespaces(
-            annotations.get(manifests.ALLOW_INGRESS_ANNOTATION)
+        api_key_secret=annotations.get(API_KEY_ANNOTATION) or None,
+        ingress_from=inference_manifests.ingress_namespaces(
+            annotations.get(ALLOW_INGRESS_ANNOTATION)
         ),
         pod_labels={k: v for k, v in (meta.labels or {}).items() if k in _POD_LABELS and v},
     )
@@ -158,8 +171,8 @@ async def refusal_of(kube: KubeClient, workload: dict[str, Any]) -> str | None:
     return refused_creation(list(events.get("items") or []))
 
 
-def _invalid(exc: Exception) -> Verdict:
-    return Verdict(False, "WorkloadInvalid", str(exc)[:1024])
+def _invalid(exc: Exception) -> InferenceVerdict:
+    return InferenceVerdict(False, "WorkloadInvalid", str(exc)[:1024])
 
 
 @dataclass(frozen=True)
@@ -253,8 +266,8 @@ class Deployer:
             return again
 
     async def _deploy(
-        self, key: str, inference: manifests.Inference
-    ) -> tuple[Verdict | None, float | None]:
+        self, key: str, inference: inference_manifests.Inference
+    ) -> tuple[InferenceVerdict | None, float | None]:
         """Apply what differs from the view, delete the other kind of workload, and judge.
 
         The verdict is None while the workload is only waiting and younger than
@@ -266,8 +279,10 @@ class Deployer:
         if current is not None:
             check_owned(current, owner)  # labelled with the Workspace, but someone else's
             self._children.remember(owner, kind, inference.name, current["metadata"]["uid"])
-            inference = replace(inference, worker_nodes=manifests.kept_nodes(inference, current))
-        built = manifests.objects(inference, self._settings.workload)
+            inference = replace(
+                inference, worker_nodes=inference_manifests.kept_nodes(inference, current)
+            )
+        built = inference_manifests.objects(inference, self._settings.workload)
         digest = applied_digest(built)
         built[-1] = stamped(built[-1], digest)
         workload, again = current, None
@@ -286,7 +301,7 @@ class Deployer:
             self._applied.pop(key, None)
         await self._delete_other_kind(inference)
         pods = self._view.owned("Pod", key)
-        result = verdict(workload, pods)
+        result = inference_verdict(workload, pods)
         if not result.ready and result.reason == PENDING:
             # Only waiting: worth a write once it has waited a while (from the workload's
             # creation, as applied or as the view shows it).
@@ -301,7 +316,7 @@ class Deployer:
             # for a workload the view shows (its controller has had a chance to act on it).
             refusal = await refusal_of(self._kube, workload)
             if refusal is not None:
-                result = Verdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
+                result = InferenceVerdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
             elif workload.get("kind") == "StatefulSet":
                 # An event announces nothing in the view: look again for a refusal, or a pod.
                 again = min(again, _REFUSAL_POLL_S) if again is not None else _REFUSAL_POLL_S
@@ -322,7 +337,7 @@ class Deployer:
             )
         return applied
 
-    async def _delete_other_kind(self, inference: manifests.Inference) -> None:
+    async def _delete_other_kind(self, inference: inference_manifests.Inference) -> None:
         """A plan that changed between one node and several changes the kind of workload.
 
         The other kind is deleted only when the view holds one this Workspace controls (uid
@@ -348,7 +363,7 @@ class Deployer:
             for obj in self._view.owned(kind, key):
                 if controller_uid(obj) == owner.uid:
                     await self._delete(kind, obj)
-        for other, name in manifests.other_names(owner.name):
+        for other, name in inference_manifests.other_names(owner.name):
             uid = self._children.uid(owner, other, name)
             if uid is not None:
                 self._children.forget(owner, other, name)
@@ -361,9 +376,9 @@ class Deployer:
     async def _write(
         self,
         raw: dict[str, Any],
-        result: Verdict,
+        result: InferenceVerdict,
         span: trace.Span,
-        inference: manifests.Inference | None = None,
+        inference: inference_manifests.Inference | None = None,
     ) -> None:
         reports = [
             Report(
@@ -384,7 +399,9 @@ class Deployer:
             workload = self._view.get(ObjectKey(kind, inference.namespace, inference.name))
             nodes_each = plan.node_count // plan.replicas
             fields["inference"] = replicas_status(workload, nodes_each, inference.labels)
-            fields["runtime"] = manifests.runtime_status(inference, self._settings.workload)
+            fields["runtime"] = inference_manifests.runtime_status(
+                inference, self._settings.workload
+            )
         await report_conditions(
             self._kube,
             raw,

@@ -77,7 +77,7 @@ async def _certificate_files(
         return hook.cert_file, hook.key_file
     kube = await KubeClient.connect(settings.kube.kubeconfig, timeouts=settings.kube.timeouts)
     stack.push_async_callback(kube.close)
-    target = certificates.Target(
+    target = certificates.CertificateTarget(
         namespace=issued.namespace,
         secret=issued.secret,
         service=issued.service,

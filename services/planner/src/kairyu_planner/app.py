@@ -50,6 +50,7 @@ from kairyu_contracts.api import (
 )
 from kairyu_contracts.catalog import Catalog, GpuSku
 from kairyu_contracts.catalog.sizing import SizingError, is_hf_id
+from kairyu_contracts.labels import API_KEY_ANNOTATION
 from kairyu_contracts.objectstate import PARENT_KINDS, Kind
 from kairyu_core import rollout_trace
 from kairyu_core.bus import FOLLOWS, TemporaryError
@@ -57,12 +58,12 @@ from kairyu_core.kube import KubeClient, apply_workspace_status, errors, resourc
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_planner.byonodes import NodesUnusableError, byo_sku
-from kairyu_planner.checked import plan_checked
 from kairyu_planner.hub import HubModels, HubUnavailableError
 from kairyu_planner.planning import PlanError, PlanReason
 from kairyu_planner.rolecontrol import MultiRoleController
 from kairyu_planner.setcontrol import InferenceSetController
 from kairyu_planner.settings import PlannerSettings, PlanningSettings
+from kairyu_planner.validated_plan import plan_checked
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.planner")
@@ -412,7 +413,7 @@ class Planner:
 
 
 _WORKLOAD_INPUTS = ("adapters", "config", "template")
-_WORKLOAD_ANNOTATIONS = ("kairyu.io/api-key-secret",)
+_WORKLOAD_ANNOTATIONS = (API_KEY_ANNOTATION,)
 
 
 def workload_digest(raw: dict[str, Any]) -> str | None:

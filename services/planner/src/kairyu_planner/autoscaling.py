@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from kairyu_contracts.api.inferenceset import AUTO_PROVISION_ANNOTATION, LOAD_METRICS, autoscaled
+from kairyu_contracts.api.inferenceset import LOAD_METRICS, autoscaled
+from kairyu_contracts.labels import AUTO_PROVISION_ANNOTATION
 from kairyu_contracts.workloads import controller_reference
 
 JSON = dict[str, Any]

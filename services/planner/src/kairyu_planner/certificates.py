@@ -52,7 +52,7 @@ class Material:
 
 
 @dataclass(frozen=True)
-class Target:
+class CertificateTarget:
     """Where the certificate lives and whom it serves."""
 
     namespace: str
@@ -174,7 +174,7 @@ def renewed(
     return Material(ca=fresh.ca + kept, cert=fresh.cert, key=fresh.key)
 
 
-def _secret(target: Target, material: Material, current: JSON | None) -> JSON:
+def _secret(target: CertificateTarget, material: Material, current: JSON | None) -> JSON:
     def b64(raw: bytes) -> str:
         return base64.b64encode(raw).decode()
 
@@ -197,7 +197,7 @@ def _secret(target: Target, material: Material, current: JSON | None) -> JSON:
 
 
 async def _ensure_secret(
-    kube: KubeClient, target: Target, *, field_manager: str, now: datetime
+    kube: KubeClient, target: CertificateTarget, *, field_manager: str, now: datetime
 ) -> Material:
     for _ in range(_ATTEMPTS):
         try:
@@ -236,7 +236,7 @@ async def _ensure_secret(
 
 
 async def _ensure_ca_bundle(
-    kube: KubeClient, target: Target, ca: bytes, *, field_manager: str
+    kube: KubeClient, target: CertificateTarget, ca: bytes, *, field_manager: str
 ) -> bool:
     bundle = base64.b64encode(ca).decode()
     config = await kube.get(resources.VALIDATING_WEBHOOKS, target.configuration)
@@ -259,7 +259,7 @@ async def _ensure_ca_bundle(
 
 
 async def ensure(
-    kube: KubeClient, target: Target, *, field_manager: str, now: datetime | None = None
+    kube: KubeClient, target: CertificateTarget, *, field_manager: str, now: datetime | None = None
 ) -> Material:
     """Make the Secret and the caBundle right (a no-op when they are); return the pair to serve."""
     now = now or datetime.now(UTC)
@@ -286,7 +286,7 @@ def write(material: Material, directory: Path) -> tuple[Path, Path]:
 
 
 async def ensure_until_done(
-    kube: KubeClient, target: Target, *, field_manager: str, retry_max_s: float = 30.0
+    kube: KubeClient, target: CertificateTarget, *, field_manager: str, retry_max_s: float = 30.0
 ) -> Material:
     """`ensure`, retried while the apiserver cannot be reached or refuses.
 
@@ -303,7 +303,12 @@ async def ensure_until_done(
 
 
 async def keep_issued(
-    kube: KubeClient, target: Target, directory: Path, *, field_manager: str, interval_s: float
+    kube: KubeClient,
+    target: CertificateTarget,
+    directory: Path,
+    *,
+    field_manager: str,
+    interval_s: float,
 ) -> None:
     """Every `interval_s`: renew when due, repair the caBundle, serve what the Secret holds."""
     while True:
@@ -319,7 +324,7 @@ async def keep_issued(
 
 @asynccontextmanager
 async def self_issued(
-    kube: KubeClient, target: Target, *, field_manager: str, interval_s: float
+    kube: KubeClient, target: CertificateTarget, *, field_manager: str, interval_s: float
 ) -> AsyncIterator[tuple[Path, Path]]:
     """The certificate and key files to serve, kept current until the block ends."""
     with tempfile.TemporaryDirectory(prefix="kairyu-webhook-tls-") as tmp:

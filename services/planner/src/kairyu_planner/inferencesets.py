@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from kairyu_contracts.api.inferenceset import CREATED_BY_LABEL
+from kairyu_contracts.labels import INFERENCESET_LABEL
 from kairyu_contracts.workloads import controller_reference, controller_uid
 
 JSON = dict[str, Any]
@@ -61,7 +61,7 @@ def child_manifest(inference_set: JSON, name: str) -> JSON:
     metadata: JSON = {
         "name": name,
         "namespace": meta["namespace"],
-        "labels": {**(template_meta.get("labels") or {}), CREATED_BY_LABEL: meta["name"]},
+        "labels": {**(template_meta.get("labels") or {}), INFERENCESET_LABEL: meta["name"]},
         "ownerReferences": [
             controller_reference(inference_set, kind="InferenceSet", api_version=SET_VERSION)
         ],
@@ -159,7 +159,7 @@ def decide(
     status: JSON = {
         "replicas": len(kept),
         "readyReplicas": ready,
-        "selector": f"{CREATED_BY_LABEL}={meta['name']}",
+        "selector": f"{INFERENCESET_LABEL}={meta['name']}",
         "nodeCount": nodes,
         "observedGeneration": meta.get("generation"),
         "conditions": [

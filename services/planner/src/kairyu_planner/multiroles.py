@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kairyu_contracts.api.meta import DNS1123_LABEL
-from kairyu_contracts.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
+from kairyu_contracts.api.multiroleinference import ROLES
+from kairyu_contracts.labels import MULTIROLE_LABEL, ROLE_LABEL
 from kairyu_contracts.workloads import controller_uid
 from kairyu_core.kube import applied_digest, digest_of, stamped
 

@@ -14,11 +14,10 @@ from enum import StrEnum
 from kairyu_contracts.api import Plan, Workspace
 from kairyu_contracts.catalog import Catalog, GpuSku, Preset, Runtime
 from kairyu_contracts.catalog.sizing import is_hf_id, served_name
+from kairyu_contracts.labels import BYPASS_RESOURCE_CHECKS_ANNOTATION, RUNTIME_ANNOTATION
 from kairyu_planner import estimator
 from kairyu_planner.settings import PlanningSettings
 
-BYPASS_ANNOTATION = "kaito.sh/bypass-resource-checks"
-RUNTIME_ANNOTATION = "kaito.sh/runtime"
 QLORA_WEIGHT_SHARE = 0.25  # 4-bit weights are a quarter of the 16-bit ones
 
 
@@ -88,7 +87,8 @@ def runtime_of(ws: Workspace) -> str:
 
 
 def bypasses_resource_checks(ws: Workspace) -> bool:
-    return (ws.metadata.annotations or {}).get(BYPASS_ANNOTATION, "").lower() == "true"
+    annotations = ws.metadata.annotations or {}
+    return annotations.get(BYPASS_RESOURCE_CHECKS_ANNOTATION, "").lower() == "true"
 
 
 def dtype_for(sku: GpuSku) -> str:
@@ -406,7 +406,7 @@ def _plan(
         except PlanError as exc:
             if not bypasses_resource_checks(ws):
                 raise
-            warnings.append(f"{exc.message} (ignored: {BYPASS_ANNOTATION})")
+            warnings.append(f"{exc.message} (ignored: {BYPASS_RESOURCE_CHECKS_ANNOTATION})")
             shape = Shape(
                 sku=sku, nodes=ws.resource.count or 1, tensor_parallel=1, max_model_len=None
             )
@@ -506,7 +506,7 @@ def _plan_tuning(
             )
             if not bypasses_resource_checks(ws):
                 raise PlanError(PlanReason.INSUFFICIENT_GPU_MEMORY, message)
-            warnings.append(f"{message} (ignored: {BYPASS_ANNOTATION})")
+            warnings.append(f"{message} (ignored: {BYPASS_RESOURCE_CHECKS_ANNOTATION})")
         total = sku.gpu_count * sku.gpu_memory_gib
         if total < preset.tuning_gib:
             warnings.append(

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from kairyu_contracts.api import Workspace
 from kairyu_contracts.catalog import Catalog, Cloud, load_catalog
 from kairyu_contracts.catalog.sizing import is_hf_id
+from kairyu_contracts.labels import RUNTIME_ANNOTATION, WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from kairyu_planner import podsafety
 from kairyu_planner.planning import PlanError, PlanReason, plan_workspace, supported_skus
 from kairyu_planner.settings import PlanningSettings
@@ -32,13 +33,13 @@ ANNOTATION_VALUES = {
     "kaito.sh/node-image-family": {"azurelinux", "ubuntu"},
     "kaito.sh/performance-mode": {"balanced", "interactivity", "throughput"},
     "kaito.sh/use-local-weights": {"true", "false"},
-    "kaito.sh/runtime": {"vllm", "transformers", "triton"},
+    RUNTIME_ANNOTATION: {"vllm", "transformers", "triton"},
 }
 _CASELESS_ANNOTATIONS = {"kaito.sh/node-image-family"}
 RESERVED_LABELS = {
-    "kaito.sh/workspace",
+    WORKSPACE_LABEL,
     "kaito.sh/ragengine",
-    "kaito.sh/workspacenamespace",
+    WORKSPACE_NAMESPACE_LABEL,
     "kaito.sh/ragenginenamespace",
     "karpenter.kaito.sh/workspace-name",
     "karpenter.kaito.sh/workspace-namespace",
@@ -277,7 +278,7 @@ def _check_label_selector(ws: Workspace, verdict: Verdict) -> None:
 
 
 def _runtime(ws: Workspace) -> str:
-    return (ws.metadata.annotations or {}).get("kaito.sh/runtime", "vllm")
+    return (ws.metadata.annotations or {}).get(RUNTIME_ANNOTATION, "vllm")
 
 
 def _check_adapters(ws: Workspace, verdict: Verdict) -> None:

@@ -47,18 +47,18 @@ from kairyu_core.kube import (
     KubeClient,
     apply_workspace_status,
     errors,
-    events,
     resources,
+    workspace_events,
 )
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends import Backend, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure
+from kairyu_provisioner.node_target import NodeTarget, target_of
 from kairyu_provisioner.readiness import Selection, select
 from kairyu_provisioner.settings import ProvisionerSettings
 from kairyu_provisioner.surge import surge_of
-from kairyu_provisioner.target import Target, target_of
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.provisioner")
@@ -181,8 +181,8 @@ class Provisioner:
             return await self._provision(key, raw, workspace, target, span, note=note)
 
     def _with_surge(
-        self, key: str, raw: dict[str, Any], target: Target
-    ) -> tuple[Target, str | None]:
+        self, key: str, raw: dict[str, Any], target: NodeTarget
+    ) -> tuple[NodeTarget, str | None]:
         """The target during an update of a serving single-node Workspace (.surge).
 
         And a note for ResourceReady's message, on a spare node or on its absence.
@@ -221,7 +221,7 @@ class Provisioner:
         key: str,
         raw: dict[str, Any],
         workspace: Workspace,
-        target: Target,
+        target: NodeTarget,
         span: trace.Span,
         *,
         note: str | None = None,
@@ -256,7 +256,7 @@ class Provisioner:
             return None
         return await self._waiting(raw, target, selection, progress, span)
 
-    async def _over_limit(self, raw: dict[str, Any], target: Target, span: trace.Span) -> None:
+    async def _over_limit(self, raw: dict[str, Any], target: NodeTarget, span: trace.Span) -> None:
         # The planner never writes such a plan; a status written by hand (or by a planner with a
         # higher limit) must not turn into GPU nodes. Nothing is created or removed.
         limit = self._settings.provisioning.max_nodes
@@ -268,7 +268,7 @@ class Provisioner:
         span.set_status(trace.StatusCode.ERROR, f"PlanOverNodeLimit: {message}")
         await self._write(raw, span, ready=(ConditionStatus.FALSE, "PlanOverNodeLimit", message))
 
-    def _on_hold(self, target: Target) -> float | None:
+    def _on_hold(self, target: NodeTarget) -> float | None:
         """Seconds until the target's refused SKU may be asked for again, or None if not held."""
         held = self._held.get(target.uid)
         if held is None:
@@ -286,7 +286,7 @@ class Provisioner:
             return self._view.owned("Node", key)
         return self._view.all("Node")
 
-    def _select(self, key: str, target: Target) -> Selection:
+    def _select(self, key: str, target: NodeTarget) -> Selection:
         return select(
             self._nodes(key),
             count=target.node_count,
@@ -302,7 +302,7 @@ class Provisioner:
         key: str,
         raw: dict[str, Any],
         workspace: Workspace,
-        target: Target,
+        target: NodeTarget,
         selection: Selection,
         span: trace.Span,
         note: str | None = None,
@@ -323,7 +323,7 @@ class Provisioner:
         span.set_attribute("kairyu.nodes", selection.nodes)
 
     def _trace_node_waits(
-        self, key: str, workspace: Workspace, target: Target, names: list[str]
+        self, key: str, workspace: Workspace, target: NodeTarget, names: list[str]
     ) -> None:
         """One span per node of the rollout, from its creation to Ready: the wait for capacity.
 
@@ -362,7 +362,7 @@ class Provisioner:
     async def _waiting(
         self,
         raw: dict[str, Any],
-        target: Target,
+        target: NodeTarget,
         selection: Selection,
         progress: Progress,
         span: trace.Span,
@@ -450,7 +450,7 @@ class Provisioner:
         self,
         raw: dict[str, Any],
         workspace: Workspace,
-        target: Target,
+        target: NodeTarget,
         failure: CloudFailure,
         span: trace.Span,
     ) -> float:
@@ -484,7 +484,7 @@ class Provisioner:
             raw, span, ready=(ConditionStatus.FALSE, failure.reason, message), replan=request
         )
         if written:  # the history, once per refusal (not on every look while it is held)
-            await events.record(
+            await workspace_events.record(
                 self._kube,
                 raw,
                 reason=failure.reason,

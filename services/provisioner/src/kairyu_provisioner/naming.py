@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
+from kairyu_contracts.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+
 UID_KEY = "kairyu.io/workspace-uid"
 """Annotation on NodeClaims, tag on agent pools: which Workspace instance owns them."""
 FINALIZER = "kairyu.io/provisioner"

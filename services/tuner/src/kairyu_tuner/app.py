@@ -1,12 +1,12 @@
 """The tuner service: runs a tuning Workspace's Job on its nodes and reports how it went.
 
-One `reconcile(key)` per Workspace, level-triggered like the deployer's, reading the Workspace,
-its Job and the Job's pods from the service's view (kairyu_core.view, fed over NATS). Once the
-provisioner has reported the nodes for the current generation and plan, the user's training
-config (if any) is checked, then the ConfigMap and Job of `manifests.objects` are applied, unless
+One `reconcile(key)` per Workspace, level-triggered like the deployer's, reading the Workspace, its
+Job and the Job's pods from the service's view (kairyu_core.view, fed over NATS). Once the
+provisioner has reported the nodes for the current generation and plan, the user's training config
+(if any) is checked, then the ConfigMap and Job of `tuning_manifests.objects` are applied, unless
 the view's Job already carries their digest (`kairyu.io/applied-digest`); the Job and its pods
-become JobStarted and WorkspaceSucceeded through `status.tuning_status`, written only when they
-differ from what the view's Workspace says. A Job whose pod template no longer matches the
+become JobStarted and WorkspaceSucceeded through `tuning_status.tuning_status`, written only when
+they differ from what the view's Workspace says. A Job whose pod template no longer matches the
 Workspace is replaced (the template is immutable). Inference Workspaces are the deployer's. A
 Workspace being deleted has its Job deleted at once (its nodes are draining).
 
@@ -33,6 +33,7 @@ from kairyu_contracts.api import (
     Workspace,
     parse_workspace,
 )
+from kairyu_contracts.api.conditions import TuningReason
 from kairyu_contracts.catalog import Catalog, Preset
 from kairyu_contracts.objectstate import ObjectKey
 from kairyu_contracts.workloads import (
@@ -62,11 +63,10 @@ from kairyu_core.kube import (
 )
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
-from kairyu_tuner import manifests
+from kairyu_tuner import tuning_manifests
 from kairyu_tuner.settings import TunerSettings
-from kairyu_tuner.status import FAILED, PENDING, TuningStatus, tuning_status
-from kairyu_tuner.status import Report as TuningReport
-from kairyu_tuner.training_config import CONFIG_KEY, ConfigError, check
+from kairyu_tuner.training_config import CONFIG_KEY, TrainingConfigError, check
+from kairyu_tuner.tuning_status import TuningReport, TuningStatus, tuning_status
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("kairyu.tuner")
@@ -82,13 +82,13 @@ _CACHE_LIMIT = 10_000  # checked configs remembered (oldest forgotten first)
 
 def tuning_of(
     workspace: Workspace, raw: dict[str, Any], preset: Preset, output_dir: str
-) -> manifests.Tuning | None:
+) -> tuning_manifests.Tuning | None:
     """What to run, or None while there is nothing to run (not tuning, nodes not ready)."""
     status, spec = workspace.status, workspace.tuning
     if spec is None or status is None or status.plan is None or not workspace.nodes_ready():
         return None
     options = spec.preset.preset_options
-    return manifests.Tuning(
+    return tuning_manifests.Tuning(
         owner=owner_of(raw),
         plan=status.plan,
         worker_nodes=list(status.worker_nodes or []),
@@ -187,7 +187,7 @@ class Tuner:
             },
         ) as span:
             result, again = await self._run(key, workspace, raw)
-            if not result.job_started.status and result.job_started.reason != PENDING:
+            if not result.job_started.status and result.job_started.reason != TuningReason.PENDING:
                 span.set_status(
                     trace.StatusCode.ERROR,
                     redact_urls(f"{result.job_started.reason}: {result.job_started.message}"),
@@ -204,14 +204,15 @@ class Tuner:
         if preset is None:  # the planner refuses these first; a catalog change can still get here
             unknown = f"preset {spec.preset.name} is not in kairyu's catalog"
             return TuningStatus(
-                TuningReport(False, "UnknownPreset", unknown), TuningReport(False, PENDING, unknown)
+                TuningReport(False, "UnknownPreset", unknown),
+                TuningReport(False, TuningReason.PENDING, unknown),
             ), None
         try:
             output_dir = await self._output_dir(workspace, spec.config, spec.method)
-        except ConfigError as exc:
+        except TrainingConfigError as exc:
             bad = TuningReport(False, "InvalidTuningConfig", str(exc)[:1024])
             return TuningStatus(
-                bad, TuningReport(False, PENDING, "waiting for a usable tuning config")
+                bad, TuningReport(False, TuningReason.PENDING, "waiting for a usable tuning config")
             ), None
         tuning = tuning_of(workspace, raw, preset, output_dir)
         if tuning is None:
@@ -224,7 +225,7 @@ class Tuner:
             message = f"the tuning job cannot be created: {exc}"[:1024]
             return TuningStatus(
                 TuningReport(False, "WorkloadInvalid", message),
-                TuningReport(False, FAILED, message),
+                TuningReport(False, TuningReason.FAILED, message),
             ), None
         job_uid = job["metadata"].get("uid") if job is not None else None
         pods = [
@@ -234,7 +235,12 @@ class Tuner:
             and any(o.get("uid") == job_uid for o in p["metadata"].get("ownerReferences") or [])
         ]
         result = tuning_status(job, pods)
-        if job is not None and seen and not pods and result.job_started.reason == PENDING:
+        if (
+            job is not None
+            and seen
+            and not pods
+            and result.job_started.reason == TuningReason.PENDING
+        ):
             # No pod at all: the Job's controller says why (admission refused it) only in an
             # event. Read only in this state, and only for a Job the view shows (the Job
             # controller has had a chance to act on it).
@@ -246,7 +252,9 @@ class Tuner:
             refusal = refused_creation(list(events.get("items") or []))
             if refusal is not None:
                 stuck = TuningReport(False, "FailedCreate", refusal[:1024])
-                return TuningStatus(stuck, TuningReport(False, PENDING, refusal[:1024])), again
+                return TuningStatus(
+                    stuck, TuningReport(False, TuningReason.PENDING, refusal[:1024])
+                ), again
         return result, again
 
     async def _output_dir(self, workspace: Workspace, config: str | None, method: str) -> str:
@@ -257,7 +265,7 @@ class Tuner:
         change, so fixing it and touching the Workspace is enough).
         """
         if config is None:
-            return manifests.RESULTS_DIR
+            return tuning_manifests.RESULTS_DIR
         meta = workspace.metadata
         namespace = meta.namespace or ""
         cached = (meta.uid or "", meta.generation or 0, config, method)
@@ -266,10 +274,12 @@ class Tuner:
         try:
             found = await self._kube.get(resources.CONFIGMAPS, config, namespace=namespace)
         except errors.NotFoundError:
-            raise ConfigError(f"ConfigMap {namespace}/{config} (tuning.config) not found") from None
+            raise TrainingConfigError(
+                f"ConfigMap {namespace}/{config} (tuning.config) not found"
+            ) from None
         text = (found.get("data") or {}).get(CONFIG_KEY)
         if text is None:
-            raise ConfigError(f"ConfigMap {namespace}/{config} has no {CONFIG_KEY} key")
+            raise TrainingConfigError(f"ConfigMap {namespace}/{config} has no {CONFIG_KEY} key")
         output_dir = check(text, method)
         self._configs[cached] = output_dir
         if len(self._configs) > _CACHE_LIMIT:
@@ -277,7 +287,7 @@ class Tuner:
         return output_dir
 
     async def _ensure(
-        self, key: str, tuning: manifests.Tuning
+        self, key: str, tuning: tuning_manifests.Tuning
     ) -> tuple[dict[str, Any] | None, bool, float | None]:
         """The Job (None while it is replaced), whether it is the view's, and when to look again.
 
@@ -286,7 +296,7 @@ class Tuner:
         when its deletion reaches the view.
         """
         owner = tuning.owner
-        built = manifests.objects(tuning, self._settings.job)
+        built = tuning_manifests.objects(tuning, self._settings.job)
         digest = applied_digest(built)
         built[-1] = wanted = stamped(built[-1], digest)
         current = self._view.get(ObjectKey("Job", owner.namespace, tuning.name))
@@ -300,8 +310,8 @@ class Tuner:
                 return current, True, None
             annotations = current["metadata"].get("annotations") or {}
             if (
-                annotations.get(manifests.SPEC_ANNOTATION)
-                != (wanted["metadata"]["annotations"][manifests.SPEC_ANNOTATION])
+                annotations.get(tuning_manifests.SPEC_ANNOTATION)
+                != (wanted["metadata"]["annotations"][tuning_manifests.SPEC_ANNOTATION])
             ):
                 log.info("replacing tuning job %s: the Workspace changed", key)
                 self._applied.pop(key, None)

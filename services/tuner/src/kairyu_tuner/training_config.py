@@ -46,7 +46,7 @@ _QLORA_QUANTIZATION = """\
     bnb_4bit_use_double_quant: true"""
 
 
-class ConfigError(ValueError):
+class TrainingConfigError(ValueError):
     """A tuning config that cannot be used, with what is wrong in it."""
 
 
@@ -109,20 +109,22 @@ def check(text: str, method: str) -> str:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{CONFIG_KEY} is not YAML: {err}") from None
+        raise TrainingConfigError(f"{CONFIG_KEY} is not YAML: {err}") from None
     if not isinstance(document, dict) or not isinstance(document.get("training_config"), dict):
-        raise ConfigError(f"{CONFIG_KEY} needs a training_config: mapping")
+        raise TrainingConfigError(f"{CONFIG_KEY} needs a training_config: mapping")
     try:
         sections = _Sections.model_validate(document["training_config"])
     except ValidationError as err:
-        raise ConfigError(f"{CONFIG_KEY}: {_describe(err)}") from None
+        raise TrainingConfigError(f"{CONFIG_KEY}: {_describe(err)}") from None
     quantized = sections.quantization.load_in_4bit or sections.quantization.load_in_8bit
     if method.lower() == "qlora" and not quantized:
-        raise ConfigError(
+        raise TrainingConfigError(
             f"{CONFIG_KEY}: method qlora needs QuantizationConfig.load_in_4bit (or 8bit): true"
         )
     if not sections.training.output_dir.startswith("/"):
-        raise ConfigError(f"{CONFIG_KEY}: TrainingArguments.output_dir must be an absolute path")
+        raise TrainingConfigError(
+            f"{CONFIG_KEY}: TrainingArguments.output_dir must be an absolute path"
+        )
     return sections.training.output_dir
 
 

@@ -40,6 +40,7 @@ from kairyu_contracts.api import (
     parse_workspace,
     summary,
 )
+from kairyu_contracts.labels import WORKSPACE_LABEL
 from kairyu_contracts.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
 from kairyu_core.bus import Bus, BusError, Snapshot
 from kairyu_core.informing import wake_digest
@@ -57,7 +58,6 @@ from kairyu_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
 
-WORKSPACE_LABEL = "kaito.sh/workspace"
 CHILD_RESOURCES = (
     resources.INFERENCESETS,
     resources.MULTIROLEINFERENCES,

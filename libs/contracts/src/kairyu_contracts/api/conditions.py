@@ -27,6 +27,24 @@ class ConditionType(StrEnum):
     WORKSPACE_DELETING = "WorkspaceDeleting"  # provisioner
 
 
+class TuningReason(StrEnum):
+    """The reasons of JobStarted and WorkspaceSucceeded, as KAITO spells them.
+
+    The tuner writes them; the watcher's summary reads them to tell a failed tuning run from one
+    still under way, so `status.state` says `Failed` as KAITO's does.
+    """
+
+    STARTED = "WorkspaceTuningJobStatusStarted"
+    JOB_FAILED = "WorkspaceTuningJobStatusFailed"
+    PENDING = "workspacePending"
+    SUCCEEDED = "workspaceSucceeded"
+    FAILED = "workspaceFailed"
+
+
+TUNING_FAILED_REASONS = frozenset({TuningReason.JOB_FAILED, TuningReason.FAILED})
+"""The reasons that end a tuning Workspace in the Failed state."""
+
+
 def set_condition(
     conditions: list[Condition] | None,
     *,

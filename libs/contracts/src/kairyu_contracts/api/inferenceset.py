@@ -21,18 +21,14 @@ from kairyu_contracts.api.workspace import (
     PartitionSpec,
     cel,
 )
+from kairyu_contracts.labels import AUTO_PROVISION_ANNOTATION
 
 INFERENCESET_KIND = "InferenceSet"
 INFERENCESET_PLURAL = "inferencesets"
-CREATED_BY_LABEL = "inferenceset.kaito.sh/created-by"
-"""On each child Workspace (and its pods): the name of the InferenceSet that made it."""
 MAX_NAME = 57
 """A set's longest name: its children are `<name>-` and 5 characters, a DNS label of at most 63."""
 MAX_REPLICAS = MAX_NODE_COUNT
 """The most child Workspaces a set may ask for; each needs at least one GPU node."""
-AUTO_PROVISION_ANNOTATION = "scaledobject.kaito.sh/auto-provision"
-"""KAITO's opt-in to autoscaling: `"true"` on a set gives it a KEDA ScaledObject (the planner's
-kairyu_planner.autoscaling) and, in kairyu, a Service the activator serves while it is at zero."""
 
 LOAD_METRICS = ("vllm:num_requests_waiting", "vllm:num_requests_running")
 """The load gauges both runtimes export under vLLM's names: the ones a set may scale on."""

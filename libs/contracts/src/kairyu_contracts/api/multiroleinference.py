@@ -22,10 +22,6 @@ from kairyu_contracts.api.workspace import cel
 
 MULTIROLE_KIND = "MultiRoleInference"
 MULTIROLE_PLURAL = "multiroleinferences"
-MULTIROLE_LABEL = "multiroleinference.kaito.sh/created-by"
-"""On each role's InferenceSet, and from there its Workspaces and pods: the parent's name."""
-ROLE_LABEL = "kaito.sh/inference-role"
-"""`prefill` or `decode`, on the same objects: how the deployer knows a Workspace's role."""
 ROLES = ("prefill", "decode")
 MAX_NAME = MAX_SET_NAME - len("-prefill")
 """A MultiRoleInference's longest name: its InferenceSets are `<name>-prefill` and `-decode`."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from kairyu_contracts.api.conditions import ConditionType
+from kairyu_contracts.api.conditions import TUNING_FAILED_REASONS, ConditionType
 from kairyu_contracts.api.meta import Condition, ConditionStatus
 from kairyu_contracts.api.workspace import Workspace, WorkspaceState
 
@@ -36,7 +36,6 @@ _TUNING_NEEDS = (
     ConditionType.JOB_STARTED,
     ConditionType.WORKSPACE_SUCCEEDED,
 )
-_TUNING_FAILED_REASONS = {"WorkspaceTuningJobStatusFailed", "workspaceFailed"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class _Blocking:
 def _tuning_state(conditions: dict[str, Condition]) -> WorkspaceState:
     started = conditions.get(ConditionType.JOB_STARTED)
     succeeded = conditions.get(ConditionType.WORKSPACE_SUCCEEDED)
-    if any(c is not None and c.reason in _TUNING_FAILED_REASONS for c in (started, succeeded)):
+    if any(c is not None and c.reason in TUNING_FAILED_REASONS for c in (started, succeeded)):
         return WorkspaceState.FAILED
     if succeeded is not None and succeeded.status == ConditionStatus.TRUE:
         return WorkspaceState.SUCCEEDED

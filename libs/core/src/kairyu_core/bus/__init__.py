@@ -9,7 +9,7 @@ its readers; `setup` is the one step that creates the streams.
 from kairyu_core.bus._connection import Bus, Published
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import Change, Snapshot
-from kairyu_core.bus.errors import BusError, PermanentError, TemporaryError
+from kairyu_core.bus.outcomes import BusError, PermanentError, TemporaryError
 from kairyu_core.bus.topology import (
     DEFAULT_STREAM,
     FOLLOWS,

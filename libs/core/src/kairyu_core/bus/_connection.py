@@ -48,7 +48,7 @@ from kairyu_core.bus._statestream import (
     raise_if_cancelled,
     state_subject,
 )
-from kairyu_core.bus.errors import BusError
+from kairyu_core.bus.outcomes import BusError
 from kairyu_core.bus.topology import StreamSpec
 from kairyu_core.settings import NatsSettings
 

@@ -29,9 +29,9 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from kairyu_contracts.events.subjects import Subjects, token
 from kairyu_contracts.objectstate import CLUSTER_SCOPED, JSON, Kind, ObjectKey, kind_of
-from kairyu_core.bus.errors import BusError
+from kairyu_contracts.subjects import Subjects, token
+from kairyu_core.bus.outcomes import BusError
 
 if TYPE_CHECKING:
     from kairyu_core.bus._connection import Bus

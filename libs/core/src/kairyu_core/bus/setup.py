@@ -30,7 +30,7 @@ import nats.errors
 
 from kairyu_core import logging as kairyu_logging
 from kairyu_core.bus._connection import Bus
-from kairyu_core.bus.errors import BusError
+from kairyu_core.bus.outcomes import BusError
 from kairyu_core.settings import NatsSettings, ServiceSettings
 
 log = logging.getLogger(__name__)

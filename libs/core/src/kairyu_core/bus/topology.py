@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from kairyu_contracts.events import Subjects
 from kairyu_contracts.objectstate import KINDS, Kind
+from kairyu_contracts.subjects import Subjects
 from kairyu_core.settings import NatsSettings
 
 DEFAULT_STREAM = "KAIRYU"

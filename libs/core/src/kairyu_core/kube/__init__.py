@@ -1,6 +1,6 @@
 """kairyu's access to the Kubernetes API; the only package that imports kubernetes_asyncio."""
 
-from kairyu_core.kube import errors, events, resources
+from kairyu_core.kube import errors, resources, workspace_events
 from kairyu_core.kube.client import JSON, KubeClient
 from kairyu_core.kube.owning import (
     APPLIED_DIGEST_ANNOTATION,
@@ -14,7 +14,7 @@ from kairyu_core.kube.owning import (
     owner_of,
     stamped,
 )
-from kairyu_core.kube.status import (
+from kairyu_core.kube.status_writes import (
     Report,
     Reported,
     apply_condition,
@@ -44,10 +44,10 @@ __all__ = [
     "confirmed_going",
     "digest_of",
     "errors",
-    "events",
     "owner_of",
     "report_conditions",
     "resources",
     "stamped",
     "watch",
+    "workspace_events",
 ]

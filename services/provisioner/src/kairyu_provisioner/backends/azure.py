@@ -16,11 +16,12 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.containerservice import models
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 
+from kairyu_contracts.labels import MACHINE_TYPE_LABEL
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends.base import Claims, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure, classify
+from kairyu_provisioner.node_target import NodeTarget
 from kairyu_provisioner.settings import AzureSettings
-from kairyu_provisioner.target import Target
 
 TAG_UID = "kairyu-workspace-uid"
 TAG_NAME = "kairyu-workspace"
@@ -28,12 +29,12 @@ TAG_NAMESPACE = "kairyu-workspace-namespace"
 _BUSY = {"Creating", "Updating", "Scaling", "Upgrading", "Starting", "Deleting"}
 
 
-def agent_pool(target: Target, settings: AzureSettings) -> models.AgentPool:
+def agent_pool(target: NodeTarget, settings: AzureSettings) -> models.AgentPool:
     """The agent pool for the target's plan: VM size, count, labels, taint, disk."""
     labels = {
         **target.match_labels,
         **naming.workspace_labels(target.namespace, target.name),
-        "kaito.sh/machine-type": "gpu",
+        MACHINE_TYPE_LABEL: "gpu",
     }
     taint = naming.GPU_TAINT
     return models.AgentPool(
@@ -84,7 +85,7 @@ class AzureBackend:
     async def prepare(self) -> None:
         return None
 
-    def node_selector(self, target: Target) -> str | None:
+    def node_selector(self, target: NodeTarget) -> str | None:
         return naming.workspace_selector(target.namespace, target.name)
 
     async def _pools(self) -> list[models.AgentPool]:
@@ -107,7 +108,7 @@ class AzureBackend:
             return
         await self._follow(poller)
 
-    async def ensure(self, target: Target, claims: Claims) -> Progress:
+    async def ensure(self, target: NodeTarget, claims: Claims) -> Progress:
         wanted = naming.agent_pool_name(target.uid, target.instance_type)
         pool = None
         for found in await self._pools():
@@ -139,7 +140,7 @@ class AzureBackend:
                 return Progress(waiting=[f"agent pool {wanted}: {verb}"], poll=True)
         return Progress()
 
-    async def discard(self, target: Target) -> None:
+    async def discard(self, target: NodeTarget) -> None:
         await self._delete(naming.agent_pool_name(target.uid, target.instance_type))
 
     async def release(self, namespace: str, name: str, uid: str, claims: Claims) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kairyu_provisioner.failures import CloudFailure
-from kairyu_provisioner.target import Target
+from kairyu_provisioner.node_target import NodeTarget
 
 Claims = Sequence[dict[str, Any]]
 """The view's NodeClaims labelled with one Workspace (or, for orphans, with a gone one)."""
@@ -63,15 +63,15 @@ class Backend(Protocol):
         """One-time set-up at start-up (e.g. the Karpenter NodePool the claims name)."""
         ...
 
-    def node_selector(self, target: Target) -> str | None:
+    def node_selector(self, target: NodeTarget) -> str | None:
         """Label selector of the Workspace's candidate nodes (for messages)."""
         ...
 
-    async def ensure(self, target: Target, claims: Claims) -> Progress:
+    async def ensure(self, target: NodeTarget, claims: Claims) -> Progress:
         """Create what the plan needs and is missing, remove what it no longer needs."""
         ...
 
-    async def discard(self, target: Target) -> None:
+    async def discard(self, target: NodeTarget) -> None:
         """Remove what was made for the target's SKU after the cloud refused it."""
         ...
 

@@ -8,7 +8,7 @@ by `readiness.select`.
 from __future__ import annotations
 
 from kairyu_provisioner.backends.base import Claims, Owned, Progress
-from kairyu_provisioner.target import Target
+from kairyu_provisioner.node_target import NodeTarget
 
 
 class ByoBackend:
@@ -20,13 +20,13 @@ class ByoBackend:
     async def prepare(self) -> None:
         return None
 
-    def node_selector(self, target: Target) -> str | None:
+    def node_selector(self, target: NodeTarget) -> str | None:
         return ",".join(f"{k}={v}" for k, v in sorted(target.match_labels.items())) or None
 
-    async def ensure(self, target: Target, claims: Claims) -> Progress:
+    async def ensure(self, target: NodeTarget, claims: Claims) -> Progress:
         return Progress()
 
-    async def discard(self, target: Target) -> None:
+    async def discard(self, target: NodeTarget) -> None:
         return None
 
     async def release(self, namespace: str, name: str, uid: str, claims: Claims) -> list[str]:

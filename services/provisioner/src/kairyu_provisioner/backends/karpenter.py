@@ -13,12 +13,13 @@ import contextlib
 import time
 from typing import Any
 
+from kairyu_contracts.labels import MACHINE_TYPE_LABEL, WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from kairyu_core.kube import JSON, KubeClient, errors, resources
 from kairyu_provisioner import naming
 from kairyu_provisioner.backends.base import Claims, Owned, Progress
 from kairyu_provisioner.failures import CloudFailure, classify
+from kairyu_provisioner.node_target import NodeTarget
 from kairyu_provisioner.settings import KarpenterSettings
-from kairyu_provisioner.target import Target
 
 _LIFECYCLE = ("Launched", "Registered", "Initialized", "Ready")
 _BENIGN = {"AwaitingReconciliation"}  # Karpenter's "not looked at yet", not a problem
@@ -28,14 +29,14 @@ SETTLE_S = 10.0
 _RECENT_LIMIT = 10_000  # names remembered before the settled ones are forgotten
 
 
-def node_claim(target: Target, index: int, settings: KarpenterSettings) -> JSON:
+def node_claim(target: NodeTarget, index: int, settings: KarpenterSettings) -> JSON:
     """The NodeClaim for node `index` of the target's plan."""
     name = naming.node_claim_name(target.uid, target.instance_type, index)
     labels = {
         **target.match_labels,
         **naming.workspace_labels(target.namespace, target.name),
         "karpenter.sh/nodepool": settings.node_pool,
-        "kaito.sh/machine-type": "gpu",
+        MACHINE_TYPE_LABEL: "gpu",
     }
     return {
         "apiVersion": resources.NODECLAIMS.api_version,
@@ -74,7 +75,7 @@ def node_claim(target: Target, index: int, settings: KarpenterSettings) -> JSON:
     }
 
 
-def wanted_claims(target: Target, claims: Claims) -> dict[str, int]:
+def wanted_claims(target: NodeTarget, claims: Claims) -> dict[str, int]:
     """The NodeClaims the target needs: name → index.
 
     Claims are numbered; the live ones of this Workspace and SKU are kept (the ones on
@@ -125,7 +126,7 @@ def node_pool(settings: KarpenterSettings) -> JSON:
                         "kind": settings.node_class_kind,
                         "name": settings.node_class_name,
                     },
-                    "requirements": [{"key": naming.WORKSPACE_LABEL, "operator": "Exists"}],
+                    "requirements": [{"key": WORKSPACE_LABEL, "operator": "Exists"}],
                 }
             },
         },
@@ -178,7 +179,7 @@ class KarpenterBackend:
             resources.NODEPOOLS, node_pool(self._settings), field_manager=self._field_manager
         )
 
-    def node_selector(self, target: Target) -> str | None:
+    def node_selector(self, target: NodeTarget) -> str | None:
         return naming.workspace_selector(target.namespace, target.name)
 
     def _recently(self, name: str, what: str) -> bool:
@@ -198,7 +199,7 @@ class KarpenterBackend:
             await self._kube.delete(resources.NODECLAIMS, name)
         self._remember(name, "deleted")
 
-    async def ensure(self, target: Target, claims: Claims) -> Progress:
+    async def ensure(self, target: NodeTarget, claims: Claims) -> Progress:
         existing = {c["metadata"]["name"]: c for c in claims}
         wanted = wanted_claims(target, claims)
         for name, claim in existing.items():
@@ -230,7 +231,7 @@ class KarpenterBackend:
                 progress.failure = failure
         return progress
 
-    async def discard(self, target: Target) -> None:
+    async def discard(self, target: NodeTarget) -> None:
         # The plan's numbers; a claim of this SKU with another one (a surge's spare, kept after
         # it) goes with the re-plan to another SKU that follows (`ensure` drops other SKUs').
         for i in range(target.node_count):
@@ -269,7 +270,7 @@ class KarpenterBackend:
             meta = claim["metadata"]
             labels = meta.get("labels") or {}
             uid = (meta.get("annotations") or {}).get(naming.UID_KEY)
-            if not uid or naming.WORKSPACE_LABEL not in labels:
+            if not uid or WORKSPACE_LABEL not in labels:
                 continue  # not made by kairyu (KAITO's own claims carry the same labels)
             if meta.get("deletionTimestamp"):
                 continue  # on its way out already
@@ -277,8 +278,8 @@ class KarpenterBackend:
                 Owned(
                     kind="NodeClaim",
                     name=meta["name"],
-                    namespace=labels.get(naming.WORKSPACE_NAMESPACE_LABEL, ""),
-                    workspace=labels.get(naming.WORKSPACE_LABEL, ""),
+                    namespace=labels.get(WORKSPACE_NAMESPACE_LABEL, ""),
+                    workspace=labels.get(WORKSPACE_LABEL, ""),
                     uid=uid,
                 )
             )

@@ -33,13 +33,18 @@ from typing import Any
 
 from kairyu_contracts import childnames
 from kairyu_contracts.api import AdapterSpec, Plan
-from kairyu_contracts.api.multiroleinference import MULTIROLE_LABEL, ROLE_LABEL, ROLES
+from kairyu_contracts.api.multiroleinference import ROLES
 from kairyu_contracts.catalog import Preset
+from kairyu_contracts.labels import (
+    ALLOW_INGRESS_ANNOTATION,
+    MULTIROLE_LABEL,
+    PINNED_NODES_ANNOTATION,
+    ROLE_LABEL,
+    WORKSPACE_LABEL,
+)
 from kairyu_contracts.workloads import (
     GPU_TOLERATIONS,
     JSON,
-    PINNED_NODES_ANNOTATION,
-    WORKSPACE_LABEL,
     InvalidTemplateError,
     Owner,
     image_data_puller,
@@ -51,10 +56,8 @@ from kairyu_contracts.workloads import (
 from kairyu_deployer.settings import WorkloadSettings
 
 __all__ = ["WORKSPACE_LABEL", "Inference", "objects"]
-API_KEY_ANNOTATION = "kairyu.io/api-key-secret"
 """Names a Secret of the Workspace's namespace whose key `api-key` clients must send."""
 API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the key's name in the Secret, not a key
-ALLOW_INGRESS_ANNOTATION = "kairyu.io/allow-ingress-from"
 """Comma-separated namespace names whose pods may call the inference port, besides the
 Workspace's own namespace; `*` admits every namespace."""
 API_KEY_ENV = ("KAIRYU_RUNTIME_API_KEY", "VLLM_API_KEY")

@@ -24,16 +24,18 @@ SUCCEEDED_PENDING = "workspacePending"
 
 
 @dataclass(frozen=True)
-class Verdict:
+class InferenceVerdict:
     ready: bool
     reason: str
     message: str
 
 
-def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verdict:
+def inference_verdict(
+    workload: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> InferenceVerdict:
     """InferenceReady for the workload (Deployment or StatefulSet) and its pods."""
     if workload is None:
-        return Verdict(False, PENDING, "the inference workload is being created")
+        return InferenceVerdict(False, PENDING, "the inference workload is being created")
     spec, status = workload.get("spec") or {}, workload.get("status") or {}
     wanted = int(spec.get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
@@ -47,28 +49,32 @@ def verdict(workload: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verd
     revisions = status.get("currentRevision"), status.get("updateRevision")
     rolled = updated >= wanted and total <= wanted and revisions[0] == revisions[1]
     if current and wanted > 0 and rolled and ready >= wanted:
-        return Verdict(True, READY, "Inference has been deployed successfully")
+        return InferenceVerdict(True, READY, "Inference has been deployed successfully")
     # Pods the controller could not create (Pod Security admission, a quota): there is no pod to
     # explain it, only the Deployment's ReplicaFailure condition copied from its ReplicaSet.
     for cond in status.get("conditions") or []:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             reason = cond.get("reason") or "FailedCreate"
-            return Verdict(False, reason, str(cond.get("message") or reason)[: MAX_MESSAGE * 4])
+            return InferenceVerdict(
+                False, reason, str(cond.get("message") or reason)[: MAX_MESSAGE * 4]
+            )
     # Not (yet) ready at the current revision: a pod's problem is the reason, if there is one.
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         if (problem := pod_problem(pod)) is not None:
-            return Verdict(False, problem.reason, problem.message)
+            return InferenceVerdict(False, problem.reason, problem.message)
     kind = workload.get("kind", "workload")
-    return Verdict(False, PENDING, f"{kind} {ready} of {wanted} replicas ready")
+    return InferenceVerdict(False, PENDING, f"{kind} {ready} of {wanted} replicas ready")
 
 
-def succeeded(inference: Verdict) -> Verdict:
+def succeeded(inference: InferenceVerdict) -> InferenceVerdict:
     """WorkspaceSucceeded of an inference Workspace, from its InferenceReady verdict."""
     if inference.ready:
-        return Verdict(True, SUCCEEDED, "workspace succeeds")
+        return InferenceVerdict(True, SUCCEEDED, "workspace succeeds")
     if inference.reason == PENDING:
-        return Verdict(False, SUCCEEDED_PENDING, f"inference is not ready: {inference.message}")
-    return Verdict(False, inference.reason, f"inference is not ready: {inference.message}")
+        return InferenceVerdict(
+            False, SUCCEEDED_PENDING, f"inference is not ready: {inference.message}"
+        )
+    return InferenceVerdict(False, inference.reason, f"inference is not ready: {inference.message}")
 
 
 def replicas_status(

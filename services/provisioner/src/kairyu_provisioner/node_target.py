@@ -12,7 +12,7 @@ DEFAULT_DISK_GIB = 1024
 
 
 @dataclass(frozen=True)
-class Target:
+class NodeTarget:
     """The nodes a Workspace's current plan needs."""
 
     namespace: str
@@ -41,8 +41,8 @@ class Target:
         return f"{self.namespace}/{self.name}"
 
 
-def target_of(workspace: Workspace, catalog: Catalog) -> Target | None:
-    """The Target of the Workspace's plan for its current generation; None while there is none."""
+def target_of(workspace: Workspace, catalog: Catalog) -> NodeTarget | None:
+    """The nodes the Workspace's plan for its current generation needs; None without a plan."""
     meta = workspace.metadata
     status = workspace.status
     plan = status.plan if status else None
@@ -55,7 +55,7 @@ def target_of(workspace: Workspace, catalog: Catalog) -> Target | None:
         preset_name = workspace.tuning.preset.name
     preset = catalog.preset(preset_name) if preset_name else None
     resource = workspace.resource
-    return Target(
+    return NodeTarget(
         namespace=meta.namespace or "",
         name=meta.name or "",
         uid=meta.uid or "",

@@ -1,8 +1,9 @@
 """JobStarted and WorkspaceSucceeded from the tuning Job and its pods (pure), KAITO's mapping.
 
-KAITO's reasons (kaito-facts §6.3) so `status.state` and tools written for KAITO read the same,
-with one refinement: JobStarted turns True when a pod actually runs, not when the Job merely has
-an active pod, and a pod stuck before running (image pull, unschedulable) gives its reason.
+KAITO's reasons (kairyu_contracts.api.conditions.TuningReason) so `status.state` and tools written
+for KAITO read the same, with one refinement: JobStarted turns True when a pod actually runs, not
+when the Job merely has an active pod, and a pod stuck before running (image pull, unschedulable)
+gives its reason.
 """
 
 from __future__ import annotations
@@ -10,17 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kairyu_contracts.api.conditions import TuningReason
 from kairyu_contracts.workloads import pod_problem
-
-STARTED = "WorkspaceTuningJobStatusStarted"
-JOB_FAILED = "WorkspaceTuningJobStatusFailed"
-PENDING = "workspacePending"
-SUCCEEDED = "workspaceSucceeded"
-FAILED = "workspaceFailed"
 
 
 @dataclass(frozen=True)
-class Report:
+class TuningReport:
     """One condition's content."""
 
     status: bool
@@ -30,8 +26,8 @@ class Report:
 
 @dataclass(frozen=True)
 class TuningStatus:
-    job_started: Report
-    succeeded: Report
+    job_started: TuningReport
+    succeeded: TuningReport
 
 
 def _finished(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -43,7 +39,7 @@ def _finished(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> TuningStatus:
     if job is None:
-        waiting = Report(False, PENDING, "the tuning job is being created")
+        waiting = TuningReport(False, TuningReason.PENDING, "the tuning job is being created")
         return TuningStatus(waiting, waiting)
     status = job.get("status") or {}
     ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -53,22 +49,27 @@ def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Tun
         detail = problems[0].message if problems else (failed or {}).get("message", "")
         reason = problems[0].reason if problems else (failed or {}).get("reason", "Failed")
         message = f"tuning job failed: {reason}: {detail}"
-        return TuningStatus(Report(False, JOB_FAILED, message), Report(False, FAILED, message))
+        return TuningStatus(
+            TuningReport(False, TuningReason.JOB_FAILED, message),
+            TuningReport(False, TuningReason.FAILED, message),
+        )
     if _finished(job, "Complete") is not None or int(status.get("succeeded") or 0) > 0:
         return TuningStatus(
-            Report(True, STARTED, "the tuning job has run"),
-            Report(True, SUCCEEDED, "tuning finished; the adapter is in the output"),
+            TuningReport(True, TuningReason.STARTED, "the tuning job has run"),
+            TuningReport(
+                True, TuningReason.SUCCEEDED, "tuning finished; the adapter is in the output"
+            ),
         )
     running = [p for p in ordered if (p.get("status") or {}).get("phase") == "Running"]
     if running or int(status.get("ready") or 0) > 0:
         node = (running[-1].get("spec") or {}).get("nodeName", "") if running else ""
         where = f" on {node}" if node else ""
         return TuningStatus(
-            Report(True, STARTED, f"the tuning job is running{where}"),
-            Report(False, PENDING, "the tuning job is running"),
+            TuningReport(True, TuningReason.STARTED, f"the tuning job is running{where}"),
+            TuningReport(False, TuningReason.PENDING, "the tuning job is running"),
         )
     if problems:
-        stuck = Report(False, problems[0].reason, problems[0].message)
-        return TuningStatus(stuck, Report(False, PENDING, problems[0].message))
-    waiting = Report(False, PENDING, "the tuning job's pod is starting")
+        stuck = TuningReport(False, problems[0].reason, problems[0].message)
+        return TuningStatus(stuck, TuningReport(False, TuningReason.PENDING, problems[0].message))
+    waiting = TuningReport(False, TuningReason.PENDING, "the tuning job's pod is starting")
     return TuningStatus(waiting, waiting)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from kairyu_contracts.events import Subjects
 from kairyu_contracts.objectstate import CLUSTER_SCOPED, KINDS, ObjectKey
+from kairyu_contracts.subjects import Subjects
 from kairyu_core.bus import FOLLOWS, SUBJECTS, StreamSpec, topology
 from kairyu_core.bus._statestream import key_of_subject, state_subject
 
