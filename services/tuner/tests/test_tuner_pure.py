@@ -8,10 +8,11 @@ import pytest
 
 from kairyu_contracts.api import Plan
 from kairyu_contracts.catalog import load_catalog
+from kairyu_contracts.tuning import TrainingConfigError
 from kairyu_contracts.workloads import Owner, redact_urls, refused_creation
 from kairyu_tuner import tuning_manifests
 from kairyu_tuner.settings import JobSettings
-from kairyu_tuner.training_config import TrainingConfigError, check, default_config
+from kairyu_tuner.training_config import check, default_config
 from kairyu_tuner.tuning_status import tuning_status
 
 SETTINGS = JobSettings()

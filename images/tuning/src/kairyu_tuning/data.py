@@ -12,13 +12,13 @@ from typing import Any
 from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from kairyu_tuning.config import TEXT_COLUMN, DatasetConfig
+from kairyu_tuning.config import TEXT_COLUMN, DatasetSection
 from kairyu_tuning.failure import StepError
 
 _FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
 
-def find_files(directory: Path, config: DatasetConfig) -> tuple[str, list[str]]:
+def find_files(directory: Path, config: DatasetSection) -> tuple[str, list[str]]:
     """The loader name and the files to train on."""
     root = Path(config.dataset_path) if config.dataset_path else directory
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
@@ -39,7 +39,7 @@ def find_files(directory: Path, config: DatasetConfig) -> tuple[str, list[str]]:
 
 
 def load_text(
-    directory: Path, config: DatasetConfig, tokenizer: PreTrainedTokenizerBase
+    directory: Path, config: DatasetSection, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[Dataset, Dataset | None]:
     kind, files = find_files(directory, config)
     dataset = load_dataset(kind, data_files=files, split="train")
@@ -58,7 +58,7 @@ def load_text(
     return split["train"], split["test"]
 
 
-def _text(row: dict[str, Any], config: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> str:
+def _text(row: dict[str, Any], config: DatasetSection, tokenizer: PreTrainedTokenizerBase) -> str:
     messages_column = config.messages_column or ("messages" if "messages" in row else None)
     if messages_column:
         messages = row.get(messages_column)

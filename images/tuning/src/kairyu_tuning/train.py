@@ -41,7 +41,7 @@ EPOCH = Gauge("kairyu_tuning_epoch", "epochs done (fractional)")
 PROGRESS = Gauge("kairyu_tuning_progress_ratio", "steps done / steps planned")
 
 
-def require_cuda(sections: training_config.Sections, method: str, *, cuda: bool) -> None:
+def require_cuda(sections: training_config.TrainingConfig, method: str, *, cuda: bool) -> None:
     """QLoRA (or any k-bit quantization) cannot run without CUDA: say so before any work."""
     if (method == "qlora" or sections.quantized) and not cuda:
         raise StepError(
@@ -72,7 +72,7 @@ class _Progress(TrainerCallback):
 
 
 def _model_kwargs(
-    sections: training_config.Sections, source: str, cache_dir: str | None
+    sections: training_config.TrainingConfig, source: str, cache_dir: str | None
 ) -> dict[str, Any]:
     kwargs = {k: v for k, v in sections.model.items() if k != "chat_template"}
     if "torch_dtype" in kwargs:  # KAITO's name; transformers 5 calls it dtype
@@ -83,7 +83,7 @@ def _model_kwargs(
     if sections.quantized:
         try:
             kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
-                **sections.quantization
+                **sections.quantization.given()
             )
         except (TypeError, ValueError) as err:
             raise StepError(f"QuantizationConfig: {err}") from None
@@ -114,16 +114,16 @@ def train(args: argparse.Namespace) -> Path:
         tokenizer.pad_token = tokenizer.eos_token
     train_set, eval_set = load_text(Path(args.data), sections.dataset, tokenizer)
     try:
-        peft_model = get_peft_model(model, LoraConfig(**sections.lora_kwargs()))
+        peft_model = get_peft_model(model, LoraConfig(**training_config.lora_kwargs(sections)))
     except (TypeError, ValueError) as err:
         raise StepError(f"LoraConfig: {err}") from None
-    output = sections.output_dir
+    output = training_config.output_dir(sections)
     try:
         sft = SFTConfig(
             **{
                 "report_to": "none",
                 "dataset_text_field": training_config.TEXT_COLUMN,
-                **sections.training,
+                **sections.training.given(),
                 "output_dir": str(output),
             }
         )

@@ -36,6 +36,7 @@ from kairyu_contracts.api import (
 from kairyu_contracts.api.conditions import TuningReason
 from kairyu_contracts.catalog import Catalog, Preset
 from kairyu_contracts.objectstate import ObjectKey
+from kairyu_contracts.tuning import CONFIG_KEY, TrainingConfigError
 from kairyu_contracts.workloads import (
     KnownChildren,
     WorkloadError,
@@ -65,7 +66,7 @@ from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_tuner import tuning_manifests
 from kairyu_tuner.settings import TunerSettings
-from kairyu_tuner.training_config import CONFIG_KEY, TrainingConfigError, check
+from kairyu_tuner.training_config import check
 from kairyu_tuner.tuning_status import TuningReport, TuningStatus, tuning_status
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from typing import Any
 from kairyu_contracts import childnames
 from kairyu_contracts.api import Plan
 from kairyu_contracts.catalog import Preset
+from kairyu_contracts.tuning import CONFIG_KEY, RESULTS_DIR
 from kairyu_contracts.workloads import (
     GPU_TOLERATIONS,
     JSON,
@@ -36,7 +37,7 @@ from kairyu_contracts.workloads import (
     restrict,
 )
 from kairyu_tuner.settings import JobSettings
-from kairyu_tuner.training_config import CONFIG_KEY, RESULTS_DIR, default_config
+from kairyu_tuner.training_config import default_config
 
 __all__ = ["RESULTS_DIR", "Tuning", "objects"]
 
