@@ -236,13 +236,12 @@ async def test_a_renewed_certificate_is_served_from_the_next_connection_on(
     before = await asyncio.to_thread(served_certificate, endpoint)
     assert before.strip() == endpoint.cert.read_text().strip()
     # What cert-manager and the kubelet do: a new pair from the same CA, swapped in at once.
-    ca = certs.KeyPair(endpoint.ca, endpoint.ca.with_suffix(".key"))
+    ca = certs.load_ca(certs.KeyPair(endpoint.ca, endpoint.ca.with_suffix(".key")))
     directory = tmp_path / "renewed"
     directory.mkdir()
     renewed = certs.issue(
-        ca, directory, name="webhook", common_name="kairyu-planner", server=True,
-        ip_addresses=(endpoint.host,),
-    )  # fmt: skip
+        ca, directory, name="webhook", common_name="kairyu-planner", hosts=(endpoint.host,)
+    )
     os.replace(renewed.key, endpoint.key)
     os.replace(renewed.cert, endpoint.cert)
     after = await asyncio.to_thread(served_certificate, endpoint)

@@ -221,9 +221,7 @@ async def test_tls_with_a_ca_bundle_and_a_client_certificate(
     """tls:// with kairyu's CA bundle and a client certificate, against a server that requires
     both; without the client certificate the same server refuses the connection."""
     ca = certs.make_ca(tmp_path, "nats-ca")
-    serving = certs.issue(
-        ca, tmp_path, name="server", common_name="nats", ip_addresses=("127.0.0.1",), server=True
-    )
+    serving = certs.issue(ca, tmp_path, name="server", common_name="nats", hosts=("127.0.0.1",))
     client = certs.issue(ca, tmp_path, name="client", common_name="kairyu-deployer")
     config = (
         f'tls {{ cert_file: "{serving.cert}", key_file: "{serving.key}", '

@@ -58,9 +58,8 @@ def prepare(directory: Path, host: str = "127.0.0.1") -> WebhookEndpoint:
     directory.mkdir(parents=True, exist_ok=True)
     ca = certs.make_ca(directory, "kairyu-webhook-ca")
     serving = certs.issue(
-        ca, directory, name="webhook", common_name="kairyu-planner", server=True,
-        ip_addresses=(host,),
-    )  # fmt: skip
+        ca, directory, name="webhook", common_name="kairyu-planner", hosts=(host,)
+    )
     return WebhookEndpoint(
         host=host, port=free_port(), cert=serving.cert, key=serving.key, ca=ca.cert
     )

@@ -1,22 +1,19 @@
-"""Certificates for the local control plane: a CA, the apiserver's serving cert, client certs.
+"""Certificates for the local control plane: CAs, the apiserver's serving cert, client identities.
 
 The local kube-apiserver listens only on its secure port, so it needs real TLS and an identity for
-every client. Everything is made fresh per cluster and never leaves its temporary directory.
+every client. trustme makes the CAs and leaf certificates (it exists to make throwaway PKIs for
+tests); this module only writes them where the control plane's flags point. Everything is made
+fresh per cluster and never leaves its temporary directory.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-_VALIDITY = timedelta(days=7)  # a dev cluster lives for hours; a week covers a long weekend
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 
 @dataclass(frozen=True)
@@ -27,116 +24,88 @@ class KeyPair:
     key: Path
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
+@dataclass(frozen=True)
+class Authority:
+    """A CA that issues certificates, and its own certificate and key on disk."""
+
+    ca: trustme.CA
+    files: KeyPair
+
+    @property
+    def cert(self) -> Path:
+        return self.files.cert
+
+    @property
+    def key(self) -> Path:
+        return self.files.key
 
 
-def _builder(
-    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey, *, ca: bool
-) -> x509.CertificateBuilder:
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))  # tolerate a little clock skew
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+def _write(path: Path, pem: bytes, *, secret: bool = False) -> None:
+    path.write_bytes(pem)
+    if secret:
+        path.chmod(0o600)
 
 
-def make_ca(directory: Path, common_name: str = "kairyu-local-ca") -> KeyPair:
-    """A self-signed CA that signs the serving and client certificates."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        _builder(name, name, key, ca=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    pair = KeyPair(directory / f"{common_name}.crt", directory / f"{common_name}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pair.key, key)
-    return pair
+def make_ca(directory: Path, name: str = "kairyu-local-ca") -> Authority:
+    """A self-signed CA, written as `<name>.crt` and `<name>.key` (the signer's key, for one)."""
+    ca = trustme.CA(organization_name=name)
+    files = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
+    _write(files.cert, ca.cert_pem.bytes())
+    _write(files.key, ca.private_key_pem.bytes(), secret=True)
+    return Authority(ca, files)
 
 
-def _usages(*, server: bool, client: bool) -> list[x509.ObjectIdentifier]:
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client or not server:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    return usages
+def load_ca(files: KeyPair) -> Authority:
+    """The CA `make_ca` wrote, to issue more from it (a renewed serving certificate)."""
+    ca = trustme.CA.from_pem(files.cert.read_bytes(), files.key.read_bytes())
+    return Authority(ca, files)
 
 
 def issue(
-    ca: KeyPair,
+    authority: Authority,
     directory: Path,
     *,
     name: str,
     common_name: str,
-    organizations: tuple[str, ...] = (),
-    dns_names: tuple[str, ...] = (),
-    ip_addresses: tuple[str, ...] = (),
-    server: bool = False,
-    client: bool = False,
+    organization: str | None = None,
+    hosts: tuple[str, ...] = (),
 ) -> KeyPair:
-    """A leaf certificate signed by `ca`: a serving cert (server=True) or a client identity.
+    """A leaf for `hosts` (DNS names, IPs) and the identity `common_name` in `organization`.
 
-    `server` and `client` together: both, for a peer of mutual TLS that dials and listens.
+    Good for serving and for client authentication alike.
     """
-    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
-    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TypeError("the local CA key must be an EC key")
-    key = ec.generate_private_key(ec.SECP256R1())
-    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    builder = _builder(x509.Name(attributes), ca_cert.subject, key, ca=False).add_extension(
-        x509.ExtendedKeyUsage(_usages(server=server, client=client)),
-        critical=False,
+    # A client identity without hosts gets its name as its one SAN too: trustme marks the SAN
+    # extension critical, and Go's crypto/x509 (the apiserver's) refuses an empty critical one.
+    identities = hosts or (common_name,)
+    leaf = authority.ca.issue_cert(
+        *identities, common_name=common_name, organization_name=organization
     )
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())
     pair = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pair.key, key)
+    _write(pair.cert, b"".join(pem.bytes() for pem in leaf.cert_chain_pems[:1]))
+    _write(pair.key, leaf.private_key_pem.bytes(), secret=True)
     return pair
 
 
 def make_service_account_keys(directory: Path) -> KeyPair:
-    """The RSA pair that signs and verifies service-account tokens (`cert`: the public key)."""
+    """The RSA pair that signs and verifies service-account tokens (`cert`: the public key).
+
+    Not a certificate, so not trustme's: the apiserver wants a bare public key.
+    """
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pair = KeyPair(directory / "sa.pub", directory / "sa.key")
-    pair.cert.write_bytes(
+    _write(
+        pair.cert,
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        ),
     )
-    _write_key(pair.key, key)
+    _write(
+        pair.key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        secret=True,
+    )
     return pair

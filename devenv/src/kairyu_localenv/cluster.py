@@ -139,16 +139,21 @@ class LocalCluster:
             self._pki,
             name="apiserver",
             common_name="kube-apiserver",
-            server=True,
-            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            ip_addresses=("127.0.0.1", "10.96.0.1"),
+            hosts=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "127.0.0.1",
+                "10.96.0.1",
+            ),
         )
         self.admin = certs.issue(
             self.ca,
             self._pki,
             name="admin",
             common_name="kairyu-admin",
-            organizations=("system:masters",),
+            organization="system:masters",
         )
         self.sa_keys = certs.make_service_account_keys(self._pki)
         # The aggregation layer (an extension API server such as KEDA's external metrics): the

@@ -115,10 +115,7 @@ class LocalKeda:
             self._certs,
             name="tls",
             common_name=OPERATOR_SERVICE,
-            dns_names=("localhost", *names),
-            ip_addresses=("127.0.0.1", self.address),
-            server=True,
-            client=True,
+            hosts=("localhost", *names, "127.0.0.1", self.address),
         )
         # The names KEDA reads in its certificate directory (its cert-rotation Secret's keys).
         shutil.copy(ca.cert, self._certs / "ca.crt")

@@ -1,4 +1,4 @@
-"""The inference workload of a Workspace, as KAITO builds it (pure; kaito-facts §5).
+"""The inference workload of a Workspace, as KAITO builds it (pure).
 
 Runtimes: vLLM's OpenAI server (default), transformers (KAITO's runtime server), and Triton
 Inference Server with its vLLM backend (kairyu's extension), whose model repository is generated

@@ -1,9 +1,7 @@
-"""kairyu planner service.
+"""The planner: validates Workspaces and plans their GPU nodes; runs the set controllers.
 
-Resolves the preset, validates the Workspace (KAITO's webhook rules), estimates GPU memory and
-picks the GPU SKU, node count, parallelism and runtime arguments; serves the validating admission
-webhook.
-
-Only the package exists so far: the foundation (issue 2) lays out the workspace, and the service's
-handlers arrive with its own issue. It must talk to the other services only over NATS.
+It validates a Workspace with KAITO's rules (the admission webhook and the `Planned` condition),
+resolves the preset or sizes a Hugging Face model, picks the cheapest GPU SKU that fits with the
+node count, parallelism and runtime arguments (`status.plan`), and runs the InferenceSet and
+MultiRoleInference controllers and the autoscaling of annotated sets.
 """

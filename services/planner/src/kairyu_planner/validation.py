@@ -1,4 +1,4 @@
-"""KAITO's semantic Workspace rules (kaito-facts §1.5), for the webhook and the condition path.
+"""KAITO's semantic Workspace rules (its webhook's), for the webhook and the condition path.
 
 Pure: the admission webhook and the planner's condition path call the same `validate`. Rules the
 CRD schema already enforces (types, "exactly one of") are not repeated here. The resource checks

@@ -156,7 +156,7 @@ class Provisioner:
                 return None  # still as reported: nothing to do, nothing to write
         with tracer.start_as_current_span(
             "provision",
-            # The rollout's trace, whichever change or timer led here (design.md).
+            # The rollout's trace, whichever change or timer led here (docs/observability.md).
             context=rollout_context(meta.uid, meta.generation),
             attributes={
                 "kairyu.workspace": key,

@@ -1,4 +1,4 @@
-"""The tuning Job of a Workspace, as KAITO builds it (pure; kaito-facts §6).
+"""The tuning Job of a Workspace, as KAITO builds it (pure).
 
 One Job named after the Workspace, restartPolicy Never, on the provisioned GPU nodes:
 - input: `urls` are fetched by kairyu's downloader (init container `data-downloader`, which

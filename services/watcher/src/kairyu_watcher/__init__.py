@@ -1,8 +1,6 @@
-"""kairyu watcher service.
+"""The watcher: the one service that watches the apiserver.
 
-Holds every Kubernetes watch (Workspaces and the objects labelled kaito.sh/workspace), publishes
-normalized change events and aggregates WorkspaceReady / status.state.
-
-Only the package exists so far: the foundation (issue 2) lays out the workspace, and the service's
-handlers arrive with its own issue. It must talk to the other services only over NATS.
+It keeps the trimmed latest state of every Workspace, Node and object labelled `kaito.sh/workspace`
+on the state stream, from which the other services build their views, and writes the summary
+(`WorkspaceReady`, `status.state`) from the conditions the others own.
 """

@@ -5,7 +5,7 @@ behind in the same apply (`kairyu_core.kube.apply_workspace_status`), so a hand-
 write and not a second one for the summary; the watcher checks each Workspace it sees and writes
 only a summary that is stale (two services wrote at once, each from its own view).
 
-KAITO's state mapping (kaito-facts §1.4) is kept; `WorkspaceReady` (the seed's column) is True
+KAITO's state mapping is kept; `WorkspaceReady` (the seed's column) is True
 when every condition the Workspace's kind of work needs is True, and otherwise carries the reason
 of the first one that is not.
 
