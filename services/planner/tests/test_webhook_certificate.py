@@ -25,8 +25,8 @@ def test_a_renewed_pair_that_failed_to_load_is_retried_without_another_file_chan
     for sub in ("ca", "a", "b"):
         (tmp_path / sub).mkdir()
     ca = certs.make_ca(tmp_path / "ca")
-    first = certs.issue(ca, tmp_path / "a", name="w", common_name="a", server=True)
-    renewed = certs.issue(ca, tmp_path / "b", name="w", common_name="b", server=True)
+    first = certs.issue(ca, tmp_path / "a", name="w", common_name="a", hosts=("localhost",))
+    renewed = certs.issue(ca, tmp_path / "b", name="w", common_name="b", hosts=("localhost",))
     clock = Clock()
     serving = webhook.ServingCertificate(first.cert, first.key, clock=clock)
     old = serving.current()

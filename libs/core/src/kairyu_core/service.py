@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
 from kairyu_core.kube.leadership import lead, lease_of
 from kairyu_core.reconciling import Controller, Reconcile
+from kairyu_core.retrying import retry_forever
 from kairyu_core.settings import ServiceSettings
 from kairyu_core.view import View
 
@@ -72,8 +73,8 @@ async def connections(
     async with AsyncExitStack() as stack:
         if readiness is None:
             readiness = await stack.enter_async_context(health_server(settings))
-        bus = await _retrying(
-            lambda: Bus.connect(settings.nats, name=settings.service_name), "connect to NATS"
+        bus: Bus = await retry_forever("connect to NATS", on=BusError, max_s=_WAIT_MAX_S)(
+            Bus.connect, settings.nats, name=settings.service_name
         )
         stack.push_async_callback(bus.close)
         readiness.bus = bus
@@ -82,18 +83,6 @@ async def connections(
         stack.push_async_callback(kube.close)
         await bus.wait_for_streams()  # created by kairyu_core.bus.setup alone, never here
         yield bus, kube
-
-
-async def _retrying(attempt: Callable[[], Awaitable[T]], what: str) -> T:
-    """`attempt()` until it does not raise BusError, waiting 0.5 s, 1 s … 30 s between tries."""
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except BusError as exc:
-            log.warning("cannot %s yet (%s); retrying in %.1fs, not ready", what, exc, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, _WAIT_MAX_S)
 
 
 async def run_until_stopped(

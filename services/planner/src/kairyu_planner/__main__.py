@@ -26,6 +26,7 @@ from typing import Any
 from kairyu_contracts.catalog import Catalog, load_catalog
 from kairyu_core import service
 from kairyu_core.kube import KubeClient
+from kairyu_core.retrying import retry_forever
 from kairyu_planner import certificates, webhook
 from kairyu_planner.app import Planner, followed
 from kairyu_planner.settings import PlannerSettings
@@ -98,26 +99,16 @@ async def _plan_with_retries(
     *,
     webhook_serves: bool,
 ) -> None:
-    delay = 1.0
-    while True:
-        try:
-            await _plan_until_stopped(settings, catalog, readiness)
-        except Exception as exc:
-            if not webhook_serves:
-                raise
-            # Without NATS there is nothing to plan, but the webhook must keep answering: any
-            # failure of the planning side (a BusError, an error the bus did not foresee) is
-            # retried. CancelledError is not an Exception, so a shutdown still ends this loop.
-            log.warning(
-                "planning stopped (%s: %s); the admission webhook keeps serving; retrying in %gs",
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_S)
-        else:
-            return
+    if not webhook_serves:
+        await _plan_until_stopped(settings, catalog, readiness)
+        return
+    # Without NATS there is nothing to plan, but the webhook must keep answering: any failure of
+    # the planning side (a BusError, an error the bus did not foresee) is retried. CancelledError
+    # is not an Exception, so a shutdown still ends the retries.
+    retrying = retry_forever(
+        "plan (the admission webhook keeps serving)", on=Exception, first_s=1.0, max_s=_RETRY_MAX_S
+    )
+    await retrying(_plan_until_stopped, settings, catalog, readiness)
 
 
 async def _plan_until_stopped(

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kairyu_core.kube import JSON, KubeClient, errors, resources
+from kairyu_core.retrying import retry_forever
 
 log = logging.getLogger(__name__)
 
@@ -292,14 +293,10 @@ async def ensure_until_done(
 
     Nothing can be served before a certificate exists, so start-up waits here.
     """
-    delay = 1.0
-    while True:
-        try:
-            return await ensure(kube, target, field_manager=field_manager)
-        except errors.KubeError as exc:
-            log.warning("cannot issue the webhook certificate yet: %s; retrying in %gs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, retry_max_s)
+    retrying = retry_forever(
+        "issue the webhook certificate", on=errors.KubeError, first_s=1.0, max_s=retry_max_s
+    )
+    return await retrying(ensure, kube, target, field_manager=field_manager)
 
 
 async def keep_issued(

@@ -50,6 +50,7 @@ from kairyu_core.bus._statestream import (
 )
 from kairyu_core.bus.outcomes import BusError
 from kairyu_core.bus.topology import StreamSpec
+from kairyu_core.retrying import retry_forever
 from kairyu_core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -181,20 +182,19 @@ class Bus:
 
         The wait is 0.5 s doubling to 30 s, the set-up step's period in the chart.
         """
-        delay = 0.5
-        while True:
-            try:
-                await self.check_streams()
-            except BusError as exc:
-                self.topology_ready = False
-                log.warning("%s; looking again in %.1fs (not ready meanwhile)", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _WAIT_MAX_S)
-                continue
-            if not self.topology_ready:
-                log.info("the streams %s are there; going on", ", ".join(self.stream.streams))
-            self.topology_ready = True
-            return
+
+        def not_ready() -> None:
+            self.topology_ready = False
+
+        await retry_forever(
+            "find the streams (not ready meanwhile)",
+            on=BusError,
+            max_s=_WAIT_MAX_S,
+            before_sleep=not_ready,
+        )(self.check_streams)
+        if not self.topology_ready:
+            log.info("the streams %s are there; going on", ", ".join(self.stream.streams))
+        self.topology_ready = True
 
     async def create_streams(self) -> None:
         """Create the streams or bring them to the declared configuration (the set-up step).
