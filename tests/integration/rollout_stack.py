@@ -100,9 +100,7 @@ def start_workload_services(
         stack.control(
             service=deploying.service_name,
             kinds=FOLLOWS["deployer"],
-            reconcile=lambda view: (
-                Deployer(settings=deploying, kube=kube, view=view, catalog=catalog).reconcile
-            ),
+            reconcile=lambda view: Deployer.for_term(deploying, kube, view),
         )
     if tuner:
         job = JobSettings(tuning_image=tuning_image) if tuning_image else JobSettings()
@@ -110,9 +108,7 @@ def start_workload_services(
         stack.control(
             service=tuning.service_name,
             kinds=FOLLOWS["tuner"],
-            reconcile=lambda view: (
-                Tuner(settings=tuning, kube=kube, view=view, catalog=catalog).reconcile
-            ),
+            reconcile=lambda view: Tuner.for_term(tuning, kube, view),
         )
 
 

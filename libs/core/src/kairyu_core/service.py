@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from kairyu_contracts.objectstate import Kind
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import Bus, BusError
+from kairyu_core.bus import FOLLOWS, Bus, BusError
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
 from kairyu_core.kube.leadership import lead, lease_of
@@ -218,3 +218,21 @@ def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]
     kairyu_logging.configure(settings.log, service=settings.service_name)
     tracing.configure(settings.service_name)
     asyncio.run(serve(settings))
+
+
+def run_controller(
+    settings_type: type[S], service: str, make: Callable[[S, KubeClient, View], Reconcile]
+) -> None:
+    """`main` of a service that is one controller over the kinds it follows (`FOLLOWS[service]`).
+
+    `make(settings, kube, view)` gives the reconcile of one term of leadership.
+    """
+
+    async def serve(settings: S) -> None:
+        await serve_controller(
+            settings,
+            kinds=FOLLOWS[service],
+            reconcile=lambda bus, kube, view: make(settings, kube, view),
+        )
+
+    main(settings_type, serve)

@@ -19,8 +19,7 @@ without any pod has its FailedCreate events read.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,32 +44,21 @@ from kairyu_contracts.labels import (
 from kairyu_contracts.objectstate import Kind, ObjectKey, trim
 from kairyu_contracts.workloads import (
     MAX_MESSAGE,
-    KnownChildren,
-    Owner,
     WorkloadError,
     check_owned,
     controller_uid,
-    refused_creation,
 )
-from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import (
-    GoingConfirmation,
-    KubeClient,
-    OnceDeleter,
     Report,
-    Reported,
     applied_digest,
-    apply_owned,
-    check_free,
     digest_of,
     errors,
     owner_of,
-    report_conditions,
     resources,
     stamped,
 )
 from kairyu_core.rollout_trace import rollout_context
-from kairyu_core.view import View
+from kairyu_core.workload_reconciler import WorkloadReconciler
 from kairyu_deployer import inference_manifests
 from kairyu_deployer.inference_status import (
     PENDING,
@@ -93,10 +81,6 @@ _RESOURCES = {
     "StatefulSet": resources.STATEFULSETS,
 }
 _WORKLOADS: tuple[Kind, ...] = ("Deployment", "StatefulSet")
-# How long an apply the view does not show yet is trusted (s): the watcher publishes the
-# applied workload within milliseconds; past this the objects are applied again.
-_SETTLE_S = 10.0
-_RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
 _MIN_REQUEUE_S = 0.5  # never look again sooner than this, whatever the arithmetic says
 _REFUSAL_POLL_S = 15.0  # a StatefulSet without pods: how often its FailedCreate events are read
 
@@ -158,75 +142,15 @@ _POD_LABELS = frozenset({INFERENCESET_LABEL, MULTIROLE_LABEL, ROLE_LABEL})
 MultiRoleInference's with the role, which tell the runtime it is a prefill or decode server."""
 
 
-async def refusal_of(kube: KubeClient, workload: dict[str, Any]) -> str | None:
-    """Why the StatefulSet's controller could not create its pods, from its FailedCreate events."""
-    if workload.get("kind") != "StatefulSet":
-        return None
-    meta = workload["metadata"]
-    events = await kube.request(
-        "GET",
-        resources.EVENTS.path(namespace=meta["namespace"]),
-        query={"fieldSelector": f"involvedObject.uid={meta['uid']},reason=FailedCreate"},
-    )
-    return refused_creation(list(events.get("items") or []))
-
-
 def _invalid(exc: Exception) -> InferenceVerdict:
     return InferenceVerdict(False, "WorkloadInvalid", str(exc)[:1024])
 
 
-@dataclass(frozen=True)
-class _Applied:
-    """An apply the view may not show yet: for which Workspace uid, what digest, and when."""
+class Deployer(WorkloadReconciler[DeployerSettings]):
+    """Reconciles inference Workspaces from the view: their workload and InferenceReady."""
 
-    uid: str
-    digest: str
-    workload: dict[str, Any]
-    at: float
-
-
-class Deployer:
-    """Reconciles inference Workspaces from the view."""
-
-    def __init__(
-        self,
-        *,
-        settings: DeployerSettings,
-        kube: KubeClient,
-        view: View,
-        catalog: Catalog,
-    ) -> None:
-        self._settings = settings
-        self._kube = kube
-        self._view = view
-        self._catalog = catalog
-        self._children = KnownChildren()
-        self._reported = Reported()
-        self._applied: dict[str, _Applied] = {}
-        self._going = GoingConfirmation(kube)
-        self._deleter = OnceDeleter(kube)  # uids deleted by this process, until the view agrees
-
-    async def reconcile(self, key: str) -> float | None:
-        """Bring the Workspace `namespace/name`'s workload and InferenceReady in line with it.
-
-        Returns seconds after which to look again, or None to wait for the next change.
-        """
-        raw = self._view.workspace(key)
-        if raw is None:  # gone: owner references take its objects with it
-            self._applied.pop(key, None)
-            return None
-        namespace = raw["metadata"].get("namespace")
-        if self._settings.namespace and namespace != self._settings.namespace:
-            return None
-        try:
-            if raw["metadata"].get("deletionTimestamp"):
-                # The view alone must not stop a live Workspace's workload: ask the apiserver.
-                if await self._going.of(raw):
-                    await self._remove(key, raw)
-                return None
-            return await self._reconcile(key, raw)
-        except errors.KubeError as exc:  # not InvalidError: that one is a verdict
-            raise TemporaryError(f"cannot deploy {key}: {exc}", delay=_RETRY_S) from exc
+    verb = "deploy"
+    kinds = _RESOURCES
 
     async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
         try:
@@ -287,16 +211,15 @@ class Deployer:
         built[-1] = stamped(built[-1], digest)
         workload, again = current, None
         if digest_of(current) != digest:
-            pending = self._applied.get(key)
-            if pending is not None and (pending.uid, pending.digest) == (owner.uid, digest):
-                left = _SETTLE_S - (time.monotonic() - pending.at)
-                if left > 0:  # applied, and the view does not show it yet
-                    workload, again = pending.workload, left
-            if again is None:
+            pending = self._settling(key, owner)
+            if pending is not None and pending.digest == digest:
+                # Applied, and the view does not show it yet.
+                workload, again = pending.workload, pending.settling_for()
+            else:
                 # Kept as the view will hold it: the judgement reads no more, and a whole
                 # Deployment per Workspace waiting to show would be most of this memory.
-                workload = trim(kind, await self._apply(owner, built))
-                self._applied[key] = _Applied(owner.uid, digest, workload, time.monotonic())
+                workload = trim(kind, await self._apply(key, owner, built))
+                self._remember(key, owner, digest, workload)
         else:
             self._applied.pop(key, None)
         await self._delete_other_kind(inference)
@@ -314,28 +237,18 @@ class Deployer:
             # No pod at all: a StatefulSet says why only in an event (a Deployment has the
             # ReplicaFailure condition the verdict reads). Read only in this state, and only
             # for a workload the view shows (its controller has had a chance to act on it).
-            refusal = await refusal_of(self._kube, workload)
+            meta = workload["metadata"]
+            refusal = (
+                await self._creation_refusal(meta["namespace"], meta["uid"])
+                if workload.get("kind") == "StatefulSet"
+                else None
+            )
             if refusal is not None:
                 result = InferenceVerdict(False, "FailedCreate", refusal[: MAX_MESSAGE * 4])
             elif workload.get("kind") == "StatefulSet":
                 # An event announces nothing in the view: look again for a refusal, or a pod.
                 again = min(again, _REFUSAL_POLL_S) if again is not None else _REFUSAL_POLL_S
         return result, again
-
-    async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:
-        """Apply every object (no name someone else's); the workload as applied."""
-        check_free(self._view, built, owner)
-        applied: dict[str, Any] = {}
-        for obj in built:
-            applied = await apply_owned(
-                self._kube,
-                _RESOURCES[obj["kind"]],
-                obj,
-                owner=owner,
-                children=self._children,
-                field_manager=self._settings.service_name,
-            )
-        return applied
 
     async def _delete_other_kind(self, inference: inference_manifests.Inference) -> None:
         """A plan that changed between one node and several changes the kind of workload.
@@ -357,21 +270,13 @@ class Deployer:
         the workloads the view holds, and the other objects this process applied (their uids
         known from the apply); whatever else there is goes with the Workspace.
         """
-        self._applied.pop(key, None)
         owner = owner_of(raw)
         for kind in _WORKLOADS:
             for obj in self._view.owned(kind, key):
                 if controller_uid(obj) == owner.uid:
                     await self._delete(kind, obj)
         for other, name in inference_manifests.other_names(owner.name):
-            uid = self._children.uid(owner, other, name)
-            if uid is not None:
-                self._children.forget(owner, other, name)
-                meta = {"namespace": owner.namespace, "name": name, "uid": uid}
-                await self._delete(other, {"metadata": meta})
-
-    async def _delete(self, kind: str, obj: dict[str, Any]) -> None:
-        await self._deleter(_RESOURCES[kind], obj)
+            await self._delete_applied(owner, other, name)
 
     async def _write(
         self,
@@ -402,14 +307,4 @@ class Deployer:
             fields["runtime"] = inference_manifests.runtime_status(
                 inference, self._settings.workload
             )
-        await report_conditions(
-            self._kube,
-            raw,
-            reports,
-            fields=fields,
-            field_manager=self._settings.service_name,
-            on_transition=lambda r: span.add_event(
-                "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}
-            ),
-            reported=self._reported,
-        )
+        await self._report(raw, reports, span, fields)

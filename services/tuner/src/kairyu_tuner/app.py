@@ -19,8 +19,6 @@ Occupants, `kube.check_free`); and a Job without any pod has its FailedCreate ev
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
@@ -38,32 +36,25 @@ from kairyu_contracts.catalog import Catalog, Preset
 from kairyu_contracts.objectstate import ObjectKey
 from kairyu_contracts.tuning import CONFIG_KEY, TrainingConfigError
 from kairyu_contracts.workloads import (
-    KnownChildren,
     WorkloadError,
     check_owned,
     controller_uid,
     redact_urls,
-    refused_creation,
 )
 from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import (
-    GoingConfirmation,
     KubeClient,
-    OnceDeleter,
     Report,
-    Reported,
     applied_digest,
-    apply_owned,
-    check_free,
     digest_of,
     errors,
     owner_of,
-    report_conditions,
     resources,
     stamped,
 )
 from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
+from kairyu_core.workload_reconciler import WorkloadReconciler
 from kairyu_tuner import tuning_manifests
 from kairyu_tuner.settings import TunerSettings
 from kairyu_tuner.training_config import check
@@ -74,10 +65,6 @@ tracer = trace.get_tracer("kairyu.tuner")
 
 
 _RESOURCES = {"ConfigMap": resources.CONFIGMAPS, "Job": resources.JOBS}
-# How long an apply the view does not show yet is trusted (s): the watcher publishes the
-# created Job within milliseconds; past this the objects are applied again.
-_SETTLE_S = 10.0
-_RETRY_S = 5.0  # an apiserver error: look again after this (growing per key while it lasts)
 _CACHE_LIMIT = 10_000  # checked configs remembered (oldest forgotten first)
 
 
@@ -111,61 +98,18 @@ def tuning_of(
     )
 
 
-@dataclass(frozen=True)
-class _Applied:
-    """An apply the view may not show yet: for which Workspace uid, what digest, and when."""
+class Tuner(WorkloadReconciler[TunerSettings]):
+    """Reconciles tuning Workspaces from the view: their Job, JobStarted and WorkspaceSucceeded."""
 
-    uid: str
-    digest: str
-    job: dict[str, Any]
-    at: float
-
-
-class Tuner:
-    """Reconciles tuning Workspaces from the view."""
+    verb = "tune"
+    kinds = _RESOURCES
 
     def __init__(
-        self,
-        *,
-        settings: TunerSettings,
-        kube: KubeClient,
-        view: View,
-        catalog: Catalog,
+        self, *, settings: TunerSettings, kube: KubeClient, view: View, catalog: Catalog
     ) -> None:
-        self._settings = settings
-        self._kube = kube
-        self._view = view
-        self._catalog = catalog
-        self._children = KnownChildren()
-        self._reported = Reported()
-        self._applied: dict[str, _Applied] = {}
+        super().__init__(settings=settings, kube=kube, view=view, catalog=catalog)
         # (Workspace uid, generation, config, method) → the checked config's output_dir
         self._configs: dict[tuple[str, int, str, str], str] = {}
-        self._going = GoingConfirmation(kube)
-        self._deleter = OnceDeleter(kube)  # uids deleted by this process, until the view agrees
-
-    async def reconcile(self, key: str) -> float | None:
-        """Bring the Workspace `namespace/name`'s Job and conditions in line with it.
-
-        Returns seconds after which to look again, or None to wait for the next change.
-        """
-        raw = self._view.workspace(key)
-        if raw is None:  # gone: owner references take its objects with it
-            self._applied.pop(key, None)
-            return None
-        if self._settings.namespace and raw["metadata"].get("namespace") != (
-            self._settings.namespace
-        ):
-            return None
-        try:
-            if raw["metadata"].get("deletionTimestamp"):
-                # The view alone must not stop a live Workspace's workload: ask the apiserver.
-                if await self._going.of(raw):
-                    await self._remove(key, raw)
-                return None
-            return await self._reconcile(key, raw)
-        except errors.KubeError as exc:  # not InvalidError: that one is a verdict
-            raise TemporaryError(f"cannot tune {key}: {exc}", delay=_RETRY_S) from exc
 
     async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
         if not raw.get("tuning"):  # an inference Workspace (most): not worth parsing
@@ -245,12 +189,7 @@ class Tuner:
             # No pod at all: the Job's controller says why (admission refused it) only in an
             # event. Read only in this state, and only for a Job the view shows (the Job
             # controller has had a chance to act on it).
-            events = await self._kube.request(
-                "GET",
-                resources.EVENTS.path(namespace=tuning.owner.namespace),
-                query={"fieldSelector": f"involvedObject.uid={job_uid},reason=FailedCreate"},
-            )
-            refusal = refused_creation(list(events.get("items") or []))
+            refusal = await self._creation_refusal(tuning.owner.namespace, job["metadata"]["uid"])
             if refusal is not None:
                 stuck = TuningReport(False, "FailedCreate", refusal[:1024])
                 return TuningStatus(
@@ -316,29 +255,17 @@ class Tuner:
             ):
                 log.info("replacing tuning job %s: the Workspace changed", key)
                 self._applied.pop(key, None)
-                await self._delete(current, propagation="Foreground")
+                await self._delete("Job", current, propagation="Foreground")
                 return None, False, None
-        pending = self._applied.get(key)
-        if pending is not None and pending.uid == owner.uid:
-            left = _SETTLE_S - (time.monotonic() - pending.at)
-            if left > 0 and (current is None or digest_of(current) != pending.digest):
-                # The view does not show the last apply yet: wait for it rather than apply
-                # over a Job it may not show (its template cannot change).
-                if pending.digest == digest:
-                    return pending.job, False, left
-                raise TemporaryError(f"waiting for the view to show the Job of {key}", delay=1.0)
-        check_free(self._view, built, owner)
-        job: dict[str, Any] = {}
-        for obj in built:
-            job = await apply_owned(
-                self._kube,
-                _RESOURCES[obj["kind"]],
-                obj,
-                owner=owner,
-                children=self._children,
-                field_manager=self._settings.service_name,
-            )
-        self._applied[key] = _Applied(owner.uid, digest, job, time.monotonic())
+        pending = self._settling(key, owner)
+        if pending is not None and (current is None or digest_of(current) != pending.digest):
+            # The view does not show the last apply yet: wait for it rather than apply over a
+            # Job it may not show (its template cannot change).
+            if pending.digest == digest:
+                return pending.workload, False, pending.settling_for()
+            raise TemporaryError(f"waiting for the view to show the Job of {key}", delay=1.0)
+        job = await self._apply(key, owner, built)
+        self._remember(key, owner, digest, job)
         return job, False, None
 
     async def _remove(self, key: str, raw: dict[str, Any]) -> None:
@@ -347,21 +274,12 @@ class Tuner:
         Only a Job the Workspace controls, as the view holds it; the generated ConfigMap too if
         this process applied it (its uid known). The rest goes with the Workspace.
         """
-        self._applied.pop(key, None)
         owner = owner_of(raw)
         for job in self._view.owned("Job", key):
             if controller_uid(job) == owner.uid:
-                await self._delete(job, propagation="Background")
+                await self._delete("Job", job, propagation="Background")
         name = owner.name + childnames.TUNING_CONFIG
-        uid = self._children.uid(owner, "ConfigMap", name)
-        if uid is not None:
-            self._children.forget(owner, "ConfigMap", name)
-            meta = {"namespace": owner.namespace, "name": name, "uid": uid}
-            await self._delete({"kind": "ConfigMap", "metadata": meta}, propagation="Background")
-
-    async def _delete(self, obj: dict[str, Any], *, propagation: str) -> None:
-        resource = _RESOURCES[obj.get("kind") or "Job"]
-        await self._deleter(resource, obj, propagation=propagation)
+        await self._delete_applied(owner, "ConfigMap", name, propagation="Background")
 
     async def _write(self, raw: dict[str, Any], result: TuningStatus, span: trace.Span) -> None:
         def condition(kind: ConditionType, report: TuningReport) -> Report:
@@ -369,16 +287,8 @@ class Tuner:
             # Signed URLs carry their token in the query string; conditions are widely readable.
             return Report(kind, status, report.reason, redact_urls(report.message))
 
-        await report_conditions(
-            self._kube,
-            raw,
-            [
-                condition(ConditionType.JOB_STARTED, result.job_started),
-                condition(ConditionType.WORKSPACE_SUCCEEDED, result.succeeded),
-            ],
-            field_manager=self._settings.service_name,
-            on_transition=lambda r: span.add_event(
-                "condition", {"type": r.type, "status": r.status.value, "reason": r.reason}
-            ),
-            reported=self._reported,
-        )
+        reports = [
+            condition(ConditionType.JOB_STARTED, result.job_started),
+            condition(ConditionType.WORKSPACE_SUCCEEDED, result.succeeded),
+        ]
+        await self._report(raw, reports, span)
