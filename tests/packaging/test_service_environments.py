@@ -18,8 +18,9 @@ from typing import TypedDict
 
 import pytest
 
+from kairyu_core.bus.topology import SERVICES
+
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator")
 PRODUCT_LIBRARIES = {"kairyu-contracts", "kairyu-core"}
 DEV_ONLY = {"kairyu-devenv", "kairyu-cli", "pytest", "trustme", "hypothesis", "mypy", "ruff"}
 DEV_MODULES = {"kairyu_localenv", "kairyu_testing", "kairyu_cli"}

@@ -10,7 +10,6 @@ lives in a temporary directory removed on exit.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any
 import yaml
 
 from kairyu_cli import traceview
+from kairyu_core.bus.topology import SERVICES
 from kairyu_localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_localenv.binaries import repo_root
 from kairyu_localenv.jaeger import LocalJaeger
@@ -33,7 +33,6 @@ from kairyu_localenv.keda import LocalKeda, host_address
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 
 log = logging.getLogger("kairyu.dev")
-SERVICES = ("watcher", "planner", "provisioner", "deployer", "tuner", "activator")
 
 # The seed's example SKU (one V100 16 GB), labelled to match the seed Workspace's labelSelector.
 EXAMPLE_NODES = GpuNodeSpec(
@@ -69,8 +68,6 @@ def start_services(
     started = []
     for service in SERVICES:
         module = f"kairyu_{service}"
-        if importlib.util.find_spec(f"{module}.__main__") is None:
-            continue  # the service's issue has not landed yet
         process = ManagedProcess(
             module,
             [sys.executable, "-m", module],

@@ -64,11 +64,15 @@ def run_build(script: Path) -> Path:
 
 
 def repo_root() -> Path:
-    """The checkout this code runs from (found by its build script), from cwd or from this file."""
-    for start in (Path.cwd(), Path(__file__).resolve()):
-        for candidate in (start, *start.parents):
-            if (candidate / BUILD_SCRIPT).is_file():
-                return candidate
-    raise FileNotFoundError(
-        f"cannot find {BUILD_SCRIPT}; run from the kairyu checkout or set {BIN_DIR_ENV}"
-    )
+    """The kairyu checkout: this dev-only package is always installed from it, editable.
+
+    The local environment needs the checkout itself (the tools/ build scripts, the examples, the
+    CRDs), which is why it is no product package: no image installs it.
+    """
+    root = Path(__file__).resolve().parents[3]  # devenv/src/kairyu_localenv/binaries.py
+    if not (root / BUILD_SCRIPT).is_file():
+        raise FileNotFoundError(
+            f"kairyu_localenv is not running from a kairyu checkout ({root} has no {BUILD_SCRIPT});"
+            " install it with `make sync` from the checkout"
+        )
+    return root
