@@ -35,14 +35,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
 
 from kairyu_core import metrics
+from kairyu_core.bus.topology import SERVICES
 from kairyu_core.kube import JSON, KubeClient, apply_status, resources, watch
 from kairyu_localenv import Binaries, LocalCluster, LocalNats, gpu_node_manifest
-from kairyu_localenv.__main__ import (
-    EXAMPLE_NODES,
-    SERVICES,
-    start_capacity,
-    start_services,
-)
+from kairyu_localenv.__main__ import EXAMPLE_NODES, start_capacity, start_services
 from kairyu_localenv.binaries import repo_root
 from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
