@@ -6,14 +6,13 @@ and nowhere else: a service only checks that they exist and waits while they do 
 and under NATS authorization no service credential may create, change, purge or delete a stream;
 only the admin identity this step uses may create and update them, never delete or purge.
 
-The chart runs it as a native sidecar of each service pod (an init container with
-`restartPolicy: Always`, without a startup probe, so it does not hold back the service's start),
-with `--every 30` and, under authorization, the admin credentials mounted there alone. It sets
-the streams up at once and then every 30 s, so a stream deleted later is back within one period;
-while NATS is unreachable it retries with a capped backoff and never exits. `make dev`, the chaos
-test and the benchmarks run it once before they start the services (`localenv.start_services`);
-the test fixtures call `Bus.create_streams`. Without `--every` it runs once and exits 1 on
-failure.
+The chart runs it as a native sidecar of each service pod (an init container with `restartPolicy:
+Always`, without a startup probe, so it does not hold back the service's start), with `--every 30`
+and, under authorization, the admin credentials mounted there alone. It sets the streams up at once
+and then every 30 s, so a stream deleted later is back within one period; while NATS is unreachable
+it retries with a capped backoff and never exits. `make dev`, the chaos test and the benchmarks run
+it once before they start the services (`kairyu_localenv.__main__.start_services`); the test
+fixtures call `Bus.create_streams`. Without `--every` it runs once and exits 1 on failure.
 
 Settings come from the same KAIRYU_NATS__* variables as a service's.
 """
