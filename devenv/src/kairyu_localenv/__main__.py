@@ -23,14 +23,19 @@ from typing import Any
 
 import yaml
 
+from kairyu_activator.settings import ActivatorSettings
 from kairyu_cli import traceview
 from kairyu_core.bus.topology import SERVICES
+from kairyu_core.settings import ServiceSettings
 from kairyu_localenv import Binaries, GpuNodeSpec, LocalCluster, LocalNats, admission
 from kairyu_localenv.binaries import repo_root
 from kairyu_localenv.jaeger import LocalJaeger
 from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.keda import LocalKeda, host_address
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_localenv.service_env import env_of
+from kairyu_planner.settings import PlannerSettings
+from kairyu_provisioner.settings import ProvisionerSettings
 
 log = logging.getLogger("kairyu.dev")
 
@@ -53,11 +58,12 @@ def start_services(
     otlp_endpoint: str | None = None,
 ) -> list[ManagedProcess]:
     """Start every kairyu service, pointed at this cluster and NATS (and Jaeger for its spans)."""
-    env = {
-        "KAIRYU_KUBE__KUBECONFIG": str(cluster.kubeconfig),
-        "KAIRYU_NATS__URL": nats.url,
-        "KAIRYU_LOG__FORMAT": "text",
-    }
+    env = env_of(
+        ServiceSettings,
+        kube={"kubeconfig": cluster.kubeconfig},
+        nats={"url": nats.url},
+        log={"format": "text"},
+    )
     if otlp_endpoint:
         env |= {
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
@@ -83,16 +89,17 @@ def service_env(
     backend: str, webhook_env: dict[str, str], provisioner_env: dict[str, str]
 ) -> dict[str, dict[str, str]]:
     """Each service's own settings in `make dev`, beyond the cluster's and NATS's."""
-    activator_env = activator_settings()
-    planner_env = webhook_env | {
-        "KAIRYU_PLANNING__NODE_PROVISIONER": backend,
-        "KAIRYU_AUTOSCALING__ACTIVATOR_URL": "http://127.0.0.1:"
-        + activator_env["KAIRYU_ACTIVATOR__LOAD_PORT"],
-    }
+    load_port = free_port()
+    planner_env = webhook_env | env_of(
+        PlannerSettings,
+        planning={"node_provisioner": backend},
+        autoscaling={"activator_url": f"http://127.0.0.1:{load_port}"},
+    )
+    activator_env = activator_settings(load_port)
     return {"planner": planner_env, "provisioner": provisioner_env, "activator": activator_env}
 
 
-def activator_settings() -> dict[str, str]:
+def activator_settings(load_port: int) -> dict[str, str]:
     """The activator's ports, and the address the sets' Services point at while cold.
 
     An EndpointSlice may not name a loopback address: without another one on this machine the
@@ -102,12 +109,16 @@ def activator_settings() -> dict[str, str]:
         address = host_address()
     except RuntimeError:
         address = ""
-    return {
-        "KAIRYU_ACTIVATOR__HOST": "0.0.0.0",  # noqa: S104 - KEDA dials 127.0.0.1, Services this address
-        "KAIRYU_ACTIVATOR__LOAD_PORT": str(free_port()),
-        "KAIRYU_ACTIVATOR__PORT": str(free_port()),
-        "KAIRYU_ACTIVATOR__ADDRESS": address,
-    }
+    listen_on = "0.0.0.0"  # noqa: S104 - KEDA dials 127.0.0.1, the Services this address
+    return env_of(
+        ActivatorSettings,
+        activator={
+            "host": listen_on,
+            "load_port": load_port,
+            "port": free_port(),
+            "address": address,
+        },
+    )
 
 
 def set_up_streams(env: dict[str, str]) -> None:
@@ -132,7 +143,7 @@ def start_capacity(
     backend: str, cluster: LocalCluster, stack: list[ManagedProcess | LocalKarpenter]
 ) -> dict[str, str]:
     """Whatever gives the backend its GPU nodes; returns the provisioner's settings for it."""
-    common = {"KAIRYU_BACKEND": backend, "KAIRYU_PROVISIONING__CHECK_INTERVAL_S": "5"}
+    common = env_of(ProvisionerSettings, backend=backend, provisioning={"check_interval_s": 5})
     if backend == "karpenter":
         karpenter = LocalKarpenter(cluster)
         stack.append(karpenter)
@@ -155,14 +166,17 @@ def start_capacity(
         arm.start()
         url = f"http://127.0.0.1:{port}"
         arm.wait_until(http_ok(f"{url}/healthz"), timeout=30, what="the local ARM endpoint")
-        return common | {
-            "KAIRYU_AZURE__SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-            "KAIRYU_AZURE__RESOURCE_GROUP": "kairyu-dev",
-            "KAIRYU_AZURE__CLUSTER_NAME": "kairyu-dev",
-            "KAIRYU_AZURE__ENDPOINT": url,
-            "KAIRYU_AZURE__CREDENTIAL": "none",
-            "KAIRYU_AZURE__POLLING_INTERVAL_S": "1",
-        }
+        return common | env_of(
+            ProvisionerSettings,
+            azure={
+                "subscription_id": "00000000-0000-0000-0000-000000000000",
+                "resource_group": "kairyu-dev",
+                "cluster_name": "kairyu-dev",
+                "endpoint": url,
+                "credential": "none",
+                "polling_interval_s": 1,
+            },
+        )
     cluster.add_gpu_nodes(EXAMPLE_NODES, count=1, prefix="gpu-v100", labels={"apps": "phi-3"})
     return common
 

@@ -16,6 +16,8 @@ from typing import Any
 from kairyu_contracts.api.crd import CRDS
 from kairyu_localenv import certs
 from kairyu_localenv.processes import free_port
+from kairyu_localenv.service_env import env_of
+from kairyu_planner.settings import PlannerSettings
 
 PATH = "/validate/workspace.kaito.sh"  # KAITO's path for the Workspace webhook
 WEBHOOK_NAME = "validation.workspace.kaito.sh"
@@ -45,12 +47,15 @@ class WebhookEndpoint:
 
     def env(self) -> dict[str, str]:
         """KAIRYU_WEBHOOK__* variables for the planner process."""
-        return {
-            "KAIRYU_WEBHOOK__HOST": self.host,
-            "KAIRYU_WEBHOOK__PORT": str(self.port),
-            "KAIRYU_WEBHOOK__CERT_FILE": str(self.cert),
-            "KAIRYU_WEBHOOK__KEY_FILE": str(self.key),
-        }
+        return env_of(
+            PlannerSettings,
+            webhook={
+                "host": self.host,
+                "port": self.port,
+                "cert_file": self.cert,
+                "key_file": self.key,
+            },
+        )
 
 
 def prepare(directory: Path, host: str = "127.0.0.1") -> WebhookEndpoint:
