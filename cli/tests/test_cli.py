@@ -93,3 +93,18 @@ def test_trace_names_a_workspace_or_an_inference_set(named: str) -> None:
     err = io.StringIO()
     assert run(["trace", named], out=io.StringIO(), err=err) == EXIT_UNREADABLE
     assert "inferenceset/<namespace>/<name>" in err.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kubeconfig", ["missing", "empty"], ids=["no such file", "no current context"]
+)
+def test_trace_without_a_usable_kubeconfig_says_so(kubeconfig: str, tmp_path: Path) -> None:
+    path = tmp_path / "kubeconfig"
+    if kubeconfig == "empty":
+        path.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    err = io.StringIO()
+    code = run(["trace", "default/phi", "--kubeconfig", str(path)], out=io.StringIO(), err=err)
+    assert code == EXIT_UNREADABLE
+    assert err.getvalue().startswith(
+        "kairyu: cannot read Workspace default/phi: no usable kubeconfig"
+    )

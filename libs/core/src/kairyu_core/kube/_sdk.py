@@ -117,12 +117,14 @@ install()
 from kubernetes_asyncio.client.api_client import ApiClient  # noqa: E402
 from kubernetes_asyncio.client.configuration import Configuration  # noqa: E402
 from kubernetes_asyncio.client.exceptions import ApiException  # noqa: E402
+from kubernetes_asyncio.config.config_exception import ConfigException  # noqa: E402
 from kubernetes_asyncio.config.incluster_config import load_incluster_config  # noqa: E402
 from kubernetes_asyncio.config.kube_config import new_client_from_config  # noqa: E402
 
 __all__ = [
     "ApiClient",
     "ApiException",
+    "ConfigException",
     "Configuration",
     "install",
     "load_incluster_config",

@@ -44,12 +44,20 @@ class KubeClient:
     async def connect(
         cls, kubeconfig: Path | None = None, *, timeouts: KubeTimeouts | None = None
     ) -> Self:
-        """From `kubeconfig`, else in-cluster (service-account token), else ~/.kube/config."""
-        if kubeconfig is None and os.environ.get(_IN_CLUSTER_ENV):
-            configuration = _sdk.Configuration()
-            _sdk.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return cls(_sdk.ApiClient(configuration), timeouts=timeouts)
-        api = await _sdk.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
+        """From `kubeconfig`, else in-cluster (service-account token), else ~/.kube/config.
+
+        Raises errors.KubeConfigError when none of them can be used.
+        """
+        try:
+            if kubeconfig is None and os.environ.get(_IN_CLUSTER_ENV):
+                configuration = _sdk.Configuration()
+                _sdk.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                return cls(_sdk.ApiClient(configuration), timeouts=timeouts)
+            config_file = str(kubeconfig) if kubeconfig else None
+            api = await _sdk.new_client_from_config(config_file=config_file)
+        except (_sdk.ConfigException, OSError) as exc:
+            where = kubeconfig or "the in-cluster identity or ~/.kube/config"
+            raise errors.KubeConfigError(f"no usable kubeconfig ({where}): {exc}") from exc
         return cls(api, timeouts=timeouts)
 
     async def close(self) -> None:

@@ -21,6 +21,10 @@ class KubeError(Exception):
         """The Status object's `details` (kind, name, group), when the apiserver sent them."""
 
 
+class KubeConfigError(KubeError):
+    """No usable kubeconfig (missing, unreadable, no current context) or in-cluster identity."""
+
+
 class NotFoundError(KubeError):
     """404: the object (or its type) does not exist."""
 
