@@ -88,7 +88,7 @@ test-images: lint-images registry
 	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
 test-unit: sync
-	$(UV) run pytest -m "not integration and not e2e"
+	$(UV) run pytest -m "not integration and not e2e and not packaging"
 
 FUZZ_EXAMPLES ?= 20000
 fuzz: sync

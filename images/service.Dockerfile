@@ -24,7 +24,7 @@ COPY services/deployer/pyproject.toml services/deployer/pyproject.toml
 COPY services/tuner/pyproject.toml services/tuner/pyproject.toml
 COPY services/activator/pyproject.toml services/activator/pyproject.toml
 # The CLI and the dev environment are workspace members too; uv reads their metadata, never installs
-# them here (tests/contract/test_service_wheels.py checks what a service's environment holds).
+# them here (tests/packaging/test_service_environments.py checks what a service's environment holds).
 COPY cli/pyproject.toml cli/pyproject.toml
 COPY devenv/pyproject.toml devenv/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \

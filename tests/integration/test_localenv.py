@@ -41,8 +41,15 @@ def alive(pids: set[int]) -> set[int]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM,), (signal.SIGKILL,), (signal.SIGINT, signal.SIGINT)],
+    # Ctrl-C on `make dev` reaches the launcher twice: from the terminal, and forwarded by uv.
+    ids=["sigterm", "sigkill", "ctrl-c-through-uv"],
+)
+def test_launcher_leaves_no_process_behind(
+    tmp_path: Path, signals: tuple[signal.Signals, ...]
+) -> None:
     log = tmp_path / "launcher.log"
     with (
         log.open("w") as stderr,
@@ -133,8 +140,12 @@ def test_launcher_leaves_no_process_behind(tmp_path: Path, sig: signal.Signals) 
                 "karpenter-kwok",
                 "jaeger",
             } <= names
-            os.kill(launcher.pid, sig)
-            launcher.wait(60)
+            for sig in signals:
+                os.kill(launcher.pid, sig)
+                time.sleep(0.3)
+            code = launcher.wait(60)
+            if signal.SIGKILL not in signals:  # a clean stop, without a traceback
+                assert code == 0, log.read_text()[-3000:]
         finally:
             launcher.kill()
     deadline = time.monotonic() + 30

@@ -32,7 +32,8 @@ WORKSPACE_MEMBERS = (
 )
 
 # Run by the environment's own interpreter: the installed distributions, and every kairyu module
-# imported (a package's __main__ is skipped: importing it would start the service).
+# imported, the services' `__main__` included (the module an image runs; each is guarded by
+# `if __name__ == "__main__"`). The one skipped prints a CRD when imported.
 _INSPECT = """
 import importlib, importlib.metadata, json, pkgutil, sys
 dists = sorted({d.metadata["Name"].lower() for d in importlib.metadata.distributions()})
@@ -42,7 +43,7 @@ for name in top:
     package = importlib.import_module(name)
     modules.append(name)
     for info in pkgutil.walk_packages(package.__path__, name + "."):
-        if info.name.endswith(".__main__"):
+        if info.name == "kairyu_contracts.api.__main__":
             continue
         modules.append(info.name)
         try:
@@ -103,6 +104,9 @@ def _environment(package: str, where: Path) -> Installed:
     return result
 
 
+pytestmark = pytest.mark.packaging
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_image_holds_its_package_and_the_product_libraries_only(
     service: str, tmp_path: Path
@@ -117,6 +121,7 @@ def test_a_service_image_holds_its_package_and_the_product_libraries_only(
     modules = found["modules"]
     assert not {m.split(".")[0] for m in modules} & DEV_MODULES
     assert f"kairyu_{service}.app" in modules
+    assert f"kairyu_{service}.__main__" in modules
     assert "kairyu_core.bus" in modules
     assert found["failures"] == {}, "a product module needs something its image does not hold"
 

@@ -17,9 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -403,19 +404,28 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        log.info("stopping")
-        for service in reversed(services):
-            service.stop()
-        for part in reversed(capacity):
-            part.stop()
-        if keda is not None:
-            keda.stop()
-        nats.stop()
-        jaeger.stop()
-        cluster.stop()
-        (args.state_dir / "kubeconfig").unlink(missing_ok=True)
-        (args.state_dir / "env").unlink(missing_ok=True)
+        shut_down(
+            args.state_dir, [*reversed(services), *reversed(capacity), keda, nats, jaeger, cluster]
+        )
     return 0
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def shut_down(state_dir: Path, parts: Sequence[_Stoppable | None]) -> None:
+    """Stop `parts` in this order and remove the files another terminal reads."""
+    # A Ctrl-C reaches make, uv and this process alike, and uv forwards its own copy: the second
+    # must not cut the clean-up short and leave the cluster's processes behind.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    log.info("stopping")
+    for part in parts:
+        if part is not None:
+            part.stop()
+    (state_dir / "kubeconfig").unlink(missing_ok=True)
+    (state_dir / "env").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ async def test_a_call_is_retried_until_it_succeeds_and_each_wait_is_logged(
     assert calls == [7, 7, 7, 7]
     assert len(cleared) == 3
     waits = [r.getMessage() for r in caplog.records]
-    assert waits[0] == "cannot connect yet (refused #1); retrying in 0.0s"
+    assert waits[0] == "connect failed (UnreachableError: refused #1); retrying in 0.0s"
     assert len(waits) == 3
 
 

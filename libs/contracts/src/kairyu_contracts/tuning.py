@@ -38,14 +38,14 @@ class _LibrarySection(BaseModel):
 
 class LoraSection(_LibrarySection):
     r: int = Field(8, gt=0)
-    lora_alpha: float = Field(8, gt=0)
+    lora_alpha: int | float = Field(8, gt=0)  # an int stays an int in the adapter's config
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | str | None = None
 
 
 class TrainingSection(_LibrarySection):
     output_dir: str = RESULTS_DIR
-    num_train_epochs: float | None = Field(None, gt=0)
+    num_train_epochs: int | float | None = Field(None, gt=0)
     max_steps: int | None = None
     learning_rate: float | None = Field(None, gt=0)
     per_device_train_batch_size: int | None = Field(None, ge=1)

@@ -34,7 +34,9 @@ def retry_forever(
             before_sleep()
         error = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
-        log.warning("cannot %s yet (%s); retrying in %.1fs", what, error, delay)
+        log.warning(
+            "%s failed (%s: %s); retrying in %.1fs", what, type(error).__name__, error, delay
+        )
 
     return AsyncRetrying(
         retry=retry_if_exception_type(on),

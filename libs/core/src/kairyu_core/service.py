@@ -29,7 +29,6 @@ from kairyu_core.settings import ServiceSettings
 from kairyu_core.view import View
 
 S = TypeVar("S", bound=ServiceSettings)
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +72,7 @@ async def connections(
     async with AsyncExitStack() as stack:
         if readiness is None:
             readiness = await stack.enter_async_context(health_server(settings))
-        bus: Bus = await retry_forever("connect to NATS", on=BusError, max_s=_WAIT_MAX_S)(
+        bus: Bus = await retry_forever("connecting to NATS", on=BusError, max_s=_WAIT_MAX_S)(
             Bus.connect, settings.nats, name=settings.service_name
         )
         stack.push_async_callback(bus.close)

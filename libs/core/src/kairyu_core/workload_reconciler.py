@@ -133,8 +133,8 @@ class WorkloadReconciler(Generic[S]):
         """Stop what the Workspace being deleted runs (its nodes are draining)."""
         raise NotImplementedError
 
-    async def _apply(self, key: str, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:
-        """Apply every object (no name someone else's); remember and return the last as applied."""
+    async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply every object (no name someone else's); the last as the apiserver returned it."""
         check_free(self._view, built, owner)
         applied: dict[str, Any] = {}
         for obj in built:
@@ -151,12 +151,16 @@ class WorkloadReconciler(Generic[S]):
     def _remember(self, key: str, owner: Owner, digest: str, workload: dict[str, Any]) -> None:
         self._applied[key] = Applied(owner.uid, digest, workload, time.monotonic())
 
-    def _settling(self, key: str, owner: Owner) -> Applied | None:
-        """The apply of this Workspace instance the view may not show yet, while it is trusted."""
+    def _settling(self, key: str, owner: Owner) -> tuple[Applied, float] | None:
+        """The apply the view may not show yet, and for how many more seconds it is trusted.
+
+        None when this Workspace instance has none, or it is no longer trusted.
+        """
         pending = self._applied.get(key)
-        if pending is None or pending.uid != owner.uid or pending.settling_for() <= 0:
+        if pending is None or pending.uid != owner.uid:
             return None
-        return pending
+        left = pending.settling_for()
+        return (pending, left) if left > 0 else None
 
     async def _delete(
         self, kind: str, obj: dict[str, Any], *, propagation: str | None = None

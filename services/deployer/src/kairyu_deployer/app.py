@@ -211,14 +211,14 @@ class Deployer(WorkloadReconciler[DeployerSettings]):
         built[-1] = stamped(built[-1], digest)
         workload, again = current, None
         if digest_of(current) != digest:
-            pending = self._settling(key, owner)
-            if pending is not None and pending.digest == digest:
+            settling = self._settling(key, owner)
+            if settling is not None and settling[0].digest == digest:
                 # Applied, and the view does not show it yet.
-                workload, again = pending.workload, pending.settling_for()
+                workload, again = settling[0].workload, settling[1]
             else:
                 # Kept as the view will hold it: the judgement reads no more, and a whole
                 # Deployment per Workspace waiting to show would be most of this memory.
-                workload = trim(kind, await self._apply(key, owner, built))
+                workload = trim(kind, await self._apply(owner, built))
                 self._remember(key, owner, digest, workload)
         else:
             self._applied.pop(key, None)

@@ -15,12 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kairyu_contracts.api.conditions import SucceededReason
 from kairyu_contracts.workloads import MAX_MESSAGE, pod_problem
 
 READY = "WorkspaceInferenceStatusSuccess"
 PENDING = "WorkspaceInferenceStatusPending"
-SUCCEEDED = "workspaceSucceeded"
-SUCCEEDED_PENDING = "workspacePending"
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,10 @@ def inference_verdict(
 def succeeded(inference: InferenceVerdict) -> InferenceVerdict:
     """WorkspaceSucceeded of an inference Workspace, from its InferenceReady verdict."""
     if inference.ready:
-        return InferenceVerdict(True, SUCCEEDED, "workspace succeeds")
+        return InferenceVerdict(True, SucceededReason.SUCCEEDED, "workspace succeeds")
     if inference.reason == PENDING:
         return InferenceVerdict(
-            False, SUCCEEDED_PENDING, f"inference is not ready: {inference.message}"
+            False, SucceededReason.PENDING, f"inference is not ready: {inference.message}"
         )
     return InferenceVerdict(False, inference.reason, f"inference is not ready: {inference.message}")
 

@@ -106,7 +106,10 @@ async def _plan_with_retries(
     # the planning side (a BusError, an error the bus did not foresee) is retried. CancelledError
     # is not an Exception, so a shutdown still ends the retries.
     retrying = retry_forever(
-        "plan (the admission webhook keeps serving)", on=Exception, first_s=1.0, max_s=_RETRY_MAX_S
+        "planning (the admission webhook keeps serving)",
+        on=Exception,
+        first_s=1.0,
+        max_s=_RETRY_MAX_S,
     )
     await retrying(_plan_until_stopped, settings, catalog, readiness)
 

@@ -294,7 +294,7 @@ async def ensure_until_done(
     Nothing can be served before a certificate exists, so start-up waits here.
     """
     retrying = retry_forever(
-        "issue the webhook certificate", on=errors.KubeError, first_s=1.0, max_s=retry_max_s
+        "issuing the webhook certificate", on=errors.KubeError, first_s=1.0, max_s=retry_max_s
     )
     return await retrying(ensure, kube, target, field_manager=field_manager)
 

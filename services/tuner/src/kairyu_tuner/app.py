@@ -31,7 +31,7 @@ from kairyu_contracts.api import (
     Workspace,
     parse_workspace,
 )
-from kairyu_contracts.api.conditions import TuningReason
+from kairyu_contracts.api.conditions import SucceededReason
 from kairyu_contracts.catalog import Catalog, Preset
 from kairyu_contracts.objectstate import ObjectKey
 from kairyu_contracts.tuning import CONFIG_KEY, TrainingConfigError
@@ -132,7 +132,10 @@ class Tuner(WorkloadReconciler[TunerSettings]):
             },
         ) as span:
             result, again = await self._run(key, workspace, raw)
-            if not result.job_started.status and result.job_started.reason != TuningReason.PENDING:
+            if (
+                not result.job_started.status
+                and result.job_started.reason != SucceededReason.PENDING
+            ):
                 span.set_status(
                     trace.StatusCode.ERROR,
                     redact_urls(f"{result.job_started.reason}: {result.job_started.message}"),
@@ -150,14 +153,15 @@ class Tuner(WorkloadReconciler[TunerSettings]):
             unknown = f"preset {spec.preset.name} is not in kairyu's catalog"
             return TuningStatus(
                 TuningReport(False, "UnknownPreset", unknown),
-                TuningReport(False, TuningReason.PENDING, unknown),
+                TuningReport(False, SucceededReason.PENDING, unknown),
             ), None
         try:
             output_dir = await self._output_dir(workspace, spec.config, spec.method)
         except TrainingConfigError as exc:
             bad = TuningReport(False, "InvalidTuningConfig", str(exc)[:1024])
             return TuningStatus(
-                bad, TuningReport(False, TuningReason.PENDING, "waiting for a usable tuning config")
+                bad,
+                TuningReport(False, SucceededReason.PENDING, "waiting for a usable tuning config"),
             ), None
         tuning = tuning_of(workspace, raw, preset, output_dir)
         if tuning is None:
@@ -170,7 +174,7 @@ class Tuner(WorkloadReconciler[TunerSettings]):
             message = f"the tuning job cannot be created: {exc}"[:1024]
             return TuningStatus(
                 TuningReport(False, "WorkloadInvalid", message),
-                TuningReport(False, TuningReason.FAILED, message),
+                TuningReport(False, SucceededReason.FAILED, message),
             ), None
         job_uid = job["metadata"].get("uid") if job is not None else None
         pods = [
@@ -184,7 +188,7 @@ class Tuner(WorkloadReconciler[TunerSettings]):
             job is not None
             and seen
             and not pods
-            and result.job_started.reason == TuningReason.PENDING
+            and result.job_started.reason == SucceededReason.PENDING
         ):
             # No pod at all: the Job's controller says why (admission refused it) only in an
             # event. Read only in this state, and only for a Job the view shows (the Job
@@ -193,7 +197,7 @@ class Tuner(WorkloadReconciler[TunerSettings]):
             if refusal is not None:
                 stuck = TuningReport(False, "FailedCreate", refusal[:1024])
                 return TuningStatus(
-                    stuck, TuningReport(False, TuningReason.PENDING, refusal[:1024])
+                    stuck, TuningReport(False, SucceededReason.PENDING, refusal[:1024])
                 ), again
         return result, again
 
@@ -257,14 +261,15 @@ class Tuner(WorkloadReconciler[TunerSettings]):
                 self._applied.pop(key, None)
                 await self._delete("Job", current, propagation="Foreground")
                 return None, False, None
-        pending = self._settling(key, owner)
-        if pending is not None and (current is None or digest_of(current) != pending.digest):
+        settling = self._settling(key, owner)
+        if settling is not None and (current is None or digest_of(current) != settling[0].digest):
             # The view does not show the last apply yet: wait for it rather than apply over a
             # Job it may not show (its template cannot change).
+            pending, left = settling
             if pending.digest == digest:
-                return pending.workload, False, pending.settling_for()
+                return pending.workload, False, left
             raise TemporaryError(f"waiting for the view to show the Job of {key}", delay=1.0)
-        job = await self._apply(key, owner, built)
+        job = await self._apply(owner, built)
         self._remember(key, owner, digest, job)
         return job, False, None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kairyu_contracts.api.conditions import TuningReason
+from kairyu_contracts.api.conditions import SucceededReason, TuningReason
 from kairyu_contracts.workloads import pod_problem
 
 
@@ -39,7 +39,7 @@ def _finished(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> TuningStatus:
     if job is None:
-        waiting = TuningReport(False, TuningReason.PENDING, "the tuning job is being created")
+        waiting = TuningReport(False, SucceededReason.PENDING, "the tuning job is being created")
         return TuningStatus(waiting, waiting)
     status = job.get("status") or {}
     ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
@@ -51,13 +51,13 @@ def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Tun
         message = f"tuning job failed: {reason}: {detail}"
         return TuningStatus(
             TuningReport(False, TuningReason.JOB_FAILED, message),
-            TuningReport(False, TuningReason.FAILED, message),
+            TuningReport(False, SucceededReason.FAILED, message),
         )
     if _finished(job, "Complete") is not None or int(status.get("succeeded") or 0) > 0:
         return TuningStatus(
             TuningReport(True, TuningReason.STARTED, "the tuning job has run"),
             TuningReport(
-                True, TuningReason.SUCCEEDED, "tuning finished; the adapter is in the output"
+                True, SucceededReason.SUCCEEDED, "tuning finished; the adapter is in the output"
             ),
         )
     running = [p for p in ordered if (p.get("status") or {}).get("phase") == "Running"]
@@ -66,10 +66,12 @@ def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Tun
         where = f" on {node}" if node else ""
         return TuningStatus(
             TuningReport(True, TuningReason.STARTED, f"the tuning job is running{where}"),
-            TuningReport(False, TuningReason.PENDING, "the tuning job is running"),
+            TuningReport(False, SucceededReason.PENDING, "the tuning job is running"),
         )
     if problems:
         stuck = TuningReport(False, problems[0].reason, problems[0].message)
-        return TuningStatus(stuck, TuningReport(False, TuningReason.PENDING, problems[0].message))
-    waiting = TuningReport(False, TuningReason.PENDING, "the tuning job's pod is starting")
+        return TuningStatus(
+            stuck, TuningReport(False, SucceededReason.PENDING, problems[0].message)
+        )
+    waiting = TuningReport(False, SucceededReason.PENDING, "the tuning job's pod is starting")
     return TuningStatus(waiting, waiting)

@@ -27,21 +27,26 @@ class ConditionType(StrEnum):
     WORKSPACE_DELETING = "WorkspaceDeleting"  # provisioner
 
 
-class TuningReason(StrEnum):
-    """The reasons of JobStarted and WorkspaceSucceeded, as KAITO spells them.
+class SucceededReason(StrEnum):
+    """WorkspaceSucceeded's reasons, as KAITO spells them (the deployer's and the tuner's)."""
 
-    The tuner writes them; the watcher's summary reads them to tell a failed tuning run from one
-    still under way, so `status.state` says `Failed` as KAITO's does.
-    """
-
-    STARTED = "WorkspaceTuningJobStatusStarted"
-    JOB_FAILED = "WorkspaceTuningJobStatusFailed"
     PENDING = "workspacePending"
     SUCCEEDED = "workspaceSucceeded"
     FAILED = "workspaceFailed"
 
 
-TUNING_FAILED_REASONS = frozenset({TuningReason.JOB_FAILED, TuningReason.FAILED})
+class TuningReason(StrEnum):
+    """JobStarted's reasons, as KAITO spells them.
+
+    The tuner writes them; the watcher's summary reads them (with SucceededReason.FAILED) to tell
+    a failed tuning run from one still under way, so `status.state` says `Failed` as KAITO's does.
+    """
+
+    STARTED = "WorkspaceTuningJobStatusStarted"
+    JOB_FAILED = "WorkspaceTuningJobStatusFailed"
+
+
+TUNING_FAILED_REASONS = frozenset({TuningReason.JOB_FAILED, SucceededReason.FAILED})
 """The reasons that end a tuning Workspace in the Failed state."""
 
 

@@ -187,7 +187,7 @@ class Bus:
             self.topology_ready = False
 
         await retry_forever(
-            "find the streams (not ready meanwhile)",
+            "looking for the streams (not ready meanwhile)",
             on=BusError,
             max_s=_WAIT_MAX_S,
             before_sleep=not_ready,
