@@ -20,8 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
@@ -30,7 +29,7 @@ from kairyu_contracts.api.crd import CRDS
 from kairyu_localenv import certs
 from kairyu_localenv.binaries import Binaries
 from kairyu_localenv.nodes import GpuNodeSpec, gpu_node_manifest
-from kairyu_localenv.processes import ManagedProcess, StartupError, free_port, http_ok
+from kairyu_localenv.processes import Component, ManagedProcess, StartupError, free_port, http_ok
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_STAGES = Path(__file__).with_name("kwok-stages.yaml")
@@ -51,7 +50,7 @@ class KubectlError(RuntimeError):
     """kubectl exited non-zero; the message carries its stderr."""
 
 
-class LocalCluster:
+class LocalCluster(Component):
     """The control plane's processes, their certificates and the admin kubeconfig."""
 
     def __init__(
@@ -111,18 +110,6 @@ class LocalCluster:
             self._processes.pop(name).stop()
         if self._own_workdir and not self._keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def restart_apiserver(self, *, down_for: float = 0.0) -> None:
         """Stop kube-apiserver, wait `down_for` seconds, start it again on the same port."""

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from kairyu_contracts.catalog import Catalog, GpuSku, load_catalog
 from kairyu_localenv.binaries import run_build
 from kairyu_localenv.cluster import LocalCluster
-from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_localenv.processes import Component, ManagedProcess, free_port, http_ok
 
 BUILD_SCRIPT = Path("tools/karpenter/build.sh")
 DIR_ENV = "KAIRYU_KARPENTER_DIR"
@@ -71,7 +70,7 @@ def instance_type(sku: GpuSku) -> dict[str, Any]:
     }
 
 
-class LocalKarpenter:
+class LocalKarpenter(Component):
     """Karpenter's kwok provider as a child process of the local cluster."""
 
     def __init__(
@@ -138,15 +137,3 @@ class LocalKarpenter:
         if self._process is not None:
             self._process.stop()
             self._process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

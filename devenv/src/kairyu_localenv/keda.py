@@ -24,13 +24,12 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from kairyu_localenv import certs
 from kairyu_localenv.binaries import run_build
 from kairyu_localenv.cluster import LocalCluster
-from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
+from kairyu_localenv.processes import Component, ManagedProcess, free_port, http_ok
 
 BUILD_SCRIPT = Path("tools/keda/build.sh")
 DIR_ENV = "KAIRYU_KEDA_DIR"
@@ -71,7 +70,7 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-class LocalKeda:
+class LocalKeda(Component):
     """KEDA's operator and metrics server as child processes of the local cluster."""
 
     def __init__(self, cluster: LocalCluster, *, directory: Path | None = None) -> None:
@@ -255,15 +254,3 @@ class LocalKeda:
         for process in reversed(self._processes):
             process.stop()
         self._processes.clear()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,10 +13,8 @@ import sysconfig
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from kairyu_localenv.processes import ManagedProcess, StartupError, free_port, http_ok
+from kairyu_localenv.processes import Component, ManagedProcess, StartupError, free_port, http_ok
 
 _PORT_ATTEMPTS = 3
 
@@ -32,7 +30,7 @@ def nats_server_binary() -> Path:
     return Path(found)
 
 
-class LocalNats:
+class LocalNats(Component):
     """One nats-server process with JetStream enabled."""
 
     def __init__(
@@ -123,15 +121,3 @@ class LocalNats:
     def accepts_connections(self) -> bool:
         with socket.socket() as sock:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

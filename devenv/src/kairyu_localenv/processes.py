@@ -21,6 +21,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from ssl import SSLContext
+from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,28 @@ def free_port() -> int:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Component:
+    """A part of the local environment: started, stopped, and a context manager doing both."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class ManagedProcess:
