@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from opentelemetry import trace
+from pydantic import ValidationError
 
+from kairyu_contracts.api import Workspace, parse_workspace
 from kairyu_contracts.catalog import Catalog, load_catalog
 from kairyu_contracts.workloads import KnownChildren, Owner, refused_creation
 from kairyu_core.bus import TemporaryError
@@ -35,14 +38,17 @@ from kairyu_core.kube import (
     OnceDeleter,
     Report,
     Reported,
+    applied_digest,
     apply_owned,
     check_free,
     errors,
     report_conditions,
     resources,
+    stamped,
 )
 from kairyu_core.kube.resources import Resource
 from kairyu_core.reconciling import Reconcile
+from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 
 SETTLE_S = 10.0
@@ -52,7 +58,7 @@ RETRY_S = 5.0
 """After an apiserver error, look again after this (growing per key while it lasts)."""
 
 
-class WorkloadSettings(Protocol):
+class ReconcilerSettings(Protocol):
     """What the base reads of a service's settings."""
 
     @property
@@ -62,7 +68,7 @@ class WorkloadSettings(Protocol):
     def namespace(self) -> str | None: ...  # only this namespace's Workspaces; all when None
 
 
-S = TypeVar("S", bound=WorkloadSettings)
+S = TypeVar("S", bound=ReconcilerSettings)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class WorkloadReconciler(Generic[S]):
     """What it does, for messages: "deploy", "tune"."""
     kinds: ClassVar[Mapping[str, Resource]]
     """The kinds of object it applies and deletes."""
+    tracer_name: ClassVar[str]
+    """The instrumentation scope of its spans: "kairyu.deployer", "kairyu.tuner"."""
 
     def __init__(self, *, settings: S, kube: KubeClient, view: View, catalog: Catalog) -> None:
         self._settings = settings
@@ -122,16 +130,50 @@ class WorkloadReconciler(Generic[S]):
                     self._applied.pop(key, None)
                     await self._remove(key, raw)
                 return None
-            return await self._reconcile(key, raw)
+            if not self._handles(raw):
+                return None
+            try:
+                workspace = parse_workspace(raw)
+            except ValidationError:  # the CRD admits only valid ones; an old object may not be
+                return None
+            return await self._reconcile(key, raw, workspace)
         except errors.KubeError as exc:  # not InvalidError: that one is a verdict
             raise TemporaryError(f"cannot {self.verb} {key}: {exc}", delay=RETRY_S) from exc
 
-    async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
+    def _handles(self, raw: dict[str, Any]) -> bool:
+        """Whether a Workspace may be this service's, before parsing it (parsing costs)."""
+        return True
+
+    async def _reconcile(self, key: str, raw: dict[str, Any], workspace: Workspace) -> float | None:
         raise NotImplementedError
 
     async def _remove(self, key: str, raw: dict[str, Any]) -> None:
         """Stop what the Workspace being deleted runs (its nodes are draining)."""
         raise NotImplementedError
+
+    def _rollout_span(
+        self, name: str, key: str, workspace: Workspace, **attributes: str | int
+    ) -> AbstractContextManager[trace.Span]:
+        """A span of the Workspace's rollout trace (from its uid and generation)."""
+        meta = workspace.metadata
+        tagged: dict[str, str | int] = {
+            "kairyu.workspace": key,
+            "kairyu.generation": meta.generation or 0,
+            **attributes,
+        }
+        return trace.get_tracer(self.tracer_name).start_as_current_span(
+            name, context=rollout_context(meta.uid, meta.generation), attributes=tagged
+        )
+
+    @staticmethod
+    def _stamp(built: list[dict[str, Any]]) -> str:
+        """Stamp the workload (the last object) with the digest of them all; the digest.
+
+        The view's workload then says what was applied, so an unchanged Workspace applies nothing.
+        """
+        digest = applied_digest(built)
+        built[-1] = stamped(built[-1], digest)
+        return digest
 
     async def _apply(self, owner: Owner, built: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply every object (no name someone else's); the last as the apiserver returned it."""

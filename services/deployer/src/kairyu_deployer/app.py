@@ -24,13 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from pydantic import ValidationError
 
 from kairyu_contracts.api import (
     ConditionStatus,
     ConditionType,
     Workspace,
-    parse_workspace,
 )
 from kairyu_contracts.api.workspace import AccessMode
 from kairyu_contracts.catalog import Catalog
@@ -50,14 +48,11 @@ from kairyu_contracts.workloads import (
 )
 from kairyu_core.kube import (
     Report,
-    applied_digest,
     digest_of,
     errors,
     owner_of,
     resources,
-    stamped,
 )
-from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.workload_reconciler import WorkloadReconciler
 from kairyu_deployer import inference_manifests
 from kairyu_deployer.inference_status import (
@@ -70,7 +65,6 @@ from kairyu_deployer.inference_status import (
 from kairyu_deployer.settings import DeployerSettings
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("kairyu.deployer")
 
 
 _RESOURCES = {
@@ -151,12 +145,9 @@ class Deployer(WorkloadReconciler[DeployerSettings]):
 
     verb = "deploy"
     kinds = _RESOURCES
+    tracer_name = "kairyu.deployer"
 
-    async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
-        try:
-            workspace = parse_workspace(raw)
-        except ValidationError:  # the CRD admits only valid ones; an old object may not be
-            return None
+    async def _reconcile(self, key: str, raw: dict[str, Any], workspace: Workspace) -> float | None:
         if workspace.inference is None:  # a tuning Workspace: the tuner's
             return None
         try:
@@ -166,14 +157,8 @@ class Deployer(WorkloadReconciler[DeployerSettings]):
             return None
         if inference is None:  # nodes not ready for this generation and plan yet
             return None
-        with tracer.start_as_current_span(
-            "deploy",
-            context=rollout_context(workspace.metadata.uid, workspace.metadata.generation),
-            attributes={
-                "kairyu.workspace": key,
-                "kairyu.generation": workspace.metadata.generation or 0,
-                "kairyu.runtime": inference.plan.runtime,
-            },
+        with self._rollout_span(
+            "deploy", key, workspace, **{"kairyu.runtime": inference.plan.runtime}
         ) as span:
             again: float | None = None
             try:
@@ -207,8 +192,7 @@ class Deployer(WorkloadReconciler[DeployerSettings]):
                 inference, worker_nodes=inference_manifests.kept_nodes(inference, current)
             )
         built = inference_manifests.objects(inference, self._settings.workload)
-        digest = applied_digest(built)
-        built[-1] = stamped(built[-1], digest)
+        digest = self._stamp(built)
         workload, again = current, None
         if digest_of(current) != digest:
             settling = self._settling(key, owner)

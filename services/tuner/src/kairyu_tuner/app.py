@@ -22,14 +22,12 @@ import logging
 from typing import Any
 
 from opentelemetry import trace
-from pydantic import ValidationError
 
 from kairyu_contracts import childnames
 from kairyu_contracts.api import (
     ConditionStatus,
     ConditionType,
     Workspace,
-    parse_workspace,
 )
 from kairyu_contracts.api.conditions import SucceededReason
 from kairyu_contracts.catalog import Catalog, Preset
@@ -45,14 +43,11 @@ from kairyu_core.bus import TemporaryError
 from kairyu_core.kube import (
     KubeClient,
     Report,
-    applied_digest,
     digest_of,
     errors,
     owner_of,
     resources,
-    stamped,
 )
-from kairyu_core.rollout_trace import rollout_context
 from kairyu_core.view import View
 from kairyu_core.workload_reconciler import WorkloadReconciler
 from kairyu_tuner import tuning_manifests
@@ -61,7 +56,6 @@ from kairyu_tuner.training_config import check
 from kairyu_tuner.tuning_status import TuningReport, TuningStatus, tuning_status
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("kairyu.tuner")
 
 
 _RESOURCES = {"ConfigMap": resources.CONFIGMAPS, "Job": resources.JOBS}
@@ -103,6 +97,7 @@ class Tuner(WorkloadReconciler[TunerSettings]):
 
     verb = "tune"
     kinds = _RESOURCES
+    tracer_name = "kairyu.tuner"
 
     def __init__(
         self, *, settings: TunerSettings, kube: KubeClient, view: View, catalog: Catalog
@@ -111,25 +106,16 @@ class Tuner(WorkloadReconciler[TunerSettings]):
         # (Workspace uid, generation, config, method) → the checked config's output_dir
         self._configs: dict[tuple[str, int, str, str], str] = {}
 
-    async def _reconcile(self, key: str, raw: dict[str, Any]) -> float | None:
-        if not raw.get("tuning"):  # an inference Workspace (most): not worth parsing
-            return None
-        try:
-            workspace = parse_workspace(raw)
-        except ValidationError:  # the CRD admits only valid ones; an old object may not be
-            return None
+    def _handles(self, raw: dict[str, Any]) -> bool:
+        return bool(raw.get("tuning"))  # an inference Workspace (most): not worth parsing
+
+    async def _reconcile(self, key: str, raw: dict[str, Any], workspace: Workspace) -> float | None:
         if workspace.tuning is None:  # an inference Workspace: the deployer's
             return None
         if not workspace.nodes_ready():
             return None
-        with tracer.start_as_current_span(
-            "tune",
-            context=rollout_context(workspace.metadata.uid, workspace.metadata.generation),
-            attributes={
-                "kairyu.workspace": key,
-                "kairyu.generation": workspace.metadata.generation or 0,
-                "kairyu.tuning.method": workspace.tuning.method.lower(),
-            },
+        with self._rollout_span(
+            "tune", key, workspace, **{"kairyu.tuning.method": workspace.tuning.method.lower()}
         ) as span:
             result, again = await self._run(key, workspace, raw)
             if (
@@ -241,8 +227,8 @@ class Tuner(WorkloadReconciler[TunerSettings]):
         """
         owner = tuning.owner
         built = tuning_manifests.objects(tuning, self._settings.job)
-        digest = applied_digest(built)
-        built[-1] = wanted = stamped(built[-1], digest)
+        digest = self._stamp(built)
+        wanted = built[-1]
         current = self._view.get(ObjectKey("Job", owner.namespace, tuning.name))
         if current is not None:
             check_owned(current, owner)  # never replace someone else's Job of that name
