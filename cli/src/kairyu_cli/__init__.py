@@ -1,4 +1,4 @@
-"""The `kairyu` command: `kairyu plan` (a plan preview by the planner's own code), `kairyu trace`.
+"""The `kairyu` command: `plan` (a preview by the planner's own code), `trace` and `why`.
 
 A user's tool, installed apart from every service image.
 """

@@ -6,6 +6,10 @@ own validation and planning code on the file, so what it prints is what the plan
 as a Workspace (also, quickly and with a message: a file over 8 MiB, invalid UTF-8, YAML aliases,
 nesting deeper than 64 levels, integers longer than Python reads).
 
+`kairyu why <namespace>/<name>` says where the Workspace's rollout stands, in plain words
+(kairyu_cli.why), from the cluster alone, and adds the trace when `--jaeger` (or
+KAIRYU_JAEGER_URL) names a Jaeger. Exit status: 0 explained, 2 the Workspace cannot be read.
+
 `kairyu trace <namespace>/<name>` prints the Workspace's current rollout as a waterfall from
 Jaeger's query API (`--jaeger`, or KAIRYU_JAEGER_URL); `kairyu trace inferenceset/<ns>/<name>`
 prints an InferenceSet's current scale step the same way. Exit status: 0 printed, 1 no trace (yet),
@@ -20,20 +24,23 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
-from kairyu_cli import traceview
+from kairyu_cli import traceview, why
 from kairyu_contracts.api import Plan, Workspace, parse_workspace
 from kairyu_contracts.catalog import Cloud, load_catalog
+from kairyu_contracts.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validated_plan import plan_checked
 
 EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+_OTHERS_LIMIT = 500  # Workspaces read to say how long a phase usually takes here
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # a few Workspaces; the apiserver takes 3 MiB per object
 MAX_DEPTH = 64  # a pod template is about 10 levels deep; 64 leaves room and stops stack bombs
 
@@ -60,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         help="Jaeger's query URL (default: $KAIRYU_JAEGER_URL or http://127.0.0.1:16686)",
     )
     trace.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    why = commands.add_parser(
+        "why", help="where a Workspace's rollout stands, what it waits for, and what comes next"
+    )
+    why.add_argument("workspace", help="<namespace>/<name>")
+    why.add_argument(
+        "--jaeger",
+        default=os.environ.get("KAIRYU_JAEGER_URL"),
+        help="also print the rollout's trace from this Jaeger (default: $KAIRYU_JAEGER_URL)",
+    )
+    why.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     return parser
 
 
@@ -127,6 +144,8 @@ def run(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr)
     args = _parser().parse_args(argv)
     if args.command == "trace":
         return _trace(args, out, err)
+    if args.command == "why":
+        return _why(args, out, err)
     settings = PlanningSettings()
     if args.cloud:
         settings = settings.model_copy(update={"cloud": Cloud(args.cloud)})
@@ -216,6 +235,62 @@ def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_UNREADABLE
     out.write(f"{args.workspace}  trace {trace_id}\n")
     out.write(traceview.render(traceview.rows(document)) + "\n")
+    return EXIT_PLANNED
+
+
+async def _read_facts(kubeconfig: Path | None, namespace: str, name: str) -> why.Facts:
+    """The Workspace and what explains it: its Events, NodeClaims, pods, the other Workspaces.
+
+    Only the Workspace must be readable; the rest may be missing or forbidden.
+    """
+
+    async def items(path: str, query: dict[str, str | int | bool]) -> list[dict[str, Any]]:
+        try:
+            found = await kube.request("GET", path, query=query)
+        except errors.KubeError:  # not installed (no Karpenter), or not this user's to read
+            return []
+        return list(found.get("items") or [])
+
+    async with await KubeClient.connect(kubeconfig) as kube:
+        workspace = await kube.get(resources.WORKSPACES, name, namespace=namespace)
+        uid = workspace["metadata"].get("uid", "")
+        labels = f"{WORKSPACE_LABEL}={name}"
+        return why.Facts(
+            workspace=workspace,
+            now=datetime.now(UTC),
+            events=await items(
+                resources.EVENTS.path(namespace=namespace),
+                {"fieldSelector": f"involvedObject.uid={uid}"},
+            ),
+            node_claims=await items(
+                resources.NODECLAIMS.path(),
+                {"labelSelector": f"{labels},{WORKSPACE_NAMESPACE_LABEL}={namespace}"},
+            ),
+            pods=await items(resources.PODS.path(namespace=namespace), {"labelSelector": labels}),
+            others=await items(resources.WORKSPACES.path(), {"limit": _OTHERS_LIMIT}),
+        )
+
+
+def _why(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    namespace, _, name = args.workspace.partition("/")
+    if not namespace or not name or "/" in name:
+        err.write("kairyu: name the Workspace as <namespace>/<name>\n")
+        return EXIT_UNREADABLE
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    try:
+        facts = asyncio.run(_read_facts(kubeconfig, namespace, name))
+    except errors.KubeError as exc:
+        err.write(f"kairyu: cannot read Workspace {namespace}/{name}: {exc}\n")
+        return EXIT_UNREADABLE
+    out.write(why.explain(facts).render() + "\n")
+    trace_id = traceview.trace_id_of(facts.workspace["metadata"])
+    if args.jaeger and trace_id:
+        try:
+            document = traceview.fetch(args.jaeger, trace_id)
+        except (OSError, ValueError) as exc:
+            out.write(f"trace {trace_id}: not read from {args.jaeger}: {exc}\n")
+        else:
+            out.write(f"\ntrace {trace_id}:\n{traceview.render(traceview.rows(document))}\n")
     return EXIT_PLANNED
 
 

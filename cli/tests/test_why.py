@@ -1,0 +1,175 @@
+"""`kairyu why` on the four rollouts a user asks about: held by quota, crash-looping, Ready, and a
+failed tuning job. The objects are shaped as the apiserver returns them."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kairyu_cli.why import Facts, explain
+from kairyu_testing.seeds import seed
+
+NOW = datetime(2026, 12, 1, 10, 5, 0, tzinfo=UTC)
+
+
+def at(minutes_ago: float) -> str:
+    return (NOW - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    kind: str, status: str, reason: str, message: str = "", ago: float = 1
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": 1,
+        "lastTransitionTime": at(ago),
+    }
+
+
+def workspace(
+    name: str, *conditions: dict[str, Any], state: str = "Pending", tuning: bool = False
+) -> dict[str, Any]:
+    raw = copy.deepcopy(seed("tuning" if tuning else "inference"))
+    raw["metadata"].update(
+        name=name,
+        namespace="ml",
+        uid=f"uid-{name}",
+        generation=1,
+        creationTimestamp=at(10),
+    )
+    raw["status"] = {"state": state, "conditions": list(conditions)}
+    return raw
+
+
+def lines(facts: Facts) -> dict[str, str]:
+    return dict(explain(facts).lines)
+
+
+def ready_workspace(name: str, provision_minutes: float) -> dict[str, Any]:
+    """A finished rollout: planned at -9 min, nodes after `provision_minutes`, ready 1 min later."""
+    return workspace(
+        name,
+        condition("Planned", "True", "PlanCreated", ago=9),
+        condition("ResourceReady", "True", "NodesReady", ago=9 - provision_minutes),
+        condition(
+            "InferenceReady", "True", "WorkspaceInferenceStatusSuccess", ago=8 - provision_minutes
+        ),
+        condition("WorkspaceReady", "True", "WorkspaceReady", ago=8 - provision_minutes),
+        state="Ready",
+    )
+
+
+def test_a_workspace_held_by_quota_says_so_and_that_the_planner_re_plans() -> None:
+    refused = (
+        "Standard_NC24ads_A100_v4: QuotaExceeded: 0 of 24 cores left in westus3; asking the "
+        "planner for another SKU (re-plan 1 of 3)"
+    )
+    raw = workspace(
+        "llama",
+        condition("Planned", "True", "PlanCreated", ago=4),
+        condition("ResourceReady", "False", "QuotaExceeded", refused, ago=2),
+    )
+    event = {
+        "type": "Warning",
+        "reason": "QuotaExceeded",
+        "message": refused,
+        "count": 1,
+        "lastTimestamp": "2026-12-01T10:02:00Z",
+    }
+    claim = {
+        "metadata": {"name": "wsabc-nc48-0", "creationTimestamp": at(2.2)},
+        "status": {"conditions": [{"type": "Launched", "status": "True"}]},
+    }
+    others = [ready_workspace("fast", 1), ready_workspace("slow", 3), ready_workspace("mid", 2)]
+
+    said = lines(Facts(raw, NOW, events=[event], node_claims=[claim], others=others))
+
+    assert said["state"] == "Pending"
+    assert said["phase"].startswith("provision (ResourceReady), since")
+    assert "QuotaExceeded: Standard_NC24ads_A100_v4" in said["waiting for"]
+    assert "NodeClaim wsabc-nc48-0: Launched, not Registered, 2m12s" in said["waiting for"]
+    assert said["last failure"].startswith("10:02:00 (3m00s ago) QuotaExceeded:")
+    assert said["next"].startswith("the planner re-plans to the next-cheapest SKU")
+    assert said["usually"] == (
+        "provision took 2m00s here (median of 3 finished Workspaces; longest 3m00s)"
+    )
+
+
+def test_a_crash_looping_workspace_names_the_pod_its_restarts_and_the_exit() -> None:
+    raw = workspace(
+        "phi",
+        condition("Planned", "True", "PlanCreated", ago=8),
+        condition("ResourceReady", "True", "NodesReady", ago=6),
+        condition("InferenceReady", "False", "CrashLoopBackOff", "back-off restarting", ago=3),
+    )
+    pod = {
+        "metadata": {"name": "phi-7d9f-x2"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "model",
+                    "restartCount": 5,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                }
+            ],
+        },
+    }
+
+    said = lines(Facts(raw, NOW, pods=[pod]))
+
+    assert said["phase"] == "deploy (InferenceReady), since 09:59:00 (6m00s)"
+    assert said["waiting for"] == (
+        "pod phi-7d9f-x2: CrashLoopBackOff (restarted 5 times; last exit 1: Error)"
+    )
+    assert "kubelet keeps restarting" in said["next"]
+    assert said["usually"] == "no finished deploy phase in this cluster to compare with"
+
+
+def test_a_ready_workspace_says_it_is_done_and_nothing_comes_next() -> None:
+    raw = ready_workspace("done", 1)
+    said = lines(Facts(raw, NOW, others=[raw]))
+    assert said["state"] == "Ready"
+    assert said["phase"] == "done: InferenceReady since 09:58:00 (7m00s ago)"
+    assert said["next"].startswith("nothing: the rollout is done")
+    assert "waiting for" not in said
+    assert "last failure" not in said
+
+
+def test_a_failed_tuning_job_gives_its_reason_and_says_it_is_not_run_again() -> None:
+    failure = "the tuning job failed: dataset: no parquet, json, jsonl or csv file in /mnt/data"
+    raw = workspace(
+        "tune",
+        condition("Planned", "True", "PlanCreated", ago=9),
+        condition("ResourceReady", "True", "NodesReady", ago=8),
+        condition("JobStarted", "False", "WorkspaceTuningJobStatusFailed", failure, ago=2),
+        condition("WorkspaceSucceeded", "False", "workspaceFailed", failure, ago=2),
+        state="Failed",
+        tuning=True,
+    )
+
+    said = lines(Facts(raw, NOW))
+
+    assert said["state"] == "Failed"
+    assert said["phase"].startswith("tune (JobStarted)")
+    assert said["waiting for"].startswith("WorkspaceTuningJobStatusFailed: the tuning job failed")
+    assert said["last failure"] == f"10:03:00 (2m00s ago) WorkspaceTuningJobStatusFailed: {failure}"
+    assert said["next"].startswith("nothing: the tuning Job failed and is not run again")
+
+
+def test_a_new_workspace_waits_for_the_planner() -> None:
+    said = lines(Facts(workspace("new"), NOW))
+    assert said["phase"].startswith("plan (Planned), since 09:55:00")
+    assert said["waiting for"] == "the planner has not looked at it yet"
+    assert "is the planner running?" in said["next"]
+
+
+def test_the_answer_renders_as_aligned_lines() -> None:
+    text = explain(Facts(workspace("new"), NOW)).render()
+    assert text.splitlines()[0] == "workspace:   ml/new"
+    assert all(": " in line for line in text.splitlines())
