@@ -258,18 +258,21 @@ async def test_a_watcher_with_namespace_rights_only_watches_its_namespace(
     cluster: LocalCluster, bus: Bus, namespace: str, followed: Followed
 ) -> None:
     account = grant_the_charts_namespaced_rights(cluster, namespace)
-    kube = await KubeClient.connect(Path(cluster.kubeconfig))
-    kube.api.set_default_header("Impersonate-User", account)
-    settings = WatcherSettings(namespace=namespace, resync_interval_s=3600)
-    running = Running(Watcher(settings=settings, bus=bus, kube=kube))
     try:
-        cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
-        await followed.until(lambda: followed.generation() == 1)
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(labelled_pod(namespace)))
-        await followed.until(lambda: followed.view.owned("Pod", f"{namespace}/{NAME}"))
+        # The client is closed even when stopping the watcher raises: a connection left to the
+        # garbage collector fails whichever later test it is collected in.
+        async with await KubeClient.connect(Path(cluster.kubeconfig)) as kube:
+            kube.api.set_default_header("Impersonate-User", account)
+            settings = WatcherSettings(namespace=namespace, resync_interval_s=3600)
+            running = Running(Watcher(settings=settings, bus=bus, kube=kube))
+            try:
+                cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+                await followed.until(lambda: followed.generation() == 1)
+                cluster.kubectl("apply", "-f", "-", input=json.dumps(labelled_pod(namespace)))
+                await followed.until(lambda: followed.view.owned("Pod", f"{namespace}/{NAME}"))
+            finally:
+                await running.stop()
     finally:
-        await running.stop()
-        await kube.close()
         cluster.kubectl(
             "delete", "clusterrole,clusterrolebinding", f"{namespace}-watcher", check=False
         )

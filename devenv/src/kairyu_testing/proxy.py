@@ -26,6 +26,7 @@ class SilentProxy:
         self._new_stall = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._every_writer: list[asyncio.StreamWriter] = []  # each waited for at exit
         self.port = 0
 
     async def __aenter__(self) -> Self:
@@ -42,6 +43,14 @@ class SilentProxy:
             writer.close()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        # close() only schedules the socket's closing: wait for it here, or a socket still open
+        # when the test's loop ends is collected later and fails whichever test is running then.
+        for writer in self._every_writer:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), timeout=1)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1)
 
     def stall(self, *, new_connections: bool = True) -> None:
         """Every open connection goes silent; new ones too unless `new_connections` is False."""
@@ -67,9 +76,11 @@ class SilentProxy:
             stalled.set()
         self._stalled.add(stalled)
         self._writers.add(writer)
+        self._every_writer.append(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
             self._writers.add(up_writer)
+            self._every_writer.append(up_writer)
             try:
                 await asyncio.gather(
                     self._pump(reader, up_writer, stalled), self._pump(up_reader, writer, stalled)
