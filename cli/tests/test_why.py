@@ -125,7 +125,7 @@ def test_a_crash_looping_workspace_names_the_pod_its_restarts_and_the_exit() -> 
 
     assert said["phase"] == "deploy (InferenceReady), since 09:59:00 (6m00s)"
     assert said["waiting for"] == (
-        "pod phi-7d9f-x2: CrashLoopBackOff (restarted 5 times; last exit 1: Error)"
+        "pod phi-7d9f-x2, container model: CrashLoopBackOff (restarted 5 times; last exit 1: Error)"
     )
     assert "kubelet keeps restarting" in said["next"]
     assert said["usually"] == "no finished deploy phase in this cluster to compare with"
@@ -173,3 +173,91 @@ def test_the_answer_renders_as_aligned_lines() -> None:
     text = explain(Facts(workspace("new"), NOW)).render()
     assert text.splitlines()[0] == "workspace:   ml/new"
     assert all(": " in line for line in text.splitlines())
+
+
+def test_a_later_generation_is_timed_from_the_edit_not_from_old_transitions() -> None:
+    # Planned stayed True across the edit, so its transition time is generation 1's (9 min ago).
+    raw = workspace("edited", condition("Planned", "True", "PlanCreated", ago=9))
+    raw["metadata"]["generation"] = 2
+    raw["status"]["conditions"][0]["observedGeneration"] = 2
+    raw["metadata"]["managedFields"] = [
+        {"manager": "kubectl-client-side-apply", "operation": "Update", "time": at(1)},
+        {
+            "manager": "kairyu-planner",
+            "operation": "Apply",
+            "time": at(0.5),
+            "subresource": "status",
+        },
+    ]
+    said = lines(Facts(raw, NOW, others=[raw]))
+    assert said["phase"] == "provision (ResourceReady), since 10:04:00 (1m00s)"
+    # Conditions of generation 1 are not this rollout's.
+    stale = workspace("stale", condition("Planned", "True", "PlanCreated", ago=9))
+    stale["metadata"]["generation"] = 2
+    assert lines(Facts(stale, NOW))["phase"].startswith("plan (Planned)")
+
+
+def test_an_init_container_in_a_crash_loop_is_named() -> None:
+    raw = workspace(
+        "init",
+        condition("Planned", "True", "PlanCreated", ago=8),
+        condition("ResourceReady", "True", "NodesReady", ago=6),
+    )
+    pod = {
+        "metadata": {"name": "init-0"},
+        "status": {
+            "phase": "Pending",
+            "initContainerStatuses": [
+                {
+                    "name": "adapter-copy",
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }
+            ],
+        },
+    }
+    said = lines(Facts(raw, NOW, pods=[pod]))
+    assert said["waiting for"] == (
+        "pod init-0, container adapter-copy: CrashLoopBackOff (restarted 3 times)"
+    )
+    assert "kubelet keeps restarting" in said["next"]
+
+
+def test_a_named_instance_type_refused_for_quota_is_asked_for_again_not_replaced() -> None:
+    refused = (
+        "Standard_NC6s_v3: QuotaExceeded: no cores left; the Workspace names this instance "
+        "type, so it is retried, not replaced"
+    )
+    raw = workspace(
+        "named",
+        condition("Planned", "True", "PlanCreated", ago=4),
+        condition("ResourceReady", "False", "QuotaExceeded", refused, ago=2),
+    )
+    said = lines(Facts(raw, NOW))
+    assert said["next"].startswith("the provisioner asks for the same instance type again")
+
+
+def test_odd_cluster_data_is_explained_not_crashed_on() -> None:
+    raw = workspace("odd", condition("Planned", "True", "PlanCreated", ago=4))
+    raw["status"]["conditions"].append(None)
+    raw["metadata"]["creationTimestamp"] = "2026-12-01T09:55:00"  # no zone
+    event = {"type": "Warning", "reason": "X", "message": "\x1b[31mred", "count": "many"}
+    other = ready_workspace("other", 1)
+    other["metadata"]["creationTimestamp"] = "2026-12-01T09:55:00"
+    facts = Facts(
+        raw,
+        NOW,
+        events=[{**event, "lastTimestamp": "2026-12-01T10:00:00"}],
+        node_claims=[{"status": {}}, {"metadata": {"name": "gone", "deletionTimestamp": at(1)}}],
+        pods=[{"status": {"containerStatuses": [None]}}],
+        others=[other],
+    )
+    text = explain(facts).render()
+    assert "\x1b" not in text
+    said = lines(facts)
+    # A claim without metadata is still named; one being deleted (a discarded SKU) is not.
+    assert said["waiting for"] == "NodeClaim ?: created, not Launched"
+    assert said["phase"] == "provision (ResourceReady), since 10:01:00 (4m00s)"
+    assert said["last failure"].startswith("10:00:00 (5m00s ago) X:")
+    # A Workspace whose times cannot be compared is left out of the comparison.
+    assert said["usually"] == "no finished provision phase in this cluster to compare with"

@@ -9,10 +9,11 @@ this module only explains what was read, so every case is tested without a clust
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from kairyu_contracts.api import ConditionType, parse_workspace
 from kairyu_contracts.api.conditions import TUNING_FAILED_REASONS
 from kairyu_contracts.api.summary import phase_durations
+from kairyu_contracts.workloads import pod_problem
 
 JSON = dict[str, Any]
 
@@ -32,6 +34,9 @@ _STUCK_WAITING = {
     "CreateContainerError",
     "InvalidImageName",
 }
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never print a terminal escape from a message
+# Problems a pod has that are the user's to fix before a crash loop is worth naming.
+_FIRST_PROBLEMS = {"ContainerOOMKilled", "PodEvicted", "Unschedulable"}
 # Reasons a condition keeps while a person has to change something: kairyu retries nothing.
 _NEEDS_A_CHANGE = {"InvalidSpec", "WorkloadInvalid", "InvalidTuningConfig", "UnknownPreset"}
 
@@ -67,7 +72,9 @@ class Answer:
 
     def render(self) -> str:
         width = max(len(label) for label, _ in self.lines)
-        return "\n".join(f"{label + ':':<{width + 1}} {text}" for label, text in self.lines)
+        return "\n".join(
+            f"{label + ':':<{width + 1}} {_CONTROL.sub(' ', text)}" for label, text in self.lines
+        )
 
 
 def explain(facts: Facts) -> Answer:
@@ -82,10 +89,10 @@ def explain(facts: Facts) -> Answer:
     answer.add("workspace", f"{meta.get('namespace')}/{meta.get('name')}")
     status = raw.get("status") or {}
     generation = meta.get("generation")
-    conditions = {
-        c.get("type"): c
+    conditions: dict[str, JSON] = {
+        str(c.get("type")): c
         for c in status.get("conditions") or []
-        if c.get("observedGeneration") in (None, generation)
+        if isinstance(c, dict) and c.get("observedGeneration") == generation
     }
     tuning = bool(raw.get("tuning"))
     phases = _phases(tuning)
@@ -136,9 +143,10 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _age(seconds: float) -> str:
@@ -164,15 +172,34 @@ def _since(
 ) -> str:
     """Since the previous phase ended (or the Workspace was made), how long this one has run."""
     index = phases.index(current)
-    start = None
+    previous = None
     if index > 0:
-        start = _parse_time(
+        previous = _parse_time(
             (conditions.get(phases[index - 1].condition) or {}).get("lastTransitionTime")
         )
-    start = start or _parse_time(meta.get("creationTimestamp"))
-    if start is None:
+    # A condition that stayed True across an edit keeps its old transition time: this
+    # generation's rollout began at the edit, which the managed fields date.
+    begun = _edited_at(meta) or _parse_time(meta.get("creationTimestamp"))
+    candidates = [at for at in (previous, begun) if at is not None]
+    if not candidates:
         return "for an unknown time"
+    start = max(candidates)
     return f"since {start:%H:%M:%S} ({_age((now - start).total_seconds())})"
+
+
+def _edited_at(meta: JSON) -> datetime | None:
+    """When someone other than kairyu last changed the spec (a later generation's start)."""
+    if (meta.get("generation") or 1) <= 1:
+        return None
+    times = [
+        at
+        for entry in meta.get("managedFields") or []
+        if isinstance(entry, dict)
+        and not str(entry.get("manager", "")).startswith("kairyu")
+        and not entry.get("subresource")
+        and (at := _parse_time(entry.get("time"))) is not None
+    ]
+    return max(times) if times else None
 
 
 def _waiting_for(current: Phase, condition: JSON, facts: Facts) -> str:
@@ -182,7 +209,9 @@ def _waiting_for(current: Phase, condition: JSON, facts: Facts) -> str:
     if current.name == "provision":
         claims = [
             _claim_progress(c, facts.now)
-            for c in sorted(facts.node_claims, key=lambda c: c["metadata"].get("name", ""))
+            for c in sorted(
+                facts.node_claims, key=lambda c: str((c.get("metadata") or {}).get("name", ""))
+            )
         ]
         claims = [c for c in claims if c]
         if claims:
@@ -205,49 +234,75 @@ def _said(condition: JSON) -> str:
 
 
 def _claim_progress(claim: JSON, now: datetime) -> str:
-    name = claim["metadata"].get("name", "?")
-    done = {
-        c.get("type")
-        for c in (claim.get("status") or {}).get("conditions") or []
-        if c.get("status") == "True"
-    }
+    meta = claim.get("metadata") or {}
+    if meta.get("deletionTimestamp"):  # discarded (a refused SKU): not what the rollout waits for
+        return ""
+    name = meta.get("name", "?")
+    conditions = [
+        c for c in (claim.get("status") or {}).get("conditions") or [] if isinstance(c, dict)
+    ]
+    done = {c.get("type") for c in conditions if c.get("status") == "True"}
     if "Ready" in done:
         return ""
+    refused = next(
+        (c for c in conditions if c.get("type") in _NODECLAIM_STEPS and c.get("status") == "False"),
+        None,
+    )
     reached = [step for step in _NODECLAIM_STEPS if step in done]
     missing = next((step for step in _NODECLAIM_STEPS if step not in done), "Ready")
-    made = _parse_time(claim["metadata"].get("creationTimestamp"))
+    made = _parse_time(meta.get("creationTimestamp"))
     age = f", {_age((now - made).total_seconds())}" if made else ""
     so_far = ", ".join(reached) if reached else "created"
-    return f"NodeClaim {name}: {so_far}, not {missing}{age}"
+    why = f" ({_said(refused)})" if refused and _said(refused) else ""
+    return f"NodeClaim {name}: {so_far}, not {missing}{age}{why}"
 
 
 def _pod_problem(pod: JSON) -> str:
-    name = pod["metadata"].get("name", "?")
+    meta = pod.get("metadata") or {}
+    name = meta.get("name", "?")
     status = pod.get("status") or {}
-    for container in status.get("containerStatuses") or []:
+    try:
+        problem = pod_problem({**pod, "metadata": {**meta, "name": name}})
+    except (KeyError, TypeError, ValueError):  # odd data: the checks below still apply
+        problem = None
+    if problem is not None and problem.reason in _FIRST_PROBLEMS:
+        return problem.message
+    containers = [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]
+    for container in containers:
+        if not isinstance(container, dict):
+            continue
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _STUCK_WAITING:
             restarts = container.get("restartCount", 0)
             last = (container.get("lastState") or {}).get("terminated") or {}
             ended = f"; last exit {last.get('exitCode')}: {last.get('reason')}" if last else ""
-            return f"pod {name}: {waiting['reason']} (restarted {restarts} times{ended})"
+            where = f"pod {name}, container {container.get('name', '?')}"
+            return f"{where}: {waiting['reason']} (restarted {restarts} times{ended})"
+    if problem is not None:
+        return problem.message
     if status.get("phase") == "Pending":
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                return f"pod {name}: not scheduled: {condition.get('message') or ''}".rstrip(": ")
         return f"pod {name}: Pending"
     if status.get("phase") == "Failed":
         return f"pod {name}: Failed: {status.get('reason') or status.get('message') or ''}"
     ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
     return "" if ready or status.get("phase") == "Succeeded" else f"pod {name}: not Ready yet"
 
 
 def _event_time(event: JSON) -> datetime | None:
-    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
-        if at := _parse_time(event.get(key)):
+    series = event.get("series") or {}
+    for value in (
+        event.get("lastTimestamp"),
+        series.get("lastObservedTime") if isinstance(series, dict) else None,
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+    ):
+        if at := _parse_time(value):
             return at
     return _parse_time((event.get("metadata") or {}).get("creationTimestamp"))
 
@@ -257,8 +312,8 @@ def _last_failure(events: Sequence[JSON], conditions: dict[str, JSON], now: date
     dated = [(at, e) for e in warnings if (at := _event_time(e)) is not None]
     if dated:
         at, event = max(dated, key=lambda pair: pair[0])
-        count = event.get("count") or 1
-        times = f" ({count} times)" if count > 1 else ""
+        count = event.get("count") or (event.get("series") or {}).get("count") or 1
+        times = f" ({count} times)" if isinstance(count, int) and count > 1 else ""
         ago = _age((now - at).total_seconds())
         return f"{at:%H:%M:%S} ({ago} ago) {event.get('reason')}: {event.get('message')}{times}"
     failing = [
@@ -274,6 +329,8 @@ def _last_failure(events: Sequence[JSON], conditions: dict[str, JSON], now: date
 
 
 def _next(current: Phase | None, conditions: dict[str, JSON], failed: bool, facts: Facts) -> str:
+    if any(c.get("reason") in _NEEDS_A_CHANGE for c in conditions.values()):
+        return "nothing until the Workspace changes: what is wrong is in its spec"
     if failed:
         return (
             "nothing: the tuning Job failed and is not run again; change the Workspace "
@@ -298,6 +355,11 @@ def _next(current: Phase | None, conditions: dict[str, JSON], failed: bool, fact
             )
         if "gave up after" in message:
             return "nothing until the Workspace changes or the cloud's quota is raised"
+        if "names this instance type" in message:
+            return (
+                "the provisioner asks for the same instance type again after a pause (the "
+                "Workspace names it, so no other SKU is chosen); raise the quota or change it"
+            )
         return (
             "the provisioner waits for the nodes to be Ready; if the cloud refuses the SKU for "
             "quota or capacity, it asks the planner for the next-cheapest one"
@@ -317,9 +379,13 @@ def _usually(current: Phase, others: Sequence[JSON], now: datetime) -> str:
     for raw in others:
         try:
             workspace = parse_workspace(raw)
-        except ValidationError:
+            # Only first generations: a condition that stayed True across an edit keeps its
+            # old transition time, so a later generation's phases cannot be timed from them.
+            if workspace.metadata.generation != 1:
+                continue
+            took = phase_durations(workspace, now).get(current.name)
+        except (ValidationError, TypeError, ValueError):
             continue
-        took = phase_durations(workspace, now).get(current.name)
         finished = (raw.get("status") or {}).get("state") in ("Ready", "Succeeded")
         if took is not None and finished:
             seconds.append(took)
