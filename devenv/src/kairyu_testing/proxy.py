@@ -45,12 +45,11 @@ class SilentProxy:
             await asyncio.wait(self._tasks, timeout=5)
         # close() only schedules the socket's closing: wait for it here, or a socket still open
         # when the test's loop ends is collected later and fails whichever test is running then.
-        for writer in self._every_writer:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), timeout=1)
+        closing = [writer.wait_closed() for writer in self._every_writer]
         if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=1)
+            closing.append(self._server.wait_closed())
+        with contextlib.suppress(Exception):  # a reset peer: its socket is closed all the same
+            await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout=2)
 
     def stall(self, *, new_connections: bool = True) -> None:
         """Every open connection goes silent; new ones too unless `new_connections` is False."""
