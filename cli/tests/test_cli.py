@@ -108,3 +108,14 @@ def test_trace_without_a_usable_kubeconfig_says_so(kubeconfig: str, tmp_path: Pa
     assert err.getvalue().startswith(
         "kairyu: cannot read Workspace default/phi: no usable kubeconfig"
     )
+
+
+@pytest.mark.parametrize("command", ["why", "trace"])
+@pytest.mark.parametrize("named", ["../kube-system/x", "ml/../x", "ML/phi", "ml/phi?watch=1"])
+def test_a_name_that_is_not_a_kubernetes_name_never_reaches_a_request(
+    command: str, named: str
+) -> None:
+    err = io.StringIO()
+    args = [command, named, "--kubeconfig", "/nonexistent"]
+    assert run(args, out=io.StringIO(), err=err) == EXIT_UNREADABLE
+    assert "name the Workspace as <namespace>/<name>" in err.getvalue()

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ from kairyu_planner.settings import PlanningSettings
 from kairyu_planner.validated_plan import plan_checked
 
 EXIT_PLANNED, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
+# A namespace or object name as the apiserver takes it: what goes into a request path is only that.
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _OTHERS_LIMIT = 500  # Workspaces read to say how long a phase usually takes here
 MAX_INPUT_BYTES = 8 * 1024 * 1024  # a few Workspaces; the apiserver takes 3 MiB per object
 MAX_DEPTH = 64  # a pod template is about 10 levels deep; 64 leaves room and stops stack bombs
@@ -207,7 +210,7 @@ def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if len(parts) == 3 and parts[0].lower() in _SET_NAMES:  # noqa: PLR2004 - kind/ns/name
         resource, parts = resources.INFERENCESETS, parts[1:]
     namespace, name = (parts[0], parts[1]) if len(parts) == 2 else ("", "")  # noqa: PLR2004
-    if not namespace or not name:
+    if not (_OBJECT_NAME.fullmatch(namespace) and _OBJECT_NAME.fullmatch(name)):
         err.write(
             "kairyu: name the Workspace as <namespace>/<name>, "
             "or an InferenceSet as inferenceset/<namespace>/<name>\n"
@@ -273,8 +276,8 @@ async def _read_facts(kubeconfig: Path | None, namespace: str, name: str) -> why
 
 def _why(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     namespace, _, name = args.workspace.partition("/")
-    if not namespace or not name or "/" in name:
-        err.write("kairyu: name the Workspace as <namespace>/<name>\n")
+    if not (_OBJECT_NAME.fullmatch(namespace) and _OBJECT_NAME.fullmatch(name)):
+        err.write("kairyu: name the Workspace as <namespace>/<name> (Kubernetes names)\n")
         return EXIT_UNREADABLE
     kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
     try:

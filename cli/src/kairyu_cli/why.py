@@ -26,17 +26,7 @@ from kairyu_contracts.workloads import pod_problem
 JSON = dict[str, Any]
 
 _NODECLAIM_STEPS = ("Launched", "Registered", "Initialized")
-_STUCK_WAITING = {
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "InvalidImageName",
-}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never print a terminal escape from a message
-# Problems a pod has that are the user's to fix before a crash loop is worth naming.
-_FIRST_PROBLEMS = {"ContainerOOMKilled", "PodEvicted", "Unschedulable"}
 # Reasons a condition keeps while a person has to change something: kairyu retries nothing.
 _NEEDS_A_CHANGE = {"InvalidSpec", "WorkloadInvalid", "InvalidTuningConfig", "UnknownPreset"}
 
@@ -265,8 +255,9 @@ def _pod_problem(pod: JSON) -> str:
         problem = pod_problem({**pod, "metadata": {**meta, "name": name}})
     except (KeyError, TypeError, ValueError):  # odd data: the checks below still apply
         problem = None
-    if problem is not None and problem.reason in _FIRST_PROBLEMS:
-        return problem.message
+    if problem is not None and problem.reason != "ContainerCrashLoopBackOff":
+        return problem.message  # the deployer's own words (OOM kill, eviction, image pull, …)
+    # A crash loop: name its restarts and how the container last ended, what a user asks first.
     containers = [
         *(status.get("initContainerStatuses") or []),
         *(status.get("containerStatuses") or []),
@@ -275,14 +266,12 @@ def _pod_problem(pod: JSON) -> str:
         if not isinstance(container, dict):
             continue
         waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in _STUCK_WAITING:
+        if waiting.get("reason") == "CrashLoopBackOff":
             restarts = container.get("restartCount", 0)
             last = (container.get("lastState") or {}).get("terminated") or {}
             ended = f"; last exit {last.get('exitCode')}: {last.get('reason')}" if last else ""
             where = f"pod {name}, container {container.get('name', '?')}"
-            return f"{where}: {waiting['reason']} (restarted {restarts} times{ended})"
-    if problem is not None:
-        return problem.message
+            return f"{where}: CrashLoopBackOff (restarted {restarts} times{ended})"
     if status.get("phase") == "Pending":
         return f"pod {name}: Pending"
     if status.get("phase") == "Failed":
