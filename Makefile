@@ -41,14 +41,17 @@ help:
 	@echo "make snapshots  regenerate docs/bus.md's topology table and the chart's golden renders"
 
 $(UV):
+	@echo "set-up: installing uv $(UV_VERSION) into .tools/ (once)"
 	python3 -m venv .tools
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 sync: $(UV)
+	@[ -d .venv ] || echo "set-up: creating .venv from uv.lock (once, about 1 minute, 220 MB)"
 	$(UV) sync --frozen --quiet
 
 # images/ is a separate uv workspace (torch, transformers, peft): the services never carry them.
 sync-images: $(UV)
+	@[ -d images/.venv ] || echo "set-up: creating images/.venv (torch on the CPU; once, a few minutes, about 5.7 GB)"
 	$(UV) sync --frozen --quiet --directory images
 
 cluster:

@@ -9,6 +9,8 @@
 set -euo pipefail
 
 wrapper=$(cd "$1" && pwd)
+# shellcheck source=go-progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-progress.sh"
 module=$2
 package=$3
 binary=$4
@@ -42,8 +44,8 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -t
 tmp=$(mktemp -d "$cache_root/cluster/.build-$binary.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-echo "go-tool.sh: building $binary $version" >&2
-(cd "$wrapper" && go build -ldflags "$ldflags" -o "$tmp/$binary" "$package")
+echo "go-tool.sh: building $binary $version once" >&2
+(cd "$wrapper" && go_build "$binary $version" -ldflags "$ldflags" -o "$tmp/$binary" -- "$package")
 rm -rf "$dest"
 mv "$tmp" "$dest"
 trap - EXIT

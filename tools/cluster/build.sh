@@ -8,6 +8,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../go-progress.sh
+source "$here/../go-progress.sh"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
@@ -46,19 +48,21 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
 done
 
-echo "build.sh: building Kubernetes $KUBE_VERSION (this takes a while on a cold cache)" >&2
-(cd "$here/kube" && go build -tags selinux,notest -ldflags "$ldflags" -o "$tmp/" \
+echo "tools/cluster/build.sh: building the local control plane once (about 10 minutes on 2 cores):" \
+  "Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION" >&2
+(cd "$here/kube" && go_build "control plane 1/3: Kubernetes $KUBE_VERSION" \
+  -tags selinux,notest -ldflags "$ldflags" -o "$tmp/" -- \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-echo "build.sh: building etcd $ETCD_VERSION" >&2
-(cd "$here/etcd" && go build -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
-echo "build.sh: building kwok $KWOK_VERSION" >&2
-(cd "$here/kwok" && go build -ldflags "-s -w" -o "$tmp/kwok" sigs.k8s.io/kwok/cmd/kwok)
+(cd "$here/etcd" && go_build "control plane 2/3: etcd $ETCD_VERSION" \
+  -ldflags "-s -w" -o "$tmp/etcd" -- go.etcd.io/etcd/server/v3)
+(cd "$here/kwok" && go_build "control plane 3/3: kwok $KWOK_VERSION" \
+  -ldflags "-s -w" -o "$tmp/kwok" -- sigs.k8s.io/kwok/cmd/kwok)
 
 for b in "${binaries[@]}"; do "$tmp/$b" --version >/dev/null 2>&1 || "$tmp/$b" version --client >/dev/null; done
 mkdir -p "$dest"
 rm -rf "$dest/bin"
 mv "$tmp" "$dest/bin"
 trap - EXIT
-echo "build.sh: built in $(( $(date +%s) - start ))s into $dest/bin" >&2
+echo "tools/cluster/build.sh: built in $(( $(date +%s) - start ))s into $dest/bin" >&2
 echo "$dest/bin"

@@ -9,6 +9,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../go-progress.sh
+source "$here/../go-progress.sh"
 KARPENTER_VERSION=$(sed -n 's|^require sigs.k8s.io/karpenter \(v[^ ]*\)$|\1|p' "$here/go.mod")
 
 cache_root=${KAIRYU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kairyu}
@@ -34,8 +36,9 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -t
 tmp=$(mktemp -d "$cache_root/cluster/.build-karpenter.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-echo "tools/karpenter/build.sh: building Karpenter $KARPENTER_VERSION (kwok provider)" >&2
-(cd "$here" && go build -ldflags "-s -w" -o "$tmp/karpenter-kwok" sigs.k8s.io/karpenter/kwok)
+echo "tools/karpenter/build.sh: building Karpenter $KARPENTER_VERSION with its kwok provider once (about 4 minutes)" >&2
+(cd "$here" && go_build "Karpenter $KARPENTER_VERSION" -ldflags "-s -w" -o "$tmp/karpenter-kwok" -- \
+  sigs.k8s.io/karpenter/kwok)
 module_dir=$(cd "$here" && go list -m -f '{{.Dir}}' sigs.k8s.io/karpenter)
 mkdir -p "$tmp/crds"
 cp "$module_dir"/kwok/charts/crds/*.yaml "$module_dir"/kwok/apis/crds/*.yaml "$tmp/crds/"

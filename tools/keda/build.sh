@@ -9,6 +9,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../go-progress.sh
+source "$here/../go-progress.sh"
 KEDA_VERSION=$(sed -n 's|^require github.com/kedacore/keda/v2 \(v[^ ]*\)$|\1|p' "$here/go.mod")
 
 cache_root=${KAIRYU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kairyu}
@@ -36,9 +38,11 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -t
 tmp=$(mktemp -d "$cache_root/cluster/.build-keda.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-echo "tools/keda/build.sh: building KEDA $KEDA_VERSION (operator and metrics server; a few minutes the first time)" >&2
-(cd "$here" && go build -ldflags "-s -w" -o "$tmp/keda" github.com/kedacore/keda/v2/cmd/operator)
-(cd "$here" && go build -ldflags "-s -w" -o "$tmp/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter)
+echo "tools/keda/build.sh: building KEDA $KEDA_VERSION once (operator and metrics server, about 10 minutes)" >&2
+(cd "$here" && go_build "KEDA 1/2: operator" -ldflags "-s -w" -o "$tmp/keda" -- \
+  github.com/kedacore/keda/v2/cmd/operator)
+(cd "$here" && go_build "KEDA 2/2: metrics server" -ldflags "-s -w" -o "$tmp/keda-adapter" -- \
+  github.com/kedacore/keda/v2/cmd/adapter)
 module_dir=$(cd "$here" && go list -m -f '{{.Dir}}' github.com/kedacore/keda/v2)
 mkdir -p "$tmp/crds"
 cp "$module_dir"/config/crd/bases/*.yaml "$tmp/crds/"
