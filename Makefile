@@ -6,7 +6,9 @@
 # Go-built control plane (tools/cluster/build.sh) and Karpenter with its kwok provider
 # (tools/karpenter/build.sh), the OCI registry the tuning tests push to (tools/registry/build.sh)
 # helm (tools/helm/build.sh), Jaeger v2 (tools/jaeger/build.sh) and KEDA, its operator and
-# external-metrics server (tools/keda/build.sh), each cached by version under ~/.cache/kairyu.
+# external-metrics server (tools/keda/build.sh), each cached by version under ~/.cache/kairyu;
+# make dev fetches Zipkin's jar (tools/zipkin/fetch.sh, for the trace UI), and make test installs
+# Debian's chromium when it is missing (tools/browser/chromium.sh, for the trace UI's test).
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,9 +22,10 @@ REGISTRY_DIR = $(shell bash tools/registry/build.sh | tail -n 1)
 HELM_DIR = $(shell bash tools/helm/build.sh | tail -n 1)
 JAEGER_DIR = $(shell bash tools/jaeger/build.sh | tail -n 1)
 KEDA_DIR = $(shell bash tools/keda/build.sh | tail -n 1)
+CHROMIUM = $(shell bash tools/browser/chromium.sh | tail -n 1)
 ARGS ?=
 
-.PHONY: help bench soak chaos sync sync-images cluster karpenter registry helm jaeger keda lint lint-images test test-images test-unit dev crds \
+.PHONY: help bench soak chaos sync sync-images cluster karpenter registry helm jaeger keda browser lint lint-images test test-images test-unit dev crds \
 	snapshots clean-dev fuzz
 
 help:
@@ -72,6 +75,9 @@ jaeger:
 keda:
 	@bash tools/keda/build.sh
 
+browser:
+	@bash tools/browser/chromium.sh
+
 lint: sync
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
@@ -81,10 +87,10 @@ lint: sync
 lint-images: sync-images
 	$(UV) run --frozen --directory images mypy
 
-test: lint lint-images cluster karpenter registry helm jaeger keda
+test: lint lint-images cluster karpenter registry helm jaeger keda browser
 	KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
 		KAIRYU_HELM_DIR="$(HELM_DIR)" KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" \
-		KAIRYU_KEDA_DIR="$(KEDA_DIR)" $(UV) run pytest
+		KAIRYU_KEDA_DIR="$(KEDA_DIR)" KAIRYU_CHROMIUM="$(CHROMIUM)" $(UV) run pytest
 	KAIRYU_REGISTRY_DIR="$(REGISTRY_DIR)" $(UV) run --frozen --directory images pytest
 
 test-images: lint-images registry

@@ -35,6 +35,7 @@ from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.keda import LocalKeda, host_address
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 from kairyu_localenv.service_env import env_of
+from kairyu_localenv.zipkin import LocalZipkin, missing_java
 from kairyu_planner.settings import PlannerSettings
 from kairyu_provisioner.settings import ProvisionerSettings
 
@@ -57,8 +58,9 @@ def start_services(
     extra_env: dict[str, dict[str, str]],
     *,
     otlp_endpoint: str | None = None,
+    zipkin_endpoint: str | None = None,
 ) -> list[ManagedProcess]:
-    """Start every kairyu service, pointed at this cluster and NATS (and Jaeger for its spans)."""
+    """Start every kairyu service, pointed at this cluster and NATS (and Jaeger and Zipkin)."""
     env = env_of(
         ServiceSettings,
         kube={"kubeconfig": cluster.kubeconfig},
@@ -71,6 +73,8 @@ def start_services(
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_BSP_SCHEDULE_DELAY": "500",  # ms: the waterfall is shown right after Ready
         }
+    if zipkin_endpoint:
+        env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = zipkin_endpoint
     set_up_streams(env)
     started = []
     for service in SERVICES:
@@ -254,11 +258,11 @@ def watch_rollout(cluster: LocalCluster, workspace: Path, timeout: float = 240.0
     raise TimeoutError(f"{workspace.name} not WorkspaceReady after {timeout:.0f}s: {last}")
 
 
-def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> None:
-    """The rollout's waterfall, once its spans reached Jaeger (exported in batches)."""
+def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> str | None:
+    """The rollout's waterfall, once its spans reached Jaeger (exported in batches); its id."""
     trace_id = traceview.trace_id_of(obj["metadata"])
     if trace_id is None:
-        return
+        return None
     # Each service exports its own batches: wait for every phase, not only the watcher's last.
     phases = {"plan", "provision", "tune" if obj.get("tuning") else "deploy", "ready"}
     table: list[traceview.Row] = []
@@ -272,10 +276,15 @@ def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> None:
             break
         time.sleep(0.5)
     sys.stdout.write(f"rollout trace {trace_id}:\n{traceview.render(table)}\n")
+    return trace_id
 
 
 def write_state(
-    state_dir: Path, cluster: LocalCluster, nats: LocalNats, jaeger: LocalJaeger
+    state_dir: Path,
+    cluster: LocalCluster,
+    nats: LocalNats,
+    jaeger: LocalJaeger,
+    zipkin: LocalZipkin | None,
 ) -> Path:
     """Write the kubeconfig and a shell env file where another terminal can find them."""
     kubeconfig = (state_dir / "kubeconfig").resolve()
@@ -285,7 +294,8 @@ def write_state(
         f"export KUBECONFIG={kubeconfig}\n"
         f"export KAIRYU_NATS__URL={nats.url}\n"
         f"export KAIRYU_JAEGER_URL={jaeger.query_url}\n"
-        f"export PATH={cluster.binaries.directory}:$PATH\n"
+        + (f"export KAIRYU_ZIPKIN_URL={zipkin.url}\n" if zipkin is not None else "")
+        + f"export PATH={cluster.binaries.directory}:$PATH\n"
     )
     return kubeconfig
 
@@ -295,6 +305,7 @@ def report(
     nats: LocalNats,
     jaeger: LocalJaeger,
     *,
+    trace_ui: str | None,
     services: list[ManagedProcess],
     state_dir: Path,
     kubeconfig: Path,
@@ -302,7 +313,7 @@ def report(
     """Tell the user where everything is and show the Workspace."""
     log.info("  apiserver  %s", cluster.server)
     log.info("  nats       %s", nats.url)
-    log.info("  jaeger     %s (query API; the UI is not in the Go module)", jaeger.query_url)
+    log.info("  jaeger     %s (query API, for kairyu trace and kairyu why)", jaeger.query_url)
     nodes = cluster.kubectl(
         "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}", check=False
     ).stdout.split()
@@ -321,8 +332,17 @@ def report(
         "COST/H:.status.plan.estimatedCostPerHour,WORKERS:.status.workerNodes",
     )  # fmt: skip
     sys.stdout.write(plans.stdout)
+    if trace_ui is not None:
+        log.info("  the seed's rollout in a browser:  %s", trace_ui)
     sys.stdout.write(
-        json.dumps({"apiserver": cluster.server, "nats": nats.url, "kubeconfig": str(kubeconfig)})
+        json.dumps(
+            {
+                "apiserver": cluster.server,
+                "nats": nats.url,
+                "kubeconfig": str(kubeconfig),
+                "trace_ui": trace_ui,
+            }
+        )
         + "\n"
     )
     sys.stdout.flush()
@@ -364,13 +384,21 @@ def main() -> int:
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
     jaeger = LocalJaeger()
+    # The browser UI needs Java; without it, make dev runs on and says how to get the UI.
+    if (no_ui := missing_java()) is not None:
+        log.warning("no trace UI in the browser: %s", no_ui)
+    zipkin = LocalZipkin() if no_ui is None else None
     services: list[ManagedProcess] = []
     capacity: list[ManagedProcess | LocalKarpenter] = []
     keda: LocalKeda | None = None
     try:
+        if zipkin is not None:
+            zipkin.launch()  # the JVM starts while the control plane does
         cluster.start()
         nats.start()
         jaeger.start()
+        if zipkin is not None:
+            zipkin.finish_start()
         cluster.install_crds(root)
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
@@ -379,7 +407,13 @@ def main() -> int:
             keda.start()
         extra_env = service_env(args.backend, endpoint.env(), provisioner_env)
         services.extend(
-            start_services(cluster, nats, extra_env, otlp_endpoint=jaeger.otlp_endpoint)
+            start_services(
+                cluster,
+                nats,
+                extra_env,
+                otlp_endpoint=jaeger.otlp_endpoint,
+                zipkin_endpoint=zipkin.span_endpoint if zipkin is not None else None,
+            )
         )
         register_webhook(cluster, services, endpoint)
         workspace = args.workspace or root / "examples/workspace-phi-3-mini.yaml"
@@ -387,13 +421,14 @@ def main() -> int:
         sys.stdout.write(f"{workspace.name}: conditions as they change\n")
         final = watch_rollout(cluster, workspace)
 
-        kubeconfig = write_state(args.state_dir, cluster, nats, jaeger)
+        kubeconfig = write_state(args.state_dir, cluster, nats, jaeger, zipkin)
         log.info("local cluster ready in %.1fs", time.monotonic() - started)
-        show_trace(final, jaeger)
+        trace_id = show_trace(final, jaeger)
         report(
             cluster,
             nats,
             jaeger,
+            trace_ui=zipkin.trace_url(trace_id) if zipkin and trace_id else None,
             services=services,
             state_dir=args.state_dir,
             kubeconfig=kubeconfig,
@@ -405,7 +440,8 @@ def main() -> int:
         pass
     finally:
         shut_down(
-            args.state_dir, [*reversed(services), *reversed(capacity), keda, nats, jaeger, cluster]
+            args.state_dir,
+            [*reversed(services), *reversed(capacity), keda, nats, jaeger, zipkin, cluster],
         )
     return 0
 

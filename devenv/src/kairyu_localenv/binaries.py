@@ -56,9 +56,12 @@ class Binaries:
 
 
 def run_build(script: Path) -> Path:
-    """Run a tools/ build script (it builds only on a cold cache); its last line is the result."""
+    """Run a tools/ build script (it builds only on a cold cache); its last line is the result.
+
+    Its stderr, where it says what it builds and how far it is, goes to the user's terminal.
+    """
     out = subprocess.run(
-        ["bash", str(repo_root() / script)], check=True, capture_output=True, text=True
+        ["bash", str(repo_root() / script)], check=True, stdout=subprocess.PIPE, text=True
     )
     return Path(out.stdout.strip().splitlines()[-1])
 

@@ -35,7 +35,7 @@ class StartupError(RuntimeError):
     @property
     def port_clash(self) -> bool:
         """The port picked for it was taken meanwhile (by a bind or an outgoing connection)."""
-        return "address already in use" in str(self)
+        return "address already in use" in str(self).lower()  # Go's wording, and Java's
 
 
 def free_port() -> int:

@@ -215,7 +215,12 @@ def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]
     """Build the settings once, configure logging and tracing, and run `serve`."""
     settings = settings_type()
     kairyu_logging.configure(settings.log, service=settings.service_name)
-    tracing.configure(settings.service_name)
+    try:
+        tracing.configure(settings.service_name)
+    except tracing.TracingConfigError as exc:
+        # A setting, not data: restarting cannot help, so say what is wrong and stop.
+        log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+        raise SystemExit(2) from None
     asyncio.run(serve(settings))
 
 

@@ -1,0 +1,106 @@
+"""`make dev`'s rollout trace opens in a browser: Zipkin's UI, driven by headless Chromium.
+
+The launcher is `make dev` itself (python -m kairyu_localenv); it prints the URL of the seed's
+trace, and the page must show the rollout's root and its plan, provision, deploy and ready spans
+with the service that did each. `KAIRYU_UPDATE_SNAPSHOTS=1` (`make snapshots`) also saves the page
+as docs/images/trace-ui.png, the picture in docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOT = ROOT / "docs/images/trace-ui.png"
+
+
+def chromium() -> str:
+    """Debian's chromium: $KAIRYU_CHROMIUM (make test), else tools/browser/chromium.sh finds it."""
+    if path := os.environ.get("KAIRYU_CHROMIUM"):
+        return path
+    found = subprocess.run(
+        ["bash", str(ROOT / "tools/browser/chromium.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return found.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def dev_environment(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """`make dev` running, once it said it is ready: the JSON line it prints then."""
+    log = tmp_path / "launcher.log"
+    with (
+        log.open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "kairyu_localenv", "--state-dir", str(tmp_path)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        ) as launcher,
+    ):
+        try:
+            assert launcher.stdout is not None
+            ready = next(
+                (json.loads(line) for line in launcher.stdout if line.startswith("{")), None
+            )
+            assert ready is not None, f"make dev never became ready:\n{log.read_text()[-4000:]}"
+            # The URL is also in what the user reads.
+            assert ready["trace_ui"] in log.read_text(), log.read_text()[-2000:]
+            yield ready
+        finally:
+            launcher.send_signal(signal.SIGTERM)
+            try:
+                launcher.wait(60)
+            finally:
+                launcher.kill()
+
+
+@pytest.mark.e2e
+def test_the_seeds_rollout_opens_in_the_browser(
+    dev_environment: dict[str, Any], tmp_path: Path
+) -> None:
+    url = dev_environment["trace_ui"]
+    assert url is not None, "make dev printed no trace UI (is Java 17+ installed?)"
+    with sync_playwright() as playwright:
+        # Root in a container has no user namespaces for Chromium's sandbox.
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            page.goto(url)
+            # The trace's title is its root span: the rollout of the seed, begun by the planner.
+            title = page.get_by_text("planner: rollout default/workspace-phi-3-mini").first
+            expect(title).to_be_visible(timeout=30_000)
+            for row in (
+                "planner: plan",
+                "provisioner: provision",
+                "deployer: deploy",
+                "deployer: ready",
+            ):
+                expect(page.get_by_text(row, exact=True).first).to_be_visible()
+            # Every span of one rollout is in this one trace: more than one service took part.
+            summary = re.search(r"Services\s+(\d+)", page.inner_text("body"))
+            assert summary is not None
+            assert int(summary.group(1)) >= 3  # planner, provisioner, deployer
+            shot = tmp_path / "trace-ui.png"
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 0
+    if os.environ.get("KAIRYU_UPDATE_SNAPSHOTS"):
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
