@@ -3,7 +3,7 @@
 # packages for ten minutes; without this, a new user saw nothing between "building" and "built".
 # go_build runs `go build -v` (which names each package as it compiles it) against the package
 # count that `go list -deps` gives beforehand, and prints a progress line at every tenth of the way
-# and at least once a minute, so a log in CI shows the same lines a terminal does.
+# and at least once a minute (linking prints nothing else), so a log in CI shows that it moves.
 #
 # Usage: go_build <label> <go build flags...> -- <packages...>   (run in the wrapper module's dir)
 
@@ -32,9 +32,18 @@ go_build() {
   # anything else (compiler errors, "# pkg" headers) is passed through untouched.
   local status=0
   go build -v "${flags[@]}" "${packages[@]}" 2>&1 >/dev/null | {
-    local compiled=0 shown_tenth=0 last_shown line tenth now
+    local compiled=0 shown_tenth=0 last_shown line tenth now waited
     last_shown=$(date +%s)
-    while IFS= read -r line; do
+    while true; do
+      waited=0
+      IFS= read -r -t 60 line || waited=$?
+      if [ "$waited" -gt 128 ]; then
+        # No package finished for a minute (a large package, or the link): say it still works.
+        echo "$label: $compiled/$total packages compiled, still working, $(( $(date +%s) - start ))s" >&2
+        last_shown=$(date +%s)
+        continue
+      fi
+      [ "$waited" -eq 0 ] || break  # the end of go build's output
       case $line in
         *" "* | "#"* | "") echo "$line" >&2; continue ;;
       esac

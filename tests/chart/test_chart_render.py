@@ -13,7 +13,7 @@ from helm import CHART, documents, helm, render, stable, values_files
 from kairyu_activator.settings import ActivatorSettings
 from kairyu_contracts.api.crd import CRDS
 from kairyu_contracts.subjects import Subjects
-from kairyu_core import metrics
+from kairyu_core import metrics, tracing
 from kairyu_core.bus import StreamSpec, topology
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_localenv.binaries import repo_root
@@ -250,6 +250,9 @@ SETTINGS = {
 }
 
 
+EXPORTED = {"production-values.yaml": ["otlp"], "byo-values.yaml": ["zipkin"]}
+
+
 @pytest.mark.parametrize("values", values_files(), ids=lambda p: p.name)
 def test_each_pods_environment_is_valid_settings_for_its_service(
     values: Path, monkeypatch: pytest.MonkeyPatch
@@ -266,6 +269,9 @@ def test_each_pods_environment_is_valid_settings_for_its_service(
                 # Secret-backed values are read by the kubelet; any string stands in for them here.
                 env.setenv(var["name"], var.get("value", "from-a-secret"))
             settings = SETTINGS[container["name"]]()
+            # The exporters a service starts with: what the values ask for, nothing refused.
+            exported = tracing.exporter_names(os.environ)
+        assert exported == EXPORTED.get(values.name, []), values.name
         assert settings.health_port == 8080
         assert settings.nats.stream == "KAIRYU"
         if isinstance(settings, ProvisionerSettings) and "azure" in values.name:

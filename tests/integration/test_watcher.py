@@ -18,7 +18,7 @@ from kairyu_localenv import LocalCluster
 from kairyu_localenv.binaries import repo_root
 from kairyu_testing.seeds import seed_path
 from kairyu_watcher.app import Watcher
-from kairyu_watcher.settings import WatcherSettings
+from kairyu_watcher.settings import SlowPhaseSettings, WatcherSettings
 
 SEED = seed_path("inference")
 NAME = "workspace-phi-3-mini"
@@ -73,11 +73,11 @@ async def followed(bus: Bus) -> AsyncIterator[Followed]:
 @pytest.fixture
 async def start_watcher(
     bus: Bus, kube: KubeClient, namespace: str
-) -> AsyncIterator[Callable[[], Running]]:
+) -> AsyncIterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start() -> Running:
-        settings = WatcherSettings(namespace=namespace, resync_interval_s=3600)
+    def start(**overrides: Any) -> Running:
+        settings = WatcherSettings(namespace=namespace, resync_interval_s=3600, **overrides)
         running = Running(Watcher(settings=settings, bus=bus, kube=kube))
         started.append(running)
         return running
@@ -98,12 +98,12 @@ def live(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
     return result
 
 
-async def planned_without_summary(kube: KubeClient, namespace: str) -> None:
+async def planned_without_summary(kube: KubeClient, namespace: str, name: str = NAME) -> None:
     """`Planned=True` as a planner reports it, but without the summary it leads to."""
     await apply_condition(
         kube,
         namespace=namespace,
-        name=NAME,
+        name=name,
         field_manager="kairyu-planner",
         type="Planned",
         status=ConditionStatus.TRUE,
@@ -434,3 +434,58 @@ async def test_a_name_held_by_someone_else_is_an_occupant_until_it_is_freed(
     start_watcher()
     await followed.until(lambda: not followed.view.owned("Occupant", key))
     assert key in followed.woken[woken:]  # the tombstone wakes the Workspace
+
+
+def slow_phase_events(cluster: LocalCluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "get", "events", "-n", namespace, "-o", "json",
+        "--field-selector", f"reason=SlowPhase,involvedObject.name={name}",
+    ).stdout  # fmt: skip
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+async def first_slow_phase_events(
+    cluster: LocalCluster, namespace: str, name: str
+) -> list[dict[str, Any]]:
+    """The SlowPhase Events on `name`, once there is one (kubectl each 0.3 s, 30 s at most)."""
+    for _ in range(100):
+        if found := slow_phase_events(cluster, namespace, name):
+            return found
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no SlowPhase Event on {name}")
+
+
+async def test_a_phase_that_runs_long_gets_one_event_that_says_why(
+    cluster: LocalCluster,
+    kube: KubeClient,
+    namespace: str,
+    followed: Followed,
+    start_watcher: Callable[..., Running],
+) -> None:
+    slow = SlowPhaseSettings(provision_s=1, check_every_s=0.2)
+    first = start_watcher(slow_phases=slow)
+    cluster.kubectl("apply", "-n", namespace, "-f", str(SEED))
+    await followed.until(lambda: followed.generation() == 1)
+    # Planned, and no provisioner runs: the provision phase never ends.
+    await planned_without_summary(kube, namespace)
+    [event] = await first_slow_phase_events(cluster, namespace, NAME)
+    assert event["type"] == "Warning"
+    assert event["involvedObject"]["uid"] == live(cluster, namespace)["metadata"]["uid"]
+    message = event["message"]
+    assert message.startswith("provision (generation 1) has run "), message
+    assert "longer than 1s; waiting for: the provisioner has not asked for nodes yet" in message
+    assert "; next: the provisioner waits for the nodes to be Ready" in message
+    assert "usually: no finished provision phase in this cluster to compare with" in message
+
+    # A restarted watcher does not say it again: it tells a second slow Workspace, and by then
+    # it has looked at the first (followed in the order they came) and found its Event.
+    await first.stop()
+    start_watcher(slow_phases=slow)
+    second = yaml.safe_load(SEED.read_text())
+    second["metadata"]["name"] = "second"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(second))
+    await followed.until(lambda: len(list(followed.view.all("Workspace"))) == 2)
+    await planned_without_summary(kube, namespace, "second")
+    await first_slow_phase_events(cluster, namespace, "second")
+    assert len(slow_phase_events(cluster, namespace, NAME)) == 1

@@ -7,7 +7,7 @@ as a Workspace (also, quickly and with a message: a file over 8 MiB, invalid UTF
 nesting deeper than 64 levels, integers longer than Python reads).
 
 `kairyu why <namespace>/<name>` says where the Workspace's rollout stands, in plain words
-(kairyu_cli.why), from the cluster alone, and adds the trace when `--jaeger` (or
+(kairyu_contracts.rollout_story), from the cluster alone, and adds the trace when `--jaeger` (or
 KAIRYU_JAEGER_URL) names a Jaeger. Exit status: 0 explained, 2 the Workspace cannot be read.
 
 `kairyu trace <namespace>/<name>` prints the Workspace's current rollout as a waterfall from
@@ -31,10 +31,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from kairyu_cli import traceview, why
+from kairyu_cli import traceview
+from kairyu_contracts import rollout_story
 from kairyu_contracts.api import Plan, Workspace, parse_workspace
 from kairyu_contracts.catalog import Cloud, load_catalog
-from kairyu_contracts.labels import WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL
+from kairyu_core import rollout_facts
 from kairyu_core.kube import KubeClient, errors, resources
 from kairyu_planner.planning import PlanError
 from kairyu_planner.settings import PlanningSettings
@@ -241,37 +242,14 @@ def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_PLANNED
 
 
-async def _read_facts(kubeconfig: Path | None, namespace: str, name: str) -> why.Facts:
-    """The Workspace and what explains it: its Events, NodeClaims, pods, the other Workspaces.
-
-    Only the Workspace must be readable; the rest may be missing or forbidden.
-    """
-
-    async def items(path: str, query: dict[str, str | int | bool]) -> list[dict[str, Any]]:
-        try:
-            found = await kube.request("GET", path, query=query)
-        except errors.KubeError:  # not installed (no Karpenter), or not this user's to read
-            return []
-        return list(found.get("items") or [])
-
+async def _read_facts(kubeconfig: Path | None, namespace: str, name: str) -> rollout_story.Facts:
+    """The Workspace and what explains it: its Events, NodeClaims, pods, the other Workspaces."""
     async with await KubeClient.connect(kubeconfig) as kube:
         workspace = await kube.get(resources.WORKSPACES, name, namespace=namespace)
-        uid = workspace["metadata"].get("uid", "")
-        labels = f"{WORKSPACE_LABEL}={name}"
-        return why.Facts(
-            workspace=workspace,
-            now=datetime.now(UTC),
-            events=await items(
-                resources.EVENTS.path(namespace=namespace),
-                {"fieldSelector": f"involvedObject.uid={uid}"},
-            ),
-            node_claims=await items(
-                resources.NODECLAIMS.path(),
-                {"labelSelector": f"{labels},{WORKSPACE_NAMESPACE_LABEL}={namespace}"},
-            ),
-            pods=await items(resources.PODS.path(namespace=namespace), {"labelSelector": labels}),
-            others=await items(resources.WORKSPACES.path(), {"limit": _OTHERS_LIMIT}),
+        others = await rollout_facts.listed(
+            kube, resources.WORKSPACES.path(), {"limit": _OTHERS_LIMIT}
         )
+        return await rollout_facts.read_facts(kube, workspace, now=datetime.now(UTC), others=others)
 
 
 def _why(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -285,7 +263,7 @@ def _why(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except errors.KubeError as exc:
         err.write(f"kairyu: cannot read Workspace {namespace}/{name}: {exc}\n")
         return EXIT_UNREADABLE
-    out.write(why.explain(facts).render() + "\n")
+    out.write(rollout_story.explain(facts).render() + "\n")
     trace_id = traceview.trace_id_of(facts.workspace["metadata"])
     if args.jaeger and trace_id:
         try:

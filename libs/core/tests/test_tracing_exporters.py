@@ -41,3 +41,10 @@ def test_the_zipkin_exporter_sends_to_the_configured_endpoint(
     [made] = exporters({"OTEL_TRACES_EXPORTER": "zipkin"})
     assert type(made).__name__ == "ZipkinExporter"
     assert made.endpoint == "http://zipkin.tracing:9411/api/v2/spans"  # type: ignore[attr-defined]
+
+
+def test_otlp_over_grpc_is_refused_rather_than_sent_over_http_to_a_grpc_port() -> None:
+    with pytest.raises(TracingConfigError, match="over HTTP only"):
+        exporters(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+        )

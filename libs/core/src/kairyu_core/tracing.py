@@ -82,6 +82,16 @@ def exporters(env: Mapping[str, str]) -> list[SpanExporter]:
     made: list[SpanExporter] = []
     for name in exporter_names(env):
         if name == "otlp":
+            protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+            )
+            if protocol != "http/protobuf":
+                # Only the HTTP exporter is installed: spans sent as HTTP to a gRPC port would
+                # be lost without a word.
+                raise TracingConfigError(
+                    f"OTLP protocol {protocol!r}: kairyu exports OTLP over HTTP only "
+                    "(http/protobuf, usually port 4318)"
+                )
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
 
             made.append(OTLPSpanExporter())

@@ -16,7 +16,8 @@ every workload without the Workspace label, so the deployer and the tuner need n
 first apply.
 
 It also puts right a summary (`WorkspaceReady`, `status.state`) that the services' own status
-writes, each carrying the summary, left stale (kairyu_contracts.api.summary).
+writes, each carrying the summary, left stale (kairyu_contracts.api.summary), and records an Event
+on a Workspace whose rollout phase runs long (kairyu_watcher.slow_phases).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from kairyu_core.kube import (
 )
 from kairyu_watcher.occupancy import Occupancy, identity
 from kairyu_watcher.settings import WatcherSettings
+from kairyu_watcher.slow_phases import SlowPhases
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ class Watcher:
         self._occupancy = Occupancy()
         self._listed: list[asyncio.Event] = []  # one per watch: its first list was handled
         self._publishing = asyncio.Lock()  # one Occupant publication at a time, in order
+        self._slow = SlowPhases(settings.slow_phases, kube=kube, component=settings.service_name)
 
     async def run(self) -> None:
         """Watch and resync until cancelled; start over if the state stream was replaced."""
@@ -145,6 +148,7 @@ class Watcher:
                     tasks.create_task(self._follow_workspaces(names, self._new_listed()))
                     tasks.create_task(self._sweep_occupants())
                     tasks.create_task(self._resync_periodically(stream))
+                    tasks.create_task(self._slow.run())
             except* StateStreamReplacedError:
                 # Deleted and created again (by hand, or a NATS without persistent storage):
                 # what this watcher believes stored is gone, so it publishes everything again.
@@ -180,9 +184,10 @@ class Watcher:
             }
             # The first lists yield only what changed since: what they will not repeat is what
             # the occupancy starts from.
-            for value in self._seeded[resource.kind].values():
+            for path, value in self._seeded[resource.kind].items():
                 if kind == "Workspace":
                     self._occupancy.workspace_changed(value, deleted=False)
+                    self._slow.workspace_changed(path, value, deleted=False)
                 elif kind in WORKLOAD_KINDS:
                     self._occupancy.object_changed(kind, value, deleted=False, source="labelled")
 
@@ -283,6 +288,7 @@ class Watcher:
             # The CRD admitted it, so only a newer, incompatible CRD gets here: say so, go on.
             log.exception("cannot read Workspace %s; skipping it", change.key)
             return
+        self._slow.workspace_changed(change.key, change.object, deleted=change.type == "DELETED")
         if change.type == "DELETED":
             self._written.pop(change.key, None)
             self._finished.pop(change.key, None)

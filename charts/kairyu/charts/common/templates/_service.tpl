@@ -245,15 +245,21 @@ spec:
             {{- include "kairyu.leaderElectionEnv" . | nindent 12 }}
             - name: OTEL_SERVICE_NAME
               value: kairyu-{{ .Values.service }}
+            {{- $exporters := list }}
             {{- if $g.otlp.endpoint }}
+            {{- $exporters = append $exporters "otlp" }}
             - name: OTEL_EXPORTER_OTLP_ENDPOINT
               value: {{ $g.otlp.endpoint | quote }}
             - name: OTEL_EXPORTER_OTLP_PROTOCOL
               value: {{ $g.otlp.protocol | quote }}
-            {{- else }}
-            - name: OTEL_TRACES_EXPORTER
-              value: none
             {{- end }}
+            {{- if ($g.zipkin).endpoint }}
+            {{- $exporters = append $exporters "zipkin" }}
+            - name: OTEL_EXPORTER_ZIPKIN_ENDPOINT
+              value: {{ $g.zipkin.endpoint | quote }}
+            {{- end }}
+            - name: OTEL_TRACES_EXPORTER
+              value: {{ join "," $exporters | default "none" | quote }}
             {{- if .Values.envTemplate }}
             {{- include (printf "kairyu.%s.env" .Values.service) . | nindent 12 }}
             {{- end }}

@@ -7,7 +7,9 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kairyu_cli.why import Facts, explain
+import pytest
+
+from kairyu_contracts.rollout_story import Facts, explain, phase_in_progress, slow_phase_message
 from kairyu_testing.seeds import seed
 
 NOW = datetime(2026, 12, 1, 10, 5, 0, tzinfo=UTC)
@@ -261,3 +263,60 @@ def test_odd_cluster_data_is_explained_not_crashed_on() -> None:
     assert said["last failure"].startswith("10:00:00 (5m00s ago) X:")
     # A Workspace whose times cannot be compared is left out of the comparison.
     assert said["usually"] == "no finished provision phase in this cluster to compare with"
+
+
+def test_a_phase_in_progress_is_timed_from_the_end_of_the_one_before() -> None:
+    raw = workspace(
+        "held",
+        condition("Planned", "True", "PlanCreated", ago=4),
+        condition("ResourceReady", "False", "NodeClaimPending", ago=3),
+    )
+    progress = phase_in_progress(raw, NOW)
+    assert progress is not None
+    assert (progress.phase.name, progress.generation, progress.elapsed_s) == ("provision", 1, 240)
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        # Done: nothing to wait for.
+        (
+            condition("Planned", "True", "PlanCreated"),
+            condition("ResourceReady", "True", "NodesReady"),
+            condition("InferenceReady", "True", "WorkspaceInferenceStatusSuccess"),
+        ),
+        # Waits for a person to fix the spec: its condition says so already.
+        (condition("Planned", "False", "InvalidSpec", "no such preset"),),
+    ],
+    ids=["ready", "invalid-spec"],
+)
+def test_no_phase_is_in_progress_when_nothing_in_the_cluster_will_move_it(
+    conditions: tuple[dict[str, Any], ...],
+) -> None:
+    assert phase_in_progress(workspace("x", *conditions), NOW) is None
+
+
+def test_a_slow_phase_message_tells_the_phase_and_then_what_kairyu_why_says() -> None:
+    raw = workspace(
+        "held",
+        condition("Planned", "True", "PlanCreated", ago=8),
+        condition("ResourceReady", "False", "NodeClaimPending", "waiting for 1 node", ago=7),
+    )
+    claim = {
+        "metadata": {"name": "ws-nc6-0", "creationTimestamp": at(7)},
+        "status": {"conditions": [{"type": "Launched", "status": "True"}]},
+    }
+    facts = Facts(raw, NOW, node_claims=[claim], others=[ready_workspace("fast", 1)])
+    progress = phase_in_progress(raw, NOW)
+    assert progress is not None
+
+    message = slow_phase_message(facts, progress, limit_s=300)
+
+    assert message.startswith("provision (generation 1) has run 8m00s, longer than 5m00s; ")
+    assert "waiting for: NodeClaimPending: waiting for 1 node; NodeClaim ws-nc6-0: Launched" in (
+        message
+    )
+    assert "; next: the provisioner waits for the nodes to be Ready" in message
+    assert message.endswith(
+        "usually: provision took 1m00s here (median of 1 finished Workspace; longest 1m00s)"
+    )

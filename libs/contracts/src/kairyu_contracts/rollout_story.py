@@ -1,10 +1,11 @@
-"""`kairyu why`: where a Workspace's rollout stands, in plain words (pure).
+"""Where a Workspace's rollout stands, in plain words (pure): `kairyu why`, and the watcher's Event.
 
 The answer comes from the cluster alone: the Workspace's conditions, the Events kairyu recorded on
 it (a SKU refused for quota, the re-plan that followed), its NodeClaims and its pods. The
 Workspaces that finished here give how long the current phase usually takes, from their
-conditions' transition times. Reading the cluster is the command's job (kairyu_cli.commands);
-this module only explains what was read, so every case is tested without a cluster.
+conditions' transition times. Reading the cluster is the caller's job (kairyu_cli.commands for
+`kairyu why`; the watcher, which records the same story as an Event on a Workspace whose phase is
+slow); this module only explains what was read, so every case is tested without a cluster.
 """
 
 from __future__ import annotations
@@ -67,6 +68,76 @@ class Answer:
         )
 
 
+@dataclass(frozen=True)
+class PhaseInProgress:
+    """The phase a rollout is in, since when, and how long that is at `now`."""
+
+    phase: Phase
+    generation: int | None
+    since: datetime
+    elapsed_s: float
+
+
+def phase_in_progress(workspace: JSON, now: datetime) -> PhaseInProgress | None:
+    """The phase a rollout waits in; None when it is done, failed, or waits for a person.
+
+    A rollout that waits for its spec to be fixed, or whose tuning failed, is not slow: nothing
+    in the cluster will move it, and its condition already says what is wrong.
+    """
+    meta = workspace.get("metadata") or {}
+    status = workspace.get("status") or {}
+    generation = meta.get("generation")
+    conditions = _conditions_of(status, generation)
+    phases = _phases(bool(workspace.get("tuning")))
+    current = _current(phases, conditions)
+    if current is None or _failed(conditions, status):
+        return None
+    if any(c.get("reason") in _NEEDS_A_CHANGE for c in conditions.values()):
+        return None
+    start = _phase_start(current, phases, conditions, meta)
+    if start is None:
+        return None
+    return PhaseInProgress(current, generation, start, (now - start).total_seconds())
+
+
+def slow_phase_message(facts: Facts, progress: PhaseInProgress, limit_s: float) -> str:
+    """The Event's message: the phase, how long it has run, and `kairyu why`'s story on one line.
+
+    It starts with "<phase> (generation N)", which is how a restarted watcher knows it has told
+    this one already.
+    """
+    told = dict(explain(facts).lines)
+    parts = [
+        f"{slow_phase_prefix(progress)} has run {_age(progress.elapsed_s)}, longer than "
+        f"{_age(limit_s)}",
+        *(
+            f"{label}: {told[label]}"
+            for label in ("waiting for", "last failure", "next", "usually")
+            if label in told
+        ),
+    ]
+    return _CONTROL.sub(" ", "; ".join(parts))
+
+
+def slow_phase_prefix(progress: PhaseInProgress) -> str:
+    return f"{progress.phase.name} (generation {progress.generation})"
+
+
+def _conditions_of(status: JSON, generation: object) -> dict[str, JSON]:
+    """The conditions written about `generation`, by type."""
+    return {
+        str(c.get("type")): c
+        for c in status.get("conditions") or []
+        if isinstance(c, dict) and c.get("observedGeneration") == generation
+    }
+
+
+def _current(phases: list[Phase], conditions: dict[str, JSON]) -> Phase | None:
+    return next(
+        (p for p in phases if (conditions.get(p.condition) or {}).get("status") != "True"), None
+    )
+
+
 def explain(facts: Facts) -> Answer:
     """The lines that explain one Workspace's rollout.
 
@@ -78,17 +149,9 @@ def explain(facts: Facts) -> Answer:
     answer = Answer()
     answer.add("workspace", f"{meta.get('namespace')}/{meta.get('name')}")
     status = raw.get("status") or {}
-    generation = meta.get("generation")
-    conditions: dict[str, JSON] = {
-        str(c.get("type")): c
-        for c in status.get("conditions") or []
-        if isinstance(c, dict) and c.get("observedGeneration") == generation
-    }
-    tuning = bool(raw.get("tuning"))
-    phases = _phases(tuning)
-    current = next(
-        (p for p in phases if (conditions.get(p.condition) or {}).get("status") != "True"), None
-    )
+    conditions = _conditions_of(status, meta.get("generation"))
+    phases = _phases(bool(raw.get("tuning")))
+    current = _current(phases, conditions)
     failed = _failed(conditions, status)
     state = status.get("state") or ("Failed" if failed else "Pending")
     answer.add("state", state)
@@ -161,6 +224,16 @@ def _since(
     current: Phase, phases: list[Phase], conditions: dict[str, JSON], meta: JSON, now: datetime
 ) -> str:
     """Since the previous phase ended (or the Workspace was made), how long this one has run."""
+    start = _phase_start(current, phases, conditions, meta)
+    if start is None:
+        return "for an unknown time"
+    return f"since {start:%H:%M:%S} ({_age((now - start).total_seconds())})"
+
+
+def _phase_start(
+    current: Phase, phases: list[Phase], conditions: dict[str, JSON], meta: JSON
+) -> datetime | None:
+    """When the previous phase ended, or this generation's rollout began: the later one."""
     index = phases.index(current)
     previous = None
     if index > 0:
@@ -171,10 +244,7 @@ def _since(
     # generation's rollout began at the edit, which the managed fields date.
     begun = _edited_at(meta) or _parse_time(meta.get("creationTimestamp"))
     candidates = [at for at in (previous, begun) if at is not None]
-    if not candidates:
-        return "for an unknown time"
-    start = max(candidates)
-    return f"since {start:%H:%M:%S} ({_age((now - start).total_seconds())})"
+    return max(candidates) if candidates else None
 
 
 def _edited_at(meta: JSON) -> datetime | None:
