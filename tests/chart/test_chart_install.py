@@ -145,6 +145,7 @@ ALLOWED = [
     ("watcher", "watch", "configmaps"),
     ("watcher", "list", "services"),
     ("watcher", "watch", "networkpolicies.networking.k8s.io"),
+    ("watcher", "create", "events"),  # SlowPhase
     ("planner", "patch", "workspaces.kaito.sh/status"),
     # An InferenceSet's replicas are Workspaces its controller (in the planner) makes.
     ("planner", "create", "workspaces.kaito.sh"),

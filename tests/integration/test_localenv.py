@@ -120,6 +120,7 @@ def test_launcher_leaves_no_process_behind(
                     **os.environ,
                     "KUBECONFIG": env_file["KUBECONFIG"],
                     "KAIRYU_JAEGER_URL": env_file["KAIRYU_JAEGER_URL"],
+                    "KAIRYU_ZIPKIN_URL": env_file["KAIRYU_ZIPKIN_URL"],
                 },
                 capture_output=True,
                 text=True,
@@ -128,6 +129,8 @@ def test_launcher_leaves_no_process_behind(
             )
             assert traced.returncode == 0, traced.stderr
             assert "provisioner" in traced.stdout
+            # The page `make dev` printed for the browser (tests/e2e/test_trace_ui.py opens it).
+            assert f"in a browser: {ready['trace_ui']}\n" in traced.stdout
             started = children_of(launcher.pid)
             names = {Path(f"/proc/{p}/exe").resolve().name for p in started}
             assert {
@@ -139,6 +142,7 @@ def test_launcher_leaves_no_process_behind(
                 "nats-server",
                 "karpenter-kwok",
                 "jaeger",
+                "java",  # Zipkin's server, the trace UI
             } <= names
             for sig in signals:
                 os.kill(launcher.pid, sig)

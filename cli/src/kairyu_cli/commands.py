@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("KAIRYU_JAEGER_URL", "http://127.0.0.1:16686"),
         help="Jaeger's query URL (default: $KAIRYU_JAEGER_URL or http://127.0.0.1:16686)",
     )
+    trace.add_argument(
+        "--zipkin",
+        default=os.environ.get("KAIRYU_ZIPKIN_URL"),
+        help="also print the trace's page in this Zipkin UI (default: $KAIRYU_ZIPKIN_URL)",
+    )
     trace.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     why = commands.add_parser(
         "why", help="where a Workspace's rollout stands, what it waits for, and what comes next"
@@ -239,6 +244,8 @@ def _trace(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_UNREADABLE
     out.write(f"{args.workspace}  trace {trace_id}\n")
     out.write(traceview.render(traceview.rows(document)) + "\n")
+    if args.zipkin:
+        out.write(f"in a browser: {args.zipkin.rstrip('/')}/traces/{trace_id}\n")
     return EXIT_PLANNED
 
 
