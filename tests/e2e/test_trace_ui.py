@@ -15,6 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,12 +73,31 @@ def dev_environment(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 launcher.kill()
 
 
+def wait_for_spans(url: str, names: set[str], timeout: float = 30.0) -> None:
+    """Until Zipkin's API holds spans of every name: the page shows what it had when loaded."""
+    api = url.replace("/zipkin/traces/", "/api/v2/trace/")
+    deadline = time.monotonic() + timeout
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(api, timeout=5) as answer:
+                seen = {span.get("name", "") for span in json.load(answer)}
+        except urllib.error.HTTPError as error:
+            if error.code != 404:  # 404: no span of the trace yet
+                raise
+        if names <= seen:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Zipkin has {sorted(seen)}, not all of {sorted(names)}")
+
+
 @pytest.mark.e2e
 def test_the_seeds_rollout_opens_in_the_browser(
     dev_environment: dict[str, Any], tmp_path: Path
 ) -> None:
     url = dev_environment["trace_ui"]
     assert url is not None, "make dev printed no trace UI (is Java 17+ installed?)"
+    wait_for_spans(url, {"plan", "provision", "deploy", "ready"})
     with sync_playwright() as playwright:
         # Root in a container has no user namespaces for Chromium's sandbox.
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])

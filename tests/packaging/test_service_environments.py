@@ -22,7 +22,16 @@ from kairyu_core.bus.topology import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT_LIBRARIES = {"kairyu-contracts", "kairyu-core"}
-DEV_ONLY = {"kairyu-devenv", "kairyu-cli", "pytest", "trustme", "hypothesis", "mypy", "ruff"}
+DEV_ONLY = {
+    "kairyu-devenv",
+    "kairyu-cli",
+    "pytest",
+    "trustme",
+    "hypothesis",
+    "mypy",
+    "ruff",
+    "playwright",
+}
 DEV_MODULES = {"kairyu_localenv", "kairyu_testing", "kairyu_cli"}
 WORKSPACE_MEMBERS = (
     "kairyu-contracts",
