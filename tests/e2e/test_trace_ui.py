@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs/images/trace-ui.png"
@@ -91,6 +91,18 @@ def wait_for_spans(url: str, names: set[str], timeout: float = 30.0) -> None:
     raise AssertionError(f"Zipkin has {sorted(seen)}, not all of {sorted(names)}")
 
 
+def row_of(page: Page, text: str) -> Locator:
+    """The span row showing `text`. Zipkin draws only the rows in view: scroll down to it."""
+    row = page.get_by_text(text, exact=True)
+    page.mouse.move(400, 700)  # over the span rows
+    for _ in range(30):
+        if row.count():
+            break
+        page.mouse.wheel(0, 300)
+        page.wait_for_timeout(100)
+    return row.first
+
+
 @pytest.mark.e2e
 def test_the_seeds_rollout_opens_in_the_browser(
     dev_environment: dict[str, Any], tmp_path: Path
@@ -102,24 +114,26 @@ def test_the_seeds_rollout_opens_in_the_browser(
         # Root in a container has no user namespaces for Chromium's sandbox.
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
             page.goto(url)
             # The trace's title is its root span: the rollout of the seed, begun by the planner.
-            title = page.get_by_text("planner: rollout default/workspace-phi-3-mini").first
+            title = page.get_by_text(
+                "kairyu-planner: rollout default/workspace-phi-3-mini", exact=True
+            ).first
             expect(title).to_be_visible(timeout=30_000)
+            shot = tmp_path / "trace-ui.png"
+            page.screenshot(path=str(shot))  # as the user first sees it, before any scrolling
             for row in (
-                "planner: plan",
-                "provisioner: provision",
-                "deployer: deploy",
-                "deployer: ready",
+                "kairyu-planner: plan",
+                "kairyu-provisioner: provision",
+                "kairyu-deployer: deploy",
+                "kairyu-deployer: ready",
             ):
-                expect(page.get_by_text(row, exact=True).first).to_be_visible()
+                expect(row_of(page, row)).to_be_visible()
             # Every span of one rollout is in this one trace: more than one service took part.
             summary = re.search(r"Services\s+(\d+)", page.inner_text("body"))
             assert summary is not None
             assert int(summary.group(1)) >= 3  # planner, provisioner, deployer
-            shot = tmp_path / "trace-ui.png"
-            page.screenshot(path=str(shot))
         finally:
             browser.close()
     assert shot.stat().st_size > 0
