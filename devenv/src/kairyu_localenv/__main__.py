@@ -369,9 +369,23 @@ def _arguments() -> argparse.Namespace:
         "built on first use, about 10 minutes",
     )
     parser.add_argument(
+        "--no-trace-ui",
+        action="store_true",
+        help="do not run Zipkin, the trace UI in the browser (saves its Java's 250 MB of memory)",
+    )
+    parser.add_argument(
         "--exit-after-ready", action="store_true", help="stop once everything is up (CI smoke run)"
     )
     return parser.parse_args()
+
+
+def trace_ui(unwanted: bool) -> LocalZipkin | None:
+    """Zipkin, unless not wanted or not possible: without Java, make dev says so and runs on."""
+    reason = "--no-trace-ui" if unwanted else missing_java()
+    if reason is not None:
+        log.warning("no trace UI in the browser: %s", reason)
+        return None
+    return LocalZipkin()
 
 
 def main() -> int:
@@ -384,10 +398,7 @@ def main() -> int:
     cluster = LocalCluster(Binaries.locate())
     nats = LocalNats()
     jaeger = LocalJaeger()
-    # The browser UI needs Java; without it, make dev runs on and says how to get the UI.
-    if (no_ui := missing_java()) is not None:
-        log.warning("no trace UI in the browser: %s", no_ui)
-    zipkin = LocalZipkin() if no_ui is None else None
+    zipkin = trace_ui(args.no_trace_ui)
     services: list[ManagedProcess] = []
     capacity: list[ManagedProcess | LocalKarpenter] = []
     keda: LocalKeda | None = None
@@ -399,6 +410,7 @@ def main() -> int:
         jaeger.start()
         if zipkin is not None:
             zipkin.finish_start()
+        log.info("control plane, NATS and tracing up in %.1fs", time.monotonic() - started)
         cluster.install_crds(root)
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
