@@ -392,6 +392,9 @@ def main() -> int:
     args = _arguments()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Ctrl-C stops it even when started where SIGINT is ignored (a shell's `&` without job
+    # control passes that on, and Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root = repo_root()
     args.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
