@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,8 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from kairyu_testing.dev_launcher import dev_launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs/images/trace-ui.png"
@@ -46,31 +47,15 @@ def chromium() -> str:
 def dev_environment(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """`make dev` running, once it said it is ready: the JSON line it prints then."""
     log = tmp_path / "launcher.log"
-    with (
-        log.open("w") as stderr,
-        subprocess.Popen(
-            [sys.executable, "-m", "kairyu_localenv", "--state-dir", str(tmp_path)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        ) as launcher,
-    ):
-        try:
-            assert launcher.stdout is not None
-            ready = next(
-                (json.loads(line) for line in launcher.stdout if line.startswith("{")), None
-            )
-            assert ready is not None, f"make dev never became ready:\n{log.read_text()[-4000:]}"
-            # The URL is also in what the user reads.
-            assert ready["trace_ui"] in log.read_text(), log.read_text()[-2000:]
-            yield ready
-        finally:
-            launcher.send_signal(signal.SIGTERM)
-            try:
-                launcher.wait(60)
-            finally:
-                launcher.kill()
+    with dev_launcher(tmp_path) as launcher:
+        assert launcher.stdout is not None
+        ready = next((json.loads(line) for line in launcher.stdout if line.startswith("{")), None)
+        assert ready is not None, f"make dev never became ready:\n{log.read_text()[-4000:]}"
+        # The URL is also in what the user reads.
+        assert ready["trace_ui"] in log.read_text(), log.read_text()[-2000:]
+        yield ready
+        launcher.send_signal(signal.SIGTERM)  # a clean stop; the block's end kills what is left
+        launcher.wait(60)
 
 
 def wait_for_spans(url: str, names: set[str], timeout: float = 30.0) -> None:
