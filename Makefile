@@ -41,7 +41,8 @@ help:
 	@echo "make soak       TOTAL=2000 Workspaces created and deleted in waves of WAVE=200: RSS and streams stay bounded"
 	@echo "make chaos      30 Workspaces rolling out while services are SIGKILLed, NATS and the apiserver restart (make test runs 8)"
 	@echo "make crds       regenerate config/crd from kairyu_contracts.api"
-	@echo "make snapshots  regenerate docs/bus.md's topology table and the chart's golden renders"
+	@echo "make snapshots  regenerate docs/bus.md's topology table, the chart's golden renders and"
+	@echo "                docs/images/trace-ui.png (the trace UI's screenshot)"
 
 $(UV):
 	@echo "set-up: installing uv $(UV_VERSION) into .tools/ (once)"
@@ -132,9 +133,12 @@ crds: sync
 		cp config/crd/kaito.sh_$$plural.yaml charts/kairyu/charts/crds/files/; \
 	done
 
-snapshots: sync helm
+snapshots: sync helm cluster karpenter jaeger browser
 	KAIRYU_UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contract -q
 	KAIRYU_UPDATE_GOLDEN=1 KAIRYU_HELM_DIR="$(HELM_DIR)" $(UV) run pytest tests/chart/test_chart_render.py -q
+	KAIRYU_UPDATE_SNAPSHOTS=1 KAIRYU_CLUSTER_BIN="$(CLUSTER_BIN)" KAIRYU_KARPENTER_DIR="$(KARPENTER_DIR)" \
+		KAIRYU_JAEGER_DIR="$(JAEGER_DIR)" KAIRYU_CHROMIUM="$(CHROMIUM)" \
+		$(UV) run pytest tests/e2e/test_trace_ui.py -q
 
 clean-dev:
 	rm -rf dev-cluster
