@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +44,10 @@ class SlowPhases:
         self._kube = kube
         self._component = component
         self._in_progress: dict[str, JSON] = {}  # namespace/name -> the Workspace as last seen
-        self._told: set[tuple[str, str]] = set()  # (uid, "<phase> (generation N)")
-        self._finished: deque[JSON] = deque(maxlen=_FINISHED_KEPT)
+        self._told: dict[str, set[str]] = {}  # uid -> {"<phase> (generation N)", ...}
+        # uid -> a finished first rollout, oldest first: each Workspace once, however many
+        # events it has after it finished
+        self._finished: OrderedDict[str, JSON] = OrderedDict()
 
     def workspace_changed(self, key: str, raw: JSON, *, deleted: bool) -> None:
         """Follow a Workspace's rollout from its latest state."""
@@ -63,12 +65,14 @@ class SlowPhases:
         self._forget(key, raw)
         state = (raw.get("status") or {}).get("state")
         if state in ("Ready", "Succeeded") and meta.get("generation") == 1:
-            self._finished.append(raw)
+            self._finished[str(meta.get("uid"))] = raw
+            self._finished.move_to_end(str(meta.get("uid")))
+            if len(self._finished) > _FINISHED_KEPT:
+                self._finished.popitem(last=False)
 
     def _forget(self, key: str, raw: JSON) -> None:
         self._in_progress.pop(key, None)
-        uid = (raw.get("metadata") or {}).get("uid")
-        self._told = {told for told in self._told if told[0] != uid}
+        self._told.pop(str((raw.get("metadata") or {}).get("uid")), None)
 
     async def run(self) -> None:
         """Look at the rollouts in progress every `check_every_s`, until cancelled."""
@@ -84,16 +88,18 @@ class SlowPhases:
             if progress is None:
                 continue
             limit = self._settings.limit(progress.phase.name)
-            told = ((raw.get("metadata") or {}).get("uid", ""), slow_phase_prefix(progress))
-            if progress.elapsed_s <= limit or told in self._told:
+            uid, prefix = str(raw["metadata"].get("uid")), slow_phase_prefix(progress)
+            if progress.elapsed_s <= limit or prefix in self._told.get(uid, ()):
                 continue
             await self._tell(raw, progress, limit, now)
-            self._told.add(told)
+            self._told.setdefault(uid, set()).add(prefix)
 
     async def _tell(
         self, raw: JSON, progress: PhaseInProgress, limit: float, now: datetime
     ) -> None:
-        facts = await rollout_facts.read_facts(self._kube, raw, now=now, others=self._finished)
+        facts = await rollout_facts.read_facts(
+            self._kube, raw, now=now, others=list(self._finished.values())
+        )
         prefix = slow_phase_prefix(progress)
         if any(
             event.get("reason") == REASON and str(event.get("message", "")).startswith(prefix)
