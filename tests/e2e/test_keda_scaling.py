@@ -172,6 +172,23 @@ async def _until(
     raise AssertionError(f"busy: (replicas, NodeClaims, ready pods) {seen}, not {want}")
 
 
+async def _until_hpa(cluster: LocalCluster, namespace: str, *, current: int, desired: int) -> None:
+    """Until KEDA's HPA has synced at `current` replicas and wants `desired`."""
+    seen: tuple[Any, Any] = (None, None)
+    for _ in range(60):
+        read = await asyncio.to_thread(
+            cluster.kubectl, "get", "hpa", "keda-hpa-busy", "-n", namespace, "-o", "json"
+        )
+        status = json.loads(read.stdout).get("status", {})
+        seen = (status.get("currentReplicas"), status.get("desiredReplicas"))
+        if seen == (current, desired):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(
+        f"keda-hpa-busy: (current, desired) replicas {seen}, not {(current, desired)}"
+    )
+
+
 async def _until_span(spans: InMemorySpanExporter, name: str, key: str) -> int:
     """The span id of the set's span `name`, once recorded."""
     for _ in range(60):
@@ -291,6 +308,10 @@ async def test_an_annotated_set_scales_on_its_pods_load_to_zero_gpu_nodes_and_a_
         assert body["error"]["type"] == "model_cold"
     await _until(kube, namespace, (1, 1, 1))
     cold_start = time.monotonic() - woke_at
+    # The HPA, back in charge at one replica, keeps one: its busy recommendation of minutes ago
+    # does not order two more GPU nodes for one request.
+    await _until_hpa(cluster, namespace, current=1, desired=1)
+    assert (await _state(kube, namespace, all_claims=False)) == (1, 1, 1)
     await _until_slices(kube, namespace, 0)
     print(  # noqa: T201 - the figures docs/autoscaling.md reports
         f"\nscale-up 1→3 ready: {grew:.1f} s; idle → 0 GPU nodes: {emptied:.1f} s; "

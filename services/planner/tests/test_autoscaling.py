@@ -83,6 +83,19 @@ def test_kairyu_s_annotations_allow_zero_and_set_cooldown_and_polling() -> None:
     assert spec["initialCooldownPeriod"] == 60
     assert "metric=vllm%3Anum_requests_running" in spec["triggers"][0]["metadata"]["url"]
     assert scaling.describe() == "0..5 replicas on vllm:num_requests_running above 10 per replica"
+    # The HPA steps down after the same cooldown, and uses the behavior rules: a recent busy
+    # recommendation holds replicas back but never lifts a set that a request just woke.
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior == {"scaleDown": {"stabilizationWindowSeconds": 30}}
+
+
+def test_the_hpa_window_stays_within_the_hour_kubernetes_allows() -> None:
+    annotations = {**KAITO, "scaledobject.kairyu.io/cooldown-seconds": "86400"}
+    scaling = scaling_of(annotations, replica_limit=16)
+    spec = scaled_object(annotated(), scaling, activator_url="http://a")["spec"]
+    assert spec["cooldownPeriod"] == 86400
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 3600
 
 
 def test_only_auto_provision_true_opts_in() -> None:

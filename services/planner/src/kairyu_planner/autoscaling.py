@@ -67,6 +67,7 @@ _COOLDOWN_DEFAULT = 300
 _INITIAL_COOLDOWN_DEFAULT = 900  # a GPU node, then the weights: a first pod's start
 _POLLING_DEFAULT = 5
 _POLLING_MAX = 3600
+_HPA_WINDOW_MAX = 3600  # autoscaling/v2 refuses a stabilization window above an hour
 _COOLDOWN_MAX = 7 * 24 * 3600
 _NUMBER = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
 _WHOLE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes "²"
@@ -159,6 +160,18 @@ def load_url(base: str, namespace: str, name: str, metric: str) -> str:
     )
 
 
+def hpa_behavior(scaling: Scaling) -> JSON:
+    """The HPA's behavior: steps down after the set's cooldown, never up on an old recommendation.
+
+    Without a behavior the HPA follows its legacy rule: the highest recommendation of the last
+    five minutes wins, whatever the current replicas. A set KEDA took to zero and a request woke
+    (one replica) would then jump straight back to the replicas it had when busy, each a GPU node,
+    for one request. With a behavior the HPA's scale-down window only holds replicas back; it never
+    lifts them. Its length is the set's cooldown (the HPA's own limit is an hour).
+    """
+    return {"scaleDown": {"stabilizationWindowSeconds": min(scaling.cooldown_s, _HPA_WINDOW_MAX)}}
+
+
 def scaled_object(inference_set: JSON, scaling: Scaling, *, activator_url: str) -> JSON:
     """The ScaledObject for `inference_set`: owned by it, named like it, its trigger the load."""
     meta = inference_set["metadata"]
@@ -186,6 +199,7 @@ def scaled_object(inference_set: JSON, scaling: Scaling, *, activator_url: str) 
             "pollingInterval": scaling.polling_s,
             "cooldownPeriod": scaling.cooldown_s,
             "initialCooldownPeriod": scaling.initial_cooldown_s,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": hpa_behavior(scaling)}},
             "triggers": [
                 {
                     "type": "metrics-api",
