@@ -12,6 +12,7 @@ import pytest
 
 from kairyu_activator.settings import ActivatorSettings
 from kairyu_core.bus import FOLLOWS, SUBJECTS, SubjectFamily, topology
+from kairyu_core.bus.servicebus_topology import servicebus_topology
 from kairyu_core.settings import ServiceSettings
 from kairyu_deployer.settings import DeployerSettings
 from kairyu_planner.settings import PlannerSettings
@@ -49,17 +50,50 @@ def table() -> str:
     return "\n".join([BEGIN, *lines, END])
 
 
-def test_the_docs_table_is_the_declared_topology() -> None:
+SB_BEGIN = (
+    "<!-- servicebus: generated from kairyu_core.bus.servicebus_topology; `make snapshots` -->"
+)
+SB_END = "<!-- /servicebus -->"
+
+
+def servicebus_table() -> str:
+    """The Service Bus entities: a row per topic (its readers' subscriptions), then the queues."""
+    sb = servicebus_topology()
+    lines = [
+        "| entity | kind | written by | read by (subscription) | carries |",
+        "|---|---|---|---|---|",
+    ]
+    for t in sb.topics:
+        readers = ", ".join(f"`{s.name}`" for s in sb.subscriptions if s.topic == t.name)
+        lines.append(
+            f"| `{t.name}` | topic | watcher | {readers} | the latest trimmed {t.kind}s, "
+            "snapshots between markers |"
+        )
+    for q in (sb.requests, sb.dead_letters):
+        readers = ", ".join(q.readers) or "none (operators: Service Bus Explorer)"
+        lines.append(f"| `{q.name}` | queue | {', '.join(q.writers)} | {readers} | {q.carries} |")
+    return "\n".join([SB_BEGIN, *lines, SB_END])
+
+
+def _check_or_write(begin: str, end: str, wanted: str) -> None:
     text = DOC.read_text()
-    assert BEGIN in text, f"docs/bus.md lost its marker {BEGIN!r}"
-    assert END in text, f"docs/bus.md lost its marker {END!r}"
-    before, rest = text.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    current = BEGIN + rest.split(END, 1)[0] + END
+    assert begin in text, f"docs/bus.md lost its marker {begin!r}"
+    assert end in text, f"docs/bus.md lost its marker {end!r}"
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    current = begin + rest.split(end, 1)[0] + end
     if os.environ.get("KAIRYU_UPDATE_SNAPSHOTS"):
-        DOC.write_text(before + table() + after)
+        DOC.write_text(before + wanted + after)
         return
-    assert current == table(), "docs/bus.md's table differs from the topology: `make snapshots`"
+    assert current == wanted, "docs/bus.md's table differs from the topology: `make snapshots`"
+
+
+def test_the_docs_table_is_the_declared_topology() -> None:
+    _check_or_write(BEGIN, END, table())
+
+
+def test_the_docs_service_bus_table_is_the_declared_mapping() -> None:
+    _check_or_write(SB_BEGIN, SB_END, servicebus_table())
 
 
 @pytest.mark.parametrize("service", topology.SERVICES)

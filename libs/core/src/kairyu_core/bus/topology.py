@@ -5,8 +5,8 @@ write and follow), the set-up step (`kairyu_core.bus.setup`, the one component t
 streams) and the NATS server's authorization (the chart's template, which names each service's
 subjects). So it is declared here, and tests hold the others to it: `tests/contract/
 test_topology.py` checks docs/bus.md's table against `SUBJECTS`, and `tests/chart/
-test_chart_render.py` the chart's per-service permissions. A second transport (issue 20) maps
-the same families onto its own entities: one topic per family, one subscription per reader.
+test_chart_render.py` the chart's per-service permissions. Azure Service Bus (issue 20) carries
+the same families on its own entities, declared from this one in `servicebus_topology`.
 """
 
 from __future__ import annotations
