@@ -1,4 +1,7 @@
-"""The local Service Bus endpoint, driven only by the real azure-servicebus async SDK."""
+"""The local Service Bus endpoint, driven only by the real azure-servicebus async SDK.
+
+No cluster and no NATS: marked integration only because each test takes a few seconds.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +33,9 @@ from kairyu_localenv.servicebus_entities import (
     SubscriptionSpec,
 )
 
+# each test opens and closes SDK handlers, about a second apiece (the SDK polls every 50 ms)
+pytestmark = pytest.mark.integration
+
 KEYS = {"kairyu": "local-secret"}
 LOCK_S = 2.0  # short, so lock expiry is testable in seconds
 
@@ -49,7 +55,10 @@ def _entities() -> list[EntitySpec]:
                 SubscriptionSpec("gpu", rules=(CorrelationFilter(properties={"kind": "gpu"}),)),
                 SubscriptionSpec(
                     "audit",
-                    rules=(CorrelationFilter(subject="audit"), CorrelationFilter(correlation_id="c1")),
+                    rules=(
+                        CorrelationFilter(subject="audit"),
+                        CorrelationFilter(correlation_id="c1"),
+                    ),
                 ),
             ),
         ),
@@ -77,7 +86,9 @@ async def _receive(
     got: list[ServiceBusReceivedMessage] = []
     deadline = time.monotonic() + within_s
     while len(got) < count and time.monotonic() < deadline:
-        got += await receiver.receive_messages(max_message_count=count - len(got), max_wait_time=0.5)
+        got += await receiver.receive_messages(
+            max_message_count=count - len(got), max_wait_time=0.5
+        )
     return got
 
 
@@ -107,7 +118,11 @@ async def test_a_message_and_its_properties_make_the_round_trip(client: ServiceB
 
     assert str(message) == '{"workspace": "ws-1"}'
     assert message.application_properties == {b"traceparent": traceparent.encode(), b"attempt": 2}
-    assert (message.message_id, message.correlation_id, message.subject) == ("m-1", "corr", "planned")
+    assert (message.message_id, message.correlation_id, message.subject) == (
+        "m-1",
+        "corr",
+        "planned",
+    )
     assert message.content_type == "application/json"
     assert message.sequence_number == 1
     assert message.delivery_count == 0
@@ -120,7 +135,9 @@ async def test_a_batch_arrives_as_separate_messages(client: ServiceBusClient) ->
     async with client.get_queue_sender("orders") as sender:
         batch = await sender.create_message_batch()
         for index in range(4):
-            batch.add_message(ServiceBusMessage(f"item-{index}", application_properties={"i": index}))
+            batch.add_message(
+                ServiceBusMessage(f"item-{index}", application_properties={"i": index})
+            )
         await sender.send_messages(batch)
     async with client.get_queue_receiver("orders") as receiver:
         messages = await _receive(receiver, 4)
@@ -198,7 +215,10 @@ async def test_abandon_redelivers_and_dead_letter_moves_to_the_sub_queue(
 
     assert (str(again), again.delivery_count) == ("retry-me", 1)
     assert str(dead) == "poison"
-    assert (dead.dead_letter_reason, dead.dead_letter_error_description) == ("BadPayload", "not JSON")
+    assert (dead.dead_letter_reason, dead.dead_letter_error_description) == (
+        "BadPayload",
+        "not JSON",
+    )
 
 
 async def test_the_max_delivery_count_dead_letters_a_message(client: ServiceBusClient) -> None:
@@ -289,28 +309,35 @@ async def test_a_missing_entity_is_not_found(client: ServiceBusClient) -> None:
             await receiver.receive_messages(max_wait_time=1)
 
 
+async def _send(bus: LocalServiceBus, *messages: ServiceBusMessage) -> None:
+    async with (
+        ServiceBusClient.from_connection_string(bus.connection_string("kairyu")) as sb,
+        sb.get_queue_sender("orders") as sender,
+    ):
+        await sender.send_messages(list(messages))
+
+
+async def _take(bus: LocalServiceBus, count: int) -> list[ServiceBusReceivedMessage]:
+    async with (
+        ServiceBusClient.from_connection_string(bus.connection_string("kairyu")) as sb,
+        sb.get_queue_receiver("orders") as receiver,
+    ):
+        return await _receive(receiver, count)
+
+
 async def test_a_restart_keeps_undelivered_messages(bus: LocalServiceBus) -> None:
-    async with ServiceBusClient.from_connection_string(bus.connection_string("kairyu")) as sb:
-        async with sb.get_queue_sender("orders") as sender:
-            await sender.send_messages([ServiceBusMessage("before-1"), ServiceBusMessage("before-2")])
+    await _send(bus, ServiceBusMessage("before-1"), ServiceBusMessage("before-2"))
     bus.stop()
     bus.start()
-    async with ServiceBusClient.from_connection_string(bus.connection_string("kairyu")) as sb:
-        async with sb.get_queue_receiver("orders") as receiver:
-            got = await _receive(receiver, 2)
 
-    assert _texts(got) == ["before-1", "before-2"]
+    assert _texts(await _take(bus, 2)) == ["before-1", "before-2"]
 
 
 async def test_a_restarted_process_keeps_messages_in_its_state_dir(tmp_path: Path) -> None:
     with LocalServiceBus(_entities(), keys=KEYS, state_dir=tmp_path) as first:
-        async with ServiceBusClient.from_connection_string(first.connection_string("kairyu")) as sb:
-            async with sb.get_queue_sender("orders") as sender:
-                await sender.send_messages(ServiceBusMessage("durable", message_id="d-1"))
+        await _send(first, ServiceBusMessage("durable", message_id="d-1"))
     with LocalServiceBus(_entities(), keys=KEYS, state_dir=tmp_path) as second:
-        async with ServiceBusClient.from_connection_string(second.connection_string("kairyu")) as sb:
-            async with sb.get_queue_receiver("orders") as receiver:
-                got = await _receive(receiver, 1)
+        got = await _take(second, 1)
 
     assert _texts(got) == ["durable"]
     assert got[0].message_id == "d-1"

@@ -2,8 +2,8 @@
 
 It handles what the real `azure-servicebus` SDK does on the wire: the CBS `put-token` exchange on
 `$cbs` (SAS tokens checked against the configured keys), sender links to a queue or topic (single
-messages and batches), receiver links on a queue, a subscription or a dead-letter sub-queue (peek-lock
-with lock tokens as delivery tags, or receive-and-delete), session receivers (the
+messages and batches), receiver links on a queue, a subscription or a dead-letter sub-queue
+(peek-lock with lock tokens as delivery tags, or receive-and-delete), session receivers (the
 `com.microsoft:session-filter` and `com.microsoft:locked-until-utc` handshake), settlement by
 disposition echoed back settled, and the `$management` request/response operations the SDK's
 receiver, sender and session call. Runs on proton's single reactor thread: nothing here locks.
@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from proton import (
     Array,
@@ -33,7 +33,6 @@ from proton import (
     Terminus,
     symbol,
 )
-
 from proton._reactor import Acceptor
 from proton.reactor import Container
 
@@ -49,6 +48,7 @@ from kairyu_localenv.servicebus_entities import (
 )
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CBS = "$cbs"
 MANAGEMENT_SUFFIX = "/$management"
@@ -117,7 +117,7 @@ class _MgmtReply:
 
 
 @dataclass(eq=False)
-class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at its base
+class Broker(Handler):
     """The reactor's handler; `namespace` is its state."""
 
     namespace: Namespace
@@ -162,20 +162,21 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
             self._container.stop()
 
     def on_connection_remote_open(self, event: Event) -> None:
-        connection: Connection = event.connection
+        connection = _required(event.connection)
         self._connections.add(connection)
         if connection.state & Connection.LOCAL_UNINIT:
             connection.open()
 
     def on_session_remote_open(self, event: Event) -> None:
-        if event.session.state & Session.LOCAL_UNINIT:
-            event.session.open()
+        session = _required(event.session)
+        if session.state & Session.LOCAL_UNINIT:
+            session.open()
 
     def on_session_remote_close(self, event: Event) -> None:
-        event.session.close()
+        _required(event.session).close()
 
     def on_connection_remote_close(self, event: Event) -> None:
-        event.connection.close()
+        _required(event.connection).close()
 
     def on_transport_closed(self, event: Event) -> None:
         connection = event.connection
@@ -187,13 +188,13 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
         self._connections.discard(connection)
 
     def on_link_remote_close(self, event: Event) -> None:
-        link: Link = event.link
+        link = _required(event.link)
         self._forget(link)
         link.close()
 
     # ------------------------------------------------------------------ attach
     def on_link_remote_open(self, event: Event) -> None:
-        link: Link = event.link
+        link = _required(event.link)
         if not link.state & Link.LOCAL_UNINIT:
             return
         link.snd_settle_mode = link.remote_snd_settle_mode
@@ -205,9 +206,9 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
 
     def _attach_sender(self, link: Link) -> None:
         """The client sends on `link`: to `$cbs`, a `$management` node, or a queue or topic."""
-        address = link.remote_target.address or ""
+        address = str(link.remote_target.address or "")
         link.target.address = address
-        link.source.address = link.remote_source.address
+        _echo(link.remote_source, link.source)
         path = wire.entity_path(address)
         if path == CBS:
             self._requests[link] = _Request("cbs", path)
@@ -229,9 +230,9 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
 
     def _attach_receiver(self, link: Link) -> None:
         """The client receives on `link`: CBS / management replies, or messages from a store."""
-        address = link.remote_source.address or ""
+        address = str(link.remote_source.address or "")
         link.source.address = address
-        link.target.address = link.remote_target.address
+        _echo(link.remote_target, link.target)
         path = wire.entity_path(address)
         if path == CBS or path.lower().endswith(MANAGEMENT_SUFFIX):
             self._reply_links[(link.session, path.lower())] = link
@@ -327,7 +328,7 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
 
     # ------------------------------------------------------------------ delivering
     def on_link_flow(self, event: Event) -> None:
-        self._dispatch(event.link)
+        self._dispatch(_required(event.link))
 
     def _dispatch_all(self) -> None:
         for link in list(self._receivers):
@@ -350,7 +351,7 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
                 token = receiver.store.lock(message, owner=receiver.owner, now=now)
                 tag = token.bytes_le
                 payload = wire.delivered(message, locked_until=message.locked_until)
-            delivery = link.delivery(tag)
+            delivery = link.delivery(tag)  # type: ignore[arg-type]  # proton takes bytes too
             link.send(payload)
             link.advance()
             if receiver.presettled:
@@ -361,8 +362,8 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
 
     # ------------------------------------------------------------------ deliveries
     def on_delivery(self, event: Event) -> None:
-        link: Link = event.link
-        delivery: Delivery = event.delivery
+        link = _required(event.link)
+        delivery = _required(event.delivery)
         if link.is_sender:
             self._settled_by_client(link, delivery)
         elif delivery.readable and not delivery.partial:
@@ -392,17 +393,16 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
             delivery.local.undeliverable = remote.undeliverable
         elif state == Delivery.REJECTED:
             outcome = Outcome.DEAD_LETTER
-            info = (remote.condition.info if remote.condition else None) or {}
+            info = remote.condition.info if remote.condition else None
+            info = info if isinstance(info, dict) else {}
             reason = _text(info.get("DeadLetterReason"))
             description = _text(info.get("DeadLetterErrorDescription"))
         else:
             return  # `received` is not a terminal outcome
         token = receiver.tokens.pop(delivery, None)
         try:
-            if token is None:
-                raise LockLostError("the delivery is not one of this link's")
             receiver.store.settle(
-                token,
+                token or uuid.UUID(int=0),  # no lock has the nil token: answered as lock lost
                 outcome,
                 now=self.clock(),
                 reason=reason,
@@ -454,7 +454,9 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
         if reply_link is None:
             _log.warning("no reply link for %s on this session; the reply is dropped", address)
             return
-        code, text = ("statusCode", "statusDescription") if camel else ("status-code", "status-description")
+        code, text = (
+            ("statusCode", "statusDescription") if camel else ("status-code", "status-description")
+        )
         properties: dict[str, Any] = {code: reply.status, text: reply.description}
         if reply.condition is not None:
             properties["errorCondition"] = symbol(reply.condition)
@@ -468,7 +470,7 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
 
     # ------------------------------------------------------------------ CBS
     def _put_token(self, connection: Connection, message: Message) -> _MgmtReply:
-        properties = message.properties or {}
+        properties = wire.application_properties(message)
         audience, kind = str(properties.get("name", "")), str(properties.get("type", ""))
         if properties.get("operation") != "put-token":
             return _MgmtReply(400, description="Only put-token is supported on $cbs.")
@@ -485,7 +487,7 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
 
     # ------------------------------------------------------------------ $management
     def _management(self, path: str, message: Message) -> _MgmtReply:
-        operation = str((message.properties or {}).get("operation", ""))
+        operation = str(wire.application_properties(message).get("operation", ""))
         body: dict[str, Any] = message.body if isinstance(message.body, dict) else {}
         handler = _MANAGEMENT.get(operation.removeprefix("com.microsoft:"))
         if handler is None:
@@ -557,7 +559,9 @@ class Broker(Handler):  # type: ignore[misc]  # proton's Handler is untyped at i
         messages = []
         for message in found:
             token = store.lock(message, owner="management", now=now)
-            payload = wire.delivered(message, locked_until=message.locked_until, state=_DEFERRED_STATE)
+            payload = wire.delivered(
+                message, locked_until=message.locked_until, state=_DEFERRED_STATE
+            )
             messages.append({"lock-token": token, "message": payload})
         return _MgmtReply(200, {"messages": messages})
 
@@ -591,6 +595,19 @@ _MANAGEMENT: dict[str, Callable[[Broker, str, dict[str, Any]], _MgmtReply]] = {
     "set-session-state": Broker._set_session_state,
     "renew-session-lock": Broker._renew_session_lock,
 }
+
+
+def _required(value: _T | None) -> _T:
+    """An event's endpoint that proton types as optional but always sets for that event."""
+    if value is None:
+        msg = "proton sent an event without the endpoint it concerns"
+        raise RuntimeError(msg)
+    return value
+
+
+def _echo(remote: Terminus, local: Terminus) -> None:
+    if remote.address is not None:
+        local.address = remote.address
 
 
 def _filters(source: Terminus) -> dict[Any, Any]:

@@ -1,4 +1,4 @@
-"""A local Azure Service Bus endpoint, for the real `azure-servicebus` SDK with no cloud and no Docker.
+"""A local Azure Service Bus endpoint, for the real `azure-servicebus` SDK without cloud or Docker.
 
 Nothing of Azure runs here, so this speaks the part of Service Bus's AMQP 1.0 protocol that the SDK
 (7.15, its pure-Python AMQP stack) uses, through the development-emulator connection string

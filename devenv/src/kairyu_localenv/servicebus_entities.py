@@ -1,4 +1,4 @@
-"""The state of the local Service Bus namespace, with no I/O: what the AMQP endpoint reads and changes.
+"""The local Service Bus namespace's state, with no I/O: what the AMQP endpoint reads and changes.
 
 `servicebus_endpoint` speaks the wire protocol; this module decides what a queue, a topic and its
 subscriptions hold and what each operation does to them, the way Service Bus does: per-entity
@@ -51,7 +51,7 @@ class Outcome(enum.Enum):
     DEFER = "defer"
     DEAD_LETTER = "dead-letter"
     RELEASE = "release"
-    """Handed back unprocessed (a prefetched message the client did not want): no delivery counted."""
+    """Handed back unprocessed (a prefetched message the client did not want): not counted."""
 
 
 @dataclass(frozen=True)
@@ -474,7 +474,7 @@ class Namespace:
         return entity
 
     def store(self, path: str) -> MessageStore:
-        """The store at a receiver's path: `q`, `t/Subscriptions/s`, either + `/$DeadLetterQueue`."""
+        """The store at a receiver's path: `q` or `t/Subscriptions/s`, + `/$DeadLetterQueue`."""
         lowered = path.strip("/").lower()
         dead_letter = lowered.endswith(DEAD_LETTER_SUFFIX)
         if dead_letter:

@@ -30,7 +30,7 @@ SESSION_FILTER = symbol("com.microsoft:session-filter")
 SESSION_LOCKED_UNTIL = symbol("com.microsoft:locked-until-utc")
 SERVER_TIMEOUT = symbol("com.microsoft:timeout")
 
-# .NET's DateTime ticks (100 ns) at the Unix epoch: what `com.microsoft:locked-until-utc` counts from
+# .NET's DateTime ticks (100 ns) at the Unix epoch, as `com.microsoft:locked-until-utc` counts
 _TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000
 _TICKS_PER_SECOND = 10_000_000
 _HEADER_SECTION = 0x70
@@ -77,7 +77,8 @@ def split_batch(raw: bytes) -> list[bytes] | None:
 
 
 def _is_encoded_message(section: bytes) -> bool:
-    return section[:2] == _SECTION_PREFIX and len(section) > 2 and section[2] in _SECTION_CODES
+    code = section[len(_SECTION_PREFIX) : len(_SECTION_PREFIX) + 1]
+    return section.startswith(_SECTION_PREFIX) and bool(code) and code[0] in _SECTION_CODES
 
 
 def decode(raw: bytes) -> Message:
@@ -86,13 +87,20 @@ def decode(raw: bytes) -> Message:
     return message
 
 
+def application_properties(message: Message) -> dict[str, Any]:
+    # proton types the property map loosely; on a received message it is a plain dict or None
+    properties: Any = message.properties
+    return dict(properties) if properties else {}
+
+
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
 def envelope_of(message: Message) -> Envelope:
     """What the broker routes a sent message by."""
-    scheduled = (message.annotations or {}).get(SCHEDULED_ENQUEUE_TIME)
+    annotations: Any = message.annotations or {}
+    scheduled = annotations.get(SCHEDULED_ENQUEUE_TIME)
     return Envelope(
         message_id=_text(message.id),
         correlation_id=_text(message.correlation_id),
@@ -101,7 +109,7 @@ def envelope_of(message: Message) -> Envelope:
         reply_to=message.reply_to,
         content_type=_text(message.content_type),
         session_id=message.group_id,
-        properties=dict(message.properties or {}),
+        properties=application_properties(message),
         ttl_s=message.ttl or None,
         scheduled_at=None if scheduled is None else _seconds(scheduled),
     )
@@ -114,10 +122,13 @@ def _seconds(value: Any) -> float:
     return int(value) / 1000
 
 
-def delivered(stored: StoredMessage, *, locked_until: float | None, state: int | None = None) -> bytes:
+def delivered(
+    stored: StoredMessage, *, locked_until: float | None, state: int | None = None
+) -> bytes:
     """The message as a receiver gets it: the sent message plus the broker's annotations."""
     message = decode(stored.payload)
-    annotations: dict[symbol, Any] = dict(message.annotations or {})
+    received: Any = message.annotations
+    annotations: dict[Any, Any] = dict(received) if received else {}
     annotations[SEQUENCE_NUMBER] = stored.sequence_number
     annotations[ENQUEUED_TIME] = amqp_timestamp(stored.enqueued_at)
     if locked_until is not None:
@@ -126,12 +137,12 @@ def delivered(stored: StoredMessage, *, locked_until: float | None, state: int |
         annotations[MESSAGE_STATE] = state
     message.annotations = annotations
     if stored.dead_letter_reason is not None or stored.dead_letter_description is not None:
-        properties = dict(message.properties or {})
+        properties = application_properties(message)
         if stored.dead_letter_reason is not None:
             properties["DeadLetterReason"] = stored.dead_letter_reason
         if stored.dead_letter_description is not None:
             properties["DeadLetterErrorDescription"] = stored.dead_letter_description
-        message.properties = properties
+        message.properties = properties  # type: ignore[assignment]  # proton's hint is too narrow
     return _header(message, stored.delivery_count) + _without_header(bytes(message.encode()))
 
 
