@@ -59,6 +59,8 @@ class LocalServiceBus:
         if state_dir is not None and (state_dir / _STATE_FILE).exists():
             self.namespace.restore(json.loads((state_dir / _STATE_FILE).read_text()))
         self._thread: threading.Thread | None = None
+        self.crash: Exception | None = None
+        """The error that ended the endpoint's loop, if one did."""
         self._injector: EventInjector | None = None
 
     def connection_string(self, key_name: str) -> str:
@@ -81,9 +83,18 @@ class LocalServiceBus:
         container = Container(broker)
         self._injector = EventInjector()
         container.selectable(self._injector)
-        self._thread = threading.Thread(
-            target=container.run, name=f"servicebus-{self.port}", daemon=True
-        )
+        self.crash = None
+
+        def run() -> None:
+            # proton lets a handler's exception end its loop: the endpoint would go quiet and the
+            # SDK time out. Log it and keep it, so `stop()` (a test's teardown) raises it.
+            try:
+                container.run()
+            except Exception as exc:  # noqa: BLE001 - any handler error ends the loop alike
+                _log.exception("the local Service Bus endpoint stopped on an error")
+                self.crash = exc
+
+        self._thread = threading.Thread(target=run, name=f"servicebus-{self.port}", daemon=True)
         self._thread.start()
         if not ready.wait(_START_TIMEOUT_S):
             msg = f"the Service Bus endpoint did not start listening on port {self.port}"
@@ -97,6 +108,8 @@ class LocalServiceBus:
         self._thread.join(_START_TIMEOUT_S)
         self._injector.close()
         self._thread = self._injector = None
+        if self.crash is not None:
+            raise RuntimeError("the local Service Bus endpoint had stopped") from self.crash
         if self.state_dir is not None:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             (self.state_dir / _STATE_FILE).write_text(json.dumps(self.namespace.snapshot()))
