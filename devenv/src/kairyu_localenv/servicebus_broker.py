@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from proton import (
-    Array,
     Condition,
     Connection,
     Data,
@@ -44,7 +43,13 @@ from kairyu_localenv.servicebus_entities import (
     Namespace,
     Outcome,
     SessionCannotBeLockedError,
-    SessionLockLostError,
+)
+from kairyu_localenv.servicebus_management import (
+    LOCK_LOST,
+    NOT_FOUND,
+    MgmtReply,
+    management,
+    text,
 )
 
 _log = logging.getLogger(__name__)
@@ -60,23 +65,12 @@ DEFAULT_SESSION_WAIT_S = 60.0
 """How long a next-available-session receiver waits for a session when it sets no timeout."""
 
 # Service Bus's answers, by the names the SDK maps to its exceptions
-NOT_FOUND = "amqp:not-found"
 UNAUTHORIZED = "amqp:unauthorized-access"
 NOT_ALLOWED = "amqp:not-allowed"
 MESSAGE_SIZE_EXCEEDED = "amqp:link:message-size-exceeded"
-LOCK_LOST = "com.microsoft:message-lock-lost"
-SESSION_LOCK_LOST = "com.microsoft:session-lock-lost"
 SESSION_CANNOT_BE_LOCKED = "com.microsoft:session-cannot-be-locked"
 TIMEOUT = "com.microsoft:timeout"
 MESSAGE_NOT_FOUND = "com.microsoft:message-not-found"
-
-_SETTLEMENTS = {
-    "completed": Outcome.COMPLETE,
-    "abandoned": Outcome.ABANDON,
-    "defered": Outcome.DEFER,  # sic: the service's own spelling
-    "suspended": Outcome.DEAD_LETTER,
-}
-_DEFERRED_STATE = 1  # x-opt-message-state: 0 active, 1 deferred, 2 scheduled
 
 
 @dataclass
@@ -106,14 +100,6 @@ class _Request:
 
     kind: str  # "cbs" | "management" | "entity"
     path: str
-
-
-@dataclass
-class _MgmtReply:
-    status: int
-    body: Any = None
-    description: str = ""
-    condition: str | None = None
 
 
 @dataclass(eq=False)
@@ -395,8 +381,8 @@ class Broker(Handler):
             outcome = Outcome.DEAD_LETTER
             info = remote.condition.info if remote.condition else None
             info = info if isinstance(info, dict) else {}
-            reason = _text(info.get("DeadLetterReason"))
-            description = _text(info.get("DeadLetterErrorDescription"))
+            reason = text(info.get("DeadLetterReason"))
+            description = text(info.get("DeadLetterErrorDescription"))
         else:
             return  # `received` is not a terminal outcome
         token = receiver.tokens.pop(delivery, None)
@@ -425,7 +411,7 @@ class Broker(Handler):
             if request.kind == "cbs":
                 reply = self._put_token(link.connection, message)
             else:
-                reply = self._management(request.path, message)
+                reply = management(self.namespace, request.path, message, self.clock())
             self._reply(link, message, reply, camel=request.kind == "management")
             delivery.update(Delivery.ACCEPTED)
         delivery.settle()
@@ -447,7 +433,7 @@ class Broker(Handler):
             entity.accept(payload, wire.envelope_of(wire.decode(payload)), now)
         delivery.update(Delivery.ACCEPTED)
 
-    def _reply(self, link: Link, request: Message, reply: _MgmtReply, *, camel: bool) -> None:
+    def _reply(self, link: Link, request: Message, reply: MgmtReply, *, camel: bool) -> None:
         session_key = (link.session, self._requests[link].path.lower())
         address = CBS if session_key[1] == CBS else session_key[1] + MANAGEMENT_SUFFIX
         reply_link = self._reply_links.get((link.session, address.lower()))
@@ -469,132 +455,21 @@ class Broker(Handler):
         reply_link.send(answer)
 
     # ------------------------------------------------------------------ CBS
-    def _put_token(self, connection: Connection, message: Message) -> _MgmtReply:
+    def _put_token(self, connection: Connection, message: Message) -> MgmtReply:
         properties = wire.application_properties(message)
         audience, kind = str(properties.get("name", "")), str(properties.get("type", ""))
         if properties.get("operation") != "put-token":
-            return _MgmtReply(400, description="Only put-token is supported on $cbs.")
+            return MgmtReply(400, description="Only put-token is supported on $cbs.")
         # the SDK labels a SAS token "jwt" as often as "servicebus.windows.net:sastoken"
         if kind not in {"jwt", "servicebus.windows.net:sastoken"}:
-            return _MgmtReply(401, description=f"Token type {kind!r} is not accepted here.")
+            return MgmtReply(401, description=f"Token type {kind!r} is not accepted here.")
         refused = wire.check_sas_token(
             str(message.body), audience=audience, keys=self.keys, now=self.clock()
         )
         if refused is not None:
-            return _MgmtReply(401, description=f"InvalidSignature: {refused}.")
+            return MgmtReply(401, description=f"InvalidSignature: {refused}.")
         self._grants.setdefault(connection, []).append(wire.entity_path(audience).lower())
-        return _MgmtReply(202, description="Accepted")
-
-    # ------------------------------------------------------------------ $management
-    def _management(self, path: str, message: Message) -> _MgmtReply:
-        operation = str(wire.application_properties(message).get("operation", ""))
-        body: dict[str, Any] = message.body if isinstance(message.body, dict) else {}
-        handler = _MANAGEMENT.get(operation.removeprefix("com.microsoft:"))
-        if handler is None:
-            return _MgmtReply(501, description=f"The operation {operation!r} is not supported.")
-        try:
-            return handler(self, path, body)
-        except EntityNotFoundError as error:
-            return _MgmtReply(404, description=str(error), condition=NOT_FOUND)
-        except LockLostError as error:
-            return _MgmtReply(410, description=str(error), condition=LOCK_LOST)
-        except SessionLockLostError as error:
-            return _MgmtReply(410, description=str(error), condition=SESSION_LOCK_LOST)
-
-    def _renew_lock(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store, now = self.namespace.store(path), self.clock()
-        expirations = [
-            wire.amqp_timestamp(store.renew(token, now)) for token in _elements(body["lock-tokens"])
-        ]
-        return _MgmtReply(200, {"expirations": expirations})
-
-    def _update_disposition(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store, now = self.namespace.store(path), self.clock()
-        outcome = _SETTLEMENTS[str(body["disposition-status"])]
-        for token in _elements(body["lock-tokens"]):
-            store.settle(
-                token,
-                outcome,
-                now=now,
-                reason=_text(body.get("deadletter-reason")),
-                description=_text(body.get("deadletter-description")),
-            )
-        return _MgmtReply(200, {})
-
-    def _schedule(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        entity, now = self.namespace.entity(path), self.clock()
-        numbers = []
-        for item in body.get("messages", []):
-            payload = bytes(item["message"])
-            number = entity.accept(payload, wire.envelope_of(wire.decode(payload)), now)
-            if number is not None:
-                numbers.append(number)
-        return _MgmtReply(200, {"sequence-numbers": Array(None, Data.LONG, *numbers)})
-
-    def _cancel(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        self.namespace.entity(path).cancel(int(n) for n in _elements(body["sequence-numbers"]))
-        return _MgmtReply(200, {})
-
-    def _peek(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store = self.namespace.store(path)
-        found = store.peek(int(body.get("from-sequence-number", 0)), int(body["message-count"]))
-        session_id = body.get("session-id")
-        if session_id is not None:
-            found = [m for m in found if m.envelope.session_id == session_id]
-        if not found:
-            return _MgmtReply(204, description="No messages")
-        messages = [
-            {
-                "message": wire.delivered(
-                    m, locked_until=None, state=_DEFERRED_STATE if m.deferred else None
-                )
-            }
-            for m in found
-        ]
-        return _MgmtReply(200, {"messages": messages})
-
-    def _receive_deferred(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store, now = self.namespace.store(path), self.clock()
-        found = store.deferred(int(n) for n in _elements(body["sequence-numbers"]))
-        messages = []
-        for message in found:
-            token = store.lock(message, owner="management", now=now)
-            payload = wire.delivered(
-                message, locked_until=message.locked_until, state=_DEFERRED_STATE
-            )
-            messages.append({"lock-token": token, "message": payload})
-        return _MgmtReply(200, {"messages": messages})
-
-    def _get_session_state(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store = self.namespace.store(path)
-        return _MgmtReply(200, {"session-state": store.session_states.get(str(body["session-id"]))})
-
-    def _set_session_state(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store, session_id = self.namespace.store(path), str(body["session-id"])
-        state = body.get("session-state")
-        if state is None:
-            store.session_states.pop(session_id, None)
-        else:
-            store.session_states[session_id] = bytes(state)
-        return _MgmtReply(200, {})
-
-    def _renew_session_lock(self, path: str, body: dict[str, Any]) -> _MgmtReply:
-        store = self.namespace.store(path)
-        until = store.renew_session(str(body["session-id"]), self.clock())
-        return _MgmtReply(200, {"expiration": wire.amqp_timestamp(until)})
-
-
-_MANAGEMENT: dict[str, Callable[[Broker, str, dict[str, Any]], _MgmtReply]] = {
-    "renew-lock": Broker._renew_lock,
-    "update-disposition": Broker._update_disposition,
-    "schedule-message": Broker._schedule,
-    "cancel-scheduled-message": Broker._cancel,
-    "peek-message": Broker._peek,
-    "receive-by-sequence-number": Broker._receive_deferred,
-    "get-session-state": Broker._get_session_state,
-    "set-session-state": Broker._set_session_state,
-    "renew-session-lock": Broker._renew_session_lock,
-}
+        return MgmtReply(202, description="Accepted")
 
 
 def _required(value: _T | None) -> _T:
@@ -616,11 +491,3 @@ def _filters(source: Terminus) -> dict[Any, Any]:
     if data.next() != Data.MAP:
         return {}
     return dict(data.get_dict())
-
-
-def _elements(value: Any) -> list[Any]:
-    return list(value.elements) if isinstance(value, Array) else list(value)
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
