@@ -223,3 +223,26 @@ async def test_a_metadata_only_watch_lists_in_pages_and_sees_names_and_owners(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_watch_of_an_api_not_served_says_so_instead_of_listing(
+    kube: KubeClient, namespace: str
+) -> None:
+    """A kind whose CRD is not installed (NodeClaims without Karpenter) is `unavailable`, not
+    `listed`: a caller that waits for a first list knows it will not come soon."""
+    missing = resources.Resource("absent.kairyu.io", "v1", "widgets", "Widget")
+    listed, unavailable = asyncio.Event(), asyncio.Event()
+
+    async def follow() -> None:
+        async for _ in watch(
+            kube, missing, namespace=namespace, listed=listed, unavailable=unavailable
+        ):
+            pass  # pragma: no cover - nothing is served
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.wait_for(unavailable.wait(), 30)
+        assert not listed.is_set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -58,6 +58,7 @@ async def watch(
     remember: Callable[[JSON], JSON] | None = None,
     metadata_only: bool = False,
     listed: asyncio.Event | None = None,
+    unavailable: asyncio.Event | None = None,
 ) -> AsyncGenerator[WatchEvent, None]:
     """Yield every change of the selected objects, forever (cancel the consumer to stop).
 
@@ -68,12 +69,15 @@ async def watch(
     to yield DELETED with it; `remember` (which must keep metadata.resourceVersion) cuts what is
     kept to what the caller needs of a deleted object: whole pods and nodes, thousands of them,
     would be most of a watcher's memory. With `metadata_only` each object comes as its metadata
-    alone (PartialObjectMetadata). `listed` is set once the first list's changes were yielded.
+    alone (PartialObjectMetadata). `listed` is set once the first list's changes were yielded;
+    `unavailable` when a list is refused as not found before that (the API is not served: a CRD
+    not installed), while the watch keeps trying.
     """
     keep = remember or (lambda obj: obj)
     known = dict(known or {})  # key -> last object yielded, as `remember` keeps it
     resource_version: str | None = since
     failures = 0
+    ever = False  # listed once
     while True:
         try:
             if resource_version is None:
@@ -93,6 +97,7 @@ async def watch(
                     async for change in changes:
                         yield change
                 resource_version = listed_at[-1]
+            ever = True
             if listed is not None:
                 listed.set()
             # Closed with this generator (aclosing): a consumer stopped while it handles an
@@ -124,6 +129,8 @@ async def watch(
             log.info("watch of %s expired (410 Gone); re-listing", resource.plural)
             resource_version = None
         except errors.KubeError as exc:
+            if isinstance(exc, errors.NotFoundError) and unavailable is not None and not ever:
+                unavailable.set()
             failures += 1
             delay = min(_MAX_BACKOFF_S, 0.5 * 2**failures)
             log.warning("watch of %s failed (%s); retrying in %.1fs", resource.plural, exc, delay)
