@@ -7,11 +7,12 @@ does not match the conditions. No cluster and no NATS: a RecordingKube records t
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 from typing import Any, cast
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from kairyu_core.bus import Bus
+from kairyu_core.bus import StateBus
 from kairyu_core.kube import WatchEvent
 from kairyu_testing.recording import RecordingKube
 from kairyu_testing.seeds import seed
@@ -41,7 +42,8 @@ def workspace(*conditions: dict[str, Any], generation: int = 1, state: str = "Pe
 
 
 def watcher(kube: RecordingKube) -> Watcher:
-    return Watcher(settings=WatcherSettings(), bus=cast(Bus, None), kube=kube)
+    bus = cast(StateBus, SimpleNamespace(serves_snapshots=False))  # only summaries are written
+    return Watcher(settings=WatcherSettings(), bus=bus, kube=kube)
 
 
 PLANNED = condition("Planned", "True", "PlanCreated")

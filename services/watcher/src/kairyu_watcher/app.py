@@ -15,6 +15,11 @@ the names and owners alone (metadata watches) of every ConfigMap, Service and Ne
 every workload without the Workspace label, so the deployer and the tuner need no GET before a
 first apply.
 
+On a bus that keeps no states (Azure Service Bus, issue 20; `StateBus.serves_snapshots`) there
+is nothing to read back at start: the watcher keeps every object's value itself, sends each kind's
+first snapshot to every reader once the kind is listed (holding back its changes until then),
+and answers followers' snapshot requests from what it keeps (docs/bus.md).
+
 It also puts right a summary (`WorkspaceReady`, `status.state`) that the services' own status
 writes, each carrying the summary, left stale (kairyu_contracts.api.summary), and records an Event
 on a Workspace whose rollout phase runs long (kairyu_watcher.slow_phases).
@@ -42,8 +47,15 @@ from kairyu_contracts.api import (
     summary,
 )
 from kairyu_contracts.labels import WORKSPACE_LABEL
-from kairyu_contracts.objectstate import CLUSTER_SCOPED, Kind, ObjectKey, content_digest, trim
-from kairyu_core.bus import Bus, BusError, Snapshot
+from kairyu_contracts.objectstate import (
+    CLUSTER_SCOPED,
+    KINDS,
+    Kind,
+    ObjectKey,
+    content_digest,
+    trim,
+)
+from kairyu_core.bus import BusError, Snapshot, SnapshotValues, StateBus
 from kairyu_core.informing import wake_digest
 from kairyu_core.kube import (
     JSON,
@@ -104,7 +116,7 @@ _T = TypeVar("_T")
 class Watcher:
     """Follows the cluster and keeps its state on NATS."""
 
-    def __init__(self, *, settings: WatcherSettings, bus: Bus, kube: KubeClient) -> None:
+    def __init__(self, *, settings: WatcherSettings, bus: StateBus, kube: KubeClient) -> None:
         self._settings = settings
         self._bus = bus
         self._kube = kube
@@ -123,6 +135,14 @@ class Watcher:
         self._listed: list[asyncio.Event] = []  # one per watch: its first list was handled
         self._publishing = asyncio.Lock()  # one Occupant publication at a time, in order
         self._slow = SlowPhases(settings.slow_phases, kube=kube, component=settings.service_name)
+        # On a bus that keeps no states (Service Bus) the watcher is where followers' snapshots
+        # come from: it keeps every object's value, and holds back each kind's changes until
+        # that kind's first snapshot went to every reader (docs/bus.md).
+        self._snapshots = bus.serves_snapshots
+        self._values: SnapshotValues = {}
+        self._held: set[Kind] = set()
+        self._first_lists: dict[Kind, tuple[asyncio.Event, asyncio.Event]] = {}
+        self._occupants_settled = asyncio.Event()
 
     async def run(self) -> None:
         """Watch and resync until cancelled; start over if the state stream was replaced."""
@@ -133,22 +153,32 @@ class Watcher:
             self._seeded.clear()
             self._occupancy = Occupancy()
             self._listed = []
+            self._values.clear()
+            self._held = set(KINDS) if self._snapshots else set()
+            self._first_lists = {}
+            self._occupants_settled = asyncio.Event()
             stream = await self._bus.state_stream_identity()
-            await self._seed()
+            if not self._snapshots:  # a bus that keeps no states has nothing to seed from
+                await self._seed()
             try:
                 async with asyncio.TaskGroup() as tasks:
                     for resource in CHILD_RESOURCES:
                         # Only the lists that feed the Occupants are waited for (a kind whose
                         # API is not served, NodeClaims without Karpenter, never lists).
                         listed = self._new_listed() if resource.kind in WORKLOAD_KINDS else None
-                        tasks.create_task(self._follow_children(resource, listed))
+                        listed, unavailable = self._first_list(cast(Kind, resource.kind), listed)
+                        tasks.create_task(self._follow_children(resource, listed, unavailable))
                     for resource in NAMED_RESOURCES:
                         tasks.create_task(self._follow_names(resource, self._new_listed()))
                     names = list(self._listed)
-                    tasks.create_task(self._follow_workspaces(names, self._new_listed()))
+                    workspaces, _ = self._first_list("Workspace", self._new_listed())
+                    assert workspaces is not None  # noqa: S101 - given one
+                    tasks.create_task(self._follow_workspaces(names, workspaces))
                     tasks.create_task(self._sweep_occupants())
                     tasks.create_task(self._resync_periodically(stream))
                     tasks.create_task(self._slow.run())
+                    if self._snapshots:
+                        tasks.create_task(self._send_snapshots())
             except* StateStreamReplacedError:
                 # Deleted and created again (by hand, or a NATS without persistent storage):
                 # what this watcher believes stored is gone, so it publishes everything again.
@@ -220,13 +250,26 @@ class Watcher:
     async def _send(
         self, key: ObjectKey, value: JSON | None, digest: str | None, *, uid: str | None = None
     ) -> None:
+        wake = None
+        if value is not None:
+            digest = digest or content_digest(value)
+            # What wakes a service, hashed here once rather than by every service.
+            wake = wake_digest(key.kind, value, content=digest)
+        if self._snapshots:
+            if value is None or digest is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = (value, digest, wake)
+            if key.kind in self._held:  # the kind's first snapshot will carry it
+                self._unsent.pop(key, None)
+                if value is not None and digest is not None:
+                    self._stored[key] = digest
+                return
         try:
             if value is None:
                 await self._bus.delete_state(key, uid=uid)
             else:
-                digest = digest or content_digest(value)
-                # What wakes a service, hashed here once rather than by every service.
-                wake = wake_digest(key.kind, value, content=digest)
+                assert digest is not None  # noqa: S101 - computed above
                 await self._bus.put_state(key, value, digest=digest, wake=wake)
         except BusError as exc:  # kept for the resync's next round
             log.warning("could not store the state of %s %s: %s", key.kind, key.path, exc)
@@ -355,7 +398,10 @@ class Watcher:
 
     # ------------------------------------------------------------------ labelled objects
     async def _follow_children(
-        self, resource: resources.Resource, listed: asyncio.Event | None
+        self,
+        resource: resources.Resource,
+        listed: asyncio.Event | None,
+        unavailable: asyncio.Event | None = None,
     ) -> None:
         # With a namespace set, the chart grants Roles there only: a cluster-wide watch of pods
         # would be refused, and would show this watcher objects it has no business seeing.
@@ -376,6 +422,7 @@ class Watcher:
             # What is kept of each object is what the stream holds of it: enough to tombstone it.
             remember=functools.partial(trim, cast(Kind, resource.kind)),
             listed=listed,
+            unavailable=unavailable,
         )
         # Closed when this task stops (cancelled mid-event too): its connection with it.
         async with contextlib.aclosing(children) as changes:
@@ -383,6 +430,60 @@ class Watcher:
                 await self._store(cast(Kind, resource.kind), change)
                 if resource.kind in WORKLOAD_KINDS:
                     await self._name_changed(resource.kind, change, source="labelled")
+
+    # ------------------------------------------------------------------ snapshots
+    def _first_list(
+        self, kind: Kind, listed: asyncio.Event | None
+    ) -> tuple[asyncio.Event | None, asyncio.Event | None]:
+        """The events a kind's watch sets: listed (`listed`, or a new one) and unavailable.
+
+        Only when the watcher sends snapshots: a kind's first snapshot waits for its first list,
+        or for the news that its API is not served (then the snapshot is empty, as the NATS
+        stream's would be, and the kind's objects come as changes once it is served).
+        """
+        if not self._snapshots:
+            return listed, None
+        events = (listed or asyncio.Event(), asyncio.Event())
+        self._first_lists[kind] = events
+        return events
+
+    def _values_of(self, kind: Kind) -> SnapshotValues:
+        return {key: held for key, held in self._values.items() if key.kind == kind}
+
+    def _release(self, kind: Kind) -> SnapshotValues:
+        """The kind's values for its first snapshot; from now on its changes are sent.
+
+        The bus calls this when the snapshot's turn to be sent comes, with the kind's sends
+        held back until it is out, so no change can overtake the snapshot that predates it.
+        """
+        self._held.discard(kind)
+        return self._values_of(kind)
+
+    async def _send_snapshots(self) -> None:
+        """Each kind's first snapshot to every reader once it is known, then answer requests.
+
+        A reader's view is replaced by it, so what was deleted while this watcher was away is
+        dropped; requests are answered only once every kind's snapshot is whole.
+        """
+
+        async def one(kind: Kind) -> None:
+            if kind == "Occupant":
+                await self._occupants_settled.wait()
+            else:
+                listed, unavailable = self._first_lists[kind]
+                waits = [asyncio.ensure_future(e.wait()) for e in (listed, unavailable)]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for wait in waits:
+                        wait.cancel()
+            await self._bus.broadcast_snapshot(kind, self._release)
+            log.info("sent the first snapshot of %s to every reader", kind)
+
+        async with asyncio.TaskGroup() as tasks:
+            for kind in KINDS:
+                tasks.create_task(one(kind))
+        await self._bus.serve_snapshots(self._values_of)
 
     # ------------------------------------------------------------------ names held
     def _new_listed(self) -> asyncio.Event:
@@ -419,6 +520,7 @@ class Watcher:
         """Once every watch has listed, bring every Occupant on the stream in line."""
         await asyncio.gather(*(listed.wait() for listed in self._listed))
         await self._settle_occupants()
+        self._occupants_settled.set()
 
     async def _settle_occupants(self) -> None:
         """Store what holds now and tombstone what does not, for every Occupant there is or was.

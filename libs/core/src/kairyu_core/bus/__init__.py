@@ -9,6 +9,7 @@ its readers; `setup` is the one step that creates the streams.
 from kairyu_core.bus._connection import Bus, Published
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import Change, Snapshot
+from kairyu_core.bus.contract import SnapshotSource, SnapshotValues, StateBus
 from kairyu_core.bus.outcomes import BusError, PermanentError, TemporaryError
 from kairyu_core.bus.topology import (
     DEFAULT_STREAM,
@@ -28,8 +29,16 @@ __all__ = [
     "PermanentError",
     "Published",
     "Snapshot",
+    "SnapshotSource",
+    "SnapshotValues",
+    "StateBus",
     "StreamSpec",
     "SubjectFamily",
     "TemporaryError",
     "redact",
 ]
+
+
+def _satisfies_the_contract(bus: Bus) -> StateBus:
+    """Never called: mypy checks here that the NATS bus is a `StateBus`."""
+    return bus

@@ -48,6 +48,7 @@ from kairyu_core.bus._statestream import (
     raise_if_cancelled,
     state_subject,
 )
+from kairyu_core.bus.contract import SnapshotSource
 from kairyu_core.bus.outcomes import BusError
 from kairyu_core.bus.topology import StreamSpec
 from kairyu_core.retrying import retry_forever
@@ -328,6 +329,18 @@ class Bus:
     def follow_state(self, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
         """A snapshot of every `kind` object's state, then each change (see `_statestream`)."""
         return follow(self, kind)
+
+    @property
+    def serves_snapshots(self) -> bool:
+        """False: the state stream keeps every object's latest value, so it is the snapshot."""
+        return False
+
+    async def broadcast_snapshot(self, kind: Kind, values_of: SnapshotSource) -> None:
+        """Nothing to send: a follower's snapshot is the stream's last message per subject."""
+
+    async def serve_snapshots(self, values_of: SnapshotSource) -> None:
+        """Nothing to answer on NATS (followers read the stream); waits until cancelled."""
+        await asyncio.Event().wait()
 
     async def publish_raw(
         self, subject: str, payload: bytes, *, headers: dict[str, str]
