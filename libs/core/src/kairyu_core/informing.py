@@ -31,7 +31,7 @@ import orjson
 from kairyu_contracts.api import ConditionType
 from kairyu_contracts.objectstate import Kind, ObjectKey, content_digest
 from kairyu_core import metrics
-from kairyu_core.bus import Bus, Change, Snapshot
+from kairyu_core.bus import Change, Snapshot, StateBus
 from kairyu_core.view import View
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Informer:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: StateBus,
         view: View,
         on_change: Callable[[Iterable[str]], None],
     ) -> None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from kairyu_contracts.objectstate import Kind
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import FOLLOWS, Bus, BusError
+from kairyu_core.bus import FOLLOWS, Bus, BusError, StateBus
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
 from kairyu_core.kube.leadership import lead, lease_of
@@ -152,7 +152,7 @@ class Controlled:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: StateBus,
         *,
         service: str,
         kinds: Sequence[Kind],
@@ -173,7 +173,9 @@ class Controlled:
         return [self.informer.run(), self.controller.run(ready=self.informer.synced.wait())]
 
 
-async def _dead_letter(bus: Bus, service: str, key: str, reason: str, exc: BaseException) -> None:
+async def _dead_letter(
+    bus: StateBus, service: str, key: str, reason: str, exc: BaseException
+) -> None:
     """A reconcile given up on: logged, and recorded on the dead-letter stream for operators."""
     log.error("%s gave up reconciling %s (%s): %s", service, key, reason, exc)
     try:
