@@ -23,18 +23,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 import orjson
 
 from kairyu_contracts.api import ConditionType
 from kairyu_contracts.objectstate import Kind, ObjectKey, content_digest
 from kairyu_core import metrics
-from kairyu_core.bus import Bus, Change, Snapshot
+from kairyu_core.bus import Change, Snapshot
 from kairyu_core.view import View
 
 log = logging.getLogger(__name__)
+
+
+class StateSource(Protocol):
+    """What an informer follows: the NATS `Bus`, or `kairyu_core.bus.servicebus.ServiceBusBus`."""
+
+    def follow_state(self, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]: ...
 
 
 class Informer:
@@ -42,7 +48,7 @@ class Informer:
 
     def __init__(
         self,
-        bus: Bus,
+        bus: StateSource,
         view: View,
         on_change: Callable[[Iterable[str]], None],
     ) -> None:

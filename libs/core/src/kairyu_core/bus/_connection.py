@@ -13,7 +13,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -328,6 +328,23 @@ class Bus:
     def follow_state(self, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
         """A snapshot of every `kind` object's state, then each change (see `_statestream`)."""
         return follow(self, kind)
+
+    async def serve_snapshots(
+        self, values_of: Callable[[Kind], Mapping[ObjectKey, tuple[JSON, str, str | None]]]
+    ) -> None:
+        """Wait until cancelled: on NATS no follower asks the watcher for a snapshot.
+
+        The state stream is the snapshot (its last message per subject); this exists so that the
+        watcher runs the same code on both transports (`ServiceBusBus.serve_snapshots` answers).
+        """
+        del values_of
+        await asyncio.Event().wait()
+
+    async def broadcast_snapshot(
+        self, kind: Kind, values: Mapping[ObjectKey, tuple[JSON, str, str | None]]
+    ) -> None:
+        """Nothing to do: followers on NATS read their snapshot from the state stream itself."""
+        del kind, values
 
     async def publish_raw(
         self, subject: str, payload: bytes, *, headers: dict[str, str]
