@@ -173,10 +173,10 @@ class ServiceBusBus:
         if self._closed:
             return
         self._closed = True
-        for sender in self._senders.values():
+        senders, self._senders = list(self._senders.values()), {}
+        for sender in senders:
             with contextlib.suppress(ServiceBusError):
                 await sender.close()
-        self._senders.clear()
         await self.client.close()
 
     async def __aenter__(self) -> Self:

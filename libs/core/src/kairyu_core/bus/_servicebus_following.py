@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _POLL_S = 1.0  # how long one receive waits when fewer messages are there than asked for
-_BATCH = 100  # messages asked for at once (credit: with no prefetch, nothing is held unasked)
+_BATCH = 100  # messages taken at once, and held ahead (prefetch)
 _ASK_AGAIN_S = 15.0  # no snapshot begun this long after asking: the request is asked again
 _MAX_BACKOFF_S = 30.0
 _LOCK_FRACTION = 3  # renew when a third of the session lock's remaining time has passed
@@ -61,7 +61,13 @@ async def follow(bus: ServiceBusBus, kind: Kind) -> AsyncGenerator[Snapshot | Ch
         assembly.restart()
         try:
             async with bus.client.get_subscription_receiver(
-                subscription.topic, subscription.name, session_id=kind, prefetch_count=0
+                subscription.topic,
+                subscription.name,
+                session_id=kind,
+                # With no prefetch the SDK releases what arrives between two receives, and a
+                # released message came back only after the lock duration (the local endpoint):
+                # seconds of delay. In a session the session's lock covers what is held ahead.
+                prefetch_count=_BATCH,
             ) as receiver:
                 async for item in _follow_session(bus, receiver, assembly):
                     failures = 0
@@ -92,6 +98,7 @@ async def _follow_session(
                 max_message_count=_BATCH, max_wait_time=_POLL_S
             )
             bus.mark(healthy=True)
+            log.debug("received %d %s state messages", len(messages), assembly.kind)
             for message in messages:
                 item = await _take(receiver, message, assembly)
                 if item is not None:
@@ -142,7 +149,8 @@ async def _renew_session(receiver: ServiceBusReceiver) -> None:
             left = (until - datetime.datetime.now(datetime.UTC)).total_seconds()
             wait = max(_MIN_RENEW_S, left / _LOCK_FRACTION)
         await asyncio.sleep(wait)
-        await session.renew_lock()
+        renewed = await session.renew_lock()
+        log.debug("renewed the %s session's lock until %s", session.session_id, renewed)
 
 
 def body_of(message: ServiceBusReceivedMessage) -> bytes:
