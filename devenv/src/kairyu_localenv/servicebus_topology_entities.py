@@ -49,9 +49,7 @@ def _subscription(subscription: Subscription) -> SubscriptionSpec:
             requires_session=subscription.requires_session,
         ),
         # ORed, as Service Bus ORs a subscription's rules: every reader's, or this one's.
-        rules=tuple(
-            CorrelationFilter(properties={TO_PROPERTY: to}) for to in subscription.matches
-        ),
+        rules=tuple(CorrelationFilter(properties={TO_PROPERTY: to}) for to in subscription.matches),
     )
 
 

@@ -22,8 +22,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from pydantic import SecretStr
-
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 from azure.servicebus.exceptions import (
@@ -37,6 +35,7 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
     ServiceBusServerBusyError,
 )
+from pydantic import SecretStr
 
 from kairyu_contracts.objectstate import JSON, KINDS, Kind, ObjectKey
 from kairyu_core.bus._connection import Published
@@ -93,7 +92,7 @@ ValuesOf = Callable[[Kind], Mapping[ObjectKey, tuple[JSON, str, str | None]]]
 """The watcher's values of a kind: key → (trimmed value, content digest, wake digest or None)."""
 
 
-class _EntitiesMissing(BusError):
+class _EntitiesMissingError(BusError):
     """An entity is not there (yet): waiting for the template or an admin is worth it."""
 
 
@@ -218,7 +217,9 @@ class ServiceBusBus:
         this service's own follower.
         """
         checks = [self._check_sender(name) for name in self._used_senders()]
-        checks += [self._check_subscription(topic, name) for topic, name in self._used_subscriptions()]
+        checks += [
+            self._check_subscription(topic, name) for topic, name in self._used_subscriptions()
+        ]
         if self.service == "watcher":
             checks.append(self._check_queue_readable(self.topology.requests.name))
         await asyncio.gather(*checks)
@@ -249,7 +250,7 @@ class ServiceBusBus:
         try:
             yield
         except MessagingEntityNotFoundError as exc:
-            raise _EntitiesMissing(
+            raise _EntitiesMissingError(
                 f"the Service Bus entity {entity} does not exist; the set-up template "
                 "(or an admin) creates it"
             ) from exc
@@ -258,7 +259,7 @@ class ServiceBusBus:
             raise BusError(f"Service Bus refused this service's key or credential: {exc}") from exc
         except TRANSIENT as exc:
             self.mark(healthy=False)
-            raise _EntitiesMissing(f"Service Bus is not reachable: {exc!r}") from exc
+            raise _EntitiesMissingError(f"Service Bus is not reachable: {exc!r}") from exc
         except ServiceBusError as exc:
             raise BusError(f"Service Bus failed on {entity}: {exc!r}") from exc
         self.mark(healthy=True)
@@ -274,7 +275,7 @@ class ServiceBusBus:
 
         await retry_forever(
             "looking for the Service Bus entities (not ready meanwhile)",
-            on=_EntitiesMissing,
+            on=_EntitiesMissingError,
             max_s=_WAIT_MAX_S,
             before_sleep=not_ready,
         )(self.check_streams)

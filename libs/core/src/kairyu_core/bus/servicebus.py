@@ -5,5 +5,6 @@ the Service Bus SDK; one configured for Service Bus imports this module instead.
 """
 
 from kairyu_core.bus._servicebus import STATE_STREAM_IDENTITY, ServiceBusBus, ValuesOf
+from kairyu_core.bus._servicebus_following import properties_of
 
-__all__ = ["STATE_STREAM_IDENTITY", "ServiceBusBus", "ValuesOf"]
+__all__ = ["STATE_STREAM_IDENTITY", "ServiceBusBus", "ValuesOf", "properties_of"]
