@@ -364,7 +364,8 @@ class Broker(Handler):
         receiver = self._receivers.get(link)
         state = delivery.remote_state
         if receiver is None or not state or delivery.settled:
-            if delivery.remote_settled and not delivery.settled:
+            # proton's `settled` is the peer's settlement; settling here frees the delivery
+            if delivery.settled:
                 delivery.settle()
             return
         remote: Disposition = delivery.remote

@@ -72,6 +72,31 @@ class NatsSettings(BaseModel):
         return self
 
 
+class ServiceBusSettings(BaseModel):
+    """Where the Azure Service Bus namespace is and how to sign in (issue 20, docs/bus.md).
+
+    Either a connection string (a shared access key: trials and the local endpoint) or the
+    namespace's fully qualified name, with an Entra ID credential the caller passes to
+    `ServiceBusBus.connect` (workload identity: the production way, since only roles can be
+    scoped to one subscription).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    connection_string: SecretStr | None = None
+    """`Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=...`; a secret as a whole."""
+    fully_qualified_namespace: str | None = None
+    """`<namespace>.servicebus.windows.net`, signed in to with a token credential."""
+    stream: str = "KAIRYU"
+    """Base of the entities' names (`<stream>-state-<kind>`, lower case), as on NATS."""
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> ServiceBusSettings:
+        if (self.connection_string is None) == (self.fully_qualified_namespace is None):
+            raise ValueError("set connection_string or fully_qualified_namespace, not both")
+        return self
+
+
 class KubeTimeouts(BaseModel):
     """Client-side limits on every Kubernetes call, in seconds (KAIRYU_KUBE__TIMEOUTS__*).
 
