@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kairyu_contracts.api import ConditionStatus
-from kairyu_core.bus import Bus
+from kairyu_core.bus import Bus, StateBus
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient, apply_condition
 from kairyu_core.view import View
@@ -40,7 +40,7 @@ class Running:
 class Followed:
     """What a service would see: a view of the watcher's states, and the keys each change woke."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: StateBus) -> None:
         self.view = View(["Workspace", "Pod", "Occupant"])
         self.woken: list[str] = []
         self._task = asyncio.create_task(Informer(bus, self.view, self.woken.extend).run())

@@ -1,8 +1,8 @@
 """kairyu's Service Bus entities as the local endpoint's specs (issue 20).
 
-`kairyu_core.bus.servicebus_topology` declares the entities; the chart's template creates them in
-Azure, and this turns the same declaration into `LocalServiceBus`'s specs, so the tests (and
-`make dev` on Service Bus) run against exactly kairyu's topics, subscriptions, rules and queues.
+`kairyu_core.bus.servicebus_topology` declares the entities (in Azure a template will create
+them: not built yet), and this turns the same declaration into `LocalServiceBus`'s specs, so the
+tests run against exactly kairyu's topics, subscriptions, rules and queues.
 """
 
 from __future__ import annotations
