@@ -222,6 +222,35 @@ async def test_a_retried_put_reaches_the_follower_once(
     assert [first.key.name, second.key.name] == ["a", "b"]
 
 
+@pytest.mark.parametrize("reader", ["*", "kairyu-planner", ""])
+async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_refused(
+    endpoint: LocalServiceBus, watcher: Watcher, reader: str
+) -> None:
+    """The planner does not follow Pods, "*" is every reader: the watcher sends nothing."""
+    await watcher.put(pod("kept"))
+    async with (
+        ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb,
+        sb.get_queue_sender(TOPOLOGY.requests.name) as sender,
+    ):
+        await sender.send_messages(
+            ServiceBusMessage(
+                b"",
+                application_properties={
+                    "kairyu-kind": "Pod",
+                    "kairyu-reader": reader,
+                    "kairyu-request-id": "r1",
+                },
+                message_id="r1",
+            )
+        )
+        async with sb.get_queue_receiver(
+            TOPOLOGY.requests.name, sub_queue=ServiceBusSubQueue.DEAD_LETTER
+        ) as dead_letters:
+            (dead,) = await _receive(dead_letters, 1)
+    assert dead.dead_letter_reason == "NotASnapshotRequest"
+    assert f"reader {reader!r}" in (dead.dead_letter_error_description or "")
+
+
 async def test_a_malformed_message_is_dead_lettered_with_why_and_the_follower_goes_on(
     endpoint: LocalServiceBus, watcher: Watcher, deployer: ServiceBusBus
 ) -> None:

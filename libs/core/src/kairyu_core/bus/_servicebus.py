@@ -487,7 +487,11 @@ class ServiceBusBus:
         kind = properties.get(KIND_PROPERTY)
         reader = properties.get(READER_PROPERTY)
         request_id = properties.get(REQUEST_ID_PROPERTY)
-        if kind not in KINDS or not reader or not request_id:
+        topic = self.topology.topic_of(kind).name if kind in KINDS else None
+        # Only a reader of the kind may be sent its snapshot: a request naming "*" or anyone else
+        # would have the watcher send a whole kind for nobody, or reset every reader's view.
+        readers = {s.name for s in self.topology.subscriptions if s.topic == topic}
+        if kind not in KINDS or reader not in readers or not request_id:
             why = f"not a snapshot request: kind {kind!r}, reader {reader!r}, id {request_id!r}"
             log.warning("dead-lettering a message on %s: %s", self.topology.requests.name, why)
             await receiver.dead_letter_message(
