@@ -66,6 +66,7 @@ from kairyu_core.kube import (
     resources,
     watch,
 )
+from kairyu_core.retrying import retry_forever
 from kairyu_watcher.occupancy import Occupancy, identity
 from kairyu_watcher.settings import WatcherSettings
 from kairyu_watcher.slow_phases import SlowPhases
@@ -477,7 +478,11 @@ class Watcher:
                 finally:
                     for wait in waits:
                         wait.cancel()
-            await self._bus.broadcast_snapshot(kind, self._release)
+            # A bus unreachable for longer than its own retries must not end the watcher: the
+            # readers wait for this snapshot, so it is tried until it is out.
+            await retry_forever(f"sending the first {kind} snapshot", on=BusError)(
+                self._bus.broadcast_snapshot, kind, self._release
+            )
             log.info("sent the first snapshot of %s to every reader", kind)
 
         async with asyncio.TaskGroup() as tasks:
