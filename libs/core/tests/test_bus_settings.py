@@ -1,9 +1,10 @@
-"""NATS connection settings and what the bus shows of them: no credential in a URL or a log."""
+"""Bus settings (NATS or Service Bus) and what the bus shows of them: no secret in a log."""
 
 import pytest
 from pydantic import ValidationError
 
-from kairyu_core.bus import redact
+from kairyu_core.bus import BusError, redact
+from kairyu_core.bus.connecting import bus_service, connect_bus
 from kairyu_core.settings import ServiceSettings
 
 
@@ -59,3 +60,53 @@ def test_the_settings_of_an_older_chart_are_refused_not_ignored(
     monkeypatch.setenv("KAIRYU_NATS__MANAGE_TOPOLOGY", "false")
     with pytest.raises(ValidationError, match="manage_topology"):
         ServiceSettings()
+
+
+def test_service_bus_without_a_namespace_is_refused_naming_what_to_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAIRYU_BUS", "servicebus")
+    with pytest.raises(ValidationError, match="KAIRYU_SERVICEBUS__CONNECTION_STRING"):
+        ServiceSettings()
+
+
+def test_an_unknown_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIRYU_BUS", "kafka")
+    with pytest.raises(ValidationError, match="nats"):
+        ServiceSettings()
+
+
+def test_the_service_bus_connection_string_is_a_secret_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAIRYU_BUS", "servicebus")
+    monkeypatch.setenv(
+        "KAIRYU_SERVICEBUS__CONNECTION_STRING",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=hunter2",
+    )
+    settings = ServiceSettings()
+    assert settings.bus == "servicebus"
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.model_dump_json()
+
+
+async def test_the_settings_choose_the_transport_the_service_gets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAIRYU_BUS", "servicebus")
+    monkeypatch.setenv("KAIRYU_SERVICEBUS__FULLY_QUALIFIED_NAMESPACE", "ns.servicebus.windows.net")
+    bus = await connect_bus(ServiceSettings(service_name="kairyu-deployer"))
+    try:
+        # Nothing is opened before first use, so this needs no namespace: the bus is Service
+        # Bus's, as the deployer (its subscriptions are the deployer's).
+        assert bus.serves_snapshots
+        assert await bus.state_stream_identity() == "servicebus"
+    finally:
+        await bus.close()
+
+
+def test_only_kairyu_services_have_entities_on_service_bus() -> None:
+    assert bus_service("kairyu-deployer") == "deployer"
+    assert bus_service("kairyu-watcher") == "watcher"
+    with pytest.raises(BusError, match="kairyu-planner"):
+        bus_service("my-tool")

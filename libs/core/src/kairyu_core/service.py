@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from kairyu_contracts.objectstate import Kind
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import FOLLOWS, Bus, BusError, StateBus
+from kairyu_core.bus import FOLLOWS, BusError, StateBus
+from kairyu_core.bus.connecting import connect_bus
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
 from kairyu_core.kube.leadership import lead, lease_of
@@ -32,18 +33,18 @@ S = TypeVar("S", bound=ServiceSettings)
 log = logging.getLogger(__name__)
 
 
-_WAIT_MAX_S = 30.0  # while NATS is unreachable, look at least this often
+_WAIT_MAX_S = 30.0  # while the bus is unreachable, look at least this often
 
 
 class Readiness:
     """What /readyz reports: the bus once connected, up now, with its streams there.
 
     Made before the connection, so that the health server (/healthz: the event loop runs) serves
-    from the first second, also while NATS is unreachable; /readyz says whether NATS is usable.
+    from the first second, also while the bus is unreachable; /readyz says whether it is usable.
     """
 
     def __init__(self) -> None:
-        self.bus: Bus | None = None
+        self.bus: StateBus | None = None
 
     def __call__(self) -> bool:
         bus = self.bus
@@ -61,26 +62,26 @@ async def health_server(settings: ServiceSettings) -> AsyncIterator[Readiness]:
 @asynccontextmanager
 async def connections(
     settings: ServiceSettings, readiness: Readiness | None = None
-) -> AsyncIterator[tuple[Bus, KubeClient]]:
-    """The bus (with the streams there) and the Kubernetes client, closed on exit.
+) -> AsyncIterator[tuple[StateBus, KubeClient]]:
+    """The bus `settings.bus` names (its streams or entities there) and the Kubernetes client.
 
-    The health server runs first (unless the caller runs it and passes its `readiness`). NATS
-    unreachable at start, or a stream the set-up step has not created yet, is waited for with a
-    capped backoff, not ready meanwhile, instead of ending the service: a restarted container
-    would find neither any better.
+    Both are closed on exit. The health server runs first (unless the caller runs it and passes
+    its `readiness`). A bus unreachable at start, or a stream or entity the set-up has not
+    created yet, is waited for with a capped backoff, not ready meanwhile, instead of ending the
+    service: a restarted container would find neither any better.
     """
     async with AsyncExitStack() as stack:
         if readiness is None:
             readiness = await stack.enter_async_context(health_server(settings))
-        bus: Bus = await retry_forever("connecting to NATS", on=BusError, max_s=_WAIT_MAX_S)(
-            Bus.connect, settings.nats, name=settings.service_name
-        )
+        bus: StateBus = await retry_forever(
+            f"connecting to {settings.bus}", on=BusError, max_s=_WAIT_MAX_S
+        )(connect_bus, settings)
         stack.push_async_callback(bus.close)
         readiness.bus = bus
         stack.callback(setattr, readiness, "bus", None)
         kube = await KubeClient.connect(settings.kube.kubeconfig, timeouts=settings.kube.timeouts)
         stack.push_async_callback(kube.close)
-        await bus.wait_for_streams()  # created by kairyu_core.bus.setup alone, never here
+        await bus.wait_for_streams()  # created by the set-up step or template, never here
         yield bus, kube
 
 
@@ -148,7 +149,7 @@ async def until_first_ends(work: Sequence[Coroutine[Any, Any, None]]) -> None:
 
 
 class Controlled:
-    """A service's view, the informer that feeds it over NATS, and the controller it wakes."""
+    """A service's view, the informer that feeds it from the bus, and the controller it wakes."""
 
     def __init__(
         self,
@@ -188,8 +189,8 @@ async def serve_controller(
     settings: ServiceSettings,
     *,
     kinds: Sequence[Kind],
-    reconcile: Callable[[Bus, KubeClient, View], Reconcile],
-    background: Callable[[Bus, KubeClient, Controlled], Sequence[Coroutine[Any, Any, None]]]
+    reconcile: Callable[[StateBus, KubeClient, View], Reconcile],
+    background: Callable[[StateBus, KubeClient, Controlled], Sequence[Coroutine[Any, Any, None]]]
     | None = None,
     workers: int = 8,
 ) -> None:

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+BusTransport = Literal["nats", "servicebus"]
+"""Which broker carries the bus (docs/bus.md): NATS JetStream, or Azure Service Bus."""
+
 NodeProvisioner = Literal["karpenter", "azure", "byo"]
 """Where GPU nodes come from: the provisioner's backend, and what the planner plans for (byo:
 your own nodes, under KAITO's bring-your-own rules). The chart sets both from one value."""
@@ -76,9 +79,9 @@ class ServiceBusSettings(BaseModel):
     """Where the Azure Service Bus namespace is and how to sign in (issue 20, docs/bus.md).
 
     Either a connection string (a shared access key: trials and the local endpoint) or the
-    namespace's fully qualified name, with an Entra ID credential the caller passes to
-    `ServiceBusBus.connect` (workload identity: the production way, since only roles can be
-    scoped to one subscription).
+    namespace's fully qualified name, signed in to with an Entra ID token (azure-identity's
+    `DefaultAzureCredential`: workload identity in a pod; the production way, since only roles
+    can be scoped to one subscription).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
@@ -186,9 +189,21 @@ class ServiceSettings(BaseSettings):
     )
 
     service_name: str = Field(default="kairyu", min_length=1)
+    bus: BusTransport = "nats"
+    """KAIRYU_BUS: the broker; `servicebus` needs the KAIRYU_SERVICEBUS__* group."""
     nats: NatsSettings = NatsSettings()
+    servicebus: ServiceBusSettings | None = None
     kube: KubeSettings = KubeSettings()
     log: LogSettings = LogSettings()
     health_port: int = Field(default=0, ge=0, le=65535)
     """/healthz and /readyz for the kubelet's probes; 0 (the default outside a pod): off."""
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+
+    @model_validator(mode="after")
+    def _bus_is_configured(self) -> ServiceSettings:
+        if self.bus == "servicebus" and self.servicebus is None:
+            raise ValueError(
+                "KAIRYU_BUS=servicebus needs KAIRYU_SERVICEBUS__CONNECTION_STRING or "
+                "KAIRYU_SERVICEBUS__FULLY_QUALIFIED_NAMESPACE"
+            )
+        return self

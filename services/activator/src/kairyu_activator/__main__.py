@@ -9,7 +9,7 @@ from kairyu_activator.app import Activator
 from kairyu_activator.serving import listen
 from kairyu_activator.settings import ActivatorSettings
 from kairyu_core import service
-from kairyu_core.bus import FOLLOWS, Bus
+from kairyu_core.bus import FOLLOWS, StateBus
 from kairyu_core.kube import KubeClient
 from kairyu_core.reconciling import Reconcile
 from kairyu_core.view import View
@@ -18,7 +18,7 @@ from kairyu_core.view import View
 async def serve(settings: ActivatorSettings) -> None:
     activators: list[Activator] = []
 
-    def make(bus: Bus, kube: KubeClient, view: View) -> Reconcile:
+    def make(bus: StateBus, kube: KubeClient, view: View) -> Reconcile:
         activator = Activator(
             settings=settings.activator, kube=kube, view=view, field_manager=settings.service_name
         )
@@ -26,7 +26,7 @@ async def serve(settings: ActivatorSettings) -> None:
         return activator.reconcile
 
     def listeners(
-        bus: Bus, kube: KubeClient, controlled: service.Controlled
+        bus: StateBus, kube: KubeClient, controlled: service.Controlled
     ) -> Sequence[Coroutine[Any, Any, None]]:
         return [listen(activators[-1], settings.activator)]
 

@@ -122,6 +122,7 @@ class ServiceBusBus:
         # One lock per entity: a snapshot is sent whole, with no change of its kind between its
         # batches (a change sent before a later batch would be overwritten by an older value).
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self._owned_credential: AsyncTokenCredential | None = None
 
     @classmethod
     async def connect(
@@ -135,12 +136,14 @@ class ServiceBusBus:
         """A bus on the namespace `target` names; nothing is opened until it is used.
 
         `target` is the settings, or a bare connection string for tools and tests. With a
-        namespace name, `credential` (an Entra ID token credential, e.g. azure-identity's
-        `DefaultAzureCredential`) signs in. A wrong key or credential shows at the first use,
-        `wait_for_streams` at every service's start, as a BusError.
+        namespace name, `credential` (an Entra ID token credential) signs in; without one the
+        bus makes azure-identity's `DefaultAzureCredential` (in a pod with workload identity:
+        the service's own identity) and closes it with itself. A wrong key or credential shows
+        at the first use, `wait_for_streams` at every service's start, as a BusError.
         """
         if isinstance(target, str):
             target = ServiceBusSettings(connection_string=SecretStr(target))
+        owned: AsyncTokenCredential | None = None
         topology = topology or servicebus_topology(StreamSpec(name=target.stream))
         try:
             if target.connection_string is not None:
@@ -148,16 +151,22 @@ class ServiceBusBus:
                     target.connection_string.get_secret_value(), retry_total=0
                 )
             else:
-                if credential is None:
-                    raise BusError("a Service Bus namespace without a credential to sign in with")
                 assert target.fully_qualified_namespace is not None  # noqa: S101 - validated
+                if credential is None:
+                    # Imported here: only a bus signed in with Entra ID needs azure-identity.
+                    from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
+
+                    owned = DefaultAzureCredential()
+                    credential = owned
                 client = ServiceBusClient(
                     target.fully_qualified_namespace, credential, retry_total=0
                 )
         except ValueError as exc:
             # Not chained: the SDK's message may quote the connection string, key included.
             raise BusError(f"bad Service Bus connection string: {redact(str(exc))}") from None
-        return cls(client, service=service, topology=topology)
+        bus = cls(client, service=service, topology=topology)
+        bus._owned_credential = owned
+        return bus
 
     @property
     def is_connected(self) -> bool:
@@ -169,7 +178,7 @@ class ServiceBusBus:
         self._healthy = healthy
 
     async def close(self) -> None:
-        """Close the senders and the client; a token credential stays the caller's to close."""
+        """Close the senders and the client (and the credential, if `connect` made it)."""
         if self._closed:
             return
         self._closed = True
@@ -178,6 +187,8 @@ class ServiceBusBus:
             with contextlib.suppress(ServiceBusError):
                 await sender.close()
         await self.client.close()
+        if self._owned_credential is not None:
+            await self._owned_credential.close()
 
     async def __aenter__(self) -> Self:
         return self
