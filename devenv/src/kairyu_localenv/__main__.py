@@ -1,10 +1,12 @@
-"""`make dev`: bring up the local control plane, GPU capacity and NATS, and keep them until Ctrl-C.
+"""`make dev`: bring up the local control plane, GPU capacity and the bus; keep them until Ctrl-C.
 
 GPU nodes come the way the chosen provisioner backend gets them: from real Karpenter with its kwok
 provider (`karpenter`, the default), from the local ARM endpoint that plays AKS (`azure`), or as
-nodes made up front for the seed (`byo`). The kubeconfig and the NATS URL are written under
-./dev-cluster/ (stable paths, so another terminal can use them while this runs); everything else
-lives in a temporary directory removed on exit.
+nodes made up front for the seed (`byo`). The bus is NATS, or with `--bus servicebus` the local
+Service Bus endpoint (docs/bus.md): the services are the same, only their settings differ. The
+kubeconfig and the bus's address are written under ./dev-cluster/ (stable paths, so another
+terminal can use them while this runs); everything else lives in a temporary directory removed
+on exit.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.keda import LocalKeda, host_address
 from kairyu_localenv.processes import ManagedProcess, free_port, http_ok
 from kairyu_localenv.service_env import env_of
+from kairyu_localenv.servicebus_process import ServiceBusProcess
 from kairyu_localenv.zipkin import LocalZipkin, missing_java
 from kairyu_planner.settings import PlannerSettings
 from kairyu_provisioner.settings import ProvisionerSettings
@@ -52,20 +55,36 @@ EXAMPLE_NODES = GpuNodeSpec(
 )
 
 
+LocalBus = LocalNats | ServiceBusProcess
+"""The bus `make dev` runs: NATS (the default) or the local Service Bus endpoint."""
+
+
+def bus_settings(bus: LocalBus) -> dict[str, str]:
+    """The services' settings that point them at `bus` (the chart sets the same variables)."""
+    if isinstance(bus, ServiceBusProcess):
+        return env_of(
+            ServiceSettings,
+            bus="servicebus",
+            servicebus={"connection_string": bus.connection_string},
+        )
+    return env_of(ServiceSettings, nats={"url": bus.url})
+
+
+def bus_address(bus: LocalBus) -> str:
+    return bus.address if isinstance(bus, ServiceBusProcess) else bus.url
+
+
 def start_services(
     cluster: LocalCluster,
-    nats: LocalNats,
+    bus: LocalBus,
     extra_env: dict[str, dict[str, str]],
     *,
     otlp_endpoint: str | None = None,
     zipkin_endpoint: str | None = None,
 ) -> list[ManagedProcess]:
-    """Start every kairyu service, pointed at this cluster and NATS (and Jaeger and Zipkin)."""
-    env = env_of(
-        ServiceSettings,
-        kube={"kubeconfig": cluster.kubeconfig},
-        nats={"url": nats.url},
-        log={"format": "text"},
+    """Start every kairyu service, pointed at this cluster and bus (and Jaeger and Zipkin)."""
+    env = bus_settings(bus) | env_of(
+        ServiceSettings, kube={"kubeconfig": cluster.kubeconfig}, log={"format": "text"}
     )
     if otlp_endpoint:
         env |= {
@@ -75,7 +94,8 @@ def start_services(
         }
     if zipkin_endpoint:
         env["OTEL_EXPORTER_ZIPKIN_ENDPOINT"] = zipkin_endpoint
-    set_up_streams(env)
+    if isinstance(bus, LocalNats):
+        set_up_streams(env)  # Service Bus: its entities came with the endpoint, as from a template
     started = []
     for service in SERVICES:
         module = f"kairyu_{service}"
@@ -93,7 +113,7 @@ def start_services(
 def service_env(
     backend: str, webhook_env: dict[str, str], provisioner_env: dict[str, str]
 ) -> dict[str, dict[str, str]]:
-    """Each service's own settings in `make dev`, beyond the cluster's and NATS's."""
+    """Each service's own settings in `make dev`, beyond the cluster's and the bus's."""
     load_port = free_port()
     planner_env = webhook_env | env_of(
         PlannerSettings,
@@ -282,7 +302,7 @@ def show_trace(obj: dict[str, Any], jaeger: LocalJaeger) -> str | None:
 def write_state(
     state_dir: Path,
     cluster: LocalCluster,
-    nats: LocalNats,
+    bus: LocalBus,
     jaeger: LocalJaeger,
     zipkin: LocalZipkin | None,
 ) -> Path:
@@ -290,10 +310,13 @@ def write_state(
     kubeconfig = (state_dir / "kubeconfig").resolve()
     kubeconfig.write_text(cluster.kubeconfig.read_text())
     kubeconfig.chmod(0o600)
-    (state_dir / "env").write_text(
+    env = state_dir / "env"
+    env.unlink(missing_ok=True)
+    env.touch(mode=0o600)  # on Service Bus it holds the endpoint's key
+    env.write_text(
         f"export KUBECONFIG={kubeconfig}\n"
-        f"export KAIRYU_NATS__URL={nats.url}\n"
-        f"export KAIRYU_JAEGER_URL={jaeger.query_url}\n"
+        + "".join(f"export {name}='{value}'\n" for name, value in bus_settings(bus).items())
+        + f"export KAIRYU_JAEGER_URL={jaeger.query_url}\n"
         + (f"export KAIRYU_ZIPKIN_URL={zipkin.url}\n" if zipkin is not None else "")
         + f"export PATH={cluster.binaries.directory}:$PATH\n"
     )
@@ -302,7 +325,7 @@ def write_state(
 
 def report(
     cluster: LocalCluster,
-    nats: LocalNats,
+    bus: LocalBus,
     jaeger: LocalJaeger,
     *,
     trace_ui: str | None,
@@ -312,7 +335,7 @@ def report(
 ) -> None:
     """Tell the user where everything is and show the Workspace."""
     log.info("  apiserver  %s", cluster.server)
-    log.info("  nats       %s", nats.url)
+    log.info("  bus        %s", bus_address(bus))
     log.info("  jaeger     %s (query API, for kairyu trace and kairyu why)", jaeger.query_url)
     nodes = cluster.kubectl(
         "get", "nodes", "-o", "jsonpath={.items[*].metadata.name}", check=False
@@ -338,7 +361,7 @@ def report(
         json.dumps(
             {
                 "apiserver": cluster.server,
-                "nats": nats.url,
+                "bus": bus_address(bus),
                 "kubeconfig": str(kubeconfig),
                 "trace_ui": trace_ui,
             }
@@ -361,6 +384,13 @@ def _arguments() -> argparse.Namespace:
         choices=("karpenter", "azure", "byo"),
         default="karpenter",
         help="where the provisioner gets GPU nodes (default: real Karpenter, kwok provider)",
+    )
+    parser.add_argument(
+        "--bus",
+        choices=("nats", "servicebus"),
+        default="nats",
+        help="the services' bus: NATS JetStream (default), or Azure Service Bus played by the "
+        "local endpoint (docs/bus.md)",
     )
     parser.add_argument(
         "--keda",
@@ -399,7 +429,7 @@ def main() -> int:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     cluster = LocalCluster(Binaries.locate())
-    nats = LocalNats()
+    bus: LocalBus = ServiceBusProcess() if args.bus == "servicebus" else LocalNats()
     jaeger = LocalJaeger()
     zipkin = trace_ui(args.no_trace_ui)
     services: list[ManagedProcess] = []
@@ -409,11 +439,11 @@ def main() -> int:
         if zipkin is not None:
             zipkin.launch()  # the JVM starts while the control plane does
         cluster.start()
-        nats.start()
+        bus.start()
         jaeger.start()
         if zipkin is not None:
             zipkin.finish_start()
-        log.info("control plane, NATS and tracing up in %.1fs", time.monotonic() - started)
+        log.info("control plane, %s and tracing up in %.1fs", args.bus, time.monotonic() - started)
         cluster.install_crds(root)
         provisioner_env = start_capacity(args.backend, cluster, capacity)
         endpoint = admission.prepare(cluster.workdir / "webhook")
@@ -424,7 +454,7 @@ def main() -> int:
         services.extend(
             start_services(
                 cluster,
-                nats,
+                bus,
                 extra_env,
                 otlp_endpoint=jaeger.otlp_endpoint,
                 zipkin_endpoint=zipkin.span_endpoint if zipkin is not None else None,
@@ -436,12 +466,12 @@ def main() -> int:
         sys.stdout.write(f"{workspace.name}: conditions as they change\n")
         final = watch_rollout(cluster, workspace)
 
-        kubeconfig = write_state(args.state_dir, cluster, nats, jaeger, zipkin)
+        kubeconfig = write_state(args.state_dir, cluster, bus, jaeger, zipkin)
         log.info("local cluster ready in %.1fs", time.monotonic() - started)
         trace_id = show_trace(final, jaeger)
         report(
             cluster,
-            nats,
+            bus,
             jaeger,
             trace_ui=zipkin.trace_url(trace_id) if zipkin and trace_id else None,
             services=services,
@@ -456,7 +486,7 @@ def main() -> int:
     finally:
         shut_down(
             args.state_dir,
-            [*reversed(services), *reversed(capacity), keda, nats, jaeger, zipkin, cluster],
+            [*reversed(services), *reversed(capacity), keda, bus, jaeger, zipkin, cluster],
         )
     return 0
 

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterable, Mapping
@@ -136,9 +137,18 @@ def main() -> None:
     parser.add_argument(
         "--key", action="append", default=[], help="NAME=KEY a SAS key (repeatable)"
     )
+    parser.add_argument(
+        "--key-from-env",
+        action="append",
+        default=[],
+        metavar="NAME=VARIABLE",
+        help="a SAS key read from an environment variable, out of sight of `ps` (repeatable)",
+    )
     parser.add_argument("--state-dir", type=Path, help="keep messages here across restarts")
     args = parser.parse_args()
-    keys = dict(item.split("=", 1) for item in args.key) or {"RootManageSharedAccessKey": "local"}
+    shown = dict(item.split("=", 1) for item in args.key)
+    hidden = {name: os.environ[var] for name, var in (i.split("=", 1) for i in args.key_from_env)}
+    keys = {**shown, **hidden} or {"RootManageSharedAccessKey": "local"}
     specs = specs_from_json(json.loads(args.entities.read_text()))
     logging.basicConfig(level=logging.INFO)
     bus = LocalServiceBus(
@@ -148,7 +158,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     with bus, contextlib.suppress(KeyboardInterrupt):
         for name in keys:
-            _log.info("connection string: %s", bus.connection_string(name))
+            if name in hidden:
+                _log.info("key %s: from the environment", name)
+            else:
+                _log.info("connection string: %s", bus.connection_string(name))
         done.wait()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,12 +17,12 @@ from kairyu_localenv.binaries import repo_root
 
 
 @contextmanager
-def dev_launcher(state_dir: Path) -> Iterator[subprocess.Popen[str]]:
-    """The launcher, running until the block ends."""
+def dev_launcher(state_dir: Path, args: Sequence[str] = ()) -> Iterator[subprocess.Popen[str]]:
+    """The launcher with `args` (as `make dev ARGS=...` gives them), until the block ends."""
     with (
         (state_dir / "launcher.log").open("w") as stderr,
         subprocess.Popen(
-            [sys.executable, "-m", "kairyu_localenv", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "kairyu_localenv", "--state-dir", str(state_dir), *args],
             cwd=repo_root(),
             stdout=subprocess.PIPE,
             stderr=stderr,
