@@ -21,7 +21,9 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from kairyu_contracts.objectstate import JSON, Kind, ObjectKey, content_digest, trim
 from kairyu_core.bus import BusError, Change, Snapshot
 from kairyu_core.bus.servicebus import ServiceBusBus, properties_of
+from kairyu_core.bus.servicebus_states import SNAPSHOT_ID_PROPERTY, SNAPSHOT_PROPERTY
 from kairyu_core.bus.servicebus_topology import servicebus_topology
+from kairyu_core.bus.snapshot_pacing import DEFAULT_INTERVAL_S
 from kairyu_core.bus.topology import StreamSpec
 from kairyu_core.informing import Informer
 from kairyu_core.view import View
@@ -338,3 +340,30 @@ async def test_a_wrong_key_is_a_clear_bus_error_not_a_hang(endpoint: LocalServic
         with pytest.raises(BusError):
             await bus.dead_letter_reconcile("deployer", "ns/ws", reason="R", error="e")
     assert time.monotonic() - started < 15
+
+
+async def test_a_flood_of_snapshot_requests_costs_one_snapshot_per_interval(
+    endpoint: LocalServiceBus, watcher: Watcher, deployer: ServiceBusBus
+) -> None:
+    """A service's credential may send requests; each would cost the watcher a whole kind."""
+    await watcher.put(pod("a"))
+    asked = [await deployer.request_snapshot("Pod") for _ in range(30)]
+    subscription = TOPOLOGY.subscription("deployer", "Pod")
+    began: list[tuple[float, str]] = []
+    start = time.monotonic()
+    async with (
+        ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb,
+        sb.get_subscription_receiver(
+            subscription.topic, subscription.name, session_id="Pod"
+        ) as receiver,
+    ):
+        while time.monotonic() - start < DEFAULT_INTERVAL_S * 2:
+            for message in await receiver.receive_messages(max_wait_time=0.5):
+                properties = properties_of(message)
+                if properties.get(SNAPSHOT_PROPERTY) == "begin":
+                    began.append((time.monotonic() - start, properties[SNAPSHOT_ID_PROPERTY]))
+                await receiver.complete_message(message)
+            await receiver.session.renew_lock()  # held longer than LOCK_S
+    # The first request at once; the 29 after it held and answered together, with the latest id.
+    assert [snapshot_id for _, snapshot_id in began] == [asked[0], asked[-1]]
+    assert began[1][0] - began[0][0] >= DEFAULT_INTERVAL_S - 1

@@ -56,6 +56,7 @@ from kairyu_core.bus.servicebus_topology import (
     ServiceBusTopology,
     servicebus_topology,
 )
+from kairyu_core.bus.snapshot_pacing import SnapshotPacer
 from kairyu_core.bus.topology import FOLLOWS, RECONCILERS, StreamSpec, identity
 from kairyu_core.retrying import retry_forever
 from kairyu_core.settings import ServiceBusSettings
@@ -463,13 +464,18 @@ class ServiceBusBus:
             )
             return await self._send_locked(topic, messages)
 
-    async def serve_snapshots(self, values_of: ValuesOf) -> None:
+    async def serve_snapshots(
+        self, values_of: ValuesOf, *, pacer: SnapshotPacer | None = None
+    ) -> None:
         """Answer followers' snapshot requests until cancelled (the watcher's side).
 
-        Each request is answered in the kind's topic, addressed to the follower that asked. A
-        request that is not one (no known kind, no reader) is dead-lettered. While Service Bus
-        is unreachable this backs off and receives again; it never returns.
+        Each request is answered in the kind's topic, addressed to the follower that asked, at
+        most once per `pacer`'s interval for a reader and kind (`snapshot_pacing`: sooner ones
+        are held and answered together). A request that is not one (no known kind, no reader)
+        is dead-lettered. While Service Bus is unreachable this backs off and receives again;
+        it never returns.
         """
+        pacer = pacer or SnapshotPacer()
         failures = 0
         while True:
             try:
@@ -483,7 +489,12 @@ class ServiceBusBus:
                         self.mark(healthy=True)
                         failures = 0
                         for request in requests:
-                            await self._answer(receiver, request, values_of)
+                            await self._answer(receiver, request, values_of, pacer)
+                        for reader, kind, request_id in pacer.due(now=time.monotonic()):
+                            await self._send_snapshot(
+                                kind, values_of, to=reader, snapshot_id=request_id
+                            )
+                            log.info("sent the held %s snapshot %s to %s", kind, request_id, reader)
             except (ServiceBusError, BusError) as exc:
                 self.mark(healthy=False)
                 failures += 1
@@ -492,7 +503,11 @@ class ServiceBusBus:
                 await asyncio.sleep(delay)
 
     async def _answer(
-        self, receiver: ServiceBusReceiver, request: ServiceBusReceivedMessage, values_of: ValuesOf
+        self,
+        receiver: ServiceBusReceiver,
+        request: ServiceBusReceivedMessage,
+        values_of: ValuesOf,
+        pacer: SnapshotPacer,
     ) -> None:
         properties = properties_of(request)
         kind = properties.get(KIND_PROPERTY)
@@ -509,8 +524,14 @@ class ServiceBusBus:
                 request, reason="NotASnapshotRequest", error_description=why
             )
             return
-        await self._send_snapshot(kind, values_of, to=reader, snapshot_id=request_id)
-        log.info("sent the %s snapshot %s to %s", kind, request_id, reader)
+        assert kind is not None  # noqa: S101 - in KINDS
+        if pacer.ask(reader, kind, request_id, now=time.monotonic()):
+            await self._send_snapshot(kind, values_of, to=reader, snapshot_id=request_id)
+            log.info("sent the %s snapshot %s to %s", kind, request_id, reader)
+        else:
+            # Held, not lost: answered when the interval ends (a restarted watcher, which
+            # forgets it, is asked again by the follower within 15 s).
+            log.info("holding the %s snapshot %s for %s: one went lately", kind, request_id, reader)
         await receiver.complete_message(request)
 
     def follow_state(self, kind: Kind) -> AsyncGenerator[Snapshot | Change, None]:
