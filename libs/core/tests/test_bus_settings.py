@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from kairyu_core.bus import BusError, redact
+from kairyu_core.bus import BusError, redact, setup
 from kairyu_core.bus.connecting import bus_service, connect_bus
 from kairyu_core.settings import ServiceSettings
 
@@ -110,3 +110,13 @@ def test_only_kairyu_services_have_entities_on_service_bus() -> None:
     assert bus_service("kairyu-watcher") == "watcher"
     with pytest.raises(BusError, match="kairyu-planner"):
         bus_service("my-tool")
+
+
+def test_the_nats_set_up_step_refuses_to_run_on_service_bus(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAIRYU_BUS", "servicebus")
+    monkeypatch.setenv("KAIRYU_SERVICEBUS__FULLY_QUALIFIED_NAMESPACE", "ns.servicebus.windows.net")
+    monkeypatch.setenv("KAIRYU_LOG__FORMAT", "text")
+    assert setup.main([]) == 2
+    assert "Service Bus entities come from the template" in capfd.readouterr().err

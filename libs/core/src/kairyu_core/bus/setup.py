@@ -14,7 +14,8 @@ it retries with a capped backoff and never exits. `make dev`, the chaos test and
 it once before they start the services (`kairyu_localenv.__main__.start_services`); the test
 fixtures call `Bus.create_streams`. Without `--every` it runs once and exits 1 on failure.
 
-Settings come from the same KAIRYU_NATS__* variables as a service's.
+Settings come from the same KAIRYU_NATS__* variables as a service's. With KAIRYU_BUS=servicebus
+it refuses to run (exit 2): Service Bus entities come from the ARM template (docs/bus.md).
 """
 
 from __future__ import annotations
@@ -85,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--every must be 0 or more")
     settings = ServiceSettings(service_name="kairyu-nats-setup")
     kairyu_logging.configure(settings.log, service=settings.service_name)
+    if settings.bus != "nats":
+        # Creating Service Bus entities takes the namespace's Manage right, which nothing in
+        # the cluster holds: the ARM template creates them (docs/bus.md).
+        log.error("the set-up step is for NATS; Service Bus entities come from the template")
+        return 2
     if args.every > 0:
         name = settings.service_name
         asyncio.run(keep_set_up(settings.nats, name=name, every_s=args.every))
