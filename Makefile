@@ -41,8 +41,9 @@ help:
 	@echo "make soak       TOTAL=2000 Workspaces created and deleted in waves of WAVE=200: RSS and streams stay bounded"
 	@echo "make chaos      30 Workspaces rolling out while services are SIGKILLed, NATS and the apiserver restart (make test runs 8)"
 	@echo "make crds       regenerate config/crd from kairyu_contracts.api"
-	@echo "make snapshots  regenerate docs/bus.md's topology table, the chart's golden renders and"
-	@echo "                docs/images/trace-ui.png (the trace UI's screenshot)"
+	@echo "make snapshots  regenerate docs/bus.md's topology tables, the Service Bus ARM template"
+	@echo "                (charts/kairyu/files/servicebus-entities.json), the chart's golden renders"
+	@echo "                and docs/images/trace-ui.png (the trace UI's screenshot)"
 
 $(UV):
 	@echo "set-up: installing uv $(UV_VERSION) into .tools/ (once)"

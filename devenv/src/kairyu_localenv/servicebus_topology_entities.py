@@ -1,8 +1,9 @@
 """kairyu's Service Bus entities as the local endpoint's specs (issue 20).
 
-`kairyu_core.bus.servicebus_topology` declares the entities (in Azure a template will create
-them: not built yet), and this turns the same declaration into `LocalServiceBus`'s specs, so the
-tests run against exactly kairyu's topics, subscriptions, rules and queues.
+`kairyu_core.bus.servicebus_topology` declares the entities (in Azure the ARM template
+`kairyu_core.bus.servicebus_template` creates them), and this turns the same declaration into
+`LocalServiceBus`'s specs, so the tests run against exactly kairyu's topics, subscriptions, rules
+and queues; `tests/contract/test_servicebus_entities_template.py` holds the two to one another.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 Everything one kairyu service needs, from its subchart's values: ServiceAccount, least-privilege
 ClusterRole and binding (a Role and RoleBinding in global.watchNamespace when it is set),
 Deployment (restricted Pod Security), NetworkPolicy, PodDisruptionBudget (when replicas > 1),
-the Role and binding for its leader-election Lease (_leadership.tpl),
-its nats-setup sidecar, and its NATS credentials when NATS authorization is on. Service
+the Role and binding for its leader-election Lease (_leadership.tpl), and on NATS its
+nats-setup sidecar and its NATS credentials when NATS authorization is on; on Azure Service Bus
+(global.bus: servicebus, _servicebus.tpl) its Service Bus settings and workload identity. Service
 subcharts contain nothing but `{{ include "kairyu.service" . }}` and their values; this is the
 one loop.
 */}}
@@ -44,7 +45,7 @@ one loop.
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.leaseRoleBinding" "ctx" . "merge" dict) }}
 {{- end }}
-{{- if and .Values.global.nats.auth.enabled .Values.global.nats.auth.createSecrets }}
+{{- if and (not (include "kairyu.onServiceBus" .)) .Values.global.nats.auth.enabled .Values.global.nats.auth.createSecrets }}
 ---
 {{ include "kairyu.object" (dict "template" "kairyu.natsCredentials" "ctx" . "merge" dict) }}
 {{- end }}
@@ -52,6 +53,10 @@ one loop.
 {{- end -}}
 
 {{- define "kairyu.serviceAccount" -}}
+{{- $annotations := deepCopy (.Values.serviceAccount.annotations | default dict) -}}
+{{- with include "kairyu.workloadIdentityClientId" . }}
+{{- $_ := set $annotations "azure.workload.identity/client-id" . }}
+{{- end }}
 apiVersion: v1
 kind: ServiceAccount
 metadata:
@@ -59,7 +64,7 @@ metadata:
   namespace: {{ .Release.Namespace }}
   labels:
     {{- include "kairyu.labels" . | nindent 4 }}
-  {{- with .Values.serviceAccount.annotations }}
+  {{- with $annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -136,6 +141,7 @@ subjects:
 
 {{- define "kairyu.deployment" -}}
 {{- $g := .Values.global -}}
+{{- $nats := not (include "kairyu.onServiceBus" .) -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -152,6 +158,10 @@ spec:
     metadata:
       labels:
         {{- include "kairyu.labels" . | nindent 8 }}
+        {{- if include "kairyu.servicebusWorkloadIdentity" . }}
+        {{- /* Azure Workload Identity's webhook injects the token file and client id. */}}
+        azure.workload.identity/use: "true"
+        {{- end }}
       {{- if or .Values.podAnnotations $g.prometheusAnnotations }}
       annotations:
         {{- if $g.prometheusAnnotations }}
@@ -178,6 +188,7 @@ spec:
         - name: {{ . }}
         {{- end }}
       {{- end }}
+      {{- if $nats }}
       initContainers:
         # kairyu's streams, created or updated by the one component that configures them (the
         # service only waits until they exist), under NATS authorization as the admin identity,
@@ -214,6 +225,7 @@ spec:
               mountPath: /etc/kairyu/nats-tls
               readOnly: true
           {{- end }}
+      {{- end }}
       containers:
         - name: {{ .Values.service }}
           image: {{ include "kairyu.image" . }}
@@ -231,7 +243,11 @@ spec:
               containerPort: {{ .containerPort }}
             {{- end }}
           env:
+            {{- if $nats }}
             {{- include "kairyu.natsEnv" (dict "ctx" . "user" (include "kairyu.name" .)) | nindent 12 }}
+            {{- else }}
+            {{- include "kairyu.servicebusEnv" . | nindent 12 }}
+            {{- end }}
             - name: KAIRYU_LOG__FORMAT
               value: json
             - name: KAIRYU_LOG__LEVEL
@@ -290,7 +306,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- if $g.nats.tls.secretName }}
+            {{- if and $nats $g.nats.tls.secretName }}
             - name: nats-tls
               mountPath: /etc/kairyu/nats-tls
               readOnly: true
@@ -301,10 +317,10 @@ spec:
       volumes:
         - name: tmp
           emptyDir: {}
-        {{- with $g.nats.tls.secretName }}
+        {{- if and $nats $g.nats.tls.secretName }}
         - name: nats-tls
           secret:
-            secretName: {{ . }}
+            secretName: {{ $g.nats.tls.secretName }}
         {{- end }}
         {{- with .Values.volumes }}
         {{- tpl (toYaml .) $ | nindent 8 }}
@@ -351,6 +367,9 @@ spec:
     - ports:
         {{- range $g.networkPolicy.egressPorts }}
         - port: {{ . }}
+        {{- end }}
+        {{- if include "kairyu.onServiceBus" . }}
+        - port: 5671
         {{- end }}
         {{- range .Values.networkPolicy.extraEgressPorts }}
         - port: {{ . }}
