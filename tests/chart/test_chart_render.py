@@ -274,6 +274,10 @@ def test_each_pods_environment_is_valid_settings_for_its_service(
         assert exported == EXPORTED.get(values.name, []), values.name
         assert settings.health_port == 8080
         assert settings.nats.stream == "KAIRYU"
+        # The transport the values chose is the one each service connects to.
+        on_servicebus = values.name.startswith("servicebus")
+        assert settings.bus == ("servicebus" if on_servicebus else "nats"), values.name
+        assert (settings.servicebus is not None) == on_servicebus, values.name
         if isinstance(settings, ProvisionerSettings) and "azure" in values.name:
             assert settings.backend == "azure"
             assert settings.azure.cluster_name == "aks-kairyu"
