@@ -31,6 +31,7 @@ ARGS ?=
 help:
 	@echo "make dev        local control plane + NATS + services + example Workspace, until Ctrl-C"
 	@echo "                (ARGS=\"--backend azure\" or byo; default: real Karpenter)"
+	@echo "                (ARGS=\"--bus servicebus\": on Azure Service Bus, a local endpoint, no NATS)"
 	@echo "make test       lint + type-check + all tests (unit, contract, integration)"
 	@echo "make test-unit  the fast subset: no cluster, no nats-server"
 	@echo "make test-images  the runtime server and the tuning entrypoint on the CPU (torch; images/)"
