@@ -1,5 +1,7 @@
 """The bus on a real nats-server: the set-up step, services that wait for it, dead letters,
-outages, credentials and TLS. Following states is tested in test_state_stream.py."""
+outages, credentials and TLS. Following states is tested in test_state_stream.py; what both
+transports must do alike (a write and a follower across a broker restart, among others) in
+test_bus_contract.py."""
 
 import asyncio
 import dataclasses
@@ -170,14 +172,6 @@ async def test_a_flood_of_dead_letters_cannot_push_states_out(
     assert states.state.messages == 1
     assert letters.state.first_seq == 1
     assert letters.config.discard == DiscardPolicy.NEW
-
-
-async def test_a_write_during_a_nats_restart_is_retried(bus: Bus, nats_server: LocalNats) -> None:
-    """A NATS restart is an outage to ride out: the write is retried until JetStream answers."""
-    nats_server.restart()
-    key, value = pod("after-restart")
-    published = await bus.put_state(key, value, digest="d1")
-    assert published.stream == bus.stream.state_stream
 
 
 def printed(exc: BaseException) -> str:

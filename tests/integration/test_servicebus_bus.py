@@ -1,85 +1,41 @@
 """The bus on Service Bus, against the local endpoint with exactly kairyu's entities (issue 20).
 
-The test plays the watcher (its values, `put_state`, `serve_snapshots`) and a deployer follows
-Pods: it gets the watcher's values as its snapshot, then each change in order; what it cannot
-read is dead-lettered without stopping it. (A broker restart is not tested yet: docs/bus.md.)
+What only Service Bus does: the test plays the watcher (its values, `put_state`,
+`serve_snapshots`) and a deployer follows Pods, getting the watcher's values between markers as
+its snapshot (with their digests), then each change; the watcher refuses a snapshot request that
+is not from a reader of the kind; dead letters carry their reason in properties on the
+dead-letters queue; and the entities, the key and their errors. What both transports must do
+alike (order, dedupe, retries and dead letters, a killed follower, a broker restart, an
+unreadable message) is the contract suite's, test_bus_contract.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
-from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
+from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus.aio import ServiceBusClient
+from bus_transports import KEYS, SERVICEBUS_TOPOLOGY, Writer, pod, receive
 
-from kairyu_contracts.objectstate import JSON, Kind, ObjectKey, content_digest, trim
+from kairyu_contracts.objectstate import content_digest
 from kairyu_core.bus import BusError, Change, Snapshot
 from kairyu_core.bus.servicebus import ServiceBusBus, properties_of
 from kairyu_core.bus.servicebus_states import SNAPSHOT_ID_PROPERTY, SNAPSHOT_PROPERTY
 from kairyu_core.bus.servicebus_topology import servicebus_topology
 from kairyu_core.bus.snapshot_pacing import DEFAULT_INTERVAL_S
 from kairyu_core.bus.topology import StreamSpec
-from kairyu_core.informing import Informer
-from kairyu_core.view import View
 from kairyu_localenv.servicebus_endpoint import LocalServiceBus
 from kairyu_localenv.servicebus_entities import EntitySpec
 from kairyu_localenv.servicebus_topology_entities import entity_specs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
-KEYS = {"kairyu": "local-secret"}
-# Short, so that a session the endpoint still holds for a connection it lost in a restart is free
-# again within the test, yet several SDK round trips long on a loaded 2-core machine.
-LOCK_S = 6
-TOPOLOGY = servicebus_topology(StreamSpec(name="kairyu"), lock_duration_s=LOCK_S)
-POD_TOPIC = TOPOLOGY.topic_of("Pod").name
-DEPLOYER_PODS = TOPOLOGY.subscription("deployer", "Pod").name
-
-
-def pod(name: str, *, phase: str = "Pending", version: int = 1, workspace: str = "ws") -> JSON:
-    return trim(
-        "Pod",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": "ns",
-                "uid": f"uid-{name}",
-                "resourceVersion": str(version),
-                "labels": {"kaito.sh/workspace": workspace},
-            },
-            "status": {"phase": phase},
-        },
-    )
-
-
-class Watcher:
-    """The watcher's part: its latest values, what it sends, and its snapshot answers."""
-
-    def __init__(self, bus: ServiceBusBus) -> None:
-        self.bus = bus
-        self.values: dict[ObjectKey, tuple[JSON, str, str | None]] = {}
-
-    def values_of(self, kind: Kind) -> dict[ObjectKey, tuple[JSON, str, str | None]]:
-        return {key: held for key, held in self.values.items() if key.kind == kind}
-
-    async def put(self, value: JSON) -> ObjectKey:
-        key = ObjectKey.of("Pod", value)
-        digest = content_digest(value)
-        self.values[key] = (value, digest, None)
-        await self.bus.put_state(key, value, digest=digest)
-        return key
-
-    async def delete(self, key: ObjectKey) -> None:
-        del self.values[key]
-        await self.bus.delete_state(key, uid=f"uid-{key.name}")
+TOPOLOGY = SERVICEBUS_TOPOLOGY
 
 
 def _specs() -> list[EntitySpec]:
@@ -99,16 +55,9 @@ async def _connect(endpoint: LocalServiceBus, service: str) -> ServiceBusBus:
 
 
 @pytest.fixture
-async def watcher(endpoint: LocalServiceBus) -> AsyncIterator[Watcher]:
-    async with await _connect(endpoint, "watcher") as bus:
-        playing = Watcher(bus)
-        serving = asyncio.create_task(bus.serve_snapshots(playing.values_of))
-        try:
-            yield playing
-        finally:
-            serving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+async def watcher(endpoint: LocalServiceBus) -> AsyncIterator[Writer]:
+    async with await _connect(endpoint, "watcher") as bus, Writer(bus).answering() as playing:
+        yield playing
 
 
 @pytest.fixture
@@ -117,27 +66,12 @@ async def deployer(endpoint: LocalServiceBus) -> AsyncIterator[ServiceBusBus]:
         yield bus
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def _next(follow: AsyncIterator[Snapshot | Change], timeout: float = 15.0) -> Any:
     return await asyncio.wait_for(anext(follow), timeout)
 
 
-async def _receive(receiver: ServiceBusReceiver, count: int) -> list[ServiceBusReceivedMessage]:
-    got: list[ServiceBusReceivedMessage] = []
-    deadline = time.monotonic() + 10
-    while len(got) < count and time.monotonic() < deadline:
-        got += await receiver.receive_messages(max_message_count=count, max_wait_time=0.5)
-    return got
-
-
 async def test_a_follower_gets_the_watchers_values_then_each_change_and_a_tombstone(
-    watcher: Watcher, deployer: ServiceBusBus
+    watcher: Writer, deployer: ServiceBusBus
 ) -> None:
     a = await watcher.put(pod("a", phase="Pending"))
     await watcher.put(pod("a", phase="Running", version=2))
@@ -163,70 +97,9 @@ async def test_a_follower_gets_the_watchers_values_then_each_change_and_a_tombst
     ]
 
 
-async def test_a_follower_started_during_changes_ends_with_exactly_the_latest_values(
-    watcher: Watcher, deployer: ServiceBusBus
-) -> None:
-    view = View(["Pod"])
-    informer = Informer(deployer, view, lambda _: None)
-
-    async def change_pods() -> None:
-        for version in range(1, 31):
-            await watcher.put(pod(f"p{version % 5}", phase=f"v{version}", version=version))
-            if version % 7 == 0:
-                await watcher.delete(ObjectKey("Pod", "ns", f"p{version % 5}"))
-
-    changing = asyncio.create_task(change_pods())
-    following = asyncio.create_task(informer.run())
-    try:
-        await changing
-        expected = {key: value for key, (value, _, _) in watcher.values.items()}
-        await until(
-            lambda: {k: view.get(k) for k in expected} == expected and len(view) == len(expected)
-        )
-    finally:
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
-    assert informer.synced.is_set()
-
-
-async def test_an_informer_keeps_a_services_view_current_over_service_bus(
-    watcher: Watcher, deployer: ServiceBusBus
-) -> None:
-    await watcher.put(pod("a", workspace="wa"))
-    view = View(["Pod"])
-    woken: list[str] = []
-    following = asyncio.create_task(Informer(deployer, view, woken.extend).run())
-    try:
-        await until(lambda: len(view) == 1)
-        assert woken == ["ns/wa"]
-        await watcher.put(pod("a", workspace="wa", phase="Running", version=2))
-        await until(lambda: view.owned("Pod", "ns/wa")[0]["status"]["phase"] == "Running")
-        assert woken == ["ns/wa", "ns/wa"]
-    finally:
-        following.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await following
-
-
-async def test_a_retried_put_reaches_the_follower_once(
-    watcher: Watcher, deployer: ServiceBusBus
-) -> None:
-    follow = deployer.follow_state("Pod")
-    try:
-        assert await _next(follow) == Snapshot("Pod", {}, {}, {})
-        await watcher.put(pod("a", version=7))
-        await watcher.put(pod("a", version=7))  # the same uid and resourceVersion: a retry
-        await watcher.put(pod("b"))
-        first, second = await _next(follow), await _next(follow)
-    finally:
-        await follow.aclose()
-    assert [first.key.name, second.key.name] == ["a", "b"]
-
-
 @pytest.mark.parametrize("reader", ["*", "kairyu-planner", ""])
 async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_refused(
-    endpoint: LocalServiceBus, watcher: Watcher, reader: str
+    endpoint: LocalServiceBus, watcher: Writer, reader: str
 ) -> None:
     """The planner does not follow Pods, "*" is every reader: the watcher sends nothing."""
     await watcher.put(pod("kept"))
@@ -248,50 +121,9 @@ async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_refused(
         async with sb.get_queue_receiver(
             TOPOLOGY.requests.name, sub_queue=ServiceBusSubQueue.DEAD_LETTER
         ) as dead_letters:
-            (dead,) = await _receive(dead_letters, 1)
+            (dead,) = await receive(dead_letters, 1)
     assert dead.dead_letter_reason == "NotASnapshotRequest"
     assert f"reader {reader!r}" in (dead.dead_letter_error_description or "")
-
-
-async def test_a_malformed_message_is_dead_lettered_with_why_and_the_follower_goes_on(
-    endpoint: LocalServiceBus, watcher: Watcher, deployer: ServiceBusBus
-) -> None:
-    follow = deployer.follow_state("Pod")
-    try:
-        assert isinstance(await _next(follow), Snapshot)
-        async with (
-            ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb,
-            sb.get_topic_sender(POD_TOPIC) as sender,
-        ):
-            await sender.send_messages(
-                ServiceBusMessage(
-                    b"{not json",
-                    application_properties={
-                        "to": "*",
-                        "kairyu-kind": "Pod",
-                        "kairyu-namespace": "ns",
-                        "kairyu-name": "broken",
-                    },
-                    session_id="Pod",
-                    message_id="broken-1",
-                )
-            )
-        await watcher.put(pod("after"))
-        change = await _next(follow)
-        assert change.key.name == "after"
-    finally:
-        await follow.aclose()
-    async with (
-        ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb,
-        sb.get_subscription_receiver(
-            POD_TOPIC, DEPLOYER_PODS, sub_queue=ServiceBusSubQueue.DEAD_LETTER
-        ) as dead_letters,
-    ):
-        (dead,) = await _receive(dead_letters, 1)
-    assert dead.message_id == "broken-1"
-    assert dead.dead_letter_reason is not None
-    assert "not JSON" in dead.dead_letter_reason
-    assert "kairyu-deployer" in (dead.dead_letter_error_description or "")
 
 
 async def test_a_dead_lettered_reconcile_is_on_the_dead_letters_queue(
@@ -305,7 +137,7 @@ async def test_a_dead_lettered_reconcile_is_on_the_dead_letters_queue(
         ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb,
         sb.get_queue_receiver(TOPOLOGY.dead_letters.name) as receiver,
     ):
-        (letter,) = await _receive(receiver, 1)
+        (letter,) = await receive(receiver, 1)
     properties = properties_of(letter)
     assert str(letter) == "ns/ws"
     assert properties["kairyu-dead-letter-reason"] == "BadPreset"
