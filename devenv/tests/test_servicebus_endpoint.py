@@ -32,6 +32,7 @@ from kairyu_localenv.servicebus_entities import (
     QueueSettings,
     SubscriptionSpec,
 )
+from kairyu_testing.bus import collect_sdk_garbage
 
 # each test opens and closes SDK handlers, about a second apiece (the SDK polls every 50 ms)
 pytestmark = pytest.mark.integration
@@ -71,6 +72,7 @@ def _entities() -> list[EntitySpec]:
 def bus() -> Iterator[LocalServiceBus]:
     with LocalServiceBus(_entities(), keys=KEYS) as endpoint:
         yield endpoint
+    collect_sdk_garbage()
 
 
 @pytest.fixture

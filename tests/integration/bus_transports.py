@@ -33,7 +33,7 @@ from kairyu_core.bus import Bus, StateBus, StreamSpec
 from kairyu_core.bus.servicebus import ServiceBusBus, properties_of
 from kairyu_core.bus.servicebus_topology import servicebus_topology
 from kairyu_localenv import LocalNats
-from kairyu_localenv.servicebus_endpoint import EndpointProcess
+from kairyu_localenv.servicebus_process import ServiceBusProcess
 from kairyu_testing.bus import dead_letters as nats_dead_letters
 
 KEYS = {"kairyu": "local-secret"}
@@ -259,7 +259,7 @@ class ServiceBusTransport(Transport):
 
     name = "servicebus"
 
-    def __init__(self, endpoint: EndpointProcess) -> None:
+    def __init__(self, endpoint: ServiceBusProcess) -> None:
         self.endpoint = endpoint
         self.connection_string = endpoint.connection_string("kairyu")
         self.spec = {

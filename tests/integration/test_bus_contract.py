@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import random
 import sys
@@ -57,8 +56,9 @@ from kairyu_core.informing import Informer
 from kairyu_core.service import Controlled, until_first_ends
 from kairyu_core.view import View
 from kairyu_localenv.processes import ManagedProcess
-from kairyu_localenv.servicebus_endpoint import EndpointProcess
+from kairyu_localenv.servicebus_process import ServiceBusProcess
 from kairyu_localenv.servicebus_topology_entities import entities_json
+from kairyu_testing.bus import collect_sdk_garbage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -72,14 +72,9 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Transport
         yield NatsTransport(request.getfixturevalue("nats_server"), request.getfixturevalue("bus"))
         return
     entities = entities_json(SERVICEBUS_TOPOLOGY)
-    with EndpointProcess(entities, keys=KEYS, workdir=tmp_path / "servicebus") as endpoint:
+    with ServiceBusProcess(entities, keys=KEYS, workdir=tmp_path / "servicebus") as endpoint:
         yield ServiceBusTransport(endpoint)
-    # azure-servicebus 7.15 leaves the sockets of connections the broker dropped to the garbage
-    # collector. Collected later, their finalizers' reports may run inside a compile (an import
-    # at the end of the session), whose reports parse code again: Python 3.11's AST recursion
-    # check then fails the whole run ("AST constructor recursion depth mismatch"). Here, they
-    # run in this test's teardown and are ignored (pyproject.toml's filterwarnings).
-    gc.collect()
+    collect_sdk_garbage()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from kairyu_core.bus.topology import StreamSpec
 from kairyu_localenv.servicebus_endpoint import LocalServiceBus
 from kairyu_localenv.servicebus_entities import EntitySpec
 from kairyu_localenv.servicebus_topology_entities import entity_specs
+from kairyu_testing.bus import collect_sdk_garbage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -46,6 +47,7 @@ def _specs() -> list[EntitySpec]:
 def endpoint() -> Iterator[LocalServiceBus]:
     with LocalServiceBus(_specs(), keys=KEYS) as local:
         yield local
+    collect_sdk_garbage()
 
 
 async def _connect(endpoint: LocalServiceBus, service: str) -> ServiceBusBus:
@@ -175,7 +177,7 @@ async def test_a_wrong_key_is_a_clear_bus_error_not_a_hang(endpoint: LocalServic
 
 
 async def test_a_flood_of_snapshot_requests_costs_one_snapshot_per_interval(
-    endpoint: LocalServiceBus, watcher: Watcher, deployer: ServiceBusBus
+    endpoint: LocalServiceBus, watcher: Writer, deployer: ServiceBusBus
 ) -> None:
     """A service's credential may send requests; each would cost the watcher a whole kind."""
     await watcher.put(pod("a"))

@@ -21,6 +21,7 @@ from kairyu_core.kube import KubeClient
 from kairyu_localenv import LocalCluster
 from kairyu_localenv.servicebus_endpoint import LocalServiceBus
 from kairyu_localenv.servicebus_topology_entities import entity_specs
+from kairyu_testing.bus import collect_sdk_garbage
 from kairyu_watcher.app import Watcher
 from kairyu_watcher.settings import WatcherSettings
 
@@ -34,6 +35,7 @@ TOPOLOGY = servicebus_topology(StreamSpec(name="kairyu"), lock_duration_s=10)
 async def endpoint() -> AsyncIterator[LocalServiceBus]:
     with LocalServiceBus(entity_specs(TOPOLOGY), keys=KEYS) as local:
         yield local
+    collect_sdk_garbage()
 
 
 async def _connect(endpoint: LocalServiceBus, service: str) -> ServiceBusBus:

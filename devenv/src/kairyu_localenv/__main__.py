@@ -65,7 +65,7 @@ def bus_settings(bus: LocalBus) -> dict[str, str]:
         return env_of(
             ServiceSettings,
             bus="servicebus",
-            servicebus={"connection_string": bus.connection_string},
+            servicebus={"connection_string": bus.connection_string()},
         )
     return env_of(ServiceSettings, nats={"url": bus.url})
 

@@ -14,7 +14,8 @@ auto-forwarding, partitioned entities, JWT (Entra ID) tokens, TLS, and message s
 one transfer frame sequence carries. The state lives in memory and survives `stop()` / `start()`
 of one object; with `state_dir` it is also written there on `stop()` and read back by a new
 object, so a restarted process keeps its messages (a killed one loses what changed since).
-`EndpointProcess` runs it as a child process, for tests that restart the broker under a client.
+`servicebus_process.ServiceBusProcess` runs it as a child process (`make dev`, and tests that
+restart the broker under a client).
 """
 
 from __future__ import annotations
@@ -25,17 +26,14 @@ import json
 import logging
 import os
 import signal
-import socket
-import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from kairyu_localenv.processes import Component, ManagedProcess, free_port
+from kairyu_localenv.processes import free_port
 from kairyu_localenv.servicebus_broker import Broker
 from kairyu_localenv.servicebus_entities import EntitySpec, Namespace, specs_from_json
 
@@ -69,7 +67,7 @@ class LocalServiceBus:
         self._injector: EventInjector | None = None
 
     def connection_string(self, key_name: str) -> str:
-        return _connection_string(self.host, self.port, key_name, self.keys[key_name])
+        return connection_string_of(self.host, self.port, key_name, self.keys[key_name])
 
     def start(self) -> None:
         if self._thread is not None:
@@ -129,65 +127,12 @@ class LocalServiceBus:
         self.stop()
 
 
-def _connection_string(host: str, port: int, key_name: str, key: str) -> str:
+def connection_string_of(host: str, port: int, key_name: str, key: str) -> str:
     """The development-emulator connection string the SDK takes for this endpoint."""
     return (
         f"Endpoint=sb://{host}:{port};SharedAccessKeyName={key_name};"
         f"SharedAccessKey={key};UseDevelopmentEmulator=true"
     )
-
-
-class EndpointProcess(Component):
-    """The endpoint as a child process (`main`), with its state in `workdir`: a broker to restart.
-
-    `restart()` SIGTERMs it (it writes its messages to its state directory) and starts it again on
-    the same port, so clients see what a Service Bus outage looks like: their connections drop,
-    and come back to the same entities and messages (session and message locks are not kept).
-    """
-
-    def __init__(
-        self, entities: Mapping[str, Any], *, keys: Mapping[str, str], workdir: Path
-    ) -> None:
-        """`entities` as the `--entities` file holds them (`specs_from_json`)."""
-        self.keys = dict(keys)
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        entities_file = workdir / "entities.json"
-        entities_file.write_text(json.dumps(entities))
-        self.process = ManagedProcess(
-            "servicebus-endpoint",
-            [
-                sys.executable,
-                "-m",
-                "kairyu_localenv.servicebus_endpoint",
-                f"--port={self.port}",
-                f"--host={self.host}",
-                f"--entities={entities_file}",
-                *(f"--key={name}={key}" for name, key in self.keys.items()),
-                f"--state-dir={workdir / 'state'}",
-            ],
-            log_dir=workdir,
-        )
-
-    def connection_string(self, key_name: str) -> str:
-        return _connection_string(self.host, self.port, key_name, self.keys[key_name])
-
-    def start(self) -> None:
-        self.process.start()
-        self.process.wait_until(self._listening, timeout=30, what=f"port {self.port}")
-
-    def _listening(self) -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex((self.host, self.port)) == 0
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def restart(self) -> None:
-        """SIGTERM (it writes its messages to its state directory), then start on the same port."""
-        self.stop()
-        self.start()
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
-"""The local Service Bus endpoint as a process, with exactly kairyu's entities and a fresh key.
+"""The local Service Bus endpoint as a child process, for `make dev` and a broker to restart.
 
-`make dev ARGS="--bus servicebus"` runs every service on it instead of NATS (docs/bus.md). A
-process of its own, as the services are, so that its AMQP loop shares no interpreter with the
-launcher; with a state directory, so a `restart()` keeps the messages as Service Bus would.
+`make dev ARGS="--bus servicebus"` runs every service on it instead of NATS (docs/bus.md), with
+exactly kairyu's entities and a key made at start. The bus contract suite restarts it under its
+clients (tests/integration/test_bus_contract.py). A process of its own, so that its AMQP loop
+shares no interpreter with the launcher or the test, and so that a restart drops the clients'
+connections as a Service Bus outage does; its state directory keeps the messages across one.
 """
 
 from __future__ import annotations
@@ -13,72 +15,87 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from kairyu_core.bus.servicebus_topology import servicebus_topology
 from kairyu_core.bus.topology import StreamSpec
 from kairyu_localenv.processes import Component, ManagedProcess, free_port
+from kairyu_localenv.servicebus_endpoint import connection_string_of
 from kairyu_localenv.servicebus_topology_entities import entities_json
 
 KEY_NAME = "kairyu"
 
 
 class ServiceBusProcess(Component):
-    """`python -m kairyu_localenv.servicebus_endpoint` on a free port, its state under `workdir`."""
+    """`python -m kairyu_localenv.servicebus_endpoint` on a free port, its state under `workdir`.
 
-    def __init__(self, *, stream: str = "KAIRYU", workdir: Path | None = None) -> None:
+    `entities` as the `--entities` file holds them (`specs_from_json`); by default kairyu's, on
+    the default stream name. `keys` by name; by default one, `kairyu`, made now. The keys reach
+    the process through its environment, not its command line, which `ps` shows anyone.
+    """
+
+    def __init__(
+        self,
+        entities: Mapping[str, Any] | None = None,
+        *,
+        keys: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kairyu-servicebus-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
         self.port = free_port()
-        self._key = secrets.token_urlsafe(24)
-        entities = self.workdir / "entities.json"
-        entities.write_text(json.dumps(entities_json(servicebus_topology(StreamSpec(name=stream)))))
-        # The key travels in the environment, not the command line another user's `ps` shows.
-        self._proc = ManagedProcess(
+        self.keys = dict(keys or {KEY_NAME: secrets.token_urlsafe(24)})
+        entities_file = self.workdir / "entities.json"
+        entities = entities or entities_json(servicebus_topology(StreamSpec()))
+        entities_file.write_text(json.dumps(entities))
+        variables = {
+            f"KAIRYU_LOCAL_SERVICEBUS_KEY_{i}": key for i, key in enumerate(self.keys.values())
+        }
+        self.process = ManagedProcess(
             "servicebus",
             [
                 sys.executable,
                 "-m",
                 "kairyu_localenv.servicebus_endpoint",
                 f"--port={self.port}",
-                f"--entities={entities}",
-                f"--key-from-env={KEY_NAME}=KAIRYU_LOCAL_SERVICEBUS_KEY",
+                f"--host={self.host}",
+                f"--entities={entities_file}",
+                *(
+                    f"--key-from-env={name}={variable}"
+                    for name, variable in zip(self.keys, variables, strict=True)
+                ),
                 f"--state-dir={self.workdir / 'state'}",
             ],
             log_dir=self.workdir,
-            env={"KAIRYU_LOCAL_SERVICEBUS_KEY": self._key},
+            env=variables,
         )
-
-    @property
-    def process(self) -> ManagedProcess:
-        return self._proc
 
     @property
     def address(self) -> str:
-        return f"sb://127.0.0.1:{self.port}"
+        return f"sb://{self.host}:{self.port}"
 
-    @property
-    def connection_string(self) -> str:
-        """A connection string for the services: the development-emulator form (no TLS)."""
-        return (
-            f"Endpoint={self.address};SharedAccessKeyName={KEY_NAME};"
-            f"SharedAccessKey={self._key};UseDevelopmentEmulator=true"
-        )
+    def connection_string(self, key_name: str = KEY_NAME) -> str:
+        """A connection string with the key `key_name`: the development-emulator form (no TLS)."""
+        return connection_string_of(self.host, self.port, key_name, self.keys[key_name])
 
     def start(self, timeout: float = 30.0) -> None:
-        self._proc.start()
-        self._proc.wait_until(self.accepts_connections, timeout=timeout, what="its AMQP port")
+        self.process.start()
+        self.process.wait_until(self.accepts_connections, timeout=timeout, what="its AMQP port")
 
     def stop(self) -> None:
-        self._proc.stop()
+        self.process.stop()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart(self) -> None:
-        """Stop (SIGTERM: the endpoint saves its messages) and start again on the same port."""
-        self._proc.stop()
+        """SIGTERM (it writes its messages to its state directory), then start on the same port."""
+        self.process.stop()
         self.start()
 
     def accepts_connections(self) -> bool:
         with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+            return sock.connect_ex((self.host, self.port)) == 0
