@@ -23,7 +23,7 @@ from kairyu_core.kube import KubeClient
 from kairyu_localenv import LocalCluster
 from kairyu_testing.seeds import seed
 from kairyu_testing.stack import ServiceStack
-from kairyu_testing.workspaces import is_true, until
+from kairyu_testing.workspaces import is_true, until, workspace_of_span
 
 pytestmark = pytest.mark.e2e
 
@@ -49,14 +49,6 @@ def _named(kind: str, name: str, namespace: str) -> dict[str, Any]:
     doc = seed(kind)
     doc["metadata"] = {"name": name, "namespace": namespace}
     return doc
-
-
-def _workspace_of(attributes: dict[str, Any]) -> str | None:
-    if "kairyu.workspace" in attributes:
-        return str(attributes["kairyu.workspace"])
-    if "kairyu.workspace.name" in attributes:
-        return f"{attributes['kairyu.workspace.namespace']}/{attributes['kairyu.workspace.name']}"
-    return None
 
 
 async def test_the_three_seeds_reach_their_final_states_in_one_trace_each(
@@ -88,7 +80,7 @@ async def test_the_three_seeds_reach_their_final_states_in_one_trace_each(
             span.instrumentation_scope.name if span.instrumentation_scope else ""
         )
         span_names.append((span.name, span.context.trace_id))
-        if (key := _workspace_of(dict(span.attributes or {}))) is not None:
+        if (key := workspace_of_span(dict(span.attributes or {}))) is not None:
             traces[key].add(span.context.trace_id)
     for kind, (_, services) in rollouts.items():
         found = traces[f"{namespace}/seed-{kind}"]
@@ -133,7 +125,7 @@ async def test_a_rollout_keeps_its_one_trace_when_every_service_restarts_mid_way
         span.context.trace_id
         for span in spans.get_finished_spans()
         if span.context is not None
-        and _workspace_of(dict(span.attributes or {})) == f"{namespace}/restarted"
+        and workspace_of_span(dict(span.attributes or {})) == f"{namespace}/restarted"
     }
     assert len(traces) == 1, f"the rollout's spans are in {len(traces)} traces"
     (trace_id,) = traces

@@ -49,3 +49,12 @@ async def until(
             return obj
         await asyncio.sleep(0.2)
     raise AssertionError(f"{what} not reached; status: {obj.get('status')}")
+
+
+def workspace_of_span(attributes: dict[str, Any]) -> str | None:
+    """The `namespace/name` of the Workspace a span's attributes (or Jaeger tags) name, if any."""
+    if "kairyu.workspace" in attributes:
+        return str(attributes["kairyu.workspace"])
+    if "kairyu.workspace.name" in attributes:
+        return f"{attributes['kairyu.workspace.namespace']}/{attributes['kairyu.workspace.name']}"
+    return None

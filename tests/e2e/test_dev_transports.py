@@ -1,11 +1,13 @@
-"""`make dev ARGS="--bus servicebus"`: the three seed manifests on Service Bus, one trace each.
+"""`make dev` on each bus: the three seed manifests roll out, one trace each across processes.
 
-The launcher is `make dev` itself (python -m kairyu_localenv): every service runs as its own
-process on the local Service Bus endpoint, with no NATS anywhere. The seed rolls out as it does
-on NATS; the other two manifests are applied as a user would, with kubectl in another terminal
-(the env file `make dev` writes). Each Workspace must reach its final state, and Jaeger must hold
-each rollout in exactly one trace with spans from every service process that handled it: the
-trace crosses processes with nothing of it on the bus (its ids come from the Workspace).
+The launcher is `make dev` itself (python -m kairyu_localenv), with `--bus nats` (the default)
+and `--bus servicebus`: every service runs as its own process on that bus, and on Service Bus
+there is no NATS anywhere. The seed rolls out as `make dev` shows it; the other two manifests are
+applied as a user would, with kubectl in another terminal (the env file `make dev` writes). Each
+Workspace must reach its final state, and Jaeger must hold each rollout in exactly one trace with
+spans from every service process that handled it. This is the bus contract's trace propagation
+across processes (the rest of the contract is tests/integration/test_bus_contract.py): nothing
+of a trace travels on either bus, its ids come from the Workspace's uid and generation.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import yaml
 from kairyu_cli.traceview import trace_id_of
 from kairyu_localenv.binaries import repo_root
 from kairyu_testing.dev_launcher import dev_launcher
+from kairyu_testing.workspaces import workspace_of_span
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -42,11 +45,14 @@ ROLLOUTS = {
 SERVICES = ("kairyu-planner", "kairyu-provisioner", "kairyu-deployer", "kairyu-tuner")
 
 
-@pytest.fixture
-def dev_on_servicebus(tmp_path: Path) -> Iterator[tuple[dict[str, Any], dict[str, str]]]:
-    """`make dev ARGS="--bus servicebus"` once ready: its JSON line and its env file's variables."""
+@pytest.fixture(params=["nats", "servicebus"])
+def dev_environment(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, Any], dict[str, str]]]:
+    """`make dev ARGS="--bus <bus>"` once ready: the bus, its JSON line and its env file."""
     log = tmp_path / "launcher.log"
-    with dev_launcher(tmp_path, ["--bus", "servicebus", "--no-trace-ui"]) as launcher:
+    bus = request.param
+    with dev_launcher(tmp_path, ["--bus", bus, "--no-trace-ui"]) as launcher:
         assert launcher.stdout is not None
         ready = next((json.loads(line) for line in launcher.stdout if line.startswith("{")), None)
         assert ready is not None, f"make dev never became ready:\n{log.read_text()[-4000:]}"
@@ -54,7 +60,7 @@ def dev_on_servicebus(tmp_path: Path) -> Iterator[tuple[dict[str, Any], dict[str
         for line in (tmp_path / "env").read_text().splitlines():
             name, _, value = line.removeprefix("export ").partition("=")
             env[name] = shlex.split(value)[0] if value else ""
-        yield ready, env
+        yield bus, ready, env
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(60)
 
@@ -104,21 +110,18 @@ def jaeger_spans(query_url: str) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-def workspace_of(tags: dict[str, Any]) -> str | None:
-    if "kairyu.workspace" in tags:
-        return str(tags["kairyu.workspace"])
-    if "kairyu.workspace.name" in tags:
-        return f"{tags['kairyu.workspace.namespace']}/{tags['kairyu.workspace.name']}"
-    return None
-
-
-def test_the_seed_manifests_roll_out_on_service_bus_in_one_trace_each(
-    dev_on_servicebus: tuple[dict[str, Any], dict[str, str]],
+def test_the_seed_manifests_roll_out_in_one_trace_each_on_either_bus(
+    dev_environment: tuple[str, dict[str, Any], dict[str, str]],
 ) -> None:
-    ready, env = dev_on_servicebus
-    assert ready["bus"].startswith("sb://"), ready
-    assert env["KAIRYU_BUS"] == "servicebus"
-    assert not any(name.startswith("KAIRYU_NATS") for name in env), "NATS is configured"
+    bus, ready, env = dev_environment
+    if bus == "servicebus":
+        assert ready["bus"].startswith("sb://"), ready
+        assert env["KAIRYU_BUS"] == "servicebus"
+        assert not any(name.startswith("KAIRYU_NATS") for name in env), "NATS is configured"
+    else:
+        assert ready["bus"].startswith("nats://"), ready
+        assert "KAIRYU_BUS" not in env  # the services' default
+        assert env["KAIRYU_NATS__URL"] == ready["bus"]
     # make dev rolled out the first one; the other two are applied from another terminal.
     for manifest in ("workspace-phi-3-adapter.yaml", "workspace-tuning-phi-3.yaml"):
         kubectl(env, "apply", "-f", str(EXAMPLES / manifest))
@@ -140,7 +143,7 @@ def test_the_seed_manifests_roll_out_on_service_bus_in_one_trace_each(
         services: dict[str, set[str]] = defaultdict(set)
         for trace_id, service, tags in jaeger_spans(env["KAIRYU_JAEGER_URL"]):
             services[trace_id].add(service.removeprefix("kairyu-"))
-            if (key := workspace_of(tags)) in expected:
+            if (key := workspace_of_span(tags)) in expected:
                 traces[key].add(trace_id)
         missing = {key: wanted[key] - services[trace_id] for key, trace_id in expected.items()}
         if not any(missing.values()) or time.monotonic() > deadline:
