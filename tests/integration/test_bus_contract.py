@@ -270,8 +270,7 @@ async def test_a_follower_killed_while_changes_flow_ends_with_the_writers_view(
     out = tmp_path / "view.json"
 
     def follower_process(name: str) -> ManagedProcess:
-        argv = [sys.executable, str(FOLLOWER), json.dumps(transport.spec), "deployer", str(out)]
-        return ManagedProcess(name, argv, log_dir=tmp_path)
+        return service_process(transport, name, ["follow", "deployer", str(out)], tmp_path)
 
     first = follower_process("follower-1")
     first.start()
@@ -307,6 +306,56 @@ async def test_a_follower_killed_while_changes_flow_ends_with_the_writers_view(
     finally:
         second.stop()
     assert "ns/p0" not in (_view_of(out) or {})
+
+
+def service_process(
+    transport: Transport, name: str, args: list[str], log_dir: Path
+) -> ManagedProcess:
+    """state_follower.py as a process, told the bus in its environment (a key, on Service Bus)."""
+    return ManagedProcess(
+        name,
+        [sys.executable, str(FOLLOWER), *args],
+        log_dir=log_dir,
+        env={"KAIRYU_TEST_BUS_SPEC": json.dumps(transport.spec)},
+    )
+
+
+@pytest.mark.timeout(60)  # processes started and stopped, a lock to expire
+async def test_a_handler_killed_mid_reconcile_is_run_again_by_the_next_process(
+    transport: Transport, tmp_path: Path
+) -> None:
+    """Nothing acknowledges a reconcile: the restarted service reconciles from its new view.
+
+    The first process is SIGKILLed while its reconcile of the Workspace is under way; the next
+    one, with nothing written to the bus meanwhile, reconciles that Workspace to the end.
+    """
+    await transport.writer.put(pod("p0", workspace="busy"))
+    out, block = tmp_path / "reconciles.txt", tmp_path / "block"
+    block.touch()
+    args = ["reconcile", "deployer", str(out), str(block)]
+    first = service_process(transport, "handler-1", args, tmp_path)
+    first.start()
+    try:
+        await until(lambda: "started ns/busy" in _lines(out), timeout=30)
+        first.kill()  # SIGKILL in the middle of the reconcile
+    finally:
+        first.stop()
+    assert "done ns/busy" not in _lines(out)
+    block.unlink()
+    second = service_process(transport, "handler-2", args, tmp_path)
+    second.start()
+    try:
+        await until(lambda: "done ns/busy" in _lines(out), timeout=30)
+    finally:
+        second.stop()
+    assert _lines(out).count("started ns/busy") == 2
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
 
 
 @pytest.mark.timeout(60)  # a broker stopped and started, its clients reconnecting

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
-from bus_transports import KEYS, SERVICEBUS_TOPOLOGY, Writer, pod, receive
+from bus_transports import KEYS, SERVICEBUS_TOPOLOGY, Writer, pod, receive, until
 
 from kairyu_contracts.objectstate import content_digest
 from kairyu_core.bus import BusError, Change, Snapshot
@@ -100,32 +100,47 @@ async def test_a_follower_gets_the_watchers_values_then_each_change_and_a_tombst
 
 
 @pytest.mark.parametrize("reader", ["*", "kairyu-planner", ""])
-async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_refused(
-    endpoint: LocalServiceBus, watcher: Writer, reader: str
+async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_dropped(
+    endpoint: LocalServiceBus, watcher: Writer, deployer: ServiceBusBus, reader: str
 ) -> None:
-    """The planner does not follow Pods, "*" is every reader: the watcher sends nothing."""
+    """The planner does not follow Pods, "*" is every reader: the watcher sends nothing.
+
+    Dropped, not dead-lettered: nobody reads the requests queue's dead letters, and they would
+    pile up there, unexpired, until the queue refused every follower's requests.
+    """
+    serving = watcher.bus
+    assert isinstance(serving, ServiceBusBus)
     await watcher.put(pod("kept"))
-    async with (
-        ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb,
-        sb.get_queue_sender(TOPOLOGY.requests.name) as sender,
-    ):
-        await sender.send_messages(
-            ServiceBusMessage(
-                b"",
-                application_properties={
-                    "kairyu-kind": "Pod",
-                    "kairyu-reader": reader,
-                    "kairyu-request-id": "r1",
-                },
-                message_id="r1",
+    subscription = TOPOLOGY.subscription("deployer", "Pod")
+    async with ServiceBusClient.from_connection_string(endpoint.connection_string("kairyu")) as sb:
+        async with sb.get_queue_sender(TOPOLOGY.requests.name) as sender:
+            await sender.send_messages(
+                ServiceBusMessage(
+                    b"",
+                    application_properties={
+                        "kairyu-kind": "Pod",
+                        "kairyu-reader": reader,
+                        "kairyu-request-id": "r1",
+                    },
+                    message_id="r1",
+                )
             )
-        )
+        await until(lambda: serving.refused_requests == 1)
+        asked = await deployer.request_snapshot("Pod")
+        async with sb.get_subscription_receiver(
+            subscription.topic, subscription.name, session_id="Pod"
+        ) as receiver:
+            began = [
+                properties_of(m)[SNAPSHOT_ID_PROPERTY]
+                for m in await receive(receiver, 3)  # begin, the one Pod, end
+                if properties_of(m).get(SNAPSHOT_PROPERTY) == "begin"
+            ]
         async with sb.get_queue_receiver(
             TOPOLOGY.requests.name, sub_queue=ServiceBusSubQueue.DEAD_LETTER
         ) as dead_letters:
-            (dead,) = await receive(dead_letters, 1)
-    assert dead.dead_letter_reason == "NotASnapshotRequest"
-    assert f"reader {reader!r}" in (dead.dead_letter_error_description or "")
+            assert await dead_letters.peek_messages(max_message_count=5) == []
+    # The deployer's first snapshot is the one it asked for: none was sent for the bad request.
+    assert began == [asked]
 
 
 async def test_a_dead_lettered_reconcile_is_on_the_dead_letters_queue(

@@ -1,11 +1,15 @@
 """Bus settings (NATS or Service Bus) and what the bus shows of them: no secret in a log."""
 
+from pathlib import Path
+
 import pytest
+from azure.servicebus.exceptions import ServiceBusAuthorizationError
 from pydantic import ValidationError
 
-from kairyu_core.bus import BusError, redact, setup
+from kairyu_core.bus import BusError, BusSettingsError, redact, setup
 from kairyu_core.bus.connecting import bus_service, connect_bus
-from kairyu_core.settings import ServiceSettings
+from kairyu_core.bus.servicebus import ServiceBusBus
+from kairyu_core.settings import ServiceBusSettings, ServiceSettings
 
 
 def test_credentials_in_the_url_are_refused_with_where_they_go(
@@ -95,6 +99,7 @@ async def test_the_settings_choose_the_transport_the_service_gets(
 ) -> None:
     monkeypatch.setenv("KAIRYU_BUS", "servicebus")
     monkeypatch.setenv("KAIRYU_SERVICEBUS__FULLY_QUALIFIED_NAMESPACE", "ns.servicebus.windows.net")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # a developer's shell
     bus = await connect_bus(ServiceSettings(service_name="kairyu-deployer"))
     try:
         # Nothing is opened before first use, so this needs no namespace: the bus is Service
@@ -108,15 +113,58 @@ async def test_the_settings_choose_the_transport_the_service_gets(
 def test_only_kairyu_services_have_entities_on_service_bus() -> None:
     assert bus_service("kairyu-deployer") == "deployer"
     assert bus_service("kairyu-watcher") == "watcher"
-    with pytest.raises(BusError, match="kairyu-planner"):
+    with pytest.raises(BusSettingsError, match="kairyu-planner"):
         bus_service("my-tool")
 
 
 def test_the_nats_set_up_step_refuses_to_run_on_service_bus(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("KAIRYU_BUS", "servicebus")
-    monkeypatch.setenv("KAIRYU_SERVICEBUS__FULLY_QUALIFIED_NAMESPACE", "ns.servicebus.windows.net")
-    monkeypatch.setenv("KAIRYU_LOG__FORMAT", "text")
-    assert setup.main([]) == 2
-    assert "Service Bus entities come from the template" in capfd.readouterr().err
+    monkeypatch.setenv("KAIRYU_BUS", "servicebus")  # without its group: refused all the same
+    with pytest.raises(SystemExit) as exited:
+        setup.main([])
+    assert exited.value.code == 2
+    assert "Service Bus entities come from the template" in capsys.readouterr().err
+
+
+async def test_in_a_pod_without_workload_identity_service_bus_refuses_to_sign_in_as_the_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Azure's default chain would fall back to the node's identity: another principal."""
+    monkeypatch.delenv("AZURE_FEDERATED_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    settings = ServiceBusSettings(fully_qualified_namespace="ns.servicebus.windows.net")
+    with pytest.raises(BusSettingsError, match=r"azure\.workload\.identity/use"):
+        await ServiceBusBus.connect(settings, service="deployer")
+
+
+async def test_in_a_pod_with_workload_identity_service_bus_signs_in_with_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("a-federated-token")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000001")
+    monkeypatch.setenv("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000002")
+    settings = ServiceBusSettings(fully_qualified_namespace="ns.servicebus.windows.net")
+    async with await ServiceBusBus.connect(settings, service="deployer") as bus:
+        assert bus.waits_for_roles  # a refusal at start is a role not in effect yet: waited out
+        assert type(bus._owned_credential).__name__ == "WorkloadIdentityCredential"
+
+
+@pytest.mark.parametrize("entra", [True, False], ids=["entra-id", "shared-key"])
+async def test_a_refusal_at_start_is_waited_out_only_when_signed_in_with_entra_id(
+    entra: bool,
+) -> None:
+    """A role takes minutes to reach Service Bus after the template assigns it; a key does not."""
+    connection = "Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=k;SharedAccessKey=s"
+    async with await ServiceBusBus.connect(connection, service="deployer") as bus:
+        bus.waits_for_roles = entra
+        with pytest.raises(BusError) as refused:
+            async with bus._guard("kairyu-state-pod"):
+                raise ServiceBusAuthorizationError(message="Unauthorized access")
+    assert refused.value.__class__.__name__ == (
+        "_EntitiesMissingError" if entra else "BusError"
+    )  # the one wait_for_streams waits on, or the one it raises
+    assert "kairyu-state-pod" in str(refused.value) or not entra

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from kairyu_contracts.objectstate import Kind
 from kairyu_core import health, tracing
 from kairyu_core import logging as kairyu_logging
-from kairyu_core.bus import FOLLOWS, BusError, StateBus
+from kairyu_core.bus import FOLLOWS, BusError, BusSettingsError, StateBus
 from kairyu_core.bus.connecting import connect_bus
 from kairyu_core.informing import Informer
 from kairyu_core.kube import KubeClient
@@ -224,7 +224,12 @@ def main(settings_type: type[S], serve: Callable[[S], Coroutine[Any, Any, None]]
         # A setting, not data: restarting cannot help, so say what is wrong and stop.
         log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
         raise SystemExit(2) from None
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except BusSettingsError as exc:
+        # As above: a restarted container would find the same setting.
+        log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+        raise SystemExit(2) from None
 
 
 def run_controller(

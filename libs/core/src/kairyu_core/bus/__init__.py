@@ -10,7 +10,7 @@ from kairyu_core.bus._connection import Bus, Published
 from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._statestream import Change, Snapshot
 from kairyu_core.bus.contract import SnapshotSource, SnapshotValues, StateBus
-from kairyu_core.bus.outcomes import BusError, PermanentError, TemporaryError
+from kairyu_core.bus.outcomes import BusError, BusSettingsError, PermanentError, TemporaryError
 from kairyu_core.bus.topology import (
     DEFAULT_STREAM,
     FOLLOWS,
@@ -25,6 +25,7 @@ __all__ = [
     "SUBJECTS",
     "Bus",
     "BusError",
+    "BusSettingsError",
     "Change",
     "PermanentError",
     "Published",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -43,7 +44,7 @@ from kairyu_core.bus._redacting import redact
 from kairyu_core.bus._servicebus_following import follow, properties_of
 from kairyu_core.bus._statestream import Change, Snapshot
 from kairyu_core.bus.contract import SnapshotSource, StateBus
-from kairyu_core.bus.outcomes import BusError
+from kairyu_core.bus.outcomes import BusError, BusSettingsError
 from kairyu_core.bus.servicebus_states import (
     KIND_PROPERTY,
     OutMessage,
@@ -82,6 +83,7 @@ _WAIT_MAX_S = 30.0  # while an entity is missing, look at least this often
 _REQUEST_POLL_S = 1.0  # how long one receive of snapshot requests waits
 _REQUEST_BATCH = 10
 _MAX_BACKOFF_S = 30.0
+_REFUSAL_LOG_EVERY_S = 60.0
 TRANSIENT: tuple[type[ServiceBusError], ...] = (
     ServiceBusConnectionError,
     ServiceBusCommunicationError,
@@ -95,7 +97,7 @@ ValuesOf = SnapshotSource
 
 
 class _EntitiesMissingError(BusError):
-    """An entity is not there (yet): waiting for the template or an admin is worth it."""
+    """An entity or its role is not there yet, or the namespace is unreachable: worth waiting."""
 
 
 class ServiceBusBus:
@@ -124,6 +126,12 @@ class ServiceBusBus:
         # batches (a change sent before a later batch would be overwritten by an older value).
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._owned_credential: AsyncTokenCredential | None = None
+        self.refused_requests = 0
+        """Messages on the requests queue dropped so far as not a request one may make."""
+        self._refusal_logged_at = -_REFUSAL_LOG_EVERY_S
+        self.waits_for_roles = False
+        """Signed in with Entra ID: a refusal at start is waited out, since roles take minutes to
+        reach Service Bus after the template assigns them. A refused shared key is final."""
 
     @classmethod
     async def connect(
@@ -154,19 +162,17 @@ class ServiceBusBus:
             else:
                 assert target.fully_qualified_namespace is not None  # noqa: S101 - validated
                 if credential is None:
-                    # Imported here: only a bus signed in with Entra ID needs azure-identity.
-                    from azure.identity.aio import DefaultAzureCredential  # noqa: PLC0415
-
-                    owned = DefaultAzureCredential()
-                    credential = owned
+                    owned = credential = _default_credential()
                 client = ServiceBusClient(
                     target.fully_qualified_namespace, credential, retry_total=0
                 )
         except ValueError as exc:
             # Not chained: the SDK's message may quote the connection string, key included.
-            raise BusError(f"bad Service Bus connection string: {redact(str(exc))}") from None
+            msg = f"bad Service Bus connection string: {redact(str(exc))}"
+            raise BusSettingsError(msg) from None
         bus = cls(client, service=service, topology=topology)
         bus._owned_credential = owned
+        bus.waits_for_roles = target.connection_string is None
         return bus
 
     @property
@@ -269,6 +275,12 @@ class ServiceBusBus:
             ) from exc
         except _DENIED as exc:
             self.mark(healthy=False)
+            if self.waits_for_roles:
+                raise _EntitiesMissingError(
+                    f"Service Bus refused this service's identity on {entity}: its role "
+                    f"assignment may not be in place yet (the template's, minutes to take "
+                    f"effect): {exc}"
+                ) from exc
             raise BusError(f"Service Bus refused this service's key or credential: {exc}") from exc
         except TRANSIENT as exc:
             self.mark(healthy=False)
@@ -280,7 +292,8 @@ class ServiceBusBus:
     async def wait_for_streams(self) -> None:
         """Return once every entity exists; until then log why and look again, not ready.
 
-        A refused key or credential is not waited on: it raises BusError at once.
+        A refused shared key is not waited on: it raises BusError at once. A refused Entra ID
+        identity is (`waits_for_roles`).
         """
 
         def not_ready() -> None:
@@ -471,9 +484,9 @@ class ServiceBusBus:
 
         Each request is answered in the kind's topic, addressed to the follower that asked, at
         most once per `pacer`'s interval for a reader and kind (`snapshot_pacing`: sooner ones
-        are held and answered together). A request that is not one (no known kind, no reader)
-        is dead-lettered. While Service Bus is unreachable this backs off and receives again;
-        it never returns.
+        are held and answered together). A request that is not one (no known kind, or a reader
+        that does not read it) is dropped, with a warning at most once a minute. While Service
+        Bus is unreachable this backs off and receives again; it never returns.
         """
         pacer = pacer or SnapshotPacer()
         failures = 0
@@ -518,11 +531,23 @@ class ServiceBusBus:
         # would have the watcher send a whole kind for nobody, or reset every reader's view.
         readers = {s.name for s in self.topology.subscriptions if s.topic == topic}
         if kind not in KINDS or reader not in readers or not request_id:
-            why = f"not a snapshot request: kind {kind!r}, reader {reader!r}, id {request_id!r}"
-            log.warning("dead-lettering a message on %s: %s", self.topology.requests.name, why)
-            await receiver.dead_letter_message(
-                request, reason="NotASnapshotRequest", error_description=why
-            )
+            # Dropped, not dead-lettered: dead letters never expire and nobody reads that
+            # sub-queue, so whoever may send requests could fill the queue's 1 GB with them and
+            # stop every follower's snapshots. Logged at most once a minute, with a count.
+            self.refused_requests += 1
+            now = time.monotonic()
+            if now - self._refusal_logged_at >= _REFUSAL_LOG_EVERY_S:
+                self._refusal_logged_at = now
+                log.warning(
+                    "dropped %d message(s) on %s that are not snapshot requests; the latest: "
+                    "kind %r, reader %r, id %r",
+                    self.refused_requests,
+                    self.topology.requests.name,
+                    kind,
+                    reader,
+                    request_id,
+                )
+            await receiver.complete_message(request)
             return
         assert kind is not None  # noqa: S101 - in KINDS
         if pacer.ask(reader, kind, request_id, now=time.monotonic()):
@@ -540,6 +565,32 @@ class ServiceBusBus:
         After a lost session or an outage it asks again, and a fresh snapshot follows.
         """
         return follow(self, kind)
+
+
+def _default_credential() -> AsyncTokenCredential:
+    """The pod's workload identity when the webhook injected it; else azure-identity's default.
+
+    In a pod, only the workload identity is wanted: `DefaultAzureCredential` would fall back to
+    the node's managed identity when the webhook did not run, and act as another principal. Out
+    of a pod (a developer's shell) the default chain finds `az login` and the like.
+    """
+    # Imported here: only a bus signed in with Entra ID needs azure-identity.
+    from azure.identity.aio import (  # noqa: PLC0415
+        DefaultAzureCredential,
+        WorkloadIdentityCredential,
+    )
+
+    if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+        return WorkloadIdentityCredential()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        msg = (
+            "no workload identity in this pod (AZURE_FEDERATED_TOKEN_FILE is not set): label the "
+            "pod azure.workload.identity/use=true and annotate its ServiceAccount with the "
+            "identity's client id (the chart does both with global.servicebus.auth "
+            "workloadIdentity)"
+        )
+        raise BusSettingsError(msg)
+    return DefaultAzureCredential()
 
 
 def _to_sdk(message: OutMessage) -> ServiceBusMessage:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kairyu_core.bus._connection import Bus
 from kairyu_core.bus.contract import StateBus
-from kairyu_core.bus.outcomes import BusError
+from kairyu_core.bus.outcomes import BusSettingsError
 from kairyu_core.bus.topology import FOLLOWS
 from kairyu_core.settings import ServiceSettings
 
@@ -25,14 +25,16 @@ def bus_service(service_name: str) -> str:
     short = service_name.removeprefix(_PREFIX)
     if short != "watcher" and short not in FOLLOWS:
         known = ", ".join(_PREFIX + name for name in ["watcher", *FOLLOWS])
-        raise BusError(f"{service_name!r} is not a service with entities on Service Bus ({known})")
+        msg = f"{service_name!r} is not a service with entities on Service Bus ({known})"
+        raise BusSettingsError(msg)
     return short
 
 
 async def connect_bus(settings: ServiceSettings) -> StateBus:
     """The bus `settings.bus` names, connected as `settings.service_name`.
 
-    Raises BusError when it cannot be reached or signed in to (the caller retries).
+    Raises BusError when it cannot be reached (the caller retries), BusSettingsError when the
+    settings cannot work.
     """
     if settings.bus == "servicebus":
         # Imported here, not above: only a service on Service Bus needs the Azure SDK.

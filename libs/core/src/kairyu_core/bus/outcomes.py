@@ -15,6 +15,14 @@ class BusError(Exception):
     """The bus could not do what was asked (connect, set up a stream, publish)."""
 
 
+class BusSettingsError(Exception):
+    """The bus's settings cannot work (a malformed connection string, an unknown service).
+
+    Not a BusError, which a service waits out: trying again cannot fix a setting, so the
+    service says what is wrong and stops (`kairyu_core.service.main`).
+    """
+
+
 class TemporaryError(Exception):
     """A failure that may pass (a conflict, a dependency not ready): retry after `delay` seconds."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -84,13 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.every < 0:
         parser.error("--every must be 0 or more")
+    if os.environ.get("KAIRYU_BUS", "nats") != "nats":
+        # Checked before the settings, which would refuse a Service Bus without its group
+        # first. Creating Service Bus entities takes the namespace's Manage right, which
+        # nothing in the cluster holds: the ARM template creates them (docs/bus.md).
+        parser.exit(2, "the set-up step is for NATS; Service Bus entities come from the template\n")
     settings = ServiceSettings(service_name="kairyu-nats-setup")
     kairyu_logging.configure(settings.log, service=settings.service_name)
-    if settings.bus != "nats":
-        # Creating Service Bus entities takes the namespace's Manage right, which nothing in
-        # the cluster holds: the ARM template creates them (docs/bus.md).
-        log.error("the set-up step is for NATS; Service Bus entities come from the template")
-        return 2
     if args.every > 0:
         name = settings.service_name
         asyncio.run(keep_set_up(settings.nats, name=name, every_s=args.every))
