@@ -3,7 +3,7 @@
 A `Transport` is a running broker of one transport (NATS JetStream, or the local Service Bus
 endpoint) with kairyu's streams or entities on it. It connects a service's bus (`follower`),
 reads that transport's dead letters (`dead_letters`), says where it set aside a state message a
-follower could not read (`set_aside`), restarts its broker (`restart`), and says how a follower in
+follower could not read (`set_aside`), stops and starts its broker, and says how a follower in
 another process connects (`spec`, read by `connect` there: state_follower.py). `Writer` plays the
 watcher on either: it keeps its latest values, writes them, and on Service Bus answers followers'
 snapshot requests from them.
@@ -198,8 +198,12 @@ class Transport(ABC):
         """What `service`'s follower set aside as unreadable, and why, where it is documented."""
 
     @abstractmethod
-    def restart(self) -> None:
-        """Stop the broker and start it again on the same address, keeping what it stored."""
+    def stop_broker(self) -> None:
+        """Stop the broker; what it stored stays for `start_broker`."""
+
+    @abstractmethod
+    def start_broker(self) -> None:
+        """Start the stopped broker again on the same address (from the main thread)."""
 
 
 class NatsTransport(Transport):
@@ -250,8 +254,11 @@ class NatsTransport(Transport):
             if record.levelno == logging.WARNING and "malformed state" in record.getMessage()
         ]
 
-    def restart(self) -> None:
-        self.server.restart()
+    def stop_broker(self) -> None:
+        self.server.process.stop()
+
+    def start_broker(self) -> None:
+        self.server.start(keep_port=True)
 
 
 class ServiceBusTransport(Transport):
@@ -331,5 +338,8 @@ class ServiceBusTransport(Transport):
             for letter in letters
         ]
 
-    def restart(self) -> None:
-        self.endpoint.restart()
+    def stop_broker(self) -> None:
+        self.endpoint.process.stop()  # SIGTERM: it writes its messages to its state directory
+
+    def start_broker(self) -> None:
+        self.endpoint.start()

@@ -369,8 +369,13 @@ async def test_after_a_broker_restart_the_writers_changes_reach_the_follower(
         await writer.put(pod(f"p{i}"))
     async with transport.follower("deployer") as bus, following(bus) as seen:
         await until(lambda: seen.holds(writer.expected()))
-        transport.restart()
-        await writer.put(pod("p0", phase="Running", version=2))
+        transport.stop_broker()
+        # A write while the broker is down is retried until it is back (about 15 s at most).
+        writing = asyncio.create_task(writer.put(pod("p0", phase="Running", version=2)))
+        await asyncio.sleep(1.0)
+        assert not writing.done(), writing
+        transport.start_broker()
+        await writing
         await writer.delete(ObjectKey("Pod", "ns", "p1"))
         await writer.put(pod("p5"))
         await until(lambda: seen.holds(writer.expected()), timeout=30)

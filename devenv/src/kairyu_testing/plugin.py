@@ -22,6 +22,7 @@ from kairyu_localenv import Binaries, LocalCluster, LocalNats
 from kairyu_localenv.binaries import repo_root
 from kairyu_localenv.karpenter_kwok import LocalKarpenter
 from kairyu_localenv.keda import LocalKeda
+from kairyu_testing.bus import collect_sdk_garbage
 
 _INTEGRATION_FIXTURES = {"cluster", "nats_server"}
 _EXPORTER = InMemorySpanExporter()
@@ -29,6 +30,17 @@ _EXPORTER = InMemorySpanExporter()
 
 def pytest_configure(config: pytest.Config) -> None:
     tracing.configure("kairyu-tests", processors=[SimpleSpanProcessor(_EXPORTER)])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Collect what libraries left to the garbage collector before pytest's summary.
+
+    The summary may import modules (hypothesis's plugin imports hypothesis when no test did); a
+    leaked socket's finalizer run by the collector inside that compile fails the whole run on
+    Python 3.11 ("AST constructor recursion depth mismatch"; `bus.collect_sdk_garbage`). This
+    runs before the terminal summary, which comes after every plain sessionfinish hook.
+    """
+    collect_sdk_garbage()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
