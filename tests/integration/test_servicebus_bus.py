@@ -99,9 +99,23 @@ async def test_a_follower_gets_the_watchers_values_then_each_change_and_a_tombst
     ]
 
 
-@pytest.mark.parametrize("reader", ["*", "kairyu-planner", ""])
+@pytest.mark.parametrize(
+    ("reader", "request_id"),
+    [
+        ("*", "0" * 32),
+        ("kairyu-planner", "0" * 32),
+        ("", "0" * 32),
+        # a reader of Pods, but an id too long for the answer's message ids (128 characters)
+        ("kairyu-deployer", "a" * 200),
+    ],
+    ids=["every-reader", "not-a-reader", "no-reader", "long-id"],
+)
 async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_dropped(
-    endpoint: LocalServiceBus, watcher: Writer, deployer: ServiceBusBus, reader: str
+    endpoint: LocalServiceBus,
+    watcher: Writer,
+    deployer: ServiceBusBus,
+    reader: str,
+    request_id: str,
 ) -> None:
     """The planner does not follow Pods, "*" is every reader: the watcher sends nothing.
 
@@ -120,9 +134,9 @@ async def test_a_snapshot_request_for_someone_not_reading_the_kind_is_dropped(
                     application_properties={
                         "kairyu-kind": "Pod",
                         "kairyu-reader": reader,
-                        "kairyu-request-id": "r1",
+                        "kairyu-request-id": request_id,
                     },
-                    message_id="r1",
+                    message_id="bad-request",
                 )
             )
         await until(lambda: serving.refused_requests == 1)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -84,6 +85,7 @@ _REQUEST_POLL_S = 1.0  # how long one receive of snapshot requests waits
 _REQUEST_BATCH = 10
 _MAX_BACKOFF_S = 30.0
 _REFUSAL_LOG_EVERY_S = 60.0
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as `request_snapshot` makes it
 TRANSIENT: tuple[type[ServiceBusError], ...] = (
     ServiceBusConnectionError,
     ServiceBusCommunicationError,
@@ -91,9 +93,6 @@ TRANSIENT: tuple[type[ServiceBusError], ...] = (
     ServiceBusServerBusyError,
 )
 _DENIED = (ServiceBusAuthenticationError, ServiceBusAuthorizationError)
-
-ValuesOf = SnapshotSource
-"""The watcher's values of a kind: key → (trimmed value, content digest, wake digest or None)."""
 
 
 class _EntitiesMissingError(BusError):
@@ -269,10 +268,7 @@ class ServiceBusBus:
         try:
             yield
         except MessagingEntityNotFoundError as exc:
-            raise _EntitiesMissingError(
-                f"the Service Bus entity {entity} does not exist; the set-up template "
-                "(or an admin) creates it"
-            ) from exc
+            raise _EntitiesMissingError(_missing(entity)) from exc
         except _DENIED as exc:
             self.mark(healthy=False)
             if self.waits_for_roles:
@@ -369,10 +365,7 @@ class ServiceBusBus:
                 await asyncio.sleep(delay)
             except MessagingEntityNotFoundError as exc:
                 await self._drop_sender(entity)
-                raise BusError(
-                    f"the Service Bus entity {entity} does not exist; the set-up template "
-                    "(or an admin) creates it"
-                ) from exc
+                raise BusError(_missing(entity)) from exc
             except ServiceBusError as exc:
                 await self._drop_sender(entity)
                 raise BusError(f"send to {entity} failed: {exc!r}") from exc
@@ -466,7 +459,7 @@ class ServiceBusBus:
         await self._send_snapshot(kind, values_of, to=EVERY_READER)
 
     async def _send_snapshot(
-        self, kind: Kind, values_of: ValuesOf, *, to: str, snapshot_id: str | None = None
+        self, kind: Kind, values_of: SnapshotSource, *, to: str, snapshot_id: str | None = None
     ) -> Published:
         topic = self.topology.topic_of(kind).name
         async with self._lock(topic):
@@ -477,18 +470,16 @@ class ServiceBusBus:
             )
             return await self._send_locked(topic, messages)
 
-    async def serve_snapshots(
-        self, values_of: ValuesOf, *, pacer: SnapshotPacer | None = None
-    ) -> None:
+    async def serve_snapshots(self, values_of: SnapshotSource) -> None:
         """Answer followers' snapshot requests until cancelled (the watcher's side).
 
         Each request is answered in the kind's topic, addressed to the follower that asked, at
-        most once per `pacer`'s interval for a reader and kind (`snapshot_pacing`: sooner ones
+        most once per 5 s for a reader and kind (`snapshot_pacing`: sooner ones
         are held and answered together). A request that is not one (no known kind, or a reader
         that does not read it) is dropped, with a warning at most once a minute. While Service
         Bus is unreachable this backs off and receives again; it never returns.
         """
-        pacer = pacer or SnapshotPacer()
+        pacer = SnapshotPacer()
         failures = 0
         while True:
             try:
@@ -519,18 +510,21 @@ class ServiceBusBus:
         self,
         receiver: ServiceBusReceiver,
         request: ServiceBusReceivedMessage,
-        values_of: ValuesOf,
+        values_of: SnapshotSource,
         pacer: SnapshotPacer,
     ) -> None:
         properties = properties_of(request)
         kind = properties.get(KIND_PROPERTY)
         reader = properties.get(READER_PROPERTY)
-        request_id = properties.get(REQUEST_ID_PROPERTY)
+        request_id = properties.get(REQUEST_ID_PROPERTY, "")
         topic = self.topology.topic_of(kind).name if kind in KINDS else None
         # Only a reader of the kind may be sent its snapshot: a request naming "*" or anyone else
         # would have the watcher send a whole kind for nobody, or reset every reader's view.
         readers = {s.name for s in self.topology.subscriptions if s.topic == topic}
-        if kind not in KINDS or reader not in readers or not request_id:
+        # The id becomes part of every answer's message ids, which Service Bus caps at 128
+        # characters: only the form `request_snapshot` makes is taken, so a long or odd one
+        # cannot make the answer fail (and the watcher with it, again at each redelivery).
+        if kind not in KINDS or reader not in readers or not _REQUEST_ID.fullmatch(request_id):
             # Dropped, not dead-lettered: dead letters never expire and nobody reads that
             # sub-queue, so whoever may send requests could fill the queue's 1 GB with them and
             # stop every follower's snapshots. Logged at most once a minute, with a count.
@@ -565,6 +559,13 @@ class ServiceBusBus:
         After a lost session or an outage it asks again, and a fresh snapshot follows.
         """
         return follow(self, kind)
+
+
+def _missing(entity: str) -> str:
+    return (
+        f"the Service Bus entity {entity} does not exist; the set-up template (or an admin) "
+        "creates it"
+    )
 
 
 def _default_credential() -> AsyncTokenCredential:
